@@ -18,6 +18,8 @@ class ChatMessage:
     content: str
     name: str | None = None
     tool_call_id: str | None = None
+    # An assistant turn that asked for tools: chat APIs require it before the "tool" replies.
+    tool_calls: tuple[ToolCallRequest, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
