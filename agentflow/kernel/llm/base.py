@@ -87,6 +87,25 @@ class CircuitOpen(ProviderUnavailable):
     """The provider's circuit breaker is open; the call was not attempted."""
 
 
+class RequestRejected(LLMError):
+    """The provider is up but refuses this request (bad parameters, schema, too long...)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class InvalidResponse(LLMError):
+    """The provider answered with something unusable (e.g. JSON that breaks the schema).
+
+    ``response`` is the answer as received, so its tokens and cost can still be accounted.
+    """
+
+    def __init__(self, message: str, *, response: LLMResponse) -> None:
+        super().__init__(message)
+        self.response = response
+
+
 class BudgetExceeded(LLMError):
     """A hard budget refuses the call before it is made."""
 
