@@ -1,0 +1,380 @@
+"""A real local HTTP server that speaks enough of the OpenAI API for tests.
+
+It listens on 127.0.0.1 on a free port in a background thread, answers
+``POST /v1/chat/completions`` and ``POST /v1/embeddings`` from a script, and records every
+request it received, so tests can check what reached the "LLM" (retries, redaction, ...)::
+
+    with FakeOpenAIServer() as srv:
+        srv.enqueue(rate_limited(retry_after="0.01"), chat_completion("Hello!"))
+        provider = OpenAIProvider("gpt-4o-mini", api_key="test", base_url=srv.base_url)
+        ...
+        assert len(srv.requests) == 2
+        assert "alice@example.com" not in srv.sent_text()
+
+Scripted responses are served first in, first out, whatever the endpoint; when the queue is
+empty the server answers by itself (a short chat answer with usage, or deterministic
+embeddings), so tests that only inspect requests need no script.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = [
+    "FakeOpenAIServer",
+    "RecordedRequest",
+    "ScriptedResponse",
+    "chat_completion",
+    "embeddings",
+    "error",
+    "rate_limited",
+    "slow",
+]
+
+Body = Mapping[str, Any] | Callable[[Any], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ScriptedResponse:
+    """One answer: status, JSON body (or a function of the request body), headers, delay.
+
+    ``raw_body`` sends bytes as they are (e.g. malformed JSON). ``delay_seconds`` waits before
+    answering, to outlast a client timeout.
+    """
+
+    status: int = 200
+    body: Body | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_seconds: float = 0.0
+    raw_body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+    raw: bytes
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        if isinstance(self.body, dict):
+            return list(self.body.get("messages") or [])
+        return []
+
+    def text(self) -> str:
+        """Every piece of text this request carried to the model."""
+        if not isinstance(self.body, dict):
+            return self.raw.decode("utf-8", "replace")
+        parts: list[str] = []
+        for message in self.messages:
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            for call in message.get("tool_calls") or ():
+                parts.append(str(call.get("function", {}).get("arguments", "")))
+        inputs = self.body.get("input")
+        if isinstance(inputs, str):
+            parts.append(inputs)
+        elif isinstance(inputs, list):
+            parts.extend(str(i) for i in inputs)
+        return "\n".join(parts)
+
+
+# ----------------------------------------------------------------- response factories
+
+
+def chat_completion(
+    content: str | None = "ok",
+    *,
+    tool_calls: Iterable[Mapping[str, Any]] | None = None,
+    prompt_tokens: int = 11,
+    completion_tokens: int = 7,
+    model: str = "gpt-4o-mini",
+    finish_reason: str | None = None,
+    include_usage: bool = True,
+) -> ScriptedResponse:
+    """A chat completion. ``tool_calls`` items: ``{"name": ..., "arguments": {...} | str}``."""
+    calls = [
+        {
+            "id": call.get("id", f"call_{i}"),
+            "type": "function",
+            "function": {
+                "name": call["name"],
+                "arguments": call["arguments"]
+                if isinstance(call["arguments"], str)
+                else json.dumps(call["arguments"]),
+            },
+        }
+        for i, call in enumerate(tool_calls or ())
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason or ("tool_calls" if calls else "stop"),
+            }
+        ],
+    }
+    if include_usage:
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+    return ScriptedResponse(body=body)
+
+
+def embeddings(
+    vectors: list[list[float]] | None = None,
+    *,
+    dimensions: int = 8,
+    prompt_tokens: int | None = None,
+    model: str = "text-embedding-3-small",
+) -> ScriptedResponse:
+    """Given vectors, or deterministic ones derived from each input text."""
+
+    def build(request: Any) -> Mapping[str, Any]:
+        inputs = request.get("input") if isinstance(request, dict) else None
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        rows = vectors if vectors is not None else [_vector(str(t), dimensions) for t in texts]
+        as_base64 = isinstance(request, dict) and request.get("encoding_format") == "base64"
+        tokens = prompt_tokens if prompt_tokens is not None else sum(len(str(t)) for t in texts)
+        return {
+            "object": "list",
+            "model": model,
+            "data": [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": _b64(row) if as_base64 else row,
+                }
+                for i, row in enumerate(rows)
+            ],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    return ScriptedResponse(body=build)
+
+
+def error(
+    status: int, message: str = "scripted failure", *, headers: Mapping[str, str] | None = None
+) -> ScriptedResponse:
+    kind = "rate_limit_error" if status == 429 else "server_error" if status >= 500 else "error"
+    return ScriptedResponse(
+        status=status,
+        body={"error": {"message": message, "type": kind, "code": None, "param": None}},
+        headers=dict(headers or {}),
+    )
+
+
+def rate_limited(retry_after: str | None = "1") -> ScriptedResponse:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return error(429, "Rate limit reached", headers=headers)
+
+
+def slow(seconds: float, response: ScriptedResponse | None = None) -> ScriptedResponse:
+    base = response or chat_completion("late answer")
+    return ScriptedResponse(
+        status=base.status,
+        body=base.body,
+        headers=base.headers,
+        delay_seconds=seconds,
+        raw_body=base.raw_body,
+    )
+
+
+def _vector(text: str, dimensions: int) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [(digest[i % len(digest)] - 128) / 128 for i in range(dimensions)]
+
+
+def _b64(row: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(row)}f", *row)).decode()
+
+
+# ---------------------------------------------------------------------------- server
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    owner: FakeOpenAIServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return  # the client gave up (timeouts are part of the script): not a server bug
+        if exc is not None:
+            self.owner.errors.append(exc)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 10  # never let a stuck client pin a handler thread forever
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def do_GET(self) -> None:
+        self._serve(b"")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self._serve(self.rfile.read(length) if length else b"")
+
+    def _serve(self, raw: bytes) -> None:
+        owner = self.server.owner
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        request = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            raw=raw,
+        )
+        scripted = owner._next(request)
+        if scripted.delay_seconds > 0 and owner._closing.wait(scripted.delay_seconds):
+            return  # the server is stopping: drop the connection
+        if scripted.raw_body is not None:
+            payload = scripted.raw_body
+        else:
+            content = scripted.body(body) if callable(scripted.body) else scripted.body
+            payload = json.dumps(content if content is not None else {}).encode()
+        self.send_response(scripted.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in scripted.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class FakeOpenAIServer:
+    """OpenAI-compatible test server; use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        default: ScriptedResponse | Callable[[RecordedRequest], ScriptedResponse] | None = None,
+    ) -> None:
+        self._default = default
+        self._queue: deque[ScriptedResponse] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+
+    # lifecycle
+    def start(self) -> FakeOpenAIServer:
+        if self._server is not None:
+            return self
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.owner = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._closing.set()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # addresses
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the server is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as ``base_url`` to the OpenAI SDK (ends in ``/v1``)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # script
+    def enqueue(self, *responses: ScriptedResponse) -> None:
+        with self._lock:
+            self._queue.extend(responses)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    # what was received
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def sent_text(self) -> str:
+        """All text every request carried to the model, joined: for "never leaked" checks."""
+        return "\n".join(r.text() for r in self.requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._queue.clear()
+
+    def _next(self, request: RecordedRequest) -> ScriptedResponse:
+        with self._lock:
+            self._requests.append(request)
+            if self._queue:
+                return self._queue.popleft()
+        if callable(self._default):
+            return self._default(request)
+        if self._default is not None:
+            return self._default
+        return _automatic(request)
+
+
+def _automatic(request: RecordedRequest) -> ScriptedResponse:
+    path = request.path.split("?", 1)[0].rstrip("/")
+    if request.method == "POST" and path.endswith("/chat/completions"):
+        prompt = max(len(request.text()) // 4, 1)
+        return chat_completion("ok", prompt_tokens=prompt, completion_tokens=1)
+    if request.method == "POST" and path.endswith("/embeddings"):
+        dims = request.body.get("dimensions") if isinstance(request.body, dict) else None
+        return embeddings(dimensions=int(dims or 8))
+    return error(404, f"no such endpoint: {request.method} {request.path}")
