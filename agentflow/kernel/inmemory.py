@@ -1,0 +1,343 @@
+"""In-memory implementations of the store Protocols (library use and tests).
+
+Every store bounds itself (LRU over sessions or users, TTL where the data is
+short-lived), so a long-running process cannot grow without limit and no store
+needs to be told when another one evicts a session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from agentflow.kernel.llm.base import ChatMessage
+from agentflow.kernel.results import ContextItem
+from agentflow.kernel.stores import (
+    ConversationThread,
+    GoldenPath,
+    KnowledgeDocument,
+    MemoryCase,
+    Playbook,
+    Session,
+)
+from agentflow.kernel.vectors import Embedder, Vector, VectorIndex, embed_texts
+
+Clock = Callable[[], float]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ExpiringLRU(Generic[K, V]):
+    """A dict bounded by count (least recently used goes first) and idle time."""
+
+    __slots__ = ("_clock", "_data", "_max", "_ttl")
+
+    def __init__(self, max_items: int, ttl_seconds: float | None, clock: Clock) -> None:
+        if max_items <= 0:
+            raise ValueError("max_items must be positive")
+        self._data: OrderedDict[K, list[object]] = OrderedDict()
+        self._max = max_items
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: K) -> V | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if self._ttl is not None and now - entry[0] > self._ttl:  # type: ignore[operator]
+            del self._data[key]
+            return None
+        entry[0] = now
+        self._data.move_to_end(key)
+        return entry[1]  # type: ignore[return-value]
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = [self._clock(), value]
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    def pop(self, key: K) -> V | None:
+        entry = self._data.pop(key, None)
+        return None if entry is None else entry[1]  # type: ignore[return-value]
+
+    def values(self) -> list[V]:
+        return [entry[1] for entry in self._data.values()]  # type: ignore[misc]
+
+
+class InMemorySessionStore:
+    """Sessions by user id; expired after `ttl_seconds` idle, LRU-evicted past `max_sessions`."""
+
+    io_bound = False  # never waits on I/O: the pipeline awaits it inline
+
+    def __init__(
+        self, *, ttl_seconds: float = 3600, max_sessions: int = 100_000, clock: Clock = time.time
+    ) -> None:
+        self._sessions: ExpiringLRU[str, Session] = ExpiringLRU(max_sessions, ttl_seconds, clock)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    async def get(self, user_id: str) -> Session | None:
+        return self._sessions.get(user_id)
+
+    async def save(self, session: Session) -> None:
+        self._sessions.put(session.user_id, session)
+
+    async def delete(self, user_id: str) -> None:
+        self._sessions.pop(user_id)
+
+
+class InMemoryThreadStore:
+    """Threads per session, at most `max_threads_per_session` kept (closed ones go first)."""
+
+    io_bound = False  # never waits on I/O: the pipeline awaits it inline
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float = 3600,
+        max_sessions: int = 100_000,
+        max_threads_per_session: int = 50,
+        clock: Clock = time.time,
+    ) -> None:
+        self._by_session: ExpiringLRU[str, dict[str, ConversationThread]] = ExpiringLRU(
+            max_sessions, ttl_seconds, clock
+        )
+        self._max_threads = max_threads_per_session
+
+    async def get(self, session_id: str, thread_id: str) -> ConversationThread | None:
+        threads = self._by_session.get(session_id)
+        return None if threads is None else threads.get(thread_id)
+
+    async def list_threads(
+        self, session_id: str, *, open_only: bool = False
+    ) -> list[ConversationThread]:
+        threads = self._by_session.get(session_id)
+        if not threads:
+            return []
+        if open_only:
+            return [t for t in threads.values() if t.is_open]
+        return list(threads.values())
+
+    async def save(self, thread: ConversationThread) -> None:
+        threads = self._by_session.get(thread.session_id)
+        if threads is None:
+            threads = {}
+            self._by_session.put(thread.session_id, threads)
+        threads[thread.thread_id] = thread
+        if len(threads) > self._max_threads:
+            self._prune(threads)
+
+    def _prune(self, threads: dict[str, ConversationThread]) -> None:
+        # Oldest closed threads go first; open ones only when nothing else is left.
+        by_age = sorted(threads.values(), key=lambda t: (t.is_open, t.last_active))
+        for thread in by_age[: len(threads) - self._max_threads]:
+            del threads[thread.thread_id]
+
+
+class _UserCases:
+    __slots__ = ("cases", "matrix")
+
+    def __init__(self, limit: int) -> None:
+        self.cases: deque[MemoryCase] = deque(maxlen=limit)
+        self.matrix: Vector | None = None
+
+
+class InMemoryMemoryStore:
+    """Short-term messages per session (TTL) and the last `episodic_limit` cases per user.
+
+    Resolved cases also enter a bounded shared pool that other users may search
+    (anonymised by `MemoryManager` before anyone sees them).
+    """
+
+    io_bound = False  # never waits on I/O: the pipeline awaits it inline
+
+    def __init__(
+        self,
+        *,
+        short_term_messages: int = 20,
+        ttl_seconds: float = 3600,
+        episodic_limit: int = 100,
+        max_sessions: int = 100_000,
+        max_users: int = 100_000,
+        shared_limit: int = 1_000,
+        clock: Clock = time.time,
+    ) -> None:
+        self._short: ExpiringLRU[str, deque[ChatMessage]] = ExpiringLRU(
+            max_sessions, ttl_seconds, clock
+        )
+        self._users: ExpiringLRU[str, _UserCases] = ExpiringLRU(max_users, None, clock)
+        self._short_limit = short_term_messages
+        self._episodic_limit = episodic_limit
+        self._shared: deque[MemoryCase] = deque(maxlen=shared_limit)
+        self._shared_matrix: Vector | None = None
+
+    async def append_messages(self, session_id: str, messages: Sequence[ChatMessage]) -> None:
+        history = self._short.get(session_id)
+        if history is None:
+            history = deque(maxlen=self._short_limit)
+            self._short.put(session_id, history)
+        history.extend(messages)
+
+    async def recent_messages(self, session_id: str, limit: int) -> list[ChatMessage]:
+        history = self._short.get(session_id)
+        if not history or limit <= 0:
+            return []
+        if limit >= len(history):
+            return list(history)
+        return list(history)[-limit:]
+
+    async def add_case(self, case: MemoryCase) -> None:
+        if case.user_id is None:
+            raise ValueError("episodic cases belong to a user")
+        entry = self._users.get(case.user_id)
+        if entry is None:
+            entry = _UserCases(self._episodic_limit)
+            self._users.put(case.user_id, entry)
+        entry.cases.append(case)
+        entry.matrix = None
+        if case.resolved:
+            self._share(case)
+
+    def _share(self, case: MemoryCase) -> None:
+        if case.vector is not None:
+            self._shared.append(case)
+            self._shared_matrix = None
+
+    async def search_cases(
+        self, vector: Vector, *, user_id: str, limit: int, include_shared: bool = True
+    ) -> list[tuple[MemoryCase, float]]:
+        found: list[tuple[MemoryCase, float]] = []
+        entry = self._users.get(user_id)
+        if entry is not None and entry.cases:
+            own = [c for c in entry.cases if c.vector is not None]
+            if own:
+                if entry.matrix is None or len(entry.matrix) != len(own):
+                    entry.matrix = np.vstack([c.vector for c in own])  # type: ignore[misc]
+                found.extend(zip(own, (entry.matrix @ vector).tolist(), strict=True))
+        if include_shared and self._shared:
+            shared = list(self._shared)
+            if self._shared_matrix is None:
+                self._shared_matrix = np.vstack([c.vector for c in shared])  # type: ignore[misc]
+            scores = (self._shared_matrix @ vector).tolist()
+            found.extend(
+                (c, s) for c, s in zip(shared, scores, strict=True) if c.user_id != user_id
+            )
+        found = [(c, min(1.0, s)) for c, s in found if s > 0.0]
+        found.sort(key=lambda pair: pair[1], reverse=True)
+        return found[:limit]
+
+    async def resolve_thread(self, user_id: str, thread_id: str, effectiveness: float) -> int:
+        entry = self._users.get(user_id)
+        if entry is None:
+            return 0
+        changed = 0
+        for case in entry.cases:
+            if case.thread_id == thread_id and not case.resolved:
+                case.resolved = True
+                case.effectiveness = effectiveness
+                self._share(case)
+                changed += 1
+        return changed
+
+    async def user_cases(self, user_id: str) -> list[MemoryCase]:
+        entry = self._users.get(user_id)
+        return [] if entry is None else list(entry.cases)
+
+    async def forget_user(self, user_id: str) -> None:
+        self._users.pop(user_id)
+        kept = [c for c in self._shared if c.user_id != user_id]
+        if len(kept) != len(self._shared):
+            self._shared = deque(kept, maxlen=self._shared.maxlen)
+            self._shared_matrix = None
+
+
+class InMemoryKnowledgeStore:
+    """Knowledge articles embedded on `add` (title and text) and searched exactly."""
+
+    io_bound = False  # never waits on I/O: the pipeline awaits it inline
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self._index: VectorIndex[KnowledgeDocument] = VectorIndex()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    async def add(self, documents: Sequence[KnowledgeDocument]) -> None:
+        missing = [d for d in documents if d.vector is None]
+        if missing:
+            matrix = await embed_texts(self._embedder, [f"{d.title}\n{d.text}" for d in missing])
+            for doc, row in zip(missing, matrix, strict=True):
+                doc.vector = row
+        ids = {d.id for d in documents}
+        self._index.remove_where(lambda d: d.id in ids)
+        for doc in documents:
+            self._index.add(doc, doc.vector)  # type: ignore[arg-type]
+
+    async def search(self, query: str, vector: Vector, *, limit: int) -> list[ContextItem]:
+        return [
+            ContextItem("knowledge", doc.id, doc.title, doc.text, score)
+            for doc, score in self._index.search(vector, limit)
+        ]
+
+
+class InMemoryGoldenPathStore:
+    """Golden paths matched by the similarity of their question to the message."""
+
+    io_bound = False  # never waits on I/O: the pipeline awaits it inline
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self._index: VectorIndex[GoldenPath] = VectorIndex()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    async def add(self, paths: Sequence[GoldenPath]) -> None:
+        missing = [p for p in paths if p.vector is None]
+        if missing:
+            matrix = await embed_texts(self._embedder, [p.question for p in missing])
+            for path, row in zip(missing, matrix, strict=True):
+                path.vector = row
+        ids = {p.id for p in paths}
+        self._index.remove_where(lambda p: p.id in ids)
+        for path in paths:
+            self._index.add(path, path.vector)  # type: ignore[arg-type]
+
+    async def search(self, query: str, vector: Vector, *, limit: int) -> list[ContextItem]:
+        return [
+            ContextItem("golden_path", path.id, path.question, path.answer, score)
+            for path, score in self._index.search(vector, limit)
+        ]
+
+
+class InMemoryProceduralStore:
+    """The newest playbook version per intent."""
+
+    io_bound = False  # never waits on I/O: the pipeline awaits it inline
+
+    def __init__(self, playbooks: Sequence[Playbook] = ()) -> None:
+        self._playbooks: dict[str, Playbook] = {}
+        for playbook in playbooks:
+            self._keep(playbook)
+
+    def _keep(self, playbook: Playbook) -> None:
+        current = self._playbooks.get(playbook.intent)
+        if current is None or playbook.version >= current.version:
+            self._playbooks[playbook.intent] = playbook
+
+    async def get_playbook(self, intent: str) -> Playbook | None:
+        return self._playbooks.get(intent)
+
+    async def save_playbook(self, playbook: Playbook) -> None:
+        self._keep(playbook)

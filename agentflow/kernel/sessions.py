@@ -1,0 +1,101 @@
+"""Per-user sessions and per-user serialisation (SPEC 4.1, first stage).
+
+Messages of one user are processed strictly in arrival order (a per-user
+asyncio lock); different users never wait for each other. Locks exist only
+while someone holds or waits for them, so idle users cost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from types import TracebackType
+
+from agentflow.kernel.inmemory import Clock
+from agentflow.kernel.stores import Session, SessionStore
+
+
+class _LockEntry:
+    __slots__ = ("holders", "lock")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.holders = 0
+
+
+class _UserLock:
+    """`async with manager.lock(user_id)`: hold the user's lock for the block."""
+
+    __slots__ = ("_manager", "_user_id")
+
+    def __init__(self, manager: SessionManager, user_id: str) -> None:
+        self._manager = manager
+        self._user_id = user_id
+
+    async def __aenter__(self) -> None:
+        await self._manager.acquire(self._user_id)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._manager.release(self._user_id)
+
+
+class SessionManager:
+    """Finds or creates a user's session in a `SessionStore` and serialises their messages."""
+
+    def __init__(self, store: SessionStore, *, clock: Clock = time.time) -> None:
+        self.store = store
+        self._clock = clock
+        self._locks: dict[str, _LockEntry] = {}
+
+    @property
+    def locked_users(self) -> int:
+        """How many users currently hold or wait for their lock."""
+        return len(self._locks)
+
+    async def acquire(self, user_id: str) -> None:
+        entry = self._locks.get(user_id)
+        if entry is None:
+            entry = self._locks[user_id] = _LockEntry()
+        entry.holders += 1
+        try:
+            await entry.lock.acquire()
+        except BaseException:
+            self._forget(user_id, entry)
+            raise
+
+    def release(self, user_id: str) -> None:
+        entry = self._locks[user_id]
+        entry.lock.release()
+        self._forget(user_id, entry)
+
+    def _forget(self, user_id: str, entry: _LockEntry) -> None:
+        entry.holders -= 1
+        if entry.holders == 0:
+            del self._locks[user_id]
+
+    def lock(self, user_id: str) -> _UserLock:
+        return _UserLock(self, user_id)
+
+    async def get_or_create(self, user_id: str) -> tuple[Session, bool]:
+        """The user's live session and whether it was just created."""
+        session = await self.store.get(user_id)
+        if session is not None:
+            return session, False
+        now = self._clock()
+        session = Session(
+            session_id=uuid.uuid4().hex, user_id=user_id, created_at=now, last_active=now
+        )
+        return session, True
+
+    async def save(self, session: Session) -> None:
+        session.last_active = self._clock()
+        await self.store.save(session)
+
+    async def end(self, user_id: str) -> None:
+        await self.store.delete(user_id)
