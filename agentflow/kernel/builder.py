@@ -1,0 +1,556 @@
+"""`AgentFrameworkBuilder`: configure an agent in a few chained calls, then `await build()`.
+
+Everything the builder is given (config source, categories, thresholds, prompts,
+plugins, rate limit, logging) is merged into one configuration dict and validated
+once, at `build()`: any mistake is a `ConfigError` naming the field, before the
+agent ever sees a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Self
+
+from agentflow.kernel.confidence import ConfidenceEvaluator
+from agentflow.kernel.config import (
+    AgentFrameworkConfig,
+    ConfigError,
+    ConfigIssue,
+    ConfigLoader,
+    IntentCategoryConfig,
+    escape_env,
+)
+from agentflow.kernel.context import ContextGatherer, ToolBinding, ToolClient
+from agentflow.kernel.costs import Budget, BudgetedProvider, BudgetGuard, CostTracker, PriceTable
+from agentflow.kernel.guardrails import PIIRedactor
+from agentflow.kernel.handlers import BaseHandler, HandlerRegistry, ResolutionHandler
+from agentflow.kernel.inmemory import (
+    InMemoryGoldenPathStore,
+    InMemoryKnowledgeStore,
+    InMemoryMemoryStore,
+    InMemoryProceduralStore,
+    InMemorySessionStore,
+    InMemoryThreadStore,
+)
+from agentflow.kernel.intents import IntentCategory, OfflineIntentClassifier
+from agentflow.kernel.llm.base import LLMProvider
+from agentflow.kernel.llm.embeddings import OfflineEmbedder
+from agentflow.kernel.llm.offline import OfflineProvider
+from agentflow.kernel.llm.resilience import FailoverProvider
+from agentflow.kernel.memory import MemoryManager
+from agentflow.kernel.metering import GuardedProvider
+from agentflow.kernel.middleware import (
+    LoggingMiddleware,
+    Middleware,
+    MiddlewareChain,
+    PIIRedactionMiddleware,
+    RateLimitMiddleware,
+)
+from agentflow.kernel.pipeline import AgentPipeline, IntentClassifier
+from agentflow.kernel.plugins import DEFAULT_GROUP, PluginError, PluginManager
+from agentflow.kernel.sessions import SessionManager
+from agentflow.kernel.stores import (
+    GoldenPath,
+    GoldenPathStore,
+    KnowledgeDocument,
+    KnowledgeStore,
+    MemoryStore,
+    Playbook,
+    ProceduralStore,
+    SessionStore,
+    ThreadStore,
+)
+from agentflow.kernel.threads import ThreadDetector, ThreadManager
+from agentflow.kernel.vectors import Embedder, embed_texts
+
+ConfigSource = AgentFrameworkConfig | Mapping[str, Any] | str | os.PathLike[str]
+
+
+def _issue(path: str, reason: str) -> ConfigError:
+    return ConfigError([ConfigIssue(path, reason)], source="AgentFrameworkBuilder")
+
+
+def _category_dict(category: object, where: str) -> dict[str, Any]:
+    if isinstance(category, IntentCategoryConfig):
+        return category.model_dump()
+    if isinstance(category, Mapping):
+        return dict(category)
+    name = getattr(category, "name", None)
+    if not isinstance(name, str):
+        raise _issue(where, f"expected an IntentCategory, got {type(category).__name__}")
+    return {
+        "name": name,
+        "description": getattr(category, "description", ""),
+        "examples": list(getattr(category, "examples", ())),
+        "threshold": getattr(category, "threshold", None),
+    }
+
+
+def _document(item: KnowledgeDocument | Mapping[str, Any] | str, index: int) -> KnowledgeDocument:
+    if isinstance(item, KnowledgeDocument):
+        return item
+    if isinstance(item, str):
+        title = item.strip().splitlines()[0][:80] if item.strip() else f"Document {index + 1}"
+        return KnowledgeDocument(id=f"doc-{index + 1}", title=title, text=item)
+    if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+        return KnowledgeDocument(
+            id=str(item.get("id") or f"doc-{index + 1}"),
+            title=str(item.get("title") or f"Document {index + 1}"),
+            text=item["text"],
+            metadata=dict(item.get("metadata") or {}),
+        )
+    raise _issue(f"knowledge[{index}]", "expected a KnowledgeDocument, a {'text': ...} or a string")
+
+
+def _golden_path(item: GoldenPath | Mapping[str, Any], index: int) -> GoldenPath:
+    if isinstance(item, GoldenPath):
+        return item
+    if (
+        isinstance(item, Mapping)
+        and isinstance(item.get("question"), str)
+        and isinstance(item.get("answer"), str)
+    ):
+        return GoldenPath(
+            id=str(item.get("id") or f"gp-{index + 1}"),
+            question=item["question"],
+            answer=item["answer"],
+            category=str(item.get("category") or ""),
+        )
+    raise _issue(f"golden_paths[{index}]", "expected a GoldenPath or {'question', 'answer'}")
+
+
+class AgentFrameworkBuilder:
+    """Chain `with_*` calls, then `agent = await builder.build(llm_client)`."""
+
+    def __init__(self) -> None:
+        self._config_source: ConfigSource | None = None
+        self._categories: list[Any] = []
+        self._handlers: list[BaseHandler] = []
+        self._thresholds: dict[str, float] = {}
+        self._prompts: dict[str, str] = {}
+        self._middleware: list[Middleware] = []
+        self._rate_limit: int | None = None
+        self._logging: dict[str, Any] | None = None
+        self._plugin_specs: list[str] = []
+        self._discover_groups: list[str] = []
+        self._stores: dict[str, Any] = {}
+        self._knowledge: list[KnowledgeDocument] = []
+        self._golden_paths: list[GoldenPath] = []
+        self._playbooks: list[Playbook] = []
+        self._tools: dict[str, Mapping[str, Any]] = {}
+        self._embedder: Embedder | None = None
+        self._tracker: CostTracker | None = None
+        self._guard: BudgetGuard | None = None
+        self._price_table: PriceTable | None = None
+        self._clock: Callable[[], float] = time.time
+
+    # ------------------------------------------------------------ configuration
+
+    def with_config(self, config: ConfigSource) -> Self:
+        """A config object, a dict, or a .yaml/.yml/.json path (validated at build)."""
+        self._config_source = config
+        return self
+
+    def with_intent_categories(self, categories: Iterable[Any]) -> Self:
+        """`IntentCategory` objects (or dicts / `IntentCategoryConfig`); calls add up."""
+        # `...` stands for "more categories" in documentation snippets: skip it.
+        self._categories.extend(c for c in categories if c is not Ellipsis)
+        return self
+
+    def with_handlers(self, handlers: Iterable[BaseHandler]) -> Self:
+        self._handlers.extend(handlers)
+        return self
+
+    def with_confidence_thresholds(self, thresholds: Mapping[str, float]) -> Self:
+        """Per-intent answer thresholds; 0.0 means "always ask a human"."""
+        self._thresholds.update(thresholds)
+        return self
+
+    def with_prompts(self, prompts: Mapping[str, str]) -> Self:
+        """Prompt templates, e.g. "system", "escalation_message", "resolution_message"."""
+        self._prompts.update(prompts)
+        return self
+
+    def with_middleware(self, middleware: Middleware | Iterable[Middleware]) -> Self:
+        if isinstance(middleware, Middleware):
+            self._middleware.append(middleware)
+        else:
+            self._middleware.extend(middleware)
+        return self
+
+    def with_rate_limiting(self, requests_per_minute: int = 60) -> Self:
+        self._rate_limit = requests_per_minute
+        return self
+
+    def with_logging(
+        self,
+        level: str | None = None,
+        *,
+        json: bool | None = None,
+        log_content: bool = False,
+        logger: Any = None,
+    ) -> Self:
+        """Log one structured line per message (to stderr, or to your structlog `logger`)."""
+        self._logging = {"level": level, "json": json, "log_content": log_content, "logger": logger}
+        return self
+
+    def with_plugins(self, plugins: Iterable[str]) -> Self:
+        """Plugins by module path: "package.module" or "package.module:factory"."""
+        self._plugin_specs.extend(plugins)
+        return self
+
+    def auto_discover_plugins(self, group: str = DEFAULT_GROUP) -> Self:
+        """Load every plugin installed under the entry-point group."""
+        self._discover_groups.append(group)
+        return self
+
+    def with_stores(
+        self,
+        *,
+        sessions: SessionStore | None = None,
+        threads: ThreadStore | None = None,
+        memory: MemoryStore | None = None,
+        knowledge: KnowledgeStore | None = None,
+        golden_paths: GoldenPathStore | None = None,
+        procedures: ProceduralStore | None = None,
+    ) -> Self:
+        """Plug your own stores (the platform's database-backed ones); others stay in memory."""
+        given = {
+            "sessions": sessions,
+            "threads": threads,
+            "memory": memory,
+            "knowledge": knowledge,
+            "golden_paths": golden_paths,
+            "procedures": procedures,
+        }
+        self._stores.update({k: v for k, v in given.items() if v is not None})
+        return self
+
+    def with_knowledge(
+        self, documents: Iterable[KnowledgeDocument | Mapping[str, Any] | str]
+    ) -> Self:
+        """Articles for the knowledge base: `{"id", "title", "text"}` dicts or plain strings."""
+        start = len(self._knowledge)
+        self._knowledge.extend(_document(d, start + i) for i, d in enumerate(documents))
+        return self
+
+    def with_golden_paths(self, paths: Iterable[GoldenPath | Mapping[str, Any]]) -> Self:
+        """Approved answers: `{"question", "answer"}` dicts."""
+        start = len(self._golden_paths)
+        self._golden_paths.extend(_golden_path(p, start + i) for i, p in enumerate(paths))
+        return self
+
+    def with_playbooks(self, playbooks: Iterable[Playbook]) -> Self:
+        self._playbooks.extend(playbooks)
+        return self
+
+    def with_tools(self, tools: Mapping[str, Mapping[str, Any]]) -> Self:
+        """Tools called while gathering context (see `ToolBinding`); needs `tool_client`."""
+        self._tools.update(tools)
+        return self
+
+    def with_embedder(self, embedder: Embedder) -> Self:
+        self._embedder = embedder
+        return self
+
+    def with_costs(
+        self,
+        *,
+        tracker: CostTracker | None = None,
+        guard: BudgetGuard | None = None,
+        price_table: PriceTable | None = None,
+    ) -> Self:
+        """Share a cost tracker / budget guard between agents (tenant budgets)."""
+        self._tracker = tracker
+        self._guard = guard
+        self._price_table = price_table
+        return self
+
+    def with_clock(self, clock: Callable[[], float]) -> Self:
+        """Wall-clock seconds source for TTLs and inactivity (tests and simulations)."""
+        self._clock = clock
+        return self
+
+    # -------------------------------------------------------------------- build
+
+    async def build(
+        self,
+        llm_client: LLMProvider | Sequence[LLMProvider] | Any = None,
+        tool_client: ToolClient | None = None,
+    ) -> AgentPipeline:
+        """Validate everything and assemble the agent.
+
+        `llm_client`: None for the providers of the config (the offline provider by
+        default), an `LLMProvider` or a list of them (tried in order, then the config's
+        template answer), or an `openai.AsyncOpenAI` client.
+        """
+        base = ConfigLoader.load(self._config_source)
+        manager = self._load_plugins([*base.plugins, *self._plugin_specs])
+        try:
+            contributions = manager.collect()
+        except PluginError as exc:
+            raise _issue("plugins", str(exc)) from exc
+        config = self._merge(base, contributions.categories, contributions.prompts)
+        try:
+            categories = [IntentCategory(**c.model_dump()) for c in config.intents.categories]
+        except (TypeError, ValueError) as exc:
+            raise _issue("intents.categories", str(exc)) from exc
+        tools = self._tool_bindings({**contributions.tools, **self._tools}, tool_client)
+
+        embedder = self._embedder if self._embedder is not None else OfflineEmbedder()
+        providers = self._providers(llm_client, config)
+        llm, tracker = self._guarded_llm(providers, config)
+        classifier = await self._classifier(categories, config, llm, providers)
+
+        stores = self._stores
+        ttl, max_sessions = config.session.ttl_seconds, config.session.max_sessions
+        clock = self._clock
+        session_store = stores.get("sessions") or InMemorySessionStore(
+            ttl_seconds=ttl, max_sessions=max_sessions, clock=clock
+        )
+        thread_store = stores.get("threads") or InMemoryThreadStore(
+            ttl_seconds=ttl, max_sessions=max_sessions, clock=clock
+        )
+        memory_store = stores.get("memory") or InMemoryMemoryStore(
+            short_term_messages=config.memory.short_term_messages,
+            ttl_seconds=ttl,
+            episodic_limit=config.memory.episodic_limit,
+            max_sessions=max_sessions,
+            clock=clock,
+        )
+        knowledge = stores.get("knowledge") or InMemoryKnowledgeStore(embedder)
+        golden = stores.get("golden_paths") or InMemoryGoldenPathStore(embedder)
+        procedures = stores.get("procedures")
+        if self._knowledge:
+            await knowledge.add(self._knowledge)
+        if self._golden_paths:
+            await golden.add(self._golden_paths)
+        if procedures is None and self._playbooks:
+            procedures = InMemoryProceduralStore(self._playbooks)
+        elif procedures is not None:
+            for playbook in self._playbooks:
+                await procedures.save_playbook(playbook)
+
+        redactor = PIIRedactor()
+        memory = MemoryManager(
+            memory_store,
+            # Other users' cases are anonymised whatever guardrails.redact_pii says.
+            anonymise=lambda text: redactor.redact(text).text,
+            short_term_messages=config.memory.short_term_messages,
+            recall_limit=config.memory.knowledge_top_k,
+        )
+        gatherer = ContextGatherer(
+            memory=memory,
+            knowledge=knowledge,
+            golden_paths=golden,
+            procedures=procedures,
+            tool_client=tool_client,
+            tools=tools,
+            knowledge_top_k=config.memory.knowledge_top_k,
+            golden_top_k=config.memory.knowledge_top_k,
+            timeout_seconds=config.timeouts.context_branch_seconds,
+            redact=redactor.redact_mapping if config.guardrails.redact_pii else None,
+        )
+        handlers = HandlerRegistry([ResolutionHandler(), *contributions.handlers, *self._handlers])
+        confidence = ConfidenceEvaluator(
+            default_threshold=config.confidence.default_threshold,
+            thresholds=config.confidence.thresholds,
+            category_thresholds={c.name: c.threshold for c in categories},
+        )
+        threads = ThreadManager(
+            thread_store,
+            ThreadDetector(
+                similarity_threshold=config.threads.similarity_threshold,
+                inactivity_seconds=config.threads.inactivity_seconds,
+            ),
+        )
+        dimensions = getattr(embedder, "dimensions", None)
+        if not isinstance(dimensions, int) or dimensions <= 0:
+            dimensions = int((await embed_texts(embedder, ["dimension probe"])).shape[1])
+        return AgentPipeline(
+            config=config,
+            classifier=classifier,
+            sessions=SessionManager(session_store, clock=clock),
+            threads=threads,
+            memory=memory,
+            gatherer=gatherer,
+            handlers=handlers,
+            confidence=confidence,
+            middleware=self._middleware_chain(config, redactor),
+            llm=llm,
+            embedder=embedder,
+            embedding_dimensions=dimensions,
+            cost_tracker=tracker,
+            clock=clock,
+        )
+
+    def _load_plugins(self, specs: Sequence[str]) -> PluginManager:
+        manager = PluginManager()
+        for index, spec in enumerate(dict.fromkeys(specs)):
+            try:
+                manager.load(spec)
+            except PluginError as exc:
+                raise _issue(f"plugins[{index}]", str(exc)) from exc
+        for group in self._discover_groups:
+            try:
+                manager.discover(group)
+            except PluginError as exc:
+                raise _issue("plugins", f"entry-point group {group!r}: {exc}") from exc
+        return manager
+
+    def _merge(
+        self,
+        base: AgentFrameworkConfig,
+        plugin_categories: Sequence[Any],
+        plugin_prompts: Mapping[str, str],
+    ) -> AgentFrameworkConfig:
+        """One dict of the config plus everything given to the builder, validated once."""
+        data = escape_env(base.to_dict(reveal_secrets=True))
+        extra = [
+            _category_dict(c, f"intent categories[{i}]") for i, c in enumerate(self._categories)
+        ]
+        extra += [
+            _category_dict(c, f"plugin categories[{i}]") for i, c in enumerate(plugin_categories)
+        ]
+        data["intents"]["categories"] += escape_env(extra)
+        # Plugin prompts are defaults: the config file, then the builder, override them.
+        data["prompts"] = {**escape_env(dict(plugin_prompts)), **data["prompts"]}
+        data["prompts"].update(escape_env(self._prompts))
+        data["confidence"]["thresholds"].update(self._thresholds)
+        data["plugins"] = list(dict.fromkeys([*data["plugins"], *self._plugin_specs]))
+        if self._rate_limit is not None:
+            data["rate_limit"] = {"enabled": True, "requests_per_minute": self._rate_limit}
+        if self._logging is not None:
+            for key in ("level", "json"):
+                if self._logging[key] is not None:
+                    data["logging"][key] = self._logging[key]
+        return ConfigLoader.from_dict(data, source="AgentFrameworkBuilder")
+
+    def _tool_bindings(
+        self, tools: Mapping[str, Mapping[str, Any]], tool_client: ToolClient | None
+    ) -> list[ToolBinding]:
+        if tool_client is not None and not callable(getattr(tool_client, "call_tool", None)):
+            raise _issue("tool_client", f"{type(tool_client).__name__} has no call_tool()")
+        if self._tools and tool_client is None:
+            raise _issue("tools", "tools are configured but build() got no tool_client")
+        bindings = []
+        for key, spec in tools.items():
+            try:
+                bindings.append(ToolBinding.from_config(key, spec))
+            except ValueError as exc:
+                raise _issue(f"tools.{key}", str(exc)) from exc
+        return bindings
+
+    def _providers(self, llm_client: Any, config: AgentFrameworkConfig) -> list[LLMProvider]:
+        if llm_client is None:
+            return [self._from_config(i, config) for i in range(len(config.llm.providers))]
+        clients = list(llm_client) if isinstance(llm_client, list | tuple) else [llm_client]
+        if not clients:
+            raise _issue("llm_client", "an empty list of providers")
+        providers: list[LLMProvider] = []
+        for index, client in enumerate(clients):
+            if isinstance(client, LLMProvider):
+                providers.append(client)
+            elif type(client).__module__.startswith("openai") and hasattr(client, "chat"):
+                from agentflow.kernel.llm.openai_provider import OpenAIProvider
+
+                model = next(
+                    (p.model for p in config.llm.providers if p.kind == "openai"), "gpt-4o-mini"
+                )
+                providers.append(OpenAIProvider(model, client=client))
+            else:
+                raise _issue(
+                    f"llm_client[{index}]",
+                    f"expected an LLMProvider or openai.AsyncOpenAI, got {type(client).__name__}",
+                )
+        return providers
+
+    @staticmethod
+    def _from_config(index: int, config: AgentFrameworkConfig) -> LLMProvider:
+        spec = config.llm.providers[index]
+        if spec.kind == "offline":
+            return OfflineProvider()
+        from agentflow.kernel.llm.openai_provider import OpenAIProvider
+
+        try:
+            return OpenAIProvider(
+                spec.model,
+                api_key=spec.api_key.get_secret_value() if spec.api_key else None,
+                base_url=spec.base_url,
+                timeout_seconds=spec.timeout_seconds,
+                max_retries=spec.max_retries,
+            )
+        except ValueError as exc:
+            raise _issue(f"llm.providers[{index}]", str(exc)) from exc
+
+    def _guarded_llm(
+        self, providers: list[LLMProvider], config: AgentFrameworkConfig
+    ) -> tuple[GuardedProvider, CostTracker]:
+        if len(providers) == 1 and isinstance(providers[0], FailoverProvider):
+            chain: LLMProvider = providers[0]
+        else:
+            chain = FailoverProvider(providers, config.llm.template_answer)
+        guard = self._guard
+        if guard is None:
+            guard = BudgetGuard(self._tracker if self._tracker is not None else CostTracker())
+        if config.budget.soft_usd is not None or config.budget.hard_usd is not None:
+            guard.set_budget(
+                f"agent:{config.name}", Budget(config.budget.soft_usd, config.budget.hard_usd)
+            )
+        budgeted = BudgetedProvider(chain, guard, price_table=self._price_table)
+        redactor = PIIRedactor() if config.guardrails.redact_pii else None
+        return GuardedProvider(budgeted, redactor=redactor, agent_id=config.name), guard.tracker
+
+    @staticmethod
+    async def _classifier(
+        categories: list[IntentCategory],
+        config: AgentFrameworkConfig,
+        llm: LLMProvider,
+        providers: list[LLMProvider],
+    ) -> IntentClassifier | None:
+        if not categories:
+            return None
+        options: dict[str, Any] = {}
+        if config.intents.oos_threshold is not None:
+            options["oos_threshold"] = config.intents.oos_threshold
+        try:
+            # Training is CPU work (seconds for thousands of examples): keep the loop free.
+            offline = await asyncio.to_thread(OfflineIntentClassifier, categories, **options)
+        except ValueError as exc:
+            raise _issue("intents.categories", str(exc)) from exc
+        members = [
+            member
+            for provider in providers
+            for member in (
+                provider.providers if isinstance(provider, FailoverProvider) else [provider]
+            )
+        ]
+        if all(isinstance(member, OfflineProvider) for member in members):
+            return offline
+        from agentflow.kernel.intents import LLMIntentClassifier
+
+        return LLMIntentClassifier(llm, categories, fallback=offline)
+
+    def _middleware_chain(
+        self, config: AgentFrameworkConfig, redactor: PIIRedactor
+    ) -> MiddlewareChain:
+        chain = MiddlewareChain()
+        if self._logging is not None:
+            chain.add(
+                LoggingMiddleware(
+                    self._logging["logger"],
+                    level=config.logging.level,
+                    json=config.logging.json,
+                    log_content=self._logging["log_content"],
+                )
+            )
+        if config.rate_limit.enabled:
+            chain.add(RateLimitMiddleware(config.rate_limit.requests_per_minute))
+        if config.guardrails.redact_before_persistence:
+            chain.add(PIIRedactionMiddleware(redactor))
+        for middleware in self._middleware:
+            chain.add(middleware)
+        return chain
