@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class AgentsConfig(AppConfig):
+    """The agents app: agents, sessions, threads, messages, runs (SPEC 3)."""
+
+    name = "agentflow"
+    label = "agentflow"
+    verbose_name = "Agents"
+    default_auto_field = "django.db.models.BigAutoField"

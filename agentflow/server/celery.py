@@ -1,0 +1,71 @@
+"""The Celery application, configured from Django settings (``CELERY_*``).
+
+Every task runs through :class:`ContextTask`, the one wrapper that carries the
+correlation id and the tenant from the publisher into the worker's logs and
+context, and counts outcomes for Prometheus.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import structlog
+from celery import Celery, Task
+from celery.signals import before_task_publish
+
+from agentflow.server.context import bind_correlation_id, correlation_id_var, current_correlation_id
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
+
+# Message headers of our own: "correlation_id" is taken, it is AMQP's reply id.
+CORRELATION_HEADER = "agentflow_correlation_id"
+TENANT_HEADER = "agentflow_tenant_id"
+
+
+class ContextTask(Task):  # type: ignore[misc]
+    """Binds the publisher's context in the worker for the task's duration."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from agentflow.server.metrics import CELERY_TASKS
+
+        request = self.request
+        correlation_id = getattr(request, CORRELATION_HEADER, None) or request.id
+        structlog.contextvars.clear_contextvars()
+        token = bind_correlation_id(correlation_id)
+        structlog.contextvars.bind_contextvars(
+            task=self.name, task_id=request.id, tenant_id=getattr(request, TENANT_HEADER, None)
+        )
+        try:
+            result = super().__call__(*args, **kwargs)
+        except Exception:
+            CELERY_TASKS.labels(self.name, "error").inc()
+            raise
+        finally:
+            correlation_id_var.reset(token)  # type: ignore[arg-type]
+            structlog.contextvars.clear_contextvars()
+        CELERY_TASKS.labels(self.name, "ok").inc()
+        return result
+
+
+@before_task_publish.connect
+def _carry_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Stamp the current correlation id (and tenant, when set) on every published task."""
+    if headers is None:
+        return
+    correlation_id = current_correlation_id()
+    if correlation_id and not headers.get(CORRELATION_HEADER):
+        headers[CORRELATION_HEADER] = correlation_id
+    try:
+        from tenants.context import current_tenant_id
+    except ImportError:  # the tenants app is optional for the kernel-only install
+        return
+    tenant_id = current_tenant_id()
+    if tenant_id is not None and not headers.get(TENANT_HEADER):
+        headers[TENANT_HEADER] = str(tenant_id)
+
+
+app = Celery("agentflow", task_cls=ContextTask)
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+app.autodiscover_tasks(["agentflow.server"], related_name="tasks")

@@ -1,0 +1,78 @@
+"""Liveness, readiness and Prometheus endpoints (SPEC 12).
+
+``/readyz`` names each dependency that failed so an operator knows where to
+look: ``{"status": "unavailable", "failing": ["redis"], "checks": {...}}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from kombu import Connection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+def _timeout() -> float:
+    return float(settings.AGENTFLOW["HEALTH_CHECK_TIMEOUT_SECONDS"])
+
+
+def check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def check_redis() -> None:
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=_timeout(), socket_connect_timeout=_timeout()
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def check_broker() -> None:
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=_timeout()) as conn:
+        conn.ensure_connection(max_retries=0)
+
+
+CHECKS: dict[str, Callable[[], None]] = {
+    "database": check_database,
+    "redis": check_redis,
+    "broker": check_broker,
+}
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks: dict[str, dict[str, object]] = {}
+    failing: list[str] = []
+    for name, check in CHECKS.items():
+        started = time.perf_counter()
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", named
+            failing.append(name)
+            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        else:
+            checks[name] = {"ok": True}
+        checks[name]["ms"] = round((time.perf_counter() - started) * 1000, 2)
+    body = {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks}
+    return JsonResponse(body, status=503 if failing else 200)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,22 @@
+"""Prometheus metrics of the web process (SPEC 12)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Counter(
+    "agentflow_http_requests_total",
+    "HTTP requests by route and status class.",
+    ["method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "agentflow_http_request_duration_seconds",
+    "HTTP request latency by route.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CELERY_TASKS = Counter(
+    "agentflow_celery_tasks_total",
+    "Celery tasks finished, by task name and outcome.",
+    ["task", "outcome"],
+)

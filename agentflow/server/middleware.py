@@ -1,0 +1,50 @@
+"""Correlation id and request metrics for every HTTP response."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+from django.http import HttpRequest, HttpResponse
+
+from agentflow.server.context import accept_correlation_id, bind_correlation_id, correlation_id_var
+from agentflow.server.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+CORRELATION_HEADER = "X-Correlation-ID"
+
+
+class CorrelationIdMiddleware:
+    """Accepts a safe ``X-Correlation-ID`` or mints one, and returns it on every response."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        correlation_id = accept_correlation_id(request.headers.get(CORRELATION_HEADER))
+        request.correlation_id = correlation_id  # type: ignore[attr-defined]
+        structlog.contextvars.clear_contextvars()
+        token = bind_correlation_id(correlation_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            correlation_id_var.reset(token)  # type: ignore[arg-type]
+            structlog.contextvars.clear_contextvars()
+        response[CORRELATION_HEADER] = correlation_id
+        return response
+
+
+class RequestMetricsMiddleware:
+    """Counts and times requests by URL route name (never the raw path: bounded labels)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        route = (match.view_name or match.route) if match else "unmatched"
+        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(request.method, route, f"{response.status_code // 100}xx").inc()
+        return response

@@ -1,0 +1,294 @@
+"""Django settings, all from the environment (see docs/configuration.md).
+
+``AGENTFLOW_ENV`` picks the mode: ``development`` (default; what ``make run``
+uses), ``test`` or ``production`` (secure cookies, HSTS, required secrets; the
+mode for which ``manage.py check --deploy`` is clean).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from celery.schedules import crontab  # noqa: F401 - available for beat entries below
+from kombu import Exchange, Queue
+
+from agentflow.server.env import (
+    ImproperlyConfiguredEnv,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+)
+from agentflow.server.logging_config import build_logging
+from agentflow.server.urls_parse import celery_redis_url, database_config, redis_py_url
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+ENVIRONMENT = env_str("AGENTFLOW_ENV", "development") or "development"
+if ENVIRONMENT not in {"development", "test", "production"}:
+    raise ImproperlyConfiguredEnv(
+        f"AGENTFLOW_ENV={ENVIRONMENT!r}: use development, test or production"
+    )
+PRODUCTION = ENVIRONMENT == "production"
+AGENTFLOW_HOME = Path(env_str("AGENTFLOW_HOME", str(BASE_DIR / ".agentflow")) or ".agentflow")
+# Written by the run command while embedded services are up, so that
+# `manage.py shell` in another terminal reaches the same database and Redis.
+RUNTIME_FILE = AGENTFLOW_HOME / "runtime.json"
+
+
+def _runtime_value(key: str) -> str | None:
+    try:
+        value = json.loads(RUNTIME_FILE.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        return None
+    return str(value) if value else None
+
+
+def _development_secret_key() -> str:
+    key_file = AGENTFLOW_HOME / "secret_key"
+    try:
+        return key_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        key = secrets.token_urlsafe(50)
+        try:
+            AGENTFLOW_HOME.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(key, encoding="utf-8")
+            key_file.chmod(0o600)
+        except OSError:
+            pass  # read-only home: an ephemeral key only logs sessions out on restart
+        return key
+
+
+if PRODUCTION:
+    SECRET_KEY = env_str("SECRET_KEY", required=True) or ""
+else:
+    SECRET_KEY = env_str("SECRET_KEY") or _development_secret_key()
+
+DEBUG = env_bool("DEBUG", default=False)
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"]
+)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "guardian",
+    "channels",
+    "agentflow.apps.AgentsConfig",
+    "tenants",
+    "hitl",
+    "governance",
+    "learning",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "agentflow.server.middleware.CorrelationIdMiddleware",
+    "agentflow.server.middleware.RequestMetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "agentflow.server.urls"
+ASGI_APPLICATION = "agentflow.server.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL") or _runtime_value("database_url")
+if DATABASE_URL is None:
+    if PRODUCTION:
+        raise ImproperlyConfiguredEnv("DATABASE_URL is required in production")
+    # Nothing running yet (e.g. `manage.py check` before `make run`): settings
+    # still load; the first query fails with a clear connection error.
+    DATABASE_URL = f"postgresql://postgres:@/agentflow?host={AGENTFLOW_HOME / 'pgdata'}"
+DATABASES = {"default": database_config(DATABASE_URL)}
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: cache, channel layer, Celery broker and results -------------------
+_redis_url = env_str("REDIS_URL") or _runtime_value("redis_url")
+if _redis_url is None:
+    if PRODUCTION:
+        raise ImproperlyConfiguredEnv("REDIS_URL is required in production")
+    _redis_url = f"unix://{AGENTFLOW_HOME / 'redis' / 'redis.sock'}?db=0"
+REDIS_URL = redis_py_url(_redis_url)
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "agentflow",
+        "TIMEOUT": 300,
+    }
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "agentflow:ws", "capacity": 1000},
+    }
+}
+
+CELERY_BROKER_URL = celery_redis_url(env_str("CELERY_BROKER_URL") or REDIS_URL)
+CELERY_RESULT_BACKEND = celery_redis_url(env_str("CELERY_RESULT_BACKEND") or REDIS_URL)
+CELERY_TASK_ACKS_LATE = True  # a task is acknowledged after it ran, not when received
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed worker's task goes back to the queue
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH_MULTIPLIER", 4)
+# Redis redelivers an unacknowledged task after the visibility timeout. It must
+# exceed the longest task (runs are bounded well below an hour); see
+# docs/operations.md before lowering it.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name), routing_key=name)
+    for name in ("default", "runs", "hitl", "learning", "webhooks", "maintenance")
+]
+# Tasks are routed by the app that owns them; see docs/operations.md for sizing.
+CELERY_TASK_ROUTES = {
+    "agentflow.runs.*": {"queue": "runs"},
+    "hitl.*": {"queue": "hitl"},
+    "learning.*": {"queue": "learning"},
+    "webhooks.*": {"queue": "webhooks"},
+    "maintenance.*": {"queue": "maintenance"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "maintenance.heartbeat": {
+        "task": "maintenance.heartbeat",
+        "schedule": env_float("HEARTBEAT_SECONDS", 15.0),
+        "kwargs": {"source": "beat"},
+    },
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(AGENTFLOW_HOME / "celerybeat-schedule")
+
+# --- REST API --------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "agentflow.server.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AgentFlow API",
+    "DESCRIPTION": "Run customer-support AI agents under human oversight.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Auth ------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous object permissions
+
+# --- Security --------------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    # The header only makes the site eligible; submitting it to the preload list is manual.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=True)
+    # Behind a TLS-terminating proxy, it tells us the original scheme.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Health probes come over plain HTTP from the orchestrator.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576)
+
+# --- I18N / time -----------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(AGENTFLOW_HOME / "static")) or "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    # Development serves from the finders; WhiteNoise still wants the folder to exist.
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "agentflow@localhost")
+
+# --- Logging ---------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO") or "INFO"
+LOG_JSON = env_bool("LOG_JSON", default=True)
+LOGGING_CONFIG = None  # configured once below, by structlog
+build_logging(LOG_LEVEL, json_output=LOG_JSON)
+
+# --- AgentFlow ---------------------------------------------------------------------
+AGENTFLOW = {
+    "HEALTH_CHECK_TIMEOUT_SECONDS": env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0),
+}

@@ -1,0 +1,1 @@
+"""The operator and reviewer dashboard, and its live WebSocket channel (SPEC 11)."""

@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class HitlConfig(AppConfig):
+    name = "hitl"
+    default_auto_field = "django.db.models.BigAutoField"

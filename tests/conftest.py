@@ -1,0 +1,38 @@
+"""Fixtures shared by every test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def celery_worker_app() -> Iterator[object]:
+    """A real Celery worker (threads, in this process) on the embedded Redis broker.
+
+    Use with ``transactional_db`` so the worker's connection sees committed rows.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    import celery.contrib.testing.tasks  # noqa: F401 - registers celery.ping for the ready check
+    from agentflow.server.celery import app
+
+    queues = [queue.name for queue in app.conf.task_queues]
+    with start_worker(app, pool="threads", concurrency=2, queues=queues, perform_ping_check=False,
+                      shutdown_timeout=30):
+        yield app
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Drop the test database cleanly even when worker threads still hold connections."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

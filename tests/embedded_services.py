@@ -1,0 +1,80 @@
+"""Pytest plugin: real PostgreSQL+pgvector and Redis for the whole test session.
+
+Loaded with ``-p tests.embedded_services`` (see pyproject.toml). Its hook wraps
+``pytest_load_initial_conftests`` so the servers are up and ``DATABASE_URL`` /
+``REDIS_URL`` are in the environment *before* pytest-django imports the
+settings. Set either variable yourself to test against an external server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import tempfile
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agentflow.server.embedded import EmbeddedPostgres, EmbeddedRedis, remove_tree
+
+
+@dataclass
+class Services:
+    home: Path
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    started: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        remove_tree(self.home)
+
+
+_services: Services | None = None
+
+
+def _start() -> Services:
+    home = Path(tempfile.mkdtemp(prefix="agentflow-test-"))
+    services = Services(home=home)
+    os.environ.setdefault("AGENTFLOW_ENV", "test")
+    os.environ["AGENTFLOW_HOME"] = str(home)
+    if not os.environ.get("DATABASE_URL"):
+        services.postgres = EmbeddedPostgres(home / "postgres")
+        os.environ["DATABASE_URL"] = services.postgres.start()
+        services.started.append("postgres")
+    if not os.environ.get("REDIS_URL"):
+        services.redis = EmbeddedRedis(home / "redis")
+        os.environ["REDIS_URL"] = services.redis.start()
+        services.started.append("redis")
+    atexit.register(services.stop)  # also on an interrupted session
+    return services
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, None, None]:
+    global _services
+    if _services is None and not early_config.known_args_namespace.help:
+        _services = _start()
+    return (yield)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _services
+    if _services is not None:
+        _services.stop()
+        atexit.unregister(_services.stop)
+        _services = None
+
+
+@pytest.fixture(scope="session")
+def embedded_services() -> Services:
+    if _services is None:
+        pytest.skip("embedded services were not started")
+    return _services
