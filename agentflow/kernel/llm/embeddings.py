@@ -118,6 +118,10 @@ def _embed(text: str, dimensions: int) -> npt.NDArray[np.float32]:
     # Three blocks of `dimensions` (words, char n-grams, bigrams) are filled by one bincount,
     # normalised block by block, then mixed into one vector.
     tokens = tokenize(text)
+    if not tokens:
+        empty = np.zeros(dimensions, dtype=np.float32)
+        empty.flags.writeable = False
+        return empty
     parts_idx: list[npt.NDArray[np.intp]] = []
     parts_wts: list[npt.NDArray[np.float64]] = []
     for token, count in Counter(tokens).items():
