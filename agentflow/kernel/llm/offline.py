@@ -9,7 +9,8 @@ It answers *extractively* from the context the pipeline gathered and passes in
    highest ``kind_weight * relevance`` wins (golden path 1.0: a human approved that answer;
    knowledge 0.85: the right sentences still have to be picked; memory 0.6: a past case).
 3. A golden path is answered with its approved text verbatim; a knowledge article or memory
-   with its best-matching sentence and what follows it (steps usually do) up to a length budget.
+   with its best-matching sentence and the sentences after it while they stay on topic or read
+   as further steps (steps usually follow the sentence that names the task), within a budget.
 4. ``confidence = kind_weight * relevance``, within [0, 1]. Below ``min_confidence`` (and with
    no context at all) the answer is an honest "I don't know, a person will follow up" with
    that low confidence, so the pipeline escalates it.
@@ -60,6 +61,10 @@ _UNKNOWN_KIND_WEIGHT = 0.5
 _SIMILARITY_SHARE = 0.7  # the rest of relevance is lexical coverage of the question
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
+_STEP_START = re.compile(
+    r"^(\d+[.)]|[-*\u2022]|(then|next|finally|after that|afterwards|once)\b)", re.IGNORECASE
+)
+_FOLLOW_SHARE = 0.3  # a following sentence this much less relevant than the best ends the answer
 _SUFFIXES = ("ing", "ed", "es", "s")
 _CONFIDENCE_FIELDS = ("confidence", "score", "probability", "similarity")
 _ANSWER_FIELDS = ("answer", "response", "reply", "content", "text", "message")
@@ -214,10 +219,15 @@ class OfflineProvider:
             for s in sentences
         ]
         start = max(range(len(sentences)), key=lambda i: (scores[i], -i))
+        floor = _FOLLOW_SHARE * scores[start]
         picked: list[str] = []
         used = 0
-        for sentence in sentences[start:]:
+        for index in range(start, len(sentences)):
+            sentence = sentences[index]
             if picked and used + len(sentence) + 1 > self.max_answer_chars:
+                break
+            # Keep going while the text stays on topic or reads as the next step.
+            if picked and scores[index] < floor and not _STEP_START.match(sentence):
                 break
             picked.append(sentence)
             used += len(sentence) + 1
