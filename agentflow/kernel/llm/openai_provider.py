@@ -251,7 +251,8 @@ class OpenAIProvider:
         )
         try:
             result: T = await retrying(make)
-        except openai.OpenAIError as exc:
+        except (openai.OpenAIError, json.JSONDecodeError) as exc:
+            # The SDK lets a 2xx body that is not JSON escape as a bare JSONDecodeError.
             attempts = int(retrying.statistics.get("attempt_number", 1))
             error = self._map_error(exc, attempts)
             if isinstance(error, ProviderUnavailable):
@@ -276,7 +277,7 @@ class OpenAIProvider:
             error=f"{type(exc).__name__}: {exc}" if exc else None,
         )
 
-    def _map_error(self, exc: openai.OpenAIError, attempts: int) -> LLMError:
+    def _map_error(self, exc: Exception, attempts: int) -> LLMError:
         tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
         if isinstance(exc, openai.APITimeoutError):
             return ProviderUnavailable(
@@ -289,7 +290,9 @@ class OpenAIProvider:
             if _is_retryable(exc) or status in _UNAVAILABLE_STATUS:
                 return ProviderUnavailable(f"{self.name}: HTTP {status} {tries}: {exc.message}")
             return RequestRejected(f"{self.name}: HTTP {status}: {exc.message}", status_code=status)
-        # Malformed bodies and anything else the SDK raises: treat the provider as unusable.
+        if isinstance(exc, json.JSONDecodeError):
+            return ProviderUnavailable(f"{self.name}: malformed response body: {exc}")
+        # Anything else the SDK raises: treat the provider as unusable.
         return ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}")
 
     def _to_response(
