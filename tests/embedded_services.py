@@ -60,7 +60,9 @@ def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
 ) -> Generator[None, None, None]:
     global _services
-    if _services is None and not early_config.known_args_namespace.help:
+    # Kernel-only runs (`-p no:django`) need no servers: skip their start-up cost.
+    wanted = not early_config.pluginmanager.is_blocked("django")
+    if _services is None and wanted and not early_config.known_args_namespace.help:
         _services = _start()
     return (yield)
 

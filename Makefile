@@ -1,0 +1,41 @@
+# The README's two commands. Both bootstrap .venv from pyproject.toml on a fresh
+# machine (Python >= 3.11 and make are all that is needed).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: run test lint bench venv
+
+$(STAMP): pyproject.toml
+	@set -e; \
+	if [ ! -x "$(PY)" ]; then \
+		for candidate in $${PYTHON:-} python3.13 python3.12 python3.11 python3; do \
+			if command -v "$$candidate" >/dev/null 2>&1 && "$$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+				echo "agentflow | creating $(VENV) with $$candidate"; \
+				"$$candidate" -m venv $(VENV); break; \
+			fi; \
+		done; \
+		[ -x "$(PY)" ] || { echo "agentflow | Python >= 3.11 is required"; exit 1; }; \
+	fi; \
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip; \
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'; \
+	rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	@$(PY) -m agentflow.server.run
+
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy agentflow tenants hitl governance learning frontend
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) bench/kernel_overhead.py
