@@ -288,8 +288,10 @@ class OpenAIProvider:
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             if _is_retryable(exc) or status in _UNAVAILABLE_STATUS:
-                return ProviderUnavailable(f"{self.name}: HTTP {status} {tries}: {exc.message}")
-            return RequestRejected(f"{self.name}: HTTP {status}: {exc.message}", status_code=status)
+                return ProviderUnavailable(f"{self.name}: HTTP {status} {tries}: {_detail(exc)}")
+            return RequestRejected(
+                f"{self.name}: HTTP {status}: {_detail(exc)}", status_code=status
+            )
         if isinstance(exc, json.JSONDecodeError):
             return ProviderUnavailable(f"{self.name}: malformed response body: {exc}")
         # Anything else the SDK raises: treat the provider as unusable.
@@ -388,6 +390,14 @@ class OpenAIProvider:
                 response=response,
             )
         return value
+
+
+def _detail(exc: openai.APIStatusError) -> str:
+    """The server's own error message, without the SDK's "Error code: N - " prefix."""
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return exc.message
 
 
 def _resolve_api_key(api_key: str | None, base_url: str | None) -> str:

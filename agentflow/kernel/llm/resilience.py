@@ -250,4 +250,5 @@ class FailoverProvider:
 def _describe(provider: LLMProvider, exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"{provider.name}: timeout"
-    return f"{provider.name}: {type(exc).__name__}: {exc}"
+    message = str(exc).removeprefix(f"{provider.name}: ")  # our errors already name it
+    return f"{provider.name}: {type(exc).__name__}: {message}"
