@@ -37,11 +37,11 @@ from agentflow.kernel.inmemory import (
 )
 from agentflow.kernel.intents import IntentCategory, OfflineIntentClassifier
 from agentflow.kernel.llm.base import LLMProvider
-from agentflow.kernel.llm.embeddings import OfflineEmbedder
+from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
 from agentflow.kernel.llm.offline import OfflineProvider
 from agentflow.kernel.llm.resilience import FailoverProvider
 from agentflow.kernel.memory import MemoryManager
-from agentflow.kernel.metering import GuardedProvider
+from agentflow.kernel.metering import GuardedEmbedder, GuardedProvider
 from agentflow.kernel.middleware import (
     LoggingMiddleware,
     Middleware,
@@ -66,6 +66,7 @@ from agentflow.kernel.stores import (
 from agentflow.kernel.threads import ThreadDetector, ThreadManager
 from agentflow.kernel.vectors import Embedder, embed_texts
 
+_LOCAL_EMBEDDERS = (OfflineEmbedder, SentenceTransformerEmbedder)
 ConfigSource = AgentFrameworkConfig | Mapping[str, Any] | str | os.PathLike[str]
 
 
@@ -300,29 +301,43 @@ class AgentFrameworkBuilder:
             raise _issue("intents.categories", str(exc)) from exc
         tools = self._tool_bindings({**contributions.tools, **self._tools}, tool_client)
 
-        embedder = self._embedder if self._embedder is not None else OfflineEmbedder()
         providers = self._providers(llm_client, config)
         llm, tracker = self._guarded_llm(providers, config)
+        embedder: Embedder = self._embedder if self._embedder is not None else OfflineEmbedder()
+        if llm.redactor is not None and not isinstance(embedder, _LOCAL_EMBEDDERS):
+            # Knowledge articles and messages embedded remotely leave the process too.
+            embedder = GuardedEmbedder(embedder, redact=llm.redact_text)
         classifier = await self._classifier(categories, config, llm, providers)
 
         stores = self._stores
         ttl, max_sessions = config.session.ttl_seconds, config.session.max_sessions
         clock = self._clock
-        session_store = stores.get("sessions") or InMemorySessionStore(
-            ttl_seconds=ttl, max_sessions=max_sessions, clock=clock
-        )
-        thread_store = stores.get("threads") or InMemoryThreadStore(
-            ttl_seconds=ttl, max_sessions=max_sessions, clock=clock
-        )
-        memory_store = stores.get("memory") or InMemoryMemoryStore(
-            short_term_messages=config.memory.short_term_messages,
-            ttl_seconds=ttl,
-            episodic_limit=config.memory.episodic_limit,
-            max_sessions=max_sessions,
-            clock=clock,
-        )
-        knowledge = stores.get("knowledge") or InMemoryKnowledgeStore(embedder)
-        golden = stores.get("golden_paths") or InMemoryGoldenPathStore(embedder)
+        # `is None`, not `or`: an empty in-memory store is falsy (it has a length).
+        session_store = stores.get("sessions")
+        if session_store is None:
+            session_store = InMemorySessionStore(
+                ttl_seconds=ttl, max_sessions=max_sessions, clock=clock
+            )
+        thread_store = stores.get("threads")
+        if thread_store is None:
+            thread_store = InMemoryThreadStore(
+                ttl_seconds=ttl, max_sessions=max_sessions, clock=clock
+            )
+        memory_store = stores.get("memory")
+        if memory_store is None:
+            memory_store = InMemoryMemoryStore(
+                short_term_messages=config.memory.short_term_messages,
+                ttl_seconds=ttl,
+                episodic_limit=config.memory.episodic_limit,
+                max_sessions=max_sessions,
+                clock=clock,
+            )
+        knowledge = stores.get("knowledge")
+        if knowledge is None:
+            knowledge = InMemoryKnowledgeStore(embedder)
+        golden = stores.get("golden_paths")
+        if golden is None:
+            golden = InMemoryGoldenPathStore(embedder)
         procedures = stores.get("procedures")
         if self._knowledge:
             await knowledge.add(self._knowledge)

@@ -229,8 +229,8 @@ def result_from_response(response: LLMResponse, retrieved: Sequence[ContextItem]
                 float(source.get("score", 0.0)),
             )
         ]
-    elif meta.get("offline") or meta.get("template"):
-        sources = []  # an offline/template answer that cites nothing used nothing
+    elif meta.get("offline"):
+        sources = []  # an offline or template answer that cites nothing used nothing
     else:
         sources = [SourceRef(i.kind, i.id, i.title, i.score) for i in retrieved]
     confidence = meta.get("confidence")
@@ -238,6 +238,8 @@ def result_from_response(response: LLMResponse, retrieved: Sequence[ContextItem]
         content=response.content,
         confidence=None if confidence is None else float(confidence),
         sources=sources,
+        # Every provider failed: the content is the configured template, not an answer.
+        metadata={"template": True} if meta.get("fallback") == "template" else {},
     )
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,6 @@ class RunState:
         "model",
         "offline",
         "provider",
-        "template",
         "tenant_id",
         "trace_id",
         "usage",
@@ -58,7 +58,6 @@ class RunState:
         self.provider: str | None = None
         self.model: str | None = None
         self.offline = True
-        self.template = False
         self.fallbacks: list[str] = []
         self.budget_error: BudgetExceeded | None = None
 
@@ -74,7 +73,6 @@ class RunState:
         if not meta.get("offline"):
             self.offline = False
         if meta.get("fallback") == "template":
-            self.template = True
             self.fallbacks.extend(meta.get("errors", ()))
         self.fallbacks.extend(meta.get("failover_errors", ()))
 
@@ -181,3 +179,21 @@ class GuardedProvider:
         closer = getattr(self.inner, "aclose", None)
         if closer is not None:
             await closer()
+
+
+class GuardedEmbedder:
+    """A remote embedder behind the same door: texts redacted, usage added to the run."""
+
+    def __init__(self, inner: Any, *, redact: Callable[[str], str]) -> None:
+        self.inner = inner
+        self.dimensions = getattr(inner, "dimensions", None)
+        self._redact = redact
+
+    async def embed(self, texts: list[str], *, model: str | None = None) -> EmbeddingResponse:
+        response: EmbeddingResponse = await self.inner.embed(
+            [self._redact(text) for text in texts], model=model
+        )
+        run = CURRENT_RUN.get()
+        if run is not None:
+            run.record(response)
+        return response

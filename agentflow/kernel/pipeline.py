@@ -309,9 +309,10 @@ class AgentPipeline:
             )
             result = HandlerResult(content="", confidence=0.0)
             forced = EscalationReason.LLM_UNAVAILABLE
-        if run.budget_error is not None and (forced or run.template):
+        template = bool(result.metadata.get("template"))
+        if run.budget_error is not None and (forced or template):
             forced = EscalationReason.BUDGET_EXCEEDED
-        elif run.template:
+        elif template:
             forced = EscalationReason.LLM_UNAVAILABLE
         elif result.escalate:
             forced = result.escalation_reason or EscalationReason.HANDLER_REQUESTED
@@ -371,7 +372,7 @@ class AgentPipeline:
             "provider": run.provider,
             "model": run.model,
             "fallbacks": run.fallbacks,
-            "template_answer": run.template,
+            "template_answer": template,
             "llm_calls": run.calls,
             "handler": handler,
             "intent_method": intent.method,
