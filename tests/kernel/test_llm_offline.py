@@ -12,7 +12,7 @@ from agentflow.kernel.llm.offline import DONT_KNOW_ANSWER, OfflineProvider
 
 QUESTION = "How do I reset my password?"
 
-RESET_ARTICLE = {
+RESET_ARTICLE: dict[str, Any] = {
     "kind": "knowledge",
     "id": "kb-1",
     "title": "Resetting your password",
@@ -22,7 +22,7 @@ RESET_ARTICLE = {
     ),
     "score": 0.8,
 }
-BILLING_ARTICLE = {
+BILLING_ARTICLE: dict[str, Any] = {
     "kind": "knowledge",
     "id": "kb-2",
     "title": "Invoices",
