@@ -14,14 +14,20 @@ def celery_worker_app() -> Iterator[object]:
 
     Use with ``transactional_db`` so the worker's connection sees committed rows.
     """
+    import celery.contrib.testing.tasks  # noqa: F401 - registers celery.ping for the ready check
     from celery.contrib.testing.worker import start_worker
 
-    import celery.contrib.testing.tasks  # noqa: F401 - registers celery.ping for the ready check
     from agentflow.server.celery import app
 
     queues = [queue.name for queue in app.conf.task_queues]
-    with start_worker(app, pool="threads", concurrency=2, queues=queues, perform_ping_check=False,
-                      shutdown_timeout=30):
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        queues=queues,
+        perform_ping_check=False,
+        shutdown_timeout=30,
+    ):
         yield app
 
 

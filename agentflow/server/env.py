@@ -20,11 +20,13 @@ def env_str(name: str, default: str | None = None, *, required: bool = False) ->
         try:
             return Path(file_path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ImproperlyConfiguredEnv(f"{name}_FILE={file_path!r} cannot be read: {exc}") from exc
+            message = f"{name}_FILE={file_path!r} cannot be read: {exc}"
+            raise ImproperlyConfiguredEnv(message) from exc
     value = os.environ.get(name)
     if value is None or value == "":
         if required:
-            raise ImproperlyConfiguredEnv(f"environment variable {name} (or {name}_FILE) is required")
+            message = f"environment variable {name} (or {name}_FILE) is required"
+            raise ImproperlyConfiguredEnv(message)
         return default
     return value
 

@@ -39,9 +39,7 @@ def build_logging(level: str, *, json_output: bool) -> None:
                     "foreign_pre_chain": shared,
                 }
             },
-            "handlers": {
-                "console": {"class": "logging.StreamHandler", "formatter": "structured"}
-            },
+            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
             "root": {"handlers": ["console"], "level": level},
             "loggers": {
                 "django.db.backends": {"level": "WARNING"},

@@ -107,29 +107,62 @@ class Supervisor:
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self.children[name] = subprocess.Popen(  # noqa: S603 - our own argv
-            argv, cwd=ROOT, env=env, preexec_fn=_die_with_parent, start_new_session=True  # noqa: PLW1509
+            argv, cwd=ROOT, env=env, preexec_fn=_die_with_parent, start_new_session=True
         )
 
     def start_children(self, env: dict[str, str]) -> None:
         python = sys.executable
         self.spawn(
             "web",
-            [python, "-m", "uvicorn", "agentflow.server.asgi:application",
-             "--host", self.host, "--port", str(self.port), "--lifespan", "off",
-             "--no-access-log"],
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "agentflow.server.asgi:application",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--lifespan",
+                "off",
+                "--no-access-log",
+            ],
             env,
         )
         self.spawn(
             "worker",
-            [python, "-m", "celery", "-A", "agentflow.server.celery", "worker",
-             "--queues", QUEUES, "--concurrency", env.get("WORKER_CONCURRENCY", "2"),
-             "--loglevel", "INFO", "--hostname", f"worker@{os.uname().nodename}"],
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "agentflow.server.celery",
+                "worker",
+                "--queues",
+                QUEUES,
+                "--concurrency",
+                env.get("WORKER_CONCURRENCY", "2"),
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"worker@{os.uname().nodename}",
+            ],
             env,
         )
         self.spawn(
             "beat",
-            [python, "-m", "celery", "-A", "agentflow.server.celery", "beat",
-             "--loglevel", "INFO", "--schedule", str(self.home / "celerybeat-schedule")],
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "agentflow.server.celery",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.home / "celerybeat-schedule"),
+            ],
             env,
         )
 

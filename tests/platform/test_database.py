@@ -19,6 +19,9 @@ class Probe(models.Model):
         app_label = "agentflow"
         managed = False
 
+    def __str__(self) -> str:
+        return self.name
+
 
 @pytest.fixture
 def probe_table(db: None) -> Iterator[type[Probe]]:

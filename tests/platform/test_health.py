@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
-from typing import Any
 
 from agentflow.server.embedded import EmbeddedRedis
 from agentflow.server.urls_parse import celery_redis_url

@@ -1,4 +1,4 @@
-"""The README's run command, as a user runs it: up, ready, single-instance, clean stop, data kept."""
+"""The README's run command as a user runs it: up, ready, single instance, clean stop, data kept."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) 
 
 
 def _get_json(url: str) -> tuple[int, dict[str, object]]:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(url, timeout=5) as response:
         return response.status, json.loads(response.read())
 
 
@@ -84,7 +84,11 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
         env.pop("REDIS_URL", None)
         ping = subprocess.run(
             [sys.executable, "manage.py", "ping_workers", "--timeout", "30", "--require-beat"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert ping.returncode == 0, ping.stderr
         report = json.loads(ping.stdout)
@@ -93,8 +97,11 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
 
         second = subprocess.run(
             [sys.executable, "-m", "agentflow.server.run"],
-            cwd=ROOT, env={**env, "PORT": str(_free_port())},
-            capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env={**env, "PORT": str(_free_port())},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert second.returncode == 1
         assert "already running" in second.stdout

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 
 class Command(BaseCommand):
-    help = "Create the first superuser (ADMIN_USERNAME / ADMIN_PASSWORD, or a generated password)."
+    help = "Create the first superuser (ADMIN_USERNAME / ADMIN_PASSWORD, else a generated one)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="where the site runs")
@@ -23,14 +23,17 @@ class Command(BaseCommand):
         credentials_file = Path(settings.AGENTFLOW_HOME) / "admin-credentials.txt"
         login_url = f"{options['url']}/admin/"
         if user_model.objects.filter(is_superuser=True).exists():
-            hint = f" (first password saved in {credentials_file})" if credentials_file.exists() else ""
+            hint = ""
+            if credentials_file.exists():
+                hint = f" (first password saved in {credentials_file})"
             self.stdout.write(f"agentflow | admin account exists; log in at {login_url}{hint}")
             return
         username = os.environ.get("ADMIN_USERNAME", "admin")
         password = os.environ.get("ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         user_model.objects.create_superuser(username=username, email="", password=password)
         credentials_file.parent.mkdir(parents=True, exist_ok=True)
-        credentials_file.write_text(f"username: {username}\npassword: {password}\n", encoding="utf-8")
+        credentials = f"username: {username}\npassword: {password}\n"
+        credentials_file.write_text(credentials, encoding="utf-8")
         credentials_file.chmod(0o600)
         self.stdout.write(
             f"agentflow | created admin account: log in at {login_url} as "

@@ -1,0 +1,32 @@
+# Production image: web, worker and beat all run from it (see docker-compose.yml).
+FROM python:3.11-slim AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    AGENTFLOW_ENV=production \
+    AGENTFLOW_HOME=/var/lib/agentflow \
+    STATIC_ROOT=/app/staticfiles
+
+WORKDIR /app
+RUN useradd --system --uid 10001 --home /var/lib/agentflow --create-home agentflow
+
+COPY pyproject.toml README.md ./
+COPY agentflow ./agentflow
+COPY tenants ./tenants
+COPY hitl ./hitl
+COPY governance ./governance
+COPY learning ./learning
+COPY frontend ./frontend
+COPY manage.py ./
+RUN pip install --no-cache-dir .
+
+# Static files are collected at build time; settings only need placeholders here.
+RUN SECRET_KEY=build-only DATABASE_URL=postgresql://build@localhost/build \
+    REDIS_URL=redis://localhost:6379/0 python manage.py collectstatic --noinput
+
+USER agentflow
+EXPOSE 8000
+CMD ["python", "-m", "uvicorn", "agentflow.server.asgi:application", \
+     "--host", "0.0.0.0", "--port", "8000", "--lifespan", "off", "--proxy-headers", \
+     "--workers", "2", "--no-access-log"]
