@@ -125,7 +125,7 @@ class CircuitBreaker:
                 self._opened_at = self._clock()
 
     def release_probe(self) -> None:
-        """End a probe that neither succeeded nor failed (e.g. a rejected request)."""
+        """End a probe that neither succeeded nor failed (e.g. its call was cancelled)."""
         with self._lock:
             self._probe_in_flight = False
 
