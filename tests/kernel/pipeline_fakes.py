@@ -74,7 +74,7 @@ class ScriptedLLM:
     """An `LLMProvider` answering from a script and recording every call.
 
     `answer` may be a string or a function of (messages, metadata); `on_call` is awaited
-    inside each call (to interleave concurrent runs deterministically).
+    inside each answer generation (to interleave concurrent runs deterministically).
     """
 
     name = "scripted"
@@ -97,6 +97,7 @@ class ScriptedLLM:
         self.fail = fail
         self.on_call = on_call
         self.calls: list[dict[str, Any]] = []
+        self.json_calls: list[dict[str, Any]] = []
         self._embedder = OfflineEmbedder()
 
     async def chat(
@@ -111,14 +112,18 @@ class ScriptedLLM:
         metadata: dict[str, Any] | None = None,
     ) -> LLMResponse:
         call = {"messages": messages, "metadata": metadata or {}, "json_schema": json_schema}
+        if json_schema is not None:
+            # The LLM intent classifier asks for JSON. Kept apart from `calls` (the answer
+            # generations); the non-JSON reply makes it fall back to the offline classifier.
+            self.json_calls.append(call)
+            if self.fail:
+                raise ProviderUnavailable("scripted outage")
+            return LLMResponse(content="no JSON here", model=self.model, provider=self.name)
         self.calls.append(call)
         if self.on_call is not None:
             await self.on_call(call)
         if self.fail:
             raise ProviderUnavailable("scripted outage")
-        if json_schema is not None:
-            # The LLM intent classifier asks for JSON: say "not sure" so it falls back.
-            raise ProviderUnavailable("scripted provider does not do JSON")
         text = self.answer(messages, metadata or {}) if callable(self.answer) else self.answer
         meta: dict[str, Any] = {}
         if self.confidence is not None:
@@ -138,7 +143,7 @@ class ScriptedLLM:
     @property
     def sent_text(self) -> str:
         parts = []
-        for call in self.calls:
+        for call in [*self.json_calls, *self.calls]:
             parts.extend(m.content for m in call["messages"])
             parts.append(repr(call["metadata"]))
         return "\n".join(parts)

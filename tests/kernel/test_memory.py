@@ -131,7 +131,8 @@ async def test_pipeline_never_sends_another_users_raw_memory_to_the_llm() -> Non
         "alice", f"I was charged twice on card {ALICE_CARD}, mail {ALICE_SECRET}"
     )
     await agent.process_message("alice", "Thanks, that fixed it!")
-    llm.calls.clear()
+    llm.calls.clear()  # from here on, only what Bob's message sends
+    llm.json_calls.clear()
 
     await agent.process_message("bob", "I was charged twice on my card")
 
