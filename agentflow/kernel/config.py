@@ -298,7 +298,10 @@ def _reason(error: Mapping[str, Any], path: str) -> str:
         if parent is None:
             return "unknown key"
         allowed = list(parent.model_fields)
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
+        unknown = str(loc[-1])
+        hint = difflib.get_close_matches(unknown, allowed, n=1, cutoff=0.6) or [
+            name for name in allowed if name.startswith(unknown) or unknown.startswith(name)
+        ]
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         return f"unknown key (allowed: {', '.join(allowed)}){suggestion}"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -530,7 +533,9 @@ class ConfigLoader:
 def _read(path: str | os.PathLike[str]) -> tuple[str, str]:
     source = os.fspath(path)
     try:
-        return Path(source).read_text(encoding="utf-8"), source
+        # newline="": parsers see the file as written (a quoted "\r" stays a "\r").
+        with open(source, encoding="utf-8", newline="") as handle:
+            return handle.read(), source
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([ConfigIssue("", f"cannot read file: {reason}")], source=source) from None

@@ -1,0 +1,1 @@
+"""Test plugins for the kernel's PluginManager."""
