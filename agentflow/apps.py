@@ -10,3 +10,7 @@ class AgentsConfig(AppConfig):
     label = "agentflow"
     verbose_name = "Agents"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the OpenAPI description of API-key authentication.
+        from agentflow.server.api import schema  # noqa: F401

@@ -8,12 +8,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from agentflow.server.api.exceptions import ContractError
 from agentflow.server.context import current_correlation_id
 
 
@@ -44,14 +45,26 @@ def _error_type(exc: Exception) -> str:
         return "unsupported_media_type"
     if isinstance(exc, exceptions.MethodNotAllowed):
         return "method_not_allowed"
+    if isinstance(exc, exceptions.NotAcceptable):
+        return "not_acceptable"
     code = getattr(exc, "default_code", None)
     return str(code) if code else "error"
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("Request body too large.", "payload_too_large"),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # unhandled: Django's 500 path (logged with the correlation id)
+    if isinstance(exc, ContractError):
+        response.data = error_body(str(exc.detail), exc.error_type, **exc.extra)
+        for name, value in exc.headers.items():
+            response[name] = value
+        return response
     if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         body = error_body("Request validation failed.", "validation_error", errors=fields)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 import structlog
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from agentflow.server.context import accept_correlation_id, bind_correlation_id, correlation_id_var
 from agentflow.server.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -48,3 +48,29 @@ class RequestMetricsMiddleware:
         HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels(request.method, route, f"{response.status_code // 100}xx").inc()
         return response
+
+
+class BodySizeLimitMiddleware:
+    """413 before reading a body whose declared length passes the limit (SPEC 14: huge bodies)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.conf import settings
+
+        from agentflow.server.errors import error_body
+
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        upload_limit = settings.AGENTFLOW.get("MAX_UPLOAD_BYTES", limit)
+        if declared.isdigit() and int(declared) > max(limit or 0, upload_limit):
+            return JsonResponse(
+                error_body(
+                    f"Request body of {declared} bytes exceeds the limit of "
+                    f"{max(limit or 0, upload_limit)} bytes.",
+                    "payload_too_large",
+                ),
+                status=413,
+            )
+        return self.get_response(request)

@@ -94,6 +94,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "agentflow.server.middleware.CorrelationIdMiddleware",
     "agentflow.server.middleware.RequestMetricsMiddleware",
+    "agentflow.server.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -130,7 +131,8 @@ if DATABASE_URL is None:
         raise ImproperlyConfiguredEnv("DATABASE_URL is required in production")
     # Nothing running yet (e.g. `manage.py check` before `make run`): settings
     # still load; the first query fails with a clear connection error.
-    DATABASE_URL = f"postgresql://postgres:@/agentflow?host={AGENTFLOW_HOME / 'pgdata'}"
+    _socket_dir = AGENTFLOW_HOME / "postgres" / "pgdata"
+    DATABASE_URL = f"postgresql://postgres:@/agentflow?host={_socket_dir}"
 DATABASES = {"default": database_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -204,8 +206,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(AGENTFLOW_HOME / "celerybeat-schedule")
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.authentication.APIKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "agentflow.server.errors.api_exception_handler",
@@ -291,4 +295,10 @@ build_logging(LOG_LEVEL, json_output=LOG_JSON)
 # --- AgentFlow ---------------------------------------------------------------------
 AGENTFLOW = {
     "HEALTH_CHECK_TIMEOUT_SECONDS": env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0),
+    # Knowledge uploads may be larger than JSON bodies (SPEC 5: 413/415/422).
+    "MAX_UPLOAD_BYTES": env_int("MAX_UPLOAD_BYTES", 5 * 1_048_576),
+    "IDEMPOTENCY_TTL_SECONDS": env_int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
+    # How long POST .../runs waits for a result before answering 202 (Prefer: wait=N overrides).
+    "RUN_DEFAULT_WAIT_SECONDS": env_float("RUN_DEFAULT_WAIT_SECONDS", 2.0),
+    "RUN_MAX_WAIT_SECONDS": env_float("RUN_MAX_WAIT_SECONDS", 30.0),
 }

@@ -1,0 +1,1 @@
+"""Shared API machinery: the contract every endpoint follows (SPEC 5)."""

@@ -1,0 +1,64 @@
+"""OpenAPI building blocks: the error body, list envelope, paging parameters, key auth."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    detail = serializers.CharField()
+    error_type = serializers.CharField()
+    correlation_id = serializers.CharField(allow_null=True)
+    timestamp = serializers.DateTimeField()
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )
+    limit = serializers.CharField(required=False)
+    resets_at = serializers.CharField(required=False, allow_null=True)
+    retry_after = serializers.IntegerField(required=False)
+
+
+@cache
+def envelope(item: type[serializers.Serializer]) -> Any:  # type: ignore[type-arg]
+    return inline_serializer(
+        name=f"{item.__name__.removesuffix('Serializer')}List",
+        fields={
+            "results": item(many=True),
+            "total": serializers.IntegerField(),
+            "limit": serializers.IntegerField(),
+            "offset": serializers.IntegerField(),
+            "has_more": serializers.BooleanField(),
+        },
+    )
+
+
+LIST_PARAMETERS = [
+    OpenApiParameter("limit", OpenApiTypes.INT, description="1-200, default 50"),
+    OpenApiParameter("offset", OpenApiTypes.INT, description=">= 0"),
+    OpenApiParameter("sort_by", OpenApiTypes.STR),
+    OpenApiParameter("sort_order", OpenApiTypes.STR, enum=["asc", "desc"]),
+]
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    description="Replays the first response for 24 h; another body with the same key is 422.",
+)
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ErrorSerializer) for code in codes}
+
+
+class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[misc]
+    target_class = "tenants.authentication.APIKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "af_<prefix>_<secret>"}

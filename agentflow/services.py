@@ -1,0 +1,410 @@
+"""Agents and runs: every write, every rule (ARCHITECTURE habit 2).
+
+``start_run`` checks quotas under the tenant's row lock (exact under any
+concurrency), records the run and its usage, and enqueues the work on commit.
+``execute_run`` moves the run through its state machine by compare-and-set, so
+a task delivered twice (or a worker killed mid-run) still completes it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+
+from agentflow.models import (
+    Agent,
+    AgentSession,
+    Message,
+    MessageRole,
+    Run,
+    RunStatus,
+    RunTransition,
+    Step,
+)
+from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
+from agentflow.server.context import current_correlation_id
+from governance.audit import Actor, append
+from tenants.models import Tenant, UsageDay
+from tenants.services import record_usage
+
+log = structlog.get_logger(__name__)
+
+ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.PROCESSING)
+CANCELLABLE = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.AWAITING_REVIEW)
+
+
+class AgentConfigInvalid(ValueError):
+    """The config does not fit the blueprint; ``field`` names where."""
+
+    def __init__(self, message: str, field: str = "config") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# --- agents -----------------------------------------------------------------------
+
+
+def _validated_config(blueprint: str, config: dict[str, Any]) -> dict[str, Any]:
+    from agentflow.pipelines import validate_agent_config
+
+    try:
+        return validate_agent_config(blueprint, config)
+    except ValueError as exc:
+        raise AgentConfigInvalid(str(exc), getattr(exc, "field", "config")) from exc
+
+
+def create_agent(
+    *, actor: Actor, tenant: Tenant, name: str, blueprint: str, config: dict[str, Any]
+) -> Agent:
+    normalised = _validated_config(blueprint, config)
+    quota = tenant.quotas.agents
+    with transaction.atomic():
+        Tenant.objects.select_for_update().get(pk=tenant.pk)
+        if quota is not None and Agent.objects.count() >= quota:
+            raise ContractError(
+                f"The tenant's agent quota ({quota}) is used up.",
+                status_code=429,
+                error_type="quota_exceeded",
+                extra={"limit": "agents", "resets_at": None},
+            )
+        try:
+            with transaction.atomic():
+                agent = Agent.objects.create(name=name, blueprint=blueprint, config=normalised)
+        except IntegrityError:
+            raise conflict(f"An agent named {name!r} already exists.", "duplicate") from None
+        append(
+            tenant_id=tenant.pk,
+            actor=actor,
+            action="agent.created",
+            target_type="agent",
+            target_id=agent.pk,
+            changes={"name": name, "blueprint": blueprint, "config": normalised},
+        )
+    return agent
+
+
+def update_agent(
+    *, actor: Actor, agent: Agent, name: str | None = None, config: dict[str, Any] | None = None
+) -> Agent:
+    changes: dict[str, Any] = {}
+    if config is not None:
+        agent.config = _validated_config(agent.blueprint, config)
+        changes["config"] = agent.config
+    if name is not None and name != agent.name:
+        agent.name = name
+        changes["name"] = name
+    if not changes:
+        return agent
+    agent.version += 1  # a new version invalidates cached pipelines everywhere
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                agent.save()
+        except IntegrityError:
+            raise conflict(f"An agent named {name!r} already exists.", "duplicate") from None
+        append(
+            tenant_id=agent.tenant_id,
+            actor=actor,
+            action="agent.updated",
+            target_type="agent",
+            target_id=agent.pk,
+            changes={**changes, "version": agent.version},
+        )
+    return agent
+
+
+def delete_agent(*, actor: Actor, agent: Agent) -> None:
+    with transaction.atomic():
+        append(
+            tenant_id=agent.tenant_id,
+            actor=actor,
+            action="agent.deleted",
+            target_type="agent",
+            target_id=agent.pk,
+            changes={"name": agent.name},
+        )
+        agent.delete()
+
+
+# --- starting runs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    user_id: str
+    message: str
+    priority: str = "medium"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _month_bounds(now: datetime) -> tuple[datetime, datetime]:
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    nxt = (start + timedelta(days=32)).replace(day=1)
+    return start, nxt
+
+
+def _check_quotas(tenant: Tenant, now: datetime) -> None:
+    """Raise 429/402 naming the exhausted quota. Caller holds the tenant row lock."""
+    quotas = tenant.quotas
+    month_start, next_month = _month_bounds(now)
+    resets = next_month.isoformat().replace("+00:00", "Z")
+    until_reset = int((next_month - now).total_seconds())
+    if quotas.concurrent_runs is not None:
+        active = Run.objects.filter(status__in=ACTIVE_STATUSES).count()
+        if active >= quotas.concurrent_runs:
+            raise quota_exceeded("concurrent_runs", 1, "when a running run finishes")
+    usage = UsageDay.objects.filter(day__gte=month_start.date()).aggregate(
+        runs=Sum("runs"), tokens=Sum("tokens"), dollars=Sum("dollars")
+    )
+    if quotas.runs_per_month is not None and (usage["runs"] or 0) >= quotas.runs_per_month:
+        raise quota_exceeded("runs_per_month", until_reset, resets)
+    if quotas.tokens_per_month is not None and (usage["tokens"] or 0) >= quotas.tokens_per_month:
+        raise quota_exceeded("tokens_per_month", until_reset, resets)
+    spent = usage["dollars"] or Decimal(0)
+    if quotas.dollars_per_month is not None and spent >= quotas.dollars_per_month:
+        raise quota_exceeded("dollars_per_month", until_reset, resets, hard_budget=True)
+
+
+def start_run(
+    *,
+    actor: Actor,
+    agent: Agent,
+    request: RunRequest,
+    on_created: Callable[[Any], None] | None = None,
+) -> Run:
+    """Accept a message for ``agent``: quotas, the run row, usage, audit; enqueue on commit.
+
+    ``on_created(run_id)`` runs before the work is enqueued (a waiter subscribes there).
+    """
+    from agentflow.tasks import execute_run_task
+
+    now = datetime.now(UTC)
+    with transaction.atomic():
+        # The tenant row lock serialises this tenant's quota checks: exact, not approximate.
+        tenant = Tenant.objects.select_for_update().get(pk=agent.tenant_id)
+        _check_quotas(tenant, now)
+        session, _ = AgentSession.objects.get_or_create(agent=agent, user_id=request.user_id)
+        run = Run.objects.create(
+            agent=agent,
+            session=session,
+            user_id=request.user_id,
+            input=request.message,
+            priority=request.priority,
+            metadata=request.metadata,
+            correlation_id=current_correlation_id() or "",
+        )
+        record_usage(tenant_id=tenant.pk, runs=1)
+        append(
+            tenant_id=tenant.pk,
+            actor=actor,
+            action="run.created",
+            target_type="run",
+            target_id=run.pk,
+            changes={"agent_id": str(agent.pk), "priority": request.priority},
+        )
+        if on_created is not None:
+            on_created(run.pk)
+        tenant_id, run_id = tenant.pk, str(run.pk)
+        transaction.on_commit(lambda: execute_run_task.delay(tenant_id, run_id))
+    return run
+
+
+# --- the state machine ----------------------------------------------------------------
+
+
+def transition(
+    run_id: Any, from_statuses: tuple[str, ...], to_status: str, *, reason: str = "", **fields: Any
+) -> bool:
+    """Compare-and-set a run's status; records the transition when it wins."""
+    with transaction.atomic():
+        previous = (
+            Run.objects.select_for_update()
+            .filter(pk=run_id, status__in=from_statuses)
+            .values_list("status", flat=True)
+            .first()
+        )
+        if previous is None:
+            return False
+        Run.objects.filter(pk=run_id).update(status=to_status, **fields)
+        RunTransition.objects.create(
+            run_id=run_id, from_status=previous, to_status=to_status, reason=reason
+        )
+    return True
+
+
+def cancel_run(*, actor: Actor, run: Run) -> Run:
+    if not transition(
+        run.pk,
+        CANCELLABLE,
+        RunStatus.CANCELLED,
+        reason="cancelled by client",
+        finished_at=datetime.now(UTC),
+    ):
+        run.refresh_from_db()
+        raise conflict(
+            f"Run is {run.status} and can no longer be cancelled.",
+            "run_finished",
+            status=run.status,
+        )
+    append(
+        tenant_id=run.tenant_id,
+        actor=actor,
+        action="run.cancelled",
+        target_type="run",
+        target_id=run.pk,
+    )
+    run.refresh_from_db()
+    _announce(run)
+    return run
+
+
+def _announce(run: Run) -> None:
+    from agentflow.run_signals import publish_settled
+
+    if run.is_terminal or run.status == RunStatus.AWAITING_REVIEW:
+        run_id = run.pk
+        transaction.on_commit(lambda: publish_settled(run_id))
+
+
+# --- executing runs -------------------------------------------------------------------
+
+
+def execute_run(run_id: str) -> str:
+    """Process one run (called by the Celery task inside the tenant's scope). Idempotent."""
+    started = transition(
+        run_id,
+        (RunStatus.PENDING,),
+        RunStatus.PROCESSING,
+        reason="picked up",
+        started_at=datetime.now(UTC),
+        progress=0.1,
+    )
+    run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
+    if run is None:
+        log.warning("run.vanished", run_id=run_id)
+        return "missing"
+    if not started and run.status != RunStatus.PROCESSING:
+        return run.status  # already settled: a duplicate delivery does nothing
+    # PROCESSING without our transition means a redelivery after a worker died mid-run:
+    # processing again is safe because completion below is a compare-and-set.
+    try:
+        reply = asyncio.run(_process(run))
+    except Exception as exc:
+        log.exception("run.failed", run_id=run_id)
+        if transition(
+            run.pk,
+            (RunStatus.PROCESSING,),
+            RunStatus.FAILED,
+            reason="error",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=datetime.now(UTC),
+        ):
+            run.refresh_from_db()
+            with transaction.atomic():
+                _announce(run)
+        return RunStatus.FAILED
+    return complete_run(run, reply)
+
+
+async def _process(run: Run) -> Any:
+    from agentflow.pipelines import get_pipeline
+
+    pipeline = await get_pipeline(run.agent)
+    return await pipeline.process_message(
+        user_id=run.user_id,
+        message=run.input,
+        context={
+            "run_id": str(run.pk),
+            "tenant_id": run.tenant_id,
+            "agent_id": str(run.agent_id),
+            "priority": run.priority,
+            "metadata": run.metadata,
+        },
+    )
+
+
+def reply_result(reply: Any) -> dict[str, Any]:
+    data = reply.to_dict()
+    return {
+        "content": data["content"],
+        "intent": data["intent"],
+        "confidence": data["confidence"],
+        "escalated": data["escalated"],
+        "escalation_reason": data.get("escalation_reason"),
+        "proposed_answer": data.get("proposed_answer"),
+        "thread_id": data["thread_id"],
+        "transition": data["transition"],
+        "sources": data.get("sources", []),
+        "metadata": data.get("metadata", {}),
+    }
+
+
+def complete_run(run: Run, reply: Any) -> str:
+    """Settle a processed run exactly once: messages, steps, usage, audit, events."""
+    to_status = RunStatus.AWAITING_REVIEW if reply.escalated else RunStatus.COMPLETED
+    now = datetime.now(UTC)
+    tokens = int(reply.usage.total_tokens)
+    cost = Decimal(str(round(reply.cost_usd, 6)))
+    with transaction.atomic():
+        won = transition(
+            run.pk,
+            (RunStatus.PROCESSING,),
+            to_status,
+            reason=reply.escalation_reason or "answered",
+            result=reply_result(reply),
+            progress=1.0,
+            tokens=tokens,
+            cost_usd=cost,
+            finished_at=None if reply.escalated else now,
+        )
+        if not won:
+            run.refresh_from_db()
+            return run.status  # cancelled meanwhile, or another delivery finished first
+        Message.objects.create(
+            session_id=run.session_id,
+            run=run,
+            role=MessageRole.USER,
+            content=run.input,
+            thread_id=reply.thread_id,
+            created_at=run.created_at,
+        )
+        if not reply.escalated:
+            Message.objects.create(
+                session_id=run.session_id,
+                run=run,
+                role=MessageRole.ASSISTANT,
+                content=reply.content,
+                thread_id=reply.thread_id,
+                created_at=now,
+            )
+        Step.objects.bulk_create(
+            Step(run=run, index=i, name=stage, duration_ms=round(ms, 3))
+            for i, (stage, ms) in enumerate(reply.timings_ms.items())
+        )
+        if tokens or cost:
+            record_usage(tenant_id=run.tenant_id, tokens=tokens, dollars=cost)
+        AgentSession.objects.filter(pk=run.session_id).update(last_active=now)
+        append(
+            tenant_id=run.tenant_id,
+            actor=Actor.system("agent"),
+            action="run.escalated" if reply.escalated else "run.completed",
+            target_type="run",
+            target_id=run.pk,
+            changes={
+                "intent": reply.intent,
+                "confidence": round(reply.confidence, 4),
+                "tokens": tokens,
+                "cost_usd": str(cost),
+            },
+        )
+        run.status = to_status
+        _announce(run)
+    return to_status
