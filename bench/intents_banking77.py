@@ -1,0 +1,94 @@
+"""Offline intent classifier on BANKING77: closed-set accuracy and out-of-scope detection.
+
+Prints one JSON object: "plain" trains on train.csv and tests on test.csv (77 categories);
+"oos" relabels the 10 alphabetically last categories as "oos" in both files (written to a
+temporary folder), so they never become categories and must come back OUT_OF_SCOPE.
+`--sweep` adds in-scope accuracy / out-of-scope recall for a range of thresholds, which is how
+DEFAULT_OOS_THRESHOLD was chosen.
+
+    .venv/bin/python bench/intents_banking77.py [--data DIR] [--sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agentflow.kernel.intents_eval import evaluate, load_labelled_csv
+
+DATA = Path("/work/shared/data/banking77")
+HELD_OUT = 10
+OOS_LABEL = "oos"
+KEYS = (
+    "accuracy",
+    "macro_f1",
+    "top1_accuracy",
+    "ece",
+    "in_scope_accuracy",
+    "oos_recall",
+    "out_of_scope_rate",
+    "n_train",
+    "n_test",
+    "n_categories",
+    "n_oos_test",
+    "oos_threshold",
+    "temperature",
+    "train_seconds",
+    "eval_seconds",
+)
+
+
+def relabel(source: Path, target: Path, held_out: set[str]) -> None:
+    texts, labels = load_labelled_csv(source)
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        for text, label in zip(texts, labels, strict=True):
+            writer.writerow([text, OOS_LABEL if label in held_out else label])
+
+
+def summary(report: dict[str, object]) -> dict[str, object]:
+    return {
+        key: round(value, 4) if isinstance(value, float) else value
+        for key in KEYS
+        if (value := report.get(key)) is not None
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--sweep", action="store_true")
+    args = parser.parse_args()
+    train, test = args.data / "train.csv", args.data / "test.csv"
+
+    output: dict[str, object] = {"plain": summary(evaluate(train, test))}
+    held_out = set(sorted(set(load_labelled_csv(train)[1]))[-HELD_OUT:])
+    with tempfile.TemporaryDirectory() as folder:
+        oos_train, oos_test = Path(folder) / "train.csv", Path(folder) / "test.csv"
+        relabel(train, oos_train, held_out)
+        relabel(test, oos_test, held_out)
+        output["oos"] = {
+            "held_out": sorted(held_out),
+            **summary(evaluate(oos_train, oos_test, OOS_LABEL)),
+        }
+        if args.sweep:
+            output["sweep"] = [
+                {
+                    key: summary(report).get(key)
+                    for key in ("oos_threshold", "accuracy", "in_scope_accuracy", "oos_recall")
+                }
+                for threshold in (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
+                if (report := evaluate(oos_train, oos_test, OOS_LABEL, oos_threshold=threshold))
+            ]
+    print(json.dumps(output, indent=2))
+
+
+if __name__ == "__main__":
+    main()
