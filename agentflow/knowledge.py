@@ -1,0 +1,530 @@
+"""Knowledge bases of agents: ingestion (validate, chunk, embed, store) and vector search.
+
+Documents are split into chunks of about `CHUNK_CHARS` characters along the text's own
+structure (markdown headings, then paragraphs, lines, sentences, words: never mid-word),
+each chunk prefixed with its heading path so it still says what it is about on its own.
+Chunks of one section overlap by a sentence or a few words, so an answer that straddles a
+boundary is still found whole in one of them.
+
+Search is per agent. pgvector 0.6's HNSW index applies a WHERE filter only *after* it
+returned `hnsw.ef_search` candidates of the whole table (all tenants), so a filtered HNSW
+query silently returns fewer and worse rows (FINDINGS.md: recall@5 0.67 with 10 tenants).
+Per-agent knowledge bases are small (hundreds to thousands of chunks), so the default is an
+exact search over the agent's rows found through the B-tree index: recall 1.0 and about
+20 ms at 10,000 rows. Only an agent above `EXACT_SEARCH_MAX_ROWS` uses the HNSW index,
+with iterative scans where the server has them (pgvector >= 0.8) or an `ef_search` raised in
+proportion to how small a share of the table the agent is, set with SET LOCAL inside a
+transaction so the setting can never outlive the query on a pooled connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import F, Sum, Value
+from pgvector.django import CosineDistance
+
+from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
+from agentflow.kernel.vectors import Embedder, Vector, embed_texts
+from agentflow.models import EMBEDDING_DIMENSIONS, Agent, KnowledgeChunk, KnowledgeDocument
+from tenants.models import Tenant
+from tenants.scoping import require_tenant_id
+
+__all__ = [
+    "CHUNK_CHARS",
+    "CHUNK_OVERLAP_CHARS",
+    "CONTENT_TYPES",
+    "EXACT_SEARCH_MAX_ROWS",
+    "ChunkHit",
+    "KnowledgeError",
+    "KnowledgeQuotaExceeded",
+    "KnowledgeTooLarge",
+    "UnsupportedContentType",
+    "chunk_text",
+    "delete_document",
+    "get_embedder",
+    "ingest_document",
+    "search_chunks",
+    "search_knowledge",
+]
+
+CONTENT_TYPES = ("text/plain", "text/markdown")
+CHUNK_CHARS = 800
+CHUNK_OVERLAP_CHARS = 120
+EXACT_SEARCH_MAX_ROWS = 10_000
+_EMBED_BATCH = 256  # bounds one embedding request (remote embedders) and its matrix
+_INSERT_BATCH = 500
+_MAX_TITLE_CHARS = 300  # KnowledgeDocument.title
+_MAX_HEADING_CHARS = 200  # a heading path longer than this is cut: it is context, not content
+# Filtered HNSW keeps the agent's rows among ef_search candidates of the whole table; with
+# 10 tenants FINDINGS.md measured recall@5 0.92 at 2 expected hits per wanted row and 0.99
+# at 8, so ef_search is sized for 8. pgvector caps ef_search at 1000: beyond, search exactly.
+_HITS_PER_WANTED_ROW = 8
+_MAX_EF_SEARCH = 1_000
+
+
+class KnowledgeError(ValueError):
+    """A document cannot be ingested; the message says why (the API answers 4xx with it)."""
+
+
+class UnsupportedContentType(KnowledgeError):
+    """Not text/plain or text/markdown (HTTP 415)."""
+
+
+class KnowledgeTooLarge(KnowledgeError):
+    """Above settings.AGENTFLOW["MAX_UPLOAD_BYTES"] (HTTP 413)."""
+
+
+class KnowledgeQuotaExceeded(KnowledgeError):
+    """The tenant's knowledge storage quota would be exceeded."""
+
+
+# ----------------------------------------------------------------------------- embedder
+
+
+@functools.cache
+def get_embedder() -> Embedder:
+    """The embedder of knowledge chunks and of the messages searched against them.
+
+    `settings.AGENTFLOW["EMBEDDER"]`: "offline" (default) or "sentence-transformers[:model]"
+    (the `local-embeddings` extra). Whatever it is must produce EMBEDDING_DIMENSIONS floats,
+    the width of the vector columns. Cached per process; `get_embedder.cache_clear()` after
+    changing the setting.
+    """
+    spec = str(getattr(settings, "AGENTFLOW", {}).get("EMBEDDER", "offline"))
+    kind, _, model = spec.partition(":")
+    embedder: Embedder
+    if kind == "offline":
+        embedder = OfflineEmbedder(EMBEDDING_DIMENSIONS)
+    elif kind == "sentence-transformers":
+        embedder = SentenceTransformerEmbedder(model or "all-MiniLM-L6-v2")
+    else:
+        raise ValueError(
+            f'AGENTFLOW["EMBEDDER"] = {spec!r}: expected "offline" or '
+            '"sentence-transformers[:model]"'
+        )
+    dimensions = getattr(embedder, "dimensions", EMBEDDING_DIMENSIONS)
+    if dimensions != EMBEDDING_DIMENSIONS:
+        raise ValueError(
+            f"embedder {spec!r} gives {dimensions} dimensions; the vector columns hold "
+            f"{EMBEDDING_DIMENSIONS}"
+        )
+    return embedder
+
+
+def _embed(embedder: Embedder, texts: Sequence[str]) -> Vector:
+    embed_array = getattr(embedder, "embed_array", None)
+    parts = []
+    for start in range(0, len(texts), _EMBED_BATCH):
+        batch = list(texts[start : start + _EMBED_BATCH])
+        if embed_array is not None:  # local and synchronous: no event loop needed
+            parts.append(embed_array(batch))
+        else:
+            parts.append(async_to_sync(embed_texts)(embedder, batch))
+    if not parts:
+        return np.zeros((0, EMBEDDING_DIMENSIONS), dtype=np.float32)
+    matrix: Vector = np.vstack(parts).astype(np.float32, copy=False)
+    return matrix
+
+
+# ----------------------------------------------------------------------------- chunking
+
+_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    heading: str  # "Install > Linux", "" before the first heading or in plain text
+    blocks: tuple[str, ...]
+
+
+def _sections(text: str, markdown: bool) -> list[_Section]:
+    """Split into sections at ATX headings, and sections into blank-line separated blocks.
+
+    Fenced code blocks are one block each and never split by the headings or blank lines
+    they contain.
+    """
+    sections: list[_Section] = []
+    path: list[tuple[int, str]] = []
+    blocks: list[str] = []
+    lines: list[str] = []
+    fence: str | None = None
+
+    def end_block() -> None:
+        if any(line.strip() for line in lines):
+            blocks.append("\n".join(lines).strip("\n"))
+        lines.clear()
+
+    def end_section() -> None:
+        end_block()
+        if blocks:
+            heading = " > ".join(title for _, title in path)[:_MAX_HEADING_CHARS]
+            sections.append(_Section(heading, tuple(blocks)))
+        blocks.clear()
+
+    for line in text.split("\n"):
+        fence_mark = _FENCE.match(line) if markdown else None
+        if fence is not None:
+            lines.append(line)
+            if (
+                fence_mark
+                and fence_mark.group(1)[0] == fence[0]
+                and len(fence_mark.group(1)) >= len(fence)
+            ):
+                fence = None
+                end_block()
+            continue
+        if fence_mark:
+            end_block()
+            fence = fence_mark.group(1)
+            lines.append(line)
+            continue
+        heading = _HEADING.match(line) if markdown else None
+        if heading:
+            end_section()
+            level = len(heading.group(1))
+            path[:] = [(lvl, title) for lvl, title in path if lvl < level]
+            if heading.group(2).strip():
+                path.append((level, heading.group(2).strip()))
+            continue
+        if line.strip():
+            lines.append(line.rstrip())
+        else:
+            end_block()
+    end_section()
+    return sections
+
+
+def _split_lines(text: str) -> list[str]:
+    return text.split("\n")
+
+
+def _split_sentences(text: str) -> list[str]:
+    return _SENTENCE_END.split(text)
+
+
+def _split_words(text: str) -> list[str]:
+    return text.split()
+
+
+# Coarse to fine: a piece too long for a chunk is split at the next finer boundary.
+_SPLITTERS = ((_split_lines, "\n"), (_split_sentences, " "), (_split_words, " "))
+
+
+def _fit(text: str, limit: int, level: int = 0) -> list[str]:
+    """`text` as pieces of at most `limit` characters, cut at the coarsest boundary that works."""
+    if len(text) <= limit:
+        return [text]
+    if level == len(_SPLITTERS):
+        # One "word" longer than a chunk (a URL, a hash): it has no boundary to respect.
+        return [text[i : i + limit] for i in range(0, len(text), limit)]
+    split, joiner = _SPLITTERS[level]
+    parts = [part for part in split(text) if part.strip()]
+    if len(parts) <= 1:
+        return _fit(text, limit, level + 1)
+    pieces: list[str] = []
+    current = ""
+    for part in parts:
+        for piece in _fit(part, limit, level + 1):
+            joined = f"{current}{joiner}{piece}" if current else piece
+            if len(joined) <= limit:
+                current = joined
+            else:
+                pieces.append(current)
+                current = piece
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _overlap_tail(text: str, size: int) -> str:
+    """The end of `text` to repeat at the start of the next chunk: whole sentences, else words."""
+    if size <= 0 or len(text) <= size:
+        return ""
+    tail = text[-size:]
+    sentence = _SENTENCE_END.search(tail)
+    if sentence is not None and sentence.end() < len(tail):
+        return tail[sentence.end() :].strip()
+    space = tail.find(" ")
+    # Starting after the first space drops the word the cut went through.
+    return tail[space + 1 :].strip() if space >= 0 else ""
+
+
+def _pack(blocks: Sequence[str], limit: int, overlap: int) -> list[str]:
+    """Blocks packed into chunks of at most `limit` characters, consecutive ones overlapping."""
+    # Pieces of a long block leave room for the overlap, or it could never be carried.
+    room = limit - overlap - 2 if overlap else limit
+    pieces = [piece for block in blocks for piece in _fit(block, room)]
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    fresh = False  # `current` holds more than the overlap carried from the previous chunk
+    for piece in pieces:
+        if fresh and size + 2 + len(piece) > limit:
+            chunks.append("\n\n".join(current))
+            tail = _overlap_tail(chunks[-1], overlap)
+            current, size, fresh = ([tail], len(tail), False) if tail else ([], 0, False)
+        if current and not fresh and size + 2 + len(piece) > limit:
+            current, size = [], 0  # the overlap does not fit beside this piece: drop it
+        size += len(piece) + (2 if current else 0)
+        current.append(piece)
+        fresh = True
+    if fresh:
+        chunks.append("\n\n".join(current))
+    return chunks
+
+
+def chunk_text(
+    text: str,
+    content_type: str = "text/markdown",
+    *,
+    max_chars: int = CHUNK_CHARS,
+    overlap_chars: int = CHUNK_OVERLAP_CHARS,
+) -> list[str]:
+    """Chunks of at most `max_chars` characters (heading path included), in document order."""
+    if max_chars < 100:
+        raise ValueError("max_chars must be at least 100")
+    if not 0 <= overlap_chars < max_chars // 2:
+        raise ValueError("overlap_chars must be within [0, max_chars / 2)")
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    chunks: list[str] = []
+    for section in _sections(normalised, markdown=content_type == "text/markdown"):
+        prefix = f"{section.heading}\n\n" if section.heading else ""
+        for body in _pack(section.blocks, max_chars - len(prefix), overlap_chars):
+            chunks.append(prefix + body)
+    return chunks
+
+
+# ---------------------------------------------------------------------------- ingestion
+
+
+def _content_type(value: str) -> str:
+    if not isinstance(value, str):
+        raise UnsupportedContentType("content type must be a string")
+    media, _, params = value.partition(";")
+    media = media.strip().lower()
+    charset = re.search(r"charset\s*=\s*\"?([\w-]+)", params, re.IGNORECASE)
+    if media not in CONTENT_TYPES:
+        raise UnsupportedContentType(
+            f"content type {value!r} is not supported; use one of {', '.join(CONTENT_TYPES)}"
+        )
+    if charset and charset.group(1).lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii"):
+        raise UnsupportedContentType(f"charset {charset.group(1)!r} is not supported; use utf-8")
+    return media
+
+
+def _validated(title: str, content_type: str, text: str) -> tuple[str, str, int]:
+    media = _content_type(content_type)
+    if not isinstance(text, str):
+        raise KnowledgeError(f"text must be a string, not {type(text).__name__}")
+    size = len(text.encode("utf-8"))
+    limit = int(settings.AGENTFLOW["MAX_UPLOAD_BYTES"])
+    if size > limit:
+        raise KnowledgeTooLarge(f"document is {size} bytes; the limit is {limit} bytes")
+    if not text.strip():
+        raise KnowledgeError("document text is empty")
+    if "\x00" in text:
+        raise KnowledgeError("document text contains NUL characters; is it really text?")
+    title = title.strip() if isinstance(title, str) else ""
+    if not title:
+        raise KnowledgeError("title must not be empty")
+    if len(title) > _MAX_TITLE_CHARS:
+        raise KnowledgeError(f"title is longer than {_MAX_TITLE_CHARS} characters")
+    return title, media, size
+
+
+def _check_quota(tenant_id: int, size: int) -> None:
+    """Refuse a document that would take the tenant past its knowledge storage quota.
+
+    Locks the tenant row for the rest of the transaction, so concurrent uploads are
+    counted one after the other instead of both passing the check.
+    """
+    tenant = Tenant.objects.select_for_update().get(pk=tenant_id)
+    limit = tenant.quotas.knowledge_bytes
+    if limit is None:
+        return
+    used = KnowledgeDocument.objects.aggregate(total=Sum("size_bytes"))["total"] or 0
+    if used + size > limit:
+        raise KnowledgeQuotaExceeded(
+            f"knowledge storage quota exceeded: {used} of {limit} bytes used, "
+            f"this document needs {size}"
+        )
+
+
+def ingest_document(*, agent: Agent, title: str, content_type: str, text: str) -> KnowledgeDocument:
+    """Validate, chunk, embed and store one document of `agent` (inside the tenant's scope).
+
+    Raises `KnowledgeError` (or a subclass: `UnsupportedContentType`, `KnowledgeTooLarge`,
+    `KnowledgeQuotaExceeded`) and stores nothing when the document is refused. Embedding
+    happens before the transaction opens, so no database lock waits on an embedder.
+    """
+    scope = require_tenant_id()
+    if agent.tenant_id != scope:
+        # Same answer as a missing agent: the caller must not learn that it exists elsewhere.
+        raise Agent.DoesNotExist("agent not found")
+    title, media, size = _validated(title, content_type, text)
+    chunks = chunk_text(text, media)
+    vectors = _embed(get_embedder(), [f"{title}\n{chunk}" for chunk in chunks])
+    with transaction.atomic():
+        _check_quota(scope, size)
+        document = KnowledgeDocument.objects.create(
+            tenant_id=scope, agent=agent, title=title, content_type=media, size_bytes=size
+        )
+        KnowledgeChunk.objects.bulk_create(
+            [
+                KnowledgeChunk(
+                    tenant_id=scope,
+                    document=document,
+                    agent=agent,
+                    index=index,
+                    text=chunk,
+                    embedding=vector,
+                )
+                for index, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
+            ],
+            batch_size=_INSERT_BATCH,
+        )
+    return document
+
+
+def delete_document(*, agent: Agent, document_id: uuid.UUID | str) -> bool:
+    """Delete a document of `agent` and its chunks; False when there is no such document."""
+    try:
+        deleted, _ = KnowledgeDocument.objects.filter(agent=agent, id=document_id).delete()
+    except ValidationError:  # not a UUID: no such document either
+        return False
+    return deleted > 0
+
+
+# ------------------------------------------------------------------------------ search
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkHit:
+    document_id: uuid.UUID
+    title: str
+    index: int
+    text: str
+    score: float  # cosine similarity, within (0, 1]
+
+    @property
+    def key(self) -> str:
+        """Stable id of the chunk: "<document uuid>#<chunk index>"."""
+        return f"{self.document_id}#{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    exact: bool
+    ef_search: int | None = None
+    iterative: bool = False
+
+
+@functools.cache
+def _pgvector_version() -> tuple[int, ...]:
+    """The server's pgvector version (asked once per process: servers are not upgraded live)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+    return tuple(int(part) for part in re.findall(r"\d+", row[0])[:3]) if row else (0,)
+
+
+def _table_rows() -> int | None:
+    """The planner's estimate of the chunk table's size (all tenants), None if unknown."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+            [KnowledgeChunk._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
+
+
+def _plan(agent_rows: int, limit: int, exact_max_rows: int) -> _Plan:
+    if agent_rows <= exact_max_rows:
+        return _Plan(exact=True)
+    if _pgvector_version() >= (0, 8):
+        return _Plan(exact=False, ef_search=max(40, 2 * limit), iterative=True)
+    table_rows = _table_rows()
+    if not table_rows:
+        return _Plan(exact=True)
+    share = min(1.0, agent_rows / table_rows)
+    ef_search = max(40, math.ceil(_HITS_PER_WANTED_ROW * limit / share))
+    if ef_search > _MAX_EF_SEARCH:
+        return _Plan(exact=True)
+    return _Plan(exact=False, ef_search=ef_search)
+
+
+def _hits(rows: Sequence[dict[str, Any]], limit: int) -> list[ChunkHit]:
+    hits = []
+    for row in rows:
+        # Cosine similarity within [0, 1]: unrelated or opposite chunks are no context at all.
+        score = min(1.0, float(row["similarity"]))
+        if score > 0.0:
+            hits.append(
+                ChunkHit(
+                    row["document_id"], row["document__title"], row["index"], row["text"], score
+                )
+            )
+    hits.sort(key=lambda hit: hit.score, reverse=True)
+    return hits[:limit]
+
+
+def search_chunks(
+    agent_id: uuid.UUID | str,
+    vector: Vector,
+    *,
+    limit: int,
+    exact_max_rows: int = EXACT_SEARCH_MAX_ROWS,
+) -> list[ChunkHit]:
+    """The `limit` chunks of the agent most similar to `vector`, best first (sync ORM).
+
+    Runs inside the current tenant scope: the agent filter is in the query itself, and the
+    scoped manager adds the tenant.
+    """
+    if limit <= 0 or not np.any(vector):
+        return []  # a zero vector (failed embedding) is similar to nothing
+    rows = KnowledgeChunk.objects.filter(agent_id=agent_id)
+    plan = _plan(rows[: exact_max_rows + 1].count(), limit, exact_max_rows)
+    fields = ("document_id", "document__title", "index", "text", "similarity")
+    if plan.exact:
+        # Ordered by similarity (1 - distance), not by the distance operator itself: the
+        # HNSW index can only serve `ORDER BY embedding <=> q`, so the planner cannot pick
+        # it here and must rank the agent's B-tree-filtered rows exactly.
+        exact = rows.annotate(similarity=Value(1.0) - CosineDistance("embedding", vector)).order_by(
+            "-similarity"
+        )
+        return _hits(list(exact.values(*fields)[:limit]), limit)
+    nearest = (
+        rows.annotate(distance=CosineDistance("embedding", vector))
+        .annotate(similarity=Value(1.0) - F("distance"))
+        .order_by("distance")
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        # set_config(..., true) is SET LOCAL: gone at the end of this transaction, so a
+        # pooled connection never carries it into another query. These settings are read
+        # when the index is scanned, not when a plan is made, so a prepared plan is fine.
+        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(plan.ef_search)])
+        if plan.iterative:
+            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+        found = list(nearest.values(*fields)[:limit])
+    return _hits(found, limit)
+
+
+def search_knowledge(*, agent: Agent, query: str, limit: int = 5) -> list[ChunkHit]:
+    """Search `agent`'s knowledge base with a text query (sync; API and dashboard helper)."""
+    vector = _embed(get_embedder(), [query])[0]
+    return search_chunks(agent.id, vector, limit=limit)

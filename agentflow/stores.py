@@ -1,0 +1,477 @@
+"""Django-backed implementations of the kernel's store Protocols (SPEC 4.4).
+
+One store instance serves one platform Agent and may be shared by every request and task
+of the worker process: it holds no tenant and no rows. Every query goes through the
+tenant-scoped managers, so a store used inside tenant B's scope sees only tenant B's rows
+(an agent id of tenant A finds nothing) and raises `TenantScopeMissing` outside any scope.
+
+Mapping of the kernel records:
+
+* `Session` ↔ `AgentSession` (one row per agent and end user, kept for good; the kernel's
+  metadata in `state`). A session does not expire: what the TTL bounds is the short-term
+  memory, i.e. how old the conversation may be for its messages to come back as history.
+* `ConversationThread` ↔ `Thread`; the detector's centroid (float32, base64) and salient
+  keywords live in `Thread.state`.
+* short-term messages ↔ `Message` rows, which the run service writes itself;
+  `append_messages` is therefore a no-op.
+* `MemoryCase` ↔ `MemoryCase` rows (pgvector embedding), newest `episodic_limit` kept per
+  user; other users' cases come back anonymised.
+* knowledge ↔ `KnowledgeChunk` rows, searched per agent by `agentflow.knowledge`.
+
+Kernel timestamps are epoch seconds; the database keeps timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, transaction
+from django.db.models import Q, Subquery, Value
+from pgvector.django import CosineDistance
+
+from agentflow import knowledge as kb
+from agentflow.kernel.guardrails import PIIRedactor
+from agentflow.kernel.llm.base import ChatMessage
+from agentflow.kernel.results import ContextItem
+from agentflow.kernel.stores import ConversationThread, MemoryCase, Session, ThreadStatus
+from agentflow.kernel.stores import KnowledgeDocument as KernelDocument
+from agentflow.kernel.vectors import Vector
+from agentflow.models import Agent, AgentSession, Message, Thread
+from agentflow.models import MemoryCase as MemoryCaseRow
+
+__all__ = [
+    "DjangoKnowledgeStore",
+    "DjangoMemoryStore",
+    "DjangoSessionStore",
+    "DjangoThreadStore",
+]
+
+AgentId = uuid.UUID | str
+Clock = Callable[[], float]
+
+
+def to_datetime(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def to_timestamp(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------ sessions
+
+
+def _session(row: AgentSession) -> Session:
+    return Session(
+        session_id=str(row.id),
+        user_id=row.user_id,
+        created_at=to_timestamp(row.created_at),
+        last_active=to_timestamp(row.last_active),
+        active_thread_id=row.active_thread_id or None,
+        message_count=row.message_count,
+        metadata=dict(row.state or {}),
+    )
+
+
+def _adopt_session(
+    agent_id: AgentId, session_id: uuid.UUID, user_id: str, created_at: float
+) -> uuid.UUID:
+    """Create the user's session row with this id, or return the id of the existing one.
+
+    Two workers may start the same new user's first messages at once, each with its own
+    kernel session id; `(agent, user_id)` is unique, so the second one adopts the first
+    one's row. The savepoint keeps a caller's transaction usable after the IntegrityError.
+    """
+    try:
+        with transaction.atomic():
+            AgentSession.objects.create(
+                id=session_id,
+                agent_id=agent_id,
+                user_id=user_id,
+                created_at=to_datetime(created_at),
+                last_active=to_datetime(created_at),
+            )
+        return session_id
+    except IntegrityError:
+        existing = AgentSession.objects.filter(agent_id=agent_id, user_id=user_id).first()
+        if existing is None:
+            raise  # not the (agent, user) race: something else is wrong
+        return existing.id
+
+
+_adopt_session_async = sync_to_async(_adopt_session)
+
+
+class DjangoSessionStore:
+    """Sessions of one agent's end users, in `AgentSession`."""
+
+    def __init__(self, agent_id: AgentId) -> None:
+        self.agent_id = agent_id
+
+    async def get(self, user_id: str) -> Session | None:
+        row = await AgentSession.objects.filter(agent_id=self.agent_id, user_id=user_id).afirst()
+        return None if row is None else _session(row)
+
+    async def save(self, session: Session) -> None:
+        session_id = _uuid(session.session_id)
+        if session_id is None:
+            raise ValueError(f"session id {session.session_id!r} is not a UUID")
+        fields: dict[str, Any] = {
+            "active_thread_id": session.active_thread_id or "",
+            "message_count": session.message_count,
+            "state": session.metadata,
+            "last_active": to_datetime(session.last_active),
+        }
+        rows = AgentSession.objects.filter(agent_id=self.agent_id)
+        if await rows.filter(id=session_id).aupdate(**fields):
+            session.session_id = str(session_id)  # canonical form, as `get` returns it
+            return
+        # New session (or one that lost the race for this user): the row's id wins, and the
+        # kernel record follows it so replies name the session that holds the messages.
+        row_id = await _adopt_session_async(
+            self.agent_id, session_id, session.user_id, session.created_at
+        )
+        await rows.filter(id=row_id).aupdate(**fields)
+        session.session_id = str(row_id)
+
+    async def delete(self, user_id: str) -> None:
+        # Cascades to the session's threads and messages (GDPR erasure of a user).
+        await AgentSession.objects.filter(agent_id=self.agent_id, user_id=user_id).adelete()
+
+
+# ------------------------------------------------------------------------------- threads
+
+
+def encode_vector(vector: Vector) -> str:
+    """float32 bytes in base64: exact, and a quarter of the size of a JSON list of floats."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_vector(text: str) -> Vector | None:
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw or len(raw) % 4:
+        return None
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+def _thread_state(thread: ConversationThread) -> dict[str, Any]:
+    state: dict[str, Any] = {"keywords": sorted(thread.keywords)}
+    if thread.centroid is not None:
+        state["centroid"] = encode_vector(thread.centroid)
+    return state
+
+
+def _thread(row: Thread, user_id: str) -> ConversationThread:
+    state = row.state or {}
+    centroid = state.get("centroid")
+    return ConversationThread(
+        thread_id=row.id,
+        session_id=str(row.session_id),
+        user_id=user_id,
+        topic=row.topic,
+        intent=row.intent,
+        created_at=to_timestamp(row.created_at),
+        last_active=to_timestamp(row.last_active),
+        status=ThreadStatus(row.status),
+        message_count=row.message_count,
+        escalated=row.escalated,
+        resolution=row.resolution or None,
+        centroid=decode_vector(centroid) if isinstance(centroid, str) else None,
+        keywords=set(state.get("keywords") or ()),
+    )
+
+
+class DjangoThreadStore:
+    """Conversation threads of one agent's sessions, in `Thread`.
+
+    `list_threads(open_only=True)`, which the pipeline calls for every message, returns at
+    most `max_open_threads`, the most recently active: like the in-memory store's bound, it
+    keeps a long-lived session from making every message slower.
+    """
+
+    def __init__(self, agent_id: AgentId, *, max_open_threads: int = 50) -> None:
+        if max_open_threads <= 0:
+            raise ValueError("max_open_threads must be positive")
+        self.agent_id = agent_id
+        self.max_open_threads = max_open_threads
+
+    async def get(self, session_id: str, thread_id: str) -> ConversationThread | None:
+        session_uuid = _uuid(session_id)
+        if session_uuid is None:
+            return None
+        row = await (
+            Thread.objects.filter(id=thread_id, session_id=session_uuid)
+            .filter(session__agent_id=self.agent_id)
+            .select_related("session")
+            .afirst()
+        )
+        return None if row is None else _thread(row, row.session.user_id)
+
+    async def list_threads(
+        self, session_id: str, *, open_only: bool = False
+    ) -> list[ConversationThread]:
+        session_uuid = _uuid(session_id)
+        if session_uuid is None:
+            return []
+        rows = Thread.objects.filter(
+            session_id=session_uuid, session__agent_id=self.agent_id
+        ).select_related("session")
+        if open_only:
+            rows = rows.filter(status=ThreadStatus.ACTIVE.value).order_by("-last_active")[
+                : self.max_open_threads
+            ]
+        else:
+            rows = rows.order_by("created_at", "id")
+        return [_thread(row, row.session.user_id) async for row in rows]
+
+    async def save(self, thread: ConversationThread) -> None:
+        session_id = _uuid(thread.session_id)
+        if session_id is None:
+            raise ValueError(f"session id {thread.session_id!r} is not a UUID")
+        fields: dict[str, Any] = {
+            "topic": thread.topic[:500],
+            "intent": thread.intent[:100],
+            "status": ThreadStatus(thread.status).value,
+            "escalated": thread.escalated,
+            "resolution": thread.resolution or "",
+            "message_count": thread.message_count,
+            "state": _thread_state(thread),
+            "last_active": to_datetime(thread.last_active),
+        }
+        own = Thread.objects.filter(session__agent_id=self.agent_id)
+        if await own.filter(id=thread.thread_id, session_id=session_id).aupdate(**fields):
+            return
+        # The pipeline saves a new topic's thread before the session itself: make sure the
+        # session row exists (and follow it if another worker created this user's first).
+        session_id = await _adopt_session_async(
+            self.agent_id, session_id, thread.user_id, thread.created_at
+        )
+        thread.session_id = str(session_id)
+        await Thread.objects.acreate(
+            id=thread.thread_id,
+            session_id=session_id,
+            created_at=to_datetime(thread.created_at),
+            **fields,
+        )
+
+
+# -------------------------------------------------------------------------------- memory
+
+_REDACTOR = PIIRedactor()
+
+
+def _redact(text: str) -> str:
+    # The same redactor the kernel's builder gives MemoryManager for other users' cases.
+    return _REDACTOR.redact(text).text
+
+
+def _case(row: MemoryCaseRow) -> MemoryCase:
+    embedding = row.embedding
+    return MemoryCase(
+        case_id=row.id,
+        user_id=row.user_id,
+        question=row.question,
+        answer=row.answer,
+        intent=row.intent,
+        created_at=to_timestamp(row.created_at),
+        thread_id=row.thread_id or None,
+        resolved=row.resolved,
+        effectiveness=row.effectiveness,
+        vector=None if embedding is None else np.asarray(embedding, dtype=np.float32),
+    )
+
+
+class DjangoMemoryStore:
+    """Short-term history from `Message`, episodic cases in `MemoryCase` (one agent).
+
+    * `append_messages` stores nothing: the run service writes the user and assistant
+      `Message` rows of a run itself (linked to the Run); `recent_messages` reads them.
+      History is empty once the newest message is older than `short_term_ttl_seconds`.
+    * Each user keeps their newest `episodic_limit` cases; older ones are deleted as new
+      ones arrive.
+    * `search_cases` ranks the user's own cases and the resolved cases of other users of
+      this agent (the newest `shared_limit` of them) exactly by cosine similarity. Other
+      users' cases are returned anonymised (no user id, PII redacted); `MemoryManager`
+      anonymises again, so a caller of the store alone is protected too.
+    """
+
+    def __init__(
+        self,
+        agent_id: AgentId,
+        *,
+        episodic_limit: int = 100,
+        short_term_ttl_seconds: float | None = 3600,
+        shared_limit: int = 1_000,
+        anonymise: Callable[[str], str] = _redact,
+        clock: Clock = time.time,
+    ) -> None:
+        if episodic_limit <= 0 or shared_limit < 0:
+            raise ValueError("episodic_limit must be positive and shared_limit not negative")
+        self.agent_id = agent_id
+        self.episodic_limit = episodic_limit
+        self.short_term_ttl_seconds = short_term_ttl_seconds
+        self.shared_limit = shared_limit
+        self._anonymise = anonymise
+        self._clock = clock
+
+    def _cases(self) -> Any:
+        return MemoryCaseRow.objects.filter(agent_id=self.agent_id)
+
+    async def append_messages(self, session_id: str, messages: Sequence[ChatMessage]) -> None:
+        """Nothing to do: the run service persists each run's messages as `Message` rows."""
+
+    async def recent_messages(self, session_id: str, limit: int) -> list[ChatMessage]:
+        session_uuid = _uuid(session_id)
+        if limit <= 0 or session_uuid is None:
+            return []
+        # Newest first; on equal timestamps (both rows of a run written in one transaction
+        # share now()) "assistant" sorts before "user", which reversed is the order spoken.
+        rows = (
+            Message.objects.filter(session_id=session_uuid, session__agent_id=self.agent_id)
+            .order_by("-created_at", "role", "-id")
+            .values_list("role", "content", "created_at")[:limit]
+        )
+        found = [row async for row in rows]
+        if not found:
+            return []
+        ttl = self.short_term_ttl_seconds
+        if ttl is not None and self._clock() - to_timestamp(found[0][2]) > ttl:
+            return []
+        return [
+            ChatMessage("assistant" if role == "assistant" else "user", content)
+            for role, content, _ in reversed(found)
+        ]
+
+    async def add_case(self, case: MemoryCase) -> None:
+        if case.user_id is None:
+            raise ValueError("episodic cases belong to a user")
+        await MemoryCaseRow.objects.acreate(
+            id=case.case_id,
+            agent_id=self.agent_id,
+            user_id=case.user_id,
+            thread_id=case.thread_id or "",
+            question=case.question,
+            answer=case.answer,
+            intent=case.intent[:100],
+            resolved=case.resolved,
+            effectiveness=case.effectiveness,
+            embedding=None if case.vector is None else np.asarray(case.vector, dtype=np.float32),
+            created_at=to_datetime(case.created_at),
+        )
+        user_cases = self._cases().filter(user_id=case.user_id)
+        newest = user_cases.order_by("-created_at", "-id").values("id")[: self.episodic_limit]
+        await user_cases.exclude(id__in=Subquery(newest)).adelete()
+
+    async def search_cases(
+        self, vector: Vector, *, user_id: str, limit: int, include_shared: bool = True
+    ) -> list[tuple[MemoryCase, float]]:
+        if limit <= 0 or not np.any(vector):
+            return []
+        mine = Q(user_id=user_id)
+        if include_shared and self.shared_limit > 0:
+            shared = (
+                self._cases()
+                .filter(resolved=True)
+                .exclude(user_id=user_id)
+                .order_by("-created_at")
+                .values("id")[: self.shared_limit]
+            )
+            mine |= Q(id__in=Subquery(shared))
+        rows = (
+            self._cases()
+            .filter(mine, embedding__isnull=False)
+            .annotate(similarity=Value(1.0) - CosineDistance("embedding", vector))
+            .filter(similarity__gt=0.0)
+            .order_by("-similarity")[:limit]
+        )
+        found = []
+        async for row in rows:
+            case = _case(row)
+            if case.user_id != user_id:
+                case = self._anonymised(case)
+            found.append((case, min(1.0, float(row.similarity))))
+        return found
+
+    def _anonymised(self, case: MemoryCase) -> MemoryCase:
+        return dataclasses.replace(
+            case,
+            user_id=None,
+            question=self._anonymise(case.question),
+            answer=self._anonymise(case.answer),
+        )
+
+    async def resolve_thread(self, user_id: str, thread_id: str, effectiveness: float) -> int:
+        return await (
+            self._cases()
+            .filter(user_id=user_id, thread_id=thread_id, resolved=False)
+            .aupdate(resolved=True, effectiveness=effectiveness)
+        )
+
+    async def user_cases(self, user_id: str) -> list[MemoryCase]:
+        """The user's cases, oldest first (GDPR export, tests)."""
+        rows = self._cases().filter(user_id=user_id).order_by("created_at", "id")
+        return [_case(row) async for row in rows]
+
+    async def forget_user(self, user_id: str) -> None:
+        await self._cases().filter(user_id=user_id).adelete()
+
+
+# ----------------------------------------------------------------------------- knowledge
+
+
+class DjangoKnowledgeStore:
+    """The agent's knowledge chunks, searched by cosine similarity (see `agentflow.knowledge`).
+
+    Search ids are "<document uuid>#<chunk index>", titles the document's title.
+    """
+
+    def __init__(
+        self, agent_id: AgentId, *, exact_search_max_rows: int = kb.EXACT_SEARCH_MAX_ROWS
+    ) -> None:
+        self.agent_id = agent_id
+        self.exact_search_max_rows = exact_search_max_rows
+
+    async def add(self, documents: Sequence[KernelDocument]) -> None:
+        """Ingest kernel documents (e.g. the builder's `with_knowledge`) as new documents.
+
+        A document whose id is the UUID of an existing document of this agent replaces it.
+        `metadata["content_type"]` may say "text/markdown"; plain text is the default.
+        """
+        await sync_to_async(self._add)(list(documents))
+
+    def _add(self, documents: list[KernelDocument]) -> None:
+        agent = Agent.objects.get(id=self.agent_id)
+        with transaction.atomic():
+            for document in documents:
+                kb.delete_document(agent=agent, document_id=document.id)
+                kb.ingest_document(
+                    agent=agent,
+                    title=document.title,
+                    content_type=str(document.metadata.get("content_type", "text/plain")),
+                    text=document.text,
+                )
+
+    async def search(self, query: str, vector: Vector, *, limit: int) -> list[ContextItem]:
+        hits = await sync_to_async(kb.search_chunks)(
+            self.agent_id, vector, limit=limit, exact_max_rows=self.exact_search_max_rows
+        )
+        return [ContextItem("knowledge", hit.key, hit.title, hit.text, hit.score) for hit in hits]
