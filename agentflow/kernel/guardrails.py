@@ -135,13 +135,12 @@ _SECRET_TOKEN_HINTS = (
 _KEYED_SECRET_RE = re.compile(
     r"(?i)(?:password|passwd|passphrase|pwd|pin|secret|client[_-]?secret|api[_-]?key"
     r"|secret[_-]?key|access[_-]?key|private[_-]?key|(?:access|refresh|auth|api)[_-]?token"
-    r"|token)[\"']?(?:\s*[:=]\s*|\s+is\s+)"
+    r"|token)[\"']?(?:\s*[:=]\s*|(?P<is>\s+is\s+))"
     r"(?P<v>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"',;]{1,200})"
 )
-_KEYED_STEMS = (
-    "pass", "pwd", "pin", "secret", "client", "api", "access", "private", "refresh", "auth",
-    "token",
-)  # fmt: skip
+_KEYED_STEMS = re.compile(
+    "pass|pwd|pin|secret|client|api|access|private|refresh|auth|token"
+)  # searched in the lower-cased text
 # Words that follow "password is" in support messages without being a password.
 _NOT_A_SECRET = frozenset(
     {
@@ -177,6 +176,7 @@ _IPV6_RE = re.compile(
     r"[0-9A-Fa-f:.]{2,44}(?:/\d{1,3})?(?![\w:])"
 )
 _HEX = frozenset("0123456789abcdefABCDEF")
+_HAS_DIGIT = re.compile(r"\d").search
 _PHONE_PATTERNS = (
     # International: +44 20 7946 0958, +1 (555) 123-4567, +4930123456.
     re.compile(
@@ -195,7 +195,7 @@ _PHONE_KEYWORD_RE = re.compile(
     r"(?:\s+(?:me|us|number|no\.?|nr))?(?:\s+(?:at|on|is))?[\s:.#-]*"
     r"(?P<v>\+?\(?\d[\d ().-]{5,20}\d)"
 )
-_PHONE_STEMS = ("phone", "tel", "mobile", "cell", "call", "whatsapp", "sms", "fax")
+_PHONE_STEMS = re.compile("phone|tel|mobile|cell|call|whatsapp|sms|fax")
 _DATE_RE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 # National-format numbers right after these words are references, not phone numbers.
 _REFERENCE_CONTEXT_RE = re.compile(
@@ -210,8 +210,8 @@ _NUMERIC_RUN_RE = re.compile(r"\d(?:[ ().+/-]{0,3}\d)*")
 # ------------------------------------------------------------------- detection
 
 # A detector yields (start, end) spans to redact, or (start, end, _RESERVE) to protect a
-# span from later detectors without redacting it: an IBAN-shaped token with a bad checksum
-# is left alone rather than half-redacted as a card or phone number.
+# span from later detectors without redacting it: an IBAN-shaped token with a known country
+# but a bad checksum is left alone rather than half-redacted as a card or phone number.
 _RESERVE = -1
 _Detector = Callable[["_Scan"], Iterable[tuple[int, ...]]]
 
@@ -229,9 +229,8 @@ class _Scan:
     def __init__(self, text: str) -> None:
         self.text = text
         self._lowered: str | None = None
-        runs: list[tuple[int, int, int]] = []  # (start, endpos, digits)
+        runs: list[tuple[int, int, int, int]] = []  # (start, end, digits, dots)
         digits = 0
-        size = len(text)
         iban_starts: list[int] = []
         for match in _NUMERIC_RUN_RE.finditer(text):
             chunk, start = match.group(), match.start()
@@ -241,9 +240,7 @@ class _Scan:
                 digits += len(chunk) - (len(chunk) == 3 and not chunk.isdigit())
                 continue
             count = len(chunk) if chunk.isdigit() else sum(map(str.isdigit, chunk))
-            # Lookbehinds see past `pos`, but `endpos` is where lookaheads see the end of
-            # the text: give them one real character to look at.
-            runs.append((start, min(match.end() + 1, size), count))
+            runs.append((start, match.end(), count, chunk.count(".")))
             digits += count
         self.runs = runs
         self.digits = digits
@@ -256,38 +253,39 @@ class _Scan:
         return self._lowered
 
     def in_runs(
-        self, pattern: re.Pattern[str], min_digits: int, *, lead: str = ""
+        self, pattern: re.Pattern[str], min_digits: int, *, min_dots: int = 0, lead: str = ""
     ) -> Iterator[re.Match[str]]:
-        """Matches of `pattern` inside numeric runs of at least `min_digits` digits.
+        """Matches of `pattern` inside numeric runs with enough digits and dots.
 
         `lead` characters ("+", "(") just before a run are part of the search window.
         """
         text = self.text
-        for start, endpos, digits in self.runs:
-            if digits >= min_digits:
+        for start, end, digits, dots in self.runs:
+            if digits >= min_digits and dots >= min_dots:
                 while start > 0 and text[start - 1] in lead:
                     start -= 1
-                yield from pattern.finditer(text, start, endpos)
+                # Lookbehinds see past `pos`, but `endpos` is where lookaheads see the end
+                # of the text: give them one real character to look at.
+                yield from pattern.finditer(text, start, end + 1)
 
-    def at_words(self, stems: Iterable[str], pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
-        """Matches of `pattern` tried only where a stem starts a word (no full-text scan)."""
+    def at_words(self, stems: re.Pattern[str], pattern: re.Pattern[str]) -> Iterator[re.Match[str]]:
+        """Matches of `pattern` tried only where a stem starts a word.
+
+        One scan of the lower-cased text for literal stems is several times cheaper than a
+        case-insensitive scan with the full pattern.
+        """
         text, lowered = self.text, self.lowered
         if len(lowered) != len(text):  # a few characters change length when lower-cased
             for match in pattern.finditer(text):
                 if match.start() == 0 or not _is_word(text[match.start() - 1]):
                     yield match
             return
-        starts: set[int] = set()
-        for stem in stems:
-            index = lowered.find(stem)
-            while index != -1:
-                if index == 0 or not _is_word(lowered[index - 1]):
-                    starts.add(index)
-                index = lowered.find(stem, index + 1)
-        for start in sorted(starts):
-            found = pattern.match(text, start)
-            if found is not None:
-                yield found
+        for stem in stems.finditer(lowered):
+            start = stem.start()
+            if start == 0 or not _is_word(lowered[start - 1]):
+                found = pattern.match(text, start)
+                if found is not None:
+                    yield found
 
 
 def _is_word(char: str) -> bool:
@@ -300,8 +298,13 @@ def _secrets(scan: _Scan) -> Iterator[tuple[int, int]]:
         for match in _SECRET_TOKEN_RE.finditer(text):
             yield match.span()
     for match in scan.at_words(_KEYED_STEMS, _KEYED_SECRET_RE):
-        if match.group("v").strip("\"'").lower() not in _NOT_A_SECRET:
-            yield match.span("v")
+        value = match.group("v").strip("\"'")
+        if value.lower() in _NOT_A_SECRET:
+            continue
+        # "my PIN is unlocked": after "is", only a value that looks made up counts.
+        if match.group("is") and value.isalpha() and value.islower():
+            continue
+        yield match.span("v")
     lowered = scan.lowered
     if "bearer" in lowered or "authorization" in lowered:
         for match in _AUTH_HEADER_RE.finditer(text):
@@ -337,8 +340,6 @@ def _email_local(char: str) -> bool:
 
 
 def _ibans(scan: _Scan) -> Iterator[tuple[int, ...]]:
-    if scan.digits < 8:
-        return
     text = scan.text
     for run_start in scan.iban_starts:
         match = _IBAN_RE.match(text, run_start)
@@ -353,7 +354,7 @@ def _ibans(scan: _Scan) -> Iterator[tuple[int, ...]]:
                 reserved = None
                 break
             compact = candidate.replace(" ", "").upper()
-            if reserved is None and _IBAN_LENGTHS.get(compact[:2]) == len(compact):
+            if reserved is None and compact[:2] in _IBAN_LENGTHS:
                 reserved = (start, start + len(candidate), _RESERVE)
             # The pattern may have swallowed following words ("... 7034 then"): retry shorter.
             if " " not in candidate or len(compact) <= 15:
@@ -381,9 +382,10 @@ def _ips(scan: _Scan) -> Iterator[tuple[int, int]]:
                 ipaddress.IPv6Address(address)
             except ValueError:
                 continue
-            if sum(1 for group in address.split(":") if group) >= 2:
+            # "a::b" and "dead::beef" parse, but in prose they are code, not addresses.
+            if sum(1 for group in address.split(":") if group) >= 2 and _HAS_DIGIT(address):
                 yield match.start(), match.start() + len(candidate)
-    for match in scan.in_runs(_IPV4_RE, 4):
+    for match in scan.in_runs(_IPV4_RE, 4, min_dots=3):
         octets = match.group().split("/", 1)[0].split(".")
         start = match.start()
         if all(int(octet) <= 255 for octet in octets) and not _VERSION_CONTEXT_RE.search(
@@ -420,13 +422,19 @@ def _phones(scan: _Scan) -> Iterator[tuple[int, int]]:
     for match in scan.in_runs(international, 7, lead="+"):
         if _phone_like(match.group()):
             yield match.span()
-    for pattern in national:
-        for match in scan.in_runs(pattern, 7, lead="("):
-            start = match.start()
-            if _phone_like(match.group()) and not _REFERENCE_CONTEXT_RE.search(
-                text, max(0, start - 24), start
-            ):
-                yield match.span()
+    # National formats are weak evidence, so they must make up a whole numeric run: the
+    # tail of "4000 0000 0000 0003" or of a mistyped IBAN is not a phone number.
+    for start, end, digits, _ in scan.runs:
+        if not 7 <= digits <= 15 or (end < len(text) and (_is_word(text[end]) or text[end] == "-")):
+            continue
+        if start > 0 and text[start - 1] == "(":
+            start -= 1
+        for pattern in national:
+            whole = pattern.fullmatch(text, start, end)
+            if whole is not None and _phone_like(whole.group()):
+                if not _REFERENCE_CONTEXT_RE.search(text, max(0, start - 24), start):
+                    yield whole.span()
+                break
 
 
 def _phone_like(candidate: str) -> bool:
@@ -575,7 +583,7 @@ def _neutralise(text: str) -> str:
 
 
 def _label(source: str) -> str:
-    cleaned = re.sub(r"[^\w.:/@ -]+", "_", source).strip()[:80]
+    cleaned = re.sub(r"[^\w.:/@ -]+", "_", source).strip(" _")[:80]
     return cleaned or "unknown source"
 
 
