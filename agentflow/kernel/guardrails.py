@@ -202,8 +202,7 @@ _REFERENCE_CONTEXT_RE = re.compile(
     r"(?i)(?:order|invoice|inv|ticket|case|ref|reference|tracking|account|acct|id|no|nr|#)"
     r"[\s.:#-]*$"
 )
-
-
+# Digits joined by short separator runs: "+44 20 7946 0958" -> "44 20 7946 0958".
 _NUMERIC_RUN_RE = re.compile(r"\d(?:[ ().+/-]{0,3}\d)*")
 
 
@@ -236,12 +235,10 @@ class _Scan:
             chunk, start = match.group(), match.start()
             if start >= 2 and text[start - 1].isalpha() and text[start - 2].isalpha():
                 iban_starts.append(start)  # "DE89...", "GB82WEST..."
-            if len(chunk) < 4:  # nothing below needs fewer than 4 digits
-                digits += len(chunk) - (len(chunk) == 3 and not chunk.isdigit())
-                continue
             count = len(chunk) if chunk.isdigit() else sum(map(str.isdigit, chunk))
-            runs.append((start, match.end(), count, chunk.count(".")))
             digits += count
+            if count >= 4:  # no detector looks at fewer digits
+                runs.append((start, match.end(), count, chunk.count(".")))
         self.runs = runs
         self.digits = digits
         self.iban_starts = iban_starts

@@ -253,7 +253,10 @@ def _instantiate(plugin: str, target: object, kwargs: Mapping[str, Any]) -> obje
             plugin,
             f"module {target.__name__!r} defines none of create_plugin(), plugin or Plugin",
         )
-    if inspect.isclass(target) or inspect.isfunction(target) or inspect.ismethod(target):
+    # A class, or any callable that is not itself a plugin (function, partial, ...), is a
+    # factory; a class must be checked first since its hooks are there, unbound.
+    is_plugin_object = not inspect.isclass(target) and _provides_hooks(target)
+    if callable(target) and not is_plugin_object:
         factory: Callable[..., object] = target
         try:
             result = factory(**kwargs)
@@ -269,12 +272,16 @@ def _instantiate(plugin: str, target: object, kwargs: Mapping[str, Any]) -> obje
 def _checked(plugin: str, candidate: object) -> object:
     if candidate is None or isinstance(candidate, str | int | float | bool | types.ModuleType):
         raise PluginError(plugin, f"expected a plugin object, got {type(candidate).__name__}")
-    if not any(callable(getattr(candidate, hook, None)) for hook in _HOOKS):
+    if not _provides_hooks(candidate):
         raise PluginError(
             plugin,
             f"{type(candidate).__name__} provides none of {', '.join(_HOOKS)}",
         )
     return candidate
+
+
+def _provides_hooks(candidate: object) -> bool:
+    return any(callable(getattr(candidate, hook, None)) for hook in _HOOKS)
 
 
 def _call_hook(plugin: str, obj: object, hook: str) -> Any:

@@ -176,7 +176,7 @@ def test_unknown_keys_are_errors(data: Any, path: str, suggestion: str) -> None:
 
 
 def test_top_level_must_be_a_mapping() -> None:
-    assert "must be a mapping of sections, not list" in error_for(["name"])  # type: ignore[arg-type]
+    assert "must be a mapping of sections, not list" in error_for(["name"])
 
 
 def test_load_rejects_unknown_sources(tmp_path: Path) -> None:

@@ -91,6 +91,15 @@ def test_explicit_attribute_class_factory_and_object() -> None:
     assert list(manager) == [by_class, by_factory, by_object]
 
 
+def test_any_callable_factory_but_callable_plugins_are_used_as_is() -> None:
+    manager = PluginManager()
+    partial = manager.load("af_test_plugins.billing:euro_plugin", timeout=9)
+    assert (partial.currency, partial.timeout) == ("EUR", 9)  # type: ignore[attr-defined]
+    plugin = manager.load("af_test_plugins.billing:callable_plugin")
+    assert type(plugin).__name__ == "CallablePlugin"
+    assert plugin.currency == "CHF"  # type: ignore[attr-defined]
+
+
 def test_hooks_returning_none_count_as_empty() -> None:
     manager = PluginManager()
     manager.load("af_test_plugins.bad_objects:NoneEverywhere")

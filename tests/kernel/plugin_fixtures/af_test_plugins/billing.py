@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from af_test_plugins.common import Category, EchoHandler
@@ -30,3 +31,16 @@ class BillingPlugin:
 
 def create_plugin(**kwargs: Any) -> BillingPlugin:
     return BillingPlugin(**kwargs)
+
+
+euro_plugin = functools.partial(BillingPlugin, currency="EUR")
+
+
+class CallablePlugin(BillingPlugin):
+    """A plugin object that happens to be callable is used as is, not called."""
+
+    def __call__(self) -> str:
+        return "not a factory"
+
+
+callable_plugin = CallablePlugin(currency="CHF")
