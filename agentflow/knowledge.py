@@ -23,7 +23,8 @@ import functools
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -483,6 +484,27 @@ def _hits(rows: Sequence[dict[str, Any]], limit: int) -> list[ChunkHit]:
     return hits[:limit]
 
 
+@contextmanager
+def _local_settings(values: Mapping[str, str]) -> Iterator[None]:
+    """Index-scan settings for the queries of the block; call inside `transaction.atomic()`.
+
+    set_config(..., true) is SET LOCAL: it ends with the transaction, so a pooled
+    connection never carries it into another query. Inside a caller's transaction it would
+    last until that one ends, hence the restore. These settings are read when the index is
+    scanned, not when a plan is made, so a prepared statement's cached plan is no issue.
+    """
+    with connection.cursor() as cursor:
+        previous = {}
+        for name, value in values.items():
+            cursor.execute("SELECT current_setting(%s, true), set_config(%s, %s, true)",
+                           [name, name, value])  # fmt: skip
+            previous[name] = cursor.fetchone()[0]
+        yield
+        for name, value in previous.items():
+            if value is not None:
+                cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
 def search_chunks(
     agent_id: uuid.UUID | str,
     vector: Vector,
@@ -513,13 +535,10 @@ def search_chunks(
         .annotate(similarity=Value(1.0) - F("distance"))
         .order_by("distance")
     )
-    with transaction.atomic(), connection.cursor() as cursor:
-        # set_config(..., true) is SET LOCAL: gone at the end of this transaction, so a
-        # pooled connection never carries it into another query. These settings are read
-        # when the index is scanned, not when a plan is made, so a prepared plan is fine.
-        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(plan.ef_search)])
-        if plan.iterative:
-            cursor.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+    overrides = {"hnsw.ef_search": str(plan.ef_search)}
+    if plan.iterative:
+        overrides["hnsw.iterative_scan"] = "strict_order"
+    with transaction.atomic(), _local_settings(overrides):
         found = list(nearest.values(*fields)[:limit])
     return _hits(found, limit)
 
