@@ -147,6 +147,7 @@ class AgentFrameworkBuilder:
         self._guard: BudgetGuard | None = None
         self._price_table: PriceTable | None = None
         self._clock: Callable[[], float] = time.time
+        self._classifier_override: IntentClassifier | None = None
 
     # ------------------------------------------------------------ configuration
 
@@ -159,6 +160,12 @@ class AgentFrameworkBuilder:
         """`IntentCategory` objects (or dicts / `IntentCategoryConfig`); calls add up."""
         # `...` stands for "more categories" in documentation snippets: skip it.
         self._categories.extend(c for c in categories if c is not Ellipsis)
+        return self
+
+    def with_intent_classifier(self, classifier: IntentClassifier) -> Self:
+        """Your own classifier (`async classify(text, history)`, optionally `classify_sync`)
+        instead of the one trained on the categories; thresholds still come from them."""
+        self._classifier_override = classifier
         return self
 
     def with_handlers(self, handlers: Iterable[BaseHandler]) -> Self:
@@ -307,7 +314,9 @@ class AgentFrameworkBuilder:
         if llm.redactor is not None and not isinstance(embedder, _LOCAL_EMBEDDERS):
             # Knowledge articles and messages embedded remotely leave the process too.
             embedder = GuardedEmbedder(embedder, redact=llm.redact_text)
-        classifier = await self._classifier(categories, config, llm, providers)
+        classifier = self._classifier_override
+        if classifier is None:
+            classifier = await self._classifier(categories, config, llm, providers)
 
         stores = self._stores
         ttl, max_sessions = config.session.ttl_seconds, config.session.max_sessions
@@ -503,20 +512,27 @@ class AgentFrameworkBuilder:
 
     def _guarded_llm(
         self, providers: list[LLMProvider], config: AgentFrameworkConfig
-    ) -> tuple[GuardedProvider, CostTracker]:
-        if len(providers) == 1 and isinstance(providers[0], FailoverProvider):
+    ) -> tuple[GuardedProvider, CostTracker | None]:
+        if len(providers) == 1:
+            # A chain of one needs no failover: if it fails, the handler fails and the run
+            # answers with the template and escalates, exactly as after a failover.
             chain: LLMProvider = providers[0]
         else:
             chain = FailoverProvider(providers, config.llm.template_answer)
+        redactor = PIIRedactor() if config.guardrails.redact_pii else None
+        has_budget = config.budget.soft_usd is not None or config.budget.hard_usd is not None
         guard = self._guard
+        if guard is None and self._tracker is None and not has_budget:
+            # Nothing aggregates or limits costs: every reply still carries its own usage
+            # and cost, and each call skips the tracker's bookkeeping (~20 us).
+            return GuardedProvider(chain, redactor=redactor, agent_id=config.name), None
         if guard is None:
             guard = BudgetGuard(self._tracker if self._tracker is not None else CostTracker())
-        if config.budget.soft_usd is not None or config.budget.hard_usd is not None:
+        if has_budget:
             guard.set_budget(
                 f"agent:{config.name}", Budget(config.budget.soft_usd, config.budget.hard_usd)
             )
         budgeted = BudgetedProvider(chain, guard, price_table=self._price_table)
-        redactor = PIIRedactor() if config.guardrails.redact_pii else None
         return GuardedProvider(budgeted, redactor=redactor, agent_id=config.name), guard.tracker
 
     @staticmethod

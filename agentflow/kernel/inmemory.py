@@ -96,8 +96,21 @@ class InMemorySessionStore:
         self._sessions.pop(user_id)
 
 
+class _SessionThreads:
+    __slots__ = ("closed", "open")
+
+    def __init__(self) -> None:
+        self.open: dict[str, ConversationThread] = {}
+        # Resolved and abandoned threads, oldest closed first.
+        self.closed: OrderedDict[str, ConversationThread] = OrderedDict()
+
+
 class InMemoryThreadStore:
-    """Threads per session, at most `max_threads_per_session` kept (closed ones go first)."""
+    """Threads per session; at most `max_threads_per_session` kept (closed ones go first).
+
+    Open and closed threads are kept apart: every message lists the open ones, and that
+    should not cost more as a long session accumulates closed threads.
+    """
 
     io_bound = False  # never waits on I/O: the pipeline awaits it inline
 
@@ -109,47 +122,129 @@ class InMemoryThreadStore:
         max_threads_per_session: int = 50,
         clock: Clock = time.time,
     ) -> None:
-        self._by_session: ExpiringLRU[str, dict[str, ConversationThread]] = ExpiringLRU(
+        self._by_session: ExpiringLRU[str, _SessionThreads] = ExpiringLRU(
             max_sessions, ttl_seconds, clock
         )
         self._max_threads = max_threads_per_session
 
     async def get(self, session_id: str, thread_id: str) -> ConversationThread | None:
         threads = self._by_session.get(session_id)
-        return None if threads is None else threads.get(thread_id)
+        if threads is None:
+            return None
+        return threads.open.get(thread_id) or threads.closed.get(thread_id)
 
     async def list_threads(
         self, session_id: str, *, open_only: bool = False
     ) -> list[ConversationThread]:
         threads = self._by_session.get(session_id)
-        if not threads:
+        if threads is None:
             return []
         if open_only:
-            return [t for t in threads.values() if t.is_open]
-        return list(threads.values())
+            return list(threads.open.values())
+        return sorted((*threads.open.values(), *threads.closed.values()), key=_created)
 
     async def save(self, thread: ConversationThread) -> None:
         threads = self._by_session.get(thread.session_id)
         if threads is None:
-            threads = {}
+            threads = _SessionThreads()
             self._by_session.put(thread.session_id, threads)
-        threads[thread.thread_id] = thread
-        if len(threads) > self._max_threads:
-            self._prune(threads)
+        if thread.is_open:
+            threads.open[thread.thread_id] = thread
+            threads.closed.pop(thread.thread_id, None)
+        else:
+            threads.open.pop(thread.thread_id, None)
+            threads.closed[thread.thread_id] = thread
+            threads.closed.move_to_end(thread.thread_id)
+        while len(threads.open) + len(threads.closed) > self._max_threads:
+            if threads.closed:
+                threads.closed.popitem(last=False)
+            else:  # only open threads left: the least recently active goes
+                oldest = min(threads.open.values(), key=_last_active)
+                del threads.open[oldest.thread_id]
 
-    def _prune(self, threads: dict[str, ConversationThread]) -> None:
-        # Oldest closed threads go first; open ones only when nothing else is left.
-        by_age = sorted(threads.values(), key=lambda t: (t.is_open, t.last_active))
-        for thread in by_age[: len(threads) - self._max_threads]:
-            del threads[thread.thread_id]
+
+def _created(thread: ConversationThread) -> float:
+    return thread.created_at
+
+
+def _last_active(thread: ConversationThread) -> float:
+    return thread.last_active
+
+
+class _CaseIndex:
+    """The last `capacity` cases with a vector, their vectors kept in one matrix.
+
+    Rows are overwritten in place, ring-buffer style, once full: adding a case never
+    restacks the matrix (a search right after each new case is the common pattern).
+    The matrix grows by doubling, so a user with three cases holds eight rows, not 100.
+    """
+
+    __slots__ = ("capacity", "cases", "matrix", "next")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.cases: list[MemoryCase] = []
+        self.matrix: Vector | None = None
+        self.next = 0
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def add(self, case: MemoryCase) -> None:
+        vector = case.vector
+        if vector is None:
+            return
+        size = len(self.cases)
+        if size < self.capacity:
+            if self.matrix is None or size == len(self.matrix):
+                rows = min(self.capacity, max(8, 2 * size))
+                grown = np.empty((rows, len(vector)), dtype=np.float32)
+                if self.matrix is not None:
+                    grown[:size] = self.matrix
+                self.matrix = grown
+            self.matrix[size] = vector
+            self.cases.append(case)
+            return
+        assert self.matrix is not None
+        self.matrix[self.next] = vector
+        self.cases[self.next] = case
+        self.next = (self.next + 1) % self.capacity
+
+    def top(self, vector: Vector, count: int) -> list[tuple[MemoryCase, float]]:
+        """The `count` best-scoring cases with a positive score (unordered)."""
+        size = len(self.cases)
+        if not size or self.matrix is None or count <= 0:
+            return []
+        scores = self.matrix[:size].dot(vector)
+        if size > count:
+            index = scores.argpartition(size - count)[size - count :]
+            picked, values = index.tolist(), scores[index].tolist()
+        else:
+            picked, values = range(size), scores.tolist()
+        cases = self.cases
+        return [(cases[i], v) for i, v in zip(picked, values, strict=True) if v > 0.0]
+
+    def without_user(self, user_id: str) -> _CaseIndex:
+        kept = _CaseIndex(self.capacity)
+        for case in self._oldest_first():
+            if case.user_id != user_id:
+                kept.add(case)
+        return kept
+
+    def _oldest_first(self) -> list[MemoryCase]:
+        return self.cases[self.next :] + self.cases[: self.next]
 
 
 class _UserCases:
-    __slots__ = ("cases", "matrix")
+    __slots__ = ("cases", "index")
 
     def __init__(self, limit: int) -> None:
         self.cases: deque[MemoryCase] = deque(maxlen=limit)
-        self.matrix: Vector | None = None
+        self.index = _CaseIndex(limit)
+
+
+def _score(pair: tuple[MemoryCase, float]) -> float:
+    return pair[1]
 
 
 class InMemoryMemoryStore:
@@ -169,7 +264,7 @@ class InMemoryMemoryStore:
         episodic_limit: int = 100,
         max_sessions: int = 100_000,
         max_users: int = 100_000,
-        shared_limit: int = 1_000,
+        shared_limit: int = 256,
         clock: Clock = time.time,
     ) -> None:
         self._short: ExpiringLRU[str, deque[ChatMessage]] = ExpiringLRU(
@@ -178,8 +273,7 @@ class InMemoryMemoryStore:
         self._users: ExpiringLRU[str, _UserCases] = ExpiringLRU(max_users, None, clock)
         self._short_limit = short_term_messages
         self._episodic_limit = episodic_limit
-        self._shared: deque[MemoryCase] = deque(maxlen=shared_limit)
-        self._shared_matrix: Vector | None = None
+        self._shared = _CaseIndex(shared_limit)
 
     async def append_messages(self, session_id: str, messages: Sequence[ChatMessage]) -> None:
         history = self._short.get(session_id)
@@ -204,37 +298,27 @@ class InMemoryMemoryStore:
             entry = _UserCases(self._episodic_limit)
             self._users.put(case.user_id, entry)
         entry.cases.append(case)
-        entry.matrix = None
+        entry.index.add(case)
         if case.resolved:
-            self._share(case)
-
-    def _share(self, case: MemoryCase) -> None:
-        if case.vector is not None:
-            self._shared.append(case)
-            self._shared_matrix = None
+            self._shared.add(case)
 
     async def search_cases(
         self, vector: Vector, *, user_id: str, limit: int, include_shared: bool = True
     ) -> list[tuple[MemoryCase, float]]:
+        if limit <= 0:
+            return []
         found: list[tuple[MemoryCase, float]] = []
         entry = self._users.get(user_id)
-        if entry is not None and entry.cases:
-            own = [c for c in entry.cases if c.vector is not None]
-            if own:
-                if entry.matrix is None or len(entry.matrix) != len(own):
-                    entry.matrix = np.vstack([c.vector for c in own])  # type: ignore[misc]
-                found.extend(zip(own, (entry.matrix @ vector).tolist(), strict=True))
-        if include_shared and self._shared:
-            shared = list(self._shared)
-            if self._shared_matrix is None:
-                self._shared_matrix = np.vstack([c.vector for c in shared])  # type: ignore[misc]
-            scores = (self._shared_matrix @ vector).tolist()
-            found.extend(
-                (c, s) for c, s in zip(shared, scores, strict=True) if c.user_id != user_id
-            )
-        found = [(c, min(1.0, s)) for c, s in found if s > 0.0]
-        found.sort(key=lambda pair: pair[1], reverse=True)
-        return found[:limit]
+        if entry is not None:
+            found += entry.index.top(vector, limit)
+        if include_shared and len(self._shared):
+            # Over-fetch: the user's own resolved cases sit in the pool too and are skipped
+            # here (they came from the user's list). If more than the extra are skipped,
+            # they all outrank the missing ones, so the overall top `limit` is still exact.
+            candidates = self._shared.top(vector, 2 * limit + 4)
+            found += [pair for pair in candidates if pair[0].user_id != user_id]
+        found.sort(key=_score, reverse=True)
+        return [(case, min(1.0, score)) for case, score in found[:limit]]
 
     async def resolve_thread(self, user_id: str, thread_id: str, effectiveness: float) -> int:
         entry = self._users.get(user_id)
@@ -245,7 +329,7 @@ class InMemoryMemoryStore:
             if case.thread_id == thread_id and not case.resolved:
                 case.resolved = True
                 case.effectiveness = effectiveness
-                self._share(case)
+                self._shared.add(case)
                 changed += 1
         return changed
 
@@ -255,10 +339,7 @@ class InMemoryMemoryStore:
 
     async def forget_user(self, user_id: str) -> None:
         self._users.pop(user_id)
-        kept = [c for c in self._shared if c.user_id != user_id]
-        if len(kept) != len(self._shared):
-            self._shared = deque(kept, maxlen=self._shared.maxlen)
-            self._shared_matrix = None
+        self._shared = self._shared.without_user(user_id)
 
 
 class InMemoryKnowledgeStore:

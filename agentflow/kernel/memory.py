@@ -10,15 +10,13 @@ cannot forget it.
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Callable
 
 from agentflow.kernel.llm.base import ChatMessage
 from agentflow.kernel.results import ContextItem
-from agentflow.kernel.stores import MemoryCase, MemoryStore
+from agentflow.kernel.stores import MemoryCase, MemoryStore, new_id
 from agentflow.kernel.vectors import Vector
 
-# Anonymised texts are cached per case: the shared pool is small and hot.
 _ANON_CACHE_SIZE = 4_096
 
 
@@ -35,7 +33,8 @@ class MemoryManager:
         self._anonymise = anonymise
         self.short_term_messages = short_term_messages
         self.recall_limit = recall_limit
-        self._anon_cache: dict[str, tuple[str, str]] = {}
+        # Anonymised copies by case id: other users' cases are few and recalled often.
+        self._anon_cache: dict[str, MemoryCase] = {}
 
     async def history(self, session_id: str) -> list[ChatMessage]:
         return await self.store.recent_messages(session_id, self.short_term_messages)
@@ -63,13 +62,18 @@ class MemoryManager:
         ]
 
     def _anonymised(self, case: MemoryCase) -> MemoryCase:
-        texts = self._anon_cache.get(case.case_id)
-        if texts is None:
-            texts = (self._anonymise(case.question), self._anonymise(case.answer))
+        copy = self._anon_cache.get(case.case_id)
+        if copy is None or copy.resolved != case.resolved:
+            copy = dataclasses.replace(
+                case,
+                user_id=None,
+                question=self._anonymise(case.question),
+                answer=self._anonymise(case.answer),
+            )
             if len(self._anon_cache) >= _ANON_CACHE_SIZE:
                 self._anon_cache.clear()
-            self._anon_cache[case.case_id] = texts
-        return dataclasses.replace(case, user_id=None, question=texts[0], answer=texts[1])
+            self._anon_cache[case.case_id] = copy
+        return copy
 
     async def remember(
         self,
@@ -98,7 +102,7 @@ class MemoryManager:
         if not as_case:
             return None
         case = MemoryCase(
-            case_id=uuid.uuid4().hex,
+            case_id=new_id(),
             user_id=user_id,
             question=question,
             answer=answer,

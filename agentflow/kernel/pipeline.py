@@ -16,9 +16,6 @@ run concurrently.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import os
 import time
 from collections.abc import Mapping, Sequence
 from time import perf_counter
@@ -28,6 +25,7 @@ import numpy as np
 
 from agentflow.kernel.confidence import ConfidenceEvaluator, EscalationReason
 from agentflow.kernel.context import ContextGatherer, Gathered
+from agentflow.kernel.deadlines import Deadlines
 from agentflow.kernel.handlers import (
     AllHandlersFailed,
     HandlerRegistry,
@@ -48,6 +46,7 @@ from agentflow.kernel.stores import (
     KnowledgeDocument,
     KnowledgeStore,
     Session,
+    new_id,
 )
 from agentflow.kernel.threads import ThreadManager, ThreadTransition
 from agentflow.kernel.vectors import Embedder, Vector, embed_text
@@ -62,14 +61,6 @@ DEFAULT_ESCALATION_MESSAGE = (
     "Thanks for your patience. I've passed your message to a colleague, who will get back "
     "to you shortly."
 )
-
-# Trace ids: a per-process random prefix and a counter; unique without a syscall per message.
-_TRACE_PREFIX = os.urandom(6).hex()
-_trace_counter = itertools.count(1)
-
-
-def new_trace_id() -> str:
-    return f"{_TRACE_PREFIX}{next(_trace_counter):010x}"
 
 
 class IntentClassifier(Protocol):
@@ -103,7 +94,7 @@ class AgentPipeline:
         llm: GuardedProvider,
         embedder: Embedder,
         embedding_dimensions: int,
-        cost_tracker: CostTracker,
+        cost_tracker: CostTracker | None,
         clock: Any = time.time,
     ) -> None:
         self.config = config
@@ -124,11 +115,13 @@ class AgentPipeline:
         self._clock = clock
         self._zero_vector: Vector = np.zeros(embedding_dimensions, dtype=np.float32)
         self._stage_timeout = config.timeouts.stage_seconds
+        self._deadlines = Deadlines()
         self._persist_redacted = config.guardrails.redact_before_persistence
         self._prompts = dict(config.prompts)
         self._escalation_message = self._prompts.get(
             "escalation_message", DEFAULT_ESCALATION_MESSAGE
         )
+        self._template_answer = config.llm.template_answer
         self._model = next((p.model for p in config.llm.providers if p.kind == "openai"), None)
 
     # ------------------------------------------------------------------ public API
@@ -199,9 +192,7 @@ class AgentPipeline:
     async def _process(self, user_id: str, message: str, ctx: dict[str, Any]) -> AgentReply:
         trace = ctx.get("trace_id") or ctx.get("correlation_id")
         tenant = ctx.get("tenant_id")
-        run = RunState(
-            str(trace) if trace else new_trace_id(), None if tenant is None else str(tenant)
-        )
+        run = RunState(str(trace) if trace else new_id(), None if tenant is None else str(tenant))
         token = CURRENT_RUN.set(run)
         await self.sessions.acquire(user_id)
         try:
@@ -292,7 +283,7 @@ class AgentPipeline:
         forced: str | None = None
         handler: str | None = None
         try:
-            async with asyncio.timeout(self._stage_timeout):
+            async with self._deadlines.scope(self._stage_timeout):
                 outcome = await self.handlers.route(text, intent, pctx)
             result, handler = outcome.result, outcome.handler
             degraded.extend(
@@ -336,7 +327,9 @@ class AgentPipeline:
             EscalationReason.BUDGET_EXCEEDED,
         )
         if verdict.escalate:
-            content = self._escalation_message
+            # Without an answer to review (no provider, no budget) the customer gets the
+            # configured template answer; otherwise the escalation message.
+            content = self._escalation_message if real_answer else self._template_answer
             proposed = result.content if real_answer else None
         else:
             content, proposed = result.content, None
@@ -412,7 +405,7 @@ class AgentPipeline:
             if self._classify_sync is not None:
                 result: IntentResult = self._classify_sync(text)
                 return result
-            async with asyncio.timeout(self._stage_timeout):
+            async with self._deadlines.scope(self._stage_timeout):
                 return await self.classifier.classify(text, history)
         except Exception as exc:
             degraded.append({"stage": "classify", "error": _describe(exc)})
@@ -426,4 +419,4 @@ class AgentPipeline:
             return self._zero_vector
 
 
-__all__ = ["DEFAULT_ESCALATION_MESSAGE", "GENERAL_INTENT", "AgentPipeline", "new_trace_id"]
+__all__ = ["DEFAULT_ESCALATION_MESSAGE", "GENERAL_INTENT", "AgentPipeline"]

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from types import TracebackType
 
 from agentflow.kernel.inmemory import Clock
-from agentflow.kernel.stores import Session, SessionStore
+from agentflow.kernel.stores import Session, SessionStore, new_id
 
 
 class _LockEntry:
@@ -88,9 +87,7 @@ class SessionManager:
         if session is not None:
             return session, False
         now = self._clock()
-        session = Session(
-            session_id=uuid.uuid4().hex, user_id=user_id, created_at=now, last_active=now
-        )
+        session = Session(session_id=new_id(), user_id=user_id, created_at=now, last_active=now)
         return session, True
 
     async def save(self, session: Session) -> None:

@@ -9,6 +9,8 @@ persists whatever the pipeline changed.
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,6 +19,16 @@ from typing import Any, Protocol, runtime_checkable
 from agentflow.kernel.llm.base import ChatMessage
 from agentflow.kernel.results import ContextItem
 from agentflow.kernel.vectors import Vector
+
+# Ids: a random per-process prefix and a counter. Unique across processes for all
+# practical purposes, and no syscall per id (uuid4 reads os.urandom every time).
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def new_id() -> str:
+    """A fresh opaque id (32 hex characters, like uuid4().hex)."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 @dataclass(slots=True)
@@ -51,6 +63,7 @@ class ConversationThread:
     resolution: str | None = None
     # Sum of the normalised message vectors: its direction is the thread's topic.
     centroid: Vector | None = None
+    centroid_norm: float = 0.0
     # Salient words of its messages (bounded): lets short closings find their thread.
     keywords: set[str] = field(default_factory=set)
 

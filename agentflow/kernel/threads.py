@@ -14,14 +14,15 @@ active one, from three signals:
 
 from __future__ import annotations
 
+import math
 import re
-import uuid
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
-from agentflow.kernel.stores import ConversationThread, Session, ThreadStatus, ThreadStore
+from agentflow.kernel.stores import ConversationThread, Session, ThreadStatus, ThreadStore, new_id
 from agentflow.kernel.vectors import Vector
 
 
@@ -230,7 +231,7 @@ class ThreadDecision:
     confidence: float
     similarity: float
     reason: str
-    words: frozenset[str] = frozenset()
+    words: AbstractSet[str] = frozenset()
 
 
 class ThreadDetector:
@@ -248,12 +249,16 @@ class ThreadDetector:
         self.short_message_words = short_message_words
 
     @staticmethod
-    def similarity(thread: ConversationThread, vector: Vector) -> float:
-        centroid = thread.centroid
-        if centroid is None:
-            return 0.0
-        norm = float(np.sqrt(centroid @ centroid))
-        return 0.0 if norm == 0.0 else float(centroid @ vector) / norm
+    def similarities(threads: list[ConversationThread], vector: Vector) -> dict[str, float]:
+        """Cosine of the message with each thread's centroid."""
+        sims: dict[str, float] = {}
+        for thread in threads:
+            centroid, norm = thread.centroid, thread.centroid_norm
+            # ndarray.dot is the cheapest call for one small product (no operator dispatch).
+            sims[thread.thread_id] = (
+                float(centroid.dot(vector)) / norm if centroid is not None and norm > 0.0 else 0.0
+            )
+        return sims
 
     @staticmethod
     def _overlap(words: set[str], thread: ConversationThread) -> float:
@@ -282,7 +287,7 @@ class ThreadDetector:
             out_of_scope=out_of_scope,
             now=now,
         )
-        decision.words = frozenset(words)
+        decision.words = words
         return decision
 
     def _decide(
@@ -297,21 +302,21 @@ class ThreadDetector:
         out_of_scope: bool,
         now: float,
     ) -> ThreadDecision:
-        sims = {t.thread_id: self.similarity(t, vector) for t in open_threads}
+        sims = self.similarities(open_threads, vector)
         threshold = self.similarity_threshold
-
-        def match(thread: ConversationThread) -> float:
-            return sims[thread.thread_id] + 0.5 * self._overlap(words, thread)
-
-        best = max(open_threads, key=match, default=None)
+        best = max(open_threads, key=lambda t: sims[t.thread_id], default=None)
         best_sim = sims[best.thread_id] if best is not None else 0.0
         active_sim = sims.get(active.thread_id, 0.0) if active is not None else 0.0
 
         if best is not None and self._is_resolution(lowered):
-            # Closings name their topic weakly ("that fixed the login"): the best
-            # matching open thread wins when the message names anything; a bare
-            # "thanks!" closes the active thread.
-            target = best if words and match(best) > 0.0 else (active or best)
+            # Closings name their topic weakly ("that fixed the login"): words shared with
+            # a thread count as much as similarity, and the best match wins when the
+            # message names anything; a bare "thanks!" closes the active thread.
+            def match(thread: ConversationThread) -> float:
+                return sims[thread.thread_id] + 0.5 * self._overlap(words, thread)
+
+            named = max(open_threads, key=match)
+            target = named if words and match(named) > 0.0 else (active or best)
             return ThreadDecision(
                 ThreadTransition.RESOLUTION,
                 target,
@@ -389,11 +394,21 @@ class ThreadDetector:
 
 
 class ThreadManager:
-    """Applies the detector's decision to the session's threads in a `ThreadStore`."""
+    """Applies the detector's decision to the session's threads in a `ThreadStore`.
 
-    def __init__(self, store: ThreadStore, detector: ThreadDetector) -> None:
+    At most `max_open_threads` threads stay open per session: opening one more abandons
+    the least recently active. People do not juggle more topics than that, and matching
+    each message against an unbounded list would make long sessions slower and vaguer.
+    """
+
+    def __init__(
+        self, store: ThreadStore, detector: ThreadDetector, *, max_open_threads: int = 8
+    ) -> None:
+        if max_open_threads < 1:
+            raise ValueError("max_open_threads must be at least 1")
         self.store = store
         self.detector = detector
+        self.max_open_threads = max_open_threads
 
     async def process(
         self,
@@ -422,13 +437,14 @@ class ThreadManager:
         )
         transition = decision.transition
         if transition is ThreadTransition.NEW_TOPIC:
-            if decision.reason == "inactivity":
-                for stale in open_threads:
-                    if now - stale.last_active > self.detector.inactivity_seconds:
-                        stale.status = ThreadStatus.ABANDONED
-                        await self.store.save(stale)
+            by_recency = sorted(open_threads, key=lambda t: t.last_active, reverse=True)
+            for index, stale in enumerate(by_recency):
+                idle = now - stale.last_active > self.detector.inactivity_seconds
+                if idle or index >= self.max_open_threads - 1:
+                    stale.status = ThreadStatus.ABANDONED
+                    await self.store.save(stale)
             decision.thread = ConversationThread(
-                thread_id=uuid.uuid4().hex,
+                thread_id=new_id(),
                 session_id=session.session_id,
                 user_id=session.user_id,
                 topic=text[:200],
@@ -456,9 +472,16 @@ class ThreadManager:
 
     @staticmethod
     def _add_message(
-        thread: ConversationThread, words: frozenset[str], vector: Vector, now: float
+        thread: ConversationThread, words: AbstractSet[str], vector: Vector, now: float
     ) -> None:
-        thread.centroid = vector.copy() if thread.centroid is None else thread.centroid + vector
+        if thread.centroid is None:
+            thread.centroid = centroid = np.array(vector, dtype=np.float32)
+        else:
+            centroid = thread.centroid
+            if not centroid.flags.writeable:  # e.g. loaded from a buffer by a store
+                thread.centroid = centroid = centroid.copy()
+            centroid += vector  # the thread owns its centroid: update in place
+        thread.centroid_norm = math.sqrt(float(centroid.dot(centroid)))
         thread.message_count += 1
         thread.last_active = now
         if len(thread.keywords) < _MAX_THREAD_KEYWORDS:

@@ -97,15 +97,21 @@ class VectorIndex(Generic[T]):
         return list(self._items)
 
     def search(self, vector: Vector, limit: int, min_score: float = 0.0) -> list[tuple[T, float]]:
-        if not self._items or limit <= 0:
+        size = len(self._items)
+        if not size or limit <= 0:
             return []
         if self._matrix is None:
             self._matrix = np.vstack(self._rows)
-        scores = cosine_scores(self._matrix, vector)
-        if len(scores) > limit:
-            top = np.argpartition(-scores, limit - 1)[:limit]
-            order = top[np.argsort(-scores[top])]
+        scores = self._matrix.dot(vector)
+        if size > limit:
+            # Best `limit` rows without a full sort, then those few sorted.
+            index = scores.argpartition(size - limit)[size - limit :]
+            index = index[scores[index].argsort()[::-1]]
         else:
-            order = np.argsort(-scores)
+            index = scores.argsort()[::-1]
         items = self._items
-        return [(items[i], min(1.0, float(scores[i]))) for i in order if scores[i] > min_score]
+        return [
+            (items[i], min(1.0, score))
+            for i, score in zip(index.tolist(), scores[index].tolist(), strict=True)
+            if score > min_score
+        ]

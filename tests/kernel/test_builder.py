@@ -160,7 +160,7 @@ async def test_openai_provider_from_config_with_env_substitution(
         .build()
     )
 
-    chain = agent.llm.inner.provider  # guarded → budgeted → failover
+    chain = agent.llm.inner  # the guarded door, then the failover chain
     assert [type(p).__name__ for p in chain.providers] == ["OpenAIProvider", "OfflineProvider"]
     assert isinstance(chain.providers[0], OpenAIProvider)
     assert agent.config.llm.providers[0].api_key.get_secret_value() == "sk-from-env"

@@ -177,6 +177,7 @@ async def test_hard_budget_refuses_before_the_call_and_escalates() -> None:
     reply = await agent.process_message("u1", "Please help with my account")
 
     assert llm.calls == []  # refused before the provider was called
+    assert reply.content == agent.config.llm.template_answer
     assert reply.escalated
     assert reply.escalation_reason == "budget_exceeded"
     assert reply.proposed_answer is None
@@ -193,11 +194,45 @@ async def test_all_providers_down_gives_the_template_and_an_escalation() -> None
 
     reply = await agent.process_message("u1", "Is anyone there?")
 
+    assert reply.content == "We are on it."
     assert reply.escalated
     assert reply.escalation_reason == "llm_unavailable"
     assert reply.proposed_answer is None
     assert reply.metadata["template_answer"] is True
     assert len(reply.metadata["fallbacks"]) >= 2
+
+
+async def test_a_single_failing_provider_gives_the_template_and_the_error() -> None:
+    agent = await AgentFrameworkBuilder().build(ScriptedLLM(fail=True))
+
+    reply = await agent.process_message("u1", "Is anyone there?")
+
+    assert reply.content == agent.config.llm.template_answer
+    assert reply.escalation_reason == "llm_unavailable"
+    assert "scripted outage" in reply.metadata["degraded"][0]["error"]
+
+
+async def test_a_hung_handler_hits_the_stage_deadline() -> None:
+    class Hangs(BaseHandler):
+        async def can_handle(self, intent: Any, context: Any) -> bool:
+            return True
+
+        async def handle(self, *args: Any) -> HandlerResult:
+            await asyncio.sleep(60)
+            return HandlerResult("never")
+
+    agent = await (
+        AgentFrameworkBuilder()
+        .with_config({"timeouts": {"stage_seconds": 0.05}})
+        .with_handlers([Hangs()])
+        .build(ScriptedLLM())
+    )
+
+    reply = await asyncio.wait_for(agent.process_message("u1", "hello"), timeout=5)
+
+    assert reply.escalation_reason == "llm_unavailable"
+    assert reply.metadata["degraded"] == [{"stage": "handler:*", "error": "timeout after 0.05s"}]
+    assert reply.timings_ms["generate"] < 1000
 
 
 async def test_failover_to_the_second_provider_is_reported() -> None:
