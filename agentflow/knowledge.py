@@ -53,6 +53,7 @@ __all__ = [
     "KnowledgeTooLarge",
     "UnsupportedContentType",
     "chunk_text",
+    "count_chunks",
     "delete_document",
     "get_embedder",
     "ingest_document",
@@ -484,6 +485,11 @@ def _hits(rows: Sequence[dict[str, Any]], limit: int) -> list[ChunkHit]:
     return hits[:limit]
 
 
+def count_chunks(agent_id: uuid.UUID | str, cap: int) -> int:
+    """The agent's chunk count, counted up to `cap` only (a bounded index scan)."""
+    return KnowledgeChunk.objects.filter(agent_id=agent_id)[:cap].count()
+
+
 @contextmanager
 def _local_settings(values: Mapping[str, str]) -> Iterator[None]:
     """Index-scan settings for the queries of the block; call inside `transaction.atomic()`.
@@ -511,16 +517,20 @@ def search_chunks(
     *,
     limit: int,
     exact_max_rows: int = EXACT_SEARCH_MAX_ROWS,
+    agent_rows: int | None = None,
 ) -> list[ChunkHit]:
     """The `limit` chunks of the agent most similar to `vector`, best first (sync ORM).
 
     Runs inside the current tenant scope: the agent filter is in the query itself, and the
-    scoped manager adds the tenant.
+    scoped manager adds the tenant. `agent_rows` (from `count_chunks`, possibly cached)
+    only chooses between exact and index search; it is counted when not given.
     """
     if limit <= 0 or not np.any(vector):
         return []  # a zero vector (failed embedding) is similar to nothing
     rows = KnowledgeChunk.objects.filter(agent_id=agent_id)
-    plan = _plan(rows[: exact_max_rows + 1].count(), limit, exact_max_rows)
+    if agent_rows is None:
+        agent_rows = count_chunks(agent_id, exact_max_rows + 1)
+    plan = _plan(agent_rows, limit, exact_max_rows)
     fields = ("document_id", "document__title", "index", "text", "similarity")
     if plan.exact:
         # Ordered by similarity (1 - distance), not by the distance operator itself: the

@@ -125,8 +125,11 @@ class DjangoSessionStore:
         self.agent_id = agent_id
 
     async def get(self, user_id: str) -> Session | None:
-        row = await AgentSession.objects.filter(agent_id=self.agent_id, user_id=user_id).afirst()
-        return None if row is None else _session(row)
+        try:
+            row = await AgentSession.objects.aget(agent_id=self.agent_id, user_id=user_id)
+        except AgentSession.DoesNotExist:
+            return None
+        return _session(row)
 
     async def save(self, session: Session) -> None:
         session_id = _uuid(session.session_id)
@@ -257,8 +260,11 @@ class DjangoThreadStore:
             "state": _thread_state(thread),
             "last_active": to_datetime(thread.last_active),
         }
-        own = Thread.objects.filter(session__agent_id=self.agent_id)
-        if await own.filter(id=thread.thread_id, session_id=session_id).aupdate(**fields):
+        # No join to the session's agent here: session ids are random UUIDs this agent's
+        # session store handed out, and the tenant scope bounds the update anyway.
+        if await Thread.objects.filter(id=thread.thread_id, session_id=session_id).aupdate(
+            **fields
+        ):
             return
         # The pipeline saves a new topic's thread before the session itself: make sure the
         # session row exists (and follow it if another worker created this user's first).
@@ -364,10 +370,15 @@ class DjangoMemoryStore:
     async def add_case(self, case: MemoryCase) -> None:
         if case.user_id is None:
             raise ValueError("episodic cases belong to a user")
-        await MemoryCaseRow.objects.acreate(
+        await sync_to_async(self._add_case)(case, case.user_id)
+
+    def _add_case(self, case: MemoryCase, user_id: str) -> None:
+        # One thread hop for both statements; no transaction needed: a concurrent trim of
+        # the same user can only delete cases that are beyond the bound either way.
+        MemoryCaseRow.objects.create(
             id=case.case_id,
             agent_id=self.agent_id,
-            user_id=case.user_id,
+            user_id=user_id,
             thread_id=case.thread_id or "",
             question=case.question,
             answer=case.answer,
@@ -377,9 +388,9 @@ class DjangoMemoryStore:
             embedding=None if case.vector is None else np.asarray(case.vector, dtype=np.float32),
             created_at=to_datetime(case.created_at),
         )
-        user_cases = self._cases().filter(user_id=case.user_id)
+        user_cases = self._cases().filter(user_id=user_id)
         newest = user_cases.order_by("-created_at", "-id").values("id")[: self.episodic_limit]
-        await user_cases.exclude(id__in=Subquery(newest)).adelete()
+        user_cases.exclude(id__in=Subquery(newest)).delete()
 
     async def search_cases(
         self, vector: Vector, *, user_id: str, limit: int, include_shared: bool = True
@@ -445,10 +456,18 @@ class DjangoKnowledgeStore:
     """
 
     def __init__(
-        self, agent_id: AgentId, *, exact_search_max_rows: int = kb.EXACT_SEARCH_MAX_ROWS
+        self,
+        agent_id: AgentId,
+        *,
+        exact_search_max_rows: int = kb.EXACT_SEARCH_MAX_ROWS,
+        count_ttl_seconds: float = 60.0,
     ) -> None:
         self.agent_id = agent_id
         self.exact_search_max_rows = exact_search_max_rows
+        self.count_ttl_seconds = count_ttl_seconds
+        # (monotonic time, chunk count): saves a query per message. A stale count can only
+        # pick the other search method for a while, never change which rows may be found.
+        self._counted: tuple[float, int] | None = None
 
     async def add(self, documents: Sequence[KernelDocument]) -> None:
         """Ingest kernel documents (e.g. the builder's `with_knowledge`) as new documents.
@@ -457,6 +476,20 @@ class DjangoKnowledgeStore:
         `metadata["content_type"]` may say "text/markdown"; plain text is the default.
         """
         await sync_to_async(self._add)(list(documents))
+
+    def _search(self, vector: Vector, limit: int) -> list[kb.ChunkHit]:
+        now = time.monotonic()
+        counted = self._counted
+        if counted is None or now - counted[0] > self.count_ttl_seconds:
+            counted = (now, kb.count_chunks(self.agent_id, self.exact_search_max_rows + 1))
+            self._counted = counted
+        return kb.search_chunks(
+            self.agent_id,
+            vector,
+            limit=limit,
+            exact_max_rows=self.exact_search_max_rows,
+            agent_rows=counted[1],
+        )
 
     def _add(self, documents: list[KernelDocument]) -> None:
         agent = Agent.objects.get(id=self.agent_id)
@@ -469,9 +502,8 @@ class DjangoKnowledgeStore:
                     content_type=str(document.metadata.get("content_type", "text/plain")),
                     text=document.text,
                 )
+        self._counted = None
 
     async def search(self, query: str, vector: Vector, *, limit: int) -> list[ContextItem]:
-        hits = await sync_to_async(kb.search_chunks)(
-            self.agent_id, vector, limit=limit, exact_max_rows=self.exact_search_max_rows
-        )
+        hits = await sync_to_async(self._search)(vector, limit)
         return [ContextItem("knowledge", hit.key, hit.title, hit.text, hit.score) for hit in hits]
