@@ -1,0 +1,483 @@
+"""Blueprints of platform agents, their config validation, and their kernel pipelines.
+
+An `Agent` row holds a blueprint name and a config validated against that blueprint's
+pydantic model; `get_pipeline(agent)` turns it into a kernel `AgentPipeline` with the
+Django-backed stores and keeps it per worker process, keyed by (agent id, version): the
+expensive part of a build is training the intent classifier, so a config change must bump
+`Agent.version` to be picked up.
+
+A tenant writes this config, the server runs it: a config may not read the server's
+environment (every `${...}` is escaped, except an LLM `api_key` naming an allowed variable)
+nor point an LLM provider anywhere the operator has not allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Annotated, Any
+
+from django.conf import settings
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agentflow.kernel.builder import AgentFrameworkBuilder
+from agentflow.kernel.config import (
+    BudgetConfig,
+    ConfigError,
+    ConfigIssue,
+    GuardrailsConfig,
+    IntentCategoryConfig,
+    LLMConfig,
+    MemoryConfig,
+    SessionConfig,
+    ThreadsConfig,
+    escape_env,
+)
+from agentflow.kernel.intents import OUT_OF_SCOPE
+from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE, AgentPipeline
+from agentflow.knowledge import get_embedder
+from agentflow.models import Agent
+from agentflow.stores import (
+    DjangoKnowledgeStore,
+    DjangoMemoryStore,
+    DjangoSessionStore,
+    DjangoThreadStore,
+)
+
+__all__ = [
+    "BLUEPRINTS",
+    "AgentConfigError",
+    "Blueprint",
+    "SupportAgentConfig",
+    "clear_pipeline_cache",
+    "evict_pipeline",
+    "get_pipeline",
+    "kernel_config",
+    "validate_agent_config",
+]
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+_INTENT_NAME_CHARS = 100  # Thread.intent, MemoryCase.intent
+_ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_DEFAULT_KEY_ENV_VARS = ("OPENAI_API_KEY",)
+
+
+class AgentConfigError(ConfigError):
+    """An agent config that its blueprint refuses; `issues` name each field (HTTP 422)."""
+
+    def by_field(self) -> dict[str, list[str]]:
+        """`{"intent_categories[0].threshold": ["reason", ...]}`, for an API error body."""
+        fields: dict[str, list[str]] = {}
+        for issue in self.issues:
+            fields.setdefault(issue.path or "config", []).append(issue.reason)
+        return fields
+
+
+# ------------------------------------------------------------------------ support_agent
+
+
+def _category(
+    name: str, description: str, examples: Sequence[str], threshold: float | None = None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": description,
+        "examples": list(examples),
+        "threshold": threshold,
+    }
+
+
+DEFAULT_SUPPORT_CATEGORIES = (
+    _category(
+        "ACCOUNT_ACCESS",
+        "Logging in, passwords, two-factor authentication and locked accounts",
+        [
+            "I can't log in to my account",
+            "how do I reset my password",
+            "the password reset email never arrives",
+            "my account is locked",
+            "two-factor code is not accepted",
+        ],
+    ),
+    _category(
+        "BILLING",
+        "Invoices, payments, refunds and subscription plans",
+        [
+            "I was charged twice this month",
+            "where can I download my invoice",
+            "I want a refund",
+            "how do I update my credit card",
+            "how do I change my subscription plan",
+        ],
+    ),
+    _category(
+        "TECHNICAL_ISSUE",
+        "Errors, bugs and features that do not work as expected",
+        [
+            "the app crashes when I upload a file",
+            "I get an error 500 when saving",
+            "the export button does nothing",
+            "sync stopped working on my phone",
+            "the page is very slow to load",
+        ],
+    ),
+    _category(
+        "OUTAGE",
+        "The service is down or unreachable for everyone",
+        [
+            "your service is down",
+            "the website is not loading at all",
+            "is there an outage right now",
+            "nothing works, all requests time out",
+            "the API returns 503 for every call",
+        ],
+        threshold=0.7,
+    ),
+    _category(
+        "HUMAN_AGENT",
+        "The customer asks for a person or wants to complain",
+        [
+            "I want to talk to a human",
+            "let me speak to a real person",
+            "connect me with your manager",
+            "I want to file a complaint",
+            "stop the bot, I need an agent",
+        ],
+        threshold=0.0,
+    ),
+)
+
+
+class SupportAgentConfig(BaseModel):
+    """Config of the `support_agent` blueprint; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="support_agent config")
+
+    intent_categories: list[IntentCategoryConfig] = Field(
+        default_factory=lambda: [IntentCategoryConfig(**c) for c in DEFAULT_SUPPORT_CATEGORIES],
+        description="Intents with examples; a category threshold of 0 always asks a human.",
+    )
+    default_threshold: Unit = Field(
+        0.6, description="Answer confidence below which a human reviews the reply."
+    )
+    oos_threshold: Unit | None = Field(
+        None, description="Intent confidence below which a message is out of scope."
+    )
+    escalation_message: str = Field(
+        DEFAULT_ESCALATION_MESSAGE,
+        min_length=1,
+        max_length=2_000,
+        description="What the customer reads while a human reviews their message.",
+    )
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    session: SessionConfig = Field(default_factory=SessionConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @field_validator("intent_categories")
+    @classmethod
+    def _categories(cls, value: list[IntentCategoryConfig]) -> list[IntentCategoryConfig]:
+        seen: set[str] = set()
+        for category in value:
+            if category.name == OUT_OF_SCOPE:
+                raise ValueError(f"{OUT_OF_SCOPE!r} is reserved and cannot name a category")
+            if len(category.name) > _INTENT_NAME_CHARS:
+                raise ValueError(f"category name longer than {_INTENT_NAME_CHARS} characters")
+            if category.name in seen:
+                raise ValueError(f"duplicate category name {category.name!r}")
+            seen.add(category.name)
+        return value
+
+
+def _provider_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
+    """Providers may only use the API keys and endpoints the operator allows."""
+    options = getattr(settings, "AGENTFLOW", {})
+    key_vars = tuple(options.get("LLM_API_KEY_ENV_VARS", _DEFAULT_KEY_ENV_VARS))
+    base_urls = tuple(options.get("LLM_ALLOWED_BASE_URLS", ()))
+    issues = []
+    for index, provider in enumerate(config.llm.providers):
+        where = f"llm.providers[{index}]"
+        if provider.api_key is not None:
+            reference = _ENV_REFERENCE.match(provider.api_key.get_secret_value())
+            if reference is None or reference.group(1) not in key_vars:
+                allowed = ", ".join(f"${{{name}}}" for name in key_vars) or "none"
+                issues.append(
+                    ConfigIssue(
+                        f"{where}.api_key",
+                        "must name an environment variable of the server, not hold a key "
+                        f"(allowed: {allowed})",
+                    )
+                )
+        if provider.base_url is not None and provider.base_url.rstrip("/") not in {
+            url.rstrip("/") for url in base_urls
+        }:
+            allowed = ", ".join(base_urls) or "none: leave it unset for the provider's default"
+            issues.append(
+                ConfigIssue(
+                    f"{where}.base_url", f"not an allowed LLM endpoint (allowed: {allowed})"
+                )
+            )
+    return issues
+
+
+# ----------------------------------------------------------------------------- blueprints
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    name: str
+    description: str
+    config_model: type[BaseModel]
+    default_config: Mapping[str, Any] = field(default_factory=dict)
+    config_schema: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, name: str, description: str, config_model: type[BaseModel]) -> Blueprint:
+        return cls(
+            name=name,
+            description=description,
+            config_model=config_model,
+            default_config=_dump(config_model()),
+            config_schema=config_model.model_json_schema(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "default_config": dict(self.default_config),
+            "config_schema": dict(self.config_schema),
+        }
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    # reveal_secrets: an api_key is a "${VAR}" reference, which must be stored as written.
+    return model.model_dump(mode="json", context={"reveal_secrets": True})
+
+
+BLUEPRINTS: Mapping[str, Blueprint] = MappingProxyType(
+    {
+        "support_agent": Blueprint.of(
+            "support_agent",
+            "Answers customer-support questions from its knowledge base, past resolutions "
+            "and approved answers; asks a human when it is not sure.",
+            SupportAgentConfig,
+        )
+    }
+)
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        found = model.model_fields.get(part)
+        annotation = getattr(found, "annotation", None)
+        inner = getattr(annotation, "__args__", (annotation,))[-1]
+        model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+    return model
+
+
+def _issues(error: ValidationError, root: type[BaseModel]) -> list[ConfigIssue]:
+    issues = []
+    for item in error.errors():
+        loc = [part for part in item["loc"] if part != "[key]"]
+        path = _format_loc(loc)
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            parent = _model_at(root, loc[:-1])
+            allowed = ", ".join(parent.model_fields) if parent is not None else ""
+            reason = f"unknown key (allowed: {allowed})" if allowed else "unknown key"
+        elif item["type"] != "missing" and "api_key" not in path:
+            value = item.get("input")
+            if isinstance(value, bool | int | float) or (
+                isinstance(value, str) and len(value) <= 40
+            ):
+                reason += f" (got {value!r})"
+        issues.append(ConfigIssue(path, reason))
+    return issues
+
+
+def validate_agent_config(blueprint: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The normalised config (defaults filled in) or `AgentConfigError` naming each bad field."""
+    found = BLUEPRINTS.get(blueprint) if isinstance(blueprint, str) else None
+    if found is None:
+        reason = f"unknown blueprint {blueprint!r}; available: {', '.join(BLUEPRINTS)}"
+        raise AgentConfigError([ConfigIssue("blueprint", reason)], source="agent")
+    source = f"{found.name} config"
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        reason = f"must be an object, not {type(config).__name__}"
+        raise AgentConfigError([ConfigIssue("config", reason)], source=source)
+    try:
+        model = found.config_model.model_validate(dict(config))
+    except ValidationError as exc:
+        raise AgentConfigError(_issues(exc, found.config_model), source=source) from None
+    if isinstance(model, SupportAgentConfig):
+        issues = _provider_issues(model)
+        if issues:
+            raise AgentConfigError(issues, source=source)
+    return _dump(model)
+
+
+def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The kernel `AgentFrameworkConfig` dict of a normalised support_agent config."""
+    data = escape_env(
+        {
+            "name": name,
+            "intents": {
+                "categories": config["intent_categories"],
+                "oos_threshold": config["oos_threshold"],
+            },
+            "confidence": {"default_threshold": config["default_threshold"]},
+            "prompts": {"escalation_message": config["escalation_message"]},
+            "llm": config["llm"],
+            "session": config["session"],
+            "memory": config["memory"],
+            "threads": config["threads"],
+            "guardrails": config["guardrails"],
+            "budget": config["budget"],
+        }
+    )
+    # The one substitution a tenant may ask for: an allowed API key variable (validated).
+    for provider, given in zip(data["llm"]["providers"], config["llm"]["providers"], strict=True):
+        if given.get("api_key"):
+            provider["api_key"] = given["api_key"]
+    return data
+
+
+# -------------------------------------------------------------------------------- cache
+
+
+class _PipelineCache:
+    """A small LRU of built pipelines, safe to use from several threads' event loops."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, int], AgentPipeline] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int]) -> AgentPipeline | None:
+        with self._lock:
+            pipeline = self._items.get(key)
+            if pipeline is not None:
+                self._items.move_to_end(key)
+            return pipeline
+
+    def put(self, key: tuple[str, int], pipeline: AgentPipeline) -> None:
+        with self._lock:
+            # An older version of the agent will never be asked for again.
+            for stale in [k for k in self._items if k[0] == key[0] and k[1] < key[1]]:
+                del self._items[stale]
+            self._items[key] = pipeline
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def evict(self, agent_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == agent_id]:
+                del self._items[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_cache = _PipelineCache(int(getattr(settings, "AGENTFLOW", {}).get("PIPELINE_CACHE_SIZE", 64)))
+# Builds in progress, so concurrent first messages to an agent train its classifier once.
+# Futures belong to one event loop: a caller on another loop builds on its own.
+_building: dict[
+    tuple[str, int], tuple[asyncio.AbstractEventLoop, asyncio.Future[AgentPipeline]]
+] = {}
+_building_lock = threading.Lock()
+
+
+async def build_pipeline(agent: Agent) -> AgentPipeline:
+    """A new kernel pipeline for `agent` (no cache); `AgentConfigError` if its config is bad."""
+    config = validate_agent_config(agent.blueprint, agent.config)
+    agent_id = str(agent.id)
+    builder = (
+        AgentFrameworkBuilder()
+        .with_config(kernel_config(agent_id, config))
+        .with_embedder(get_embedder())
+        .with_stores(
+            sessions=DjangoSessionStore(agent_id),
+            threads=DjangoThreadStore(agent_id),
+            memory=DjangoMemoryStore(
+                agent_id,
+                episodic_limit=config["memory"]["episodic_limit"],
+                short_term_ttl_seconds=config["session"]["ttl_seconds"],
+            ),
+            knowledge=DjangoKnowledgeStore(agent_id),
+        )
+    )
+    return await builder.build()
+
+
+async def get_pipeline(agent: Agent) -> AgentPipeline:
+    """The kernel pipeline of `agent`, built once per (id, version) per worker process."""
+    key = (str(agent.id), int(agent.version))
+    pipeline = _cache.get(key)
+    if pipeline is not None:
+        return pipeline
+    loop = asyncio.get_running_loop()
+    with _building_lock:
+        pending = _building.get(key)
+        if pending is None or pending[0] is not loop:
+            pending = None
+            future: asyncio.Future[AgentPipeline] = loop.create_future()
+            _building[key] = (loop, future)
+    if pending is not None:
+        try:
+            return await asyncio.shield(pending[1])
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this caller was cancelled
+            return await get_pipeline(agent)  # the builder was: build it here
+    try:
+        pipeline = await build_pipeline(agent)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved here: nobody else may be waiting for it
+        raise
+    else:
+        future.set_result(pipeline)
+        _cache.put(key, pipeline)
+        return pipeline
+    finally:
+        with _building_lock:
+            if _building.get(key) == (loop, future):
+                del _building[key]
+
+
+def evict_pipeline(agent_id: object) -> None:
+    """Forget the cached pipelines of an agent (deleted, or changed without a version bump)."""
+    _cache.evict(str(agent_id))
+
+
+def clear_pipeline_cache() -> None:
+    _cache.clear()
