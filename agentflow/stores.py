@@ -47,6 +47,7 @@ from agentflow.kernel.stores import KnowledgeDocument as KernelDocument
 from agentflow.kernel.vectors import Vector
 from agentflow.models import Agent, AgentSession, Message, Thread
 from agentflow.models import MemoryCase as MemoryCaseRow
+from tenants.scoping import require_tenant_id
 
 __all__ = [
     "DjangoKnowledgeStore",
@@ -74,6 +75,28 @@ def _uuid(value: str) -> uuid.UUID | None:
         return None
 
 
+# An agent's tenant never changes: once seen in a scope, writes there need no query.
+_agent_tenants: dict[str, int] = {}
+_AGENT_TENANTS_MAX = 10_000
+
+
+def _require_agent(agent_id: AgentId) -> None:
+    """New rows name the agent by id: refuse an agent the current tenant cannot see.
+
+    Reads are filtered by tenant and agent and so find nothing; an insert is not, and
+    would otherwise make a row of this tenant that points at another tenant's agent.
+    """
+    tenant_id = require_tenant_id()
+    key = str(agent_id)
+    if _agent_tenants.get(key) == tenant_id:
+        return
+    if not Agent.objects.filter(id=agent_id).exists():
+        raise Agent.DoesNotExist(f"agent {agent_id} not found")
+    if len(_agent_tenants) >= _AGENT_TENANTS_MAX:
+        _agent_tenants.clear()
+    _agent_tenants[key] = tenant_id
+
+
 # ------------------------------------------------------------------------------ sessions
 
 
@@ -98,6 +121,7 @@ def _adopt_session(
     kernel session id; `(agent, user_id)` is unique, so the second one adopts the first
     one's row. The savepoint keeps a caller's transaction usable after the IntegrityError.
     """
+    _require_agent(agent_id)
     try:
         with transaction.atomic():
             AgentSession.objects.create(
@@ -375,6 +399,7 @@ class DjangoMemoryStore:
     def _add_case(self, case: MemoryCase, user_id: str) -> None:
         # One thread hop for both statements; no transaction needed: a concurrent trim of
         # the same user can only delete cases that are beyond the bound either way.
+        _require_agent(self.agent_id)
         MemoryCaseRow.objects.create(
             id=case.case_id,
             agent_id=self.agent_id,

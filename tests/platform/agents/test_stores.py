@@ -13,7 +13,7 @@ import pytest
 from agentflow.kernel.llm.base import ChatMessage
 from agentflow.kernel.llm.embeddings import OfflineEmbedder
 from agentflow.kernel.stores import ConversationThread, MemoryCase, Session, ThreadStatus
-from agentflow.models import AgentSession, Message, Thread
+from agentflow.models import Agent, AgentSession, Message, Thread
 from agentflow.models import MemoryCase as MemoryCaseRow
 from agentflow.stores import (
     DjangoMemoryStore,
@@ -317,6 +317,15 @@ async def test_a_store_in_tenant_b_scope_never_returns_tenant_a_rows() -> None:
         assert await memory.resolve_thread("same-user", thread.thread_id, 1.0) == 0
         await DjangoSessionStore(agent_a.id).delete("same-user")
         await memory.forget_user("same-user")
+        # Writes naming A's agent are refused instead of making B rows pointing at it.
+        with pytest.raises(Agent.DoesNotExist):
+            await DjangoSessionStore(agent_a.id).save(new_session("intruder"))
+        with pytest.raises(Agent.DoesNotExist):
+            await DjangoThreadStore(agent_a.id).save(new_thread(new_session("intruder"), "hi"))
+        with pytest.raises(Agent.DoesNotExist):
+            await memory.add_case(case("intruder", "login broken"))
+        assert await AgentSession.objects.acount() == 0
+        assert await MemoryCaseRow.objects.acount() == 0
 
     with tenant_scope(tenant_a.id):  # B's deletes touched nothing of A
         assert await AgentSession.objects.acount() == 1
