@@ -23,7 +23,7 @@ human"; out-of-scope messages always escalate.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 NEUTRAL_CONFIDENCE = 0.5
 
@@ -39,8 +39,9 @@ class EscalationReason:
     HANDLER_REQUESTED = "handler_requested"
 
 
-@dataclass(frozen=True, slots=True)
-class ConfidenceDecision:
+class ConfidenceDecision(NamedTuple):
+    """The verdict on one answer (a tuple: one is made per message)."""
+
     confidence: float
     threshold: float
     escalate: bool

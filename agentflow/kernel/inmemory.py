@@ -264,7 +264,7 @@ class InMemoryMemoryStore:
         episodic_limit: int = 100,
         max_sessions: int = 100_000,
         max_users: int = 100_000,
-        shared_limit: int = 256,
+        shared_limit: int = 128,
         clock: Clock = time.time,
     ) -> None:
         self._short: ExpiringLRU[str, deque[ChatMessage]] = ExpiringLRU(

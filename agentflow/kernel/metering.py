@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -110,6 +109,14 @@ class GuardedProvider:
             self._cache[text] = redacted
         return redacted
 
+    def _redact_message(self, message: ChatMessage) -> ChatMessage:
+        content = self.redact_text(message.content)
+        if content == message.content:
+            return message  # most turns carry no PII: no copy
+        return ChatMessage(
+            message.role, content, message.name, message.tool_call_id, message.tool_calls
+        )
+
     def redact_value(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.redact_text(value)
@@ -147,9 +154,7 @@ class GuardedProvider:
     ) -> LLMResponse:
         run = CURRENT_RUN.get()
         if self.redactor is not None:
-            messages = [
-                dataclasses.replace(m, content=self.redact_text(m.content)) for m in messages
-            ]
+            messages = [self._redact_message(m) for m in messages]
         try:
             response = await self.inner.chat(
                 messages,

@@ -7,7 +7,7 @@ gathered context (knowledge article, golden path, memory case, tool output).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentflow.kernel.llm.base import TokenUsage
 
@@ -36,9 +36,12 @@ class ContextItem:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRef:
-    """A source the answer was built from (no text: replies stay small)."""
+class SourceRef(NamedTuple):
+    """A source the answer was built from (no text: replies stay small).
+
+    A NamedTuple rather than a frozen dataclass: one is made per retrieved item per
+    message, and a tuple is several times cheaper to create.
+    """
 
     kind: str
     id: str

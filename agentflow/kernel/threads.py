@@ -104,7 +104,7 @@ _NEW_TOPIC_STRONG = _phrases(
 )
 _NEW_TOPIC_WEAK = _phrases(r"actually", r"by the way", r"btw", r"oh and", r"also")
 _FOLLOW_UP = _phrases(
-    r"and",
+    r"^and",  # "And what about ...": a leading "and" links to what came before
     r"also",
     r"furthermore",
     r"in addition",
