@@ -525,7 +525,8 @@ class AgentFrameworkBuilder:
         if guard is None and self._tracker is None and not has_budget:
             # Nothing aggregates or limits costs: every reply still carries its own usage
             # and cost, and each call skips the tracker's bookkeeping (~20 us).
-            return GuardedProvider(chain, redactor=redactor, agent_id=config.name), None
+            # No budget scopes to tag either: calls carry no agent id.
+            return GuardedProvider(chain, redactor=redactor), None
         if guard is None:
             guard = BudgetGuard(self._tracker if self._tracker is not None else CostTracker())
         if has_budget:

@@ -129,6 +129,9 @@ class GuardedProvider:
         return value
 
     def _scoped(self, metadata: dict[str, Any] | None, run: RunState | None) -> dict[str, Any]:
+        tenant = None if run is None else run.tenant_id
+        if self.redactor is None and self.agent_id is None and tenant is None and metadata:
+            return metadata  # nothing to redact or tag: no copy
         if not metadata:
             meta: dict[str, Any] = {}
         elif self.redactor is not None:
@@ -137,8 +140,8 @@ class GuardedProvider:
             meta = dict(metadata)
         if self.agent_id is not None:
             meta.setdefault("agent_id", self.agent_id)
-        if run is not None and run.tenant_id is not None:
-            meta.setdefault("tenant_id", run.tenant_id)
+        if tenant is not None:
+            meta.setdefault("tenant_id", tenant)
         return meta
 
     async def chat(

@@ -35,8 +35,22 @@ class ThreadTransition(StrEnum):
     CONTINUATION = "continuation"
 
 
-def _phrases(*words: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(words) + r")\b")
+# One literal word of every keyword phrase (its longest): a message containing none of
+# them cannot match any keyword pattern, so most messages skip all the regex searches.
+_TRIGGER_WORDS: set[str] = set()
+
+
+def _anchor(phrase: str) -> str:
+    core = re.sub(r"\([^)]*\)\??", " ", phrase.lstrip("^"))  # groups are optional/variable
+    literal = [w for w in re.split(r"[\s-]+", core) if re.fullmatch(r"[a-z][a-z']+", w)]
+    if not literal:
+        raise ValueError(f"keyword phrase {phrase!r} has no literal word to index")
+    return max(reversed(literal), key=len)
+
+
+def _phrases(*phrases: str) -> re.Pattern[str]:
+    _TRIGGER_WORDS.update(_anchor(phrase) for phrase in phrases)
+    return re.compile(r"\b(?:" + "|".join(phrases) + r")\b")
 
 
 _RESOLUTION = _phrases(
@@ -111,7 +125,8 @@ _FOLLOW_UP = _phrases(
     r"what about",
     r"how about",
     r"one more",
-    r"follow[- ]up",
+    r"follow up",
+    r"follow-up",
     r"related to (?:that|this)",
     r"same issue",
     r"still",
@@ -276,9 +291,12 @@ class ThreadDetector:
         now: float,
     ) -> ThreadDecision:
         lowered = text.lower()
-        words = salient_words(lowered)
+        tokens = [token.strip("'") for token in _WORD.findall(lowered)]
+        words = {w for w in tokens if w not in _STOPWORDS and len(w) > 2}
+        keywords = not _TRIGGER_WORDS.isdisjoint(tokens)
         decision = self._decide(
             lowered,
+            keywords,
             words,
             vector,
             open_threads,
@@ -293,6 +311,7 @@ class ThreadDetector:
     def _decide(
         self,
         lowered: str,
+        keywords: bool,
         words: set[str],
         vector: Vector,
         open_threads: list[ConversationThread],
@@ -308,7 +327,7 @@ class ThreadDetector:
         best_sim = sims[best.thread_id] if best is not None else 0.0
         active_sim = sims.get(active.thread_id, 0.0) if active is not None else 0.0
 
-        if best is not None and self._is_resolution(lowered):
+        if best is not None and keywords and self._is_resolution(lowered):
             # Closings name their topic weakly ("that fixed the login"): words shared with
             # a thread count as much as similarity, and the best match wins when the
             # message names anything; a bare "thanks!" closes the active thread.
@@ -336,7 +355,7 @@ class ThreadDetector:
                     "inactivity:similar_thread",
                 )
             return ThreadDecision(ThreadTransition.NEW_TOPIC, None, 0.8, active_sim, "inactivity")
-        if _ESCALATION.search(lowered):
+        if keywords and _ESCALATION.search(lowered):
             target = best if best_sim >= threshold or active is None else active
             return ThreadDecision(
                 ThreadTransition.ESCALATION,
@@ -345,7 +364,7 @@ class ThreadDetector:
                 sims[target.thread_id],
                 "keyword:escalation",
             )
-        if _NEW_TOPIC_STRONG.search(lowered):
+        if keywords and _NEW_TOPIC_STRONG.search(lowered):
             return ThreadDecision(
                 ThreadTransition.NEW_TOPIC, None, 0.9, active_sim, "keyword:new_topic"
             )
@@ -354,7 +373,7 @@ class ThreadDetector:
             return ThreadDecision(
                 ThreadTransition.FOLLOW_UP, best, best_sim, best_sim, "similarity"
             )
-        if _CLARIFICATION.search(lowered):
+        if keywords and _CLARIFICATION.search(lowered):
             return ThreadDecision(
                 ThreadTransition.CLARIFICATION, active, 0.85, active_sim, "keyword:clarification"
             )
@@ -362,11 +381,11 @@ class ThreadDetector:
             return ThreadDecision(
                 ThreadTransition.FOLLOW_UP, best, best_sim, best_sim, "similarity:other_thread"
             )
-        follow_up = _FOLLOW_UP.search(lowered) is not None
+        follow_up = keywords and _FOLLOW_UP.search(lowered) is not None
         if active_sim >= threshold:
             transition = ThreadTransition.FOLLOW_UP if follow_up else ThreadTransition.CONTINUATION
             return ThreadDecision(transition, active, active_sim, active_sim, "similarity")
-        if _NEW_TOPIC_WEAK.search(lowered):
+        if keywords and _NEW_TOPIC_WEAK.search(lowered):
             return ThreadDecision(
                 ThreadTransition.NEW_TOPIC, None, 0.7, active_sim, "keyword:new_topic_marker"
             )
