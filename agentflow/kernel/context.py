@@ -106,9 +106,6 @@ def _is_empty(store: object) -> bool:
         return False
 
 
-Branch = tuple[str, Callable[[], Awaitable[Any]], bool]
-
-
 class ContextGatherer:
     def __init__(
         self,
@@ -139,99 +136,80 @@ class ContextGatherer:
         self._golden_inline = not _io_bound(golden_paths)
         self._procedures_inline = not _io_bound(procedures)
 
-    def _branches(self, user_id: str, text: str, vector: Vector, intent: str) -> list[Branch]:
-        branches: list[Branch] = []
-        if self.memory.recall_limit > 0:
-            branches.append(
-                ("memory", lambda: self.memory.recall(user_id, vector), self._memory_inline)
-            )
-        knowledge = self.knowledge
-        if knowledge is not None and self.knowledge_top_k > 0 and not _is_empty(knowledge):
-            branches.append(
-                (
-                    "knowledge",
-                    lambda: knowledge.search(text, vector, limit=self.knowledge_top_k),
-                    self._knowledge_inline,
-                )
-            )
-        golden = self.golden_paths
-        if golden is not None and self.golden_top_k > 0 and not _is_empty(golden):
-            branches.append(
-                (
-                    "golden_paths",
-                    lambda: golden.search(text, vector, limit=self.golden_top_k),
-                    self._golden_inline,
-                )
-            )
-        procedures = self.procedures
-        if procedures is not None:
-            branches.append(
-                ("playbook", lambda: procedures.get_playbook(intent), self._procedures_inline)
-            )
-        for binding in self.tools:
-            if binding.applies_to(intent):
-                branches.append((f"tool:{binding.key}", self._tool_call(binding, text), False))
-        return branches
-
-    def _tool_call(self, binding: ToolBinding, text: str) -> Callable[[], Awaitable[ContextItem]]:
-        async def call() -> ContextItem:
-            arguments = dict(binding.arguments)
-            if binding.message_argument:
-                arguments[binding.message_argument] = text
-            if self._redact is not None:
-                arguments = self._redact(arguments)
-            assert self.tool_client is not None
-            result = await self.tool_client.call_tool(binding.tool_name, arguments)
-            body = wrap_untrusted(
-                tool_output_text(result), f"tool {binding.tool_name}", max_chars=_TOOL_OUTPUT_CHARS
-            )
-            return ContextItem("tool", binding.key, binding.tool_name, body, 1.0)
-
-        return call
+    async def _tool_call(self, binding: ToolBinding, text: str) -> ContextItem:
+        arguments = dict(binding.arguments)
+        if binding.message_argument:
+            arguments[binding.message_argument] = text
+        if self._redact is not None:
+            arguments = self._redact(arguments)
+        assert self.tool_client is not None
+        result = await self.tool_client.call_tool(binding.tool_name, arguments)
+        body = wrap_untrusted(
+            tool_output_text(result), f"tool {binding.tool_name}", max_chars=_TOOL_OUTPUT_CHARS
+        )
+        return ContextItem("tool", binding.key, binding.tool_name, body, 1.0)
 
     async def gather(self, user_id: str, text: str, vector: Vector, intent: str) -> Gathered:
         gathered = Gathered()
-        results: dict[str, Any] = {}
-        parallel: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
-        for name, start, inline in self._branches(user_id, text, vector, intent):
+        parallel: list[tuple[str, Awaitable[Any]]] = []
+
+        async def branch(name: str, inline: bool, work: Awaitable[Any]) -> Any:
             if not inline:
-                parallel.append((name, start))
-                continue
+                parallel.append((name, work))
+                return None
             try:
-                results[name] = await start()
+                return await work
             except Exception as exc:
                 gathered.failures.append({"stage": f"context:{name}", "error": _describe(exc)})
+                return None
+
+        if self.memory.recall_limit > 0:
+            gathered.memory = (
+                await branch("memory", self._memory_inline, self.memory.recall(user_id, vector))
+                or []
+            )
+        knowledge = self.knowledge
+        if knowledge is not None and self.knowledge_top_k > 0 and not _is_empty(knowledge):
+            work = knowledge.search(text, vector, limit=self.knowledge_top_k)
+            gathered.knowledge = await branch("knowledge", self._knowledge_inline, work) or []
+        golden = self.golden_paths
+        if golden is not None and self.golden_top_k > 0 and not _is_empty(golden):
+            work = golden.search(text, vector, limit=self.golden_top_k)
+            gathered.golden_paths = await branch("golden_paths", self._golden_inline, work) or []
+        if self.procedures is not None:
+            work = self.procedures.get_playbook(intent)
+            gathered.playbook = await branch("playbook", self._procedures_inline, work)
+        for binding in self.tools:
+            if binding.applies_to(intent):
+                parallel.append((f"tool:{binding.key}", self._tool_call(binding, text)))
         if parallel:
-            await self._run_parallel(parallel, results, gathered.failures)
-        gathered.memory = results.get("memory") or []
-        gathered.knowledge = results.get("knowledge") or []
-        gathered.golden_paths = results.get("golden_paths") or []
-        gathered.playbook = results.get("playbook")
-        gathered.tools = [value for key, value in results.items() if key.startswith("tool:")]
+            await self._run_parallel(parallel, gathered)
         return gathered
 
     async def _run_parallel(
-        self,
-        branches: list[tuple[str, Callable[[], Awaitable[Any]]]],
-        results: dict[str, Any],
-        failures: list[dict[str, str]],
+        self, branches: list[tuple[str, Awaitable[Any]]], gathered: Gathered
     ) -> None:
-        tasks = {asyncio.ensure_future(start()): name for name, start in branches}
+        tasks = {asyncio.ensure_future(work): name for name, work in branches}
         done, pending = await asyncio.wait(tasks, timeout=self.timeout_seconds)
         for task in pending:
             task.cancel()
-            failures.append(
+            gathered.failures.append(
                 {
                     "stage": f"context:{tasks[task]}",
                     "error": f"timeout after {self.timeout_seconds}s",
                 }
             )
         for task in done:
+            name = tasks[task]
             exc = task.exception()
-            if exc is None:
-                results[tasks[task]] = task.result()
+            if exc is not None:
+                gathered.failures.append({"stage": f"context:{name}", "error": _describe(exc)})
+            elif name == "playbook":
+                gathered.playbook = task.result()
+            elif name.startswith("tool:"):
+                gathered.tools.append(task.result())
             else:
-                failures.append({"stage": f"context:{tasks[task]}", "error": _describe(exc)})
+                setattr(gathered, name, task.result() or [])
 
 
 def _describe(exc: BaseException) -> str:

@@ -55,11 +55,16 @@ class MemoryManager:
         """Similar past cases as context items (cases still awaiting an answer are skipped)."""
         if self.recall_limit <= 0:
             return []
-        return [
-            ContextItem("memory", case.case_id, case.question, case.answer, score)
-            for case, score in await self.similar_cases(user_id, vector)
-            if case.answer
-        ]
+        found = await self.store.search_cases(
+            vector, user_id=user_id, limit=self.recall_limit, include_shared=True
+        )
+        items = []
+        for case, score in found:
+            if case.user_id != user_id:
+                case = self._anonymised(case)
+            if case.answer:
+                items.append(ContextItem("memory", case.case_id, case.question, case.answer, score))
+        return items
 
     def _anonymised(self, case: MemoryCase) -> MemoryCase:
         copy = self._anon_cache.get(case.case_id)
