@@ -282,7 +282,22 @@ def langgraph_variant(
     )
     graph.add_edge("deliver", END)
     graph.add_edge("escalate", END)
-    compiled = graph.compile(checkpointer=InMemorySaver() if checkpointer else None)
+    saver = None
+    if checkpointer:
+        from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+        # Our state holds dataclasses of the kernel: allow them, as a real app would.
+        serde = JsonPlusSerializer(
+            allowed_msgpack_modules=[
+                ("agentflow.kernel.intents", "IntentResult"),
+                ("agentflow.kernel.results", "ContextItem"),
+                ("agentflow.kernel.llm.base", "TokenUsage"),
+                ("agentflow.kernel.llm.base", "LLMResponse"),
+                ("agentflow.kernel.stores", "MemoryCase"),
+            ]
+        )
+        saver = InMemorySaver(serde=serde)
+    compiled = graph.compile(checkpointer=saver)
 
     async def run(user_id: str, text: str) -> str:
         config = {"configurable": {"thread_id": user_id}} if checkpointer else None
