@@ -8,7 +8,6 @@ agent ever sees a message.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,14 +16,12 @@ from typing import Any, Self
 from agentflow.kernel.confidence import ConfidenceEvaluator
 from agentflow.kernel.config import (
     AgentFrameworkConfig,
-    ConfigError,
-    ConfigIssue,
     ConfigLoader,
     IntentCategoryConfig,
     escape_env,
 )
 from agentflow.kernel.context import ContextGatherer, ToolBinding, ToolClient
-from agentflow.kernel.costs import Budget, BudgetedProvider, BudgetGuard, CostTracker, PriceTable
+from agentflow.kernel.costs import BudgetGuard, CostTracker, PriceTable
 from agentflow.kernel.guardrails import PIIRedactor
 from agentflow.kernel.handlers import BaseHandler, HandlerRegistry, ResolutionHandler
 from agentflow.kernel.inmemory import (
@@ -35,13 +32,16 @@ from agentflow.kernel.inmemory import (
     InMemorySessionStore,
     InMemoryThreadStore,
 )
-from agentflow.kernel.intents import IntentCategory, OfflineIntentClassifier
+from agentflow.kernel.intents import IntentCategory
 from agentflow.kernel.llm.base import LLMProvider
-from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
-from agentflow.kernel.llm.offline import OfflineProvider
-from agentflow.kernel.llm.resilience import FailoverProvider
+from agentflow.kernel.llm_chain import (
+    config_issue,
+    guarded_chain,
+    guarded_embedder,
+    intent_classifier,
+    resolve_providers,
+)
 from agentflow.kernel.memory import MemoryManager
-from agentflow.kernel.metering import GuardedEmbedder, GuardedProvider
 from agentflow.kernel.middleware import (
     LoggingMiddleware,
     Middleware,
@@ -66,12 +66,7 @@ from agentflow.kernel.stores import (
 from agentflow.kernel.threads import ThreadDetector, ThreadManager
 from agentflow.kernel.vectors import Embedder, embed_texts
 
-_LOCAL_EMBEDDERS = (OfflineEmbedder, SentenceTransformerEmbedder)
 ConfigSource = AgentFrameworkConfig | Mapping[str, Any] | str | os.PathLike[str]
-
-
-def _issue(path: str, reason: str) -> ConfigError:
-    return ConfigError([ConfigIssue(path, reason)], source="AgentFrameworkBuilder")
 
 
 def _category_dict(category: object, where: str) -> dict[str, Any]:
@@ -81,7 +76,7 @@ def _category_dict(category: object, where: str) -> dict[str, Any]:
         return dict(category)
     name = getattr(category, "name", None)
     if not isinstance(name, str):
-        raise _issue(where, f"expected an IntentCategory, got {type(category).__name__}")
+        raise config_issue(where, f"expected an IntentCategory, got {type(category).__name__}")
     return {
         "name": name,
         "description": getattr(category, "description", ""),
@@ -103,7 +98,9 @@ def _document(item: KnowledgeDocument | Mapping[str, Any] | str, index: int) -> 
             text=item["text"],
             metadata=dict(item.get("metadata") or {}),
         )
-    raise _issue(f"knowledge[{index}]", "expected a KnowledgeDocument, a {'text': ...} or a string")
+    raise config_issue(
+        f"knowledge[{index}]", "expected a KnowledgeDocument, a {'text': ...} or a string"
+    )
 
 
 def _golden_path(item: GoldenPath | Mapping[str, Any], index: int) -> GoldenPath:
@@ -120,7 +117,7 @@ def _golden_path(item: GoldenPath | Mapping[str, Any], index: int) -> GoldenPath
             answer=item["answer"],
             category=str(item.get("category") or ""),
         )
-    raise _issue(f"golden_paths[{index}]", "expected a GoldenPath or {'question', 'answer'}")
+    raise config_issue(f"golden_paths[{index}]", "expected a GoldenPath or {'question', 'answer'}")
 
 
 class AgentFrameworkBuilder:
@@ -300,23 +297,22 @@ class AgentFrameworkBuilder:
         try:
             contributions = manager.collect()
         except PluginError as exc:
-            raise _issue("plugins", str(exc)) from exc
+            raise config_issue("plugins", str(exc)) from exc
         config = self._merge(base, contributions.categories, contributions.prompts)
         try:
             categories = [IntentCategory(**c.model_dump()) for c in config.intents.categories]
         except (TypeError, ValueError) as exc:
-            raise _issue("intents.categories", str(exc)) from exc
+            raise config_issue("intents.categories", str(exc)) from exc
         tools = self._tool_bindings({**contributions.tools, **self._tools}, tool_client)
 
-        providers = self._providers(llm_client, config)
-        llm, tracker = self._guarded_llm(providers, config)
-        embedder: Embedder = self._embedder if self._embedder is not None else OfflineEmbedder()
-        if llm.redactor is not None and not isinstance(embedder, _LOCAL_EMBEDDERS):
-            # Knowledge articles and messages embedded remotely leave the process too.
-            embedder = GuardedEmbedder(embedder, redact=llm.redact_text)
+        providers = resolve_providers(llm_client, config)
+        llm, tracker = guarded_chain(
+            providers, config, tracker=self._tracker, guard=self._guard, prices=self._price_table
+        )
+        embedder = guarded_embedder(self._embedder, llm)
         classifier = self._classifier_override
         if classifier is None:
-            classifier = await self._classifier(categories, config, llm, providers)
+            classifier = await intent_classifier(categories, config, llm, providers)
 
         stores = self._stores
         ttl, max_sessions = config.session.ttl_seconds, config.session.max_sessions
@@ -417,12 +413,12 @@ class AgentFrameworkBuilder:
             try:
                 manager.load(spec)
             except PluginError as exc:
-                raise _issue(f"plugins[{index}]", str(exc)) from exc
+                raise config_issue(f"plugins[{index}]", str(exc)) from exc
         for group in self._discover_groups:
             try:
                 manager.discover(group)
             except PluginError as exc:
-                raise _issue("plugins", f"entry-point group {group!r}: {exc}") from exc
+                raise config_issue("plugins", f"entry-point group {group!r}: {exc}") from exc
         return manager
 
     def _merge(
@@ -457,114 +453,16 @@ class AgentFrameworkBuilder:
         self, tools: Mapping[str, Mapping[str, Any]], tool_client: ToolClient | None
     ) -> list[ToolBinding]:
         if tool_client is not None and not callable(getattr(tool_client, "call_tool", None)):
-            raise _issue("tool_client", f"{type(tool_client).__name__} has no call_tool()")
+            raise config_issue("tool_client", f"{type(tool_client).__name__} has no call_tool()")
         if self._tools and tool_client is None:
-            raise _issue("tools", "tools are configured but build() got no tool_client")
+            raise config_issue("tools", "tools are configured but build() got no tool_client")
         bindings = []
         for key, spec in tools.items():
             try:
                 bindings.append(ToolBinding.from_config(key, spec))
             except ValueError as exc:
-                raise _issue(f"tools.{key}", str(exc)) from exc
+                raise config_issue(f"tools.{key}", str(exc)) from exc
         return bindings
-
-    def _providers(self, llm_client: Any, config: AgentFrameworkConfig) -> list[LLMProvider]:
-        if llm_client is None:
-            return [self._from_config(i, config) for i in range(len(config.llm.providers))]
-        clients = list(llm_client) if isinstance(llm_client, list | tuple) else [llm_client]
-        if not clients:
-            raise _issue("llm_client", "an empty list of providers")
-        providers: list[LLMProvider] = []
-        for index, client in enumerate(clients):
-            if isinstance(client, LLMProvider):
-                providers.append(client)
-            elif type(client).__module__.startswith("openai") and hasattr(client, "chat"):
-                from agentflow.kernel.llm.openai_provider import OpenAIProvider
-
-                model = next(
-                    (p.model for p in config.llm.providers if p.kind == "openai"), "gpt-4o-mini"
-                )
-                providers.append(OpenAIProvider(model, client=client))
-            else:
-                raise _issue(
-                    f"llm_client[{index}]",
-                    f"expected an LLMProvider or openai.AsyncOpenAI, got {type(client).__name__}",
-                )
-        return providers
-
-    @staticmethod
-    def _from_config(index: int, config: AgentFrameworkConfig) -> LLMProvider:
-        spec = config.llm.providers[index]
-        if spec.kind == "offline":
-            return OfflineProvider()
-        from agentflow.kernel.llm.openai_provider import OpenAIProvider
-
-        try:
-            return OpenAIProvider(
-                spec.model,
-                api_key=spec.api_key.get_secret_value() if spec.api_key else None,
-                base_url=spec.base_url,
-                timeout_seconds=spec.timeout_seconds,
-                max_retries=spec.max_retries,
-            )
-        except ValueError as exc:
-            raise _issue(f"llm.providers[{index}]", str(exc)) from exc
-
-    def _guarded_llm(
-        self, providers: list[LLMProvider], config: AgentFrameworkConfig
-    ) -> tuple[GuardedProvider, CostTracker | None]:
-        if len(providers) == 1:
-            # A chain of one needs no failover: if it fails, the handler fails and the run
-            # answers with the template and escalates, exactly as after a failover.
-            chain: LLMProvider = providers[0]
-        else:
-            chain = FailoverProvider(providers, config.llm.template_answer)
-        redactor = PIIRedactor() if config.guardrails.redact_pii else None
-        has_budget = config.budget.soft_usd is not None or config.budget.hard_usd is not None
-        guard = self._guard
-        if guard is None and self._tracker is None and not has_budget:
-            # Nothing aggregates or limits costs: every reply still carries its own usage
-            # and cost, and each call skips the tracker's bookkeeping (~20 us).
-            # No budget scopes to tag either: calls carry no agent id.
-            return GuardedProvider(chain, redactor=redactor), None
-        if guard is None:
-            guard = BudgetGuard(self._tracker if self._tracker is not None else CostTracker())
-        if has_budget:
-            guard.set_budget(
-                f"agent:{config.name}", Budget(config.budget.soft_usd, config.budget.hard_usd)
-            )
-        budgeted = BudgetedProvider(chain, guard, price_table=self._price_table)
-        return GuardedProvider(budgeted, redactor=redactor, agent_id=config.name), guard.tracker
-
-    @staticmethod
-    async def _classifier(
-        categories: list[IntentCategory],
-        config: AgentFrameworkConfig,
-        llm: LLMProvider,
-        providers: list[LLMProvider],
-    ) -> IntentClassifier | None:
-        if not categories:
-            return None
-        options: dict[str, Any] = {}
-        if config.intents.oos_threshold is not None:
-            options["oos_threshold"] = config.intents.oos_threshold
-        try:
-            # Training is CPU work (seconds for thousands of examples): keep the loop free.
-            offline = await asyncio.to_thread(OfflineIntentClassifier, categories, **options)
-        except ValueError as exc:
-            raise _issue("intents.categories", str(exc)) from exc
-        members = [
-            member
-            for provider in providers
-            for member in (
-                provider.providers if isinstance(provider, FailoverProvider) else [provider]
-            )
-        ]
-        if all(isinstance(member, OfflineProvider) for member in members):
-            return offline
-        from agentflow.kernel.intents import LLMIntentClassifier
-
-        return LLMIntentClassifier(llm, categories, fallback=offline)
 
     def _middleware_chain(
         self, config: AgentFrameworkConfig, redactor: PIIRedactor

@@ -177,8 +177,8 @@ class ContextGatherer:
             work = golden.search(text, vector, limit=self.golden_top_k)
             gathered.golden_paths = await branch("golden_paths", self._golden_inline, work) or []
         if self.procedures is not None:
-            work = self.procedures.get_playbook(intent)
-            gathered.playbook = await branch("playbook", self._procedures_inline, work)
+            lookup = self.procedures.get_playbook(intent)
+            gathered.playbook = await branch("playbook", self._procedures_inline, lookup)
         for binding in self.tools:
             if binding.applies_to(intent):
                 parallel.append((f"tool:{binding.key}", self._tool_call(binding, text)))

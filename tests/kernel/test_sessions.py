@@ -121,7 +121,7 @@ async def test_a_failing_message_releases_the_user_lock() -> None:
     agent = await AgentFrameworkBuilder().build(ScriptedLLM())
 
     class Boom(Exception):
-        pass
+        """A failure in the middle of a run."""
 
     async def explode(*args: Any, **kwargs: Any) -> Any:
         raise Boom
