@@ -184,10 +184,13 @@ class ThreadDetector:
         sims: dict[str, float] = {}
         for thread in threads:
             centroid, norm = thread.centroid, thread.centroid_norm
+            if centroid is None:
+                sims[thread.thread_id] = 0.0
+                continue
+            if norm <= 0.0:  # a store that keeps only the centroid: derive the norm once
+                norm = thread.centroid_norm = math.sqrt(float(centroid.dot(centroid)))
             # ndarray.dot is the cheapest call for one small product (no operator dispatch).
-            sims[thread.thread_id] = (
-                float(centroid.dot(vector)) / norm if centroid is not None and norm > 0.0 else 0.0
-            )
+            sims[thread.thread_id] = float(centroid.dot(vector)) / norm if norm > 0.0 else 0.0
         return sims
 
     @staticmethod

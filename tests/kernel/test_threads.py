@@ -132,6 +132,21 @@ async def test_short_reply_continues_and_dissimilar_other_intent_starts_a_topic(
     assert other.transition is T.NEW_TOPIC
 
 
+async def test_a_store_that_keeps_only_the_centroid_still_matches() -> None:
+    chat = Conversation()
+    login = await chat.say("My login is broken", "LOGIN")
+    # A database store round-trips the centroid (read-only) but not its cached norm.
+    assert login.thread is not None
+    login.thread.centroid = login.thread.centroid.copy()
+    login.thread.centroid.flags.writeable = False
+    login.thread.centroid_norm = 0.0
+
+    again = await chat.say("My login is broken again", "LOGIN")
+
+    assert again.thread is login.thread
+    assert again.similarity > 0.5
+
+
 async def test_pipeline_reports_transitions_and_acknowledges_the_resolution() -> None:
     agent = await (
         AgentFrameworkBuilder().with_intent_categories(CATEGORIES).build(ScriptedLLM("Try this."))
