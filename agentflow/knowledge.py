@@ -333,7 +333,9 @@ def _validated(title: str, content_type: str, text: str) -> tuple[str, str, int]
     if not isinstance(text, str):
         raise KnowledgeError(f"text must be a string, not {type(text).__name__}")
     size = len(text.encode("utf-8"))
-    limit = int(settings.AGENTFLOW["MAX_UPLOAD_BYTES"])
+    limit = settings.AGENTFLOW["MAX_UPLOAD_BYTES"]
+    if not isinstance(limit, int):
+        raise TypeError('settings.AGENTFLOW["MAX_UPLOAD_BYTES"] must be an int')
     if size > limit:
         raise KnowledgeTooLarge(f"document is {size} bytes; the limit is {limit} bytes")
     if not text.strip():

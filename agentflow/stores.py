@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Subquery, Value
+from django.db.models import Subquery, Value
+from django.db.models.expressions import RawSQL
 from pgvector.django import CosineDistance
 
 from agentflow import knowledge as kb
@@ -339,9 +340,10 @@ class DjangoMemoryStore:
     * Each user keeps their newest `episodic_limit` cases; older ones are deleted as new
       ones arrive.
     * `search_cases` ranks the user's own cases and the resolved cases of other users of
-      this agent (the newest `shared_limit` of them) exactly by cosine similarity. Other
-      users' cases are returned anonymised (no user id, PII redacted); `MemoryManager`
-      anonymises again, so a caller of the store alone is protected too.
+      this agent (the newest `shared_limit` of them, as of at most `shared_ttl_seconds`
+      ago in this process) exactly by cosine similarity. Other users' cases are returned
+      anonymised (no user id, PII redacted); `MemoryManager` anonymises again, so a
+      caller of the store alone is protected too.
     """
 
     def __init__(
@@ -351,6 +353,7 @@ class DjangoMemoryStore:
         episodic_limit: int = 100,
         short_term_ttl_seconds: float | None = 3600,
         shared_limit: int = 1_000,
+        shared_ttl_seconds: float = 30.0,
         anonymise: Callable[[str], str] = _redact,
         clock: Clock = time.time,
     ) -> None:
@@ -360,6 +363,8 @@ class DjangoMemoryStore:
         self.episodic_limit = episodic_limit
         self.short_term_ttl_seconds = short_term_ttl_seconds
         self.shared_limit = shared_limit
+        self.shared_ttl_seconds = shared_ttl_seconds
+        self._shared: tuple[float, int, list[str]] | None = None  # (time, tenant, case ids)
         self._anonymise = anonymise
         self._clock = clock
 
@@ -416,36 +421,72 @@ class DjangoMemoryStore:
         user_cases = self._cases().filter(user_id=user_id)
         newest = user_cases.order_by("-created_at", "-id").values("id")[: self.episodic_limit]
         user_cases.exclude(id__in=Subquery(newest)).delete()
+        if case.resolved:
+            self._shared = None
 
     async def search_cases(
         self, vector: Vector, *, user_id: str, limit: int, include_shared: bool = True
     ) -> list[tuple[MemoryCase, float]]:
         if limit <= 0 or not np.any(vector):
             return []
-        mine = Q(user_id=user_id)
-        if include_shared and self.shared_limit > 0:
-            shared = (
-                self._cases()
-                .filter(resolved=True)
-                .exclude(user_id=user_id)
-                .order_by("-created_at")
-                .values("id")[: self.shared_limit]
-            )
-            mine |= Q(id__in=Subquery(shared))
+        # Two small ranked queries in one round trip: the user's own cases (found through
+        # the user index) and the recent resolved cases of other users (by primary key). An
+        # OR of both in one WHERE would make PostgreSQL scan every case of the agent.
+        cases = self._cases().filter(embedding__isnull=False)
+        similarity = Value(1.0) - CosineDistance("embedding", vector)
         rows = (
-            self._cases()
-            .filter(mine, embedding__isnull=False)
-            .annotate(similarity=Value(1.0) - CosineDistance("embedding", vector))
-            .filter(similarity__gt=0.0)
+            cases.filter(user_id=user_id)
+            .annotate(similarity=similarity)
             .order_by("-similarity")[:limit]
         )
+        shared_ids = await self._shared_ids() if include_shared else []
+        if shared_ids:
+            shared = (
+                # One array parameter, not a thousand placeholders to build and bind.
+                cases.filter(id__in=RawSQL("SELECT unnest(%s::varchar[])", [shared_ids]))
+                .exclude(user_id=user_id)
+                .annotate(similarity=similarity)
+                .order_by("-similarity")[:limit]
+            )
+            rows = rows.union(shared, all=True)
         found = []
         async for row in rows:
+            if row.similarity <= 0.0:
+                continue  # unrelated; filtered here, as SQL would repeat the vector literal
             case = _case(row)
             if case.user_id != user_id:
                 case = self._anonymised(case)
             found.append((case, min(1.0, float(row.similarity))))
-        return found
+        found.sort(key=lambda pair: pair[1], reverse=True)
+        return found[:limit]
+
+    async def _shared_ids(self) -> list[str]:
+        """Ids of the newest `shared_limit` resolved cases, refreshed every `shared_ttl_seconds`.
+
+        Finding the newest resolved cases means sorting every resolved case of the agent
+        (no index serves it), so it is done once per interval, not per message. A case
+        resolved meanwhile is shared a little later; a forgotten user's ids find no rows.
+        """
+        if self.shared_limit <= 0:
+            return []
+        tenant_id = require_tenant_id()
+        now = self._clock()
+        cached = self._shared
+        if (
+            cached is not None
+            and cached[1] == tenant_id
+            and now - cached[0] <= self.shared_ttl_seconds
+        ):
+            return cached[2]
+        recent = (
+            self._cases()
+            .filter(resolved=True, embedding__isnull=False)
+            .order_by("-created_at")
+            .values_list("id", flat=True)[: self.shared_limit]
+        )
+        ids = [case_id async for case_id in recent]
+        self._shared = (now, tenant_id, ids)
+        return ids
 
     def _anonymised(self, case: MemoryCase) -> MemoryCase:
         return dataclasses.replace(
@@ -456,11 +497,14 @@ class DjangoMemoryStore:
         )
 
     async def resolve_thread(self, user_id: str, thread_id: str, effectiveness: float) -> int:
-        return await (
+        changed = await (
             self._cases()
             .filter(user_id=user_id, thread_id=thread_id, resolved=False)
             .aupdate(resolved=True, effectiveness=effectiveness)
         )
+        if changed:
+            self._shared = None  # this process shares them from the next search on
+        return changed
 
     async def user_cases(self, user_id: str) -> list[MemoryCase]:
         """The user's cases, oldest first (GDPR export, tests)."""

@@ -291,6 +291,28 @@ async def test_other_users_cases_are_only_seen_resolved_and_anonymised() -> None
         assert await memory.search_cases(vector, user_id="bob", limit=5) == []
 
 
+async def test_cases_resolved_by_another_process_are_shared_after_the_ttl() -> None:
+    tenant = await make_tenant("acme")
+    clock = [NOW]
+    with tenant_scope(tenant.id):
+        agent = await make_agent()
+        here = DjangoMemoryStore(agent.id, shared_ttl_seconds=30, clock=lambda: clock[0])
+        elsewhere = DjangoMemoryStore(agent.id)  # another worker's store
+        vector = EMBEDDER.embed_one("login broken")
+        assert await here.search_cases(vector, user_id="bob", limit=3) == []
+
+        await elsewhere.add_case(case("alice", "my login is broken", resolved=True))
+        assert await here.search_cases(vector, user_id="bob", limit=3) == []
+        clock[0] += 31
+        assert len(await here.search_cases(vector, user_id="bob", limit=3)) == 1
+
+        # What this store resolves itself is shared at once.
+        thread_id = uuid.uuid4().hex
+        await here.add_case(case("carol", "login broken again", thread_id=thread_id))
+        await here.resolve_thread("carol", thread_id, 1.0)
+        assert len(await here.search_cases(vector, user_id="bob", limit=3)) == 2
+
+
 async def test_a_store_in_tenant_b_scope_never_returns_tenant_a_rows() -> None:
     tenant_a, tenant_b = await make_tenant("tenant-a"), await make_tenant("tenant-b")
     with tenant_scope(tenant_a.id):
