@@ -32,6 +32,7 @@ from agentflow.models import (
 from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.server.context import current_correlation_id
 from governance.audit import Actor, append
+from tenants.context import tenant_scope
 from tenants.models import Tenant, UsageDay
 from tenants.services import record_usage
 
@@ -42,23 +43,23 @@ CANCELLABLE = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.AWAITING_REVIE
 
 
 class AgentConfigInvalid(ValueError):
-    """The config does not fit the blueprint; ``field`` names where."""
+    """The config does not fit the blueprint; ``fields`` maps each bad field to its reasons."""
 
-    def __init__(self, message: str, field: str = "config") -> None:
+    def __init__(self, message: str, fields: dict[str, list[str]]) -> None:
         super().__init__(message)
-        self.field = field
+        self.fields = fields
 
 
 # --- agents -----------------------------------------------------------------------
 
 
 def _validated_config(blueprint: str, config: dict[str, Any]) -> dict[str, Any]:
-    from agentflow.pipelines import validate_agent_config
+    from agentflow.pipelines import AgentConfigError, validate_agent_config
 
     try:
         return validate_agent_config(blueprint, config)
-    except ValueError as exc:
-        raise AgentConfigInvalid(str(exc), getattr(exc, "field", "config")) from exc
+    except AgentConfigError as exc:
+        raise AgentConfigInvalid(str(exc), exc.by_field()) from exc
 
 
 def create_agent(
@@ -66,7 +67,7 @@ def create_agent(
 ) -> Agent:
     normalised = _validated_config(blueprint, config)
     quota = tenant.quotas.agents
-    with transaction.atomic():
+    with tenant_scope(tenant.pk), transaction.atomic():
         Tenant.objects.select_for_update().get(pk=tenant.pk)
         if quota is not None and Agent.objects.count() >= quota:
             raise ContractError(
@@ -104,7 +105,7 @@ def update_agent(
     if not changes:
         return agent
     agent.version += 1  # a new version invalidates cached pipelines everywhere
-    with transaction.atomic():
+    with tenant_scope(agent.tenant_id), transaction.atomic():
         try:
             with transaction.atomic():
                 agent.save()
@@ -122,7 +123,7 @@ def update_agent(
 
 
 def delete_agent(*, actor: Actor, agent: Agent) -> None:
-    with transaction.atomic():
+    with tenant_scope(agent.tenant_id), transaction.atomic():
         append(
             tenant_id=agent.tenant_id,
             actor=actor,
@@ -187,7 +188,7 @@ def start_run(
     from agentflow.tasks import execute_run_task
 
     now = datetime.now(UTC)
-    with transaction.atomic():
+    with tenant_scope(agent.tenant_id), transaction.atomic():
         # The tenant row lock serialises this tenant's quota checks: exact, not approximate.
         tenant = Tenant.objects.select_for_update().get(pk=agent.tenant_id)
         _check_quotas(tenant, now)
@@ -241,6 +242,11 @@ def transition(
 
 
 def cancel_run(*, actor: Actor, run: Run) -> Run:
+    with tenant_scope(run.tenant_id):
+        return _cancel_run(actor, run)
+
+
+def _cancel_run(actor: Actor, run: Run) -> Run:
     if not transition(
         run.pk,
         CANCELLABLE,

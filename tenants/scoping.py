@@ -10,7 +10,7 @@ fails loudly instead of leaking rows. Bypasses have loud names:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from django.db import models
@@ -44,6 +44,20 @@ class TenantScopedManager(models.Manager):  # type: ignore[type-arg]
 
     def get_queryset(self) -> models.QuerySet[Any]:
         return super().get_queryset().filter(tenant_id=require_tenant_id())
+
+    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:
+        """Bulk inserts skip ``save()``: stamp and check the tenant here instead."""
+        tenant_id = require_tenant_id()
+        rows = list(objs)
+        for row in rows:
+            if row.tenant_id is None:
+                row.tenant_id = tenant_id
+            elif row.tenant_id != tenant_id:
+                raise TenantMismatch(
+                    f"{type(row).__name__} of tenant {row.tenant_id} bulk-created in "
+                    f"tenant {tenant_id}'s scope"
+                )
+        return super().bulk_create(rows, *args, **kwargs)
 
 
 class TenantOwnedModel(models.Model):

@@ -221,6 +221,17 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": [
+            "pending",
+            "processing",
+            "awaiting_review",
+            "completed",
+            "failed",
+            "cancelled",
+        ],
+        "TenantStatusEnum": "tenants.models.TenantStatus",
+    },
 }
 
 # --- Auth ------------------------------------------------------------------------
@@ -301,4 +312,8 @@ AGENTFLOW = {
     # How long POST .../runs waits for a result before answering 202 (Prefer: wait=N overrides).
     "RUN_DEFAULT_WAIT_SECONDS": env_float("RUN_DEFAULT_WAIT_SECONDS", 2.0),
     "RUN_MAX_WAIT_SECONDS": env_float("RUN_MAX_WAIT_SECONDS", 30.0),
+    # Tenants' agent configs may only name these LLM endpoints (no SSRF through base_url) and
+    # reference API keys by these server environment variables, never hold keys themselves.
+    "LLM_ALLOWED_BASE_URLS": env_list("LLM_ALLOWED_BASE_URLS", []),
+    "LLM_API_KEY_ENV_VARS": env_list("LLM_API_KEY_ENV_VARS", ["OPENAI_API_KEY"]),
 }

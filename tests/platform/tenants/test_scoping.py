@@ -70,3 +70,12 @@ def test_task_decorator_enters_the_scope(two_tenants: tuple[Tenant, Tenant]) -> 
 
     assert task(acme.pk) == acme.pk
     assert current_tenant_id() is None
+
+
+def test_bulk_create_stamps_and_checks_the_tenant(two_tenants: tuple[Tenant, Tenant]) -> None:
+    acme, globex = two_tenants
+    with tenant_scope(acme.pk):
+        Agent.objects.bulk_create([Agent(name="a", blueprint="support_agent")])
+        with pytest.raises(TenantMismatch):
+            Agent.objects.bulk_create([Agent(tenant_id=globex.pk, name="b", blueprint="x")])
+    assert list(Agent.unscoped.values_list("tenant_id", flat=True)) == [acme.pk]

@@ -1,0 +1,1 @@
+"""The agents app's REST API (thin views over agentflow.services)."""

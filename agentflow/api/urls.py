@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from agentflow.api import views
+
+urlpatterns = [
+    path("blueprints", views.BlueprintListView.as_view(), name="blueprint-list"),
+    path("agents", views.AgentListView.as_view(), name="agent-list"),
+    path("agents/<uuid:agent_id>", views.AgentDetailView.as_view(), name="agent-detail"),
+    path("agents/<uuid:agent_id>/runs", views.AgentRunsView.as_view(), name="agent-runs"),
+    path("agents/<uuid:agent_id>/messages", views.AgentRunsView.as_view(), name="agent-messages"),
+    path(
+        "agents/<uuid:agent_id>/knowledge", views.KnowledgeListView.as_view(), name="knowledge-list"
+    ),
+    path(
+        "agents/<uuid:agent_id>/knowledge/<uuid:document_id>",
+        views.KnowledgeDetailView.as_view(),
+        name="knowledge-detail",
+    ),
+    path("runs", views.RunListView.as_view(), name="run-list"),
+    path("runs/<uuid:run_id>", views.RunDetailView.as_view(), name="run-detail"),
+    path("runs/<uuid:run_id>/result", views.RunResultView.as_view(), name="run-result"),
+    path(
+        "sessions/<uuid:session_id>/conversation",
+        views.SessionConversationView.as_view(),
+        name="session-conversation",
+    ),
+]

@@ -1,0 +1,428 @@
+"""Agents, runs, conversations and knowledge: thin views over agentflow.services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers as drf_serializers
+from rest_framework import status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentflow import knowledge, services
+from agentflow.api.prefer import parse_prefer
+from agentflow.api.serializers import (
+    AgentCreateSerializer,
+    AgentSerializer,
+    AgentUpdateSerializer,
+    BlueprintSerializer,
+    DocumentSerializer,
+    KnowledgeCreateSerializer,
+    KnowledgeUploadSerializer,
+    MessageSerializer,
+    RunCreateSerializer,
+    RunSerializer,
+    RunWithStepsSerializer,
+    agent_json,
+    document_json,
+    message_json,
+    run_json,
+    step_json,
+)
+from agentflow.models import Agent, AgentSession, KnowledgeDocument, Message, Run, RunStatus
+from agentflow.pipelines import BLUEPRINTS
+from agentflow.run_signals import SettledWaiter
+from agentflow.server.api.exceptions import ContractError, unprocessable
+from agentflow.server.api.pagination import paginate, sort_queryset
+from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from governance.audit import Actor
+from tenants.idempotency import idempotent
+from tenants.models import APIKey
+from tenants.views_base import TenantScopedAPIView
+
+RUN_STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=RunStatus.values)
+PREFER_PARAMETER = OpenApiParameter(
+    "Prefer",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    description="respond-async (always 202) or wait=N (wait up to N s for a 201).",
+)
+
+
+def actor_for(request: Request) -> Actor:
+    if isinstance(request.auth, APIKey):
+        return Actor("api_key", request.auth.prefix)
+    return Actor("user", str(request.user.pk))
+
+
+def get_or_404(queryset: QuerySet[Any], **lookup: Any) -> Any:
+    """Missing and foreign look the same: the scoped queryset cannot see foreign rows."""
+    obj = queryset.filter(**lookup).first()
+    if obj is None:
+        raise Http404
+    return obj
+
+
+def _config_error(exc: services.AgentConfigInvalid) -> ContractError:
+    return unprocessable("Agent config is invalid.", exc.fields)
+
+
+def _knowledge_error(exc: knowledge.KnowledgeError) -> ContractError:
+    if isinstance(exc, knowledge.UnsupportedContentType):
+        return ContractError(
+            str(exc),
+            status_code=415,
+            error_type="unsupported_media_type",
+            extra={"allowed": list(knowledge.CONTENT_TYPES)},
+        )
+    if isinstance(exc, knowledge.KnowledgeTooLarge):
+        return ContractError(str(exc), status_code=413, error_type="payload_too_large")
+    if isinstance(exc, knowledge.KnowledgeQuotaExceeded):
+        return ContractError(
+            str(exc),
+            status_code=429,
+            error_type="quota_exceeded",
+            extra={"limit": "knowledge_bytes", "resets_at": None},
+        )
+    return unprocessable("Document rejected.", {"content": [str(exc)]})
+
+
+class BlueprintListView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="blueprints_list",
+        responses={
+            200: inline_serializer(
+                "BlueprintList",
+                {
+                    "results": BlueprintSerializer(many=True),
+                    "total": drf_serializers.IntegerField(),
+                },
+            ),
+            **errors(401, 403),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            {"results": [b.to_dict() for b in BLUEPRINTS.values()], "total": len(BLUEPRINTS)}
+        )
+
+
+class AgentListView(TenantScopedAPIView):
+    sortable = ("created_at", "name", "updated_at")
+
+    @extend_schema(
+        operation_id="agents_list",
+        parameters=LIST_PARAMETERS,
+        responses={200: envelope(AgentSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        queryset = sort_queryset(request, Agent.objects.all(), self.sortable, "created_at")
+        return paginate(request, queryset, lambda page: [agent_json(a) for a in page])
+
+    @extend_schema(
+        operation_id="agents_create",
+        request=AgentCreateSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: AgentSerializer, **errors(401, 403, 409, 422, 429)},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = AgentCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data["blueprint"] not in BLUEPRINTS:
+            raise unprocessable(
+                "Unknown blueprint.", {"blueprint": [f"Use one of: {', '.join(BLUEPRINTS)}."]}
+            )
+        try:
+            agent = services.create_agent(
+                actor=actor_for(request), tenant=self.tenant, **data.validated_data
+            )
+        except services.AgentConfigInvalid as exc:
+            raise _config_error(exc) from exc
+        return Response(
+            agent_json(agent),
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/agents/{agent.pk}"},
+        )
+
+
+class AgentDetailView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="agents_retrieve", responses={200: AgentSerializer, **errors(401, 403, 404)}
+    )
+    def get(self, request: Request, agent_id: str) -> Response:
+        return Response(agent_json(get_or_404(Agent.objects, pk=agent_id)))
+
+    @extend_schema(
+        operation_id="agents_update",
+        request=AgentUpdateSerializer,
+        responses={200: AgentSerializer, **errors(401, 403, 404, 409, 422)},
+    )
+    def patch(self, request: Request, agent_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        data = AgentUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            agent = services.update_agent(
+                actor=actor_for(request), agent=agent, **data.validated_data
+            )
+        except services.AgentConfigInvalid as exc:
+            raise _config_error(exc) from exc
+        return Response(agent_json(agent))
+
+    @extend_schema(operation_id="agents_destroy", responses={204: None, **errors(401, 403, 404)})
+    def delete(self, request: Request, agent_id: str) -> Response:
+        services.delete_agent(
+            actor=actor_for(request), agent=get_or_404(Agent.objects, pk=agent_id)
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AgentRunsView(TenantScopedAPIView):
+    """``POST`` starts a run: 201 with the result when it settles in time, else 202."""
+
+    sortable = ("created_at", "status", "priority")
+
+    @extend_schema(
+        parameters=[*LIST_PARAMETERS, RUN_STATUS_PARAM],
+        responses={200: envelope(RunSerializer), **errors(401, 403, 404, 422)},
+    )
+    def get(self, request: Request, agent_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        return _list_runs(request, Run.objects.filter(agent=agent), self.sortable)
+
+    @extend_schema(
+        request=RunCreateSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER, PREFER_PARAMETER],
+        responses={
+            201: RunSerializer,
+            202: RunSerializer,
+            **errors(401, 402, 403, 404, 409, 422, 429),
+        },
+    )
+    @idempotent
+    def post(self, request: Request, agent_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        data = RunCreateSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        cfg = settings.AGENTFLOW
+        prefer = parse_prefer(request.headers.get("Prefer"), max_wait=cfg["RUN_MAX_WAIT_SECONDS"])
+        wait = (
+            0.0
+            if prefer.respond_async
+            else (prefer.wait if prefer.wait is not None else cfg["RUN_DEFAULT_WAIT_SECONDS"])
+        )
+        run_request = services.RunRequest(**data.validated_data)
+        waiter = None
+        try:
+            if wait > 0:
+                # Listen before the run can possibly finish, so a fast run is not missed.
+                waiter = _PendingWait()
+            run = services.start_run(
+                actor=actor_for(request),
+                agent=agent,
+                request=run_request,
+                on_created=waiter.attach if waiter else None,
+            )
+            if waiter is not None:
+                waiter.wait(wait)
+                run.refresh_from_db()
+        finally:
+            if waiter is not None:
+                waiter.close()
+        location = f"/api/v1/runs/{run.pk}"
+        if run.status in (RunStatus.COMPLETED, RunStatus.AWAITING_REVIEW, RunStatus.FAILED):
+            return Response(
+                run_json(run), status=status.HTTP_201_CREATED, headers={"Location": location}
+            )
+        return Response(
+            run_json(run, include_result=False),
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": location, "Retry-After": "1"},
+        )
+
+
+class _PendingWait:
+    """Subscribes to the run's settled signal as soon as the run id exists."""
+
+    def __init__(self) -> None:
+        self._waiter: SettledWaiter | None = None
+
+    def attach(self, run_id: Any) -> None:
+        self._waiter = SettledWaiter(run_id)
+
+    def wait(self, timeout: float) -> None:
+        if self._waiter is not None:
+            self._waiter.wait(timeout)
+
+    def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
+
+
+def _list_runs(request: Request, queryset: QuerySet[Run], sortable: tuple[str, ...]) -> Response:
+    wanted = request.query_params.get("status")
+    if wanted:
+        if wanted not in RunStatus.values:
+            raise unprocessable("Unknown status.", {"status": [f"Use one of: {RunStatus.values}."]})
+        queryset = queryset.filter(status=wanted)
+    queryset = sort_queryset(request, queryset, sortable, "created_at")
+    return paginate(
+        request, queryset, lambda page: [run_json(r, include_result=False) for r in page]
+    )
+
+
+class RunListView(TenantScopedAPIView):
+    sortable = ("created_at", "status", "priority")
+
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[*LIST_PARAMETERS, RUN_STATUS_PARAM],
+        responses={200: envelope(RunSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        return _list_runs(request, Run.objects.all(), self.sortable)
+
+
+class RunDetailView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="runs_retrieve",
+        responses={
+            200: RunSerializer,
+            303: OpenApiResponse(description="Completed: see Location."),
+            **errors(401, 403, 404),
+        },
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        run = get_or_404(Run.objects, pk=run_id)
+        if run.status == RunStatus.COMPLETED:
+            return Response(
+                status=status.HTTP_303_SEE_OTHER,
+                headers={"Location": f"/api/v1/runs/{run.pk}/result"},
+            )
+        headers = {} if run.is_terminal else {"Retry-After": "1"}
+        return Response(run_json(run), headers=headers)
+
+    @extend_schema(
+        operation_id="runs_cancel", responses={200: RunSerializer, **errors(401, 403, 404, 409)}
+    )
+    def delete(self, request: Request, run_id: str) -> Response:
+        run = services.cancel_run(actor=actor_for(request), run=get_or_404(Run.objects, pk=run_id))
+        return Response(run_json(run))
+
+
+class RunResultView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="runs_result",
+        responses={200: RunWithStepsSerializer, **errors(401, 403, 404, 409)},
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        run = get_or_404(Run.objects, pk=run_id)
+        if run.status != RunStatus.COMPLETED:
+            raise ContractError(
+                f"Run is {run.status}; it has no result yet.",
+                status_code=409,
+                error_type="run_not_completed",
+                extra={"status": run.status},
+            )
+        body = run_json(run)
+        body["steps"] = [step_json(s) for s in run.steps.all()]
+        return Response(body)
+
+
+class SessionConversationView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="sessions_conversation",
+        parameters=LIST_PARAMETERS[:2],
+        responses={200: envelope(MessageSerializer), **errors(401, 403, 404, 422)},
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        session = get_or_404(AgentSession.objects, pk=session_id)
+        queryset = Message.objects.filter(session=session).order_by("created_at", "id")
+        return paginate(request, queryset, lambda page: [message_json(m) for m in page])
+
+
+class KnowledgeListView(TenantScopedAPIView):
+    parser_classes = [JSONParser, MultiPartParser]
+
+    @extend_schema(
+        operation_id="knowledge_list",
+        parameters=LIST_PARAMETERS[:2],
+        responses={200: envelope(DocumentSerializer), **errors(401, 403, 404, 422)},
+    )
+    def get(self, request: Request, agent_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        queryset = KnowledgeDocument.objects.filter(agent=agent).order_by("-created_at")
+        return paginate(request, queryset, lambda page: [document_json(d) for d in page])
+
+    @extend_schema(
+        operation_id="knowledge_create",
+        request={
+            "application/json": KnowledgeCreateSerializer,
+            "multipart/form-data": KnowledgeUploadSerializer,
+        },
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: DocumentSerializer, **errors(401, 403, 404, 413, 415, 422)},
+    )
+    @idempotent
+    def post(self, request: Request, agent_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        upload = request.FILES.get("file") if hasattr(request, "FILES") else None
+        if upload is not None:
+            content_type = (upload.content_type or "").split(";")[0].strip()
+            if content_type not in knowledge.CONTENT_TYPES:
+                unsupported = f"unsupported document type {content_type!r}"
+                raise _knowledge_error(knowledge.UnsupportedContentType(unsupported))
+            raw = upload.read()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise unprocessable(
+                    "Document is not UTF-8 text.", {"file": ["Not UTF-8."]}
+                ) from None
+            title = request.data.get("title") or upload.name or "document"
+        else:
+            data = KnowledgeCreateSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            title, text = data.validated_data["title"], data.validated_data["content"]
+            content_type = data.validated_data["content_type"]
+        try:
+            document = knowledge.ingest_document(
+                agent=agent, title=str(title), content_type=content_type, text=text
+            )
+        except knowledge.KnowledgeError as exc:
+            raise _knowledge_error(exc) from exc
+        return Response(
+            document_json(document),
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/agents/{agent.pk}/knowledge/{document.pk}"},
+        )
+
+
+class KnowledgeDetailView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="knowledge_retrieve",
+        responses={200: DocumentSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, agent_id: str, document_id: str) -> Response:
+        return Response(
+            document_json(get_or_404(KnowledgeDocument.objects, pk=document_id, agent_id=agent_id))
+        )
+
+    @extend_schema(operation_id="knowledge_destroy", responses={204: None, **errors(401, 403, 404)})
+    def delete(self, request: Request, agent_id: str, document_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        if not knowledge.delete_document(agent=agent, document_id=document_id):
+            raise Http404
+        return Response(status=status.HTTP_204_NO_CONTENT)
