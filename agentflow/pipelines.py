@@ -14,8 +14,10 @@ nor point an LLM provider anywhere the operator has not allowed.
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from types import MappingProxyType
 from typing import Annotated, Any
 
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentflow.kernel.builder import AgentFrameworkBuilder
 from agentflow.kernel.config import (
@@ -181,19 +183,37 @@ class SupportAgentConfig(BaseModel):
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
-    @field_validator("intent_categories")
-    @classmethod
-    def _categories(cls, value: list[IntentCategoryConfig]) -> list[IntentCategoryConfig]:
-        seen: set[str] = set()
-        for category in value:
-            if category.name == OUT_OF_SCOPE:
-                raise ValueError(f"{OUT_OF_SCOPE!r} is reserved and cannot name a category")
-            if len(category.name) > _INTENT_NAME_CHARS:
-                raise ValueError(f"category name longer than {_INTENT_NAME_CHARS} characters")
-            if category.name in seen:
-                raise ValueError(f"duplicate category name {category.name!r}")
-            seen.add(category.name)
-        return value
+
+# Bounds on what a tenant can make a worker train on every build (BANKING77, 77 intents of
+# about 130 examples, fits with room to spare).
+_MAX_CATEGORIES = 200
+_MAX_EXAMPLES = 500
+_MAX_EXAMPLE_CHARS = 1_000
+
+
+def _category_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
+    """Checks of the categories that the kernel's models leave to the classifier."""
+    categories = config.intent_categories
+    if len(categories) > _MAX_CATEGORIES:
+        return [ConfigIssue("intent_categories", f"at most {_MAX_CATEGORIES} categories")]
+    issues = []
+    seen: set[str] = set()
+    for index, category in enumerate(categories):
+        where = f"intent_categories[{index}]"
+        if category.name == OUT_OF_SCOPE:
+            issues.append(ConfigIssue(f"{where}.name", f"{OUT_OF_SCOPE!r} is reserved"))
+        elif len(category.name) > _INTENT_NAME_CHARS:
+            issues.append(ConfigIssue(f"{where}.name", f"longer than {_INTENT_NAME_CHARS} chars"))
+        elif category.name in seen:
+            issues.append(ConfigIssue(f"{where}.name", f"duplicate name {category.name!r}"))
+        seen.add(category.name)
+        if len(category.examples) > _MAX_EXAMPLES:
+            issues.append(ConfigIssue(f"{where}.examples", f"at most {_MAX_EXAMPLES} examples"))
+        for number, example in enumerate(category.examples):
+            if len(example) > _MAX_EXAMPLE_CHARS:
+                reason = f"longer than {_MAX_EXAMPLE_CHARS} characters"
+                issues.append(ConfigIssue(f"{where}.examples[{number}]", reason))
+    return issues
 
 
 def _provider_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
@@ -249,12 +269,15 @@ class Blueprint:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "default_config": dict(self.default_config),
-            "config_schema": dict(self.config_schema),
-        }
+        """A copy safe to hand out (and to change): the blueprint itself stays as it is."""
+        return copy.deepcopy(
+            {
+                "name": self.name,
+                "description": self.description,
+                "default_config": self.default_config,
+                "config_schema": self.config_schema,
+            }
+        )
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:
@@ -330,7 +353,7 @@ def validate_agent_config(blueprint: str, config: Mapping[str, Any] | None) -> d
     except ValidationError as exc:
         raise AgentConfigError(_issues(exc, found.config_model), source=source) from None
     if isinstance(model, SupportAgentConfig):
-        issues = _provider_issues(model)
+        issues = _category_issues(model) + _provider_issues(model)
         if issues:
             raise AgentConfigError(issues, source=source)
     return _dump(model)
@@ -365,27 +388,43 @@ def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------- cache
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    pipeline: AgentPipeline
+    # The event loop its network clients (httpx pools of the openai SDK) belong to; None
+    # when it has none (offline provider). A loop-bound pipeline is not reused elsewhere.
+    loop: weakref.ref[asyncio.AbstractEventLoop] | None
+
+
+def _is_loop_bound(pipeline: AgentPipeline) -> bool:
+    return any(provider.kind != "offline" for provider in pipeline.config.llm.providers)
+
+
 class _PipelineCache:
     """A small LRU of built pipelines, safe to use from several threads' event loops."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, int], AgentPipeline] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int]) -> AgentPipeline | None:
+    def get(self, key: tuple[str, int], loop: asyncio.AbstractEventLoop) -> AgentPipeline | None:
         with self._lock:
-            pipeline = self._items.get(key)
-            if pipeline is not None:
-                self._items.move_to_end(key)
-            return pipeline
+            entry = self._items.get(key)
+            if entry is None or (entry.loop is not None and entry.loop() is not loop):
+                return None
+            self._items.move_to_end(key)
+            return entry.pipeline
 
-    def put(self, key: tuple[str, int], pipeline: AgentPipeline) -> None:
+    def put(
+        self, key: tuple[str, int], pipeline: AgentPipeline, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        entry = _Entry(pipeline, weakref.ref(loop) if _is_loop_bound(pipeline) else None)
         with self._lock:
             # An older version of the agent will never be asked for again.
             for stale in [k for k in self._items if k[0] == key[0] and k[1] < key[1]]:
                 del self._items[stale]
-            self._items[key] = pipeline
+            self._items[key] = entry
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -435,12 +474,17 @@ async def build_pipeline(agent: Agent) -> AgentPipeline:
 
 
 async def get_pipeline(agent: Agent) -> AgentPipeline:
-    """The kernel pipeline of `agent`, built once per (id, version) per worker process."""
+    """The kernel pipeline of `agent`, built once per (id, version) per worker process.
+
+    A pipeline that talks to a network LLM is reused only on the event loop it was built
+    on (its HTTP connection pool belongs to that loop): run a worker's async work on one
+    long-lived loop, not `asyncio.run` per task, or such agents are rebuilt every time.
+    """
     key = (str(agent.id), int(agent.version))
-    pipeline = _cache.get(key)
+    loop = asyncio.get_running_loop()
+    pipeline = _cache.get(key, loop)
     if pipeline is not None:
         return pipeline
-    loop = asyncio.get_running_loop()
     with _building_lock:
         pending = _building.get(key)
         if pending is None or pending[0] is not loop:
@@ -466,7 +510,7 @@ async def get_pipeline(agent: Agent) -> AgentPipeline:
         raise
     else:
         future.set_result(pipeline)
-        _cache.put(key, pipeline)
+        _cache.put(key, pipeline, loop)
         return pipeline
     finally:
         with _building_lock:

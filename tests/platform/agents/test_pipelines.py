@@ -98,9 +98,14 @@ def test_a_partial_config_is_filled_with_defaults() -> None:
         ({"llm": {"providers": []}}, "llm.providers", "at least 1"),
         ({"default_threshold": "high"}, "default_threshold", "valid number"),
         ({"escalation_message": ""}, "escalation_message", "at least 1 character"),
-        ({"intent_categories": [{"name": "A"}, {"name": "A"}]}, "intent_categories",
-         "duplicate category name 'A'"),
-        ({"intent_categories": [{"name": "OUT_OF_SCOPE"}]}, "intent_categories", "reserved"),
+        ({"intent_categories": [{"name": "A"}, {"name": "A"}]}, "intent_categories[1].name",
+         "duplicate name 'A'"),
+        ({"intent_categories": [{"name": "OUT_OF_SCOPE"}]}, "intent_categories[0].name",
+         "reserved"),
+        ({"intent_categories": [{"name": "A", "examples": ["ok", "x" * 1001]}]},
+         "intent_categories[0].examples[1]", "longer than 1000 characters"),
+        ({"intent_categories": [{"name": f"C{i}"} for i in range(201)]}, "intent_categories",
+         "at most 200 categories"),
         ({"intent_categories": [{"examples": ["hi"]}]}, "intent_categories[0].name", "required"),
         ({"memory": {"episodic_limit": 0}}, "memory.episodic_limit", "greater than 0"),
         ({"budget": {"soft_usd": 5, "hard_usd": 1}}, "budget.hard_usd", "at least soft_usd"),
@@ -182,6 +187,21 @@ async def test_pipelines_are_cached_per_agent_and_version() -> None:
     assert len(pipelines._cache) == 1, "the old version is dropped"
     evict_pipeline(agent.id)
     assert await get_pipeline(agent) is not second
+
+
+def test_a_network_llm_pipeline_is_not_reused_on_another_event_loop(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "LLM_API_KEY_ENV_VARS": ["AGENTFLOW_TEST_KEY"]}
+    monkeypatch.setenv("AGENTFLOW_TEST_KEY", "sk-test")  # never used: no message is sent
+    llm = {"providers": [{"kind": "openai", "api_key": "${AGENTFLOW_TEST_KEY}"}]}
+    networked, offline = unsaved_agent({"llm": llm}), unsaved_agent()
+
+    first = [asyncio.run(get_pipeline(agent)) for agent in (networked, offline)]
+    second = [asyncio.run(get_pipeline(agent)) for agent in (networked, offline)]
+
+    assert second[0] is not first[0], "its HTTP clients belonged to the first loop"
+    assert second[1] is first[1], "the offline pipeline has nothing bound to a loop"
 
 
 async def test_concurrent_first_calls_build_once(monkeypatch: pytest.MonkeyPatch) -> None:
