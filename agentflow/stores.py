@@ -55,6 +55,10 @@ __all__ = [
     "DjangoMemoryStore",
     "DjangoSessionStore",
     "DjangoThreadStore",
+    "decode_vector",
+    "encode_vector",
+    "to_datetime",
+    "to_timestamp",
 ]
 
 AgentId = uuid.UUID | str
