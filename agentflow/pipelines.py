@@ -56,6 +56,7 @@ __all__ = [
     "AgentConfigError",
     "Blueprint",
     "SupportAgentConfig",
+    "build_pipeline",
     "clear_pipeline_cache",
     "evict_pipeline",
     "get_pipeline",
