@@ -242,7 +242,15 @@ class MemoryCase(TenantOwnedModel):
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:
-        indexes = [models.Index(fields=["tenant", "agent", "user_id", "created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "agent", "user_id", "created_at"]),
+            # Other users' resolved cases, newest first (the shared, anonymised pool).
+            models.Index(
+                fields=["tenant", "agent", "-created_at"],
+                condition=models.Q(resolved=True),
+                name="memorycase_resolved_recent",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.question[:50]

@@ -8,7 +8,6 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
+from agentflow import worker_loop
 from agentflow.models import (
     Agent,
     AgentSession,
@@ -302,7 +302,7 @@ def execute_run(run_id: str) -> str:
     # PROCESSING without our transition means a redelivery after a worker died mid-run:
     # processing again is safe because completion below is a compare-and-set.
     try:
-        reply = asyncio.run(_process(run))
+        reply = worker_loop.run(_process(run))
     except Exception as exc:
         log.exception("run.failed", run_id=run_id)
         if transition(
