@@ -1,0 +1,404 @@
+"""Every endpoint under /api/v1/, called by someone who must not reach the owner's data.
+
+The endpoints are enumerated from the URL conf, so an endpoint added later is covered (or
+fails here loudly) without anyone remembering to add a test (ARCHITECTURE habits 1 and 9):
+
+* tenant endpoints, called by the OUTSIDER's key with the OWNER's ids in the path: 404
+  with the error body, nothing of the owner's in the response, and the very same bytes as
+  for ids that do not exist at all (no existence oracle);
+* platform-admin endpoints (``/api/v1/tenants...``), called with a tenant API key (the
+  outsider's and the owner's own) and by a signed-in non-staff user: 401/403, never 2xx;
+* nothing of the owner's tenant is written by any of these calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls.converters import IntConverter, UUIDConverter
+
+from agentflow import knowledge
+from agentflow.models import Agent, KnowledgeDocument
+from tenants import services
+from tenants.context import tenant_scope
+from tenants.models import APIKey, Role, Tenant
+from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona, make_agent
+from tests.platform.api.test_bad_input import assert_error, lenient, nothing_written
+
+API_PREFIX = "api/v1/"
+PLATFORM_PREFIX = "api/v1/tenants"
+IMPLICIT_METHODS = ("head", "options", "trace")
+CORRELATION_ID = "outsider-probe-0001"
+_PARAM = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
+_TIMESTAMP = re.compile(rb'"timestamp": ?"[^"]+"')
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    route: str  # as in the URL conf, e.g. "api/v1/agents/<uuid:agent_id>"
+    name: str
+    method: str
+    params: tuple[str, ...]
+    converters: Mapping[str, object]
+
+    def __str__(self) -> str:
+        return f"{self.method} /{self.route}"
+
+    @property
+    def is_platform(self) -> bool:
+        return self.route.startswith(PLATFORM_PREFIX)
+
+    def path(self, ids: Mapping[str, str]) -> str:
+        return "/" + _PARAM.sub(lambda m: ids[m.group("name")], self.route)
+
+
+def _walk(resolver: URLResolver, prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
+    for entry in resolver.url_patterns:
+        if isinstance(entry, URLResolver):
+            yield from _walk(entry, prefix + str(entry.pattern))
+        else:
+            yield prefix + str(entry.pattern), entry
+
+
+def api_endpoints() -> list[Endpoint]:
+    """Every (route, method) under /api/v1/ that the URL conf serves, with its path params."""
+    found: list[Endpoint] = []
+    for route, pattern in _walk(get_resolver()):
+        if not route.startswith(API_PREFIX):
+            continue
+        view_class = getattr(pattern.callback, "view_class", None)
+        if view_class is None:
+            raise AssertionError(f"/{route} is a function view: list its methods here")
+        methods = [
+            name.upper()
+            for name in view_class.http_method_names
+            if name not in IMPLICIT_METHODS and hasattr(view_class, name)
+        ]
+        if "GET" in methods:
+            methods.append("HEAD")  # Django answers HEAD with the GET handler
+        methods.append("OPTIONS")
+        params = tuple(m.group("name") for m in _PARAM.finditer(route))
+        converters = dict(pattern.pattern.converters)  # type: ignore[attr-defined]
+        for method in methods:
+            found.append(Endpoint(route, pattern.name or route, method, params, converters))
+    return found
+
+
+ENDPOINTS = api_endpoints()
+TENANT_ENDPOINTS = [e for e in ENDPOINTS if not e.is_platform]
+PLATFORM_ENDPOINTS = [e for e in ENDPOINTS if e.is_platform]
+
+
+@dataclass
+class World:
+    """The owner's objects (one of each kind an API path can name) and the outsider."""
+
+    owner: Persona
+    outsider: Persona
+    agent: Agent
+    run_id: str
+    session_id: str
+    document: KnowledgeDocument
+    key: APIKey
+    outsider_agent: Agent
+    secrets: tuple[str, ...]  # strings of the owner's that must never reach the outsider
+
+
+# How to get the owner's id for each path parameter name. A route with a parameter that
+# is not here fails the tests below: add how to obtain the owner's object for it.
+OWNER_ID: dict[str, Callable[[World], str]] = {
+    "agent_id": lambda w: str(w.agent.pk),
+    "run_id": lambda w: w.run_id,
+    "session_id": lambda w: w.session_id,
+    "document_id": lambda w: str(w.document.pk),
+    "tenant_id": lambda w: str(w.owner.tenant.pk),
+    "key_id": lambda w: str(w.key.pk),
+}
+# The outsider's own object for a parent parameter ("my agent, your document").
+OUTSIDER_ID: dict[str, Callable[[World], str]] = {
+    "agent_id": lambda w: str(w.outsider_agent.pk),
+    "tenant_id": lambda w: str(w.outsider.tenant.pk),
+}
+# Bodies for the methods that take one: valid requests, so only the ids can make them fail.
+RUN = {"user_id": "intruder", "message": "How do I reset my password?"}
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("agent-list", "POST"): {
+        "name": "globex-new",
+        "blueprint": "support_agent",
+        "config": SUPPORT_CONFIG,
+    },
+    ("agent-detail", "PATCH"): {"name": "hijacked"},
+    ("agent-runs", "POST"): RUN,
+    ("agent-messages", "POST"): RUN,
+    ("knowledge-list", "POST"): {"title": "planted", "content": "Call 555-0100 for refunds."},
+    ("tenant-list", "POST"): {"name": "Hijack Inc"},
+    ("tenant-detail", "PATCH"): {"quota_overrides": {"runs_per_month": 1}},
+    ("tenant-activate", "POST"): {},
+    ("tenant-suspend", "POST"): {},
+    ("tenant-keys", "POST"): {"name": "backdoor"},
+    ("tenant-key-rotate", "POST"): {"overlap_seconds": 0},
+}
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _ids(endpoint: Endpoint, world: World) -> dict[str, str]:
+    unknown = [p for p in endpoint.params if p not in OWNER_ID]
+    if unknown:
+        pytest.fail(f"{endpoint}: no OWNER_ID entry for path parameter(s) {unknown}")
+    return {p: OWNER_ID[p](world) for p in endpoint.params}
+
+
+def _missing_ids(endpoint: Endpoint) -> dict[str, str]:
+    ids = {}
+    for name in endpoint.params:
+        converter = endpoint.converters[name]
+        if isinstance(converter, UUIDConverter):
+            ids[name] = str(uuid.uuid4())
+        elif isinstance(converter, IntConverter):
+            ids[name] = "2147000000"
+        else:
+            pytest.fail(f"{endpoint}: no missing-id rule for converter {type(converter).__name__}")
+    return ids
+
+
+def _body(endpoint: Endpoint) -> dict[str, Any] | None:
+    if endpoint.method not in BODY_METHODS:
+        return None
+    if (endpoint.name, endpoint.method) not in BODIES:
+        pytest.fail(f"{endpoint}: add a valid request body to BODIES[({endpoint.name!r}, ...)]")
+    return BODIES[(endpoint.name, endpoint.method)]
+
+
+def call(client: Client, endpoint: Endpoint, path: str, headers: Mapping[str, str]) -> Any:
+    body = _body(endpoint)
+    return client.generic(
+        endpoint.method,
+        path,
+        json.dumps(body) if body is not None else "",
+        content_type="application/json",
+        headers={"X-Correlation-ID": CORRELATION_ID, "Prefer": "respond-async", **headers},
+    )
+
+
+def _key_headers(persona: Persona) -> dict[str, str]:
+    return {"Authorization": f"Bearer {persona.key}"}
+
+
+def _assert_nothing_of_the_owner(response: Any, world: World) -> None:
+    text = response.content.decode("utf-8", "replace") + json.dumps(dict(response.items()))
+    leaked = [secret for secret in world.secrets if secret in text]
+    assert not leaked, f"the outsider saw the owner's {leaked}"
+
+
+def _normalised(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = sorted((name, value) for name, value in response.items())
+    return response.status_code, headers, _TIMESTAMP.sub(b'"timestamp":"T"', response.content)
+
+
+@pytest.fixture
+def world(owner: Persona, outsider: Persona) -> World:
+    agent = make_agent(owner, name="acme-internal-bot")
+    with tenant_scope(owner.tenant.pk):
+        document = knowledge.ingest_document(
+            agent=agent,
+            title="Acme pricing playbook 2026",
+            content_type="text/markdown",
+            text="Enterprise discount ceiling is 37 percent.",
+        )
+    run = owner.post(
+        f"/api/v1/agents/{agent.pk}/runs",
+        {"user_id": "acme-customer-8841", "message": "Where is invoice INV-20931?"},
+        headers={"Prefer": "respond-async"},
+    ).json()
+    key = APIKey.unscoped.get(tenant=owner.tenant)
+    secrets = (
+        str(agent.pk),
+        agent.name,
+        run["id"],
+        run["session_id"],
+        str(document.pk),
+        document.title,
+        "acme-customer-8841",
+        "INV-20931",
+        owner.tenant.name,
+        key.prefix,
+    )
+    return World(
+        owner=owner,
+        outsider=lenient(outsider),
+        agent=agent,
+        run_id=run["id"],
+        session_id=run["session_id"],
+        document=document,
+        key=key,
+        outsider_agent=make_agent(outsider, name="globex-bot"),
+        secrets=secrets,
+    )
+
+
+def test_the_url_conf_is_enumerated() -> None:
+    """The walk finds the API (so the parametrised tests below are not vacuous) and every
+    path parameter has a source for the owner's id."""
+    names = {str(e) for e in ENDPOINTS}
+    assert "GET /api/v1/agents/<uuid:agent_id>" in names
+    assert "DELETE /api/v1/agents/<uuid:agent_id>/knowledge/<uuid:document_id>" in names
+    assert "POST /api/v1/tenants/<int:tenant_id>/keys/<int:key_id>/rotate" in names
+    assert len(TENANT_ENDPOINTS) >= 30
+    assert len(PLATFORM_ENDPOINTS) >= 20
+    params = {p for e in ENDPOINTS for p in e.params}
+    assert params <= OWNER_ID.keys(), f"add OWNER_ID entries for {params - OWNER_ID.keys()}"
+    bodies = {(e.name, e.method) for e in ENDPOINTS if e.method in BODY_METHODS}
+    assert bodies <= BODIES.keys(), f"add BODIES entries for {bodies - BODIES.keys()}"
+
+
+@pytest.mark.parametrize(
+    "endpoint", [e for e in TENANT_ENDPOINTS if e.params and e.method != "OPTIONS"], ids=str
+)
+def test_foreign_ids_are_404_like_missing_ones(endpoint: Endpoint, world: World) -> None:
+    """The outsider's key with the owner's ids: 404 with the error body, none of the
+    owner's data, byte-identical to the 404 for ids that exist nowhere; with the
+    outsider's own parent and the owner's child id ("my agent, your document") too."""
+    auth = _key_headers(world.outsider)
+    variants = {"foreign": _ids(endpoint, world), "missing": _missing_ids(endpoint)}
+    if len(endpoint.params) > 1 and endpoint.params[0] in OUTSIDER_ID:
+        mixed = dict(variants["foreign"])
+        mixed[endpoint.params[0]] = OUTSIDER_ID[endpoint.params[0]](world)
+        variants["own-parent"] = mixed
+    with nothing_written(world.owner.tenant):
+        responses = {
+            label: call(world.outsider.client, endpoint, endpoint.path(ids), auth)
+            for label, ids in variants.items()
+        }
+    for label, response in responses.items():
+        if endpoint.method == "HEAD":
+            assert response.status_code == 404, (label, response.status_code)
+        else:
+            assert assert_error(response, 404, "not_found")["detail"] == "Not found.", label
+        _assert_nothing_of_the_owner(response, world)
+    reference = _normalised(responses["missing"])
+    for label, response in responses.items():
+        assert _normalised(response) == reference, f"{label} differs from a missing id"
+
+
+@pytest.mark.parametrize(
+    "endpoint", [e for e in TENANT_ENDPOINTS if e.method == "OPTIONS"], ids=str
+)
+def test_options_reveals_nothing_about_foreign_ids(endpoint: Endpoint, world: World) -> None:
+    """OPTIONS describes the endpoint without looking the object up: the same answer for
+    the owner's ids as for missing ones, and none of the owner's data."""
+    auth = _key_headers(world.outsider)
+    with nothing_written(world.owner.tenant):
+        foreign = call(world.outsider.client, endpoint, endpoint.path(_ids(endpoint, world)), auth)
+        missing = call(world.outsider.client, endpoint, endpoint.path(_missing_ids(endpoint)), auth)
+    _assert_nothing_of_the_owner(foreign, world)
+    assert _normalised(foreign) == _normalised(missing)
+
+
+@pytest.mark.parametrize(
+    "endpoint", [e for e in TENANT_ENDPOINTS if not e.params and e.method != "OPTIONS"], ids=str
+)
+def test_collections_show_the_outsider_only_its_own_data(endpoint: Endpoint, world: World) -> None:
+    """Lists, usage, blueprints and agent creation by the outsider: 2xx, none of the
+    owner's data, and nothing of the owner's written."""
+    with nothing_written(world.owner.tenant):
+        response = call(
+            world.outsider.client, endpoint, endpoint.path({}), _key_headers(world.outsider)
+        )
+    assert 200 <= response.status_code < 300, (response.status_code, response.content[:300])
+    _assert_nothing_of_the_owner(response, world)
+
+
+@pytest.mark.parametrize(
+    "endpoint", [e for e in TENANT_ENDPOINTS if e.params and e.method == "GET"], ids=str
+)
+def test_the_owner_reaches_what_the_outsider_cannot(endpoint: Endpoint, world: World) -> None:
+    """Control for the 404s above: the owner's own key finds each of those objects."""
+    response = call(
+        world.owner.client,
+        endpoint,
+        endpoint.path(_ids(endpoint, world)),
+        _key_headers(world.owner),
+    )
+    assert response.status_code in (200, 303, 409), (response.status_code, response.content[:300])
+
+
+def _non_staff_member(tenant: Tenant) -> Client:
+    """A signed-in dashboard user who owns ``tenant`` but is not platform staff."""
+    user = get_user_model().objects.create_user(f"owner-of-{tenant.slug}")
+    services.add_member(actor=ACTOR, tenant=tenant, user=user, role=Role.OWNER)
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("endpoint", PLATFORM_ENDPOINTS, ids=str)
+def test_platform_endpoints_refuse_tenant_credentials(endpoint: Endpoint, world: World) -> None:
+    """The outsider's API key, the owner's own API key and a signed-in non-staff user (an
+    owner of the outsider's tenant), each with the owner's tenant and key ids and with
+    missing ids: 401/403 with the error body, never 2xx; no tenant, key or state changes."""
+    callers = {
+        "outsider-key": (world.outsider.client, _key_headers(world.outsider)),
+        "owner-key": (lenient(world.owner).client, _key_headers(world.owner)),
+        "non-staff-session": (_non_staff_member(world.outsider.tenant), {}),
+    }
+    tenants_before = list(Tenant.objects.order_by("pk").values_list("pk", "status", "tier"))
+    with nothing_written(world.owner.tenant, world.outsider.tenant):
+        for caller, (client, headers) in callers.items():
+            foreign = call(client, endpoint, endpoint.path(_ids(endpoint, world)), headers)
+            missing = call(client, endpoint, endpoint.path(_missing_ids(endpoint)), headers)
+            for response in (foreign, missing):
+                assert response.status_code in (401, 403), (caller, response.status_code)
+                if endpoint.method != "HEAD":
+                    assert_error(response, response.status_code)
+                _assert_nothing_of_the_owner(response, world)
+            assert _normalised(foreign) == _normalised(missing), caller
+    assert list(Tenant.objects.order_by("pk").values_list("pk", "status", "tier")) == tenants_before
+
+
+@pytest.mark.parametrize("endpoint", [e for e in PLATFORM_ENDPOINTS if e.method == "GET"], ids=str)
+def test_platform_staff_reach_the_owners_tenant(endpoint: Endpoint, world: World) -> None:
+    """Control for the refusals above: a staff session gets 200 with the same ids."""
+    staff = get_user_model().objects.create_user("platform-staff", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    response = call(client, endpoint, endpoint.path(_ids(endpoint, world)), {})
+    assert response.status_code == 200, response.content[:300]
+
+
+def test_the_outsiders_agent_is_not_reachable_by_the_owner_either(world: World) -> None:
+    """Isolation is symmetric: the owner's key on the outsider's agent is a 404 too."""
+    response = lenient(world.owner).get(f"/api/v1/agents/{world.outsider_agent.pk}")
+    assert_error(response, 404, "not_found")
+    assert str(world.outsider_agent.pk) not in response.content.decode()
+
+
+def test_writes_by_the_outsider_leave_the_owner_untouched(world: World) -> None:
+    """The destructive calls in one sequence, then the owner's view: agent, document and
+    run are all still there, unchanged."""
+    outsider, auth = world.outsider, _key_headers(world.outsider)
+    with nothing_written(world.owner.tenant):
+        for method, path in (
+            ("PATCH", f"/api/v1/agents/{world.agent.pk}"),
+            ("DELETE", f"/api/v1/agents/{world.agent.pk}/knowledge/{world.document.pk}"),
+            ("DELETE", f"/api/v1/runs/{world.run_id}"),
+            ("DELETE", f"/api/v1/agents/{world.agent.pk}"),
+        ):
+            response = outsider.client.generic(
+                method,
+                path,
+                json.dumps({"config": SUPPORT_CONFIG}),
+                "application/json",
+                headers=auth,
+            )
+            assert response.status_code == 404, (method, path)
+    assert world.owner.get(f"/api/v1/agents/{world.agent.pk}").json()["name"] == "acme-internal-bot"
+    assert world.owner.get(f"/api/v1/runs/{world.run_id}").json()["status"] == "pending"
