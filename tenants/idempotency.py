@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentflow.server.api.exceptions import conflict, unprocessable
+from tenants.context import current_tenant_id
 from tenants.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
@@ -48,23 +49,33 @@ def _replay(record: IdempotencyRecord) -> Response:
     return Response(record.response_body, status=record.response_status, headers=headers)
 
 
+def _owner() -> str:
+    tenant_id = current_tenant_id()
+    return f"tenant:{tenant_id}" if tenant_id is not None else "platform"
+
+
 def reserve(key: str, method: str, path: str, fingerprint: str) -> Reservation:
     now = datetime.now(UTC)
     ttl = timedelta(seconds=settings.AGENTFLOW["IDEMPOTENCY_TTL_SECONDS"])
-    IdempotencyRecord.objects.filter(
-        key=key, method=method, path=path, expires_at__lte=now
-    ).delete()
+    owner = _owner()
+    records = IdempotencyRecord.objects.filter(owner=owner, key=key, method=method, path=path)
+    records.filter(expires_at__lte=now).delete()
     try:
         with transaction.atomic():
             record = IdempotencyRecord.objects.create(
-                key=key, method=method, path=path, body_hash=fingerprint, expires_at=now + ttl
+                owner=owner,
+                key=key,
+                method=method,
+                path=path,
+                body_hash=fingerprint,
+                expires_at=now + ttl,
             )
         return Reservation(record=record)
     except IntegrityError:
         pass
     deadline = time.monotonic() + WAIT_FOR_FIRST_SECONDS
     while True:
-        existing = IdempotencyRecord.objects.filter(key=key, method=method, path=path).first()
+        existing = records.first()
         if existing is None:  # the first attempt failed and released the key: take it
             return reserve(key, method, path, fingerprint)
         if existing.body_hash != fingerprint:

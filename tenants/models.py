@@ -134,9 +134,14 @@ class UsageDay(TenantOwnedModel):
         }
 
 
-class IdempotencyRecord(TenantOwnedModel):
-    """The first response to a POST with an ``Idempotency-Key``, replayed to its retries."""
+class IdempotencyRecord(models.Model):
+    """The first response to a POST with an ``Idempotency-Key``, replayed to its retries.
 
+    ``owner`` is the key's namespace: ``tenant:<id>`` for tenant requests, ``platform`` for
+    platform administration, which has no tenant. Every read filters by it.
+    """
+
+    owner = models.CharField(max_length=40)
     key = models.CharField(max_length=255)
     method = models.CharField(max_length=10)
     path = models.CharField(max_length=500)
@@ -151,7 +156,7 @@ class IdempotencyRecord(TenantOwnedModel):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "key", "method", "path"], name="idempotency_unique_request"
+                fields=["owner", "key", "method", "path"], name="idempotency_unique_request"
             )
         ]
 

@@ -11,15 +11,55 @@ PRIORITIES = ["low", "medium", "high", "critical"]
 DEPRECATED_PRIORITY_ALIASES = {"normal": "medium"}
 
 
+def _bad_text(text: str) -> bool:
+    if "\x00" in text:
+        return True  # PostgreSQL text and JSONB cannot hold NUL
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (e.g. "\ud800") from JSON escapes
+        return True
+    return False
+
+
+def unstorable_text(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) PostgreSQL cannot store, or None."""
+    if isinstance(value, str):
+        return path if _bad_text(value) else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and _bad_text(key):
+                return f"{path} (a key)"
+            if (found := unstorable_text(item, f"{path}.{key}")) is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := unstorable_text(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
+
+
 class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """Rejects fields it does not know: a typo must not be silently ignored."""
+    """Rejects unknown fields and non-string text: a typo or a type mix-up must not pass.
+
+    DRF's CharField turns ``42`` into ``"42"``; a client sending a number where the schema
+    says string has a bug we should report, not hide.
+    """
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
             writable = {name for name, field in self.fields.items() if not field.read_only}
-            unknown = sorted(set(data) - writable)
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            errors: dict[str, list[str]] = {
+                name: ["Unknown field."] for name in sorted(set(data) - writable)
+            }
+            for name, field in self.fields.items():
+                text_field = isinstance(field, serializers.CharField | serializers.ChoiceField)
+                value = data.get(name)
+                if text_field and value is not None and not isinstance(value, str):
+                    errors[name] = [f"Must be a string, not {type(value).__name__}."]
+                elif (where := unstorable_text(value, name)) is not None:
+                    errors[name] = [f"{where}: contains a NUL character or invalid Unicode."]
+            if errors:
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 
