@@ -30,7 +30,7 @@ from django.test import Client
 from agentflow.models import Agent, Run
 from governance.models import AuditEvent
 from tenants import ratelimit, services
-from tenants.models import APIKey, Tenant, UsageDay
+from tenants.models import APIKey, IdempotencyRecord, Tenant, UsageDay
 from tenants.scoping import TenantOwnedModel
 from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona, make_agent
 
@@ -48,14 +48,17 @@ ASYNC = {"Prefer": "respond-async"}  # no worker here: runs are created, never w
 
 def footprint(tenant: Tenant) -> dict[str, Any]:
     """Everything a request could have written for ``tenant``: row counts of every
-    tenant-owned table and the audit chain, plus the mutable state of tenant, agents,
-    runs, keys and usage. ``APIKey.last_used_at`` is left out: authenticating writes it."""
+    tenant-owned table, the audit chain and the idempotency records, plus the mutable
+    state of tenant, agents, runs, keys and usage. ``APIKey.last_used_at`` is left out:
+    authenticating writes it."""
     state: dict[str, Any] = {
         model._meta.label: model.unscoped.filter(tenant=tenant).count()  # type: ignore[attr-defined]
         for model in apps.get_models()
         if issubclass(model, TenantOwnedModel)
     }
     state["audit_events"] = AuditEvent.objects.filter(tenant=tenant).count()
+    # Idempotency records are namespaced, not tenant-owned rows: count them all.
+    state["idempotency_records_all_owners"] = IdempotencyRecord.objects.count()
     state["tenant"] = (
         Tenant.objects.filter(pk=tenant.pk)
         .values("name", "slug", "tier", "status", "quota_overrides", "preferences")
