@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.test import Client
 
 from agentflow.models import Agent, Run
@@ -30,11 +30,12 @@ RUN = {"user_id": "u", "message": "How do I reset my password?"}
 ASYNC = {"Prefer": "respond-async"}
 
 
-def _user(username: str, **extra: Any) -> AbstractBaseUser:
-    return get_user_model().objects.create_user(username, **extra)
+def _user(username: str, **extra: Any) -> User:
+    user: User = get_user_model().objects.create_user(username, **extra)
+    return user
 
 
-def _session(user: AbstractBaseUser, *, enforce_csrf_checks: bool = False) -> Client:
+def _session(user: User, *, enforce_csrf_checks: bool = False) -> Client:
     client = Client(enforce_csrf_checks=enforce_csrf_checks, raise_request_exception=False)
     client.force_login(user)
     return client

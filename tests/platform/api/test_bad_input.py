@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.apps import apps
@@ -35,6 +35,7 @@ from tenants.scoping import TenantOwnedModel
 from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona, make_agent
 
 ERROR_KEYS = frozenset({"detail", "error_type", "correlation_id", "timestamp"})
+MAX_UPLOAD_BYTES = cast(int, django_settings.AGENTFLOW["MAX_UPLOAD_BYTES"])
 RUNS = "/api/v1/agents/{agent}/runs"
 MESSAGES = "/api/v1/agents/{agent}/messages"
 AGENTS = "/api/v1/agents"
@@ -52,7 +53,7 @@ def footprint(tenant: Tenant) -> dict[str, Any]:
     state of tenant, agents, runs, keys and usage. ``APIKey.last_used_at`` is left out:
     authenticating writes it."""
     state: dict[str, Any] = {
-        model._meta.label: model.unscoped.filter(tenant=tenant).count()  # type: ignore[attr-defined]
+        model._meta.label: model.unscoped.filter(tenant=tenant).count()
         for model in apps.get_models()
         if issubclass(model, TenantOwnedModel)
     }
@@ -351,7 +352,7 @@ def test_patching_a_config_the_database_cannot_store_is_422_not_500(
     "size",
     [
         django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1,
-        django_settings.AGENTFLOW["MAX_UPLOAD_BYTES"] + 1,
+        MAX_UPLOAD_BYTES + 1,
     ],
     ids=["over-DATA_UPLOAD_MAX_MEMORY_SIZE", "over-MAX_UPLOAD_BYTES"],
 )
@@ -383,7 +384,7 @@ def test_knowledge_file_over_the_default_max_upload_bytes_is_413(
     api: Persona, agent: Agent
 ) -> None:
     """A multipart text file one byte larger than the default MAX_UPLOAD_BYTES."""
-    size = django_settings.AGENTFLOW["MAX_UPLOAD_BYTES"] + 1
+    size = MAX_UPLOAD_BYTES + 1
     with nothing_written(api.tenant):
         response = upload(api, _path(KNOWLEDGE, agent), "huge.md", b"w" * size, "text/markdown")
         assert_error(response, 413, "payload_too_large")

@@ -87,7 +87,7 @@ def api_endpoints() -> list[Endpoint]:
             methods.append("HEAD")  # Django answers HEAD with the GET handler
         methods.append("OPTIONS")
         params = tuple(m.group("name") for m in _PARAM.finditer(route))
-        converters = dict(pattern.pattern.converters)  # type: ignore[attr-defined]
+        converters = dict(pattern.pattern.converters)
         for method in methods:
             found.append(Endpoint(route, pattern.name or route, method, params, converters))
     return found
