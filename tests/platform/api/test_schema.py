@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from django.conf import settings as django_settings
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -221,3 +222,35 @@ def test_rate_limited_answers_are_documented(owner: Persona, contract_ids: dict[
             tally.record(operation.label, case, response)
     assert tally.cases, "no operations"
     assert not tally.failures, "undocumented 429s:\n" + "\n".join(sorted(tally.failures))
+
+
+def test_refused_request_bodies_are_documented(
+    owner: Persona, contract_ids: dict[str, str]
+) -> None:
+    """Every tenant operation that takes a JSON body refuses a body over
+    DATA_UPLOAD_MAX_MEMORY_SIZE with 413 and a text/plain body with 415 (SPEC 14); both
+    answers must be documented for the operation and match the documented error body."""
+    oversize = "x" * (django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    tally = Tally()
+    with in_test_transaction():
+        for operation in tenant_operations():
+            if operation.method.upper() not in WRITE_METHODS:
+                continue
+            ids = {
+                name: value
+                for name, value in contract_ids.items()
+                if f"{{{name}}}" in operation.path
+            }
+            headers = {"Authorization": f"Bearer {owner.key}"}
+            for status, body, media_type in (
+                (413, oversize, "application/json"),
+                (415, "x", "text/plain"),
+            ):
+                case = operation.Case(
+                    path_parameters=ids, headers=headers, body=body, media_type=media_type
+                )
+                response = case.call()
+                assert response.status_code == status, (operation.label, response.status_code)
+                tally.record(operation.label, case, response)
+    assert tally.cases
+    assert not tally.failures, "undocumented refusals:\n" + "\n".join(sorted(tally.failures))
