@@ -161,7 +161,8 @@ def _check_quotas(tenant: Tenant, now: datetime) -> None:
     if quotas.concurrent_runs is not None:
         active = Run.objects.filter(status__in=ACTIVE_STATUSES).count()
         if active >= quotas.concurrent_runs:
-            raise quota_exceeded("concurrent_runs", 1, "when a running run finishes")
+            # No clock time: the slot frees when one of the tenant's runs settles.
+            raise quota_exceeded("concurrent_runs", 1, None)
     usage = UsageDay.objects.filter(day__gte=month_start.date()).aggregate(
         runs=Sum("runs"), tokens=Sum("tokens"), dollars=Sum("dollars")
     )

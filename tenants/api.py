@@ -22,6 +22,7 @@ from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, 
 from agentflow.server.api.serializers import StrictSerializer
 from governance.audit import Actor
 from tenants import services
+from tenants.authentication import APIKeyAuthentication
 from tenants.context import tenant_scope
 from tenants.idempotency import idempotent
 from tenants.models import APIKey, Tenant, TenantStatus, UsageDay
@@ -160,7 +161,9 @@ class KeyRotateSerializer(StrictSerializer):
 class PlatformAdminView(APIView):
     """Platform administration: staff users signed in to the dashboard, never API keys."""
 
-    authentication_classes = [SessionAuthentication]
+    # Keys authenticate (so the answer is an honest 403, not "no credentials") but are never
+    # staff: platform administration needs a staff user's session.
+    authentication_classes = [APIKeyAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
 
     def actor(self, request: Request) -> Actor:

@@ -35,6 +35,8 @@ def _error_type(exc: Exception) -> str:
         return "not_found"
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         return "authentication_failed"
+    if isinstance(exc, exceptions.PermissionDenied) and exc.default_code != "permission_denied":
+        return str(exc.default_code)  # e.g. tenant_inactive
     if isinstance(exc, PermissionDenied | exceptions.PermissionDenied):
         return "permission_denied"
     if isinstance(exc, exceptions.Throttled):

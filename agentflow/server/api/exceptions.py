@@ -28,10 +28,12 @@ class ContractError(APIException):
 
 
 def quota_exceeded(
-    limit: str, retry_after: int, resets_at: str, *, hard_budget: bool = False
+    limit: str, retry_after: int, resets_at: str | None, *, hard_budget: bool = False
 ) -> ContractError:
+    """429 (402 for a hard budget) naming the quota and, when it has one, its reset time."""
+    when = f"it resets at {resets_at}" if resets_at else f"retry in {retry_after} s"
     return ContractError(
-        f"Quota {limit!r} exhausted; it resets at {resets_at}.",
+        f"Quota {limit!r} exhausted; {when}.",
         status_code=status.HTTP_402_PAYMENT_REQUIRED
         if hard_budget
         else status.HTTP_429_TOO_MANY_REQUESTS,

@@ -62,3 +62,44 @@ class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignor
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "af_<prefix>_<secret>"}
+
+
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_WRITE_METHODS = {"post", "put", "patch"}
+_DESCRIPTIONS = {
+    "400": "Malformed request body.",
+    "401": "Missing or invalid credentials.",
+    "403": "Not allowed for this key, role or tenant status.",
+    "413": "Request body too large.",
+    "415": "Unsupported media type.",
+    "429": "Rate limit or quota exhausted; see Retry-After.",
+}
+
+
+def add_common_error_responses(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """Document the errors every API operation can answer, whatever its view says.
+
+    Authentication, rate limiting and body parsing happen before any handler runs, so
+    their answers belong to every operation rather than to each view's annotations.
+    """
+    for path, operations in result.get("paths", {}).items():
+        if not path.startswith("/api/v1/"):
+            continue
+        for method, operation in operations.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            codes = ["401", "403", "429"]
+            if method in _WRITE_METHODS and "requestBody" in operation:
+                codes += ["400", "413", "415"]
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(
+                    code,
+                    {
+                        "description": _DESCRIPTIONS[code],
+                        "content": {"application/json": {"schema": _ERROR_REF}},
+                    },
+                )
+    return result
