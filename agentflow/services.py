@@ -306,14 +306,26 @@ def execute_run(run_id: str) -> str:
         reply = worker_loop.run(_process(run))
     except Exception as exc:
         log.exception("run.failed", run_id=run_id)
-        if transition(
-            run.pk,
-            (RunStatus.PROCESSING,),
-            RunStatus.FAILED,
-            reason="error",
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            finished_at=datetime.now(UTC),
-        ):
+        with transaction.atomic():
+            failed = transition(
+                run.pk,
+                (RunStatus.PROCESSING,),
+                RunStatus.FAILED,
+                reason="error",
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                finished_at=datetime.now(UTC),
+            )
+            if failed:
+                # The error class only: its message may quote the end user's input.
+                append(
+                    tenant_id=run.tenant_id,
+                    actor=Actor.system("agent"),
+                    action="run.failed",
+                    target_type="run",
+                    target_id=run.pk,
+                    changes={"error": type(exc).__name__},
+                )
+        if failed:
             run.refresh_from_db()
             with transaction.atomic():
                 _announce(run)

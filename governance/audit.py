@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from django.db import connection, transaction
 
@@ -20,6 +21,7 @@ from agentflow.server.context import current_correlation_id
 from governance.models import AuditEvent
 
 GENESIS = "0" * 64
+CHAIN_LOCK_CLASS = 7_361  # first key of the per-chain advisory lock (pg_advisory_xact_lock)
 _PLATFORM_CHAIN = 0  # advisory-lock key of the chain with no tenant
 
 
@@ -31,6 +33,14 @@ class Actor:
     @classmethod
     def system(cls, name: str = "system") -> Actor:
         return cls("system", name)
+
+    @classmethod
+    def from_request(cls, request: Any) -> Actor:
+        """The API key (by prefix) or the signed-in user behind a DRF request."""
+        key_prefix = getattr(getattr(request, "auth", None), "prefix", None)
+        if key_prefix:
+            return cls("api_key", key_prefix)
+        return cls("user", str(request.user.pk))
 
 
 def _default(value: Any) -> Any:
@@ -64,13 +74,29 @@ def compute_hash(prev_hash: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(payload)).encode()).hexdigest()
 
 
+def chain_filter(tenant_id: int | None) -> dict[str, Any]:
+    """Lookup of one chain's events (``tenant_id`` None: the platform chain)."""
+    return {"tenant__isnull": True} if tenant_id is None else {"tenant_id": tenant_id}
+
+
+def chain_head(tenant_id: int | None) -> dict[str, Any] | None:
+    """``{"sequence", "hash"}`` of the chain's last event, or None for an empty chain."""
+    head = (
+        AuditEvent.unscoped.filter(**chain_filter(tenant_id))
+        .order_by("-sequence")
+        .values("sequence", "hash")
+        .first()
+    )
+    return dict(head) if head is not None else None
+
+
 def append(
     *,
     tenant_id: int | None,
     actor: Actor,
     action: str,
     target_type: str = "",
-    target_id: str | int = "",
+    target_id: str | int | UUID = "",
     changes: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event to the tenant's chain inside the caller's transaction."""
@@ -78,14 +104,9 @@ def append(
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_advisory_xact_lock(%s, %s)",
-                [7_361, tenant_id if tenant_id is not None else _PLATFORM_CHAIN],
+                [CHAIN_LOCK_CLASS, tenant_id if tenant_id is not None else _PLATFORM_CHAIN],
             )
-        last = (
-            AuditEvent.objects.filter(tenant_id=tenant_id)
-            .order_by("-sequence")
-            .values("sequence", "hash")
-            .first()
-        )
+        last = chain_head(tenant_id)
         event = AuditEvent(
             tenant_id=tenant_id,
             sequence=(last["sequence"] + 1) if last else 1,

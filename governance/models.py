@@ -1,8 +1,29 @@
-"""The hash-chained audit log (SPEC 8)."""
+"""Governance data: the hash-chained audit log, its checkpoints, tool permissions, restrictions.
+
+The audit table is append-only in PostgreSQL itself (a trigger refuses UPDATE, DELETE and
+TRUNCATE; see migration 0002), not only in Django.
+"""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
+
+from tenants.scoping import TenantOwnedModel, require_tenant_id
+
+
+class TenantAuditManager(models.Manager["AuditEvent"]):
+    """The current tenant's chain only; fails closed (raises) outside a tenant scope.
+
+    ``AuditEvent`` cannot inherit :class:`TenantOwnedModel` (its tenant is nullable: the
+    platform chain), so it carries this manager under ``scoped``; tenant-facing reads
+    (API, exports) go through it. Chain maintenance (append, verify, checkpoints) works on
+    any chain, the platform's included, and uses ``unscoped``.
+    """
+
+    def get_queryset(self) -> models.QuerySet[AuditEvent]:
+        return super().get_queryset().filter(tenant_id=require_tenant_id())
 
 
 class AuditEvent(models.Model):
@@ -27,6 +48,12 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
 
+    # Every chain. Kept as the default manager while existing callers read through it;
+    # new code says which it means: ``scoped`` (tenant-facing) or ``unscoped`` (chains).
+    objects = models.Manager()
+    unscoped = models.Manager()
+    scoped = TenantAuditManager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "sequence"], name="audit_chain_sequence"),
@@ -41,3 +68,88 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}#{self.sequence} {self.action}"
+
+
+class AuditCheckpoint(models.Model):
+    """The last head of each chain exported outside the database (bookkeeping only).
+
+    Verification never trusts this row (whoever can rewrite the chain can rewrite it): it
+    reads the exported copies. It only lets the export skip chains that did not move.
+    """
+
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    sequence = models.PositiveBigIntegerField()
+    hash = models.CharField(max_length=64)
+    exported_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # One row per chain, the platform chain (NULL tenant) included (PostgreSQL 15+).
+            models.UniqueConstraint(
+                fields=["tenant"], nulls_distinct=False, name="audit_checkpoint_one_per_chain"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}@{self.sequence}"
+
+
+class ToolPermissionLevel(models.TextChoices):
+    """Ordered: each level includes the ones before it."""
+
+    NONE = "none", "None"
+    READ = "read", "Read"
+    EXECUTE = "execute", "Execute"
+    ADMIN = "admin", "Admin"
+
+
+class AgentToolPermission(TenantOwnedModel):
+    """What an agent's tool allows, per role (``role`` blank: every role).
+
+    ``tool`` ``*`` is the agent's default for tools without a row of their own. No row at
+    all means ``none``: tools are denied by default. The level is then capped by the
+    caller's role (see ``governance.services.effective_tool_permission``).
+    """
+
+    agent = models.ForeignKey(
+        "agentflow.Agent", on_delete=models.CASCADE, related_name="tool_permissions"
+    )
+    tool = models.CharField(max_length=100)
+    role = models.CharField(max_length=20, blank=True)
+    level = models.CharField(max_length=10, choices=ToolPermissionLevel.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "tool", "role"], name="agent_tool_permission_unique"
+            )
+        ]
+        ordering = ["tool", "role"]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}:{self.tool}:{self.role or '*'}={self.level}"
+
+
+class AgentRestriction(TenantOwnedModel):
+    """This member sees only the agents they hold ``agentflow.view_agent`` on (guardian).
+
+    Without a row a member's role applies to every agent of the tenant; with one, to the
+    agents granted by django-guardian object permissions, and nothing else (an empty
+    grant list means no agent at all).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_restrictions"
+    )
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="agent_restriction_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.tenant_id}"

@@ -204,6 +204,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("HEARTBEAT_SECONDS", 15.0),
         "kwargs": {"source": "beat"},
     },
+    # Audit chain heads leave the database on this schedule (governance/checkpoints.py).
+    "maintenance.audit_checkpoint": {
+        "task": "maintenance.audit_checkpoint",
+        "schedule": env_float("AUDIT_CHECKPOINT_SECONDS", 300.0),
+    },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(AGENTFLOW_HOME / "celerybeat-schedule")
@@ -326,4 +331,13 @@ AGENTFLOW = {
     # reference API keys by these server environment variables, never hold keys themselves.
     "LLM_ALLOWED_BASE_URLS": env_list("LLM_ALLOWED_BASE_URLS", []),
     "LLM_API_KEY_ENV_VARS": env_list("LLM_API_KEY_ENV_VARS", ["OPENAI_API_KEY"]),
+    # Governance (docs/operations.md). Audit chain heads are exported on a schedule to this
+    # directory (one JSON-lines file per chain) and/or POSTed to this URL: both belong
+    # outside the database's reach (another host, a write-once bucket).
+    "AUDIT_CHECKPOINT_PATH": env_str(
+        "AUDIT_CHECKPOINT_PATH", str(AGENTFLOW_HOME / "audit-checkpoints")
+    ),
+    "AUDIT_CHECKPOINT_URL": env_str("AUDIT_CHECKPOINT_URL"),
+    "AUDIT_CHECKPOINT_TOKEN": env_str("AUDIT_CHECKPOINT_TOKEN"),
+    "AUDIT_CHECKPOINT_TIMEOUT_SECONDS": env_float("AUDIT_CHECKPOINT_TIMEOUT_SECONDS", 10.0),
 }

@@ -1,0 +1,24 @@
+"""Celery entry points of governance: thin, idempotent (ARCHITECTURE habit 5)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from governance.checkpoints import CheckpointExportFailed, export_checkpoints
+
+
+@shared_task(
+    name="maintenance.audit_checkpoint",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(CheckpointExportFailed,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def audit_checkpoint() -> int:
+    """Export the head of every audit chain that moved (a platform sweep: no tenant).
+
+    Idempotent: an unchanged chain is skipped, and a head exported twice is harmless.
+    """
+    return len(export_checkpoints())
