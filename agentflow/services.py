@@ -28,6 +28,8 @@ from agentflow.models import (
     RunStatus,
     RunTransition,
     Step,
+    Thread,
+    ThreadStatus,
 )
 from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.server.context import current_correlation_id
@@ -395,7 +397,13 @@ def complete_run(run: Run, reply: Any) -> str:
             thread_id=reply.thread_id,
             created_at=run.created_at,
         )
-        if not reply.escalated:
+        if reply.escalated:
+            from hitl.services import request_review
+
+            # Queued in this transaction: a run awaiting review always has its request.
+            # (Before the audit append below: HITL takes its assignment lock first.)
+            request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
+        else:
             Message.objects.create(
                 session_id=run.session_id,
                 run=run,
@@ -427,3 +435,84 @@ def complete_run(run: Run, reply: Any) -> str:
         run.status = to_status
         _announce(run)
     return to_status
+
+
+# --- resuming after a review --------------------------------------------------------------
+
+
+def finish_review(
+    *,
+    actor: Actor,
+    run_id: Any,
+    review: dict[str, Any],
+    content: str | None,
+    close_thread: bool = False,
+    after_the_fact: bool = False,
+) -> bool:
+    """Deliver a reviewer's outcome, inside the decision's transaction (habit 6).
+
+    A run awaiting review completes by compare-and-set, with ``review`` in its result
+    and ``content`` (when there is one) as its single assistant message: a decision
+    posted twice, or handled by two workers, completes it once. With ``after_the_fact``
+    (a manual review of a run that already settled), the run keeps its status and
+    ``content`` joins the conversation as a follow-up. ``close_thread`` resolves the
+    conversation thread instead of answering. False, with nothing written, when the
+    run is in neither situation (e.g. it was cancelled while waiting).
+    """
+    now = datetime.now(UTC)
+    with transaction.atomic():
+        run = Run.objects.filter(pk=run_id).first()
+        if run is None:
+            return False
+        result = {**(run.result or {}), "review": review}
+        if content is not None:
+            result["content"] = content
+        resumed = transition(
+            run.pk,
+            (RunStatus.AWAITING_REVIEW,),
+            RunStatus.COMPLETED,
+            reason=f"review: {review.get('decision')}",
+            result=result,
+            finished_at=now,
+        )
+        if not resumed and not (
+            after_the_fact and run.status in (RunStatus.COMPLETED, RunStatus.FAILED)
+        ):
+            return False
+        thread_id = str((run.result or {}).get("thread_id") or "")
+        session_id = run.session_id  # None only if the session was erased meanwhile
+        if content is not None and session_id is not None:
+            Message.objects.create(
+                session_id=session_id,
+                # A follow-up is not the run's answer: the run keeps the one it had.
+                run=run if resumed else None,
+                role=MessageRole.ASSISTANT,
+                content=content,
+                thread_id=thread_id,
+                created_at=now,
+            )
+        if session_id is not None:
+            if close_thread and thread_id:
+                Thread.objects.filter(pk=thread_id, session_id=session_id).update(
+                    status=ThreadStatus.RESOLVED,
+                    resolution=f"closed by review: {review.get('reason') or ''}"[:2000],
+                    last_active=now,
+                )
+            AgentSession.objects.filter(pk=session_id).update(last_active=now)
+        append(
+            tenant_id=run.tenant_id,
+            actor=actor,
+            action="run.completed" if resumed else "run.reviewed",
+            target_type="run",
+            target_id=run.pk,
+            changes={
+                "review": review.get("decision"),
+                "request_id": review.get("request_id"),
+                "delivered": content is not None,
+                "thread_closed": close_thread,
+            },
+        )
+        if resumed:
+            run.status = RunStatus.COMPLETED
+            _announce(run)
+    return True

@@ -19,6 +19,11 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def tenant_group(tenant_id: int) -> str:
+    """Events every member of one tenant may see (the HITL queue, runs); never mixed."""
+    return f"tenant.{tenant_id}"
+
+
 async def send_to_group(group: str, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:

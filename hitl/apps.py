@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class HitlConfig(AppConfig):
     name = "hitl"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from hitl import checks  # noqa: F401 - registers the settings checks

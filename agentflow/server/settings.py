@@ -209,6 +209,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "maintenance.audit_checkpoint",
         "schedule": env_float("AUDIT_CHECKPOINT_SECONDS", 300.0),
     },
+    # Breaches are marked within one sweep interval of the deadline (SPEC 6: <= 1 minute).
+    "hitl.sla_sweep": {
+        "task": "hitl.sla_sweep",
+        "schedule": env_float("HITL_SLA_SWEEP_SECONDS", 30.0),
+        # A sweep that waited longer than an interval is superseded by the next one.
+        "options": {"expires": env_float("HITL_SLA_SWEEP_SECONDS", 30.0)},
+    },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(AGENTFLOW_HOME / "celerybeat-schedule")
@@ -319,6 +326,27 @@ LOGGING_CONFIG = None  # configured once below, by structlog
 build_logging(LOG_LEVEL, json_output=LOG_JSON)
 
 # --- AgentFlow ---------------------------------------------------------------------
+_HITL_SLA_DEFAULTS = {
+    "free": {"critical": 60, "high": 240, "medium": 1440, "low": 2880},
+    "starter": {"critical": 30, "high": 120, "medium": 480, "low": 1440},
+    "professional": {"critical": 15, "high": 60, "medium": 240, "low": 720},
+    "enterprise": {"critical": 15, "high": 30, "medium": 120, "low": 480},
+}
+
+
+def _hitl_sla_minutes() -> dict[str, dict[str, int]]:
+    """The defaults, with ``HITL_SLA_MINUTES`` (JSON, e.g. {"free": {"critical": 30}}) over them."""
+    raw = env_str("HITL_SLA_MINUTES")
+    try:
+        overrides = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise ImproperlyConfiguredEnv(f"HITL_SLA_MINUTES is not JSON: {exc}") from exc
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise ImproperlyConfiguredEnv("HITL_SLA_MINUTES must map tiers to {priority: minutes}")
+    tiers = [*_HITL_SLA_DEFAULTS, *(tier for tier in overrides if tier not in _HITL_SLA_DEFAULTS)]
+    return {tier: {**_HITL_SLA_DEFAULTS.get(tier, {}), **overrides.get(tier, {})} for tier in tiers}
+
+
 AGENTFLOW = {
     "HEALTH_CHECK_TIMEOUT_SECONDS": env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0),
     # Knowledge uploads may be larger than JSON bodies (SPEC 5: 413/415/422).
@@ -340,4 +368,20 @@ AGENTFLOW = {
     "AUDIT_CHECKPOINT_URL": env_str("AUDIT_CHECKPOINT_URL"),
     "AUDIT_CHECKPOINT_TOKEN": env_str("AUDIT_CHECKPOINT_TOKEN"),
     "AUDIT_CHECKPOINT_TIMEOUT_SECONDS": env_float("AUDIT_CHECKPOINT_TIMEOUT_SECONDS", 10.0),
+    # Human in the loop (docs/operations.md). SLA minutes per tier and priority; a tenant's
+    # or agent's review settings override them per priority. Checked at start-up.
+    "HITL_SLA_MINUTES": _hitl_sla_minutes(),
+    "HITL_DEFAULT_CHAIN": env_list("HITL_DEFAULT_CHAIN", ["reviewer", "operator", "owner"]),
+    # Minutes after the first deadline at which an undecided request expires (0: never),
+    # and what expiry does: auto_reject (deliver the hand-off) or escalate (top of chain).
+    "HITL_EXPIRE_AFTER_MINUTES": env_int("HITL_EXPIRE_AFTER_MINUTES", 24 * 60),
+    "HITL_ON_EXPIRY": env_str("HITL_ON_EXPIRY", "auto_reject"),
+    "HITL_HANDOFF_MESSAGE": env_str(
+        "HITL_HANDOFF_MESSAGE",
+        "Thanks for your patience. A member of our team will follow up with you directly.",
+    ),
+    "HITL_DEFAULT_CAPACITY": env_int("HITL_DEFAULT_CAPACITY", 5),
+    "HITL_SLACK_WEBHOOK_URL": env_str("HITL_SLACK_WEBHOOK_URL"),
+    "HITL_NOTIFY_RETRY_SECONDS": env_float("HITL_NOTIFY_RETRY_SECONDS", 10.0),
+    "HITL_NOTIFY_MAX_RETRIES": env_int("HITL_NOTIFY_MAX_RETRIES", 5),
 }

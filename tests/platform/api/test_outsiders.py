@@ -27,7 +27,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.converters import IntConverter, UUIDConverter
 
 from agentflow import knowledge
-from agentflow.models import Agent, KnowledgeDocument
+from agentflow.models import Agent, KnowledgeDocument, Run
+from hitl.services import request_review
 from tenants import services
 from tenants.context import tenant_scope
 from tenants.models import APIKey, Role, Tenant
@@ -111,6 +112,7 @@ class World:
     key: APIKey
     outsider_agent: Agent
     secrets: tuple[str, ...]  # strings of the owner's that must never reach the outsider
+    review_id: str = ""  # the owner's HITL review request (of the run above)
 
 
 # How to get the owner's id for each path parameter name. A route with a parameter that
@@ -122,6 +124,7 @@ OWNER_ID: dict[str, Callable[[World], str]] = {
     "document_id": lambda w: str(w.document.pk),
     "tenant_id": lambda w: str(w.owner.tenant.pk),
     "key_id": lambda w: str(w.key.pk),
+    "request_id": lambda w: w.review_id,
 }
 # The outsider's own object for a parent parameter ("my agent, your document").
 OUTSIDER_ID: dict[str, Callable[[World], str]] = {
@@ -146,6 +149,13 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("tenant-suspend", "POST"): {},
     ("tenant-keys", "POST"): {"name": "backdoor"},
     ("tenant-key-rotate", "POST"): {"overlap_seconds": 0},
+    ("governance-erasures", "POST"): {"user_id": "intruder"},
+    ("governance-roles", "POST"): {"username": "globex-teammate", "role": "viewer"},
+    ("governance-tool-permissions", "PUT"): {"permissions": [{"tool": "*", "level": "read"}]},
+    ("hitl-claim", "POST"): {},
+    ("hitl-unclaim", "POST"): {"reason": "handing over"},
+    ("hitl-respond", "POST"): {"decision": "approve"},
+    ("hitl-escalate", "POST"): {"reason": "the customer asked for a person", "priority": "high"},
 }
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -220,6 +230,11 @@ def world(owner: Persona, outsider: Persona) -> World:
         headers={"Prefer": "respond-async"},
     ).json()
     key = APIKey.unscoped.get(tenant=owner.tenant)
+    review = request_review(
+        run=Run.unscoped.get(pk=run["id"]),
+        result={"intent": "BILLING", "proposed_answer": "INV-20931 is on the Billing page."},
+        actor=ACTOR,
+    )
     secrets = (
         str(agent.pk),
         agent.name,
@@ -231,6 +246,7 @@ def world(owner: Persona, outsider: Persona) -> World:
         "INV-20931",
         owner.tenant.name,
         key.prefix,
+        str(review.pk),
     )
     return World(
         owner=owner,
@@ -242,6 +258,7 @@ def world(owner: Persona, outsider: Persona) -> World:
         key=key,
         outsider_agent=make_agent(outsider, name="globex-bot"),
         secrets=secrets,
+        review_id=str(review.pk),
     )
 
 

@@ -38,7 +38,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from agentflow.models import Agent, KnowledgeDocument
+from agentflow.models import Agent, KnowledgeDocument, Run
+from hitl.services import request_review
 from tenants import services
 from tests.platform.api.conftest import ACTOR, Persona
 
@@ -128,11 +129,17 @@ def contract_ids(owner: Persona, agent: Agent, settings: Any) -> dict[str, str]:
     ).json()
     document = KnowledgeDocument.unscoped.filter(agent=agent).order_by("created_at").first()
     assert document is not None
+    review = request_review(
+        run=Run.unscoped.get(pk=run["id"]),
+        result={"intent": "PASSWORD_RESET", "proposed_answer": "Open Settings > Security."},
+        actor=ACTOR,
+    )
     return {
         "agent_id": str(agent.pk),
         "run_id": run["id"],
         "session_id": run["session_id"],
         "document_id": str(document.pk),
+        "request_id": str(review.pk),
     }
 
 

@@ -1,0 +1,339 @@
+"""The review queue over HTTP (``/api/v1/hitl/``): thin views over :mod:`hitl.services`.
+
+Who may do what: anyone with ``read`` (every member, every key) sees the queue, a
+request, its history, the reviewers and the SLA figures; ``write`` (operators, owners,
+write keys) escalates a run by hand. Claiming, unclaiming and deciding need a member
+whose role reaches the request's ``required_role`` (reviewer < operator < owner;
+platform admins act as owners) or a ``write`` key, which may decide and release at any
+level but not hold a request. Those three look the request up *before* checking the
+caller, so a foreign or unknown id is the same ``404`` for every caller, and only then
+``403``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import Count, F, QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentflow.api.views import actor_for, get_or_404
+from agentflow.models import Run
+from agentflow.server.api.exceptions import unprocessable
+from agentflow.server.api.pagination import paginate
+from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from hitl import services, stats
+from hitl.models import (
+    OPEN_STATUSES,
+    PRIORITY_RANK,
+    HITLRequest,
+    Kind,
+    ReviewerAvailability,
+    Status,
+)
+from hitl.policy import REVIEW_ROLES
+from hitl.serializers import (
+    ClaimSerializer,
+    EscalateSerializer,
+    HistoryEntrySerializer,
+    RespondSerializer,
+    ReviewerSerializer,
+    ReviewRequestSerializer,
+    StatsSerializer,
+    UnclaimSerializer,
+    request_json,
+)
+from tenants.idempotency import idempotent
+from tenants.models import APIKey, Membership, Role
+from tenants.views_base import READ, WRITE, TenantScopedAPIView
+
+STATUS_VALUES = [*Status.values, "open", "all"]
+SORTABLE = {
+    "priority": "priority_rank",
+    "sla_deadline": "sla_deadline",
+    "created_at": "created_at",
+    "decided_at": "decided_at",
+    "status": "status",
+}
+QUEUE_PARAMETERS = [
+    *LIST_PARAMETERS,
+    OpenApiParameter(
+        "status",
+        OpenApiTypes.STR,
+        description="Comma-separated statuses, `open` (default: pending, assigned, escalated) "
+        "or `all`.",
+    ),
+    OpenApiParameter("priority", OpenApiTypes.STR, description="Comma-separated priorities."),
+    OpenApiParameter("kind", OpenApiTypes.STR, description="Comma-separated kinds."),
+    OpenApiParameter(
+        "assignee", OpenApiTypes.STR, description="`me`, `none` or a user id (integer)."
+    ),
+    OpenApiParameter("breached", OpenApiTypes.STR, enum=["true", "false"]),
+]
+STATS_PARAMETERS = [OpenApiParameter("days", OpenApiTypes.INT, description="1-90, default 14")]
+# Claim, unclaim and respond check the caller after the lookup (see the module docstring).
+LOOKUP_FIRST = {"GET": READ, "HEAD": READ, "OPTIONS": READ, "POST": READ}
+
+
+def reviewer_for(request: Request) -> services.Reviewer:
+    actor = actor_for(request)
+    if isinstance(request.auth, APIKey):
+        return services.Reviewer(actor=actor, key_writes=request.auth.has_scope("write"))
+    user = request.user
+    assert user.pk is not None  # the base view lets only authenticated callers through
+    role = Membership.objects.filter(user_id=user.pk).values_list("role", flat=True).first()
+    if role is None and (user.is_superuser or user.is_staff):
+        role = Role.OWNER  # a platform admin acting in a tenant it is not a member of
+    return services.Reviewer(actor=actor, user_id=user.pk, role=role)
+
+
+def _choices(request: Request, name: str, allowed: list[str]) -> list[str] | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    values = [value.strip() for value in raw.split(",") if value.strip()]
+    unknown = [value for value in values if value not in allowed]
+    if unknown or not values:
+        raise unprocessable(f"Unknown {name}.", {name: [f"Use one of: {', '.join(allowed)}."]})
+    return values
+
+
+def _filtered(request: Request) -> QuerySet[HITLRequest]:
+    queryset = HITLRequest.objects.select_related("assignee", "decided_by")
+    statuses = _choices(request, "status", STATUS_VALUES) or ["open"]
+    if "all" not in statuses:
+        wanted = {s for s in statuses if s != "open"}
+        if "open" in statuses:
+            wanted |= set(OPEN_STATUSES)
+        queryset = queryset.filter(status__in=wanted)
+    if priorities := _choices(request, "priority", list(PRIORITY_RANK)):
+        queryset = queryset.filter(priority__in=priorities)
+    if kinds := _choices(request, "kind", Kind.values):
+        queryset = queryset.filter(kind__in=kinds)
+    breached = request.query_params.get("breached")
+    if breached not in (None, ""):
+        if breached not in ("true", "false"):
+            raise unprocessable("breached is invalid.", {"breached": ["Use true or false."]})
+        queryset = queryset.filter(breached_at__isnull=breached == "false")
+    assignee = request.query_params.get("assignee")
+    if assignee not in (None, ""):
+        queryset = _by_assignee(request, queryset, assignee)
+    return queryset
+
+
+def _by_assignee(
+    request: Request, queryset: QuerySet[HITLRequest], assignee: str
+) -> QuerySet[HITLRequest]:
+    if assignee == "none":
+        return queryset.filter(assignee__isnull=True)
+    if assignee == "me":
+        if isinstance(request.auth, APIKey):
+            raise unprocessable(
+                "An API key is nobody.", {"assignee": ["'me' needs a signed-in member."]}
+            )
+        return queryset.filter(assignee_id=request.user.pk)
+    if not assignee.isdigit() or len(assignee) > 12:
+        raise unprocessable("assignee is invalid.", {"assignee": ["Use me, none or a user id."]})
+    return queryset.filter(assignee_id=int(assignee))
+
+
+def _sorted(request: Request, queryset: QuerySet[HITLRequest]) -> QuerySet[HITLRequest]:
+    sort_by = request.query_params.get("sort_by")
+    sort_order = (request.query_params.get("sort_order") or "desc").lower()
+    if sort_order not in {"asc", "desc"}:
+        raise unprocessable("sort_order is invalid.", {"sort_order": ["Use asc or desc."]})
+    if not sort_by:
+        # The queue's natural order: most urgent first, then the nearest deadline.
+        return queryset.order_by("-priority_rank", "sla_deadline", "created_at", "pk")
+    if sort_by not in SORTABLE:
+        raise unprocessable(
+            "sort_by is not sortable.", {"sort_by": [f"Use one of: {', '.join(SORTABLE)}."]}
+        )
+    field = F(SORTABLE[sort_by])
+    if sort_order == "desc":
+        return queryset.order_by(field.desc(nulls_last=True), "-pk")
+    return queryset.order_by(field.asc(nulls_last=True), "pk")
+
+
+def _request_or_404(request_id: Any) -> HITLRequest:
+    return get_or_404(HITLRequest.objects.select_related("assignee", "decided_by"), pk=request_id)
+
+
+class QueueView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="hitl_queue",
+        parameters=QUEUE_PARAMETERS,
+        responses={200: envelope(ReviewRequestSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        queryset = _sorted(request, _filtered(request))
+        return paginate(request, queryset, lambda page: [request_json(r) for r in page])
+
+
+class RequestDetailView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="hitl_request",
+        responses={200: ReviewRequestSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, request_id: str) -> Response:
+        return Response(request_json(_request_or_404(request_id)))
+
+
+class ClaimView(TenantScopedAPIView):
+    scope_map = LOOKUP_FIRST
+
+    @extend_schema(
+        operation_id="hitl_claim",
+        request=ClaimSerializer,
+        # An empty body has no schema to attach the hook's 413/415 to: documented here.
+        responses={200: ReviewRequestSerializer, **errors(401, 403, 404, 409, 413, 415, 422)},
+    )
+    def post(self, request: Request, request_id: str) -> Response:
+        item = _request_or_404(request_id)
+        ClaimSerializer(data=request.data).is_valid(raise_exception=True)
+        claimed = services.claim(reviewer=reviewer_for(request), request=item)
+        return Response(request_json(claimed))
+
+
+class UnclaimView(TenantScopedAPIView):
+    scope_map = LOOKUP_FIRST
+
+    @extend_schema(
+        operation_id="hitl_unclaim",
+        request=UnclaimSerializer,
+        responses={200: ReviewRequestSerializer, **errors(401, 403, 404, 409, 422)},
+    )
+    def post(self, request: Request, request_id: str) -> Response:
+        item = _request_or_404(request_id)
+        data = UnclaimSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        released = services.unclaim(
+            reviewer=reviewer_for(request),
+            request=item,
+            reason=data.validated_data.get("reason", ""),
+        )
+        return Response(request_json(released))
+
+
+class RespondView(TenantScopedAPIView):
+    scope_map = LOOKUP_FIRST
+
+    @extend_schema(
+        operation_id="hitl_respond",
+        request=RespondSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={200: ReviewRequestSerializer, **errors(401, 403, 404, 409, 422)},
+    )
+    @idempotent
+    def post(self, request: Request, request_id: str) -> Response:
+        item = _request_or_404(request_id)
+        data = RespondSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        decided = services.decide(
+            reviewer=reviewer_for(request),
+            request=item,
+            decision=data.validated_data["decision"],
+            response=data.validated_data.get("response"),
+            reason=data.validated_data.get("reason", ""),
+        )
+        return Response(request_json(decided))
+
+
+class HistoryView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="hitl_history",
+        parameters=LIST_PARAMETERS[:2],
+        responses={200: envelope(HistoryEntrySerializer), **errors(401, 403, 404, 422)},
+    )
+    def get(self, request: Request, request_id: str) -> Response:
+        item = _request_or_404(request_id)
+        return paginate(
+            request, item.events.order_by("at", "id"), lambda page: [e.as_json() for e in page]
+        )
+
+
+class EscalateView(TenantScopedAPIView):
+    scope_map = {"GET": READ, "HEAD": READ, "OPTIONS": READ, "POST": WRITE}
+
+    @extend_schema(
+        operation_id="hitl_escalate",
+        request=EscalateSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: ReviewRequestSerializer, **errors(401, 403, 404, 409, 422)},
+    )
+    @idempotent
+    def post(self, request: Request, run_id: str) -> Response:
+        run = get_or_404(Run.objects.all(), pk=run_id)
+        data = EscalateSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        queued = services.escalate_run(
+            actor=actor_for(request),
+            run=run,
+            reason=data.validated_data["reason"],
+            priority=data.validated_data.get("priority"),
+        )
+        return Response(
+            request_json(queued),
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/hitl/queue/{queued.pk}"},
+        )
+
+
+class ReviewersView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="hitl_reviewers",
+        parameters=LIST_PARAMETERS[:2],
+        responses={200: envelope(ReviewerSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        members = (
+            Membership.objects.filter(role__in=REVIEW_ROLES)
+            .select_related("user")
+            .order_by("user__username", "pk")
+        )
+        return paginate(request, members, _reviewers_json)
+
+
+def _reviewers_json(page: list[Membership]) -> list[dict[str, Any]]:
+    user_ids = [m.user_id for m in page]
+    availability = {
+        row.user_id: row for row in ReviewerAvailability.objects.filter(user_id__in=user_ids)
+    }
+    held = dict(
+        HITLRequest.objects.filter(assignee_id__in=user_ids, status__in=OPEN_STATUSES)
+        .values("assignee_id")
+        .annotate(n=Count("pk"))
+        .values_list("assignee_id", "n")
+    )
+    rows = []
+    for member in page:
+        row = availability.get(member.user_id)
+        rows.append(
+            {
+                "id": member.user_id,
+                "username": member.user.get_username(),
+                "role": member.role,
+                "available": bool(row and row.available),
+                "capacity": row.capacity if row else 0,
+                "open_assigned": held.get(member.user_id, 0),
+            }
+        )
+    return rows
+
+
+class StatsView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="hitl_stats",
+        parameters=STATS_PARAMETERS,
+        responses={200: StatsSerializer, **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        raw = request.query_params.get("days") or "14"
+        if not raw.isdigit() or not 1 <= int(raw) <= 90:
+            raise unprocessable("days is invalid.", {"days": ["An integer from 1 to 90."]})
+        return Response(stats.daily_stats(now=datetime.now(UTC), days=int(raw)))

@@ -1,0 +1,124 @@
+"""What applies to one request: its SLA, escalation policy, role ladder and hand-off.
+
+Precedence, most specific first: an agent's :class:`ReviewSettings`, the tenant's, then
+the ``AGENTFLOW`` settings (``HITL_*``); the first enabled :class:`EscalationPolicy`
+that matches the request's priority, intent and kind, else the default policy built
+from settings. Pure reads: callers are inside the tenant's scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from hitl.models import PRIORITY_RANK, EscalationPolicy, OnBreach, OnReject, ReviewSettings
+from tenants.models import Role
+
+# Who may review what: a request that needs an operator cannot be decided by a reviewer.
+ROLE_RANK: dict[str, int] = {Role.REVIEWER: 1, Role.OPERATOR: 2, Role.OWNER: 3}
+REVIEW_ROLES = tuple(ROLE_RANK)
+
+
+def options() -> dict[str, Any]:
+    """The ``AGENTFLOW`` settings, typed for reading."""
+    return settings.AGENTFLOW
+
+
+def roles_at_or_above(role: str) -> list[str]:
+    return [name for name, rank in ROLE_RANK.items() if rank >= ROLE_RANK[role]]
+
+
+def chain_issues(chain: Any) -> list[str]:
+    """Why ``chain`` is not a usable role ladder (empty when it is)."""
+    if not isinstance(chain, list) or not chain:
+        return ["must be a non-empty list of roles"]
+    unknown = [role for role in chain if role not in ROLE_RANK]
+    if unknown:
+        return [f"unknown role(s) {unknown}; use {list(ROLE_RANK)}"]
+    ranks = [ROLE_RANK[role] for role in chain]
+    if ranks != sorted(set(ranks)):
+        return ["roles must climb: each one higher than the one before"]
+    return []
+
+
+def default_policy() -> EscalationPolicy:
+    """The policy of requests no tenant rule matches (unsaved; built from settings)."""
+    settings_ = options()
+    expire = settings_["HITL_EXPIRE_AFTER_MINUTES"]
+    return EscalationPolicy(
+        name="default",
+        chain=list(settings_["HITL_DEFAULT_CHAIN"]),
+        on_breach=OnBreach.ESCALATE,
+        expire_after_minutes=expire or None,
+        on_expiry=settings_["HITL_ON_EXPIRY"],
+        notify_email=True,
+        notify_slack=True,
+    )
+
+
+def resolve_policy(*, priority: str, intent: str, kind: str) -> EscalationPolicy:
+    for policy in EscalationPolicy.objects.filter(enabled=True).order_by("position", "id"):
+        if policy.matches(priority=priority, intent=intent, kind=kind):
+            return policy
+    return default_policy()
+
+
+def policy_of(policy: EscalationPolicy | None) -> EscalationPolicy:
+    """A request's stored policy, or the default one when it had none (or it was deleted)."""
+    return policy if policy is not None else default_policy()
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    sla_minutes: dict[str, int]
+    handoff_message: str
+    on_reject: str
+
+
+def review_config(*, tier: str, agent_id: Any) -> ReviewConfig:
+    rows = {
+        None if row.agent_id is None else str(row.agent_id): row
+        for row in ReviewSettings.objects.filter(Q(agent_id=agent_id) | Q(agent__isnull=True))
+    }
+    settings_ = options()
+    minutes: dict[str, int] = dict(settings_["HITL_SLA_MINUTES"][tier])
+    handoff = str(settings_["HITL_HANDOFF_MESSAGE"])
+    on_reject = OnReject.HANDOFF.value
+    for row in (rows.get(None), rows.get(str(agent_id))):  # tenant first, the agent's wins
+        if row is None:
+            continue
+        minutes.update({p: int(m) for p, m in row.sla_minutes.items()})
+        handoff = row.handoff_message or handoff
+        on_reject = row.on_reject or on_reject
+    return ReviewConfig(sla_minutes=minutes, handoff_message=handoff, on_reject=on_reject)
+
+
+def sla_deadline(config: ReviewConfig, priority: str, start: datetime) -> datetime:
+    return start + timedelta(minutes=config.sla_minutes[priority])
+
+
+def escalation_window(policy: EscalationPolicy, config: ReviewConfig, priority: str) -> timedelta:
+    minutes = policy.escalation_minutes or config.sla_minutes[priority]
+    return timedelta(minutes=minutes)
+
+
+def handoff_text(config: ReviewConfig, reason: str) -> str:
+    # Plain replacement, not str.format: a tenant's template must not reach attributes.
+    return config.handoff_message.replace("{reason}", reason)
+
+
+def sla_minutes_issues(minutes: Any) -> list[str]:
+    """Why ``minutes`` is not a ``{priority: positive minutes}`` table (empty when it is)."""
+    if not isinstance(minutes, dict):
+        return ["must be an object of priority: minutes"]
+    issues = [f"unknown priority {name!r}" for name in minutes if name not in PRIORITY_RANK]
+    issues += [
+        f"{name}: minutes must be a positive integer"
+        for name, value in minutes.items()
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0
+    ]
+    return issues
