@@ -13,7 +13,8 @@ from contextvars import Token
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from django.http import HttpRequest
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
 from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
@@ -42,7 +43,27 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.OPERATOR: frozenset({READ, WRITE, REVIEW}),
     Role.OWNER: frozenset({READ, WRITE, REVIEW, ADMIN}),
 }
+PLATFORM_ADMIN = "platform_admin"  # staff users: every scope in every tenant
+PLATFORM_ADMIN_SCOPES = ROLE_SCOPES[Role.OWNER]
+# What an API key's own scopes grant. A key is the tenant's machine credential, issued by a
+# platform admin: "write" covers every tenant-level change a key can make, reviews and
+# tenant administration (roles, exports, erasure) included. Keys have only these two
+# scopes today; finer key scopes would be new entries here.
+KEY_SCOPES: dict[str, frozenset[str]] = {
+    "read": frozenset({READ}),
+    "write": frozenset({WRITE, REVIEW, ADMIN}),
+}
 TENANT_HEADER = "X-Tenant"
+
+
+def required_scope(view_class: type[APIView], method: str) -> str:
+    """The scope ``method`` on ``view_class`` needs (unlisted methods need ``write``)."""
+    scope_map: dict[str, str] = getattr(view_class, "scope_map", DEFAULT_SCOPE_MAP)
+    return scope_map.get(method.upper(), WRITE)
+
+
+def key_scopes(key: APIKey) -> frozenset[str]:
+    return frozenset().union(*(KEY_SCOPES.get(scope, frozenset()) for scope in key.scopes))
 
 
 def _next_minute() -> str:
@@ -56,15 +77,18 @@ class TenantScopedAPIView(APIView):
     scope_map: ClassVar[dict[str, str]] = DEFAULT_SCOPE_MAP
 
     tenant: Tenant
+    # The caller's role in the tenant: a Role value, PLATFORM_ADMIN, or None for API keys.
+    role: str | None = None
     _scope_token: Token[int | None] | None = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        tenant, scopes, key = self._resolve_tenant(request)
+        tenant, scopes, key, role = self._resolve_tenant(request)
         self.tenant = tenant
+        self.role = role
         request.tenant = tenant  # type: ignore[attr-defined]
         self._scope_token = _current_tenant_id.set(tenant.pk)
-        needed = self.scope_map.get(request.method or "GET", WRITE)
+        needed = required_scope(type(self), request.method or "GET")
         if needed not in scopes:
             raise exceptions.PermissionDenied(f"This action needs the {needed!r} scope.")
         quotas = tenant.quotas
@@ -78,19 +102,42 @@ class TenantScopedAPIView(APIView):
             raise quota_exceeded(
                 decision.limit_name or "requests_per_minute", decision.retry_after, _next_minute()
             )
+        agent_id = kwargs.get("agent_id")
+        if agent_id is not None and not self.may_see_agent(agent_id):
+            raise Http404  # like a missing agent: restrictions reveal nothing either
 
-    def _resolve_tenant(self, request: Request) -> tuple[Tenant, frozenset[str], APIKey | None]:
+    def visible_agents(self) -> QuerySet[Any] | None:
+        """The agents this caller may see, or None when not restricted (django-guardian).
+
+        Filter lists with ``agent__in=...`` (``governance.services.restrict_to_visible_agents``).
+        """
+        if self.role is None or self.role == PLATFORM_ADMIN:
+            return None
+        if not hasattr(self, "_visible_agents"):
+            from governance.services import visible_agents
+
+            self._visible_agents = visible_agents(self.request.user, self.tenant.pk)
+        return self._visible_agents
+
+    def may_see_agent(self, agent_id: Any) -> bool:
+        visible = self.visible_agents()
+        return visible is None or visible.filter(pk=agent_id).exists()
+
+    def _resolve_tenant(
+        self, request: Request
+    ) -> tuple[Tenant, frozenset[str], APIKey | None, str | None]:
         if isinstance(request.auth, APIKey):
-            return request.auth.tenant, frozenset(request.auth.scopes), request.auth
+            return request.auth.tenant, key_scopes(request.auth), request.auth, None
         user = request.user
         if not user or not user.is_authenticated:
             raise exceptions.NotAuthenticated()
         slug = request.headers.get(TENANT_HEADER)
-        if user.is_superuser:
-            tenant = Tenant.objects.filter(slug=slug).first() if slug else None
+        platform_admin = user.is_superuser or user.is_staff
+        if platform_admin and slug:
+            tenant = Tenant.objects.filter(slug=slug).first()
             if tenant is None:
                 raise exceptions.NotFound(f"Send {TENANT_HEADER}: <tenant slug> to pick a tenant.")
-            return tenant, ROLE_SCOPES[Role.OWNER], None
+            return tenant, PLATFORM_ADMIN_SCOPES, None, PLATFORM_ADMIN
         # Memberships are looked up for this user before any scope exists.
         memberships = Membership.unscoped.select_related("tenant").filter(user=user)
         if slug:
@@ -98,12 +145,14 @@ class TenantScopedAPIView(APIView):
         found = list(memberships[:2])
         if len(found) != 1:
             raise exceptions.NotFound(
-                "No tenant membership." if not found else f"Send {TENANT_HEADER} to pick a tenant."
+                "No tenant membership."
+                if not found and not platform_admin
+                else f"Send {TENANT_HEADER}: <tenant slug> to pick a tenant."
             )
         membership = found[0]
         if membership.tenant.status != TenantStatus.ACTIVE:
             raise exceptions.PermissionDenied(f"Tenant is {membership.tenant.status}.")
-        return membership.tenant, ROLE_SCOPES[membership.role], None
+        return membership.tenant, ROLE_SCOPES[membership.role], None, membership.role
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any

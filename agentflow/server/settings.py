@@ -368,6 +368,8 @@ AGENTFLOW = {
     "AUDIT_CHECKPOINT_URL": env_str("AUDIT_CHECKPOINT_URL"),
     "AUDIT_CHECKPOINT_TOKEN": env_str("AUDIT_CHECKPOINT_TOKEN"),
     "AUDIT_CHECKPOINT_TIMEOUT_SECONDS": env_float("AUDIT_CHECKPOINT_TIMEOUT_SECONDS", 10.0),
+    # Exports up to this size go out whole (with a Content-Length); larger ones stream.
+    "EXPORT_BUFFER_BYTES": env_int("EXPORT_BUFFER_BYTES", 256 * 1024),
     # Human in the loop (docs/operations.md). SLA minutes per tier and priority; a tenant's
     # or agent's review settings override them per priority. Checked at start-up.
     "HITL_SLA_MINUTES": _hitl_sla_minutes(),

@@ -1,0 +1,570 @@
+"""Governance over the REST API: audit query and verify, exports, erasure, roles, tool grants.
+
+Thin views over :mod:`governance.services`, :mod:`governance.erasure` and
+:mod:`governance.exports`. Each declares its per-method scopes (ARCHITECTURE habit 3):
+reading the audit trail, members and tool grants needs ``read``; exports, erasure, role
+assignment and tool grants need ``admin`` (tenant owners, platform admins, write keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from itertools import chain
+from typing import Any, cast
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.handlers.asgi import ASGIRequest
+from django.db.models import Field, QuerySet
+from django.http import Http404, HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentflow.models import Agent
+from agentflow.server.api.exceptions import conflict, unprocessable
+from agentflow.server.api.pagination import paginate, sort_queryset
+from agentflow.server.api.schema import LIST_PARAMETERS, envelope, errors
+from agentflow.server.api.serializers import StrictSerializer
+from governance import checkpoints, erasure, exports, services
+from governance.audit import Actor, chain_head
+from governance.models import AuditEvent
+from governance.verify import verify_chain
+from tenants.views_base import ADMIN, DEFAULT_SCOPE_MAP, READ, TenantScopedAPIView
+
+# --- serializers (shapes of the OpenAPI schema) -------------------------------------------
+
+
+class AuditEventSerializer(serializers.Serializer):
+    sequence = serializers.IntegerField()
+    occurred_at = serializers.CharField()
+    actor_type = serializers.CharField()
+    actor_id = serializers.CharField()
+    action = serializers.CharField()
+    target_type = serializers.CharField()
+    target_id = serializers.CharField()
+    changes = serializers.DictField()
+    correlation_id = serializers.CharField()
+    prev_hash = serializers.CharField()
+    hash = serializers.CharField()
+
+
+class VerificationSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    events = serializers.IntegerField()
+    first_bad = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField(allow_null=True)
+    head_sequence = serializers.IntegerField(allow_null=True)
+    head_hash = serializers.CharField(allow_null=True)
+    checkpoint_sequence = serializers.IntegerField(allow_null=True)
+
+
+class ChainHeadSerializer(serializers.Serializer):
+    sequence = serializers.IntegerField()
+    hash = serializers.CharField()
+
+
+class ExportTenantSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
+class ExportSerializer(serializers.Serializer):
+    tenant = ExportTenantSerializer()
+    generated_at = serializers.CharField()
+    chain_head = ChainHeadSerializer(allow_null=True)
+    end_user = serializers.CharField(allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for name in exports.PARTS:
+            fields[name] = serializers.ListField(child=serializers.DictField(), required=False)
+        return fields
+
+
+class ErasureRequestSerializer(StrictSerializer):
+    user_id = serializers.CharField(max_length=200, help_text="The end user's id in runs.")
+
+
+class ErasureSerializer(serializers.Serializer):
+    subject = serializers.CharField(help_text="SHA-256 of '<tenant id>:<user id>'.")
+    erased = serializers.DictField(child=serializers.IntegerField())
+
+
+class MemberSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    username = serializers.CharField()
+    role = serializers.CharField(allow_null=True)
+    agents = serializers.ListField(child=serializers.CharField(), allow_null=True)
+
+
+class RoleAssignSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(
+        choices=list(services.Role.values),
+        allow_null=True,
+        help_text="null removes the user from the tenant.",
+    )
+    agents = serializers.ListField(
+        child=serializers.UUIDField(),
+        allow_null=True,
+        required=False,
+        max_length=1000,
+        help_text="Restrict the member to these agents; null: every agent; absent: unchanged.",
+    )
+
+
+class ToolGrantSerializer(StrictSerializer):
+    tool = serializers.CharField(max_length=100, help_text="A tool name, or * for any tool.")
+    role = serializers.ChoiceField(
+        choices=["", *services.ROLE_HIERARCHY],
+        required=False,
+        default="",
+        help_text="Empty: every role. A grant to a role also applies to the roles above it.",
+    )
+    level = serializers.ChoiceField(choices=list(services.LEVELS))
+
+
+class ToolPermissionsUpdateSerializer(StrictSerializer):
+    permissions = serializers.ListField(child=ToolGrantSerializer(), max_length=500)
+
+
+class ToolPermissionsSerializer(serializers.Serializer):
+    agent_id = serializers.CharField()
+    permissions = ToolGrantSerializer(many=True)
+    effective = serializers.DictField(
+        child=serializers.DictField(child=serializers.CharField()),
+        help_text="role -> tool -> level; '*' is the level of any tool not listed.",
+    )
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def event_json(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "sequence": event.sequence,
+        "occurred_at": _iso(event.occurred_at),
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "changes": event.changes,
+        "correlation_id": event.correlation_id,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def _member_json(view: services.MemberView) -> dict[str, Any]:
+    return {
+        "user_id": view.user_id,
+        "username": view.username,
+        "role": view.role,
+        "agents": view.agents,
+    }
+
+
+def _time_param(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise unprocessable(f"{name} is not a date-time.", {name: ["Use ISO 8601."]}) from None
+    if value.tzinfo is None:
+        raise unprocessable(f"{name} needs a time zone.", {name: ["Add Z or an offset."]})
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond +-15:59 that Python accepts.
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise unprocessable(f"{name} is out of range.", {name: ["Out of range."]}) from None
+
+
+def _text_param(request: Request, name: str, max_length: int = 100) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length or "\x00" in raw:
+        raise unprocessable(f"{name} is invalid.", {name: [f"At most {max_length} characters."]})
+    return raw
+
+
+def _flat_errors(detail: Any, path: str = "") -> dict[str, list[str]]:
+    """DRF's nested errors ({"permissions": {"1": {"level": [...]}}}) as one level of
+    field paths ({"permissions[1].level": [...]}), the shape every 422 body has."""
+    if isinstance(detail, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            name = str(key)
+            if name == "non_field_errors" and path:
+                child = path  # an error of the nested object itself: name the object
+            elif name.isdigit():
+                child = f"{path}[{name}]"
+            else:
+                child = f"{path}.{name}" if path else name
+            flat.update(_flat_errors(value, child))
+        return flat
+    if isinstance(detail, list) and detail and not all(isinstance(d, str) for d in detail):
+        flat = {}
+        for index, value in enumerate(detail):
+            if value:
+                flat.update(_flat_errors(value, f"{path}[{index}]"))
+        return flat
+    return {
+        path or "non_field_errors": [str(d) for d in detail]
+        if isinstance(detail, list)
+        else [str(detail)]
+    }
+
+
+def _validated(serializer: serializers.Serializer) -> dict[str, Any]:
+    if not serializer.is_valid():
+        raise unprocessable("Request validation failed.", _flat_errors(serializer.errors))
+    return dict(serializer.validated_data)
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+AUDIT_FILTERS = [
+    OpenApiParameter("actor_type", OpenApiTypes.STR, enum=["user", "api_key", "system"]),
+    OpenApiParameter("actor_id", OpenApiTypes.STR),
+    OpenApiParameter("action", OpenApiTypes.STR, description="exact, or a prefix ending in *"),
+    OpenApiParameter("target_type", OpenApiTypes.STR),
+    OpenApiParameter("target_id", OpenApiTypes.STR),
+    OpenApiParameter("since", OpenApiTypes.DATETIME, description="occurred at or after"),
+    OpenApiParameter("until", OpenApiTypes.DATETIME, description="occurred before"),
+]
+
+
+class AuditListView(TenantScopedAPIView):
+    scope_map = {**DEFAULT_SCOPE_MAP, "GET": READ}
+    sortable = ("sequence", "occurred_at")
+
+    @extend_schema(
+        operation_id="audit_list",
+        parameters=[*LIST_PARAMETERS, *AUDIT_FILTERS],
+        responses={200: envelope(AuditEventSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        queryset: QuerySet[AuditEvent] = AuditEvent.scoped.all()
+        for name in ("actor_type", "actor_id", "target_type", "target_id"):
+            value = _text_param(request, name)
+            if value is not None:
+                queryset = queryset.filter(**{name: value})
+        action = _text_param(request, "action")
+        if action is not None:
+            if action.endswith("*"):
+                queryset = queryset.filter(action__startswith=action[:-1])
+            else:
+                queryset = queryset.filter(action=action)
+        since, until = _time_param(request, "since"), _time_param(request, "until")
+        if since is not None:
+            queryset = queryset.filter(occurred_at__gte=since)
+        if until is not None:
+            queryset = queryset.filter(occurred_at__lt=until)
+        queryset = sort_queryset(request, queryset, self.sortable, "sequence")
+        return paginate(request, queryset, lambda page: [event_json(e) for e in page])
+
+
+class AuditVerifyView(TenantScopedAPIView):
+    scope_map = {**DEFAULT_SCOPE_MAP, "GET": READ}
+
+    @extend_schema(
+        operation_id="audit_verify",
+        responses={200: VerificationSerializer, **errors(401, 403)},
+        description=(
+            "Walks the tenant's chain and compares it with the exported checkpoints: "
+            "ok, the number of events, and the sequence of the first bad one."
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        try:
+            exported = checkpoints.read_checkpoints(self.tenant.pk)
+        except ValueError:
+            return Response({**_unverified("checkpoints_unreadable"), "events": 0}, status=200)
+        return Response(verify_chain(self.tenant.pk, exported).as_json())
+
+
+def _unverified(reason: str) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "first_bad": None,
+        "reason": reason,
+        "head_sequence": None,
+        "head_hash": None,
+        "checkpoint_sequence": None,
+    }
+
+
+# --- exports and erasure ------------------------------------------------------------------
+
+
+EXPORT_PARAMETERS = [
+    OpenApiParameter("format", OpenApiTypes.STR, enum=list(exports.FORMATS)),
+    OpenApiParameter(
+        "part",
+        OpenApiTypes.STR,
+        enum=list(exports.PARTS),
+        description="one part only (CSV: default audit, or runs for one end user)",
+    ),
+    OpenApiParameter("user_id", OpenApiTypes.STR, description="one end user's data (GDPR)"),
+]
+CHAIN_HEADERS = ("X-Audit-Chain-Sequence", "X-Audit-Chain-Hash")
+
+
+async def _aiter_chunks(chunks: Any) -> Any:
+    """Serve a sync chunk generator from an async server, one chunk per thread hop."""
+    step = sync_to_async(_next_chunk, thread_sensitive=True)
+    while (chunk := await step(chunks)) is not None:
+        yield chunk
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)
+
+
+class ExportView(TenantScopedAPIView):
+    scope_map = {**DEFAULT_SCOPE_MAP, "GET": ADMIN, "HEAD": ADMIN}
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # Errors are always the JSON error body; the export itself picks JSON or CSV from
+        # ?format= or Accept below (DRF would 404 an unknown ?format= instead of 422).
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+    def _format(self, request: Request) -> str:
+        wanted = request.query_params.get("format")
+        if wanted is None:
+            accept = request.headers.get("Accept", "")
+            wanted = "csv" if "text/csv" in accept and "json" not in accept else "json"
+        if wanted not in exports.FORMATS:
+            raise unprocessable("Unknown format.", {"format": ["Use json or csv."]})
+        return wanted
+
+    def head(self, request: Request) -> HttpResponse:
+        """What a GET would announce (format, chain head), without exporting anything."""
+        fmt = self._format(request)
+        head = chain_head(self.tenant.pk) or {}
+        response = HttpResponse(content_type=exports.MEDIA_TYPES[fmt])
+        for name, value in zip(
+            CHAIN_HEADERS, (head.get("sequence"), head.get("hash")), strict=True
+        ):
+            response[name] = "" if value is None else str(value)
+        return response
+
+    @extend_schema(
+        operation_id="governance_export",
+        parameters=EXPORT_PARAMETERS,
+        responses={
+            (200, "application/json"): ExportSerializer,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="one part as CSV"),
+            **errors(401, 403, 422),
+        },
+        description=(
+            "The tenant's audit trail and data (or one end user's data with user_id), "
+            "streamed. X-Audit-Chain-Sequence and X-Audit-Chain-Hash give the chain head "
+            "the audit part ends at: the export's own data.exported event."
+        ),
+    )
+    def get(self, request: Request) -> HttpResponse | StreamingHttpResponse:
+        try:
+            export = exports.start_export(
+                actor=Actor.from_request(request),
+                tenant=self.tenant,
+                fmt=self._format(request),
+                part=_text_param(request, "part", 40),
+                user_id=_text_param(request, "user_id", 200),
+            )
+        except exports.ExportError as exc:
+            raise unprocessable(f"{exc.field}: {exc}", {exc.field: [str(exc)]}) from exc
+        response = _export_response(request, export)
+        response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
+        for name, value in zip(
+            CHAIN_HEADERS, (export.head_sequence, export.head_hash), strict=True
+        ):
+            response[name] = "" if value is None else str(value)
+        return response
+
+
+def _export_response(
+    request: Request, export: exports.Export
+) -> HttpResponse | StreamingHttpResponse:
+    """Small exports go out whole, with a Content-Length; larger ones stream.
+
+    Up to ``EXPORT_BUFFER_BYTES`` is read ahead: if the export ends within it, one plain
+    response (clients see the size, no chunked encoding); otherwise what was read and the
+    rest are streamed in constant memory (async iteration under an ASGI server).
+    """
+    limit = int(str(settings.AGENTFLOW["EXPORT_BUFFER_BYTES"]))
+    head: list[bytes] = []
+    size = 0
+    for chunk in export.chunks:
+        head.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    else:
+        return HttpResponse(b"".join(head), content_type=export.media_type)
+    rest = chain(head, export.chunks)
+    content: Any = _aiter_chunks(rest) if isinstance(request._request, ASGIRequest) else rest
+    return StreamingHttpResponse(content, content_type=export.media_type)
+
+
+class ErasureView(TenantScopedAPIView):
+    scope_map = {**DEFAULT_SCOPE_MAP, "POST": ADMIN}
+
+    @extend_schema(
+        operation_id="governance_erasure",
+        request=ErasureRequestSerializer,
+        responses={200: ErasureSerializer, **errors(401, 403, 422)},
+        description=(
+            "GDPR erasure of one end user: sessions, threads, messages, memory (with "
+            "their vectors) and the content of their runs. Audited without the content."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(ErasureRequestSerializer(data=request.data))
+        report = erasure.erase_end_user(
+            actor=Actor.from_request(request), tenant=self.tenant, user_id=data["user_id"]
+        )
+        return Response({"subject": report.subject, "erased": report.erased})
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+class RolesView(TenantScopedAPIView):
+    scope_map = {**DEFAULT_SCOPE_MAP, "GET": READ, "POST": ADMIN}
+    sortable = ("created_at", "role")
+
+    @extend_schema(
+        operation_id="roles_list",
+        parameters=LIST_PARAMETERS,
+        responses={200: envelope(MemberSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        queryset = sort_queryset(
+            request, services.members(self.tenant), self.sortable, "created_at"
+        )
+        return paginate(
+            request,
+            queryset,
+            lambda page: [_member_json(m) for m in services.member_views(self.tenant, page)],
+        )
+
+    @extend_schema(
+        operation_id="roles_assign",
+        request=RoleAssignSerializer,
+        responses={200: MemberSerializer, **errors(401, 403, 404, 409, 422)},
+        description=(
+            "Give a user a role in the tenant (an unknown username gets an account without "
+            "a password, to be set by a platform admin or a password reset), optionally "
+            "only on some agents; role null removes the user from the tenant."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(RoleAssignSerializer(data=request.data))
+        username, role = data["username"], data["role"]
+        agents = data.get("agents", services.KEEP)
+        actor = Actor.from_request(request)
+        users = get_user_model().objects
+        user = users.filter(username=username).first()
+        try:
+            if role is None:
+                if user is None:
+                    raise Http404
+                services.revoke_role(actor=actor, tenant=self.tenant, user=user)
+                body = {"user_id": user.pk, "username": username, "role": None, "agents": None}
+                return Response(body)
+            if user is None:
+                user = _new_user(username)
+            member = services.assign_role(
+                actor=actor,
+                tenant=self.tenant,
+                user=user,
+                role=role,
+                agents=agents
+                if agents is None or agents is services.KEEP
+                else [str(a) for a in agents],
+            )
+        except services.LastOwner as exc:
+            raise conflict(str(exc), "last_owner") from exc
+        except services.GovernanceError as exc:
+            if exc.field == "user_id":
+                raise Http404 from exc  # not a member: like an unknown user
+            raise unprocessable(str(exc), {exc.field: [str(exc)]}) from exc
+        return Response(_member_json(member))
+
+
+def _new_user(username: str) -> Any:
+    model = get_user_model()
+    field = cast("Field[Any, Any]", model._meta.get_field(model.USERNAME_FIELD))
+    try:
+        field.run_validators(username)
+    except DjangoValidationError as exc:
+        raise unprocessable("Invalid username.", {"username": list(exc.messages)}) from exc
+    # No usable password: the person signs in once a password is set for them.
+    return model.objects.create_user(username)
+
+
+# --- tool permissions -----------------------------------------------------------------------
+
+
+class ToolPermissionsView(TenantScopedAPIView):
+    scope_map = {**DEFAULT_SCOPE_MAP, "GET": READ, "PUT": ADMIN}
+
+    def _agent(self, agent_id: str) -> Agent:
+        agent = Agent.objects.filter(pk=agent_id).first()
+        if agent is None:
+            raise Http404
+        return agent
+
+    def _body(self, agent: Agent) -> dict[str, Any]:
+        grants = services.tool_grants(agent)
+        tools = sorted({g.tool for g in grants} | {services.ANY_TOOL})
+        return {
+            "agent_id": str(agent.pk),
+            "permissions": [{"tool": g.tool, "role": g.role, "level": g.level} for g in grants],
+            "effective": {
+                role: services.effective_tool_permissions(agent, role, tools)
+                for role in services.ROLE_HIERARCHY
+            },
+        }
+
+    @extend_schema(
+        operation_id="tool_permissions_retrieve",
+        responses={200: ToolPermissionsSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, agent_id: str) -> Response:
+        return Response(self._body(self._agent(agent_id)))
+
+    @extend_schema(
+        operation_id="tool_permissions_update",
+        request=ToolPermissionsUpdateSerializer,
+        responses={200: ToolPermissionsSerializer, **errors(401, 403, 404, 422)},
+        description="Replace the agent's tool grants. Tools nobody granted are denied.",
+    )
+    def put(self, request: Request, agent_id: str) -> Response:
+        agent = self._agent(agent_id)
+        data = _validated(ToolPermissionsUpdateSerializer(data=request.data))
+        try:
+            services.set_tool_permissions(
+                actor=Actor.from_request(request), agent=agent, grants=data["permissions"]
+            )
+        except services.GovernanceError as exc:
+            raise unprocessable(str(exc), {exc.field: [str(exc)]}) from exc
+        return Response(self._body(agent))

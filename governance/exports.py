@@ -1,0 +1,444 @@
+"""Compliance exports of a tenant (or of one end user): JSON or CSV, produced in batches.
+
+The export is a generator of byte chunks, so a tenant with millions of rows streams in
+constant memory. It carries the audit chain head (sequence and hash) for anchoring
+outside AgentFlow: the audit part ends exactly at that head, which is the export's own
+``data.exported`` event. Each batch is read inside the tenant's scope and the scope is
+left before the chunk is yielded (the consumer of a streamed response may run each step
+in another context, where a scope left open would leak).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Model, QuerySet
+
+from agentflow.models import (
+    Agent,
+    AgentSession,
+    KnowledgeChunk,
+    KnowledgeDocument,
+    MemoryCase,
+    Message,
+    Run,
+    Thread,
+)
+from governance.audit import Actor, append, chain_head
+from governance.models import AgentToolPermission, AuditEvent
+from tenants.context import tenant_scope
+from tenants.models import Membership, Tenant, UsageDay
+
+FORMATS = ("json", "csv")
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
+_BATCH = 500
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+@dataclass(frozen=True)
+class Part:
+    """One table of the export: rows of ``model`` (scoped) turned into flat dicts."""
+
+    name: str
+    model: type[Model]
+    row: Callable[[Any], dict[str, Any]]
+    per_user: str | None = None  # the end-user filter, for a GDPR export of one user
+    order: str = "pk"
+
+    @property
+    def columns(self) -> list[str]:
+        return list(COLUMNS[self.name])
+
+
+def _audit_row(e: AuditEvent) -> dict[str, Any]:
+    return {
+        "sequence": e.sequence,
+        "occurred_at": _iso(e.occurred_at),
+        "actor_type": e.actor_type,
+        "actor_id": e.actor_id,
+        "action": e.action,
+        "target_type": e.target_type,
+        "target_id": e.target_id,
+        "changes": e.changes,
+        "correlation_id": e.correlation_id,
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    }
+
+
+# CSV headers, in the order of each part's row dict (a test holds them equal).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "audit": (
+        "sequence",
+        "occurred_at",
+        "actor_type",
+        "actor_id",
+        "action",
+        "target_type",
+        "target_id",
+        "changes",
+        "correlation_id",
+        "prev_hash",
+        "hash",
+    ),
+    "members": ("user_id", "username", "role"),
+    "agents": ("id", "name", "blueprint", "config", "version", "created_at", "updated_at"),
+    "tool_permissions": ("agent_id", "tool", "role", "level"),
+    "knowledge_documents": (
+        "id",
+        "agent_id",
+        "title",
+        "content_type",
+        "size_bytes",
+        "created_at",
+    ),
+    "knowledge_chunks": ("document_id", "index", "text"),
+    "sessions": ("id", "agent_id", "user_id", "message_count", "created_at", "last_active"),
+    "threads": (
+        "id",
+        "session_id",
+        "topic",
+        "intent",
+        "status",
+        "escalated",
+        "resolution",
+        "created_at",
+    ),
+    "messages": ("id", "session_id", "run_id", "thread_id", "role", "content", "created_at"),
+    "runs": (
+        "id",
+        "agent_id",
+        "session_id",
+        "user_id",
+        "status",
+        "priority",
+        "input",
+        "result",
+        "error",
+        "tokens",
+        "cost_usd",
+        "created_at",
+        "finished_at",
+    ),
+    "memory_cases": (
+        "id",
+        "agent_id",
+        "user_id",
+        "question",
+        "answer",
+        "intent",
+        "resolved",
+        "created_at",
+    ),
+    "usage": ("day", "runs", "tokens", "dollars"),
+}
+
+PARTS: dict[str, Part] = {
+    p.name: p
+    for p in (
+        Part("audit", AuditEvent, _audit_row, order="sequence"),
+        Part(
+            "members",
+            Membership,
+            lambda m: {"user_id": m.user_id, "username": m.user.get_username(), "role": m.role},
+        ),
+        Part(
+            "agents",
+            Agent,
+            lambda a: {
+                "id": str(a.pk),
+                "name": a.name,
+                "blueprint": a.blueprint,
+                "config": a.config,
+                "version": a.version,
+                "created_at": _iso(a.created_at),
+                "updated_at": _iso(a.updated_at),
+            },
+        ),
+        Part(
+            "tool_permissions",
+            AgentToolPermission,
+            lambda t: {
+                "agent_id": str(t.agent_id),
+                "tool": t.tool,
+                "role": t.role,
+                "level": t.level,
+            },
+        ),
+        Part(
+            "knowledge_documents",
+            KnowledgeDocument,
+            lambda d: {
+                "id": str(d.pk),
+                "agent_id": str(d.agent_id),
+                "title": d.title,
+                "content_type": d.content_type,
+                "size_bytes": d.size_bytes,
+                "created_at": _iso(d.created_at),
+            },
+        ),
+        Part(
+            "knowledge_chunks",
+            KnowledgeChunk,
+            lambda c: {"document_id": str(c.document_id), "index": c.index, "text": c.text},
+        ),
+        Part(
+            "sessions",
+            AgentSession,
+            lambda s: {
+                "id": str(s.pk),
+                "agent_id": str(s.agent_id),
+                "user_id": s.user_id,
+                "message_count": s.message_count,
+                "created_at": _iso(s.created_at),
+                "last_active": _iso(s.last_active),
+            },
+            per_user="user_id",
+        ),
+        Part(
+            "threads",
+            Thread,
+            lambda t: {
+                "id": t.pk,
+                "session_id": str(t.session_id),
+                "topic": t.topic,
+                "intent": t.intent,
+                "status": t.status,
+                "escalated": t.escalated,
+                "resolution": t.resolution,
+                "created_at": _iso(t.created_at),
+            },
+            per_user="session__user_id",
+        ),
+        Part(
+            "messages",
+            Message,
+            lambda m: {
+                "id": str(m.pk),
+                "session_id": str(m.session_id),
+                "run_id": str(m.run_id) if m.run_id else None,
+                "thread_id": m.thread_id,
+                "role": m.role,
+                "content": m.content,
+                "created_at": _iso(m.created_at),
+            },
+            per_user="session__user_id",
+        ),
+        Part(
+            "runs",
+            Run,
+            lambda r: {
+                "id": str(r.pk),
+                "agent_id": str(r.agent_id),
+                "session_id": str(r.session_id) if r.session_id else None,
+                "user_id": r.user_id,
+                "status": r.status,
+                "priority": r.priority,
+                "input": r.input,
+                "result": r.result,
+                "error": r.error,
+                "tokens": r.tokens,
+                "cost_usd": str(r.cost_usd),
+                "created_at": _iso(r.created_at),
+                "finished_at": _iso(r.finished_at),
+            },
+            per_user="user_id",
+        ),
+        Part(
+            "memory_cases",
+            MemoryCase,
+            lambda c: {
+                "id": c.pk,
+                "agent_id": str(c.agent_id),
+                "user_id": c.user_id,
+                "question": c.question,
+                "answer": c.answer,
+                "intent": c.intent,
+                "resolved": c.resolved,
+                "created_at": _iso(c.created_at),
+            },
+            per_user="user_id",
+        ),
+        Part(
+            "usage",
+            UsageDay,
+            lambda u: {
+                "day": u.day.isoformat(),
+                "runs": u.runs,
+                "tokens": u.tokens,
+                "dollars": str(u.dollars),
+            },
+            order="day",
+        ),
+    )
+}
+USER_PARTS = tuple(name for name, part in PARTS.items() if part.per_user)
+
+
+class ExportError(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Export:
+    """What the view needs: chunks to send and the head to announce."""
+
+    chunks: Iterator[bytes]
+    head_sequence: int | None
+    head_hash: str | None
+    media_type: str
+    filename: str
+
+
+def _queryset(part: Part, user_id: str | None, upto: int | None) -> QuerySet[Any]:
+    manager = AuditEvent.scoped if part.model is AuditEvent else part.model.objects  # type: ignore[attr-defined]
+    queryset: QuerySet[Any] = manager.all()
+    if part.model is AuditEvent:
+        queryset = queryset.filter(sequence__lte=upto or 0)
+    if part.model is Membership:
+        queryset = queryset.select_related("user")
+    if user_id is not None and part.per_user:
+        queryset = queryset.filter(**{part.per_user: user_id})
+    return queryset.order_by(part.order)
+
+
+def _rows(
+    tenant_id: int, part: Part, user_id: str | None, upto: int | None
+) -> Iterator[dict[str, Any]]:
+    """Rows in batches by keyset on the part's ordering (a unique column)."""
+    after: Any = None
+    while True:
+        with tenant_scope(tenant_id):
+            queryset = _queryset(part, user_id, upto)
+            if after is not None:
+                queryset = queryset.filter(**{f"{part.order}__gt": after})
+            batch = list(queryset[:_BATCH])
+            rows = [part.row(obj) for obj in batch]
+        yield from rows
+        if len(batch) < _BATCH:
+            return
+        after = getattr(batch[-1], part.order)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, date | Decimal):
+        return str(value)
+    raise TypeError(f"cannot export {type(value).__name__}")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default, ensure_ascii=False)
+
+
+def _json_chunks(
+    tenant: Tenant, header: dict[str, Any], parts: list[Part], user_id: str | None, upto: int | None
+) -> Iterator[bytes]:
+    yield _dumps(header)[:-1].encode()  # the header object, left open for the parts
+    for part in parts:
+        yield f', "{part.name}": ['.encode()
+        first = True
+        for row in _rows(tenant.pk, part, user_id, upto):
+            yield (("" if first else ", ") + _dumps(row)).encode()
+            first = False
+        yield b"]"
+    yield b"}\n"
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return _dumps(value)
+    return "" if value is None else value
+
+
+def _csv_chunks(
+    tenant: Tenant, part: Part, user_id: str | None, upto: int | None
+) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    # The header comes first, rows or not, so even an empty file says what it would hold.
+    writer = csv.DictWriter(buffer, fieldnames=part.columns, lineterminator="\r\n")
+    writer.writeheader()
+    for row in _rows(tenant.pk, part, user_id, upto):
+        writer.writerow({key: _cell(value) for key, value in row.items()})
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def start_export(
+    *,
+    actor: Actor,
+    tenant: Tenant,
+    fmt: str = "json",
+    part: str | None = None,
+    user_id: str | None = None,
+) -> Export:
+    """Audit the export, fix the chain head it ends at, and return its chunk generator."""
+    if fmt not in FORMATS:
+        raise ExportError(f"use one of: {', '.join(FORMATS)}", "format")
+    names = list(USER_PARTS if user_id is not None else PARTS)
+    if part is not None and part not in names:
+        raise ExportError(f"use one of: {', '.join(names)}", "part")
+    if fmt == "csv" and part is None:
+        part = "audit" if user_id is None else "runs"
+    if user_id is not None and not 1 <= len(user_id) <= 200:
+        raise ExportError("must be 1-200 characters", "user_id")
+    selected = [PARTS[part]] if part else [PARTS[n] for n in names]
+    append(
+        tenant_id=tenant.pk,
+        actor=actor,
+        action="data.exported",
+        target_type="tenant",
+        target_id=tenant.pk,
+        # A digest, not the id: exporting a user's data must not copy it into the log.
+        changes={
+            "format": fmt,
+            "parts": [p.name for p in selected],
+            "end_user": _subject(tenant.pk, user_id),
+        },
+    )
+    head = chain_head(tenant.pk) or {}
+    upto = head.get("sequence")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if fmt == "csv":
+        return Export(
+            _csv_chunks(tenant, selected[0], user_id, upto),
+            upto,
+            head.get("hash"),
+            MEDIA_TYPES["csv"],
+            f"{tenant.slug}-{selected[0].name}-{stamp}.csv",
+        )
+    header = {
+        "tenant": {"id": tenant.pk, "slug": tenant.slug, "name": tenant.name},
+        "generated_at": _iso(datetime.now(UTC)),
+        "chain_head": {"sequence": upto, "hash": head.get("hash")} if upto else None,
+        "end_user": user_id,
+    }
+    return Export(
+        _json_chunks(tenant, header, selected, user_id, upto),
+        upto,
+        head.get("hash"),
+        MEDIA_TYPES["json"],
+        f"{tenant.slug}-export-{stamp}.json",
+    )
+
+
+def _subject(tenant_id: int, user_id: str | None) -> str | None:
+    from governance.erasure import subject_digest
+
+    return subject_digest(tenant_id, user_id) if user_id is not None else None
