@@ -64,7 +64,7 @@ def _scopes(persona: str) -> frozenset[str]:
     return ROLE_SCOPES[persona]
 
 
-def _view_classes() -> dict[str, type]:
+def _view_classes() -> dict[str, type[Any]]:
     return {
         route: pattern.callback.view_class  # type: ignore[attr-defined]
         for route, pattern in _walk(get_resolver())
@@ -75,12 +75,37 @@ def _view_classes() -> dict[str, type]:
 VIEWS = _view_classes()
 
 
+def signed_by_the_request(endpoint: Endpoint) -> bool:
+    """Views that take no credentials at all (webhook deliveries prove themselves by a
+    signature): no role or key grants anything there, so the matrix has nothing to say."""
+    view = VIEWS[endpoint.route]
+    return not issubclass(view, TenantScopedAPIView) and not getattr(
+        view, "authentication_classes", True
+    )
+
+
 def expected_allowed(endpoint: Endpoint, persona: str) -> bool:
     view = VIEWS[endpoint.route]
     if endpoint.is_platform:
         return persona == "platform_admin"  # staff sessions only (IsAdminUser)
     assert issubclass(view, TenantScopedAPIView), f"{endpoint}: not a tenant-scoped view"
     return required_scope(view, endpoint.method) in _scopes(persona)
+
+
+GOVERNED = [e for e in ENDPOINTS if not signed_by_the_request(e)]
+
+
+def test_every_api_view_is_governed_by_scopes_staff_or_a_signature() -> None:
+    """A view that authenticates keys or sessions must declare scopes (a tenant-scoped
+    view) or be platform administration; anything else would escape the matrix."""
+    for endpoint in ENDPOINTS:
+        view = VIEWS[endpoint.route]
+        if endpoint.is_platform:
+            assert not issubclass(view, TenantScopedAPIView), str(endpoint)
+            continue
+        assert issubclass(view, TenantScopedAPIView) or signed_by_the_request(endpoint), (
+            f"{endpoint}: authenticates callers but declares no scope_map"
+        )
 
 
 # Product decisions, written out: who may call these (the matrix derives the rest).
@@ -117,6 +142,7 @@ def test_the_policy_is_what_the_scope_maps_say() -> None:
     by_name = {str(e): e for e in ENDPOINTS}
     assert POLICY.keys() <= by_name.keys(), POLICY.keys() - by_name.keys()
     for name, allowed in POLICY.items():
+        assert not signed_by_the_request(by_name[name]), name
         derived = {p for p in PERSONAS if expected_allowed(by_name[name], p)}
         assert derived == allowed, (name, sorted(derived ^ allowed))
 
@@ -125,7 +151,7 @@ def test_roles_scale_up_and_keys_never_administer_the_platform() -> None:
     """Each role can do at least what the role below it can; no API key reaches the
     platform endpoints; a key with both scopes can do what each of them can."""
     ladder = ["viewer", "reviewer", "operator", "owner", "platform_admin"]
-    for endpoint in ENDPOINTS:
+    for endpoint in GOVERNED:
         allowed = [expected_allowed(endpoint, p) for p in ladder]
         assert allowed == sorted(allowed), (str(endpoint), allowed)
         if endpoint.is_platform:
@@ -193,7 +219,7 @@ def test_every_endpoint_allows_and_refuses_as_the_scope_maps_say(
     tenant, found = callers
     caller = found[persona]
     wrong: list[str] = []
-    for endpoint in ENDPOINTS:
+    for endpoint in GOVERNED:
         allowed = expected_allowed(endpoint, persona)
         if allowed:
             response = _call(caller, endpoint)
@@ -218,9 +244,9 @@ def test_every_endpoint_allows_and_refuses_as_the_scope_maps_say(
 
 def test_the_matrix_covers_every_endpoint_and_both_outcomes() -> None:
     """Not vacuous: dozens of endpoints, and each persona both allowed and refused some."""
-    assert len(ENDPOINTS) >= 50
-    assert any(e.route.startswith("api/v1/governance/") for e in ENDPOINTS)
-    assert any(e.route.startswith(PLATFORM_PREFIX) for e in ENDPOINTS)
-    assert all(expected_allowed(e, "platform_admin") for e in ENDPOINTS)
+    assert len(GOVERNED) >= 50
+    assert any(e.route.startswith("api/v1/governance/") for e in GOVERNED)
+    assert any(e.route.startswith(PLATFORM_PREFIX) for e in GOVERNED)
+    assert all(expected_allowed(e, "platform_admin") for e in GOVERNED)
     for persona in PERSONAS[1:]:
-        assert {expected_allowed(e, persona) for e in ENDPOINTS} == {True, False}, persona
+        assert {expected_allowed(e, persona) for e in GOVERNED} == {True, False}, persona
