@@ -209,6 +209,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "maintenance.audit_checkpoint",
         "schedule": env_float("AUDIT_CHECKPOINT_SECONDS", 300.0),
     },
+    # The activity stream's recovery: replay from PostgreSQL, claim dead consumers' entries.
+    "learning.activity_sweep": {
+        "task": "learning.activity_sweep",
+        "schedule": env_float("ACTIVITY_SWEEP_SECONDS", 30.0),
+        "options": {"expires": env_float("ACTIVITY_SWEEP_SECONDS", 30.0)},
+    },
     # Breaches are marked within one sweep interval of the deadline (SPEC 6: <= 1 minute).
     "hitl.sla_sweep": {
         "task": "hitl.sla_sweep",
@@ -253,6 +259,7 @@ SPECTACULAR_SETTINGS = {
             "cancelled",
         ],
         "TenantStatusEnum": "tenants.models.TenantStatus",
+        "GraphNodeKindEnum": "learning.models.NodeKind",
     },
 }
 
@@ -386,4 +393,23 @@ AGENTFLOW = {
     "HITL_SLACK_WEBHOOK_URL": env_str("HITL_SLACK_WEBHOOK_URL"),
     "HITL_NOTIFY_RETRY_SECONDS": env_float("HITL_NOTIFY_RETRY_SECONDS", 10.0),
     "HITL_NOTIFY_MAX_RETRIES": env_int("HITL_NOTIFY_MAX_RETRIES", 5),
+    # Webhooks and the activity stream (docs/configuration.md, docs/operations.md). Signing
+    # secrets are stored encrypted with a key derived from WEBHOOK_SECRET_KEY (else SECRET_KEY).
+    "WEBHOOK_SECRET_KEY": env_str("WEBHOOK_SECRET_KEY"),
+    "WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS": env_int("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", 300),
+    "WEBHOOK_MAX_BODY_BYTES": env_int("WEBHOOK_MAX_BODY_BYTES", 1_048_576),
+    "WEBHOOK_ROTATION_OVERLAP_SECONDS": env_int("WEBHOOK_ROTATION_OVERLAP_SECONDS", 24 * 3600),
+    "WEBHOOK_MESSAGE_MAX_CHARS": env_int("WEBHOOK_MESSAGE_MAX_CHARS", 8000),
+    # Rules may only send replies to URLs under these prefixes (no SSRF through rules).
+    "WEBHOOK_REPLY_ALLOWED_URLS": env_list(
+        "WEBHOOK_REPLY_ALLOWED_URLS", ["https://hooks.slack.com/"]
+    ),
+    "WEBHOOK_REPLY_TIMEOUT_SECONDS": env_float("WEBHOOK_REPLY_TIMEOUT_SECONDS", 10.0),
+    "WEBHOOK_REPLY_RETRY_SECONDS": env_float("WEBHOOK_REPLY_RETRY_SECONDS", 10.0),
+    "WEBHOOK_REPLY_MAX_RETRIES": env_int("WEBHOOK_REPLY_MAX_RETRIES", 5),
+    "ACTIVITY_STREAM_MAXLEN": env_int("ACTIVITY_STREAM_MAXLEN", 100_000),
+    "ACTIVITY_DRAIN_BATCH": env_int("ACTIVITY_DRAIN_BATCH", 100),
+    "ACTIVITY_CLAIM_IDLE_SECONDS": env_float("ACTIVITY_CLAIM_IDLE_SECONDS", 60.0),
+    "ACTIVITY_REPUBLISH_AFTER_SECONDS": env_float("ACTIVITY_REPUBLISH_AFTER_SECONDS", 300.0),
+    "ACTIVITY_MAX_ATTEMPTS": env_int("ACTIVITY_MAX_ATTEMPTS", 5),
 }

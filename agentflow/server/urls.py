@@ -17,6 +17,7 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("api/v1/", include("agentflow.api.urls")),
     path("api/v1/", include("tenants.urls")),
+    path("api/v1/", include("learning.urls")),
     path("api/v1/governance/", include("governance.urls")),
     path("api/v1/hitl/", include("hitl.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

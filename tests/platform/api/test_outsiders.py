@@ -17,7 +17,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -34,6 +34,7 @@ from tenants.context import tenant_scope
 from tenants.models import APIKey, Role, Tenant
 from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona, make_agent
 from tests.platform.api.test_bad_input import assert_error, lenient, nothing_written
+from tests.platform.learning.world import owner_integrations
 
 API_PREFIX = "api/v1/"
 PLATFORM_PREFIX = "api/v1/tenants"
@@ -95,7 +96,15 @@ def api_endpoints() -> list[Endpoint]:
 
 
 ENDPOINTS = api_endpoints()
-TENANT_ENDPOINTS = [e for e in ENDPOINTS if not e.is_platform]
+# Webhook deliveries authenticate by the provider's signature, not by key or session: a
+# delivery signed with another tenant's secret, or for an unknown endpoint, is the same 401
+# (tests/platform/learning/test_signatures.py), so they are left out of the 404 tests here.
+SIGNATURE_AUTHENTICATED = frozenset(
+    f"webhook-delivery-{provider}" for provider in ("zendesk", "slack", "jira", "generic")
+)
+TENANT_ENDPOINTS = [
+    e for e in ENDPOINTS if not e.is_platform and e.name not in SIGNATURE_AUTHENTICATED
+]
 PLATFORM_ENDPOINTS = [e for e in ENDPOINTS if e.is_platform]
 
 
@@ -113,6 +122,8 @@ class World:
     outsider_agent: Agent
     secrets: tuple[str, ...]  # strings of the owner's that must never reach the outsider
     review_id: str = ""  # the owner's HITL review request (of the run above)
+    # The owner's webhook endpoint, event rule, activity event and graph node, by path param.
+    integrations: dict[str, str] = field(default_factory=dict)
 
 
 # How to get the owner's id for each path parameter name. A route with a parameter that
@@ -125,6 +136,10 @@ OWNER_ID: dict[str, Callable[[World], str]] = {
     "tenant_id": lambda w: str(w.owner.tenant.pk),
     "key_id": lambda w: str(w.key.pk),
     "request_id": lambda w: w.review_id,
+    "endpoint_id": lambda w: w.integrations["endpoint_id"],
+    "rule_id": lambda w: w.integrations["rule_id"],
+    "event_id": lambda w: w.integrations["event_id"],
+    "node_id": lambda w: w.integrations["node_id"],
 }
 # The outsider's own object for a parent parameter ("my agent, your document").
 OUTSIDER_ID: dict[str, Callable[[World], str]] = {
@@ -156,6 +171,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("hitl-unclaim", "POST"): {"reason": "handing over"},
     ("hitl-respond", "POST"): {"decision": "approve"},
     ("hitl-escalate", "POST"): {"reason": "the customer asked for a person", "priority": "high"},
+    ("webhook-endpoints", "POST"): {"provider": "generic", "name": "globex-desk"},
+    ("webhook-endpoint-rotate", "POST"): {"overlap_seconds": 0},
+    ("activity-rules", "POST"): {
+        "name": "globex-rule",
+        "event_kind": "zendesk.ticket.created",
+        "agent_name": "globex-bot",
+    },
+    ("activity-rule", "PATCH"): {"enabled": False},
+    **{(name, "POST"): {"type": "ticket.created"} for name in SIGNATURE_AUTHENTICATED},
 }
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -235,7 +259,9 @@ def world(owner: Persona, outsider: Persona) -> World:
         result={"intent": "BILLING", "proposed_answer": "INV-20931 is on the Billing page."},
         actor=ACTOR,
     )
+    integrations, integration_secrets = owner_integrations(owner, agent)
     secrets = (
+        *integration_secrets,
         str(agent.pk),
         agent.name,
         run["id"],
@@ -259,6 +285,7 @@ def world(owner: Persona, outsider: Persona) -> World:
         outsider_agent=make_agent(outsider, name="globex-bot"),
         secrets=secrets,
         review_id=str(review.pk),
+        integrations=integrations,
     )
 
 

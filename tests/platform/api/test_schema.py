@@ -42,6 +42,7 @@ from agentflow.models import Agent, KnowledgeDocument, Run
 from hitl.services import request_review
 from tenants import services
 from tests.platform.api.conftest import ACTOR, Persona
+from tests.platform.learning.world import owner_integrations
 
 CHECKS = [
     not_a_server_error,
@@ -140,6 +141,8 @@ def contract_ids(owner: Persona, agent: Agent, settings: Any) -> dict[str, str]:
         "session_id": run["session_id"],
         "document_id": str(document.pk),
         "request_id": str(review.pk),
+        # The owner's webhook endpoint, event rule, activity event and graph node.
+        **owner_integrations(owner, agent)[0],
     }
 
 

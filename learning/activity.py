@@ -1,0 +1,358 @@
+"""The durable activity stream: PostgreSQL rows, carried by a Redis Stream per tenant.
+
+An :class:`~learning.models.ActivityEvent` is written in the producer's transaction; on
+commit its id is appended (``XADD``) to ``agentflow:t{tenant}:activity`` and the row
+records the entry id (``published_at``/``stream_id``). Consumers read through one
+consumer group (``XREADGROUP``), process, then acknowledge (``XACK``):
+
+* a consumer that dies between reading and acknowledging leaves its entries pending;
+  the sweep claims entries idle longer than ``ACTIVITY_CLAIM_IDLE_SECONDS``
+  (``XAUTOCLAIM``) and processes them;
+* Redis losing the stream (restart without persistence, trimming, a failover) loses no
+  event: the sweep re-appends every unprocessed event that is unpublished, whose stream is
+  gone, or that waited longer than ``ACTIVITY_REPUBLISH_AFTER_SECONDS``;
+* an event delivered twice is processed once in effect: processing locks the row and
+  sets ``processed_at`` in the same transaction as its effects, and skips a processed row.
+
+Redis down at accept time degrades, never drops: the row is committed unpublished and the
+sweep publishes it when Redis answers again (SPEC 14).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+import structlog
+from django.conf import settings
+
+from learning import conf
+from learning.models import ActivityEvent
+
+log = structlog.get_logger(__name__)
+
+GROUP = "processors"
+FIELD = "event"
+TENANTS_KEY = "agentflow:activity:tenants"  # tenants that have a stream (for the sweep)
+DRAIN_FLAG_TTL_SECONDS = 60
+# An unpublished row younger than this may still be on its way (its on_commit hook runs).
+UNPUBLISHED_GRACE_SECONDS = 5.0
+IDLE_CONSUMER_SECONDS = 3600
+
+Processor = Callable[[int, str], str]
+Entry = tuple[str, str]  # (stream entry id, event id)
+
+_clients: dict[str, redis.Redis] = {}
+_lock = threading.Lock()
+
+
+def stream_key(tenant_id: int) -> str:
+    return f"agentflow:t{tenant_id}:activity"
+
+
+def _drain_flag(tenant_id: int) -> str:
+    return f"agentflow:t{tenant_id}:activity:drain-scheduled"
+
+
+def client() -> redis.Redis:
+    url = settings.REDIS_URL
+    with _lock:
+        if url not in _clients:
+            _clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        return _clients[url]
+
+
+def _setting(name: str) -> Any:
+    return conf._value(name)
+
+
+def consumer_name() -> str:
+    """Unique per process and thread: a dead process's pending entries stay attributable."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- publishing -----------------------------------------------------------------------------
+
+
+def publish(tenant_id: int, event_ids: Iterable[str], *, schedule: bool = True) -> bool:
+    """Append the events to the tenant's stream and record it; False when Redis is down.
+
+    With ``schedule``, a drain task is enqueued unless one is already scheduled (a flag
+    with a TTL): a burst of deliveries costs one task, not one each.
+    """
+    ids = [str(event_id) for event_id in event_ids]
+    if not ids:
+        return True
+    key = stream_key(tenant_id)
+    try:
+        pipe = client().pipeline(transaction=False)
+        for event_id in ids:
+            pipe.xadd(key, {FIELD: event_id}, maxlen=_setting("ACTIVITY_STREAM_MAXLEN"))
+        pipe.sadd(TENANTS_KEY, tenant_id)
+        if schedule:
+            pipe.set(_drain_flag(tenant_id), 1, nx=True, ex=DRAIN_FLAG_TTL_SECONDS)
+        results = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("activity.publish_failed", tenant_id=tenant_id, error=str(exc), events=ids)
+        return False
+    now = datetime.now(UTC)
+    for event_id, entry_id in zip(ids, results, strict=False):
+        ActivityEvent.unscoped.filter(pk=event_id).update(
+            stream_id=_text(entry_id), published_at=now
+        )
+    if schedule and results[-1]:
+        from learning.tasks import drain_activity_task
+
+        drain_activity_task.delay(tenant_id)
+    return True
+
+
+# --- consuming ------------------------------------------------------------------------------
+
+
+def _ensure_group(tenant_id: int) -> None:
+    try:
+        # From the start of the stream: entries appended before the group existed count too.
+        client().xgroup_create(stream_key(tenant_id), GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _entries(raw: Any) -> list[Entry]:
+    entries: list[Entry] = []
+    for entry_id, fields in raw or []:
+        if not fields:  # deleted meanwhile (trimmed): nothing to process, only to ack
+            entries.append((_text(entry_id), ""))
+            continue
+        value = fields.get(FIELD.encode(), fields.get(FIELD, b""))
+        entries.append((_text(entry_id), _text(value)))
+    return entries
+
+
+def read(tenant_id: int, consumer: str, count: int, block_ms: int | None = None) -> list[Entry]:
+    """New entries for ``consumer`` (they stay pending until acknowledged)."""
+    key = stream_key(tenant_id)
+    for attempt in (1, 2):
+        try:
+            response = client().xreadgroup(GROUP, consumer, {key: ">"}, count=count, block=block_ms)
+            break
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc) or attempt == 2:
+                raise
+            _ensure_group(tenant_id)  # first use, or Redis lost the stream and its group
+    streams: Any = response or []
+    return [entry for _, raw in streams for entry in _entries(raw)]
+
+
+def claim(tenant_id: int, consumer: str, min_idle_ms: int, count: int = 100) -> list[Entry]:
+    """Take over entries another consumer read but did not acknowledge within min_idle_ms."""
+    key = stream_key(tenant_id)
+    claimed: list[Entry] = []
+    cursor = "0-0"
+    try:
+        while True:
+            response = client().xautoclaim(
+                key, GROUP, consumer, min_idle_ms, start_id=cursor, count=count
+            )
+            cursor = _text(response[0])
+            claimed.extend(_entries(response[1]))
+            if cursor == "0-0" or len(claimed) >= count:
+                break
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+    return claimed
+
+
+def handle(tenant_id: int, entries: list[Entry], processor: Processor | None = None) -> int:
+    """Process each entry, then acknowledge it; returns how many were acknowledged.
+
+    An entry whose processing raised stays pending (the sweep retries it after the claim
+    idle time); an event failing ``ACTIVITY_MAX_ATTEMPTS`` times is set aside as failed.
+    """
+    process = processor or _default_processor()
+    acked = 0
+    for entry_id, event_id in entries:
+        if event_id:
+            try:
+                process(tenant_id, event_id)
+            except Exception as exc:
+                log.exception("activity.process_failed", tenant_id=tenant_id, event_id=event_id)
+                if not _record_failure(event_id, exc):
+                    continue
+        client().xack(stream_key(tenant_id), GROUP, entry_id)
+        acked += 1
+    return acked
+
+
+def _default_processor() -> Processor:
+    from learning.services import process_event
+
+    return process_event
+
+
+def _record_failure(event_id: str, exc: Exception) -> bool:
+    """Count a failed attempt; True when the event was given up on (acknowledge it)."""
+    from learning.services import record_processing_failure
+
+    return record_processing_failure(event_id, f"{type(exc).__name__}: {exc}")
+
+
+def drain(
+    tenant_id: int,
+    processor: Processor | None = None,
+    *,
+    consumer: str | None = None,
+    batch: int | None = None,
+    budget_seconds: float = 20.0,
+) -> int:
+    """Process the tenant's new entries until the stream is empty or the budget is spent."""
+    consumer = consumer or consumer_name()
+    batch = batch or _setting("ACTIVITY_DRAIN_BATCH")
+    try:
+        # Cleared before reading: an event appended from here on schedules the next drain.
+        client().delete(_drain_flag(tenant_id))
+    except redis.RedisError:
+        log.warning("activity.drain_redis_down", tenant_id=tenant_id)
+        return 0
+    deadline = time.monotonic() + budget_seconds
+    done = 0
+    while time.monotonic() < deadline:
+        entries = read(tenant_id, consumer, batch)
+        if not entries:
+            return done
+        done += handle(tenant_id, entries, processor)
+    # Budget spent with entries left: hand over to a fresh task instead of hogging a worker.
+    from learning.tasks import drain_activity_task
+
+    drain_activity_task.delay(tenant_id)
+    return done
+
+
+# --- recovery -------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    tenants: int = 0
+    republished: int = 0
+    claimed: int = 0
+    processed: int = 0
+    consumers_removed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _first_entry(tenant_id: int) -> tuple[int, int] | None:
+    first = client().xrange(stream_key(tenant_id), "-", "+", count=1)
+    return _entry_key(_text(first[0][0])) if first else None
+
+
+def replay(tenant_id: int, now: datetime | None = None) -> int:
+    """Re-append this tenant's unprocessed events that the stream does not hold (any more).
+
+    Entries are never deleted after processing, only trimmed from the old end, so an
+    unprocessed event whose entry id is older than the stream's first entry (or whose
+    stream is empty or gone) was lost: trimmed, or Redis lost its data.
+    """
+    now = now or datetime.now(UTC)
+    unprocessed = ActivityEvent.unscoped.filter(tenant_id=tenant_id, processed_at__isnull=True)
+    grace = now - timedelta(seconds=UNPUBLISHED_GRACE_SECONDS)
+    due = set(
+        unprocessed.filter(published_at__isnull=True, created_at__lt=grace).values_list(
+            "id", flat=True
+        )[:5000]
+    )
+    # Safety net for anything else that stalled (e.g. an entry nobody could read).
+    stalled = now - timedelta(seconds=_setting("ACTIVITY_REPUBLISH_AFTER_SECONDS"))
+    due |= set(unprocessed.filter(published_at__lt=stalled).values_list("id", flat=True)[:5000])
+    first = _first_entry(tenant_id)
+    published = unprocessed.filter(published_at__isnull=False).exclude(stream_id="")
+    for event_id, entry_id in published.values_list("id", "stream_id")[:5000]:
+        if first is None or _entry_key(entry_id) < first:
+            due.add(event_id)
+    if not due:
+        return 0
+    ordered = list(
+        ActivityEvent.unscoped.filter(pk__in=due)
+        .order_by("created_at")
+        .values_list("id", flat=True)
+    )
+    if publish(tenant_id, [str(event_id) for event_id in ordered], schedule=False):
+        log.info("activity.replayed", tenant_id=tenant_id, events=len(ordered))
+        return len(ordered)
+    return 0
+
+
+def _sweep_tenants() -> set[int]:
+    pending = set(
+        ActivityEvent.unscoped.filter(processed_at__isnull=True)
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+    try:
+        streams = {int(_text(t)) for t in client().smembers(TENANTS_KEY)}
+    except redis.RedisError:
+        streams = set()
+    return pending | streams
+
+
+def _forget_idle_consumers(tenant_id: int) -> int:
+    removed = 0
+    try:
+        consumers = client().xinfo_consumers(stream_key(tenant_id), GROUP)
+    except redis.ResponseError:
+        return 0
+    for info in consumers:
+        name = _text(info.get("name"))
+        if info.get("pending") == 0 and int(info.get("idle", 0)) > IDLE_CONSUMER_SECONDS * 1000:
+            client().xgroup_delconsumer(stream_key(tenant_id), GROUP, name)
+            removed += 1
+    return removed
+
+
+def sweep(processor: Processor | None = None) -> SweepReport:
+    """Beat task body: replay from PostgreSQL, claim dead consumers' entries, drain."""
+    report = SweepReport()
+    consumer = consumer_name()
+    min_idle_ms = int(_setting("ACTIVITY_CLAIM_IDLE_SECONDS") * 1000)
+    for tenant_id in sorted(_sweep_tenants()):
+        report.tenants += 1
+        try:
+            report.republished += replay(tenant_id)
+            claimed = claim(tenant_id, consumer, min_idle_ms)
+            report.claimed += len(claimed)
+            report.processed += handle(tenant_id, claimed, processor)
+            report.processed += drain(tenant_id, processor, consumer=consumer)
+            report.consumers_removed += _forget_idle_consumers(tenant_id)
+        except redis.RedisError as exc:
+            log.warning("activity.sweep_redis_down", tenant_id=tenant_id, error=str(exc))
+            break  # Redis is down for everyone: the next sweep retries
+    return report
+
+
+def pending_count(tenant_id: int) -> int:
+    """Entries read but not yet acknowledged (0 when the stream or group does not exist)."""
+    try:
+        info = client().xpending(stream_key(tenant_id), GROUP)
+    except redis.ResponseError:
+        return 0
+    return int(info.get("pending", 0))

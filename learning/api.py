@@ -1,0 +1,521 @@
+"""Activity stream, event rules and the activity graph over HTTP: thin views over services.
+
+* ``GET /api/v1/activity`` (list envelope; payloads in the detail), ``GET .../{event_id}``;
+* ``/api/v1/activity/rules`` (list, create) and ``.../{rule_id}`` (read, update, delete);
+* ``/api/v1/graph/nodes`` (list, filters), ``.../{node_id}`` (with its edges),
+  ``.../{node_id}/journey`` (a customer's journey), ``/api/v1/graph/similar-resolutions``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from agentflow.api.views import actor_for
+from agentflow.models import Agent
+from agentflow.server.api.exceptions import conflict, unprocessable
+from agentflow.server.api.pagination import paginate, sort_queryset
+from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.server.api.serializers import PriorityField, StrictSerializer
+from learning import graph, services
+from learning.models import (
+    ActivityEvent,
+    ActivitySource,
+    EventRule,
+    GraphEdge,
+    GraphNode,
+    NodeKind,
+)
+from learning.rules import reply_url_allowed
+from tenants.idempotency import idempotent
+from tenants.views_base import TenantScopedAPIView
+
+
+def _z(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _or_404(queryset: Any, pk: Any) -> Any:
+    found = queryset.filter(pk=pk).first()
+    if found is None:
+        raise Http404
+    return found
+
+
+# --- activity ---------------------------------------------------------------------------------
+
+
+class EventSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.UUIDField()
+    source = serializers.ChoiceField(choices=ActivitySource.values)  # type: ignore[assignment]
+    kind = serializers.CharField()
+    occurred_at = serializers.DateTimeField()
+    published = serializers.BooleanField()
+    processed_at = serializers.DateTimeField(allow_null=True)
+    attempts = serializers.IntegerField()
+    outcome = serializers.DictField()
+    correlation_id = serializers.CharField()
+
+
+class EventDetailSerializer(EventSerializer):
+    payload = serializers.DictField()
+    stream_id = serializers.CharField()
+    last_error = serializers.CharField()
+    delivery = inline_serializer(
+        "WebhookDeliveryInfo",
+        {
+            "endpoint_id": serializers.UUIDField(),
+            "delivery_id": serializers.CharField(),
+            "attempts": serializers.IntegerField(),
+        },
+        allow_null=True,
+    )
+
+
+def event_json(event: ActivityEvent, detail: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": str(event.pk),
+        "source": event.source,
+        "kind": event.kind,
+        "occurred_at": _z(event.occurred_at),
+        "published": event.published_at is not None,
+        "processed_at": _z(event.processed_at),
+        "attempts": event.attempts,
+        "outcome": event.outcome,
+        "correlation_id": event.correlation_id,
+    }
+    if detail:
+        delivery = getattr(event, "delivery", None)
+        body.update(
+            payload=event.payload,
+            stream_id=event.stream_id,
+            last_error=event.last_error,
+            delivery={
+                "endpoint_id": str(delivery.endpoint_id),
+                "delivery_id": delivery.delivery_id,
+                "attempts": delivery.attempts,
+            }
+            if delivery is not None
+            else None,
+        )
+    return body
+
+
+ACTIVITY_PARAMETERS = [
+    *LIST_PARAMETERS,
+    OpenApiParameter(
+        "kind", OpenApiTypes.STR, description="A kind, or a prefix ending in *: zendesk.*"
+    ),
+    OpenApiParameter("source", OpenApiTypes.STR, enum=ActivitySource.values),
+    OpenApiParameter("processed", OpenApiTypes.STR, enum=["true", "false"]),
+    OpenApiParameter("since", OpenApiTypes.DATETIME, description="occurred_at >= since"),
+]
+
+
+def _activity_filters(request: Request, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    params = request.query_params
+    kind = params.get("kind")
+    if kind:
+        prefix = kind.removesuffix("*")
+        if "*" in prefix:
+            raise unprocessable("kind is invalid.", {"kind": ["A kind, or a prefix ending in *."]})
+        queryset = (
+            queryset.filter(kind__startswith=prefix)
+            if kind.endswith("*")
+            else (queryset.filter(kind=kind))
+        )
+    source = params.get("source")
+    if source:
+        if source not in ActivitySource.values:
+            raise unprocessable(
+                "Unknown source.", {"source": [f"Use one of: {', '.join(ActivitySource.values)}."]}
+            )
+        queryset = queryset.filter(source=source)
+    processed = params.get("processed")
+    if processed:
+        if processed not in ("true", "false"):
+            raise unprocessable("processed is invalid.", {"processed": ["Use true or false."]})
+        queryset = queryset.filter(processed_at__isnull=processed == "false")
+    since = params.get("since")
+    if since:
+        try:
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise unprocessable("since is invalid.", {"since": ["An ISO 8601 time with a zone."]})
+        queryset = queryset.filter(occurred_at__gte=moment)
+    return queryset
+
+
+class ActivityListView(TenantScopedAPIView):
+    sortable = ("occurred_at", "created_at", "kind")
+
+    @extend_schema(
+        operation_id="activity_list",
+        parameters=ACTIVITY_PARAMETERS,
+        responses={200: envelope(EventSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        queryset = _activity_filters(request, ActivityEvent.objects.all())
+        queryset = sort_queryset(request, queryset, self.sortable, "occurred_at")
+        return paginate(request, queryset, lambda page: [event_json(e) for e in page])
+
+
+class ActivityDetailView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="activity_retrieve",
+        responses={200: EventDetailSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, event_id: str) -> Response:
+        event = _or_404(ActivityEvent.objects.select_related("delivery"), event_id)
+        return Response(event_json(event, detail=True))
+
+
+# --- rules --------------------------------------------------------------------------------------
+
+
+class RuleSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    event_kind = serializers.CharField()
+    conditions = serializers.DictField()
+    agent_id = serializers.UUIDField()
+    agent_name = serializers.CharField()
+    priority = serializers.ChoiceField(choices=["low", "medium", "high", "critical"])
+    reply_url = serializers.CharField()
+    enabled = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class _RuleInput(StrictSerializer):
+    name = serializers.CharField(min_length=1, max_length=200)
+    event_kind = serializers.RegexField(
+        r"^[a-z0-9_.*?\[\]-]{1,100}$",
+        help_text="The event kind, or a pattern: zendesk.ticket.*",
+    )
+    conditions = serializers.DictField(
+        required=False,
+        help_text="Facts that must be equal: status, priority, category, resolved, "
+        "mentions_bot, tags (one of them), has_text.",
+    )
+    agent_id = serializers.UUIDField(required=False)
+    agent_name = serializers.CharField(required=False, max_length=200)
+    priority = PriorityField(required=False)
+    reply_url = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    enabled = serializers.BooleanField(required=False)
+
+    def validate_conditions(self, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > 20:
+            raise serializers.ValidationError("At most 20 conditions.")
+        for name, wanted in value.items():
+            if not isinstance(wanted, str | bool | int | float) or isinstance(wanted, list):
+                raise serializers.ValidationError(f"{name}: a string, number or boolean.")
+        return value
+
+    def validate_reply_url(self, value: str) -> str:
+        if value and not reply_url_allowed(value):
+            raise serializers.ValidationError(
+                "Not under an allowed reply URL prefix (WEBHOOK_REPLY_ALLOWED_URLS)."
+            )
+        return value
+
+
+class RuleCreateSerializer(_RuleInput):
+    pass
+
+
+class RuleUpdateSerializer(_RuleInput):
+    name = serializers.CharField(min_length=1, max_length=200, required=False)
+    event_kind = serializers.RegexField(r"^[a-z0-9_.*?\[\]-]{1,100}$", required=False)
+
+
+def rule_json(rule: EventRule) -> dict[str, Any]:
+    return {
+        "id": str(rule.pk),
+        "name": rule.name,
+        "event_kind": rule.event_kind,
+        "conditions": rule.conditions,
+        "agent_id": str(rule.agent_id),
+        "agent_name": rule.agent.name,
+        "priority": rule.priority,
+        "reply_url": rule.reply_url,
+        "enabled": rule.enabled,
+        "created_at": _z(rule.created_at),
+        "updated_at": _z(rule.updated_at),
+    }
+
+
+def _rule_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    fields = dict(data)
+    agent_id, agent_name = fields.pop("agent_id", None), fields.pop("agent_name", None)
+    if agent_id is not None and agent_name is not None:
+        raise unprocessable("Name the agent once.", {"agent_id": ["Send agent_id or agent_name."]})
+    if agent_id is not None or agent_name is not None:
+        lookup = {"pk": agent_id} if agent_id is not None else {"name": agent_name}
+        agent = Agent.objects.filter(**lookup).first()
+        if agent is None:  # a foreign agent is as unknown as a missing one
+            field = "agent_id" if agent_id is not None else "agent_name"
+            raise unprocessable("Unknown agent.", {field: ["No such agent in this tenant."]})
+        fields["agent"] = agent
+    elif creating:
+        raise unprocessable("Which agent?", {"agent_id": ["Send agent_id or agent_name."]})
+    return fields
+
+
+class RuleListView(TenantScopedAPIView):
+    sortable = ("created_at", "name", "event_kind")
+
+    @extend_schema(
+        operation_id="activity_rules_list",
+        parameters=LIST_PARAMETERS,
+        responses={200: envelope(RuleSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        queryset = sort_queryset(
+            request, EventRule.objects.select_related("agent"), self.sortable, "created_at"
+        )
+        return paginate(request, queryset, lambda page: [rule_json(r) for r in page])
+
+    @extend_schema(
+        operation_id="activity_rules_create",
+        request=RuleCreateSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: RuleSerializer, **errors(401, 403, 409, 422)},
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = RuleCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = _rule_fields(data.validated_data, creating=True)
+        try:
+            rule = services.create_rule(
+                actor=actor_for(request), tenant_id=self.tenant.pk, **fields
+            )
+        except services.DuplicateRuleName:
+            raise conflict(
+                f"A rule named {fields['name']!r} already exists.", "duplicate"
+            ) from None
+        return Response(
+            rule_json(rule),
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/activity/rules/{rule.pk}"},
+        )
+
+
+class RuleDetailView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="activity_rules_retrieve",
+        responses={200: RuleSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, rule_id: str) -> Response:
+        return Response(rule_json(_or_404(EventRule.objects.select_related("agent"), rule_id)))
+
+    @extend_schema(
+        operation_id="activity_rules_update",
+        request=RuleUpdateSerializer,
+        responses={200: RuleSerializer, **errors(401, 403, 404, 409, 422)},
+    )
+    def patch(self, request: Request, rule_id: str) -> Response:
+        rule = _or_404(EventRule.objects.select_related("agent"), rule_id)
+        data = RuleUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = _rule_fields(data.validated_data, creating=False)
+        try:
+            rule = services.update_rule(actor=actor_for(request), rule=rule, **fields)
+        except services.DuplicateRuleName:
+            raise conflict(
+                f"A rule named {fields['name']!r} already exists.", "duplicate"
+            ) from None
+        return Response(rule_json(rule))
+
+    @extend_schema(
+        operation_id="activity_rules_destroy", responses={204: None, **errors(401, 403, 404)}
+    )
+    def delete(self, request: Request, rule_id: str) -> Response:
+        services.delete_rule(actor=actor_for(request), rule=_or_404(EventRule.objects, rule_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- graph ------------------------------------------------------------------------------------
+
+
+class NodeSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=NodeKind.choices)
+    key = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    category = serializers.CharField()
+    properties = serializers.DictField()
+    first_seen = serializers.DateTimeField()
+    last_seen = serializers.DateTimeField()
+
+
+class EdgeSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    kind = serializers.CharField()
+    direction = serializers.ChoiceField(choices=["out", "in"])
+    node = NodeSerializer()
+    occurred_at = serializers.DateTimeField()
+    event_id = serializers.UUIDField(allow_null=True)
+
+
+class NodeDetailSerializer(NodeSerializer):
+    edges = EdgeSerializer(many=True)
+
+
+class JourneyStepSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    at = serializers.DateTimeField()
+    step = serializers.CharField()
+    ticket = NodeSerializer()
+    node = NodeSerializer()
+    event_id = serializers.UUIDField(allow_null=True)
+
+
+class JourneySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    customer = NodeSerializer()
+    steps = JourneyStepSerializer(many=True)
+
+
+class ResolutionSerializer(NodeSerializer):
+    tickets = serializers.IntegerField(help_text="Tickets it resolved.")
+    articles = inline_serializer(
+        "CitedArticle",
+        {
+            "id": serializers.UUIDField(),
+            "key": serializers.CharField(),
+            "label": serializers.CharField(),
+        },
+        many=True,
+    )
+
+
+NODE_PARAMETERS = [
+    *LIST_PARAMETERS,
+    OpenApiParameter("kind", OpenApiTypes.STR, enum=NodeKind.values),
+    OpenApiParameter("category", OpenApiTypes.STR),
+    OpenApiParameter("key", OpenApiTypes.STR, description="Exact key, e.g. zendesk:user:123"),
+    OpenApiParameter("q", OpenApiTypes.STR, description="Label contains (case-insensitive)"),
+]
+SIMILAR_PARAMETERS = [
+    OpenApiParameter("limit", OpenApiTypes.INT, description="1-200, default 50"),
+    OpenApiParameter("offset", OpenApiTypes.INT, description=">= 0"),
+    OpenApiParameter("category", OpenApiTypes.STR, description="Default: every category"),
+    OpenApiParameter(
+        "ticket", OpenApiTypes.UUID, description="A ticket node: its category, its own excluded"
+    ),
+]
+
+
+class NodeListView(TenantScopedAPIView):
+    sortable = ("last_seen", "first_seen", "label", "kind")
+
+    @extend_schema(
+        operation_id="graph_nodes_list",
+        parameters=NODE_PARAMETERS,
+        responses={200: envelope(NodeSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        queryset = GraphNode.objects.all()
+        if kind := params.get("kind"):
+            if kind not in NodeKind.values:
+                raise unprocessable(
+                    "Unknown kind.", {"kind": [f"Use one of: {', '.join(NodeKind.values)}."]}
+                )
+            queryset = queryset.filter(kind=kind)
+        if category := params.get("category"):
+            queryset = queryset.filter(category__iexact=category)
+        if key := params.get("key"):
+            queryset = queryset.filter(key=key)
+        if q := params.get("q"):
+            queryset = queryset.filter(label__icontains=q)
+        queryset = sort_queryset(request, queryset, self.sortable, "last_seen")
+        return paginate(request, queryset, lambda page: [graph.node_json(n) for n in page])
+
+
+def _edges(node: GraphNode) -> list[dict[str, Any]]:
+    edges = (
+        GraphEdge.objects.filter(Q(source=node) | Q(target=node))
+        .select_related("source", "target")
+        .order_by("occurred_at", "id")[:200]
+    )
+    return [
+        {
+            "kind": edge.kind,
+            "direction": "out" if edge.source_id == node.pk else "in",
+            "node": graph.node_json(edge.target if edge.source_id == node.pk else edge.source),
+            "occurred_at": _z(edge.occurred_at),
+            "event_id": str(edge.event_id) if edge.event_id else None,
+        }
+        for edge in edges
+    ]
+
+
+class NodeDetailView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="graph_nodes_retrieve",
+        responses={200: NodeDetailSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, node_id: str) -> Response:
+        node = _or_404(GraphNode.objects, node_id)
+        return Response({**graph.node_json(node), "edges": _edges(node)})
+
+
+class JourneyView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="graph_customer_journey",
+        responses={200: JourneySerializer, **errors(401, 403, 404, 422)},
+    )
+    def get(self, request: Request, node_id: str) -> Response:
+        node = _or_404(GraphNode.objects, node_id)
+        if node.kind != NodeKind.CUSTOMER:
+            raise unprocessable("Journeys are of customers.", {"node_id": ["Not a customer node."]})
+        return Response({"customer": graph.node_json(node), "steps": graph.journey(node)})
+
+
+class SimilarResolutionsView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="graph_similar_resolutions",
+        parameters=SIMILAR_PARAMETERS,
+        responses={200: envelope(ResolutionSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        category = request.query_params.get("category", "")
+        ticket = None
+        if ticket_id := request.query_params.get("ticket"):
+            ticket = GraphNode.objects.filter(pk=_uuid(ticket_id), kind=NodeKind.TICKET).first()
+            if ticket is None:
+                raise unprocessable("Unknown ticket.", {"ticket": ["No such ticket node."]})
+            category = category or ticket.category
+        queryset = graph.similar_resolutions(category, ticket)
+
+        def page_json(page: list[GraphNode]) -> list[dict[str, Any]]:
+            articles = graph.cited_articles([n.pk for n in page])
+            return [
+                {
+                    **graph.node_json(n),
+                    "tickets": n.tickets,  # type: ignore[attr-defined]
+                    "articles": articles.get(str(n.pk), []),
+                }
+                for n in page
+            ]
+
+        return paginate(request, queryset, page_json)
+
+
+def _uuid(raw: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise unprocessable("ticket is not a UUID.", {"ticket": ["Must be a node id."]}) from None

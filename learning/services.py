@@ -1,0 +1,372 @@
+"""The learning app's public functions: what other apps (and its own views and tasks) call.
+
+Activity stream:
+* :func:`record_event` — persist an internal event in the caller's transaction and
+  publish it to the tenant's stream on commit;
+* :func:`process_event` — the stream consumer's unit of work (graph, rules), exactly once
+  in effect.
+
+Rules: :func:`create_rule`, :func:`update_rule`, :func:`delete_rule` (audited).
+
+Internal events recorded here: every run that settles (``run.completed``,
+``run.escalated``, ``run.failed``, ``run.cancelled``, from the run's recorded state
+transition) and every HITL decision (``hitl.decided``). Golden paths call
+``record_event(tenant_id, "golden_path.created", {...})``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.db.models.signals import post_save
+
+from agentflow.server.context import current_correlation_id
+from governance.audit import Actor, append
+from learning import activity, graph, rules
+from learning.conf import setting_int
+from learning.models import (
+    ActivityEvent,
+    ActivitySource,
+    EdgeKind,
+    EventRule,
+    GraphEdge,
+    GraphNode,
+    NodeKind,
+)
+from learning.webhooks import payloads
+from tenants.context import tenant_scope
+
+log = structlog.get_logger(__name__)
+
+RUN_EVENT_KINDS = {
+    "completed": "run.completed",
+    "awaiting_review": "run.escalated",
+    "failed": "run.failed",
+    "cancelled": "run.cancelled",
+}
+ANSWER_EXCERPT = 300
+
+
+# --- the activity stream --------------------------------------------------------------------
+
+
+def publish_on_commit(tenant_id: int, event_id: Any) -> None:
+    """Publish after the surrounding transaction commits; Redis down only delays it."""
+    transaction.on_commit(lambda: activity.publish(tenant_id, [str(event_id)]), robust=True)
+
+
+def record_event(
+    tenant_id: int,
+    kind: str,
+    payload: dict[str, Any],
+    source: str = ActivitySource.INTERNAL,
+    *,
+    occurred_at: datetime | None = None,
+    dedup_key: str = "",
+) -> ActivityEvent:
+    """Persist one activity event (in the caller's transaction) and publish it on commit.
+
+    With ``dedup_key`` recording is idempotent: the same key for the same tenant and
+    source returns the event already recorded.
+    """
+    with tenant_scope(tenant_id), transaction.atomic():
+        event = ActivityEvent(
+            source=source,
+            kind=kind[:100],
+            payload=payload,
+            dedup_key=dedup_key[:200],
+            correlation_id=current_correlation_id() or "",
+            occurred_at=occurred_at or datetime.now(UTC),
+        )
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+        except IntegrityError:
+            if not dedup_key:
+                raise
+            return ActivityEvent.objects.get(source=source, dedup_key=dedup_key[:200])
+        publish_on_commit(tenant_id, event.pk)
+    return event
+
+
+def process_event(tenant_id: int, event_id: str) -> str:
+    """Apply one event's effects (graph, rule runs) once; a processed event is skipped.
+
+    The row lock serialises two consumers holding the same event (a claimed entry whose
+    first consumer was only slow, a replayed duplicate): the second finds it processed.
+    """
+    with tenant_scope(tenant_id), transaction.atomic():
+        event = ActivityEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None:
+            return "missing"
+        if event.processed_at is not None:
+            return "duplicate"
+        facts = (
+            payloads.facts(event.source, event.kind, event.payload)
+            if event.source != ActivitySource.INTERNAL
+            else None
+        )
+        outcome: dict[str, Any] = {"graph": graph.apply(event, facts)}
+        if facts is not None:
+            outcome["rules"] = rules.fire(event, facts)
+        now = datetime.now(UTC)
+        ActivityEvent.objects.filter(pk=event.pk).update(
+            processed_at=now,
+            published_at=F("published_at") if event.published_at else now,
+            outcome=outcome,
+        )
+    return "processed"
+
+
+def record_processing_failure(event_id: str, error: str) -> bool:
+    """Count a failed attempt; past ``ACTIVITY_MAX_ATTEMPTS`` mark it processed as failed."""
+    limit = setting_int("ACTIVITY_MAX_ATTEMPTS")
+    with transaction.atomic():
+        event = ActivityEvent.unscoped.select_for_update().filter(pk=event_id).first()
+        if event is None or event.processed_at is not None:
+            return True
+        event.attempts += 1
+        event.last_error = error[:500]
+        given_up = event.attempts >= limit
+        if given_up:
+            event.processed_at = datetime.now(UTC)
+            event.outcome = {"failed": event.last_error, "attempts": event.attempts}
+        event.save(update_fields=["attempts", "last_error", "processed_at", "outcome"])
+    if given_up:
+        log.error("activity.event_failed", event_id=event_id, attempts=event.attempts)
+    return given_up
+
+
+# --- internal events ------------------------------------------------------------------------
+
+
+def _run_payload(transition: Any) -> tuple[int, dict[str, Any]] | None:
+    from agentflow.models import Run
+
+    run = (
+        Run.unscoped.filter(pk=transition.run_id)
+        .values(
+            "tenant_id",
+            "agent_id",
+            "agent__name",
+            "agent__blueprint",
+            "user_id",
+            "priority",
+            "result",
+            "metadata",
+        )
+        .first()
+    )
+    if run is None:
+        return None
+    result = run["result"] or {}
+    metadata = run["metadata"] or {}
+    payload: dict[str, Any] = {
+        "run_id": str(transition.run_id),
+        "agent_id": str(run["agent_id"]),
+        "agent_name": run["agent__name"],
+        "blueprint": run["agent__blueprint"],
+        "user_id": run["user_id"],
+        "priority": run["priority"],
+        "from_status": transition.from_status,
+        "reason": transition.reason,
+        "intent": result.get("intent"),
+        "confidence": result.get("confidence"),
+        "thread_id": result.get("thread_id"),
+        "answer": str(result.get("content") or "")[:ANSWER_EXCERPT],
+        "sources": [
+            {"kind": s.get("kind"), "id": s.get("id"), "title": s.get("title")}
+            for s in result.get("sources") or []
+            if isinstance(s, dict)
+        ][:10],
+        "review": (result.get("review") or {}).get("decision"),
+    }
+    for key in ("activity_event_id", "rule_id", "customer_key", "ticket_key", "ticket_label"):
+        if metadata.get(key):
+            payload[key] = metadata[key]
+    return int(run["tenant_id"]), payload
+
+
+def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    """A run settled: record it (inside the transition's transaction, never breaking it)."""
+    kind = RUN_EVENT_KINDS.get(instance.to_status)
+    if not created or kwargs.get("raw") or kind is None:
+        return
+    try:
+        with transaction.atomic():
+            found = _run_payload(instance)
+            if found is None:
+                return
+            tenant_id, payload = found
+            record_event(tenant_id, kind, payload, dedup_key=f"{kind}:{instance.run_id}")
+    except Exception:
+        # The run's own state change must not fail because the stream could not record it.
+        log.exception("activity.run_event_failed", run_id=str(instance.run_id))
+        return
+    if kind == "run.completed" and payload.get("rule_id"):
+        run_id = str(instance.run_id)
+        transaction.on_commit(lambda: _enqueue_reply(tenant_id, run_id), robust=True)
+
+
+def _enqueue_reply(tenant_id: int, run_id: str) -> None:
+    from learning.tasks import reply_task
+
+    reply_task.delay(tenant_id, run_id)
+
+
+def _on_review_decided(sender: Any, request: Any, decision: str, **kwargs: Any) -> None:
+    payload = {
+        "request_id": str(request.pk),
+        "run_id": str(request.run_id),
+        "decision": decision,
+        "status": request.status,
+        "intent": request.intent,
+        "priority": request.priority,
+        "decided_by": request.decided_by_id,
+    }
+    try:
+        with transaction.atomic():
+            record_event(
+                request.tenant_id, "hitl.decided", payload, dedup_key=f"hitl.decided:{request.pk}"
+            )
+    except Exception:
+        log.exception("activity.review_event_failed", request_id=str(request.pk))
+
+
+def connect() -> None:
+    """Called once from the app config: subscribe to the internal events we record, and
+    erase our copies when governance erases an end user."""
+    from agentflow.models import RunTransition
+
+    post_save.connect(
+        _on_run_transition, sender=RunTransition, dispatch_uid="learning.activity.run_transition"
+    )
+    from governance.erasure import register_eraser
+    from hitl.signals import review_decided
+
+    review_decided.connect(_on_review_decided, dispatch_uid="learning.activity.review_decided")
+    register_eraser("learning", erase_end_user)
+
+
+# --- GDPR erasure ---------------------------------------------------------------------------
+
+
+def erase_end_user(tenant_id: int, user_id: str) -> dict[str, int]:
+    """Erase an end user's traces in the stream and the graph (governance's eraser hook).
+
+    Runs inside the tenant's scope and the erasure's transaction. The user is the customer
+    node keyed by their id (runs from the API: ``api:user:<id>``; runs a rule started use
+    the customer key itself as user id). Their customer and ticket nodes go (edges with
+    them); the events that built them, and internal events naming them, keep only
+    ``{"erased": true}`` (the rows stay: dedup and the stream's bookkeeping need them);
+    the resolutions of their tickets lose their label (an answer may quote them).
+    """
+    keys = {user_id, f"api:user:{user_id}"}
+    customers = GraphNode.objects.filter(kind=NodeKind.CUSTOMER, key__in=keys)
+    customer_ids = list(customers.values_list("pk", flat=True))
+    ticket_ids = list(
+        GraphEdge.objects.filter(source_id__in=customer_ids).values_list("target_id", flat=True)
+    )
+    event_ids = set(
+        GraphEdge.objects.filter(
+            Q(source_id__in=[*customer_ids, *ticket_ids]) | Q(target_id__in=ticket_ids)
+        )
+        .exclude(event_id=None)
+        .values_list("event_id", flat=True)
+    )
+    resolutions = GraphNode.objects.filter(
+        kind=NodeKind.RESOLUTION,
+        in_edges__source_id__in=ticket_ids,
+        in_edges__kind=EdgeKind.RESOLVED_BY,
+    )
+    events = ActivityEvent.objects.filter(
+        Q(pk__in=event_ids) | Q(payload__user_id=user_id) | Q(payload__customer_key__in=keys)
+    )
+    counts = {
+        "activity_events": events.update(payload={"erased": True}, outcome={}),
+        "resolutions": GraphNode.objects.filter(pk__in=resolutions.values("pk")).update(label=""),
+    }
+    counts["graph_nodes"] = (
+        GraphNode.objects.filter(pk__in=[*customer_ids, *ticket_ids])
+        .delete()[1]
+        .get("learning.GraphNode", 0)
+    )
+    return counts
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+RULE_FIELDS = ("name", "event_kind", "conditions", "agent", "priority", "reply_url", "enabled")
+
+
+def _rule_changes(rule: EventRule) -> dict[str, Any]:
+    return {
+        "name": rule.name,
+        "event_kind": rule.event_kind,
+        "conditions": rule.conditions,
+        "agent_id": str(rule.agent_id),
+        "priority": rule.priority,
+        "reply_url": bool(rule.reply_url),  # whether, not where: URLs may embed tokens
+        "enabled": rule.enabled,
+    }
+
+
+class DuplicateRuleName(ValueError):
+    pass
+
+
+def create_rule(*, actor: Actor, tenant_id: int, **fields: Any) -> EventRule:
+    with tenant_scope(tenant_id), transaction.atomic():
+        rule = EventRule(**{k: v for k, v in fields.items() if k in RULE_FIELDS})
+        try:
+            with transaction.atomic():
+                rule.save(force_insert=True)
+        except IntegrityError:
+            raise DuplicateRuleName(fields.get("name")) from None
+        append(
+            tenant_id=tenant_id,
+            actor=actor,
+            action="event_rule.created",
+            target_type="event_rule",
+            target_id=rule.pk,
+            changes=_rule_changes(rule),
+        )
+    return rule
+
+
+def update_rule(*, actor: Actor, rule: EventRule, **fields: Any) -> EventRule:
+    with tenant_scope(rule.tenant_id), transaction.atomic():
+        for name, value in fields.items():
+            if name in RULE_FIELDS:
+                setattr(rule, name, value)
+        try:
+            with transaction.atomic():
+                rule.save()
+        except IntegrityError:
+            raise DuplicateRuleName(fields.get("name")) from None
+        append(
+            tenant_id=rule.tenant_id,
+            actor=actor,
+            action="event_rule.updated",
+            target_type="event_rule",
+            target_id=rule.pk,
+            changes=_rule_changes(rule),
+        )
+    return rule
+
+
+def delete_rule(*, actor: Actor, rule: EventRule) -> None:
+    with tenant_scope(rule.tenant_id), transaction.atomic():
+        append(
+            tenant_id=rule.tenant_id,
+            actor=actor,
+            action="event_rule.deleted",
+            target_type="event_rule",
+            target_id=rule.pk,
+            changes={"name": rule.name},
+        )
+        rule.delete()

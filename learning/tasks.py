@@ -1,0 +1,56 @@
+"""Celery entry points of the activity stream and webhooks (thin; ARCHITECTURE habit 5).
+
+``learning.*`` run on the ``learning`` queue, ``webhooks.*`` on ``webhooks``.
+"""
+
+from __future__ import annotations
+
+import structlog
+from celery import Task, shared_task
+
+from learning import activity
+from learning.conf import setting_float, setting_int
+from learning.webhooks import services as webhook_services
+from tenants.context import tenant_scope
+
+log = structlog.get_logger(__name__)
+
+
+@shared_task(
+    name="learning.drain_activity",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=0,
+)
+def drain_activity_task(tenant_id: int) -> int:
+    """Process the tenant's new stream entries (enqueued when events are published)."""
+    # Not @scoped_to_tenant: processing enters the scope per event; the stream is per tenant.
+    return activity.drain(int(tenant_id))
+
+
+@shared_task(name="learning.activity_sweep", acks_late=True, ignore_result=True, max_retries=0)
+def activity_sweep_task() -> dict[str, int]:
+    """Beat: replay unpublished or lost events, claim dead consumers' entries, drain."""
+    return activity.sweep().as_dict()
+
+
+@shared_task(
+    name="webhooks.reply",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=None,  # bounded by WEBHOOK_REPLY_MAX_RETRIES, read at run time
+)
+def reply_task(self: Task, tenant_id: int, run_id: str) -> str:
+    try:
+        with tenant_scope(int(tenant_id)):
+            return webhook_services.send_reply(run_id)
+    except webhook_services.ReplyFailed as exc:
+        retries = int(self.request.retries)
+        if retries >= setting_int("WEBHOOK_REPLY_MAX_RETRIES"):
+            log.error("webhooks.reply_gave_up", run_id=run_id, error=str(exc))
+            return "gave_up"
+        delay = setting_float("WEBHOOK_REPLY_RETRY_SECONDS") * (2**retries)
+        raise self.retry(exc=exc, countdown=delay) from exc

@@ -1,0 +1,1 @@
+"""Signed inbound webhooks (SPEC 10): providers' signature schemes, endpoints, deliveries."""

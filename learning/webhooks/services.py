@@ -1,0 +1,274 @@
+"""Webhook endpoints (create, rotate, delete: audited), accepting deliveries, posting replies.
+
+Accepting a delivery does only what must happen before the answer: find the endpoint,
+check the signature (and timestamp) against its valid secrets, parse, and store the
+delivery and its activity event in one transaction, unique per endpoint and delivery id.
+Publishing to the stream happens on commit; graph building and runs happen in Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from agentflow.server.api.serializers import unstorable_text
+from agentflow.server.context import current_correlation_id
+from governance.audit import Actor, append
+from learning.conf import setting_float, setting_int
+from learning.models import (
+    ActivityEvent,
+    EventRule,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from learning.services import publish_on_commit
+from learning.webhooks import secrets
+from learning.webhooks.providers import PROVIDERS, BadPayload, Rejected
+from tenants.context import tenant_scope
+from tenants.models import Tenant
+
+log = structlog.get_logger(__name__)
+
+MIN_SECRET_CHARS = 16
+MAX_SECRET_CHARS = 256
+MAX_OVERLAP_SECONDS = 7 * 24 * 3600
+# Verified against when the endpoint id is unknown, so that case costs what a real check does.
+_DECOY_SECRET = secrets.generate()
+
+
+class InvalidSecret(ValueError):
+    pass
+
+
+class TenantInactive(Exception):
+    pass
+
+
+def validate_secret(secret: str) -> None:
+    if not MIN_SECRET_CHARS <= len(secret) <= MAX_SECRET_CHARS:
+        raise InvalidSecret(f"Must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} characters.")
+    if not secret.isascii() or not secret.isprintable() or any(c.isspace() for c in secret):
+        raise InvalidSecret("Must be printable ASCII without spaces.")
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedSecret:
+    endpoint: WebhookEndpoint
+    secret: str | None  # the plaintext when we generated it (shown once), else None
+
+
+def create_endpoint(
+    *, actor: Actor, tenant: Tenant, provider: str, name: str = "", secret: str | None = None
+) -> IssuedSecret:
+    if secret is not None:
+        validate_secret(secret)
+    plaintext = secret if secret is not None else secrets.generate()
+    with tenant_scope(tenant.pk), transaction.atomic():
+        endpoint = WebhookEndpoint.objects.create(
+            provider=provider, name=name, secret_encrypted=secrets.encrypt(plaintext)
+        )
+        append(
+            tenant_id=tenant.pk,
+            actor=actor,
+            action="webhook_endpoint.created",
+            target_type="webhook_endpoint",
+            target_id=endpoint.pk,
+            changes={"provider": provider, "name": name, "secret_generated": secret is None},
+        )
+    return IssuedSecret(endpoint, None if secret is not None else plaintext)
+
+
+def rotate_endpoint(
+    *,
+    actor: Actor,
+    endpoint: WebhookEndpoint,
+    secret: str | None = None,
+    overlap_seconds: int | None = None,
+) -> IssuedSecret:
+    """New secret now; the current one keeps verifying for ``overlap_seconds`` (0: never)."""
+    if secret is not None:
+        validate_secret(secret)
+    overlap = (
+        setting_int("WEBHOOK_ROTATION_OVERLAP_SECONDS")
+        if overlap_seconds is None
+        else overlap_seconds
+    )
+    plaintext = secret if secret is not None else secrets.generate()
+    now = datetime.now(UTC)
+    with tenant_scope(endpoint.tenant_id), transaction.atomic():
+        locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        locked.previous_secret_encrypted = locked.secret_encrypted if overlap > 0 else ""
+        locked.previous_secret_expires_at = (
+            now + timedelta(seconds=overlap) if overlap > 0 else None
+        )
+        locked.secret_encrypted = secrets.encrypt(plaintext)
+        locked.rotated_at = now
+        locked.save()
+        append(
+            tenant_id=locked.tenant_id,
+            actor=actor,
+            action="webhook_endpoint.rotated",
+            target_type="webhook_endpoint",
+            target_id=locked.pk,
+            changes={"overlap_seconds": overlap, "secret_generated": secret is None},
+        )
+    return IssuedSecret(locked, None if secret is not None else plaintext)
+
+
+def delete_endpoint(*, actor: Actor, endpoint: WebhookEndpoint) -> None:
+    with tenant_scope(endpoint.tenant_id), transaction.atomic():
+        append(
+            tenant_id=endpoint.tenant_id,
+            actor=actor,
+            action="webhook_endpoint.deleted",
+            target_type="webhook_endpoint",
+            target_id=endpoint.pk,
+            changes={"provider": endpoint.provider, "name": endpoint.name},
+        )
+        endpoint.delete()
+
+
+def valid_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+    found = [secrets.decrypt(endpoint.secret_encrypted)]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted and expires is not None and expires > now:
+        found.append(secrets.decrypt(endpoint.previous_secret_encrypted))
+    return found
+
+
+# --- deliveries --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event_id: str | None = None
+    duplicate: bool = False
+    challenge: str | None = None  # Slack's url_verification: echo it, store nothing
+
+
+def _endpoint(provider: str, endpoint_id: Any) -> WebhookEndpoint | None:
+    # Before any tenant scope: the endpoint's row says whose delivery this is.
+    return (
+        WebhookEndpoint.unscoped.select_related("tenant")
+        .filter(pk=endpoint_id, provider=provider)
+        .first()
+    )
+
+
+def receive(provider_name: str, endpoint_id: Any, headers: Any, body: bytes) -> Accepted:
+    """Verify and store one delivery. Raises Rejected (401), TenantInactive (403) or
+    BadPayload (422); nothing is stored or enqueued in those cases."""
+    provider = PROVIDERS[provider_name]
+    now = time.time()
+    endpoint = _endpoint(provider_name, endpoint_id)
+    candidates = (
+        valid_secrets(endpoint, datetime.fromtimestamp(now, UTC)) if endpoint else [_DECOY_SECRET]
+    )
+    window = setting_int("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS")
+    provider.verify(candidates, headers, body, now, window)
+    if endpoint is None:  # unreachable unless the decoy was guessed; kept for clarity
+        raise Rejected("unknown endpoint")
+    if not endpoint.tenant.is_active:
+        raise TenantInactive(endpoint.tenant.status)
+    payload = provider.parse(headers, body)
+    if (where := unstorable_text(payload, "body")) is not None:
+        raise BadPayload(f"{where}: contains a NUL character or invalid Unicode")
+    if provider_name == "slack" and payload.get("type") == "url_verification":
+        return Accepted(challenge=str(payload.get("challenge") or ""))
+    delivery_id = provider.delivery_id(headers, payload, body)
+    return _store(endpoint, provider_name, provider.kind(payload), payload, delivery_id)
+
+
+def _store(
+    endpoint: WebhookEndpoint, source: str, kind: str, payload: dict[str, Any], delivery_id: str
+) -> Accepted:
+    tenant_id = endpoint.tenant_id
+    with tenant_scope(tenant_id), transaction.atomic():
+        event = ActivityEvent(
+            source=source,
+            kind=kind,
+            payload=payload,
+            correlation_id=current_correlation_id() or "",
+            occurred_at=datetime.now(UTC),
+        )
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+                WebhookDelivery.objects.create(
+                    endpoint=endpoint, delivery_id=delivery_id, event=event
+                )
+        except IntegrityError:
+            deliveries = WebhookDelivery.objects.filter(endpoint=endpoint, delivery_id=delivery_id)
+            first = deliveries.values_list("event_id", flat=True).first()
+            if first is None:
+                raise  # not the dedup constraint: a real error
+            deliveries.update(attempts=F("attempts") + 1, last_attempt_at=datetime.now(UTC))
+            return Accepted(event_id=str(first), duplicate=True)
+        publish_on_commit(tenant_id, event.pk)
+    return Accepted(event_id=str(event.pk))
+
+
+# --- replies -----------------------------------------------------------------------------------
+
+
+class ReplyFailed(Exception):
+    """The reply URL answered an error or could not be reached (retried by the task)."""
+
+
+def send_reply(run_id: str) -> str:
+    """POST a completed rule run's answer to the rule's reply URL (inside the tenant scope)."""
+    from agentflow.models import Run, RunStatus
+    from learning.rules import reply_url_allowed
+
+    run = Run.objects.filter(pk=run_id).values("status", "result", "metadata").first()
+    if run is None or run["status"] != RunStatus.COMPLETED:
+        return "not_completed"
+    metadata = run["metadata"] or {}
+    rule_id = metadata.get("rule_id")
+    rule = EventRule.objects.filter(pk=str(rule_id)).first() if rule_id else None
+    if rule is None or not rule.reply_url:
+        return "no_reply_url"
+    if not reply_url_allowed(rule.reply_url):
+        log.warning("webhooks.reply_url_refused", rule_id=str(rule.pk))
+        return "url_not_allowed"
+    text = str((run["result"] or {}).get("content") or "")
+    if not text:
+        return "no_answer"
+    body = {
+        "text": text,
+        **{k: v for k, v in (metadata.get("reply") or {}).items() if k in ("channel", "thread_ts")},
+        "run_id": str(run_id),
+        "event_id": metadata.get("activity_event_id"),
+    }
+    post = urllib.request.Request(  # noqa: S310 - allowlisted http(s) URL
+        rule.reply_url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    timeout = setting_float("WEBHOOK_REPLY_TIMEOUT_SECONDS")
+    try:
+        with urllib.request.urlopen(post, timeout=timeout) as answer:  # noqa: S310
+            status = int(answer.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        raise ReplyFailed(str(exc)) from exc
+    if status >= 500 or status == 429:
+        raise ReplyFailed(f"reply URL answered {status}")
+    if status >= 400:
+        log.warning("webhooks.reply_refused", run_id=str(run_id), status=status)
+        return f"refused:{status}"
+    return "sent"

@@ -1,0 +1,209 @@
+"""The durable activity stream: PostgreSQL is the source of truth, Redis Streams carry it.
+
+Redis restarted between publish and consume (keeping or losing its data), a consumer
+SIGKILLed mid-batch, a processor that fails: nothing is lost and nothing is processed
+twice in effect.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import TestCase
+
+from agentflow.server.embedded import EmbeddedRedis
+from learning import activity, services
+from learning.models import ActivityEvent, GraphEdge, GraphNode
+from tests.platform.api.conftest import Persona
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _ticket_event(persona: Persona, n: int) -> ActivityEvent:
+    """A webhook-like event whose processing adds one customer, one ticket, one edge."""
+    return services.record_event(
+        persona.tenant.pk,
+        "generic.ticket.created",
+        {
+            "type": "ticket.created",
+            "customer": {"id": f"c{n}"},
+            "ticket": {"id": f"t{n}", "subject": f"ticket {n}"},
+        },
+        source="generic",
+    )
+
+
+def _record(persona: Persona, count: int) -> list[str]:
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return [str(_ticket_event(persona, n).pk) for n in range(count)]
+
+
+def _assert_each_processed_once(persona: Persona, ids: list[str]) -> None:
+    events = ActivityEvent.unscoped.filter(pk__in=ids)
+    assert events.count() == len(ids)
+    assert not events.filter(processed_at__isnull=True).exists(), "an event was lost"
+    # Effects exactly once: one ticket node and one "opened" edge per event, no more.
+    assert GraphNode.unscoped.filter(tenant=persona.tenant, kind="ticket").count() == len(ids)
+    assert GraphEdge.unscoped.filter(tenant=persona.tenant, kind="opened").count() == len(ids)
+    assert activity.pending_count(persona.tenant.pk) == 0
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path, settings: Any) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own for the stream, so restarting it disturbs nothing else."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    settings.REDIS_URL = server.start()
+    yield server
+    server.stop()
+
+
+def test_published_events_are_consumed_and_acknowledged(owner: Persona) -> None:
+    ids = _record(owner, 3)
+    events = ActivityEvent.unscoped.filter(pk__in=ids)
+    assert all(e.published_at and e.stream_id for e in events)
+    assert activity.drain(owner.tenant.pk) == 3
+    _assert_each_processed_once(owner, ids)
+    assert activity.drain(owner.tenant.pk) == 0
+
+
+def test_a_redis_restart_between_publish_and_consume_loses_and_doubles_nothing(
+    owner: Persona, private_redis: EmbeddedRedis
+) -> None:
+    ids = _record(owner, 5)
+    read_before = activity.read(owner.tenant.pk, "first-consumer", 2)  # read, not acked
+    assert len(read_before) == 2
+    private_redis.stop()
+    private_redis.start()  # persistent: stream, group and pending entries survive
+    assert activity.drain(owner.tenant.pk) == 3
+    # The two entries read before the restart are still pending: the sweep claims them.
+    assert activity.pending_count(owner.tenant.pk) == 2
+    assert activity.sweep().claimed == 0  # not idle long enough yet (60 s by default)
+    claimed = activity.claim(owner.tenant.pk, "rescuer", min_idle_ms=0)
+    assert {entry for _, entry in claimed} == {entry for _, entry in read_before}
+    assert activity.handle(owner.tenant.pk, claimed) == 2
+    _assert_each_processed_once(owner, ids)
+
+
+def test_redis_losing_its_data_is_recovered_from_postgresql(
+    owner: Persona, private_redis: EmbeddedRedis
+) -> None:
+    ids = _record(owner, 4)
+    private_redis.stop()
+    for data in ("appendonly.aof", "dump.rdb"):  # Redis 6.2's persistence files
+        (private_redis.home / data).unlink(missing_ok=True)
+    private_redis.start()
+    assert activity.client().exists(activity.stream_key(owner.tenant.pk)) == 0  # really lost
+    assert activity.drain(owner.tenant.pk) == 0  # the stream has nothing to give
+    report = activity.sweep()
+    assert report.republished == 4
+    _assert_each_processed_once(owner, ids)
+    assert activity.sweep().republished == 0  # processed events are never republished
+
+
+def test_events_accepted_while_redis_is_down_are_published_later(
+    owner: Persona, private_redis: EmbeddedRedis
+) -> None:
+    private_redis.stop()
+    ids = _record(owner, 2)  # the producers' commits succeed; publishing fails quietly
+    events = ActivityEvent.unscoped.filter(pk__in=ids)
+    assert not events.filter(published_at__isnull=False).exists()
+    report = activity.sweep()
+    assert report.republished == 0  # Redis still down: nothing to do, nothing raised
+    private_redis.start()
+    ActivityEvent.unscoped.filter(pk__in=ids).update(
+        created_at=events.first().created_at.replace(year=2020)  # type: ignore[union-attr]
+    )  # past the grace for in-flight publishes
+    assert activity.sweep().republished == 2
+    _assert_each_processed_once(owner, ids)
+
+
+def test_a_processing_failure_is_retried_then_set_aside(owner: Persona, settings: Any) -> None:
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_MAX_ATTEMPTS": 2}
+    (event_id,) = _record(owner, 1)
+
+    def broken(tenant_id: int, event_id: str) -> str:
+        raise RuntimeError("graph store unavailable")
+
+    entries = activity.read(owner.tenant.pk, "c1", 10)
+    assert activity.handle(owner.tenant.pk, entries, broken) == 0  # stays pending
+    assert activity.pending_count(owner.tenant.pk) == 1
+    event = ActivityEvent.unscoped.get(pk=event_id)
+    assert (event.attempts, event.processed_at) == (1, None)
+    assert event.last_error == "RuntimeError: graph store unavailable"
+    claimed = activity.claim(owner.tenant.pk, "c2", min_idle_ms=0)
+    assert activity.handle(owner.tenant.pk, claimed, broken) == 1  # given up: acknowledged
+    event.refresh_from_db()
+    assert event.processed_at is not None
+    assert event.outcome == {"failed": "RuntimeError: graph store unavailable", "attempts": 2}
+    assert activity.pending_count(owner.tenant.pk) == 0
+
+
+# --- a consumer process killed mid-batch ------------------------------------------------------
+
+DOOMED_CONSUMER = """
+import sys, time
+import django
+django.setup()
+from learning import activity
+tenant_id = int(sys.argv[1])
+entries = activity.read(tenant_id, "doomed", 10)
+activity.handle(tenant_id, entries[:3])  # three done and acknowledged, seven in hand
+print(len(entries), flush=True)
+time.sleep(600)
+"""
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    return f"postgresql://{db['USER']}:@/{db['NAME']}?host={db['HOST']}"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_a_consumer_killed_mid_batch_leaves_its_entries_to_another(
+    owner: Persona, settings: Any, tmp_path: Path
+) -> None:
+    ids = [str(_ticket_event(owner, n).pk) for n in range(10)]  # autocommit: published now
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": "agentflow.server.settings",
+        "DB_POOL_MAX_SIZE": "0",
+    }
+    log = tmp_path / "doomed.log"
+    with (
+        log.open("wb") as errors,
+        subprocess.Popen(
+            [sys.executable, "-c", DOOMED_CONSUMER, str(owner.tenant.pk)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            start_new_session=True,
+        ) as doomed,
+    ):
+        try:
+            assert doomed.stdout is not None
+            line = doomed.stdout.readline()
+            assert line.strip() == b"10", log.read_text()[-2000:]
+        finally:
+            os.killpg(doomed.pid, signal.SIGKILL)  # mid-batch: seven entries read, not acked
+            doomed.wait(10)
+    processed = ActivityEvent.unscoped.filter(pk__in=ids, processed_at__isnull=False).count()
+    assert processed == 3
+    assert activity.pending_count(owner.tenant.pk) == 7
+    time.sleep(0.3)
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_CLAIM_IDLE_SECONDS": 0.2}
+    report = activity.sweep()  # what beat runs: claims the dead consumer's entries
+    assert report.claimed == 7
+    _assert_each_processed_once(owner, ids)
