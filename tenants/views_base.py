@@ -13,6 +13,7 @@ from contextvars import Token
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from django.apps import apps
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from rest_framework import exceptions
@@ -54,6 +55,15 @@ KEY_SCOPES: dict[str, frozenset[str]] = {
     "write": frozenset({WRITE, REVIEW, ADMIN}),
 }
 TENANT_HEADER = "X-Tenant"
+# Path parameters naming an object that belongs to an agent, with the lookup from the object
+# to its agent: a member restricted to some agents (governance) gets 404 for the others'.
+AGENT_BOUND_PARAMS: dict[str, tuple[str, str]] = {
+    "agent_id": ("agentflow.Agent", "pk"),
+    "run_id": ("agentflow.Run", "agent"),
+    "session_id": ("agentflow.AgentSession", "agent"),
+    "document_id": ("agentflow.KnowledgeDocument", "agent"),
+    "request_id": ("hitl.HITLRequest", "run__agent"),
+}
 
 
 def required_scope(view_class: type[APIView], method: str) -> str:
@@ -102,9 +112,7 @@ class TenantScopedAPIView(APIView):
             raise quota_exceeded(
                 decision.limit_name or "requests_per_minute", decision.retry_after, _next_minute()
             )
-        agent_id = kwargs.get("agent_id")
-        if agent_id is not None and not self.may_see_agent(agent_id):
-            raise Http404  # like a missing agent: restrictions reveal nothing either
+        self._check_agent_bound(kwargs)
 
     def visible_agents(self) -> QuerySet[Any] | None:
         """The agents this caller may see, or None when not restricted (django-guardian).
@@ -119,9 +127,28 @@ class TenantScopedAPIView(APIView):
             self._visible_agents = visible_agents(self.request.user, self.tenant.pk)
         return self._visible_agents
 
-    def may_see_agent(self, agent_id: Any) -> bool:
+    def _check_agent_bound(self, kwargs: dict[str, Any]) -> None:
+        """404 for a path naming another agent's object when the caller is restricted:
+        exactly what a missing object answers, so a restriction reveals nothing."""
+        bound = [(name, kwargs[name]) for name in AGENT_BOUND_PARAMS if name in kwargs]
+        if not bound:
+            return
         visible = self.visible_agents()
-        return visible is None or visible.filter(pk=agent_id).exists()
+        if visible is None:
+            return
+        for name, value in bound:
+            label, path = AGENT_BOUND_PARAMS[name]
+            try:
+                model = apps.get_model(label)
+            except LookupError:
+                continue  # that app is not installed
+            # One query: the object exists and its agent is not visible (a missing object is
+            # left to the handler, whose 404 is the same).
+            hidden = model._default_manager.filter(pk=value).exclude(
+                **{f"{path}__in": visible.values("pk")}
+            )
+            if hidden.exists():
+                raise Http404
 
     def _resolve_tenant(
         self, request: Request

@@ -192,6 +192,46 @@ def test_a_restricted_reviewer_sees_only_the_granted_agents(
     )
 
 
+def test_objects_of_hidden_agents_answer_like_missing_ones(
+    owner: Persona, two_agents: tuple[Agent, Agent]
+) -> None:
+    """Runs, conversations, documents and review requests of an agent the member may not
+    see are 404 with the body of a missing object; those of a granted agent are there."""
+    from hitl.services import request_review
+
+    support, billing = two_agents
+    rita = _user("rita")
+    services.assign_role(
+        actor=ACTOR, tenant=owner.tenant, user=rita, role=Role.REVIEWER, agents=[str(support.pk)]
+    )
+    paths: dict[Agent, list[str]] = {}
+    for target in two_agents:
+        run = owner.post(
+            f"/api/v1/agents/{target.pk}/runs",
+            {"user_id": "u", "message": "Where is my invoice?"},
+            headers={"Prefer": "respond-async"},
+        ).json()
+        review = request_review(
+            run=Run.unscoped.get(pk=run["id"]), result={"intent": "BILLING"}, actor=ACTOR
+        )
+        with tenant_scope(owner.tenant.pk):
+            document = target.documents.first()
+        assert document is not None
+        paths[target] = [
+            f"/api/v1/runs/{run['id']}",
+            f"/api/v1/sessions/{run['session_id']}/conversation",
+            f"/api/v1/agents/{target.pk}/knowledge/{document.pk}",
+            f"/api/v1/hitl/queue/{review.pk}",
+        ]
+    client = _session(rita)
+    for path in paths[support]:
+        assert client.get(path).status_code == 200, path
+    missing = assert_error(client.get(f"/api/v1/runs/{Agent().pk}"), 404)
+    for path in paths[billing]:
+        hidden = assert_error(client.get(path), 404, "not_found")
+        assert hidden["detail"] == missing["detail"], path
+
+
 def test_lists_are_filtered_in_the_database(
     owner: Persona, two_agents: tuple[Agent, Agent], django_assert_num_queries: Any
 ) -> None:
