@@ -12,6 +12,7 @@ import pytest
 from django.test import AsyncClient
 
 from agentflow.models import Agent
+from governance import exports
 from governance.audit import chain_head
 from governance.erasure import subject_digest
 from governance.exports import COLUMNS, PARTS, USER_PARTS
@@ -122,12 +123,13 @@ def test_one_end_users_export_holds_only_their_data(owner: Persona, data: Any) -
 
 
 def test_a_large_export_streams_and_a_small_one_has_a_length(
-    owner: Persona, data: Any, settings: Any
+    owner: Persona, data: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     small = owner.get(EXPORT)
     assert not small.streaming
     assert int(small["Content-Length"]) == len(small.content)
     settings.AGENTFLOW = {**settings.AGENTFLOW, "EXPORT_BUFFER_BYTES": 256}
+    monkeypatch.setattr(exports, "CHUNK_BYTES", 512)
     large = owner.get(EXPORT)
     assert large.streaming
     chunks = list(large.streaming_content)
@@ -139,19 +141,23 @@ def test_a_large_export_streams_and_a_small_one_has_a_length(
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_an_asgi_server_streams_the_export_asynchronously(settings: Any) -> None:
+async def test_an_asgi_server_streams_the_export_asynchronously(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Under ASGI the chunks are produced one thread hop at a time (no buffering of the
     whole export, and no warning about consuming a sync iterator)."""
     from asgiref.sync import sync_to_async
 
     owner = await sync_to_async(make_persona)("Acme", tier="professional")
     settings.AGENTFLOW = {**settings.AGENTFLOW, "EXPORT_BUFFER_BYTES": 64}
+    monkeypatch.setattr(exports, "CHUNK_BYTES", 256)
     client = AsyncClient()
     response: Any = await client.get(EXPORT, headers={"Authorization": f"Bearer {owner.key}"})
     assert response.status_code == 200
     assert response.streaming
     assert response.is_async
     chunks = [chunk async for chunk in response.streaming_content]
+    assert len(chunks) > 3
     assert json.loads(b"".join(chunks))["tenant"]["slug"] == owner.tenant.slug
 
 
