@@ -392,41 +392,41 @@ def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class _Entry:
     pipeline: AgentPipeline
-    # The event loop its network clients (httpx pools of the openai SDK) belong to; None
-    # when it has none (offline provider). A loop-bound pipeline is not reused elsewhere.
-    loop: weakref.ref[asyncio.AbstractEventLoop] | None
-
-
-def _is_loop_bound(pipeline: AgentPipeline) -> bool:
-    return any(provider.kind != "offline" for provider in pipeline.config.llm.providers)
+    loop: weakref.ref[asyncio.AbstractEventLoop]
 
 
 class _PipelineCache:
-    """A small LRU of built pipelines, safe to use from several threads' event loops."""
+    """A small LRU of built pipelines, one per (agent, version) and event loop.
+
+    A pipeline belongs to the loop it was built on: its per-user asyncio locks bind to
+    that loop (and are not thread-safe), and so do the HTTP pools of network LLM clients.
+    Threaded workers therefore get one pipeline per thread's loop; prefork workers, one.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, int], _Entry] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, int], _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, int], loop: asyncio.AbstractEventLoop) -> AgentPipeline | None:
+        slot = (*key, id(loop))
         with self._lock:
-            entry = self._items.get(key)
-            if entry is None or (entry.loop is not None and entry.loop() is not loop):
+            entry = self._items.get(slot)
+            if entry is None or entry.loop() is not loop:  # id() reused by a new loop
                 return None
-            self._items.move_to_end(key)
+            self._items.move_to_end(slot)
             return entry.pipeline
 
     def put(
         self, key: tuple[str, int], pipeline: AgentPipeline, loop: asyncio.AbstractEventLoop
     ) -> None:
-        entry = _Entry(pipeline, weakref.ref(loop) if _is_loop_bound(pipeline) else None)
+        slot = (*key, id(loop))
         with self._lock:
             # An older version of the agent will never be asked for again.
             for stale in [k for k in self._items if k[0] == key[0] and k[1] < key[1]]:
                 del self._items[stale]
-            self._items[key] = entry
-            self._items.move_to_end(key)
+            self._items[slot] = _Entry(pipeline, weakref.ref(loop))
+            self._items.move_to_end(slot)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 

@@ -8,15 +8,17 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import structlog
-from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q, Sum
 
 from agentflow import worker_loop
 from agentflow.models import (
@@ -41,6 +43,7 @@ from tenants.services import record_usage
 log = structlog.get_logger(__name__)
 
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.PROCESSING)
+_RUN_LEASE = 7_362  # advisory-lock namespace of run leases (audit chains use 7_361)
 CANCELLABLE = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.AWAITING_REVIEW)
 
 
@@ -70,7 +73,7 @@ def create_agent(
     normalised = _validated_config(blueprint, config)
     quota = tenant.quotas.agents
     with tenant_scope(tenant.pk), transaction.atomic():
-        Tenant.objects.select_for_update().get(pk=tenant.pk)
+        Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk)
         if quota is not None and Agent.objects.count() >= quota:
             raise ContractError(
                 f"The tenant's agent quota ({quota}) is used up.",
@@ -154,6 +157,17 @@ def _month_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, nxt
 
 
+def _has_counted_quota(tenant: Tenant) -> bool:
+    quotas = tenant.quotas
+    limits = (
+        quotas.concurrent_runs,
+        quotas.runs_per_month,
+        quotas.tokens_per_month,
+        quotas.dollars_per_month,
+    )
+    return any(limit is not None for limit in limits)
+
+
 def _check_quotas(tenant: Tenant, now: datetime) -> None:
     """Raise 429/402 naming the exhausted quota. Caller holds the tenant row lock."""
     quotas = tenant.quotas
@@ -192,9 +206,13 @@ def start_run(
 
     now = datetime.now(UTC)
     with tenant_scope(agent.tenant_id), transaction.atomic():
-        # The tenant row lock serialises this tenant's quota checks: exact, not approximate.
-        tenant = Tenant.objects.select_for_update().get(pk=agent.tenant_id)
-        _check_quotas(tenant, now)
+        tenant = Tenant.objects.get(pk=agent.tenant_id)
+        if _has_counted_quota(tenant):
+            # The tenant row lock serialises this tenant's quota checks: exact, not
+            # approximate. NO KEY UPDATE: it must not block the foreign-key checks that
+            # every insert of a tenant-owned row makes (FOR KEY SHARE), or commits deadlock.
+            tenant = Tenant.objects.select_for_update(no_key=True).get(pk=agent.tenant_id)
+            _check_quotas(tenant, now)
         session, _ = AgentSession.objects.get_or_create(agent=agent, user_id=request.user_id)
         run = Run.objects.create(
             agent=agent,
@@ -230,7 +248,8 @@ def transition(
     """Compare-and-set a run's status; records the transition when it wins."""
     with transaction.atomic():
         previous = (
-            Run.objects.select_for_update()
+            # NO KEY UPDATE: inserts of messages/steps referencing the run must not wait.
+            Run.objects.select_for_update(no_key=True)
             .filter(pk=run_id, status__in=from_statuses)
             .values_list("status", flat=True)
             .first()
@@ -286,8 +305,34 @@ def _announce(run: Run) -> None:
 # --- executing runs -------------------------------------------------------------------
 
 
+@contextmanager
+def _run_lease(run_id: str) -> Iterator[bool]:
+    """A session-level advisory lock on the run, held while a worker processes it.
+
+    A second delivery of the same run (redelivery, recovery sweep) finds the lease taken
+    and leaves the run to its live worker; when that worker dies, PostgreSQL drops its
+    connection and the lease with it, so the next delivery takes over.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", [_RUN_LEASE, run_id])
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [_RUN_LEASE, run_id])
+
+
 def execute_run(run_id: str) -> str:
     """Process one run (called by the Celery task inside the tenant's scope). Idempotent."""
+    with _run_lease(str(run_id)) as leased:
+        if not leased:
+            return "busy"  # a live worker is processing it right now
+        return _execute_leased(str(run_id))
+
+
+def _execute_leased(run_id: str) -> str:
     started = transition(
         run_id,
         (RunStatus.PENDING,),
@@ -302,8 +347,8 @@ def execute_run(run_id: str) -> str:
         return "missing"
     if not started and run.status != RunStatus.PROCESSING:
         return run.status  # already settled: a duplicate delivery does nothing
-    # PROCESSING without our transition means a redelivery after a worker died mid-run:
-    # processing again is safe because completion below is a compare-and-set.
+    # PROCESSING without our transition, yet the lease was free: the worker that started
+    # it died mid-run. Processing again is safe because completion is a compare-and-set.
     try:
         reply = worker_loop.run(_process(run))
     except Exception as exc:
@@ -516,3 +561,34 @@ def finish_review(
             run.status = RunStatus.COMPLETED
             _announce(run)
     return True
+
+
+# --- recovery -------------------------------------------------------------------------
+
+
+def recover_stuck_runs(now: datetime | None = None) -> int:
+    """Re-enqueue runs whose task was lost; returns how many were re-enqueued.
+
+    Pending runs older than ``RUN_PENDING_GRACE_SECONDS`` (the broker was down when they
+    were accepted, or their task exhausted its retries) and processing runs started more
+    than ``RUN_PROCESSING_TIMEOUT_SECONDS`` ago get their task again. Delivering twice is
+    harmless: the run lease and compare-and-set transitions make execution idempotent.
+    Platform-wide by design, so it reads across tenants through the loud bypass.
+    """
+    from agentflow.tasks import execute_run_task
+
+    now = now or datetime.now(UTC)
+    options = settings.AGENTFLOW
+    pending_before = now - timedelta(seconds=options["RUN_PENDING_GRACE_SECONDS"])
+    processing_before = now - timedelta(seconds=options["RUN_PROCESSING_TIMEOUT_SECONDS"])
+    stuck = Run.unscoped.filter(
+        Q(status=RunStatus.PENDING, created_at__lt=pending_before)
+        | Q(status=RunStatus.PROCESSING, started_at__lt=processing_before)
+    ).values_list("tenant_id", "id")[: options["RUN_RECOVERY_BATCH"]]
+    count = 0
+    for tenant_id, run_id in stuck:
+        execute_run_task.delay(tenant_id, str(run_id))
+        count += 1
+    if count:
+        log.warning("runs.recovered", count=count)
+    return count

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from agentflow import services
 from tenants.scoping import scoped_to_tenant
+
+# Transient database faults (a deadlock victim, a dropped connection, a full pool) are
+# retried with backoff: execute_run is idempotent, so a retry can only finish the run.
+_TRANSIENT = (OperationalError, InterfaceError)
 
 
 @shared_task(
@@ -13,8 +18,18 @@ from tenants.scoping import scoped_to_tenant
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    max_retries=0,
+    autoretry_for=_TRANSIENT,
+    retry_backoff=1,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=8,
 )
 @scoped_to_tenant
 def execute_run_task(tenant_id: int, run_id: str) -> str:
     return services.execute_run(run_id)
+
+
+@shared_task(name="maintenance.recover_runs", ignore_result=True)
+def recover_runs_task() -> int:
+    """Beat: re-enqueue runs whose task was lost (broker down at enqueue, retries spent)."""
+    return services.recover_stuck_runs()

@@ -79,7 +79,7 @@ def set_status(*, actor: Actor, tenant: Tenant, status: str) -> Tenant:
     if status not in TenantStatus.values:
         raise TenantError(f"unknown status {status!r}")
     with transaction.atomic():
-        previous = Tenant.objects.select_for_update().get(pk=tenant.pk).status
+        previous = Tenant.objects.select_for_update(no_key=True).get(pk=tenant.pk).status
         Tenant.objects.filter(pk=tenant.pk).update(status=status)
         append(
             tenant_id=tenant.pk,

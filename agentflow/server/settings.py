@@ -93,7 +93,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "agentflow.server.middleware.CorrelationIdMiddleware",
-    "agentflow.server.middleware.RequestMetricsMiddleware",
     "agentflow.server.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -103,6 +102,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Sync-only and innermost on purpose: Django then adapts the view handler to sync once
+    # and runs the whole (sync-capable) chain in one thread instead of hopping per layer.
+    "agentflow.server.middleware.RequestMetricsMiddleware",
 ]
 
 ROOT_URLCONF = "agentflow.server.urls"
@@ -134,8 +136,20 @@ if DATABASE_URL is None:
     _socket_dir = AGENTFLOW_HOME / "postgres" / "pgdata"
     DATABASE_URL = f"postgresql://postgres:@/agentflow?host={_socket_dir}"
 DATABASES = {"default": database_config(DATABASE_URL)}
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A connection pool per process: under ASGI every request runs its sync code in a new
+# thread, and per-thread persistent connections would pile up until PostgreSQL refuses
+# more clients. The pool hands each request a warm connection and takes it back.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10)
+if DB_POOL_MAX_SIZE > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # required with the pool
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, Celery broker and results -------------------
@@ -199,6 +213,10 @@ CELERY_TASK_ROUTES = {
     "maintenance.*": {"queue": "maintenance"},
 }
 CELERY_BEAT_SCHEDULE = {
+    "maintenance.recover_runs": {
+        "task": "maintenance.recover_runs",
+        "schedule": env_float("RUN_RECOVERY_SECONDS", 60.0),
+    },
     "maintenance.heartbeat": {
         "task": "maintenance.heartbeat",
         "schedule": env_float("HEARTBEAT_SECONDS", 15.0),
@@ -362,6 +380,10 @@ AGENTFLOW = {
     # How long POST .../runs waits for a result before answering 202 (Prefer: wait=N overrides).
     "RUN_DEFAULT_WAIT_SECONDS": env_float("RUN_DEFAULT_WAIT_SECONDS", 2.0),
     "RUN_MAX_WAIT_SECONDS": env_float("RUN_MAX_WAIT_SECONDS", 30.0),
+    # The recovery sweep re-enqueues runs whose task was lost (see docs/operations.md).
+    "RUN_PENDING_GRACE_SECONDS": env_int("RUN_PENDING_GRACE_SECONDS", 120),
+    "RUN_PROCESSING_TIMEOUT_SECONDS": env_int("RUN_PROCESSING_TIMEOUT_SECONDS", 900),
+    "RUN_RECOVERY_BATCH": env_int("RUN_RECOVERY_BATCH", 500),
     # Tenants' agent configs may only name these LLM endpoints (no SSRF through base_url) and
     # reference API keys by these server environment variables, never hold keys themselves.
     "LLM_ALLOWED_BASE_URLS": env_list("LLM_ALLOWED_BASE_URLS", []),

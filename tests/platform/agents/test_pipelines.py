@@ -189,9 +189,10 @@ async def test_pipelines_are_cached_per_agent_and_version() -> None:
     assert await get_pipeline(agent) is not second
 
 
-def test_a_network_llm_pipeline_is_not_reused_on_another_event_loop(
+def test_a_pipeline_is_never_shared_between_event_loops(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Per-user asyncio locks (any pipeline) and HTTP pools (network LLMs) bind to a loop."""
     settings.AGENTFLOW = {**settings.AGENTFLOW, "LLM_API_KEY_ENV_VARS": ["AGENTFLOW_TEST_KEY"]}
     monkeypatch.setenv("AGENTFLOW_TEST_KEY", "sk-test")  # never used: no message is sent
     llm = {"providers": [{"kind": "openai", "api_key": "${AGENTFLOW_TEST_KEY}"}]}
@@ -199,9 +200,13 @@ def test_a_network_llm_pipeline_is_not_reused_on_another_event_loop(
 
     first = [asyncio.run(get_pipeline(agent)) for agent in (networked, offline)]
     second = [asyncio.run(get_pipeline(agent)) for agent in (networked, offline)]
-
     assert second[0] is not first[0], "its HTTP clients belonged to the first loop"
-    assert second[1] is first[1], "the offline pipeline has nothing bound to a loop"
+    assert second[1] is not first[1], "its per-user locks belonged to the first loop"
+
+    async def twice(agent: Agent) -> bool:
+        return await get_pipeline(agent) is await get_pipeline(agent)
+
+    assert asyncio.run(twice(offline)), "on one loop the pipeline is built once and reused"
 
 
 async def test_concurrent_first_calls_build_once(monkeypatch: pytest.MonkeyPatch) -> None:
