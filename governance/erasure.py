@@ -5,11 +5,12 @@ thread centroids, i.e. vectors), messages, episodic memory cases (with their pgv
 embeddings), the input and output of their runs, and the first responses of their runs
 kept for idempotent replays. Erasure deletes what is theirs alone and empties what must
 stay for accounting (a run's row keeps status, tokens and cost; its content goes). Other
-apps holding copies (review requests, golden paths) add an eraser with
-:func:`register_eraser`; it runs in the same transaction.
+apps holding copies add an eraser with :func:`register_eraser`; it runs in the same
+transaction. Review requests (HITL) are erased here, their app predating the registry.
 
-The audit log is never touched (it is append-only, and holds no end-user content): the
-erasure appends one event naming the subject by a digest and counting what went.
+The audit log is never touched (it is append-only, so its writers must keep end-user
+content out of it): the erasure appends one event naming the subject by a digest and
+counting what went.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.apps import apps as django_apps
 from django.db import transaction
+from django.db.models import Q
 
 from agentflow.models import AgentSession, MemoryCase, Message, Run, Step, Thread
+from agentflow.server.api.exceptions import ContractError
 from governance.audit import Actor, append
 from tenants.context import tenant_scope
 from tenants.models import IdempotencyRecord, Tenant
@@ -69,19 +73,62 @@ def _erase_agent_data(tenant_id: int, user_id: str) -> dict[str, int]:
     return counts
 
 
-register_eraser("agentflow", _erase_agent_data)
+def _cancel_active_runs(actor: Actor, user_id: str) -> int:
+    """Stop the user's unfinished runs first (audited, through the run service): nothing may
+    deliver an answer into a conversation that is about to disappear."""
+    from agentflow.services import CANCELLABLE, cancel_run
+
+    cancelled = 0
+    for run in Run.objects.filter(user_id=user_id, status__in=CANCELLABLE):
+        try:
+            cancel_run(actor=actor, run=run)
+        except ContractError:
+            continue  # it finished meanwhile: its content is erased below all the same
+        cancelled += 1
+    return cancelled
+
+
+def _erase_review_copies(tenant_id: int, user_id: str) -> dict[str, int]:
+    """HITL review requests copy the question, the proposed answer and the reviewer's
+    response; their history may quote them. Requests stay (SLA figures count them)."""
+    if not django_apps.is_installed("hitl"):
+        return {}
+    from hitl.models import HITLEvent, HITLRequest
+
+    requests = list(
+        HITLRequest.objects.filter(
+            Q(run__user_id=user_id) | Q(context__user_id=user_id)
+        ).values_list("pk", "context")
+    )
+    for pk, context in requests:
+        HITLRequest.objects.filter(pk=pk).update(
+            question="",
+            proposed_answer="",
+            response="",
+            reason="",
+            escalation_reason="",
+            context={**(context or {}), "user_id": ERASED},
+        )
+    history = HITLEvent.objects.filter(request_id__in=[pk for pk, _ in requests]).exclude(detail={})
+    return {"review_requests": len(requests), "review_history": history.update(detail={})}
 
 
 def erase_end_user(*, actor: Actor, tenant: Tenant, user_id: str) -> ErasureReport:
-    """Erase ``user_id``'s data in ``tenant`` everywhere it lives, atomically and audited."""
+    """Erase ``user_id``'s data in ``tenant`` everywhere it lives, atomically and audited.
+
+    Order: unfinished runs are cancelled, other apps erase their copies (while the runs
+    still name the user), then the agent data goes, renaming the runs' user last.
+    """
     if not user_id or len(user_id) > 200:
         raise ValueError("user_id must be 1-200 characters")
     subject = subject_digest(tenant.pk, user_id)
-    erased: dict[str, int] = {}
     with transaction.atomic(), tenant_scope(tenant.pk):
+        erased: dict[str, int] = {"cancelled_runs": _cancel_active_runs(actor, user_id)}
         for name, eraser in sorted(_erasers.items()):
             for what, rows in eraser(tenant.pk, user_id).items():
-                erased[what if name == "agentflow" else f"{name}.{what}"] = rows
+                erased[f"{name}.{what}"] = rows
+        erased.update(_erase_review_copies(tenant.pk, user_id))
+        erased.update(_erase_agent_data(tenant.pk, user_id))
         append(
             tenant_id=tenant.pk,
             actor=actor,

@@ -22,7 +22,7 @@ from governance.erasure import ERASED, subject_digest
 from governance.models import AuditEvent
 from governance.verify import verify_chain
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import Persona, make_agent, make_persona
+from tests.platform.api.conftest import ACTOR, Persona, make_agent, make_persona
 
 ALICE = "alice-7f3a"
 BOB = "bob-91c2"
@@ -141,6 +141,39 @@ def test_erasure_removes_the_user_everywhere_and_nothing_of_others(
         assert Run.objects.filter(pk__in=conversations["bob_runs"], user_id=BOB).count() == 2
 
 
+def test_unfinished_runs_are_cancelled_and_review_copies_emptied(
+    conversations: dict[str, Any],
+) -> None:
+    """A run still waiting (for a worker or a reviewer) is cancelled through the run service
+    before its content goes; the review request's copies of question and answer go too."""
+    from hitl.models import HITLRequest
+    from hitl.services import request_review
+
+    owner: Persona = conversations["owner"]
+    agent = conversations["agent"]
+    waiting = owner.post(
+        f"/api/v1/agents/{agent.pk}/runs",
+        {"user_id": ALICE, "message": "Refund my Zanzibar trip"},
+        headers={"Prefer": "respond-async"},
+    ).json()["id"]
+    review = request_review(
+        run=Run.unscoped.get(pk=waiting),
+        result={"intent": "BILLING", "proposed_answer": "Your Zanzibar refund is on its way."},
+        actor=ACTOR,
+    )
+    assert "hitl_hitlrequest.question" in traces("Zanzibar")
+    body = owner.post("/api/v1/governance/erasures", {"user_id": ALICE}).json()
+    assert body["erased"]["cancelled_runs"] == 1
+    assert body["erased"]["review_requests"] == 1
+    assert Run.unscoped.get(pk=waiting).status == "cancelled"
+    assert AuditEvent.unscoped.filter(action="run.cancelled", target_id=waiting).exists()
+    request = HITLRequest.unscoped.get(pk=review.pk)
+    assert (request.question, request.proposed_answer) == ("", "")
+    assert request.context["user_id"] == ERASED
+    assert traces("Zanzibar") == {}
+    assert traces(ALICE) == {}
+
+
 def test_erasure_is_audited_without_the_erased_content(conversations: dict[str, Any]) -> None:
     owner: Persona = conversations["owner"]
     owner.post("/api/v1/governance/erasures", {"user_id": ALICE})
@@ -151,6 +184,7 @@ def test_erasure_is_audited_without_the_erased_content(conversations: dict[str, 
     )
     assert event.actor_type == "api_key"
     assert event.changes["erased"]["memory_cases"] == 2
+    assert event.changes["erased"]["cancelled_runs"] == 0
     assert ALICE not in str(event.changes)
     assert "Zanzibar" not in str(event.changes)
     assert verify_chain(owner.tenant.pk).ok
