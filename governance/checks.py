@@ -11,7 +11,7 @@ from django.db import connections
 _ROLE_SQL = """
 SELECT r.rolsuper, c.relowner = r.oid
 FROM pg_roles r, pg_class c
-WHERE r.rolname = current_user AND c.oid = 'governance_auditevent'::regclass
+WHERE r.rolname = current_user AND c.oid = to_regclass('governance_auditevent')
 """
 
 
