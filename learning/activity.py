@@ -1,21 +1,23 @@
 """The durable activity stream: PostgreSQL rows, carried by a Redis Stream per tenant.
 
 An :class:`~learning.models.ActivityEvent` is written in the producer's transaction; on
-commit its id is appended (``XADD``) to ``agentflow:t{tenant}:activity`` and the row
-records the entry id (``published_at``/``stream_id``). Consumers read through one
-consumer group (``XREADGROUP``), process, then acknowledge (``XACK``):
+commit its id is appended (``XADD``) to ``agentflow:t{tenant}:activity``. Consumers read
+through one consumer group (``XREADGROUP``), process, then acknowledge (``XACK``); the
+consumer records which entry delivered the event (``stream_id``, ``published_at``), so
+the producer's answer costs no second write:
 
 * a consumer that dies between reading and acknowledging leaves its entries pending;
   the sweep claims entries idle longer than ``ACTIVITY_CLAIM_IDLE_SECONDS``
   (``XAUTOCLAIM``) and processes them;
-* Redis losing the stream (restart without persistence, trimming, a failover) loses no
-  event: the sweep re-appends every unprocessed event that is unpublished, whose stream is
-  gone, or that waited longer than ``ACTIVITY_REPUBLISH_AFTER_SECONDS``;
+* Redis losing entries (down when the event was accepted, restarted without its data,
+  trimming that outran the consumers) loses no event: the sweep compares the unprocessed
+  events in PostgreSQL with the entries the stream still holds unacknowledged, and
+  re-appends those it lacks once they are ``ACTIVITY_REPUBLISH_AFTER_SECONDS`` old;
 * an event delivered twice is processed once in effect: processing locks the row and
   sets ``processed_at`` in the same transaction as its effects, and skips a processed row.
 
-Redis down at accept time degrades, never drops: the row is committed unpublished and the
-sweep publishes it when Redis answers again (SPEC 14).
+Redis down at accept time degrades, never drops: the row is committed and the sweep
+publishes it when Redis answers again (SPEC 14).
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ GROUP = "processors"
 FIELD = "event"
 TENANTS_KEY = "agentflow:activity:tenants"  # tenants that have a stream (for the sweep)
 DRAIN_FLAG_TTL_SECONDS = 60
-# An unpublished row younger than this may still be on its way (its on_commit hook runs).
-UNPUBLISHED_GRACE_SECONDS = 5.0
 IDLE_CONSUMER_SECONDS = 3600
+SCAN_CHUNK = 1000
 
-Processor = Callable[[int, str], str]
+# processor(tenant_id, event_id, stream entry id) -> outcome label
+Processor = Callable[[int, str, str], str]
 Entry = tuple[str, str]  # (stream entry id, event id)
 
 _clients: dict[str, redis.Redis] = {}
@@ -86,7 +88,7 @@ def _text(value: Any) -> str:
 
 
 def publish(tenant_id: int, event_ids: Iterable[str], *, schedule: bool = True) -> bool:
-    """Append the events to the tenant's stream and record it; False when Redis is down.
+    """Append the events to the tenant's stream; False (logged) when Redis is down.
 
     With ``schedule``, a drain task is enqueued unless one is already scheduled (a flag
     with a TTL): a burst of deliveries costs one task, not one each.
@@ -106,11 +108,6 @@ def publish(tenant_id: int, event_ids: Iterable[str], *, schedule: bool = True) 
     except redis.RedisError as exc:
         log.warning("activity.publish_failed", tenant_id=tenant_id, error=str(exc), events=ids)
         return False
-    now = datetime.now(UTC)
-    for event_id, entry_id in zip(ids, results, strict=False):
-        ActivityEvent.unscoped.filter(pk=event_id).update(
-            stream_id=_text(entry_id), published_at=now
-        )
     if schedule and results[-1]:
         from learning.tasks import drain_activity_task
 
@@ -187,7 +184,7 @@ def handle(tenant_id: int, entries: list[Entry], processor: Processor | None = N
     for entry_id, event_id in entries:
         if event_id:
             try:
-                process(tenant_id, event_id)
+                process(tenant_id, event_id, entry_id)
             except Exception as exc:
                 log.exception("activity.process_failed", tenant_id=tenant_id, event_id=event_id)
                 if not _record_failure(event_id, exc):
@@ -256,49 +253,51 @@ class SweepReport:
         return dict(self.__dict__)
 
 
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
-
-
-def _first_entry(tenant_id: int) -> tuple[int, int] | None:
-    first = client().xrange(stream_key(tenant_id), "-", "+", count=1)
-    return _entry_key(_text(first[0][0])) if first else None
+def _unacknowledged(tenant_id: int) -> set[str]:
+    """Event ids the stream still holds for consumers: entries not yet delivered to the
+    group, and entries delivered but not acknowledged (from the oldest pending one on)."""
+    key = stream_key(tenant_id)
+    start = "-"
+    try:
+        groups = {_text(g["name"]): g for g in client().xinfo_groups(key)}
+    except redis.ResponseError:  # no stream at all
+        return set()
+    if GROUP in groups:
+        start = "(" + _text(groups[GROUP]["last-delivered-id"])
+        pending = client().xpending(key, GROUP)
+        if pending.get("pending"):
+            start = _text(pending["min"])
+    found: set[str] = set()
+    while True:
+        chunk: Any = client().xrange(key, start, "+", count=SCAN_CHUNK) or []
+        found.update(event_id for _, event_id in _entries(chunk) if event_id)
+        if len(chunk) < SCAN_CHUNK:
+            return found
+        start = "(" + _text(chunk[-1][0])
 
 
 def replay(tenant_id: int, now: datetime | None = None) -> int:
-    """Re-append this tenant's unprocessed events that the stream does not hold (any more).
+    """Re-append this tenant's unprocessed events that the stream does not hold.
 
-    Entries are never deleted after processing, only trimmed from the old end, so an
-    unprocessed event whose entry id is older than the stream's first entry (or whose
-    stream is empty or gone) was lost: trimmed, or Redis lost its data.
+    Only events older than ``ACTIVITY_REPUBLISH_AFTER_SECONDS``: a younger one may still be
+    on its way (its producer's commit hook appends it right after the commit).
     """
     now = now or datetime.now(UTC)
-    unprocessed = ActivityEvent.unscoped.filter(tenant_id=tenant_id, processed_at__isnull=True)
-    grace = now - timedelta(seconds=UNPUBLISHED_GRACE_SECONDS)
-    due = set(
-        unprocessed.filter(published_at__isnull=True, created_at__lt=grace).values_list(
-            "id", flat=True
-        )[:5000]
-    )
-    # Safety net for anything else that stalled (e.g. an entry nobody could read).
-    stalled = now - timedelta(seconds=_setting("ACTIVITY_REPUBLISH_AFTER_SECONDS"))
-    due |= set(unprocessed.filter(published_at__lt=stalled).values_list("id", flat=True)[:5000])
-    first = _first_entry(tenant_id)
-    published = unprocessed.filter(published_at__isnull=False).exclude(stream_id="")
-    for event_id, entry_id in published.values_list("id", "stream_id")[:5000]:
-        if first is None or _entry_key(entry_id) < first:
-            due.add(event_id)
-    if not due:
-        return 0
-    ordered = list(
-        ActivityEvent.unscoped.filter(pk__in=due)
+    settled = now - timedelta(seconds=_setting("ACTIVITY_REPUBLISH_AFTER_SECONDS"))
+    candidates = list(
+        ActivityEvent.unscoped.filter(
+            tenant_id=tenant_id, processed_at__isnull=True, created_at__lt=settled
+        )
         .order_by("created_at")
-        .values_list("id", flat=True)
+        .values_list("id", flat=True)[:5000]
     )
-    if publish(tenant_id, [str(event_id) for event_id in ordered], schedule=False):
-        log.info("activity.replayed", tenant_id=tenant_id, events=len(ordered))
-        return len(ordered)
+    if not candidates:
+        return 0
+    held = _unacknowledged(tenant_id)
+    missing = [str(event_id) for event_id in candidates if str(event_id) not in held]
+    if missing and publish(tenant_id, missing, schedule=False):
+        log.info("activity.replayed", tenant_id=tenant_id, events=len(missing))
+        return len(missing)
     return 0
 
 

@@ -58,7 +58,6 @@ class EventSerializer(serializers.Serializer):  # type: ignore[type-arg]
     source = serializers.ChoiceField(choices=ActivitySource.values)  # type: ignore[assignment]
     kind = serializers.CharField()
     occurred_at = serializers.DateTimeField()
-    published = serializers.BooleanField()
     processed_at = serializers.DateTimeField(allow_null=True)
     attempts = serializers.IntegerField()
     outcome = serializers.DictField()
@@ -86,7 +85,6 @@ def event_json(event: ActivityEvent, detail: bool = False) -> dict[str, Any]:
         "source": event.source,
         "kind": event.kind,
         "occurred_at": _z(event.occurred_at),
-        "published": event.published_at is not None,
         "processed_at": _z(event.processed_at),
         "attempts": event.attempts,
         "outcome": event.outcome,

@@ -61,9 +61,9 @@ class ActivityEvent(TenantOwnedModel):
     """One thing that happened: an accepted webhook or an internal event (run, review, ...).
 
     PostgreSQL is the source of truth; the per-tenant Redis Stream only carries the id.
-    ``published_at``/``stream_id`` say the id reached the stream; ``processed_at`` is set
-    in the same transaction as the event's effects (graph, runs), so a second delivery of
-    the same entry finds it set and does nothing.
+    ``processed_at`` is set in the same transaction as the event's effects (graph, runs),
+    so a second delivery of the same entry finds it set and does nothing; ``stream_id`` and
+    ``published_at`` then record the entry that delivered it, and when.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.db.models.signals import post_save
 
 from agentflow.server.context import current_correlation_id
@@ -93,11 +93,12 @@ def record_event(
     return event
 
 
-def process_event(tenant_id: int, event_id: str) -> str:
+def process_event(tenant_id: int, event_id: str, stream_id: str = "") -> str:
     """Apply one event's effects (graph, rule runs) once; a processed event is skipped.
 
     The row lock serialises two consumers holding the same event (a claimed entry whose
     first consumer was only slow, a replayed duplicate): the second finds it processed.
+    ``stream_id`` is the entry that delivered it, recorded with the outcome.
     """
     with tenant_scope(tenant_id), transaction.atomic():
         event = ActivityEvent.objects.select_for_update().filter(pk=event_id).first()
@@ -115,9 +116,7 @@ def process_event(tenant_id: int, event_id: str) -> str:
             outcome["rules"] = rules.fire(event, facts)
         now = datetime.now(UTC)
         ActivityEvent.objects.filter(pk=event.pk).update(
-            processed_at=now,
-            published_at=F("published_at") if event.published_at else now,
-            outcome=outcome,
+            processed_at=now, published_at=now, stream_id=stream_id[:40], outcome=outcome
         )
     return "processed"
 

@@ -12,24 +12,19 @@ import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 
 from agentflow.server.api.serializers import unstorable_text
 from agentflow.server.context import current_correlation_id
 from governance.audit import Actor, append
 from learning.conf import setting_float, setting_int
-from learning.models import (
-    ActivityEvent,
-    EventRule,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from learning.models import EventRule, WebhookEndpoint
 from learning.services import publish_on_commit
 from learning.webhooks import secrets
 from learning.webhooks.providers import PROVIDERS, BadPayload, Rejected
@@ -191,33 +186,59 @@ def receive(provider_name: str, endpoint_id: Any, headers: Any, body: bytes) -> 
     return _store(endpoint, provider_name, provider.kind(payload), payload, delivery_id)
 
 
+# One statement, one round trip: the delivery row claims (endpoint, delivery id) and only
+# when it is new does its event get inserted (the foreign key from delivery to event is
+# checked at commit, as Django makes PostgreSQL foreign keys deferrable). A concurrent copy
+# of the same delivery waits on the unique index and then inserts nothing.
+_INSERT_NEW = """
+WITH delivery AS (
+    INSERT INTO learning_webhookdelivery (tenant_id, endpoint_id, delivery_id, event_id, attempts)
+    VALUES (%(tenant)s, %(endpoint)s, %(delivery)s, %(event)s, 1)
+    ON CONFLICT (endpoint_id, delivery_id) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO learning_activityevent
+    (tenant_id, id, source, kind, payload, dedup_key, correlation_id, stream_id, attempts,
+     last_error, outcome)
+SELECT %(tenant)s, event_id, %(source)s, %(kind)s, %(payload)s::jsonb, '', %(correlation)s, '',
+       0, '', '{}'::jsonb
+FROM delivery
+RETURNING id
+"""
+_COUNT_RETRY = """
+UPDATE learning_webhookdelivery SET attempts = attempts + 1, last_attempt_at = now()
+WHERE endpoint_id = %(endpoint)s AND delivery_id = %(delivery)s
+RETURNING event_id
+"""
+
+
 def _store(
     endpoint: WebhookEndpoint, source: str, kind: str, payload: dict[str, Any], delivery_id: str
 ) -> Accepted:
-    tenant_id = endpoint.tenant_id
-    with tenant_scope(tenant_id), transaction.atomic():
-        event = ActivityEvent(
-            source=source,
-            kind=kind,
-            payload=payload,
-            correlation_id=current_correlation_id() or "",
-            occurred_at=datetime.now(UTC),
-        )
-        try:
-            with transaction.atomic():
-                event.save(force_insert=True)
-                WebhookDelivery.objects.create(
-                    endpoint=endpoint, delivery_id=delivery_id, event=event
-                )
-        except IntegrityError:
-            deliveries = WebhookDelivery.objects.filter(endpoint=endpoint, delivery_id=delivery_id)
-            first = deliveries.values_list("event_id", flat=True).first()
-            if first is None:
-                raise  # not the dedup constraint: a real error
-            deliveries.update(attempts=F("attempts") + 1, last_attempt_at=datetime.now(UTC))
-            return Accepted(event_id=str(first), duplicate=True)
-        publish_on_commit(tenant_id, event.pk)
-    return Accepted(event_id=str(event.pk))
+    """Store a new delivery and its event, or count a retry of a known one."""
+    params: dict[str, Any] = {
+        # From the endpoint's row, never from the request: this is the tenant boundary.
+        "tenant": endpoint.tenant_id,
+        "endpoint": endpoint.pk,
+        "delivery": delivery_id,
+        "event": uuid.uuid4(),
+        "source": source,
+        "kind": kind,
+        "payload": json.dumps(payload),
+        "correlation": current_correlation_id() or "",
+    }
+    # Autocommit: the statement commits by itself, and the publishing hook runs right after.
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_NEW, params)
+        created = cursor.fetchone()
+        if created is None:
+            cursor.execute(_COUNT_RETRY, params)
+            found = cursor.fetchone()
+            if found is None:  # the first copy was deleted meanwhile: let the sender retry
+                raise IntegrityError("delivery vanished while counting a retry")
+            return Accepted(event_id=str(found[0]), duplicate=True)
+        publish_on_commit(endpoint.tenant_id, created[0])
+    return Accepted(event_id=str(created[0]))
 
 
 # --- replies -----------------------------------------------------------------------------------

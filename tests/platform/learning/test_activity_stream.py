@@ -68,10 +68,11 @@ def private_redis(tmp_path: Path, settings: Any) -> Iterator[EmbeddedRedis]:
 
 def test_published_events_are_consumed_and_acknowledged(owner: Persona) -> None:
     ids = _record(owner, 3)
-    events = ActivityEvent.unscoped.filter(pk__in=ids)
-    assert all(e.published_at and e.stream_id for e in events)
+    assert activity.client().xlen(activity.stream_key(owner.tenant.pk)) == 3
     assert activity.drain(owner.tenant.pk) == 3
     _assert_each_processed_once(owner, ids)
+    events = ActivityEvent.unscoped.filter(pk__in=ids)
+    assert all(e.published_at and e.stream_id for e in events)  # the entry that carried it
     assert activity.drain(owner.tenant.pk) == 0
 
 
@@ -94,8 +95,9 @@ def test_a_redis_restart_between_publish_and_consume_loses_and_doubles_nothing(
 
 
 def test_redis_losing_its_data_is_recovered_from_postgresql(
-    owner: Persona, private_redis: EmbeddedRedis
+    owner: Persona, private_redis: EmbeddedRedis, settings: Any
 ) -> None:
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_REPUBLISH_AFTER_SECONDS": 0}
     ids = _record(owner, 4)
     private_redis.stop()
     for data in ("appendonly.aof", "dump.rdb"):  # Redis 6.2's persistence files
@@ -109,19 +111,32 @@ def test_redis_losing_its_data_is_recovered_from_postgresql(
     assert activity.sweep().republished == 0  # processed events are never republished
 
 
+def test_the_sweep_republishes_only_what_the_stream_lacks(owner: Persona, settings: Any) -> None:
+    """Entries waiting to be read, or read and not yet acknowledged, are left to consumers
+    and claims; only an event whose entry is gone (here: trimmed away) is appended again."""
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_REPUBLISH_AFTER_SECONDS": 0}
+    ids = _record(owner, 4)
+    assert len(activity.read(owner.tenant.pk, "slow-consumer", 1)) == 1  # one in hand
+    assert activity.replay(owner.tenant.pk) == 0
+    key = activity.stream_key(owner.tenant.pk)
+    (oldest_undelivered,) = activity.client().xrange(key, "-", "+", count=2)[1:]
+    activity.client().xdel(key, oldest_undelivered[0])  # as MAXLEN trimming would
+    assert activity.replay(owner.tenant.pk) == 1
+    assert activity.drain(owner.tenant.pk) == 3  # two left from before, one appended again
+    claimed = activity.claim(owner.tenant.pk, "rescuer", min_idle_ms=0)
+    assert activity.handle(owner.tenant.pk, claimed) == 1
+    _assert_each_processed_once(owner, ids)
+
+
 def test_events_accepted_while_redis_is_down_are_published_later(
-    owner: Persona, private_redis: EmbeddedRedis
+    owner: Persona, private_redis: EmbeddedRedis, settings: Any
 ) -> None:
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_REPUBLISH_AFTER_SECONDS": 0}
     private_redis.stop()
     ids = _record(owner, 2)  # the producers' commits succeed; publishing fails quietly
-    events = ActivityEvent.unscoped.filter(pk__in=ids)
-    assert not events.filter(published_at__isnull=False).exists()
     report = activity.sweep()
     assert report.republished == 0  # Redis still down: nothing to do, nothing raised
     private_redis.start()
-    ActivityEvent.unscoped.filter(pk__in=ids).update(
-        created_at=events.first().created_at.replace(year=2020)  # type: ignore[union-attr]
-    )  # past the grace for in-flight publishes
     assert activity.sweep().republished == 2
     _assert_each_processed_once(owner, ids)
 
@@ -130,7 +145,7 @@ def test_a_processing_failure_is_retried_then_set_aside(owner: Persona, settings
     settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_MAX_ATTEMPTS": 2}
     (event_id,) = _record(owner, 1)
 
-    def broken(tenant_id: int, event_id: str) -> str:
+    def broken(tenant_id: int, event_id: str, entry_id: str) -> str:
         raise RuntimeError("graph store unavailable")
 
     entries = activity.read(owner.tenant.pk, "c1", 10)

@@ -42,7 +42,8 @@ def test_a_completed_run_becomes_an_event_and_part_of_the_graph(
     assert run.status == "completed", run.result
     (event,) = _events(owner, "run.completed")
     assert event.source == "internal"
-    assert event.published_at is not None  # published on the transition's commit
+    # Published on the transition's commit.
+    assert activity.client().xlen(activity.stream_key(owner.tenant.pk)) == 1
     payload: dict[str, Any] = event.payload
     assert payload["run_id"] == str(run.pk)
     assert payload["intent"] == "PASSWORD_RESET"
@@ -137,5 +138,7 @@ def test_an_event_in_detail_with_its_delivery(owner: Persona, outsider: Persona)
     assert detail["payload"]["issue"]["key"] == "SUP-1001"
     assert detail["delivery"]["delivery_id"] == "jira-9"
     assert detail["delivery"]["attempts"] == 1
-    assert detail["published"] is True
+    assert detail["processed_at"] is None
+    activity.drain(outsider.tenant.pk)  # another tenant's drain leaves it alone
+    assert owner.get(f"{ACTIVITY}/{event_id}").json()["processed_at"] is None
     assert_error(outsider.get(f"{ACTIVITY}/{event_id}"), 404, "not_found")
