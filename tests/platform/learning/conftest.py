@@ -52,9 +52,9 @@ def sign(
         return headers
     if provider == "zendesk":
         timestamp = zendesk_timestamp(at)
-        digest = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()
+        raw = hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()
         return {
-            "X-Zendesk-Webhook-Signature": base64.b64encode(digest).decode(),
+            "X-Zendesk-Webhook-Signature": base64.b64encode(raw).decode(),
             "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
             "X-Zendesk-Webhook-Invocation-Id": delivery_id,
         }

@@ -119,8 +119,8 @@ def test_the_sweep_republishes_only_what_the_stream_lacks(owner: Persona, settin
     assert len(activity.read(owner.tenant.pk, "slow-consumer", 1)) == 1  # one in hand
     assert activity.replay(owner.tenant.pk) == 0
     key = activity.stream_key(owner.tenant.pk)
-    (oldest_undelivered,) = activity.client().xrange(key, "-", "+", count=2)[1:]
-    activity.client().xdel(key, oldest_undelivered[0])  # as MAXLEN trimming would
+    entries: Any = activity.client().xrange(key, "-", "+", count=2)
+    activity.client().xdel(key, entries[1][0])  # the oldest undelivered, as trimming would
     assert activity.replay(owner.tenant.pk) == 1
     assert activity.drain(owner.tenant.pk) == 3  # two left from before, one appended again
     claimed = activity.claim(owner.tenant.pk, "rescuer", min_idle_ms=0)
