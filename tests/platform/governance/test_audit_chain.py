@@ -404,8 +404,12 @@ def test_restrict_role_refuses_a_role_that_could_bypass_the_trigger(db: None) ->
         call_command("audit", "restrict-role", "no_such_role_anywhere")
 
 
-def test_the_database_check_warns_when_the_app_could_bypass_the_trigger(db: None) -> None:
+def test_the_database_check_warns_when_the_app_could_bypass_the_trigger(
+    db: None, settings: Any
+) -> None:
     from governance.checks import audit_role_check
 
+    assert audit_role_check(databases=["default"]) == []  # embedded superuser: expected
+    settings.PRODUCTION = True
     warnings = audit_role_check(databases=["default"])  # the tests connect as a superuser
     assert [w.id for w in warnings] == ["governance.W001"]
