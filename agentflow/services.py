@@ -223,7 +223,7 @@ def start_run(
             metadata=request.metadata,
             correlation_id=current_correlation_id() or "",
         )
-        record_usage(tenant_id=tenant.pk, runs=1)
+        # Lock order, everywhere: audit chain lock before the usage-day row (see complete_run).
         append(
             tenant_id=tenant.pk,
             actor=actor,
@@ -232,6 +232,7 @@ def start_run(
             target_id=run.pk,
             changes={"agent_id": str(agent.pk), "priority": request.priority},
         )
+        record_usage(tenant_id=tenant.pk, runs=1)
         if on_created is not None:
             on_created(run.pk)
         tenant_id, run_id = tenant.pk, str(run.pk)
@@ -461,8 +462,6 @@ def complete_run(run: Run, reply: Any) -> str:
             Step(run=run, index=i, name=stage, duration_ms=round(ms, 3))
             for i, (stage, ms) in enumerate(reply.timings_ms.items())
         )
-        if tokens or cost:
-            record_usage(tenant_id=run.tenant_id, tokens=tokens, dollars=cost)
         AgentSession.objects.filter(pk=run.session_id).update(last_active=now)
         append(
             tenant_id=run.tenant_id,
@@ -477,6 +476,10 @@ def complete_run(run: Run, reply: Any) -> str:
                 "cost_usd": str(cost),
             },
         )
+        # After the audit append: the audit chain lock is always taken before the
+        # usage-day row, or a run being accepted and one completing deadlock.
+        if tokens or cost:
+            record_usage(tenant_id=run.tenant_id, tokens=tokens, dollars=cost)
         run.status = to_status
         _announce(run)
     return to_status
