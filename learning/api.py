@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -146,7 +146,9 @@ def _activity_filters(request: Request, queryset: QuerySet[Any]) -> QuerySet[Any
     if since:
         try:
             moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
+            # PostgreSQL refuses offsets beyond +-15:59: compare in UTC instead.
+            moment = moment.astimezone(UTC) if moment.tzinfo is not None else moment
+        except (ValueError, OverflowError):
             moment = None
         if moment is None or moment.tzinfo is None:
             raise unprocessable("since is invalid.", {"since": ["An ISO 8601 time with a zone."]})
