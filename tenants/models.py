@@ -75,6 +75,7 @@ class Membership(TenantOwnedModel):
 class APIKeyScope(models.TextChoices):
     READ = "read", "Read"
     WRITE = "write", "Write"
+    ADMIN = "admin", "Tenant administration"
 
 
 class APIKey(TenantOwnedModel):

@@ -18,7 +18,7 @@ from tenants.keys import generate_key, parse_key, secret_matches
 from tenants.models import APIKey, APIKeyScope, Membership, Role, Tenant, TenantStatus, UsageDay
 from tenants.quotas import TIER_DEFAULTS, Tier
 
-ALL_SCOPES = [APIKeyScope.READ.value, APIKeyScope.WRITE.value]
+ALL_SCOPES = [APIKeyScope.READ.value, APIKeyScope.WRITE.value, APIKeyScope.ADMIN.value]
 
 
 class TenantError(ValueError):

@@ -47,12 +47,13 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 PLATFORM_ADMIN = "platform_admin"  # staff users: every scope in every tenant
 PLATFORM_ADMIN_SCOPES = ROLE_SCOPES[Role.OWNER]
 # What an API key's own scopes grant. A key is the tenant's machine credential, issued by a
-# platform admin: "write" covers every tenant-level change a key can make, reviews and
-# tenant administration (roles, exports, erasure) included. Keys have only these two
-# scopes today; finer key scopes would be new entries here.
+# platform admin: "write" covers changes to agents, runs and reviews; tenant administration
+# (roles, webhook endpoints, exports, erasure) needs the separate "admin" scope, so an
+# integration's key can be issued without the power to grant roles or erase data.
 KEY_SCOPES: dict[str, frozenset[str]] = {
     "read": frozenset({READ}),
-    "write": frozenset({WRITE, REVIEW, ADMIN}),
+    "write": frozenset({WRITE, REVIEW}),
+    "admin": frozenset({ADMIN}),
 }
 TENANT_HEADER = "X-Tenant"
 # Path parameters naming an object that belongs to an agent, with the lookup from the object

@@ -29,7 +29,9 @@ class Command(BaseCommand):
         key = sub.add_parser("key", help="issue a new API key for a tenant (name or slug)")
         key.add_argument("name")
         key.add_argument("--key-name", default="cli")
-        key.add_argument("--scopes", default="read,write")
+        key.add_argument(
+            "--scopes", default="read,write", help="comma-separated: read, write, admin"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system("manage.py tenants")

@@ -344,3 +344,28 @@ def test_the_correlation_id_reaches_the_run_and_its_audit_event(
     assert Run.unscoped.get(pk=run_id).correlation_id == "trace-77"
     event = AuditEvent.objects.get(tenant=owner.tenant, action="run.created", target_id=run_id)
     assert event.correlation_id == "trace-77"
+
+
+def test_tenant_administration_needs_the_admin_key_scope(owner: Persona) -> None:
+    """A read+write integration key cannot grant roles or export; an admin key can."""
+    integration = services.issue_key(
+        actor=ACTOR, tenant=owner.tenant, name="integration", scopes=["read", "write"]
+    )
+    headers = {"Authorization": f"Bearer {integration.plaintext}"}
+    client = Client()
+    for method, path in (
+        ("get", "/api/v1/governance/export"),
+        ("post", "/api/v1/governance/roles"),
+    ):
+        response = getattr(client, method)(
+            path,
+            {"username": "nobody", "role": "viewer"} if method == "post" else None,
+            content_type="application/json",
+            headers=headers,
+        )
+        assert response.status_code == 403, (path, response.status_code)
+    admin = services.issue_key(actor=ACTOR, tenant=owner.tenant, name="admin", scopes=["admin"])
+    allowed = Client().get(
+        "/api/v1/governance/export", headers={"Authorization": f"Bearer {admin.plaintext}"}
+    )
+    assert allowed.status_code == 200

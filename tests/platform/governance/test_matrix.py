@@ -52,8 +52,16 @@ PERSONAS = (
     "key_read",
     "key_write",
     "key_read_write",
+    "key_admin",
+    "key_full",
 )
-KEY_PERSONAS = {"key_read": ["read"], "key_write": ["write"], "key_read_write": ["read", "write"]}
+KEY_PERSONAS = {
+    "key_read": ["read"],
+    "key_write": ["write"],
+    "key_read_write": ["read", "write"],
+    "key_admin": ["admin"],
+    "key_full": ["read", "write", "admin"],
+}
 
 
 def _scopes(persona: str) -> frozenset[str]:
@@ -117,9 +125,11 @@ READERS = {
     "viewer",
     "key_read",
     "key_read_write",
+    "key_full",
 }
-WRITERS = {"platform_admin", "owner", "operator", "key_write", "key_read_write"}
-ADMINS = {"platform_admin", "owner", "key_write", "key_read_write"}
+WRITERS = {"platform_admin", "owner", "operator", "key_write", "key_read_write", "key_full"}
+# Tenant administration: owners, and only keys issued with the "admin" scope.
+ADMINS = {"platform_admin", "owner", "key_admin", "key_full"}
 POLICY: dict[str, set[str]] = {
     "GET /api/v1/agents": READERS,
     "POST /api/v1/agents": WRITERS,
