@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
@@ -73,15 +74,18 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
-class Provider:
+class Provider(ABC):
+    """One provider's signature scheme and payload shape; every provider implements both."""
+
     name: ClassVar[str]
     delivery_header: ClassVar[str | None] = None
     retry_header: ClassVar[str | None] = None
 
+    @abstractmethod
     def verify(
         self, secrets: list[str], headers: Mapping[str, str], body: bytes, now: float, window: int
     ) -> None:
-        raise NotImplementedError
+        """Raise ``Rejected`` unless one of ``secrets`` signed this delivery in the window."""
 
     @staticmethod
     def check_window(timestamp: float, now: float, window: int) -> None:
@@ -107,8 +111,9 @@ class Provider:
         raw = headers.get(self.retry_header) if self.retry_header else None
         return int(raw) if raw and raw.strip().isdigit() else None
 
+    @abstractmethod
     def kind(self, payload: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """The activity event kind of this payload, e.g. ``zendesk.ticket.created``."""
 
 
 class Slack(Provider):
