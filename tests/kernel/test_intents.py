@@ -332,7 +332,7 @@ class ScriptedProvider:
         return LLMResponse(content=reply, model=model or "scripted-1", provider=self.name)
 
     async def embed(self, texts: list[str], *, model: str | None = None) -> EmbeddingResponse:
-        raise NotImplementedError
+        raise AssertionError("the LLM intent classifier must never ask for embeddings")
 
 
 def _llm(provider: ScriptedProvider, **kwargs: Any) -> LLMIntentClassifier:
