@@ -11,20 +11,16 @@ returned `hnsw.ef_search` candidates of the whole table (all tenants), so a filt
 query silently returns fewer and worse rows (FINDINGS.md: recall@5 0.67 with 10 tenants).
 Per-agent knowledge bases are small (hundreds to thousands of chunks), so the default is an
 exact search over the agent's rows found through the B-tree index: recall 1.0 and about
-20 ms at 10,000 rows. Only an agent above `EXACT_SEARCH_MAX_ROWS` uses the HNSW index,
-with iterative scans where the server has them (pgvector >= 0.8) or an `ef_search` raised in
-proportion to how small a share of the table the agent is, set with SET LOCAL inside a
-transaction so the setting can never outlive the query on a pooled connection.
+20 ms at 10,000 rows. Only an agent above `EXACT_SEARCH_MAX_ROWS` uses the HNSW index;
+the planner lives in `agentflow.vector_search` (shared with golden-path search).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +28,13 @@ import numpy as np
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
-from django.db.models import F, Sum, Value
-from pgvector.django import CosineDistance
+from django.db import transaction
+from django.db.models import Sum
 
 from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
 from agentflow.kernel.vectors import Embedder, Vector, embed_texts
 from agentflow.models import EMBEDDING_DIMENSIONS, Agent, KnowledgeChunk, KnowledgeDocument
+from agentflow.vector_search import EXACT_SEARCH_MAX_ROWS, count_rows, nearest
 from tenants.models import Tenant
 from tenants.scoping import require_tenant_id
 
@@ -64,16 +60,10 @@ __all__ = [
 CONTENT_TYPES = ("text/plain", "text/markdown")
 CHUNK_CHARS = 800
 CHUNK_OVERLAP_CHARS = 120
-EXACT_SEARCH_MAX_ROWS = 10_000
 _EMBED_BATCH = 256  # bounds one embedding request (remote embedders) and its matrix
 _INSERT_BATCH = 500
 _MAX_TITLE_CHARS = 300  # KnowledgeDocument.title
 _MAX_HEADING_CHARS = 200  # a heading path longer than this is cut: it is context, not content
-# Filtered HNSW keeps the agent's rows among ef_search candidates of the whole table; with
-# 10 tenants FINDINGS.md measured recall@5 0.92 at 2 expected hits per wanted row and 0.99
-# at 8, so ef_search is sized for 8. pgvector caps ef_search at 1000: beyond, search exactly.
-_HITS_PER_WANTED_ROW = 8
-_MAX_EF_SEARCH = 1_000
 
 
 class KnowledgeError(ValueError):
@@ -430,87 +420,18 @@ class ChunkHit:
         return f"{self.document_id}#{self.index}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    exact: bool
-    ef_search: int | None = None
-    iterative: bool = False
-
-
-@functools.cache
-def _pgvector_version() -> tuple[int, ...]:
-    """The server's pgvector version (asked once per process: servers are not upgraded live)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-        row = cursor.fetchone()
-    return tuple(int(part) for part in re.findall(r"\d+", row[0])[:3]) if row else (0,)
-
-
-def _table_rows() -> int | None:
-    """The planner's estimate of the chunk table's size (all tenants), None if unknown."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-            [KnowledgeChunk._meta.db_table],
+def _hits(rows: Sequence[dict[str, Any]]) -> list[ChunkHit]:
+    return [
+        ChunkHit(
+            row["document_id"], row["document__title"], row["index"], row["text"], row["similarity"]
         )
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
-
-
-def _plan(agent_rows: int, limit: int, exact_max_rows: int) -> _Plan:
-    if agent_rows <= exact_max_rows:
-        return _Plan(exact=True)
-    if _pgvector_version() >= (0, 8):
-        return _Plan(exact=False, ef_search=max(40, 2 * limit), iterative=True)
-    table_rows = _table_rows()
-    if not table_rows:
-        return _Plan(exact=True)
-    share = min(1.0, agent_rows / table_rows)
-    ef_search = max(40, math.ceil(_HITS_PER_WANTED_ROW * limit / share))
-    if ef_search > _MAX_EF_SEARCH:
-        return _Plan(exact=True)
-    return _Plan(exact=False, ef_search=ef_search)
-
-
-def _hits(rows: Sequence[dict[str, Any]], limit: int) -> list[ChunkHit]:
-    hits = []
-    for row in rows:
-        # Cosine similarity within [0, 1]: unrelated or opposite chunks are no context at all.
-        score = min(1.0, float(row["similarity"]))
-        if score > 0.0:
-            hits.append(
-                ChunkHit(
-                    row["document_id"], row["document__title"], row["index"], row["text"], score
-                )
-            )
-    hits.sort(key=lambda hit: hit.score, reverse=True)
-    return hits[:limit]
+        for row in rows
+    ]
 
 
 def count_chunks(agent_id: uuid.UUID | str, cap: int) -> int:
     """The agent's chunk count, counted up to `cap` only (a bounded index scan)."""
-    return KnowledgeChunk.objects.filter(agent_id=agent_id)[:cap].count()
-
-
-@contextmanager
-def _local_settings(values: Mapping[str, str]) -> Iterator[None]:
-    """Index-scan settings for the queries of the block; call inside `transaction.atomic()`.
-
-    set_config(..., true) is SET LOCAL: it ends with the transaction, so a pooled
-    connection never carries it into another query. Inside a caller's transaction it would
-    last until that one ends, hence the restore. These settings are read when the index is
-    scanned, not when a plan is made, so a prepared statement's cached plan is no issue.
-    """
-    with connection.cursor() as cursor:
-        previous = {}
-        for name, value in values.items():
-            cursor.execute("SELECT current_setting(%s, true), set_config(%s, %s, true)",
-                           [name, name, value])  # fmt: skip
-            previous[name] = cursor.fetchone()[0]
-        yield
-        for name, value in previous.items():
-            if value is not None:
-                cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+    return count_rows(KnowledgeChunk.objects.filter(agent_id=agent_id), cap)
 
 
 def search_chunks(
@@ -525,34 +446,18 @@ def search_chunks(
 
     Runs inside the current tenant scope: the agent filter is in the query itself, and the
     scoped manager adds the tenant. `agent_rows` (from `count_chunks`, possibly cached)
-    only chooses between exact and index search; it is counted when not given.
+    only chooses between exact and index search (`agentflow.vector_search`); it is counted
+    when not given.
     """
-    if limit <= 0 or not np.any(vector):
-        return []  # a zero vector (failed embedding) is similar to nothing
-    rows = KnowledgeChunk.objects.filter(agent_id=agent_id)
-    if agent_rows is None:
-        agent_rows = count_chunks(agent_id, exact_max_rows + 1)
-    plan = _plan(agent_rows, limit, exact_max_rows)
-    fields = ("document_id", "document__title", "index", "text", "similarity")
-    if plan.exact:
-        # Ordered by similarity (1 - distance), not by the distance operator itself: the
-        # HNSW index can only serve `ORDER BY embedding <=> q`, so the planner cannot pick
-        # it here and must rank the agent's B-tree-filtered rows exactly.
-        exact = rows.annotate(similarity=Value(1.0) - CosineDistance("embedding", vector)).order_by(
-            "-similarity"
-        )
-        return _hits(list(exact.values(*fields)[:limit]), limit)
-    nearest = (
-        rows.annotate(distance=CosineDistance("embedding", vector))
-        .annotate(similarity=Value(1.0) - F("distance"))
-        .order_by("distance")
+    found = nearest(
+        KnowledgeChunk.objects.filter(agent_id=agent_id),
+        vector,
+        limit=limit,
+        fields=("document_id", "document__title", "index", "text"),
+        scope_rows=agent_rows,
+        exact_max_rows=exact_max_rows,
     )
-    overrides = {"hnsw.ef_search": str(plan.ef_search)}
-    if plan.iterative:
-        overrides["hnsw.iterative_scan"] = "strict_order"
-    with transaction.atomic(), _local_settings(overrides):
-        found = list(nearest.values(*fields)[:limit])
-    return _hits(found, limit)
+    return _hits(found)
 
 
 def search_knowledge(*, agent: Agent, query: str, limit: int = 5) -> list[ChunkHit]:

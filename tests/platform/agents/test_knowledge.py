@@ -15,7 +15,7 @@ from django.db.models import Value
 from django.test.utils import CaptureQueriesContext
 from pgvector.django import CosineDistance
 
-from agentflow import knowledge
+from agentflow import vector_search
 from agentflow.kernel.llm.embeddings import OfflineEmbedder
 from agentflow.kernel.stores import KnowledgeDocument as KernelDocument
 from agentflow.knowledge import (
@@ -343,9 +343,9 @@ def test_search_plan_depends_on_the_agents_share_of_the_table(
     version: tuple[int, ...],
     expected: tuple[bool, int | None, bool],
 ) -> None:
-    monkeypatch.setattr(knowledge, "_table_rows", lambda: table_rows)
-    monkeypatch.setattr(knowledge, "_pgvector_version", lambda: version)
-    plan = knowledge._plan(agent_rows, 5, knowledge.EXACT_SEARCH_MAX_ROWS)
+    monkeypatch.setattr(vector_search, "_table_rows", lambda model: table_rows)
+    monkeypatch.setattr(vector_search, "_pgvector_version", lambda: version)
+    plan = vector_search._plan(KnowledgeChunk, agent_rows, 5, vector_search.EXACT_SEARCH_MAX_ROWS)
     assert (plan.exact, plan.ef_search, plan.iterative) == expected
 
 
