@@ -9,7 +9,9 @@ import uuid
 
 from django.db import models
 from django.db.models.functions import Now
+from pgvector.django import HnswIndex, VectorField
 
+from agentflow.models import EMBEDDING_DIMENSIONS
 from tenants.scoping import TenantOwnedModel
 
 # =====================================================================================
@@ -223,3 +225,135 @@ class GraphEdge(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.source_id} -{self.kind}-> {self.target_id}"
+
+
+# =====================================================================================
+# Learning loop: golden paths, feedback and playbooks
+# (learning/golden_paths.py, learning/feedback.py, learning/playbooks.py)
+# =====================================================================================
+
+
+class GoldenPathSource(models.TextChoices):
+    APPROVED = "approved"  # a reviewer approved the agent's answer as it was
+    EDITED = "edited"  # a reviewer rewrote it: the delivered text is the reviewer's
+    FEEDBACK = "feedback"  # a delivered answer the customer scored highly
+
+
+class GoldenPath(TenantOwnedModel):
+    """An answer a person vouched for, found again by the similarity of its question.
+
+    The embedding is the question's (what the next customer's message is compared with).
+    Near-duplicates of one agent's category are merged into one row (``merged_count``)
+    instead of piling up; a deactivated row is never retrieved but kept for the record.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey("agentflow.Agent", on_delete=models.CASCADE, related_name="+")
+    category = models.CharField(max_length=100, blank=True)
+    question = models.TextField()
+    answer = models.TextField()
+    trace_summary = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=10, choices=GoldenPathSource.choices)
+    score = models.FloatField()  # how much the answer is vouched for, within [0, 1]
+    usage_count = models.PositiveIntegerField(default=0)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    merged_count = models.PositiveIntegerField(default=1)
+    is_active = models.BooleanField(default=True)
+    source_run = models.ForeignKey(
+        "agentflow.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    deactivated_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                name="golden_path_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["tenant", "agent", "is_active"], name="golden_path_scope"),
+            models.Index(fields=["tenant", "created_at"], name="golden_path_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.question[:60]
+
+
+class FeedbackKind(models.TextChoices):
+    RATING = "rating"  # 1-5 (CSAT)
+    THUMBS = "thumbs"  # up or down
+
+
+class Feedback(TenantOwnedModel):
+    """A customer's or a help desk's verdict on one delivered answer (a run)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey("agentflow.Run", on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(
+        "agentflow.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=10, choices=FeedbackKind.choices)
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)  # 1-5, kind=rating
+    thumbs_up = models.BooleanField(null=True, blank=True)  # kind=thumbs
+    score = models.FloatField()  # normalised to [0, 1]: 1→0, 5→1, down→0, up→1
+    comment = models.TextField(blank=True)
+    source = models.CharField(max_length=100, blank=True)  # who sent it: "zendesk-csat", ...
+    golden_path = models.ForeignKey(
+        GoldenPath, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "run"], name="feedback_run")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.score:.2f}"
+
+
+class PlaybookStatus(models.TextChoices):
+    ACTIVE = "active"
+    SUPERSEDED = "superseded"  # a newer version of the same category replaced it
+    RETIRED = "retired"  # a person took it out of use
+
+
+class Playbook(TenantOwnedModel):
+    """The common ordered steps of an agent's successful runs of one category, versioned."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey("agentflow.Agent", on_delete=models.CASCADE, related_name="+")
+    category = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    steps = models.JSONField(default=list)  # ordered step names: the playbook's states
+    transitions = models.JSONField(default=list)  # [[from, to], ...]: the FSM's edges
+    sample_count = models.PositiveIntegerField()  # successful traces it was extracted from
+    total_count = models.PositiveIntegerField()  # traces of the category considered
+    success_rate = models.FloatField()
+    status = models.CharField(
+        max_length=12, choices=PlaybookStatus.choices, default=PlaybookStatus.ACTIVE
+    )
+    created_at = models.DateTimeField(db_default=Now())
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retired_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "agent", "category", "version"], name="playbook_version_unique"
+            ),
+            # At most one playbook of a category is suggested at a time.
+            models.UniqueConstraint(
+                fields=["tenant", "agent", "category"],
+                condition=models.Q(status="active"),
+                name="playbook_one_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
