@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 
-from agentflow import worker_loop
+from agentflow import run_events, worker_loop
 from agentflow.models import (
     Agent,
     AgentSession,
@@ -223,6 +223,7 @@ def start_run(
             metadata=request.metadata,
             correlation_id=current_correlation_id() or "",
         )
+        run_events.publish(run)  # on commit: the dashboard's runs list shows it live
         # Lock order, everywhere: audit chain lock before the usage-day row (see complete_run).
         append(
             tenant_id=tenant.pk,
@@ -248,19 +249,22 @@ def transition(
 ) -> bool:
     """Compare-and-set a run's status; records the transition when it wins."""
     with transaction.atomic():
-        previous = (
+        row = (
             # NO KEY UPDATE: inserts of messages/steps referencing the run must not wait.
+            # The columns of the live event are read here too, so it costs no extra query.
             Run.objects.select_for_update(no_key=True)
             .filter(pk=run_id, status__in=from_statuses)
-            .values_list("status", flat=True)
+            .only(*run_events.ROW_FIELDS)
             .first()
         )
-        if previous is None:
+        if row is None:
             return False
+        previous = row.status
         Run.objects.filter(pk=run_id).update(status=to_status, **fields)
         RunTransition.objects.create(
             run_id=run_id, from_status=previous, to_status=to_status, reason=reason
         )
+        run_events.publish_transition(row, to_status, fields)
     return True
 
 

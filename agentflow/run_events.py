@@ -1,0 +1,58 @@
+"""Live ``run.updated`` events for the dashboard (contract: one per state change).
+
+Each event carries the run exactly as the runs list API shows it (``run_json`` without the
+result), so a page that applies events holds the same rows a fresh fetch returns. The
+event is built from the row the transition already locked and read (``ROW_FIELDS``) plus
+the values it wrote, so publishing costs no extra query; it is sent when the transaction
+commits, never for a rolled-back change, and a failure to send is logged, not raised: the
+run must not fail because a dashboard could not be told.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+
+from agentflow.api.serializers import run_json
+from agentflow.models import Run
+from frontend.realtime import send_to_group, tenant_group
+
+EVENT_TYPE = "run.updated"
+# What run_json(include_result=False) reads: transition() loads only these under its lock.
+ROW_FIELDS = (
+    "id",
+    "tenant_id",
+    "agent_id",
+    "session_id",
+    "user_id",
+    "status",
+    "progress",
+    "priority",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "tokens",
+    "cost_usd",
+    "error",
+)
+
+
+def event(run: Run) -> dict[str, Any]:
+    return {"type": EVENT_TYPE, "run": run_json(run, include_result=False)}
+
+
+def publish(run: Run) -> None:
+    """Send ``run.updated`` for ``run`` (as it is now in memory) once the transaction commits."""
+    payload = event(run)
+    group = tenant_group(run.tenant_id)
+    transaction.on_commit(lambda: async_to_sync(send_to_group)(group, payload), robust=True)
+
+
+def publish_transition(row: Run, to_status: str, fields: dict[str, Any]) -> None:
+    """``row`` was read under the transition's lock; apply what the update wrote, publish."""
+    row.status = to_status
+    for name, value in fields.items():
+        setattr(row, name, value)
+    publish(row)
