@@ -51,6 +51,7 @@ __all__ = [
     "chunk_text",
     "count_chunks",
     "delete_document",
+    "embed_query",
     "get_embedder",
     "ingest_document",
     "search_chunks",
@@ -460,7 +461,12 @@ def search_chunks(
     return _hits(found)
 
 
+def embed_query(text: str) -> Vector:
+    """One text's embedding by the platform's embedder (sync): what stored vectors match."""
+    return _embed(get_embedder(), [text])[0]
+
+
 def search_knowledge(*, agent: Agent, query: str, limit: int = 5) -> list[ChunkHit]:
     """Search `agent`'s knowledge base with a text query (sync; API and dashboard helper)."""
-    vector = _embed(get_embedder(), [query])[0]
+    vector = embed_query(query)
     return search_chunks(agent.id, vector, limit=limit)

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -50,6 +50,7 @@ from agentflow.stores import (
     DjangoSessionStore,
     DjangoThreadStore,
 )
+from learning.stores import DjangoGoldenPathStore, DjangoProceduralStore
 
 __all__ = [
     "BLUEPRINTS",
@@ -183,6 +184,11 @@ class SupportAgentConfig(BaseModel):
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    golden_paths_scope: Literal["agent", "tenant"] = Field(
+        "agent",
+        description="Whose approved answers this agent answers from: its own, or every "
+        "agent's of the tenant.",
+    )
 
 
 # Bounds on what a tenant can make a worker train on every build (BANKING77, 77 intents of
@@ -469,6 +475,10 @@ async def build_pipeline(agent: Agent) -> AgentPipeline:
                 short_term_ttl_seconds=config["session"]["ttl_seconds"],
             ),
             knowledge=DjangoKnowledgeStore(agent_id),
+            golden_paths=DjangoGoldenPathStore(
+                agent_id, tenant_wide=config["golden_paths_scope"] == "tenant"
+            ),
+            procedures=DjangoProceduralStore(agent_id),
         )
     )
     return await builder.build()

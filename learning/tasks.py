@@ -8,7 +8,7 @@ from __future__ import annotations
 import structlog
 from celery import Task, shared_task
 
-from learning import activity
+from learning import activity, loop, playbooks
 from learning.conf import setting_float, setting_int
 from learning.webhooks import services as webhook_services
 from tenants.context import tenant_scope
@@ -54,3 +54,24 @@ def reply_task(self: Task, tenant_id: int, run_id: str) -> str:
             return "gave_up"
         delay = setting_float("WEBHOOK_REPLY_RETRY_SECONDS") * (2**retries)
         raise self.retry(exc=exc, countdown=delay) from exc
+
+
+@shared_task(
+    name="learning.record_review_outcome",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(Exception,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    max_retries=12,
+)
+def record_review_outcome_task(tenant_id: int, request_id: str) -> str:
+    """The golden path of a decision whose in-transaction recording failed (idempotent)."""
+    return loop.retry_review_outcome(int(tenant_id), request_id)
+
+
+@shared_task(name="learning.extract_playbooks", acks_late=True, ignore_result=True, max_retries=0)
+def extract_playbooks_task() -> dict[str, int]:
+    """Beat: re-extract the playbooks of agents whose runs settled since the last sweep."""
+    return playbooks.sweep()

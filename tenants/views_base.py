@@ -64,6 +64,8 @@ AGENT_BOUND_PARAMS: dict[str, tuple[str, str]] = {
     "session_id": ("agentflow.AgentSession", "agent"),
     "document_id": ("agentflow.KnowledgeDocument", "agent"),
     "request_id": ("hitl.HITLRequest", "run__agent"),
+    "golden_path_id": ("learning.GoldenPath", "agent"),
+    "playbook_id": ("learning.Playbook", "agent"),
 }
 
 

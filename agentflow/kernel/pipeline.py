@@ -373,6 +373,9 @@ class AgentPipeline:
             "thread_reason": thread_reason,
             "new_session": created,
         }
+        if gathered.playbook is not None:
+            # The procedure suggested before the answer, named in the trace (SPEC 9).
+            metadata["playbook"] = gathered.playbook.summary()
         if degraded:
             metadata["degraded"] = degraded
         if run.budget_error is not None:

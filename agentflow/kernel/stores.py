@@ -118,6 +118,17 @@ class Playbook:
     steps: tuple[str, ...]
     version: int = 1
     success_rate: float = 0.0
+    id: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """How a reply's trace names the playbook it was given."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "intent": self.intent,
+            "version": self.version,
+            "steps": list(self.steps),
+        }
 
 
 @runtime_checkable

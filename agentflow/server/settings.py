@@ -233,6 +233,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("ACTIVITY_SWEEP_SECONDS", 30.0),
         "options": {"expires": env_float("ACTIVITY_SWEEP_SECONDS", 30.0)},
     },
+    # Playbooks are re-extracted from the latest traces of agents that ran since.
+    "learning.extract_playbooks": {
+        "task": "learning.extract_playbooks",
+        "schedule": env_float("PLAYBOOK_EXTRACT_SECONDS", 900.0),
+        "options": {"expires": env_float("PLAYBOOK_EXTRACT_SECONDS", 900.0)},
+    },
     # Breaches are marked within one sweep interval of the deadline (SPEC 6: <= 1 minute).
     "hitl.sla_sweep": {
         "task": "hitl.sla_sweep",
@@ -278,6 +284,8 @@ SPECTACULAR_SETTINGS = {
         ],
         "TenantStatusEnum": "tenants.models.TenantStatus",
         "GraphNodeKindEnum": "learning.models.NodeKind",
+        "GoldenPathSourceEnum": "learning.models.GoldenPathSource",
+        "PlaybookStatusEnum": "learning.models.PlaybookStatus",
     },
 }
 
@@ -434,4 +442,15 @@ AGENTFLOW = {
     "ACTIVITY_CLAIM_IDLE_SECONDS": env_float("ACTIVITY_CLAIM_IDLE_SECONDS", 60.0),
     "ACTIVITY_REPUBLISH_AFTER_SECONDS": env_float("ACTIVITY_REPUBLISH_AFTER_SECONDS", 10.0),
     "ACTIVITY_MAX_ATTEMPTS": env_int("ACTIVITY_MAX_ATTEMPTS", 5),
+    # Learning loop (SPEC 9, docs/configuration.md): a new outcome this similar to a golden
+    # path of the same agent and category is merged into it instead of added.
+    "GOLDEN_PATH_MERGE_SIMILARITY": env_float("GOLDEN_PATH_MERGE_SIMILARITY", 0.95),
+    # Feedback at or above this normalised score (4 of 5, thumbs up) makes a golden path.
+    "GOLDEN_PATH_MIN_FEEDBACK_SCORE": env_float("GOLDEN_PATH_MIN_FEEDBACK_SCORE", 0.75),
+    "PLAYBOOK_MIN_SAMPLES": env_int("PLAYBOOK_MIN_SAMPLES", 20),
+    "PLAYBOOK_MIN_SUCCESS_RATE": env_float("PLAYBOOK_MIN_SUCCESS_RATE", 0.8),
+    # A step belongs to the playbook when this share of the successful traces took it.
+    "PLAYBOOK_MIN_STEP_SUPPORT": env_float("PLAYBOOK_MIN_STEP_SUPPORT", 0.6),
+    "PLAYBOOK_WINDOW_RUNS": env_int("PLAYBOOK_WINDOW_RUNS", 500),
+    "PLAYBOOK_EXTRACT_SECONDS": env_float("PLAYBOOK_EXTRACT_SECONDS", 900.0),
 }

@@ -1,0 +1,183 @@
+"""What turns outcomes into learning: HITL decisions, completed runs, their traces.
+
+* A decision that approves or edits an answer becomes a golden path inside the decision's
+  transaction (commits or rolls back with it). If recording fails (e.g. a remote embedder
+  is down) the decision still stands: the outcome is retried by a Celery task enqueued on
+  commit, so an accepted decision never loses its golden path.
+* A run that completes with an answer citing golden paths counts one use of each.
+* :func:`trace_steps` reads a settled run's result as the ordered steps its agent took:
+  what playbooks are extracted from and what a golden path keeps as its trace summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from django.db import transaction
+
+from governance.audit import Actor
+from learning import golden_paths
+from learning.models import GoldenPathSource
+from tenants.context import tenant_scope
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["cited_golden_paths", "connect", "record_review_outcome", "trace_steps", "trace_summary"]
+
+_TITLE_CHARS = 80
+# How much a source vouches for an answer (GoldenPath.score): a rewrite is the reviewer's
+# own answer; an approval confirms the agent's.
+_DECISION_SOURCES = {"approve": GoldenPathSource.APPROVED, "edit": GoldenPathSource.EDITED}
+_DECISION_SCORES = {GoldenPathSource.APPROVED: 0.9, GoldenPathSource.EDITED: 1.0}
+
+
+def trace_steps(result: Mapping[str, Any] | None) -> list[str]:
+    """The ordered steps of a settled run, as names that recur across runs.
+
+    ``classify:<intent>``, ``consult:<kind>:<title>`` per source the answer used,
+    ``tool:<name>`` per tool called, ``answer:<handler>``, ``review:<decision>`` when a
+    person decided, then ``deliver`` or ``handoff``.
+    """
+    if not result:
+        return []
+    metadata = result.get("metadata") or {}
+    steps = [f"classify:{result.get('intent') or 'unknown'}"]
+    for source in result.get("sources") or []:
+        if isinstance(source, Mapping):
+            title = str(source.get("title") or source.get("id") or "")[:_TITLE_CHARS]
+            steps.append(f"consult:{source.get('kind')}:{title}")
+    for tool in metadata.get("tools") or []:
+        name = tool.get("name") if isinstance(tool, Mapping) else tool
+        if name:
+            steps.append(f"tool:{name}")
+    if metadata.get("handler"):
+        steps.append(f"answer:{metadata['handler']}")
+    review = result.get("review") or {}
+    if review.get("decision"):
+        steps.append(f"review:{review['decision']}")
+    delivered = not result.get("escalated") or review.get("decision") in ("approve", "edit")
+    steps.append("deliver" if delivered else "handoff")
+    return list(dict.fromkeys(steps))  # a step taken twice is one state of the playbook
+
+
+def cited_golden_paths(result: Mapping[str, Any] | None) -> list[str]:
+    """The ids of the golden paths a run's answer cited (its sources)."""
+    return [
+        str(source.get("id"))
+        for source in (result or {}).get("sources") or []
+        if isinstance(source, Mapping) and source.get("kind") == "golden_path" and source.get("id")
+    ]
+
+
+def trace_summary(run: Any, *, decision: str = "", request_id: str = "") -> dict[str, Any]:
+    """What a golden path remembers of the run it came from (no end-user identifiers)."""
+    result = run.result or {}
+    return {
+        "run_id": str(run.pk),
+        "intent": result.get("intent"),
+        "confidence": result.get("confidence"),
+        "escalation_reason": result.get("escalation_reason"),
+        "sources": [
+            {"kind": s.get("kind"), "id": s.get("id"), "title": s.get("title")}
+            for s in result.get("sources") or []
+            if isinstance(s, Mapping)
+        ][:10],
+        "steps": trace_steps(result),
+        "decision": decision or None,
+        "request_id": request_id or None,
+    }
+
+
+def record_review_outcome(request: Any, decision: str, *, actor: Actor) -> Any:
+    """The golden path of an approved or edited HITL request (current tenant scope)."""
+    source = _DECISION_SOURCES.get(decision)
+    if source is None or (request.context.get("after_the_fact") and decision == "approve"):
+        return None  # a rejection teaches nothing; confirming a settled answer is not new
+    answer = request.response if source == GoldenPathSource.EDITED else request.proposed_answer
+    run = request.run
+    return golden_paths.record_outcome(
+        actor=actor,
+        agent=run.agent,
+        question=request.question,
+        answer=answer or "",
+        source=source,
+        score=_DECISION_SCORES[source],
+        category=request.intent or "",
+        run=run,
+        trace=trace_summary(run, decision=decision, request_id=str(request.pk)),
+    )
+
+
+def _on_review_decided(sender: Any, request: Any, decision: str, **kwargs: Any) -> None:
+    if decision not in _DECISION_SOURCES:
+        return
+    actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
+    try:
+        # A savepoint: a failure here leaves the decision intact.
+        with tenant_scope(request.tenant_id), transaction.atomic():
+            record_review_outcome(request, decision, actor=actor or Actor.system("hitl"))
+    except Exception:
+        log.exception("golden_path.record_failed", request_id=str(request.pk))
+        tenant_id, request_id = request.tenant_id, str(request.pk)
+        transaction.on_commit(lambda: _retry_later(tenant_id, request_id), robust=True)
+
+
+def _retry_later(tenant_id: int, request_id: str) -> None:
+    from learning.tasks import record_review_outcome_task
+
+    record_review_outcome_task.delay(tenant_id, request_id)
+
+
+def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    """A run completed with an answer citing golden paths: count one use of each."""
+    if not created or kwargs.get("raw") or instance.to_status != "completed":
+        return
+    from agentflow.models import Run
+
+    found = Run.unscoped.filter(pk=instance.run_id).values_list("tenant_id", "result").first()
+    if found is None or not found[1]:
+        return
+    tenant_id, result = found
+    decision = (result.get("review") or {}).get("decision")
+    if result.get("escalated") and decision != "approve":
+        return  # the customer got a reviewer's words (or nothing), not the cited answer
+    ids = cited_golden_paths(result)
+    if not ids:
+        return
+    try:
+        with tenant_scope(int(tenant_id)), transaction.atomic():
+            golden_paths.count_usage(ids)
+    except Exception:
+        # Counting uses is bookkeeping: it must never undo the run's completion.
+        log.exception("golden_path.usage_failed", run_id=str(instance.run_id))
+
+
+def connect() -> None:
+    """Called once from the app config."""
+    from django.db.models.signals import post_save
+
+    from agentflow.models import RunTransition
+    from hitl.signals import review_decided
+
+    review_decided.connect(_on_review_decided, dispatch_uid="learning.loop.review_decided")
+    post_save.connect(
+        _on_run_transition, sender=RunTransition, dispatch_uid="learning.loop.run_transition"
+    )
+
+
+def retry_review_outcome(tenant_id: int, request_id: str) -> str:
+    """Record a decided request's golden path again (Celery retry after a failure)."""
+    from hitl.models import HITLRequest
+
+    with tenant_scope(tenant_id):
+        request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
+        if request is None or request.decision not in _DECISION_SOURCES:
+            return "skipped"
+        actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
+        with transaction.atomic():
+            path = record_review_outcome(
+                request, request.decision, actor=actor or Actor.system("hitl")
+            )
+    return "recorded" if path is not None else "skipped"

@@ -1,0 +1,123 @@
+"""The learning loop's kernel stores: golden paths and playbooks for an agent's pipeline.
+
+Both are searched in the pipeline's parallel context stage, inside the run's tenant scope
+(the Celery task enters it; ``sync_to_async`` carries the context variable into the
+thread), so a search can only ever see the tenant's own rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from agentflow.kernel.results import ContextItem
+from agentflow.kernel.stores import GoldenPath as KernelGoldenPath
+from agentflow.kernel.stores import Playbook as KernelPlaybook
+from agentflow.kernel.vectors import Vector
+from agentflow.models import Agent
+from agentflow.vector_search import EXACT_SEARCH_MAX_ROWS, count_rows
+from governance.audit import Actor
+from learning import golden_paths, playbooks
+from learning.models import GoldenPath, GoldenPathSource
+
+__all__ = ["DjangoGoldenPathStore", "DjangoProceduralStore"]
+
+
+class DjangoGoldenPathStore:
+    """The tenant's active golden paths: the agent's own, or every agent's (``tenant_wide``).
+
+    Ids are the golden paths' UUIDs, titles their questions, texts their answers.
+    """
+
+    def __init__(
+        self, agent_id: Any, *, tenant_wide: bool = False, count_ttl_seconds: float = 60.0
+    ) -> None:
+        self.agent_id = str(agent_id)
+        self.tenant_wide = tenant_wide
+        self.count_ttl_seconds = count_ttl_seconds
+        # (monotonic time, row count): it only picks exact or index search, never which
+        # rows may be found, so a count a minute old is good enough and saves a query.
+        self._counted: tuple[float, int] | None = None
+
+    def _rows(self) -> Any:
+        rows = GoldenPath.objects.filter(is_active=True)
+        return rows if self.tenant_wide else rows.filter(agent_id=self.agent_id)
+
+    def _search(self, vector: Vector, limit: int) -> list[golden_paths.GoldenPathHit]:
+        now = time.monotonic()
+        counted = self._counted
+        if counted is None or now - counted[0] > self.count_ttl_seconds:
+            counted = (now, count_rows(self._rows(), EXACT_SEARCH_MAX_ROWS + 1))
+            self._counted = counted
+        return golden_paths.search(
+            vector=vector,
+            agent_id=None if self.tenant_wide else self.agent_id,
+            limit=limit,
+            scope_rows=counted[1],
+        )
+
+    async def search(self, query: str, vector: Vector, *, limit: int) -> list[ContextItem]:
+        hits = await sync_to_async(self._search)(vector, limit)
+        return [
+            ContextItem(
+                "golden_path",
+                str(hit.golden_path.pk),
+                hit.golden_path.question,
+                hit.golden_path.answer,
+                hit.score,
+            )
+            for hit in hits
+        ]
+
+    def _add(self, paths: list[KernelGoldenPath]) -> None:
+        agent = Agent.objects.get(pk=self.agent_id)
+        for path in paths:
+            golden_paths.record_outcome(
+                actor=Actor.system("library"),
+                agent=agent,
+                question=path.question,
+                answer=path.answer,
+                source=GoldenPathSource.APPROVED,
+                score=1.0,
+                category=path.category,
+                trace={"metadata": path.metadata} if path.metadata else None,
+                vector=path.vector,
+            )
+        self._counted = None
+
+    async def add(self, paths: Sequence[KernelGoldenPath]) -> None:
+        """Golden paths given in code (the builder's ``with_golden_paths``), as approved."""
+        await sync_to_async(self._add)(list(paths))
+
+
+class DjangoProceduralStore:
+    """The agent's active playbook per category, suggested before the answer."""
+
+    def __init__(self, agent_id: Any) -> None:
+        self.agent_id = str(agent_id)
+
+    def _get(self, intent: str) -> KernelPlaybook | None:
+        found = playbooks.suggestion(self.agent_id, intent)
+        if found is None:
+            return None
+        return KernelPlaybook(
+            intent=found.category,
+            name=found.name,
+            steps=tuple(found.steps),
+            version=found.version,
+            success_rate=found.success_rate,
+            id=str(found.pk),
+        )
+
+    async def get_playbook(self, intent: str) -> KernelPlaybook | None:
+        return await sync_to_async(self._get)(intent)
+
+    async def save_playbook(self, playbook: KernelPlaybook) -> None:
+        """Playbooks are extracted from traces (``learning.playbooks``), not written in."""
+        raise TypeError(
+            "Platform playbooks are extracted from successful runs; "
+            "use POST /api/v1/learning/playbooks/extract"
+        )
