@@ -28,7 +28,8 @@ async def send_to_group(group: str, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("CHANNEL_LAYERS is not configured")
-    await layer.group_send(group, {"type": EVENT_HANDLER, "event": event})
+    # The group rides along so a socket can tell which tenant an event belongs to.
+    await layer.group_send(group, {"type": EVENT_HANDLER, "event": event, "group": group})
 
 
 def send_to_group_on_commit(group: str, event: dict[str, Any]) -> None:

@@ -1,7 +1,27 @@
+"""The dashboard's pages (SPEC 11; URLs and selectors: docs/operations.md, Dashboard)."""
+
 from __future__ import annotations
 
 from django.urls import path
-from django.views.generic import RedirectView
 
-# The dashboard pages land here; until then the home page leads to the admin login.
-urlpatterns = [path("", RedirectView.as_view(url="/admin/", permanent=False), name="home")]
+from frontend import views, views_manage
+
+urlpatterns = [
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("tenant/select/", views.TenantSelectView.as_view(), name="tenant-select"),
+    path("", views.OverviewView.as_view(), name="home"),
+    path("runs/", views.RunListView.as_view(), name="dashboard-runs"),
+    path("runs/<uuid:run_id>/", views.RunDetailView.as_view(), name="dashboard-run"),
+    path("hitl/", views.QueueView.as_view(), name="dashboard-hitl"),
+    path("hitl/<uuid:request_id>/", views.RequestDetailView.as_view(), name="dashboard-request"),
+    path("agents/", views_manage.AgentListView.as_view(), name="dashboard-agents"),
+    path("agents/<uuid:agent_id>/", views_manage.AgentDetailView.as_view(), name="dashboard-agent"),
+    path("tenants/", views_manage.TenantListView.as_view(), name="dashboard-tenants"),
+    path(
+        "tenants/<int:tenant_id>/",
+        views_manage.TenantDetailView.as_view(),
+        name="dashboard-tenant",
+    ),
+    path("audit/", views_manage.AuditView.as_view(), name="dashboard-audit"),
+]

@@ -1,0 +1,192 @@
+"""Who the signed-in user is in the dashboard: current tenant, role, what they may see and do.
+
+Every dashboard view derives from :class:`DashboardView`. Each request it
+
+* requires a login (anonymous: redirect to ``/login/?next=...``);
+* resolves the current tenant from the session, validated against the user's *active*
+  memberships on every request (a suspended tenant, or a revoked membership, stops being
+  selectable at once); Django superusers are platform admins and may select any tenant
+  that is not suspended;
+* checks the page's ``page`` against :data:`PAGE_ROLES` (403 otherwise);
+* runs the handler inside ``tenant_scope(current tenant)``, so every query of tenant data
+  is scoped and a foreign id simply is not found (404, rendered as a page).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views import View
+
+from governance.audit import Actor
+from tenants.context import tenant_scope
+from tenants.models import Membership, Role, Tenant, TenantStatus
+
+SESSION_TENANT = "frontend.tenant_id"
+PLATFORM_ADMIN = "platform_admin"
+ALL_ROLES = frozenset({Role.OWNER, Role.OPERATOR, Role.REVIEWER, Role.VIEWER, PLATFORM_ADMIN})
+MANAGERS = frozenset({Role.OWNER, Role.OPERATOR, PLATFORM_ADMIN})
+REVIEWERS = frozenset({Role.OWNER, Role.OPERATOR, Role.REVIEWER, PLATFORM_ADMIN})
+
+# Which roles see which page (and its nav link). Reviewers work the queue; viewers read
+# everything but tenants and keys; owners, operators and platform admins manage.
+PAGE_ROLES: dict[str, frozenset[str]] = {
+    "overview": ALL_ROLES,
+    "runs": ALL_ROLES,
+    "hitl": ALL_ROLES,
+    "agents": ALL_ROLES - {Role.REVIEWER},
+    "tenants": MANAGERS,
+    "audit": ALL_ROLES - {Role.REVIEWER},
+    "learning": ALL_ROLES,
+}
+NAV: tuple[tuple[str, str, str], ...] = (
+    ("overview", "Overview", "/"),
+    ("runs", "Runs", "/runs/"),
+    ("hitl", "Review queue", "/hitl/"),
+    ("agents", "Agents", "/agents/"),
+    ("tenants", "Tenants & keys", "/tenants/"),
+    ("audit", "Audit trail", "/audit/"),
+    ("learning", "Learning", "/learning/"),
+)
+# Pages that work without any tenant (a platform admin before the first tenant exists).
+TENANTLESS_PAGES = frozenset({"tenants"})
+
+
+@dataclass
+class Access:
+    """The signed-in user's standing in the current tenant, for views and templates."""
+
+    user: Any
+    tenant: Tenant | None
+    role: str | None  # a Role value, PLATFORM_ADMIN, or None (no tenant at all)
+    tenants: list[Tenant] = field(default_factory=list)  # what the selector offers
+    roles: dict[int, str] = field(default_factory=dict)  # tenant id -> the user's role
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return bool(self.user.is_superuser)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor("user", str(self.user.pk))
+
+    def may_see(self, page: str) -> bool:
+        return self.role is not None and self.role in PAGE_ROLES[page]
+
+    @property
+    def visible_pages(self) -> frozenset[str]:
+        return frozenset(name for name in PAGE_ROLES if self.may_see(name))
+
+    @property
+    def can_manage(self) -> bool:
+        """Create and change agents, knowledge and keys of the current tenant."""
+        return self.role in MANAGERS
+
+    @property
+    def can_review(self) -> bool:
+        return self.role in REVIEWERS
+
+    def role_in(self, tenant: Tenant) -> str | None:
+        if self.is_platform_admin:
+            return PLATFORM_ADMIN
+        return self.roles.get(tenant.pk)
+
+    def nav(self) -> list[dict[str, str]]:
+        return [
+            {"name": name, "label": label, "url": url}
+            for name, label, url in NAV
+            if self.may_see(name)
+        ]
+
+
+def _memberships(user: Any) -> QuerySet[Membership]:
+    # Before any tenant scope exists: the user's own memberships decide what it may select.
+    return Membership.unscoped.select_related("tenant").filter(
+        user_id=user.pk, tenant__status=TenantStatus.ACTIVE
+    )
+
+
+def resolve(request: HttpRequest) -> Access:
+    """The user's selectable tenants and the current one (the session's, when still valid)."""
+    user = request.user
+    roles = {m.tenant_id: m.role for m in _memberships(user)}
+    if user.is_superuser:
+        tenants = list(Tenant.objects.exclude(status=TenantStatus.SUSPENDED).order_by("name"))
+    else:
+        tenants = sorted(
+            (m.tenant for m in _memberships(user)), key=lambda t: (t.name.lower(), t.pk)
+        )
+    wanted = request.session.get(SESSION_TENANT)
+    current = next((t for t in tenants if t.pk == wanted), tenants[0] if tenants else None)
+    role: str | None = None
+    if user.is_superuser:
+        role = PLATFORM_ADMIN
+    elif current is not None:
+        role = roles[current.pk]
+    return Access(user=user, tenant=current, role=role, tenants=tenants, roles=roles)
+
+
+def select_tenant(request: HttpRequest, tenant_id: int) -> bool:
+    """Make ``tenant_id`` current when the user may select it; False (and no change) if not."""
+    if not any(t.pk == tenant_id for t in resolve(request).tenants):
+        return False
+    request.session[SESSION_TENANT] = tenant_id
+    return True
+
+
+class DashboardView(LoginRequiredMixin, View):
+    """Base of every dashboard page: login, tenant, role check, tenant scope, HTML errors."""
+
+    login_url = "/login/"
+    page: ClassVar[str] = "overview"
+    access: Access
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        self.access = resolve(request)
+        try:
+            if not self.access.may_see(self.page):
+                if self.access.tenant is None and not self.access.is_platform_admin:
+                    return self.render_page(
+                        request, "frontend/no_tenant.html", {"title": "No tenant"}, status=403
+                    )
+                raise PermissionDenied
+            if self.access.tenant is None:
+                if self.page not in TENANTLESS_PAGES:
+                    return self.render_page(
+                        request, "frontend/no_tenant.html", {"title": "No tenant"}, status=200
+                    )
+                return super().dispatch(request, *args, **kwargs)
+            with tenant_scope(self.access.tenant.pk):
+                return super().dispatch(request, *args, **kwargs)
+        except Http404:
+            return self.render_page(request, "frontend/error.html", {"title": "Not found"}, 404)
+        except PermissionDenied:
+            return self.render_page(request, "frontend/error.html", {"title": "Forbidden"}, 403)
+
+    def require(self, allowed: bool) -> None:
+        """Refuse an action the user's role does not allow (403 page)."""
+        if not allowed:
+            raise PermissionDenied
+
+    def render_page(
+        self,
+        request: HttpRequest,
+        template: str,
+        context: dict[str, Any] | None = None,
+        status: int = 200,
+    ) -> HttpResponse:
+        base = {"access": self.access, "page": self.page, "live_events": self.live_events()}
+        return render(request, template, {**base, **(context or {})}, status=status)
+
+    def live_events(self) -> Iterable[str]:
+        """The live event types this page handles (the JS registry says how)."""
+        return ()

@@ -1,0 +1,303 @@
+"""The dashboard's read queries (writes go through each app's services).
+
+Everything here runs inside the request's tenant scope (see :mod:`frontend.access`)
+unless it says otherwise. Row JSON is the API's own (``run_json``, ``request_json``):
+the page's first render, its live fragment and the live events all carry the same
+dicts, so applying events to a page gives what a fresh load gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from agentflow.api.serializers import run_json
+from agentflow.models import Agent, KnowledgeDocument, Run, RunStatus
+from governance.services import restrict_to_visible_agents
+from hitl.models import OPEN_STATUSES, HITLRequest
+from hitl.serializers import request_json
+from tenants.context import tenant_scope
+from tenants.models import Tenant, UsageDay
+from tenants.services import usage_this_month
+
+RUNS_LIMIT = 50  # rows of the runs list (newest first); the live JS keeps the same cap
+QUEUE_LIMIT = 200
+OVERVIEW_MINUTES = 15
+ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.PROCESSING)  # what concurrent_runs counts
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFilters:
+    status: str | None = None
+    agent: str | None = None  # an agent id (str of a UUID)
+    since: datetime | None = None
+
+    def as_data(self) -> dict[str, str]:
+        """For the page (data attributes the live JS filters events with)."""
+        return {
+            "status": self.status or "",
+            "agent": self.agent or "",
+            "since": self.since.isoformat().replace("+00:00", "Z") if self.since else "",
+        }
+
+
+def _visible(queryset: QuerySet[Any], user: Any, tenant_id: int, field: str) -> QuerySet[Any]:
+    return restrict_to_visible_agents(queryset, user, tenant_id, field)
+
+
+def run_rows(filters: RunFilters, *, user: Any, tenant_id: int) -> list[dict[str, Any]]:
+    queryset = _visible(Run.objects.all(), user, tenant_id, "agent")
+    if filters.status:
+        queryset = queryset.filter(status=filters.status)
+    if filters.agent:
+        queryset = queryset.filter(agent_id=filters.agent)
+    if filters.since:
+        queryset = queryset.filter(created_at__gte=filters.since)
+    runs = queryset.only(*_RUN_ROW_FIELDS).order_by("-created_at", "-id")[:RUNS_LIMIT]
+    return [run_json(run, include_result=False) for run in runs]
+
+
+_RUN_ROW_FIELDS = (
+    "id",
+    "agent_id",
+    "session_id",
+    "user_id",
+    "status",
+    "progress",
+    "priority",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "tokens",
+    "cost_usd",
+    "error",
+)
+
+
+def agents_by_id(*, user: Any, tenant_id: int) -> dict[str, str]:
+    """Agent id -> name, for labels (runs carry only the id)."""
+    queryset = _visible(Agent.objects.all(), user, tenant_id, "pk")
+    return {str(pk): name for pk, name in queryset.values_list("pk", "name")}
+
+
+def run_detail(run_id: Any, *, user: Any, tenant_id: int) -> Run | None:
+    queryset = _visible(Run.objects.select_related("agent"), user, tenant_id, "agent")
+    return queryset.filter(pk=run_id).first()
+
+
+def run_sources(run: Run) -> dict[str, list[dict[str, Any]]]:
+    """What the answer was built from, by kind (golden paths, knowledge, memory)."""
+    result = run.result or {}
+    grouped: dict[str, list[dict[str, Any]]] = {"golden_path": [], "knowledge": [], "memory": []}
+    for source in result.get("sources") or []:
+        if isinstance(source, dict):
+            grouped.setdefault(str(source.get("kind") or "other"), []).append(source)
+    return grouped
+
+
+# --- review queue -------------------------------------------------------------------------
+
+
+def queue_rows(*, user: Any, tenant_id: int) -> list[dict[str, Any]]:
+    queryset = _visible(
+        HITLRequest.objects.select_related("assignee", "decided_by"), user, tenant_id, "run__agent"
+    )
+    items = queryset.filter(status__in=OPEN_STATUSES).order_by(
+        "-priority_rank", "sla_deadline", "created_at", "pk"
+    )[:QUEUE_LIMIT]
+    return [request_json(item) for item in items]
+
+
+def review_request(request_id: Any, *, user: Any, tenant_id: int) -> HITLRequest | None:
+    queryset = _visible(
+        HITLRequest.objects.select_related("assignee", "decided_by", "run"),
+        user,
+        tenant_id,
+        "run__agent",
+    )
+    return queryset.filter(pk=request_id).first()
+
+
+# --- overview -------------------------------------------------------------------------------
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def tenant_metrics(tenant: Tenant, *, minutes: int = OVERVIEW_MINUTES) -> dict[str, Any]:
+    """One tenant's live figures (call inside or outside its scope: it enters it)."""
+    now = datetime.now(UTC)
+    window_start = now - timedelta(minutes=minutes)
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    with tenant_scope(tenant.pk):
+        runs = Run.objects.aggregate(
+            window=Count("pk", filter=Q(created_at__gte=window_start)),
+            today=Count("pk", filter=Q(created_at__gte=day_start)),
+            active=Count("pk", filter=Q(status__in=ACTIVE_RUN_STATUSES)),
+        )
+        reviews = HITLRequest.objects.aggregate(
+            today=Count("pk", filter=Q(created_at__gte=day_start)),
+            open=Count("pk", filter=Q(status__in=OPEN_STATUSES)),
+            breached=Count(
+                "pk",
+                filter=Q(status__in=OPEN_STATUSES)
+                & (Q(breached_at__isnull=False) | Q(sla_deadline__lt=now)),
+            ),
+        )
+        cost_today = UsageDay.objects.filter(day=now.date()).aggregate(d=Sum("dollars"))["d"]
+        agents = Agent.objects.count()
+        knowledge = KnowledgeDocument.objects.aggregate(b=Sum("size_bytes"))["b"] or 0
+    month = usage_this_month(tenant.pk)
+    return {
+        "runs_window": runs["window"],
+        "runs_per_minute": round(runs["window"] / minutes, 2),
+        "runs_today": runs["today"],
+        "active_runs": runs["active"],
+        "escalations_today": reviews["today"],
+        "escalation_rate": _ratio(reviews["today"], runs["today"]),
+        "cost_today": cost_today or Decimal(0),
+        "cost_month": month["dollars"],
+        "runs_month": month["runs"],
+        "tokens_month": month["tokens"],
+        "open_hitl": reviews["open"],
+        "breaches": reviews["breached"],
+        "agents": agents,
+        "knowledge_bytes": knowledge,
+    }
+
+
+SUMMED = (
+    "runs_window",
+    "runs_per_minute",
+    "runs_today",
+    "active_runs",
+    "escalations_today",
+    "cost_today",
+    "cost_month",
+    "runs_month",
+    "tokens_month",
+    "open_hitl",
+    "breaches",
+    "agents",
+    "knowledge_bytes",
+)
+
+
+def summed_metrics(per_tenant: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {name: sum(m[name] for m in per_tenant) for name in SUMMED}
+    total["runs_per_minute"] = round(total["runs_per_minute"], 2)
+    total["escalation_rate"] = _ratio(total["escalations_today"], total["runs_today"])
+    return total
+
+
+# Quota name -> the metric that consumes it (the usage ledger, or a live count).
+QUOTA_USAGE = {
+    "runs_per_month": "runs_month",
+    "tokens_per_month": "tokens_month",
+    "dollars_per_month": "cost_month",
+    "concurrent_runs": "active_runs",
+    "agents": "agents",
+    "knowledge_bytes": "knowledge_bytes",
+}
+
+
+def quota_gauges(tenant: Tenant, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    quotas = tenant.quotas
+    gauges = []
+    for name, metric in QUOTA_USAGE.items():
+        limit = getattr(quotas, name)
+        used = metrics[metric]
+        percent = None if not limit else min(100.0, round(float(used) / float(limit) * 100, 1))
+        gauges.append(
+            {
+                "name": name,
+                "used": str(used),
+                "limit": None if limit is None else str(limit),
+                "percent": percent,
+            }
+        )
+    return gauges
+
+
+def metrics_json(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Decimals as strings, the way every API body carries money."""
+    return {k: str(v) if isinstance(v, Decimal) else v for k, v in metrics.items()}
+
+
+def overview(
+    tenant: Tenant | None, *, all_tenants: bool, minutes: int = OVERVIEW_MINUTES
+) -> dict[str, Any]:
+    """The overview's figures: the current tenant's, or every tenant's summed and each.
+
+    The platform-wide view visits each tenant in its own scope (a few aggregate queries
+    per tenant): fine for the tens of tenants a self-hosted install has.
+    """
+    data: dict[str, Any] = {"minutes": minutes}
+    if all_tenants:
+        rows = []
+        for each in Tenant.objects.order_by("name"):
+            rows.append({"tenant": each, "metrics": tenant_metrics(each, minutes=minutes)})
+        data["tenants"] = rows
+        data["metrics"] = summed_metrics([row["metrics"] for row in rows])
+    elif tenant is not None:
+        data["metrics"] = tenant_metrics(tenant, minutes=minutes)
+    if tenant is not None:
+        own = data["metrics"] if not all_tenants else tenant_metrics(tenant, minutes=minutes)
+        data["quotas"] = quota_gauges(tenant, own)
+    return data
+
+
+def overview_json(data: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metrics": metrics_json(data.get("metrics") or {}),
+        "quotas": data.get("quotas") or [],
+    }
+    if "tenants" in data:
+        body["tenants"] = [
+            {"id": row["tenant"].pk, "metrics": metrics_json(row["metrics"])}
+            for row in data["tenants"]
+        ]
+    return body
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+def agent_rows(*, user: Any, tenant_id: int) -> QuerySet[Agent]:
+    queryset = _visible(Agent.objects.all(), user, tenant_id, "pk")
+    return queryset.annotate(
+        run_count=Count("runs", distinct=True), document_count=Count("documents", distinct=True)
+    ).order_by("name")
+
+
+def agent_detail(agent_id: Any, *, user: Any, tenant_id: int) -> Agent | None:
+    return _visible(Agent.objects.all(), user, tenant_id, "pk").filter(pk=agent_id).first()
+
+
+def thresholds(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each intent's confidence threshold (its own, or the default), from an agent config."""
+    default = config.get("default_threshold")
+    rows = [{"intent": "(default)", "threshold": default, "own": True}]
+    for category in config.get("intent_categories") or []:
+        if isinstance(category, dict):
+            own = category.get("threshold")
+            rows.append(
+                {
+                    "intent": category.get("name"),
+                    "threshold": own if own is not None else default,
+                    "own": own is not None,
+                }
+            )
+    return rows
+
+
+def documents(agent: Agent) -> QuerySet[KnowledgeDocument]:
+    return KnowledgeDocument.objects.filter(agent=agent).order_by("-created_at")

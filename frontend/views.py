@@ -1,0 +1,282 @@
+"""Dashboard pages: sign-in, tenant selection, overview, runs and the review queue.
+
+Views are thin: :mod:`frontend.access` decides who may see what, :mod:`frontend.queries`
+reads, the apps' services write. A page that updates live also answers
+``?fragment=<name>`` with the JSON its live JS re-applies after a reconnect.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views import View
+from rest_framework.request import Request
+
+from agentflow.api.serializers import run_json, step_json
+from agentflow.models import RunTransition, Step
+from agentflow.server.api.exceptions import ContractError
+from frontend import queries
+from frontend.access import DashboardView, select_tenant
+from frontend.forms import DecisionForm, RunFilterForm
+from hitl import services as hitl_services
+from hitl.api import reviewer_for
+from hitl.models import HITLEvent, HITLRequest
+from hitl.serializers import request_json
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "frontend/login.html"
+    redirect_authenticated_user = True
+    next_page = "/"
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = "/login/"  # Django's LogoutView answers POST only: a link cannot sign out
+
+
+def _safe_next(request: HttpRequest, default: str = "/") -> str:
+    target = request.POST.get("next") or request.GET.get("next") or default
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+class TenantSelectView(LoginRequiredMixin, View):
+    login_url = "/login/"
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        raw = request.POST.get("tenant_id", "")
+        if not raw.isdigit() or len(raw) > 12 or not select_tenant(request, int(raw)):
+            messages.error(request, "You cannot select that tenant.")
+        return redirect(_safe_next(request))
+
+
+def _fragment(request: HttpRequest) -> str | None:
+    return request.GET.get("fragment") or None
+
+
+# --- overview -------------------------------------------------------------------------------
+
+
+class OverviewView(DashboardView):
+    page = "overview"
+
+    def live_events(self) -> tuple[str, ...]:
+        return ("run.updated", "hitl.*")
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        data = queries.overview(self.access.tenant, all_tenants=self.access.is_platform_admin)
+        if _fragment(request) == "metrics":
+            return JsonResponse(queries.overview_json(data))
+        return self.render_page(
+            request, "frontend/overview.html", {"title": "Overview", "data": data}
+        )
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+class RunListView(DashboardView):
+    page = "runs"
+
+    def live_events(self) -> tuple[str, ...]:
+        return ("run.updated",)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        form = RunFilterForm(request.GET or None)
+        cleaned: dict[str, Any] = {}
+        if form.is_bound:
+            form.is_valid()
+            cleaned = getattr(form, "cleaned_data", {})  # valid fields only
+        filters = queries.RunFilters(
+            status=cleaned.get("status") or None,
+            agent=str(cleaned["agent"]) if cleaned.get("agent") else None,
+            since=cleaned.get("since"),
+        )
+        tenant_id = self._tenant_id()
+        rows = queries.run_rows(filters, user=request.user, tenant_id=tenant_id)
+        if _fragment(request) == "rows":
+            return JsonResponse({"rows": rows, "filters": filters.as_data()})
+        return self.render_page(
+            request,
+            "frontend/runs.html",
+            {
+                "title": "Runs",
+                "form": form,
+                "rows": rows,
+                "filters": filters.as_data(),
+                "agents": queries.agents_by_id(user=request.user, tenant_id=tenant_id),
+                "limit": queries.RUNS_LIMIT,
+            },
+            status=400 if form.is_bound and form.errors else 200,
+        )
+
+    def _tenant_id(self) -> int:
+        assert self.access.tenant is not None  # DashboardView: tenant pages have one
+        return self.access.tenant.pk
+
+
+class RunDetailView(DashboardView):
+    page = "runs"
+
+    def live_events(self) -> tuple[str, ...]:
+        return ("run.updated",)
+
+    def get(self, request: HttpRequest, run_id: Any) -> HttpResponse:
+        assert self.access.tenant is not None
+        run = queries.run_detail(run_id, user=request.user, tenant_id=self.access.tenant.pk)
+        if run is None:
+            raise Http404
+        if _fragment(request) == "run":
+            return JsonResponse({"run": run_json(run, include_result=False)})
+        result = run.result or {}
+        reviews = list(HITLRequest.objects.filter(run=run).order_by("created_at"))
+        reason = result.get("escalation_reason") or next(
+            (r.escalation_reason for r in reviews if r.escalation_reason), ""
+        )
+        return self.render_page(
+            request,
+            "frontend/run_detail.html",
+            {
+                "title": f"Run {run.pk}",
+                "run": run,
+                "row": run_json(run, include_result=False),
+                "result": result,
+                "steps": [step_json(s) for s in Step.objects.filter(run=run).order_by("index")],
+                "transitions": RunTransition.objects.filter(run=run).order_by("at", "id"),
+                "sources": queries.run_sources(run),
+                "escalation_reason": reason,
+                "reviews": reviews,
+            },
+        )
+
+
+# --- review queue ------------------------------------------------------------------------------
+
+
+class QueueView(DashboardView):
+    page = "hitl"
+
+    def live_events(self) -> tuple[str, ...]:
+        return ("hitl.*",)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        assert self.access.tenant is not None
+        rows = queries.queue_rows(user=request.user, tenant_id=self.access.tenant.pk)
+        if _fragment(request) == "rows":
+            return JsonResponse({"rows": rows})
+        return self.render_page(
+            request,
+            "frontend/hitl.html",
+            {
+                "title": "Review queue",
+                "rows": rows,
+                "agents": queries.agents_by_id(user=request.user, tenant_id=self.access.tenant.pk),
+            },
+        )
+
+
+ACTIONS = ("claim", "unclaim", "approve", "edit", "reject")
+
+
+class RequestDetailView(DashboardView):
+    page = "hitl"
+
+    def live_events(self) -> tuple[str, ...]:
+        return ("hitl.*",)
+
+    def _item(self, request: HttpRequest, request_id: Any) -> HITLRequest:
+        assert self.access.tenant is not None
+        item = queries.review_request(
+            request_id, user=request.user, tenant_id=self.access.tenant.pk
+        )
+        if item is None:
+            raise Http404
+        return item
+
+    def get(self, request: HttpRequest, request_id: Any) -> HttpResponse:
+        item = self._item(request, request_id)
+        if _fragment(request) == "request":
+            return JsonResponse({"request": request_json(item)})
+        return self._render(request, item, DecisionForm())
+
+    def post(self, request: HttpRequest, request_id: Any) -> HttpResponse:
+        item = self._item(request, request_id)  # 404 before anything else: no oracle
+        action = request.POST.get("action", "")
+        form = DecisionForm(request.POST)
+        if action not in ACTIONS:
+            form.add_error(None, f"Unknown action {action!r}.")
+            return self._render(request, item, form, status=422)
+        self.require(self.access.can_review)
+        if not form.is_valid():
+            return self._render(request, item, form, status=422)
+        try:
+            self._act(request, item, action, form.cleaned_data)
+        except ContractError as exc:
+            for name, reasons in (exc.extra.get("errors") or {}).items():
+                for reason in reasons:
+                    form.add_error(name if name in form.fields else None, reason)
+            if not form.errors:
+                form.add_error(None, str(exc.detail))
+            return self._render(request, self._item(request, request_id), form, exc.status_code)
+        messages.success(request, f"Request {action} done.")
+        return redirect(f"/hitl/{item.pk}/")
+
+    def _act(
+        self, request: HttpRequest, item: HITLRequest, action: str, data: dict[str, Any]
+    ) -> None:
+        # The same Reviewer the HITL API builds: a session has no API key (auth is None).
+        request.auth = None  # type: ignore[attr-defined]
+        reviewer = reviewer_for(cast(Request, request))
+        if action == "claim":
+            hitl_services.claim(reviewer=reviewer, request=item)
+        elif action == "unclaim":
+            hitl_services.unclaim(reviewer=reviewer, request=item, reason=data["reason"])
+        elif action == "approve":
+            hitl_services.decide(reviewer=reviewer, request=item, decision="approve")
+        elif action == "edit":
+            response = data["response"]
+            if not response.strip():
+                raise _field_error("response", "An edit needs the new answer.")
+            hitl_services.decide(
+                reviewer=reviewer, request=item, decision="edit", response=response
+            )
+        else:
+            reason = data["reason"].strip()
+            if not reason:
+                raise _field_error("reason", "A rejection needs a reason.")
+            hitl_services.decide(reviewer=reviewer, request=item, decision="reject", reason=reason)
+
+    def _render(
+        self, request: HttpRequest, item: HITLRequest, form: DecisionForm, status: int = 200
+    ) -> HttpResponse:
+        row = request_json(item)
+        return self.render_page(
+            request,
+            "frontend/hitl_detail.html",
+            {
+                "title": "Review request",
+                "item": item,
+                "row": row,
+                "form": form,
+                "history": HITLEvent.objects.filter(request=item).order_by("at", "id"),
+                "is_open": item.is_open,
+                "mine": item.assignee_id == request.user.pk,
+            },
+            status=status,
+        )
+
+
+def _field_error(name: str, reason: str) -> ContractError:
+    from agentflow.server.api.exceptions import unprocessable
+
+    return unprocessable(reason, {name: [reason]})
