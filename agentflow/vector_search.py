@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,14 @@ EXACT_SEARCH_MAX_ROWS = 10_000
 # at 8, so ef_search is sized for 8. pgvector caps ef_search at 1000: beyond, search exactly.
 _HITS_PER_WANTED_ROW = 8
 _MAX_EF_SEARCH = 1_000
+# Scope sizes, cached per query (its SQL, tenant included) and process for a while, so a
+# search does not pay for a count every time. The bounded count only says "more than
+# exact_max_rows"; on pgvector < 0.8 the share of the table decides ef_search, so a larger
+# scope is counted in full. A stale size can only pick another plan for a while, never
+# change which rows may be found: every filter stays in the query.
+_SCOPE_SIZE_TTL_SECONDS = 60.0
+_SCOPE_SIZE_CACHE_MAX = 4096
+_scope_sizes: dict[tuple[Any, ...], tuple[float, int]] = {}
 _SIMILARITY = "similarity"
 _DISTANCE = "_vector_search_distance"
 
@@ -100,6 +109,23 @@ def count_rows(rows: QuerySet[Any], cap: int) -> int:
     return rows[:cap].count()
 
 
+def _scope_size(rows: QuerySet[Any], exact_max_rows: int, known: int | None) -> int:
+    """The scope's size as the plan needs it: bounded when small, in full when large."""
+    statement, params = rows.order_by().values("pk").query.sql_with_params()
+    key = (rows.db, exact_max_rows, known is None, statement, tuple(map(str, params)))
+    now = time.monotonic()
+    cached = _scope_sizes.get(key)
+    if cached is not None and now - cached[0] <= _SCOPE_SIZE_TTL_SECONDS:
+        return cached[1]
+    size = count_rows(rows, exact_max_rows + 1) if known is None else known
+    if size > exact_max_rows and _pgvector_version() < (0, 8):
+        size = max(size, rows.order_by().count())
+    if len(_scope_sizes) >= _SCOPE_SIZE_CACHE_MAX:
+        _scope_sizes.clear()  # many scopes: start over rather than track ages
+    _scope_sizes[key] = (now, size)
+    return size
+
+
 @contextmanager
 def _local_settings(values: Mapping[str, str]) -> Iterator[None]:
     """Index-scan settings for the queries of the block; call inside `transaction.atomic()`.
@@ -147,13 +173,15 @@ def nearest(
     `rows` is already filtered (tenant scope, agent, active...): every filter is in the
     query itself, whichever plan is used. Each result holds `fields` plus "similarity"
     (cosine similarity, at most 1; rows at 0 or below are dropped). `scope_rows` (the
-    filtered row count, possibly cached) only chooses between exact and index search; it
-    is counted up to `exact_max_rows + 1` when not given.
+    filtered row count, possibly cached) only chooses the plan; when not given it is
+    counted up to `exact_max_rows + 1` (and in full above that on pgvector < 0.8), at most
+    once a minute per scope.
     """
     if limit <= 0 or not np.any(vector):
         return []  # a zero vector (failed embedding) is similar to nothing
-    if scope_rows is None:
-        scope_rows = count_rows(rows, exact_max_rows + 1)
+    if scope_rows is None or (scope_rows > exact_max_rows and _pgvector_version() < (0, 8)):
+        # Ours or the caller's bounded count would understate a large scope's share.
+        scope_rows = _scope_size(rows, exact_max_rows, scope_rows)
     plan = _plan(rows.model, scope_rows, limit, exact_max_rows)
     wanted = (*fields, _SIMILARITY)
     if plan.exact:

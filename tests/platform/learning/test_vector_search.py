@@ -1,0 +1,208 @@
+"""`agentflow.vector_search.nearest` keeps the tenant filter on both of its plans.
+
+The trap (FINDINGS.md): pgvector 0.6 filters HNSW candidates only after the index chose
+them among all tenants. Whatever the plan, a search in tenant A must return A's rows only,
+even when tenant B holds near-copies that are closer to the query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from pgvector.django import CosineDistance
+
+from agentflow import vector_search
+from agentflow.models import Agent
+from agentflow.vector_search import count_rows, nearest
+from learning.models import GoldenPath, GoldenPathSource
+from tenants.context import tenant_scope
+from tenants.models import Tenant
+
+DIMENSIONS = 384
+ROWS_PER_TENANT = 300
+
+
+def low_rank(rng: np.random.Generator, count: int, rank: int = 12) -> np.ndarray:
+    """Vectors on a few directions plus noise: clustered like text embeddings, not uniform."""
+    basis = rng.standard_normal((rank, DIMENSIONS))
+    points = rng.standard_normal((count, rank)) @ basis
+    points += 0.3 * rng.standard_normal((count, DIMENSIONS))
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def add_paths(tenant: Tenant, agent: Agent, vectors: np.ndarray, *, active: bool = True) -> None:
+    with tenant_scope(tenant.id):
+        GoldenPath.objects.bulk_create(
+            GoldenPath(
+                tenant=tenant,
+                agent=agent,
+                category="card_arrival",
+                question=f"question {i}",
+                answer=f"answer {i} of {tenant.slug}",
+                source=GoldenPathSource.APPROVED,
+                score=0.9,
+                is_active=active,
+                embedding=vector,
+            )
+            for i, vector in enumerate(vectors)
+        )
+
+
+def search(
+    tenant: Tenant,
+    agent: Agent,
+    vector: np.ndarray,
+    limit: int = 5,
+    exact_max_rows: int = vector_search.EXACT_SEARCH_MAX_ROWS,
+) -> list[dict[str, Any]]:
+    with tenant_scope(tenant.id):
+        rows = GoldenPath.objects.filter(agent_id=agent.id, is_active=True)
+        return nearest(
+            rows,
+            vector,
+            limit=limit,
+            fields=("id", "tenant_id", "answer"),
+            exact_max_rows=exact_max_rows,
+        )
+
+
+class World:
+    def __init__(self) -> None:
+        self.tenant_a = Tenant.objects.create(name="A", slug="tenant-a")
+        self.tenant_b = Tenant.objects.create(name="B", slug="tenant-b")
+        with tenant_scope(self.tenant_a.id):
+            self.agent_a = Agent.objects.create(name="support", blueprint="support_agent")
+        with tenant_scope(self.tenant_b.id):
+            self.agent_b = Agent.objects.create(name="support", blueprint="support_agent")
+        rng = np.random.default_rng(42)
+        self.vectors = low_rank(rng, ROWS_PER_TENANT)
+        # B holds near-copies of A's vectors (cosine ~0.999): closer to a query made of
+        # B's own vector than A's row it was copied from.
+        copies = self.vectors + 0.002 * rng.standard_normal(self.vectors.shape)
+        self.copies = copies / np.linalg.norm(copies, axis=1, keepdims=True)
+        add_paths(self.tenant_a, self.agent_a, self.vectors)
+        add_paths(self.tenant_b, self.agent_b, self.copies)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE learning_goldenpath")  # the HNSW plan reads the table size
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    return World()
+
+
+@pytest.fixture
+def hnsw_only(db: None) -> None:
+    """Make PostgreSQL take the HNSW index whenever it can (a 600-row table would be sorted).
+
+    With sorting disabled, an `ORDER BY embedding <=> q` query is served by the index;
+    SET LOCAL ends with the test's transaction.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_sort = off")
+
+
+def ef_search_raised(queries: CaptureQueriesContext) -> bool:
+    return any("set_config('hnsw.ef_search'" in q["sql"] for q in queries.captured_queries)
+
+
+def test_exact_path_returns_only_the_tenants_rows(world: World) -> None:
+    for i in range(0, ROWS_PER_TENANT, 30):
+        with CaptureQueriesContext(connection) as queries:
+            found = search(world.tenant_a, world.agent_a, world.copies[i], limit=10)
+        assert not ef_search_raised(queries), "a small scope is searched exactly"
+        assert len(found) == 10
+        assert {row["tenant_id"] for row in found} == {world.tenant_a.id}
+        best = found[0]
+        assert best["answer"] == f"answer {i} of tenant-a"
+        assert 0.99 < float(best["similarity"]) <= 1.0
+        assert [row["similarity"] for row in found] == sorted(
+            (row["similarity"] for row in found), reverse=True
+        )
+
+
+def test_hnsw_path_returns_only_the_tenants_rows(world: World, hnsw_only: None) -> None:
+    with tenant_scope(world.tenant_a.id):
+        rows = GoldenPath.objects.filter(agent_id=world.agent_a.id, is_active=True)
+        by_distance = rows.annotate(d=CosineDistance("embedding", world.copies[0])).order_by("d")
+        assert "golden_path_hnsw" in by_distance[:5].explain(), "the index serves this query"
+    for i in range(0, ROWS_PER_TENANT, 30):
+        with CaptureQueriesContext(connection) as queries:
+            found = search(world.tenant_a, world.agent_a, world.copies[i], exact_max_rows=0)
+        assert ef_search_raised(queries), "exact_max_rows=0 forces the HNSW plan"
+        assert found, "B's closer near-copies must not crowd A's rows out"
+        assert {row["tenant_id"] for row in found} == {world.tenant_a.id}
+        assert found[0]["answer"] == f"answer {i} of tenant-a"
+    # And from B's side: A's rows are never returned either.
+    found = search(world.tenant_b, world.agent_b, world.vectors[0], exact_max_rows=0)
+    assert found
+    assert {row["tenant_id"] for row in found} == {world.tenant_b.id}
+
+
+def test_another_tenants_agent_finds_nothing(world: World) -> None:
+    for limit_rows in (vector_search.EXACT_SEARCH_MAX_ROWS, 0):
+        found = search(world.tenant_a, world.agent_b, world.copies[0], exact_max_rows=limit_rows)
+        assert found == []
+
+
+def test_inactive_rows_and_degenerate_queries(world: World) -> None:
+    add_paths(world.tenant_a, world.agent_a, world.copies[:5], active=False)
+    found = search(world.tenant_a, world.agent_a, world.copies[0], limit=3)
+    assert len(found) == 3
+    assert found[0]["answer"] == "answer 0 of tenant-a"  # the active row, not the inactive copy
+    assert search(world.tenant_a, world.agent_a, np.zeros(DIMENSIONS)) == []
+    assert search(world.tenant_a, world.agent_a, world.copies[0], limit=0) == []
+    # Rows at or below zero similarity are no match at all rather than a bad one.
+    opposite = search(world.tenant_a, world.agent_a, -world.vectors[0], limit=ROWS_PER_TENANT)
+    assert opposite
+    assert all(float(row["similarity"]) > 0 for row in opposite)
+    assert len(opposite) < ROWS_PER_TENANT  # the row itself (similarity -1) is not among them
+
+
+def test_hnsw_recall_matches_exact_on_a_small_set(world: World, hnsw_only: None) -> None:
+    rng = np.random.default_rng(7)
+    queries = [unit(world.vectors[i] + 0.5 * rng.standard_normal(DIMENSIONS)) for i in
+               range(0, ROWS_PER_TENANT, 15)]  # fmt: skip
+    recalls = []
+    for query in queries:
+        exact = {row["id"] for row in search(world.tenant_a, world.agent_a, query)}
+        approximate = {
+            row["id"] for row in search(world.tenant_a, world.agent_a, query, exact_max_rows=0)
+        }
+        assert len(exact) == 5
+        recalls.append(len(exact & approximate) / len(exact))
+    assert float(np.mean(recalls)) >= 0.9, recalls
+
+
+def test_count_rows_is_bounded(world: World) -> None:
+    with tenant_scope(world.tenant_a.id):
+        rows = GoldenPath.objects.filter(agent_id=world.agent_a.id)
+        assert count_rows(rows, 50) == 50
+        assert count_rows(rows, 10_000) == ROWS_PER_TENANT
+
+
+def test_settings_are_put_back_inside_a_callers_transaction(world: World) -> None:
+    with transaction.atomic():
+        search(world.tenant_a, world.agent_a, world.copies[0], exact_max_rows=0)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW hnsw.ef_search")
+            assert cursor.fetchone()[0] == "40"
+
+
+def test_the_plan_sizes_ef_search_by_the_scopes_share_of_the_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vector_search, "_pgvector_version", lambda: (0, 6, 2))
+    monkeypatch.setattr(vector_search, "_table_rows", lambda model: 1_000_000)
+    plan = vector_search._plan(GoldenPath, 95_000, 5, vector_search.EXACT_SEARCH_MAX_ROWS)
+    assert not plan.exact
+    assert plan.ef_search is not None
+    assert plan.ef_search >= 40
