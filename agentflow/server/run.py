@@ -1,11 +1,12 @@
 """``make run``: the whole platform in one terminal.
 
 Starts the embedded PostgreSQL+pgvector and Redis (unless ``DATABASE_URL`` /
-``REDIS_URL`` point elsewhere), migrates, makes sure an admin account exists,
-then supervises the ASGI web server, one Celery worker and Celery beat. Ctrl-C
-(or SIGTERM) stops the children first, then Redis, then PostgreSQL, and keeps
-the data under ``AGENTFLOW_HOME`` for the next start. A lock file makes a
-second ``make run`` on the same data folder refuse instead of corrupting it.
+``REDIS_URL`` point elsewhere), migrates, makes sure an admin account exists, seeds
+the demo tenant on the first start (``AGENTFLOW_DEMO=0`` skips it), then supervises
+the ASGI web server, one Celery worker and Celery beat. Ctrl-C (or SIGTERM) stops
+the children first, then Redis, then PostgreSQL, and keeps the data under
+``AGENTFLOW_HOME`` for the next start. A lock file makes a second ``make run`` on the
+same data folder refuse instead of corrupting it.
 """
 
 from __future__ import annotations
@@ -239,12 +240,20 @@ def main() -> int:
         say("applying migrations ...")
         supervisor.manage(env, "migrate", "--noinput", "--verbosity", "0")
         supervisor.manage(env, "bootstrap_admin", "--url", supervisor.url)
+        demo = env.get("AGENTFLOW_DEMO", "1") != "0"
+        if demo:
+            # First start of this data folder: tenant Acme, its agent, reviewer and operator
+            # (prints the key and passwords once); later starts only remind how to log in.
+            supervisor.manage(env, "demo_seed", "--once", "--url", supervisor.url)
         supervisor.start_children(env)
         if not supervisor.wait_ready():
             say(f"the platform did not become ready (dead: {supervisor.dead_child() or 'none'})")
             return 1
         say(f"AgentFlow is up at {supervisor.url} (in {time.monotonic() - started:.1f}s)")
         say(f"API docs: {supervisor.url}/api/docs/  health: {supervisor.url}/readyz")
+        if demo:
+            say(f"dashboard: {supervisor.url}/login/ (demo logins printed above)")
+            say("demo traffic: .venv/bin/python manage.py demo_traffic")
         say("press Ctrl-C to stop")
         while True:
             dead = supervisor.dead_child()

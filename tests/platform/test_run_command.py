@@ -75,6 +75,10 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
     try:
         lines = _wait_for_line(process, "AgentFlow is up", timeout=120)
         assert any("created admin account" in line for line in lines)
+        # First start seeds the demo: its key and logins are printed once.
+        assert any("demo API key" in line for line in lines), "".join(lines)
+        assert any("reviewer / " in line for line in lines)
+        assert (home / "demo-api-key").exists()
         status, body = _get_json(f"http://127.0.0.1:{port}/readyz")
         assert status == 200, body
 
@@ -119,6 +123,8 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
     try:
         lines = _wait_for_line(process, "AgentFlow is up", timeout=120)
         assert any("admin account exists" in line for line in lines)
+        assert any("seeded before" in line for line in lines)
+        assert not any("demo API key" in line for line in lines)
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)

@@ -1,0 +1,139 @@
+"""``manage.py demo_seed``: the demo ``make run`` shows, created once, secrets shown once."""
+
+from __future__ import annotations
+
+import io
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model
+from django.core.management import call_command
+
+from agentflow.models import Agent, KnowledgeDocument
+from frontend import demo
+from governance.models import AuditEvent
+from governance.verify import verify_chain
+from tenants import services as tenant_services
+from tenants.context import tenant_scope
+from tenants.models import APIKey, Membership, Tenant
+
+pytestmark = pytest.mark.django_db
+
+KEY = re.compile(r"\baf_[A-Za-z0-9_\-]+")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_home(tmp_path: Path, settings: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo writes its secrets under AGENTFLOW_HOME: each test gets its own.
+    settings.AGENTFLOW_HOME = tmp_path  # type: ignore[attr-defined]
+    monkeypatch.delenv("DEMO_PASSWORD", raising=False)
+
+
+def _seed(*args: str) -> str:
+    out = io.StringIO()
+    call_command("demo_seed", "--url", "http://demo.test", *args, stdout=out)
+    return out.getvalue()
+
+
+def _audit(tenant: Tenant) -> list[tuple[str, str, str]]:
+    with tenant_scope(tenant.pk):
+        return list(
+            AuditEvent.objects.filter(tenant=tenant)
+            .order_by("sequence")
+            .values_list("actor_type", "actor_id", "action")
+        )
+
+
+def test_first_seed_creates_the_demo_and_shows_its_secrets_once() -> None:
+    output = _seed()
+
+    tenant = Tenant.objects.get(slug="acme")
+    assert (tenant.name, tenant.tier, tenant.status) == ("Acme", "professional", "active")
+    keys = KEY.findall(output)
+    assert len(keys) == 1, output
+    key_file = Path(settings.AGENTFLOW_HOME) / "demo-api-key"
+    assert key_file.read_text().strip() == keys[0]
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert tenant_services.authenticate_key(keys[0]).tenant_id == tenant.pk
+
+    with tenant_scope(tenant.pk):
+        agent = Agent.objects.get(name="support")
+        titles = set(KnowledgeDocument.objects.filter(agent=agent).values_list("title", flat=True))
+        roles = dict(Membership.objects.values_list("user__username", "role"))
+    assert agent.blueprint == "support_agent"
+    assert titles == {title for title, _ in demo.KNOWLEDGE}
+    assert 5 <= len(titles) <= 8
+    always_ask = {c["name"] for c in agent.config["intent_categories"] if c["threshold"] == 0.0}
+    assert "ACCOUNT_DELETION" in always_ask
+    assert roles == {"reviewer": "reviewer", "operator": "operator"}
+
+    # The printed passwords log in; they are saved for the owner only.
+    for username in ("reviewer", "operator"):
+        password = re.search(rf"{username} / (\S+)", output)
+        assert password, output
+        assert authenticate(username=username, password=password.group(1)) is not None
+    credentials = Path(settings.AGENTFLOW_HOME) / "demo-credentials.txt"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert get_user_model().objects.filter(is_superuser=True).count() == 1
+    assert "http://demo.test/login/" in output
+    assert "manage.py demo_traffic" in output
+
+    events = _audit(tenant)
+    assert {action for _, _, action in events} >= {
+        "tenant.created",
+        "agent.created",
+        "api_key.issued",
+        "membership.granted",
+    }
+    assert {(kind, actor) for kind, actor, _ in events} == {("system", "demo")}
+    assert verify_chain(tenant.pk).ok
+
+
+def test_seeding_again_creates_nothing_and_prints_no_secret() -> None:
+    first = _seed()
+    tenant = Tenant.objects.get(slug="acme")
+    before = _audit(tenant)
+
+    again = _seed()
+    assert not KEY.search(again), again
+    assert " / " not in again  # no password either
+    assert "nothing to create" in again
+    assert _audit(tenant) == before
+    assert Tenant.objects.filter(slug="acme").count() == 1
+    assert APIKey.unscoped.filter(tenant=tenant).count() == 1
+    with tenant_scope(tenant.pk):
+        assert KnowledgeDocument.objects.count() == len(demo.KNOWLEDGE)
+    assert KEY.findall(first)[0] == demo.read_key()
+
+
+def test_once_does_nothing_after_the_first_seed() -> None:
+    _seed("--once")
+    tenant = Tenant.objects.get(slug="acme")
+    with tenant_scope(tenant.pk):
+        Agent.objects.filter(name="support").delete()  # the user removed it on purpose
+
+    output = _seed("--once")
+    assert "seeded before" in output
+    with tenant_scope(tenant.pk):
+        assert not Agent.objects.exists()
+    assert "log in at http://demo.test/login/" in output
+
+
+def test_a_revoked_key_is_replaced_and_the_password_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DEMO_PASSWORD", "correct-horse-battery")
+    first = KEY.findall(_seed())[0]
+    assert authenticate(username="reviewer", password="correct-horse-battery") is not None
+    key = tenant_services.authenticate_key(first)
+    tenant_services.revoke_key(actor=demo.ACTOR, key=key)
+
+    output = _seed()
+    replaced = KEY.findall(output)
+    assert len(replaced) == 1
+    assert replaced[0] != first
+    assert demo.read_key() == replaced[0]
+    assert tenant_services.authenticate_key(replaced[0]).tenant.slug == "acme"
