@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test lint bench venv
+.PHONY: run test lint bench venv browser
 
 $(STAMP): pyproject.toml
 	@set -e; \
@@ -27,8 +27,19 @@ venv: $(STAMP)
 run: $(STAMP)
 	@$(PY) -m agentflow.server.run
 
-test: $(STAMP)
+test: $(STAMP) browser
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive the system's Chromium (never a browser Playwright downloads).
+# As root on Debian/Ubuntu it is installed once; otherwise those tests skip and say why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "agentflow | installing Chromium for the browser tests (apt-get, once)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+			>/tmp/agentflow-chromium-install.log 2>&1 \
+			|| echo "agentflow | Chromium install failed (see /tmp/agentflow-chromium-install.log); browser tests will skip"; \
+	fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
