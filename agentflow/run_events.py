@@ -10,10 +10,11 @@ run must not fail because a dashboard could not be told.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import transaction
+from django.db import models, transaction
 
 from agentflow.api.serializers import run_json
 from agentflow.models import Run
@@ -54,5 +55,13 @@ def publish_transition(row: Run, to_status: str, fields: dict[str, Any]) -> None
     """``row`` was read under the transition's lock; apply what the update wrote, publish."""
     row.status = to_status
     for name, value in fields.items():
-        setattr(row, name, value)
+        setattr(row, name, _as_stored(name, value))
     publish(row)
+
+
+def _as_stored(name: str, value: Any) -> Any:
+    """The value as reading the row back would give it (Decimal("0.0") is stored 0.000000)."""
+    field = Run._meta.get_field(name)
+    if isinstance(field, models.DecimalField) and value is not None:
+        return Decimal(str(value)).quantize(Decimal(1).scaleb(-field.decimal_places))
+    return value
