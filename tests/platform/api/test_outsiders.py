@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -33,8 +34,13 @@ from tenants import services
 from tenants.context import tenant_scope
 from tenants.models import APIKey, Role, Tenant
 from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona, make_agent
-from tests.platform.api.test_bad_input import assert_error, lenient, nothing_written
-from tests.platform.learning.world import owner_integrations
+from tests.platform.api.test_bad_input import (
+    assert_error,
+    assert_field_errors,
+    lenient,
+    nothing_written,
+)
+from tests.platform.learning.world import GOLDEN_QUESTION, owner_integrations
 
 API_PREFIX = "api/v1/"
 PLATFORM_PREFIX = "api/v1/tenants"
@@ -140,6 +146,8 @@ OWNER_ID: dict[str, Callable[[World], str]] = {
     "rule_id": lambda w: w.integrations["rule_id"],
     "event_id": lambda w: w.integrations["event_id"],
     "node_id": lambda w: w.integrations["node_id"],
+    "golden_path_id": lambda w: w.integrations["golden_path_id"],
+    "playbook_id": lambda w: w.integrations["playbook_id"],
 }
 # The outsider's own object for a parent parameter ("my agent, your document").
 OUTSIDER_ID: dict[str, Callable[[World], str]] = {
@@ -179,9 +187,27 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "agent_name": "globex-bot",
     },
     ("activity-rule", "PATCH"): {"enabled": False},
+    ("golden-path-deactivate", "POST"): {},
+    ("golden-path-activate", "POST"): {},
+    ("feedback", "POST"): {"run_id": str(uuid.uuid4()), "rating": 5},
+    ("playbooks-extract", "POST"): {"agent_id": str(uuid.uuid4())},
+    ("playbook-retire", "POST"): {},
     **{(name, "POST"): {"type": "ticket.created"} for name in SIGNATURE_AUTHENTICATED},
 }
 BODY_METHODS = ("POST", "PUT", "PATCH")
+# Collections that need a query string, as the outsider would call them.
+COLLECTION_QUERIES: dict[str, Callable[[World], str]] = {
+    "golden-paths-search": lambda w: "?" + urlencode({"q": GOLDEN_QUESTION}),
+    "playbooks-suggest": lambda w: (
+        "?" + urlencode({"agent_id": str(w.outsider_agent.pk), "category": "BILLING"})
+    ),
+}
+# Collections whose body names an object: the outsider names the owner's, and must get the
+# 422 "unknown" a missing id gets, naming the field.
+FOREIGN_IN_BODY: dict[tuple[str, str], tuple[str, Callable[[World], dict[str, Any]]]] = {
+    ("feedback", "POST"): ("run_id", lambda w: {"run_id": w.run_id, "rating": 5}),
+    ("playbooks-extract", "POST"): ("agent_id", lambda w: {"agent_id": str(w.agent.pk)}),
+}
 
 
 def _ids(endpoint: Endpoint, world: World) -> dict[str, str]:
@@ -212,8 +238,14 @@ def _body(endpoint: Endpoint) -> dict[str, Any] | None:
     return BODIES[(endpoint.name, endpoint.method)]
 
 
-def call(client: Client, endpoint: Endpoint, path: str, headers: Mapping[str, str]) -> Any:
-    body = _body(endpoint)
+def call(
+    client: Client,
+    endpoint: Endpoint,
+    path: str,
+    headers: Mapping[str, str],
+    body: dict[str, Any] | None = None,
+) -> Any:
+    body = body if body is not None else _body(endpoint)
     return client.generic(
         endpoint.method,
         path,
@@ -353,12 +385,23 @@ def test_options_reveals_nothing_about_foreign_ids(endpoint: Endpoint, world: Wo
 def test_collections_show_the_outsider_only_its_own_data(endpoint: Endpoint, world: World) -> None:
     """Lists, usage, blueprints and agent creation by the outsider: 2xx, none of the
     owner's data, and nothing of the owner's written."""
+    auth = _key_headers(world.outsider)
+    foreign = FOREIGN_IN_BODY.get((endpoint.name, endpoint.method))
+    query = COLLECTION_QUERIES.get(endpoint.name, lambda w: "")(world)
     with nothing_written(world.owner.tenant):
-        response = call(
-            world.outsider.client, endpoint, endpoint.path({}), _key_headers(world.outsider)
-        )
-    assert 200 <= response.status_code < 300, (response.status_code, response.content[:300])
+        if foreign is not None:
+            field_name, body = foreign
+            response = call(
+                world.outsider.client, endpoint, endpoint.path({}), auth, body=body(world)
+            )
+        else:
+            response = call(world.outsider.client, endpoint, endpoint.path({}) + query, auth)
     _assert_nothing_of_the_owner(response, world)
+    if foreign is not None:
+        # The owner's object named in the body is as unknown as a missing one.
+        assert_field_errors(response, field_name)
+        return
+    assert 200 <= response.status_code < 300, (response.status_code, response.content[:300])
 
 
 @pytest.mark.parametrize(
