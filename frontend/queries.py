@@ -242,7 +242,7 @@ def overview(
     """
     data: dict[str, Any] = {"minutes": minutes}
     if all_tenants:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for each in Tenant.objects.order_by("name"):
             rows.append({"tenant": each, "metrics": tenant_metrics(each, minutes=minutes)})
         data["tenants"] = rows

@@ -186,6 +186,13 @@ class QueueView(DashboardView):
 
 
 ACTIONS = ("claim", "unclaim", "approve", "edit", "reject")
+DONE = {
+    "claim": "Claimed: it is yours to decide.",
+    "unclaim": "Given back to the queue.",
+    "approve": "Approved: the answer went to the customer.",
+    "edit": "Your edited answer went to the customer.",
+    "reject": "Rejected.",
+}
 
 
 class RequestDetailView(DashboardView):
@@ -228,7 +235,7 @@ class RequestDetailView(DashboardView):
             if not form.errors:
                 form.add_error(None, str(exc.detail))
             return self._render(request, self._item(request, request_id), form, exc.status_code)
-        messages.success(request, f"Request {action} done.")
+        messages.success(request, DONE[action])
         return redirect(f"/hitl/{item.pk}/")
 
     def _act(

@@ -281,7 +281,7 @@ async def test_a_restricted_member_only_gets_events_of_agents_it_may_see(
     events = await collect(socket, lambda got: any(e["type"] == "hitl.queued" for e in got))
     assert events
     for event in events:
-        body = event.get("run") or event.get("request")
+        body = event.get("run") or event.get("request") or {}
         assert body["agent_id"] == str(agent.pk), event
     assert {e["run"]["id"] for e in events if e["type"] == "run.updated"} == {str(visible.pk)}
     assert str(hidden.pk) not in str(events)

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils.html import escape
 
-from agentflow.models import Agent, KnowledgeDocument, RunStatus
+from agentflow.models import Agent, KnowledgeDocument, Run, RunStatus
 from governance.audit import Actor, append
 from governance.models import AuditEvent
 from tenants.context import tenant_scope
@@ -23,6 +23,11 @@ from tests.platform.governance.conftest import as_attacker
 from tests.platform.hitl.conftest import ALWAYS_REVIEW, escalated_run, review_of
 
 NEW_KEY = re.compile(rb'data-testid="new-key">([^<]+)<')
+
+
+def result_of(run: Run) -> dict[str, Any]:
+    assert run.result is not None
+    return run.result
 
 
 def audit_count(tenant: Tenant) -> Counter[str]:
@@ -108,9 +113,9 @@ def test_runs_list_filters_and_run_detail(acme: Persona, agent: Agent, viewer: U
     assert steps, "the pipeline recorded its stages"
     for name in steps:
         assert f'data-step="{name}"'.encode() in body
-    reason = run.result["escalation_reason"]
+    reason = result_of(run)["escalation_reason"]
     assert f'data-testid="escalation-reason">{reason}<'.encode() in body
-    knowledge_ids = [s["id"] for s in run.result["sources"] if s["kind"] == "knowledge"]
+    knowledge_ids = [s["id"] for s in result_of(run)["sources"] if s["kind"] == "knowledge"]
     assert knowledge_ids, "the reset article was found"
     for knowledge_id in knowledge_ids:
         assert f'data-knowledge-id="{knowledge_id}"'.encode() in body
@@ -169,8 +174,8 @@ def test_claim_and_approve_resume_the_run(acme: Persona, agent: Agent, reviewer:
     assert item.status == "approved"
     assert item.decided_by_id == reviewer.user.pk
     assert run.status == RunStatus.COMPLETED
-    assert run.result["content"] == item.proposed_answer
-    assert run.result["review"]["decision"] == "approve"
+    assert result_of(run)["content"] == item.proposed_answer
+    assert result_of(run)["review"]["decision"] == "approve"
     # Gone from the queue, and a second decision is refused with nothing changed.
     assert str(item.pk) not in json.dumps(reviewer.get("/hitl/", fragment="rows").json())
     again = _decide(reviewer, item.pk, action="reject", reason="too late")
@@ -203,7 +208,7 @@ def test_edit_and_reject_through_the_page(acme: Persona, agent: Agent, operator:
     assert edited.status == "edited"
     assert edited.response == answer
     assert edited_run.status == RunStatus.COMPLETED
-    assert edited_run.result["content"] == answer
+    assert result_of(edited_run)["content"] == answer
 
     reason = "Refunds need a human look"
     assert _decide(operator, rejected.pk, action="reject", reason=reason).status_code == 302
@@ -212,7 +217,7 @@ def test_edit_and_reject_through_the_page(acme: Persona, agent: Agent, operator:
     assert rejected.status == "rejected"
     assert rejected.reason == reason
     assert rejected_run.status == RunStatus.COMPLETED
-    assert rejected_run.result["review"]["decision"] == "reject"
+    assert result_of(rejected_run)["review"]["decision"] == "reject"
 
 
 def test_another_reviewers_claim_is_respected(acme: Persona, agent: Agent, reviewer: User_) -> None:
@@ -316,7 +321,7 @@ def test_duplicate_agent_names_and_bad_uploads_are_refused(
     assert b"already exists" in duplicate.content
     documents = KnowledgeDocument.unscoped.filter(agent=agent).count()
     # Tried: nothing at all, a file that is not UTF-8, a PDF content type, only whitespace.
-    bad_uploads = [
+    bad_uploads: list[dict[str, Any]] = [
         {"form": "upload", "content_type": "text/plain"},
         {
             "form": "upload",
