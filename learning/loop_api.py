@@ -25,7 +25,7 @@ from agentflow.models import Agent, Run
 from agentflow.server.api.exceptions import unprocessable
 from agentflow.server.api.pagination import paginate, sort_queryset
 from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
-from agentflow.server.api.serializers import StrictSerializer
+from agentflow.server.api.serializers import StrictIntegerField, StrictSerializer
 from governance.services import restrict_to_visible_agents
 from learning import feedback as feedback_service
 from learning import golden_paths, playbooks
@@ -232,7 +232,7 @@ class GoldenPathActivateView(_GoldenPathSwitch):
 class FeedbackCreateSerializer(StrictSerializer):
     run_id = serializers.UUIDField()
     message_id = serializers.UUIDField(required=False)
-    rating = serializers.IntegerField(required=False, min_value=1, max_value=5)
+    rating = StrictIntegerField(required=False, min_value=1, max_value=5)
     thumbs = serializers.ChoiceField(choices=["up", "down"], required=False)
     comment = serializers.CharField(required=False, allow_blank=True, max_length=4_000)
     source = serializers.CharField(required=False, allow_blank=True, max_length=100)

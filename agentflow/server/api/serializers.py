@@ -80,3 +80,12 @@ class PriorityField(serializers.ChoiceField):
                 request.deprecations = deprecations
             data = DEPRECATED_PRIORITY_ALIASES[data]
         return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer as JSON writes it: "5", 5.0 and true are refused instead of coerced."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
