@@ -14,6 +14,7 @@ Every dashboard view derives from :class:`DashboardView`. Each request it
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -23,6 +24,8 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
+from django.urls import Resolver404
+from django.urls import resolve as resolve_url
 from django.views import View
 
 from governance.audit import Actor
@@ -102,8 +105,18 @@ class Access:
         return [
             {"name": name, "label": label, "url": url}
             for name, label, url in NAV
-            if self.may_see(name)
+            if self.may_see(name) and _served(url)
         ]
+
+
+@functools.cache
+def _served(url: str) -> bool:
+    """Whether a page is installed yet (/learning/ comes with the learning app's pages)."""
+    try:
+        resolve_url(url)
+    except Resolver404:
+        return False
+    return True
 
 
 def _memberships(user: Any) -> QuerySet[Membership]:
