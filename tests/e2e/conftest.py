@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -242,6 +242,13 @@ class UI:
     thread: BrowserThread
     base: str
     contexts: list[Any]
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def http(self, **kwargs: Any) -> httpx.Client:
+        """An HTTP client on the live app (closed after the test)."""
+        client = httpx.Client(base_url=self.base, timeout=30, **kwargs)
+        self.clients.append(client)
+        return client
 
     def new_page(self) -> Any:
         context = self.thread.browser.new_context(viewport=VIEWPORT, base_url=self.base)
@@ -286,6 +293,8 @@ class UI:
         for context in self.contexts:
             context.close()
         self.contexts.clear()
+        for client in self.clients:
+            client.close()
 
 
 @pytest.fixture
