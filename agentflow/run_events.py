@@ -13,12 +13,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from django.db import models, transaction
+from django.db import models
 
 from agentflow.api.serializers import run_json
 from agentflow.models import Run
-from frontend.realtime import send_to_group, tenant_group
+from frontend.realtime import send_to_group_on_commit, tenant_group
 
 EVENT_TYPE = "run.updated"
 # What run_json(include_result=False) reads: transition() loads only these under its lock.
@@ -46,9 +45,7 @@ def event(run: Run) -> dict[str, Any]:
 
 def publish(run: Run) -> None:
     """Send ``run.updated`` for ``run`` (as it is now in memory) once the transaction commits."""
-    payload = event(run)
-    group = tenant_group(run.tenant_id)
-    transaction.on_commit(lambda: async_to_sync(send_to_group)(group, payload), robust=True)
+    send_to_group_on_commit(tenant_group(run.tenant_id), event(run))
 
 
 def publish_transition(row: Run, to_status: str, fields: dict[str, Any]) -> None:
