@@ -181,10 +181,12 @@ class World:
         while time.monotonic() < deadline:
             if self.web.poll() is not None:
                 raise RuntimeError((self.tmp / "web.log").read_text(errors="replace")[-2000:])
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
-                    if response.status == 200:
-                        return url
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{url}/readyz", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return url
             time.sleep(0.2)
         raise RuntimeError("web server not ready")
 
