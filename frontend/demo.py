@@ -239,12 +239,13 @@ def _ensure_agent(tenant: Tenant, created: list[str]) -> Agent:
             )
             created.append("agent")
         present = set(KnowledgeDocument.objects.filter(agent=agent).values_list("title", flat=True))
-        for title, text in KNOWLEDGE:
-            if title not in present:
-                knowledge.ingest_document(
-                    agent=agent, title=title, content_type="text/markdown", text=text
-                )
-                created.append(f"article {title!r}")
+        missing = [(title, text) for title, text in KNOWLEDGE if title not in present]
+        for title, text in missing:
+            knowledge.ingest_document(
+                agent=agent, title=title, content_type="text/markdown", text=text
+            )
+        if missing:
+            created.append(f"{len(missing)} help articles")
     return agent
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import random
 import threading
 import time
@@ -239,6 +240,7 @@ class Command(BaseCommand):
                 f"(it saves one in {demo.key_file()})"
             )
         url = (options["url"] or _default_url()).rstrip("/")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per message is ours
         write_lock = threading.Lock()
 
         def write(line: str) -> None:
