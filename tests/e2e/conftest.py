@@ -1,7 +1,7 @@
 """The real app on localhost, a real Celery worker and a real headless Chromium.
 
-- ``live_url``: the ASGI app (Django + DRF + Channels) under uvicorn, started once per
-  session as ``make run`` starts it, in a subprocess pointed at pytest-django's test
+- ``live_url``: the ASGI app (Django + DRF + Channels) under uvicorn, started once for
+  these tests as ``make run`` starts it, in a subprocess pointed at pytest-django's test
   database and the session's embedded Redis. Tests use ``transactional_db`` so the server
   sees what they commit; the server's own writes are committed too.
 - Runs go through the ``celery_worker_app`` fixture (a real worker, in threads of this
@@ -78,7 +78,9 @@ def _test_database_url() -> str:
     return urlunsplit(parts._replace(path="/" + settings.DATABASES["default"]["NAME"]))
 
 
-@pytest.fixture(scope="session")
+# Package scope: the server and the browser stop when the browser tests are done, rather
+# than idling through the rest of the suite.
+@pytest.fixture(scope="package")
 def live_url(django_db_setup: None) -> Iterator[str]:
     """Base URL of the app served by uvicorn, on the test database."""
     port = _free_port()
@@ -225,7 +227,7 @@ class Remote:
         return f"Remote({object.__getattribute__(self, '_target')!r})"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_thread() -> Iterator[BrowserThread]:
     thread = BrowserThread()
     yield thread
@@ -297,10 +299,32 @@ class UI:
             client.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def ui(browser_thread: BrowserThread, live_url: str, transactional_db: None) -> Iterator[UI]:
+def ui(
+    request: pytest.FixtureRequest,
+    browser_thread: BrowserThread,
+    live_url: str,
+    transactional_db: None,
+) -> Iterator[UI]:
     tabs = UI(browser_thread, live_url, [])
     yield tabs
+    if request.node.stash.get(_CALL_FAILED, False):
+        # What every tab showed when the test failed: CI keeps test-artifacts/.
+        failures = ARTIFACTS.parent / "failures"
+        failures.mkdir(parents=True, exist_ok=True)
+        for number, page in enumerate(p for c in tabs.contexts for p in c.pages):
+            page.screenshot(path=str(failures / f"{request.node.name}-{number}.png"))
     tabs.close()
 
 
