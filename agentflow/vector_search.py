@@ -9,13 +9,25 @@ Why a planner: pgvector 0.6's HNSW index applies a WHERE filter only *after* it 
 silently returns fewer and worse rows (FINDINGS.md: recall@5 0.67 with 10 tenants at the
 default ef_search=40). So:
 
-* a scope of at most `exact_max_rows` rows (`EXACT_SEARCH_MAX_ROWS`) is searched exactly
-  over the rows its B-tree index finds: recall 1.0, about 20 ms at 10,000 rows;
-* a larger scope uses the HNSW index: with iterative scans where the server has them
+* a scope of at most `exact_max_rows` rows (`EXACT_SEARCH_MAX_ROWS`, 5,000) is searched
+  exactly over the rows its B-tree index finds: recall 1.0, ~8 ms at 5,000 rows, but
+  p95 25 ms at 9,400 and 500 ms at 95,000 rows (bench/golden_paths.py);
+* a larger scope uses an HNSW index: with iterative scans where the server has them
   (pgvector >= 0.8), otherwise with `ef_search` raised in proportion to how small a share
-  of the table (pg_class.reltuples of `rows.model`) the scope is, so that about
-  `_HITS_PER_WANTED_ROW` times `limit` candidates of the scope are expected among those the
-  index returns. If that would need more than `_MAX_EF_SEARCH`, the exact search is used.
+  of the index the scope is, so that about `_HITS_PER_WANTED_ROW` (4) times `limit` of the
+  scope's rows are expected among the candidates: ef_search 211 for a tenant holding 9.5%
+  of a 1M-row table. If that would need more than `_MAX_EF_SEARCH`, exact search.
+* the index is the tenant's own partial HNSW index (`WHERE tenant_id = <id>`) when it has
+  one: `ensure_tenant_indexes` builds them for tenants of `TENANT_INDEX_MIN_ROWS` rows or
+  more. The scoped query's `tenant_id = <literal>` lets PostgreSQL pick it, every candidate
+  is then the tenant's, and ef_search stays near its floor of 40. Why: at 1M rows and 10
+  tenants (2 busy cores) the shared index needs ef_search ~200 for recall@5 0.97 and then
+  misses a 20 ms p95 (22 ms; 33 ms at ef_search 400); see docs/operations.md for the
+  figures with tenant indexes. Their cost: one more index per large tenant (about as
+  large as its share of the shared one) and its build time.
+
+The scope's full size (for its share) is counted at most once a minute per scope and
+process: a bounded count only tells "more than exact_max_rows".
 
 Settings are made with SET LOCAL inside a transaction, so they can never outlive the query
 on a pooled connection.
@@ -23,6 +35,7 @@ on a pooled connection.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -33,20 +46,41 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from django.db import connection, models, transaction
+from django.db import DatabaseError, connection, models, transaction
 from django.db.models import F, QuerySet, Value
 from pgvector.django import CosineDistance
 
 from agentflow.kernel.vectors import Vector
+from tenants.context import current_tenant_id
 
-__all__ = ["EXACT_SEARCH_MAX_ROWS", "count_rows", "nearest"]
+__all__ = [
+    "EXACT_SEARCH_MAX_ROWS",
+    "TENANT_INDEX_MIN_ROWS",
+    "count_rows",
+    "create_tenant_index",
+    "ensure_tenant_indexes",
+    "nearest",
+]
 
-EXACT_SEARCH_MAX_ROWS = 10_000
-# Filtered HNSW keeps the scope's rows among ef_search candidates of the whole table; with
-# 10 tenants FINDINGS.md measured recall@5 0.92 at 2 expected hits per wanted row and 0.99
-# at 8, so ef_search is sized for 8. pgvector caps ef_search at 1000: beyond, search exactly.
-_HITS_PER_WANTED_ROW = 8
+# Exact search's p95 grows with the scope: 25 ms at 9,400 rows on 2 busy cores
+# (bench/golden_paths.py), while HNSW at ef_search 200 answered in 10 ms. Above 5,000 rows
+# the index is the faster plan whenever ef_search stays within _MAX_EF_SEARCH.
+EXACT_SEARCH_MAX_ROWS = 5_000
+# A tenant with this many rows gets its own partial HNSW index (`ensure_tenant_indexes`):
+# its searches then need no over-fetching for the other tenants' rows.
+TENANT_INDEX_MIN_ROWS = 50_000
+_HNSW_M = 16
+_HNSW_EF_CONSTRUCTION = 64
+# Filtered HNSW keeps the scope's rows among ef_search candidates of the whole index. With
+# realistic vectors, 10 tenants and 1M rows (bench/golden_paths.py) recall@5 was 0.936 at
+# ~2 expected scope rows among the candidates per wanted row, 0.974 at ~4 and 0.990 at ~8;
+# p95 latency roughly doubles with each doubling. Sized for 4. pgvector caps ef_search at
+# 1000: beyond, search exactly.
+_HITS_PER_WANTED_ROW = 4
 _MAX_EF_SEARCH = 1_000
+_INDEX_CACHE_SECONDS = 60.0
+_tenant_index_cache: dict[str, tuple[float, dict[int, int]]] = {}
+_PREDICATE = re.compile(r"^\(*tenant_id = (\d+)\)*$")
 # Scope sizes, cached per query (its SQL, tenant included) and process for a while, so a
 # search does not pay for a count every time. The bounded count only says "more than
 # exact_max_rows"; on pgvector < 0.8 the share of the table decides ef_search, so a larger
@@ -89,12 +123,45 @@ def _table_rows(model: type[models.Model]) -> int | None:
     return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
 
 
-def _plan(model: type[models.Model], scope_rows: int, limit: int, exact_max_rows: int) -> _Plan:
+def _tenant_indexes(model: type[models.Model]) -> dict[int, int]:
+    """Tenant id -> rows of its valid partial HNSW index on the model's table (cached)."""
+    table = model._meta.db_table
+    now = time.monotonic()
+    cached = _tenant_index_cache.get(table)
+    if cached is not None and now - cached[0] <= _INDEX_CACHE_SECONDS:
+        return cached[1]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_expr(i.indpred, i.indrelid), c.reltuples::bigint FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
+            "WHERE i.indrelid = %s::regclass AND i.indpred IS NOT NULL AND i.indisvalid "
+            "AND am.amname = 'hnsw'",
+            [table],
+        )
+        found = {}
+        for predicate, rows in cursor.fetchall():
+            match = _PREDICATE.match(predicate or "")
+            if match:
+                found[int(match.group(1))] = int(rows)
+    _tenant_index_cache[table] = (now, found)
+    return found
+
+
+def _plan(
+    model: type[models.Model],
+    scope_rows: int,
+    limit: int,
+    exact_max_rows: int,
+    tenant_id: int | None = None,
+) -> _Plan:
     if scope_rows <= exact_max_rows:
         return _Plan(exact=True)
     if _pgvector_version() >= (0, 8):
         return _Plan(exact=False, ef_search=max(40, 2 * limit), iterative=True)
-    table_rows = _table_rows(model)
+    # With the tenant's own partial index (PostgreSQL picks it: the scoped query says
+    # `tenant_id = <literal>`), candidates come from the tenant's rows only.
+    index_rows = _tenant_indexes(model).get(tenant_id) if tenant_id is not None else None
+    table_rows = index_rows if index_rows and index_rows > 0 else _table_rows(model)
     if not table_rows:
         return _Plan(exact=True)
     share = min(1.0, scope_rows / table_rows)
@@ -182,7 +249,7 @@ def nearest(
     if scope_rows is None or (scope_rows > exact_max_rows and _pgvector_version() < (0, 8)):
         # Ours or the caller's bounded count would understate a large scope's share.
         scope_rows = _scope_size(rows, exact_max_rows, scope_rows)
-    plan = _plan(rows.model, scope_rows, limit, exact_max_rows)
+    plan = _plan(rows.model, scope_rows, limit, exact_max_rows, current_tenant_id())
     wanted = (*fields, _SIMILARITY)
     if plan.exact:
         # Ordered by similarity (1 - distance), not by the distance operator itself: the
@@ -203,3 +270,67 @@ def nearest(
     with transaction.atomic(), _local_settings(overrides):
         found = list(by_index.values(*wanted)[:limit])
     return _best(found, limit)
+
+
+def create_tenant_index(
+    model: type[models.Model],
+    tenant_id: int,
+    *,
+    embedding_field: str = "embedding",
+    concurrently: bool = True,
+    maintenance_work_mem: str = "1GB",
+) -> str:
+    """Build the tenant's partial HNSW index (cosine, m=16, ef_construction=64) if missing.
+
+    Concurrently by default (writes go on meanwhile; must run outside a transaction).
+    About 1 minute and 200 MB per 100k rows of 384 dimensions on 2 cores.
+    """
+    table = model._meta.db_table
+    column = model._meta.get_field(embedding_field).column  # type: ignore[union-attr]
+    name = f"{table[:40]}_hnsw_t{int(tenant_id)}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('maintenance_work_mem', %s, false)",
+                       [maintenance_work_mem])  # fmt: skip
+        try:
+            cursor.execute(
+                f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
+                f'"{name}" ON "{table}" USING hnsw ("{column}" vector_cosine_ops) '
+                f"WITH (m = {_HNSW_M}, ef_construction = {_HNSW_EF_CONSTRUCTION}) "
+                f"WHERE tenant_id = {int(tenant_id)}"
+            )
+        finally:
+            # In an aborted transaction this fails too: the build's own error is the one.
+            with contextlib.suppress(DatabaseError):
+                cursor.execute("RESET maintenance_work_mem")
+    _tenant_index_cache.pop(table, None)
+    return name
+
+
+def ensure_tenant_indexes(
+    model: type[models.Model],
+    *,
+    min_rows: int = TENANT_INDEX_MIN_ROWS,
+    concurrently: bool = True,
+    maintenance_work_mem: str = "1GB",
+) -> list[str]:
+    """Give every tenant with at least `min_rows` rows its partial HNSW index.
+
+    Platform maintenance across tenants (a periodic task or an operator's command), so it
+    reads the table without a tenant scope. Returns the names of the indexes built.
+    """
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT tenant_id FROM "{table}" GROUP BY tenant_id HAVING count(*) >= %s',  # noqa: S608
+            [min_rows],
+        )
+        large = [int(row[0]) for row in cursor.fetchall()]
+    _tenant_index_cache.pop(table, None)
+    indexed = _tenant_indexes(model)
+    return [
+        create_tenant_index(
+            model, tenant_id, concurrently=concurrently, maintenance_work_mem=maintenance_work_mem
+        )
+        for tenant_id in large
+        if tenant_id not in indexed
+    ]

@@ -331,7 +331,7 @@ def test_the_hnsw_path_finds_the_same_rows_and_leaves_no_setting_behind(
     ("agent_rows", "table_rows", "version", "expected"),
     [
         (500, 1_000_000, (0, 6, 2), (True, None, False)),  # small agent: exact
-        (20_000, 200_000, (0, 6, 2), (False, 400, False)),  # 10% of the table
+        (20_000, 200_000, (0, 6, 2), (False, 200, False)),  # 10% of the table
         (20_000, 2_000_000, (0, 6, 2), (True, None, False)),  # 1%: ef_search would pass 1000
         (20_000, 2_000_000, (0, 8, 0), (False, 40, True)),  # iterative scans exist
     ],

@@ -202,7 +202,41 @@ def test_the_plan_sizes_ef_search_by_the_scopes_share_of_the_table(
 ) -> None:
     monkeypatch.setattr(vector_search, "_pgvector_version", lambda: (0, 6, 2))
     monkeypatch.setattr(vector_search, "_table_rows", lambda model: 1_000_000)
-    plan = vector_search._plan(GoldenPath, 95_000, 5, vector_search.EXACT_SEARCH_MAX_ROWS)
-    assert not plan.exact
-    assert plan.ef_search is not None
-    assert plan.ef_search >= 40
+    monkeypatch.setattr(vector_search, "_tenant_indexes", lambda model: {7: 100_000})
+    exact_max = vector_search.EXACT_SEARCH_MAX_ROWS
+
+    def plan(scope_rows: int, tenant_id: int | None = None) -> tuple[bool, int | None]:
+        found = vector_search._plan(GoldenPath, scope_rows, 5, exact_max, tenant_id)
+        return found.exact, found.ef_search
+
+    assert plan(exact_max) == (True, None)
+    assert plan(95_000) == (False, 211)  # 9.5% of the table: ~4 in-scope candidates per row
+    assert plan(15_000) == (True, None)  # 1.5%: ef_search would pass 1000
+    assert plan(95_000, tenant_id=7) == (False, 40)  # the tenant's own index: no over-fetch
+    assert plan(95_000, tenant_id=8) == (False, 211)  # another tenant: the shared index
+
+
+def test_a_tenants_partial_index_serves_its_searches_only(world: World, hnsw_only: None) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no index build with pending FK checks
+    name = vector_search.create_tenant_index(GoldenPath, world.tenant_a.id, concurrently=False)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE learning_goldenpath")
+    assert vector_search._tenant_indexes(GoldenPath) == {world.tenant_a.id: ROWS_PER_TENANT}
+    with tenant_scope(world.tenant_a.id):
+        rows = GoldenPath.objects.filter(agent_id=world.agent_a.id, is_active=True)
+        by_distance = rows.annotate(d=CosineDistance("embedding", world.copies[0])).order_by("d")
+        assert name in by_distance[:5].explain(), "the scoped query matches the partial index"
+    for i in range(0, ROWS_PER_TENANT, 30):
+        with CaptureQueriesContext(connection) as queries:
+            found = search(world.tenant_a, world.agent_a, world.copies[i], exact_max_rows=0)
+        assert ef_search_raised(queries)
+        assert {row["tenant_id"] for row in found} == {world.tenant_a.id}
+        assert found[0]["answer"] == f"answer {i} of tenant-a"
+    # Tenant B has no index of its own: the shared one, still filtered to B.
+    found = search(world.tenant_b, world.agent_b, world.vectors[0], exact_max_rows=0)
+    assert found
+    assert {row["tenant_id"] for row in found} == {world.tenant_b.id}
+    assert vector_search.ensure_tenant_indexes(
+        GoldenPath, min_rows=ROWS_PER_TENANT, concurrently=False
+    ) == [f"learning_goldenpath_hnsw_t{world.tenant_b.id}"], "only the missing one is built"
