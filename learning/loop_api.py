@@ -191,12 +191,26 @@ class GoldenPathDetailView(_LearningView):
         return Response(golden_paths.golden_path_json(self.one(GoldenPath.objects, golden_path_id)))
 
 
+class NoBodySerializer(StrictSerializer):
+    """An action without parameters: an empty JSON object, or no body at all."""
+
+
+# Documented as an object with no properties: a client may send {} or nothing at all.
+NO_BODY = {"application/json": {"type": "object", "properties": {}, "additionalProperties": False}}
+
+
+def _no_body(request: Request) -> None:
+    # Parsing refuses a huge (413), non-JSON (415) or malformed body; fields are unknown (422).
+    NoBodySerializer(data=request.data or {}).is_valid(raise_exception=True)
+
+
 class _GoldenPathSwitch(_LearningView):
     # Reviewers and operators curate what the agents answer from.
     scope_map = {"POST": REVIEW}
     active: bool
 
     def post(self, request: Request, golden_path_id: str) -> Response:
+        _no_body(request)
         path = self.one(GoldenPath.objects, golden_path_id)
         path = golden_paths.set_active(actor=actor_for(request), path=path, active=self.active)
         return Response(golden_paths.golden_path_json(path))
@@ -207,8 +221,8 @@ class GoldenPathDeactivateView(_GoldenPathSwitch):
 
     @extend_schema(
         operation_id="golden_paths_deactivate",
-        request=None,
-        responses={200: GoldenPathSerializer, **errors(401, 403, 404)},
+        request=NO_BODY,
+        responses={200: GoldenPathSerializer, **errors(401, 403, 404, 422)},
     )
     def post(self, request: Request, golden_path_id: str) -> Response:
         return super().post(request, golden_path_id)
@@ -219,8 +233,8 @@ class GoldenPathActivateView(_GoldenPathSwitch):
 
     @extend_schema(
         operation_id="golden_paths_activate",
-        request=None,
-        responses={200: GoldenPathSerializer, **errors(401, 403, 404)},
+        request=NO_BODY,
+        responses={200: GoldenPathSerializer, **errors(401, 403, 404, 422)},
     )
     def post(self, request: Request, golden_path_id: str) -> Response:
         return super().post(request, golden_path_id)
@@ -396,10 +410,11 @@ class PlaybookRetireView(_LearningView):
 
     @extend_schema(
         operation_id="playbooks_retire",
-        request=None,
-        responses={200: PlaybookSerializer, **errors(401, 403, 404)},
+        request=NO_BODY,
+        responses={200: PlaybookSerializer, **errors(401, 403, 404, 422)},
     )
     def post(self, request: Request, playbook_id: str) -> Response:
+        _no_body(request)
         playbook = self.one(Playbook.objects, playbook_id)
         playbook = playbooks.retire(actor=actor_for(request), playbook=playbook)
         return Response(playbooks.playbook_json(playbook))

@@ -284,8 +284,10 @@ SPECTACULAR_SETTINGS = {
         ],
         "TenantStatusEnum": "tenants.models.TenantStatus",
         "GraphNodeKindEnum": "learning.models.NodeKind",
-        "GoldenPathSourceEnum": "learning.models.GoldenPathSource",
-        "PlaybookStatusEnum": "learning.models.PlaybookStatus",
+        # Serializers list these choices by value (labels equal values), hence the lists.
+        "GoldenPathSourceEnum": ["approved", "edited", "feedback"],
+        "ActivitySourceEnum": ["zendesk", "slack", "jira", "generic", "internal"],
+        "PlaybookStatusEnum": ["active", "superseded", "retired"],
     },
 }
 
