@@ -75,6 +75,15 @@ def assert_not_reloaded(page: Any) -> None:
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
 
 
+def golden_path_row(page: Any, question: str) -> None:
+    """On /learning/: until a golden-path row shows ``question``."""
+    page.wait_for_function(
+        "(question) => [...document.querySelectorAll('tr[data-golden-path-id]')]"
+        "  .some((row) => row.textContent.includes(question))",
+        arg=question,
+    )
+
+
 def decide(page: Any, action: str, text: str | None = None) -> None:
     """On /hitl/<id>/: claim when the request is not ours yet, then act."""
     if page.locator("[data-action=claim]").count():
@@ -133,8 +142,7 @@ def test_reviewer_sees_an_escalation_live_approves_it_and_the_run_completes(
         pytest.skip(LEARNING_MISSING)
     learning = queue.context.new_page()
     learning.goto("/learning/")
-    learning.wait_for_selector("tr[data-golden-path-id]")
-    assert LOW_CONFIDENCE in learning.text_content("body")
+    golden_path_row(learning, LOW_CONFIDENCE)
 
 
 def test_an_operator_of_another_tenant_sees_none_of_it(
@@ -252,10 +260,13 @@ def test_main_story_from_a_new_tenant_to_a_reviewed_answer(
     # 4 (end). The approved outcome is a golden path: the same question, answered at once.
     if not page_exists(live_url, "/learning/"):
         pytest.skip(LEARNING_MISSING)
+    reviewer.goto("/learning/")
+    golden_path_row(reviewer, question)  # learned (live, or already on the page)
     again = ask(live_url, key, agent_id, question, user_id="customer-3", wait=True)
     assert again["status"] == "completed", again
     assert again["result"]["escalated"] is False
     assert again["result"]["content"] == edited
+    assert any(source["kind"] == "golden_path" for source in again["result"]["sources"])
 
 
 def test_every_page_renders_live_without_script_errors(
