@@ -159,9 +159,11 @@ def connect() -> None:
     from django.db.models.signals import post_save
 
     from agentflow.models import RunTransition
+    from governance.erasure import register_eraser
     from hitl.signals import review_decided
 
     review_decided.connect(_on_review_decided, dispatch_uid="learning.loop.review_decided")
+    register_eraser("learning_loop", erase_end_user)
     post_save.connect(
         _on_run_transition, sender=RunTransition, dispatch_uid="learning.loop.run_transition"
     )
@@ -181,3 +183,21 @@ def retry_review_outcome(tenant_id: int, request_id: str) -> str:
                 request, request.decision, actor=actor or Actor.system("hitl")
             )
     return "recorded" if path is not None else "skipped"
+
+
+def erase_end_user(tenant_id: int, user_id: str) -> dict[str, int]:
+    """Governance's eraser hook: what the loop learnt from an end user's own words goes.
+
+    Golden paths whose question was theirs (the run they came from) and feedback on their
+    runs (a comment may name them) are deleted; golden paths that only merged one of
+    their runs keep their own question and answer. Called while the runs still name the
+    user, inside the erasure's transaction and tenant scope.
+    """
+    from agentflow.models import Run
+    from learning.models import Feedback, GoldenPath
+
+    runs = Run.objects.filter(user_id=user_id).values("pk")
+    return {
+        "feedback": Feedback.objects.filter(run__in=runs).delete()[0],
+        "golden_paths": GoldenPath.objects.filter(source_run__in=runs).delete()[0],
+    }

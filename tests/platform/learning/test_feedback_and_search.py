@@ -288,3 +288,31 @@ def test_bad_search_queries_name_the_parameter(
     owner: Persona, query: dict[str, str], field: str
 ) -> None:
     assert_field_errors(owner.get(f"{SEARCH}?{urlencode(query)}"), field)
+
+
+def test_erasing_an_end_user_removes_what_was_learnt_from_their_words(
+    owner: Persona, agent: Agent
+) -> None:
+    from governance.erasure import erase_end_user
+
+    mine, theirs = (
+        _run(agent, CONFIDENT, "erase-me"),
+        _run(agent, "where do I request a refund", "keep-me"),
+    )
+    for run in (mine, theirs):
+        assert (
+            owner.post(
+                FEEDBACK, {"run_id": str(run.pk), "rating": 5, "comment": "great"}
+            ).status_code
+            == 201
+        )
+    assert len(_paths(owner)) == 2
+
+    report = erase_end_user(actor=ACTOR, tenant=owner.tenant, user_id="erase-me")
+
+    assert report.erased["learning_loop.golden_paths"] == 1
+    assert report.erased["learning_loop.feedback"] == 1
+    (kept,) = _paths(owner)
+    assert kept.source_run_id == theirs.pk
+    with tenant_scope(owner.tenant.pk):
+        assert list(Feedback.objects.values_list("run_id", flat=True)) == [theirs.pk]
