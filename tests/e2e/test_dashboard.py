@@ -174,7 +174,11 @@ def test_an_operator_of_another_tenant_sees_none_of_it(
 
     page.goto("/hitl/")
     live(page)
-    assert page.locator("tr[data-request-id]").count() == 0
+    assert page.locator(f'tr[data-request-id="{request_id}"]').count() == 0
+    shown = page.eval_on_selector_all(
+        "tr[data-request-id]", "rows => rows.map(r => r.dataset.runId)"
+    )
+    assert set(shown) <= {own["id"], mine["id"]}, "only Globex's own reviews"
     for path in (
         f"/runs/{escalated['id']}/",
         f"/hitl/{request_id}/",
