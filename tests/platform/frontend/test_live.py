@@ -30,7 +30,7 @@ from governance.audit import Actor
 from hitl import services as hitl_services
 from tenants import services as tenant_services
 from tests.platform.api.conftest import ACTOR, Persona, make_agent
-from tests.platform.frontend.conftest import User_, member
+from tests.platform.frontend.conftest import User_, make_user, member, signed_in
 from tests.platform.hitl.conftest import ALWAYS_REVIEW, LOW_CONFIDENCE, escalated_run, review_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -105,7 +105,7 @@ async def connect(user: User_, query: str = "") -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(
         application, f"/ws/live/{query}", headers=[ORIGIN, (b"cookie", session_cookie(user))]
     )
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=10)  # a loaded CI machine is slow
     assert connected
     hello = await communicator.receive_json_from(timeout=5)
     assert hello["type"] == "hello"
@@ -304,6 +304,33 @@ async def test_a_suspended_tenants_members_get_no_events(acme: Persona, agent: A
     await sync_to_async(escalated_run)(agent)
     assert await socket.receive_nothing(timeout=0.5)
     await socket.disconnect()
+
+
+async def test_platform_admins_watch_one_tenant_or_all(
+    acme: Persona, globex: Persona, agent: Agent, foreign_agent: Agent
+) -> None:
+    root = await sync_to_async(make_user)("root", superuser=True)
+    admin = await sync_to_async(signed_in)(root)
+    everything = await connect(admin, "?tenant=all")  # the overview of every tenant
+    only_globex = await connect(admin, f"?tenant={globex.tenant.pk}")
+    ours = await sync_to_async(escalated_run)(agent)
+    theirs = await sync_to_async(escalated_run)(foreign_agent)
+
+    def queued(*runs: Any) -> Callable[[list[Row]], bool]:
+        wanted = {str(run.pk) for run in runs}
+        return lambda got: (
+            wanted <= {e["request"]["run_id"] for e in got if e["type"] == "hitl.queued"}
+        )
+
+    seen = await collect(everything, queued(ours, theirs))
+    assert {e["run"]["id"] for e in seen if e["type"] == "run.updated"} == {
+        str(ours.pk),
+        str(theirs.pk),
+    }
+    watched = await collect(only_globex, queued(theirs))
+    assert str(ours.pk) not in str(watched)
+    for communicator in (everything, only_globex):
+        await communicator.disconnect()
 
 
 # --- (c) anonymous ---
