@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from frontend import views, views_manage
+from frontend import views, views_learning, views_manage
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
@@ -24,4 +24,5 @@ urlpatterns = [
         name="dashboard-tenant",
     ),
     path("audit/", views_manage.AuditView.as_view(), name="dashboard-audit"),
+    path("learning/", views_learning.LearningView.as_view(), name="dashboard-learning"),
 ]
