@@ -307,6 +307,7 @@ def test_every_page_renders_live_without_script_errors(
     )
     assert decided.status_code == 200, decided.text
     pending = next(run for run in waiting if run["id"] != approved["id"])
+    approved_question = queue[approved["id"]]["question"]
 
     operator = ui.login("operator", PASSWORD, "/")
     errors: list[str] = []
@@ -330,6 +331,8 @@ def test_every_page_renders_live_without_script_errors(
         assert response.status == 200, path
         live(operator)
         assert operator.get_attribute(f"a[data-nav={nav}]", "aria-current") == "page", path
+        if name == "learning":  # the approved answer, learnt (live if the worker is slower)
+            golden_path_row(operator, approved_question)
         ui.screenshot(operator, name)
     operator.goto("/")
     for metric in ("runs-per-minute", "escalation-rate", "cost-today", "open-hitl", "breaches"):
