@@ -462,10 +462,7 @@ def complete_run(run: Run, reply: Any) -> str:
                 thread_id=reply.thread_id,
                 created_at=now,
             )
-        Step.objects.bulk_create(
-            Step(run=run, index=i, name=stage, duration_ms=round(ms, 3))
-            for i, (stage, ms) in enumerate(reply.timings_ms.items())
-        )
+        Step.objects.bulk_create(_steps(run, reply, tokens, cost))
         AgentSession.objects.filter(pk=run.session_id).update(last_active=now)
         append(
             tenant_id=run.tenant_id,
@@ -487,6 +484,43 @@ def complete_run(run: Run, reply: Any) -> str:
         run.status = to_status
         _announce(run)
     return to_status
+
+
+# Where a reply's LLM usage was spent: generation, or classification too when the intent
+# was asked of the LLM. The kernel reports usage per reply, so it is attributed to the stage
+# that made the calls (the generation stage when both did).
+_LLM_STAGE = "generate"
+
+
+def _steps(run: Run, reply: Any, tokens: int, cost: Decimal) -> list[Step]:
+    """One Step per pipeline stage, with its duration; tokens and cost on the LLM's stage."""
+    metadata = reply.metadata or {}
+    stages = list(reply.timings_ms.items())
+    llm_stage = _LLM_STAGE if any(name == _LLM_STAGE for name, _ in stages) else None
+    details: dict[str, dict[str, Any]] = {
+        "classify": {"intent": reply.intent, "method": metadata.get("intent_method")},
+        "context": {"sources": [s.to_dict() for s in reply.sources][:10]},
+        "generate": {
+            "handler": metadata.get("handler"),
+            "provider": metadata.get("provider"),
+            "llm_calls": metadata.get("llm_calls"),
+        },
+        "evaluate": {"confidence": round(reply.confidence, 4), "escalated": reply.escalated},
+    }
+    if metadata.get("playbook"):
+        details["context"]["playbook"] = metadata["playbook"].get("name")
+    return [
+        Step(
+            run=run,
+            index=index,
+            name=stage,
+            duration_ms=round(ms, 3),
+            tokens=tokens if stage == llm_stage else 0,
+            cost_usd=cost if stage == llm_stage else Decimal(0),
+            detail=details.get(stage, {}),
+        )
+        for index, (stage, ms) in enumerate(stages)
+    ]
 
 
 # --- resuming after a review --------------------------------------------------------------

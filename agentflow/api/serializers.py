@@ -82,6 +82,7 @@ def step_json(step: Step) -> dict[str, Any]:
         "duration_ms": step.duration_ms,
         "tokens": step.tokens,
         "cost_usd": str(step.cost_usd),
+        "detail": step.detail,
     }
 
 
@@ -155,6 +156,9 @@ class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
     duration_ms = serializers.FloatField()
     tokens = serializers.IntegerField()
     cost_usd = serializers.CharField()
+    detail = serializers.DictField(
+        help_text="What the stage did: intent, sources, handler, confidence."
+    )
 
 
 class RunWithStepsSerializer(RunSerializer):

@@ -302,7 +302,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"  # the dashboard's sign-in page (the admin keeps its own)
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous object permissions
 
 # --- Security --------------------------------------------------------------------

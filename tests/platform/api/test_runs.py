@@ -70,7 +70,22 @@ def test_async_run_is_202_then_200_then_303_to_the_result(
     body = result.json()
     assert body["status"] == "completed"
     assert body["result"]["intent"] == "BILLING"
-    assert [s["name"] for s in body["steps"]]
+    steps = {s["name"]: s for s in body["steps"]}
+    assert list(steps) == [
+        "session",
+        "classify",
+        "thread",
+        "context",
+        "generate",
+        "evaluate",
+        "update",
+    ]
+    # The LLM's usage is on the stage that called it; the timeline adds up to the run.
+    assert steps["generate"]["tokens"] == body["tokens"] > 0
+    assert sum(s["tokens"] for s in body["steps"]) == body["tokens"]
+    assert steps["classify"]["detail"]["intent"] == "BILLING"
+    assert steps["context"]["detail"]["sources"][0]["kind"] == "knowledge"
+    assert steps["evaluate"]["detail"]["escalated"] is False
     with tenant_scope(owner.tenant.pk):
         transitions = list(
             RunTransition.objects.filter(run_id=run_id).values_list("to_status", flat=True)
