@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -579,10 +580,20 @@ def search_part(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     return out
 
 
-def loop_part(argv: list[str]) -> dict[str, Any]:
+def loop_part(argv: list[str], fresh_process: bool) -> dict[str, Any]:
     path = ROOT / "bench" / "golden_paths_loop.py"
     if not path.exists():
         return {"error": f"{path.relative_to(ROOT)} is missing: the loop part was not run"}
+    if fresh_process:
+        # Django is already set up for the search part's (stopped) server: a new process.
+        done = subprocess.run(
+            [sys.executable, __file__, "--part", "loop", *argv],
+            stdout=subprocess.PIPE,
+            check=False,
+        )
+        if done.returncode != 0:
+            return {"error": f"loop part exited with {done.returncode}"}
+        return dict(json.loads(done.stdout)["loop"])
     spec = importlib.util.spec_from_file_location("golden_paths_loop", path)
     if spec is None or spec.loader is None:
         return {"error": f"cannot import {path}"}
@@ -636,7 +647,7 @@ def main() -> None:
             if not args.data_dir and not args.keep:
                 shutil.rmtree(home, ignore_errors=True)
     if args.part in ("loop", "all"):
-        result["loop"] = loop_part(rest)
+        result["loop"] = loop_part([*rest, "--seed", str(args.seed)], args.part == "all")
     result["seconds"] = round(time.monotonic() - STARTED, 1)
     print(json.dumps(result, indent=2, default=str))
 

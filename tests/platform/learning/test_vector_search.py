@@ -240,3 +240,16 @@ def test_a_tenants_partial_index_serves_its_searches_only(world: World, hnsw_onl
     assert vector_search.ensure_tenant_indexes(
         GoldenPath, min_rows=ROWS_PER_TENANT, concurrently=False
     ) == [f"learning_goldenpath_hnsw_t{world.tenant_b.id}"], "only the missing one is built"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_settings_end_with_the_searchs_own_transaction() -> None:
+    world = World()
+    assert connection.get_autocommit()
+    with CaptureQueriesContext(connection) as queries:
+        found = search(world.tenant_a, world.agent_a, world.copies[0], exact_max_rows=0)
+    assert ef_search_raised(queries)
+    assert found[0]["answer"] == "answer 0 of tenant-a"
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW hnsw.ef_search")
+        assert cursor.fetchone()[0] == "40"
