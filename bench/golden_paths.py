@@ -2,7 +2,7 @@
 
     nice .venv/bin/python bench/golden_paths.py [--sizes 100000,1000000] [--tenants 10]
         [--queries 200] [--ef-search 40,100,200,400,800] [--part search|loop|all]
-        [--data-dir DIR] [--keep]
+        [--data-dir DIR] [--no-tenant-indexes] [--tenant-index-min-rows 50000]
 
 Starts its own embedded PostgreSQL (+pgvector) and Redis in a temporary folder (or
 ``--data-dir``), never the test one, runs the migrations, and loads the real
@@ -18,6 +18,12 @@ recall@5 against the exact answer for:
 * ``hnsw_ef_<n>``: the same filtered HNSW query with ``SET LOCAL hnsw.ef_search = n``;
 * ``exact``: the same filter ordered by ``1 - (embedding <=> q)``, which the HNSW index
   cannot serve, so PostgreSQL ranks the tenant's B-tree-filtered rows. It is the truth.
+
+Then, when tenants hold at least ``--tenant-index-min-rows`` (50,000) rows, it builds
+their partial HNSW indexes (``vector_search.ensure_tenant_indexes``, timed) and measures
+again (``with_tenant_indexes``: the production path, and the HNSW query at each
+``--tenant-index-ef-search``), unless ``--no-tenant-indexes``. A reused ``--data-dir``
+keeps its rows and indexes: a second run only measures.
 
 Queries are interleaved (each query runs every variant in turn) after one unmeasured
 warm-up pass, so load changes on the shared machine hit every variant alike. Prints one
