@@ -61,8 +61,13 @@ DELETION = (
     "I want to close my account and erase my data",
 )
 THANKS = ("Thanks, that helped!", "Great, thanks for the help", "Perfect, that solved it, thanks")
-SCENARIOS = (("question", QUESTIONS, 0.62), ("off_topic", OFF_TOPIC, 0.14))
-SCENARIOS += (("human", HUMAN, 0.12), ("deletion", DELETION, 0.12))
+# (scenario, its messages, its share of new conversations)
+SCENARIOS: tuple[tuple[str, tuple[str, ...], float], ...] = (
+    ("question", QUESTIONS, 0.62),
+    ("off_topic", OFF_TOPIC, 0.14),
+    ("human", HUMAN, 0.12),
+    ("deletion", DELETION, 0.12),
+)
 CUSTOMERS = (
     "alice",
     "bruno",
