@@ -298,6 +298,13 @@ def create_tenant_index(
     column = model._meta.get_field(embedding_field).column  # type: ignore[union-attr]
     name = f"{table[:40]}_hnsw_t{int(tenant_id)}"
     with connection.cursor() as cursor:
+        # A failed concurrent build leaves an invalid index that IF NOT EXISTS would keep.
+        cursor.execute(
+            "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(%s) AND NOT indisvalid",
+            [name],
+        )
+        if cursor.fetchone():
+            cursor.execute(f'DROP INDEX {"CONCURRENTLY " if concurrently else ""}"{name}"')
         cursor.execute("SELECT set_config('maintenance_work_mem', %s, false)",
                        [maintenance_work_mem])  # fmt: skip
         try:

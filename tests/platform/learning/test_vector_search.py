@@ -253,3 +253,23 @@ def test_settings_end_with_the_searchs_own_transaction() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SHOW hnsw.ef_search")
         assert cursor.fetchone()[0] == "40"
+
+
+def test_an_invalid_tenant_index_is_ignored_then_rebuilt(world: World) -> None:
+    """What a failed CREATE INDEX CONCURRENTLY leaves behind (simulated: superuser)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    name = vector_search.create_tenant_index(GoldenPath, world.tenant_a.id, concurrently=False)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [name]
+        )
+    vector_search._tenant_index_cache.clear()
+    assert world.tenant_a.id not in vector_search._tenant_indexes(GoldenPath)
+    built = vector_search.ensure_tenant_indexes(
+        GoldenPath, min_rows=ROWS_PER_TENANT, concurrently=False
+    )
+    assert name in built
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [name])
+        assert cursor.fetchone()[0] is True
