@@ -75,3 +75,26 @@ def record_review_outcome_task(tenant_id: int, request_id: str) -> str:
 def extract_playbooks_task() -> dict[str, int]:
     """Beat: re-extract the playbooks of agents whose runs settled since the last sweep."""
     return playbooks.sweep()
+
+
+@shared_task(
+    name="learning.ensure_vector_indexes", acks_late=True, ignore_result=True, max_retries=0
+)
+def ensure_vector_indexes_task() -> dict[str, list[str]]:
+    """Beat: large tenants get their own partial HNSW indexes (see agentflow.vector_search).
+
+    Built concurrently, so searches and writes go on meanwhile; a tenant already indexed
+    is skipped, so an overlapping or repeated sweep builds nothing twice.
+    """
+    from agentflow.models import KnowledgeChunk
+    from agentflow.vector_search import ensure_tenant_indexes
+    from learning.models import GoldenPath
+
+    min_rows = setting_int("VECTOR_TENANT_INDEX_MIN_ROWS")
+    built = {
+        "golden_paths": ensure_tenant_indexes(GoldenPath, min_rows=min_rows),
+        "knowledge_chunks": ensure_tenant_indexes(KnowledgeChunk, min_rows=min_rows),
+    }
+    if any(built.values()):
+        log.info("vector_search.tenant_indexes_built", **built)
+    return built

@@ -203,6 +203,11 @@ class Supervisor:
                 say(f"{name} did not stop in time; killing it")
                 process.kill()
                 process.wait()
+            # Each child leads its own process group (start_new_session): whatever it
+            # started and left behind (a worker's pool processes after a kill) goes too, or
+            # it would hold the data folder and our stdout open after we are gone.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
         if self.redis is not None:
             self.redis.stop()
         if self.postgres is not None:

@@ -233,6 +233,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("ACTIVITY_SWEEP_SECONDS", 30.0),
         "options": {"expires": env_float("ACTIVITY_SWEEP_SECONDS", 30.0)},
     },
+    # Large tenants' own vector indexes, built concurrently (agentflow/vector_search.py).
+    "learning.ensure_vector_indexes": {
+        "task": "learning.ensure_vector_indexes",
+        "schedule": env_float("VECTOR_INDEX_SWEEP_SECONDS", 3600.0),
+        "options": {"expires": env_float("VECTOR_INDEX_SWEEP_SECONDS", 3600.0)},
+    },
     # Playbooks are re-extracted from the latest traces of agents that ran since.
     "learning.extract_playbooks": {
         "task": "learning.extract_playbooks",
@@ -455,4 +461,7 @@ AGENTFLOW = {
     "PLAYBOOK_MIN_STEP_SUPPORT": env_float("PLAYBOOK_MIN_STEP_SUPPORT", 0.6),
     "PLAYBOOK_WINDOW_RUNS": env_int("PLAYBOOK_WINDOW_RUNS", 500),
     "PLAYBOOK_EXTRACT_SECONDS": env_float("PLAYBOOK_EXTRACT_SECONDS", 900.0),
+    # Tenants with this many golden paths (or knowledge chunks) get their own partial HNSW
+    # index (agentflow/vector_search.py; docs/operations.md "Vector search").
+    "VECTOR_TENANT_INDEX_MIN_ROWS": env_int("VECTOR_TENANT_INDEX_MIN_ROWS", 50_000),
 }
