@@ -63,6 +63,21 @@ def _get_json(url: str) -> tuple[int, dict[str, object]]:
         return response.status, json.loads(response.read())
 
 
+def _stop(process: subprocess.Popen[str]) -> str:
+    """Ctrl-C, and the supervisor's whole output; on a hang, its last lines in the failure."""
+    process.send_signal(signal.SIGINT)
+    try:
+        # Children get 20 s, then Redis and PostgreSQL stop: slow on a loaded machine.
+        output, _ = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        process.kill()
+        raw = exc.output or b""
+        seen = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        tail = "\n".join(seen.splitlines()[-40:])
+        raise AssertionError(f"make run did not stop within 120 s after Ctrl-C:\n{tail}") from None
+    return output
+
+
 def _children_alive(home: Path) -> bool:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return str(home) in out
@@ -110,9 +125,7 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
         assert second.returncode == 1
         assert "already running" in second.stdout
     finally:
-        process.send_signal(signal.SIGINT)
-        # Children get 20 s, then Redis and PostgreSQL stop: slow on a loaded machine.
-        output, _ = process.communicate(timeout=120)
+        output = _stop(process)
     assert process.returncode == 0, output
     assert "data kept" in output
     assert not (home / "runtime.json").exists()
@@ -127,6 +140,5 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
         assert any("seeded before" in line for line in lines)
         assert not any("demo API key" in line for line in lines)
     finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=120)
+        _stop(process)
     assert process.returncode == 0
