@@ -233,6 +233,10 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _on_signal)
+    # Explicitly, not Python's default: a process started with SIGINT ignored (a background
+    # job of a non-interactive shell, as CI runs) keeps ignoring it, and Ctrl-C sent to us
+    # would then never stop the platform.
+    signal.signal(signal.SIGINT, _on_signal)
     env = {
         **os.environ,
         "AGENTFLOW_HOME": str(home),
