@@ -231,7 +231,7 @@ class _RuleInput(StrictSerializer):
 
 
 class RuleCreateSerializer(_RuleInput):
-    pass
+    """A new rule: name and event_kind are required (the update makes them optional)."""
 
 
 class RuleUpdateSerializer(_RuleInput):

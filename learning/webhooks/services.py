@@ -41,11 +41,11 @@ _DECOY_SECRET = secrets.generate()
 
 
 class InvalidSecret(ValueError):
-    pass
+    """A signing secret that is too short, too long or not printable (HTTP 422)."""
 
 
 class TenantInactive(Exception):
-    pass
+    """The endpoint's tenant is suspended: deliveries are refused (HTTP 403)."""
 
 
 def validate_secret(secret: str) -> None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import queue
 import shutil
@@ -118,11 +119,9 @@ def live_url(django_db_setup: None) -> Iterator[str]:
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited: {log_path.read_text(encoding='utf-8')}")
-            try:
+            with contextlib.suppress(httpx.TransportError):  # not listening yet
                 if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
-            except httpx.TransportError:
-                pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"uvicorn not up in 60 s: {log_path.read_text('utf-8')}")
             time.sleep(0.1)

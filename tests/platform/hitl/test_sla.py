@@ -73,7 +73,7 @@ def slack(settings: Any) -> Iterator[SlackStandIn]:
             self.wfile.write(b"ok" if status == 200 else b"error")
 
         def log_message(self, *args: Any) -> None:
-            pass
+            """Quiet: the test reads what arrived, not the server's access log."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
