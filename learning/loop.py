@@ -130,20 +130,16 @@ def _retry_later(tenant_id: int, request_id: str) -> None:
     record_review_outcome_task.delay(tenant_id, request_id)
 
 
-def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    """A run completed with an answer citing golden paths: count one use of each."""
-    if not created or kwargs.get("raw") or instance.to_status != "completed":
-        return
-    from agentflow.models import Run
+def count_golden_path_uses(tenant_id: int, run: Mapping[str, Any]) -> None:
+    """A completed run's answer cited golden paths: count one use of each.
 
-    found = Run.unscoped.filter(pk=instance.run_id).values_list("tenant_id", "result").first()
-    if found is None or not found[1]:
+    ``run`` is the activity payload of the run (``learning.services``, which reads the run
+    once for both). An edited or rejected review means the customer got a reviewer's words
+    (or nothing), not the cited answer, so nothing is counted then.
+    """
+    if run.get("review") not in (None, "approve"):
         return
-    tenant_id, result = found
-    decision = (result.get("review") or {}).get("decision")
-    if result.get("escalated") and decision != "approve":
-        return  # the customer got a reviewer's words (or nothing), not the cited answer
-    ids = cited_golden_paths(result)
+    ids = cited_golden_paths(run)
     if not ids:
         return
     try:
@@ -151,22 +147,17 @@ def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any)
             golden_paths.count_usage(ids)
     except Exception:
         # Counting uses is bookkeeping: it must never undo the run's completion.
-        log.exception("golden_path.usage_failed", run_id=str(instance.run_id))
+        log.exception("golden_path.usage_failed", run_id=str(run.get("run_id")))
 
 
 def connect() -> None:
-    """Called once from the app config."""
-    from django.db.models.signals import post_save
-
-    from agentflow.models import RunTransition
+    """Called once from the app config (completed runs' golden-path uses are counted by
+    ``learning.services``' run-transition receiver, which reads the run once)."""
     from governance.erasure import register_eraser
     from hitl.signals import review_decided
 
     review_decided.connect(_on_review_decided, dispatch_uid="learning.loop.review_decided")
     register_eraser("learning_loop", erase_end_user)
-    post_save.connect(
-        _on_run_transition, sender=RunTransition, dispatch_uid="learning.loop.run_transition"
-    )
 
 
 def retry_review_outcome(tenant_id: int, request_id: str) -> str:

@@ -38,11 +38,11 @@ MAX_QUERY_CHARS = 4_000
 
 
 class _LearningView(TenantScopedAPIView):
-    def visible(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    def visible(self, queryset: QuerySet[Any], field: str = "agent") -> QuerySet[Any]:
         """Rows of agents the caller may see (governance restrictions), filtered in SQL."""
-        if self.role is None:
+        if self.role is None:  # an API key: the tenant's machine credential sees every agent
             return queryset
-        return restrict_to_visible_agents(queryset, self.request.user, self.tenant.pk)
+        return restrict_to_visible_agents(queryset, self.request.user, self.tenant.pk, field)
 
     def one(self, queryset: QuerySet[Any], pk: Any) -> Any:
         found = self.visible(queryset).filter(pk=pk).first()
@@ -284,7 +284,7 @@ class FeedbackView(_LearningView):
         responses={200: envelope(FeedbackSerializer), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        rows = restrict_rows_by_run(self, Feedback.objects.all())
+        rows = self.visible(Feedback.objects.all(), field="run__agent")
         if run_id := request.query_params.get("run_id"):
             try:
                 rows = rows.filter(run_id=uuid.UUID(run_id))
@@ -319,12 +319,6 @@ class FeedbackView(_LearningView):
             source=values.get("source", ""),
         )
         return Response(feedback_service.feedback_json(feedback), status=status.HTTP_201_CREATED)
-
-
-def restrict_rows_by_run(view: _LearningView, rows: QuerySet[Any]) -> QuerySet[Any]:
-    if view.role is None:
-        return rows
-    return restrict_to_visible_agents(rows, view.request.user, view.tenant.pk, field="run__agent")
 
 
 # --- playbooks --------------------------------------------------------------------------------

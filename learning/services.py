@@ -191,10 +191,12 @@ def _run_payload(transition: Any) -> tuple[int, dict[str, Any]] | None:
 
 
 def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    """A run settled: record it (inside the transition's transaction, never breaking it)."""
+    """A run settled: record it, and count the golden paths its answer used (inside the
+    transition's transaction, never breaking it; the run is read once for both)."""
     kind = RUN_EVENT_KINDS.get(instance.to_status)
     if not created or kwargs.get("raw") or kind is None:
         return
+    found: tuple[int, dict[str, Any]] | None = None
     try:
         with transaction.atomic():
             found = _run_payload(instance)
@@ -202,11 +204,19 @@ def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any)
                 return
             tenant_id, payload = found
             record_event(tenant_id, kind, payload, dedup_key=f"{kind}:{instance.run_id}")
+            recorded = True
     except Exception:
         # The run's own state change must not fail because the stream could not record it.
         log.exception("activity.run_event_failed", run_id=str(instance.run_id))
+        if found is None:
+            return
+        recorded = False
+    if kind != "run.completed":
         return
-    if kind == "run.completed" and payload.get("rule_id"):
+    from learning.loop import count_golden_path_uses
+
+    count_golden_path_uses(tenant_id, payload)
+    if recorded and payload.get("rule_id"):
         run_id = str(instance.run_id)
         transaction.on_commit(lambda: _enqueue_reply(tenant_id, run_id), robust=True)
 
@@ -315,7 +325,7 @@ def _rule_changes(rule: EventRule) -> dict[str, Any]:
 
 
 class DuplicateRuleName(ValueError):
-    pass
+    """Another rule of the tenant already has this name (HTTP 409)."""
 
 
 def create_rule(*, actor: Actor, tenant_id: int, **fields: Any) -> EventRule:
