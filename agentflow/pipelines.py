@@ -480,6 +480,8 @@ async def build_pipeline(agent: Agent) -> AgentPipeline:
             ),
             procedures=DjangoProceduralStore(agent_id),
         )
+        # A conversation the database failed to keep fails the run, loudly (issue 13).
+        .with_strict_persistence()
     )
     return await builder.build()
 

@@ -21,6 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 
 from agentflow import run_events, worker_loop
+from agentflow.kernel.pipeline import PersistenceError
 from agentflow.models import (
     Agent,
     AgentSession,
@@ -35,6 +36,7 @@ from agentflow.models import (
 )
 from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.server.context import current_correlation_id
+from agentflow.server.metrics import RUN_PERSISTENCE_FAILURES
 from governance.audit import Actor, append
 from tenants.context import tenant_scope
 from tenants.models import Tenant, UsageDay
@@ -358,6 +360,8 @@ def _execute_leased(run_id: str) -> str:
         reply = worker_loop.run(_process(run))
     except Exception as exc:
         log.exception("run.failed", run_id=run_id)
+        if isinstance(exc, PersistenceError):
+            RUN_PERSISTENCE_FAILURES.labels(stage=exc.stage).inc()
         with transaction.atomic():
             failed = transition(
                 run.pk,

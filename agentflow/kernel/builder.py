@@ -145,6 +145,7 @@ class AgentFrameworkBuilder:
         self._price_table: PriceTable | None = None
         self._clock: Callable[[], float] = time.time
         self._classifier_override: IntentClassifier | None = None
+        self._strict_persistence = False
 
     # ------------------------------------------------------------ configuration
 
@@ -279,6 +280,16 @@ class AgentFrameworkBuilder:
         self._clock = clock
         return self
 
+    def with_strict_persistence(self, strict: bool = True) -> Self:
+        """Fail the message (`PersistenceError`) when a store cannot keep the conversation.
+
+        Off by default for the library (in-memory stores do not fail); the platform's
+        database-backed pipelines are always strict, so a lost thread or memory is never
+        hidden in ``metadata["degraded"]``.
+        """
+        self._strict_persistence = strict
+        return self
+
     # -------------------------------------------------------------------- build
 
     async def build(
@@ -405,6 +416,7 @@ class AgentFrameworkBuilder:
             embedding_dimensions=dimensions,
             cost_tracker=tracker,
             clock=clock,
+            strict_persistence=self._strict_persistence,
         )
 
     def _load_plugins(self, specs: Sequence[str]) -> PluginManager:

@@ -10,6 +10,11 @@ context branch error that branch's absence, a provider failure or a budget
 refusal an escalation with the reason. What degraded is listed in
 `reply.metadata["degraded"]`.
 
+Persistence is the exception when the pipeline is strict (the platform's always are):
+a session, thread or memory store that fails to keep the conversation raises
+`PersistenceError` instead of answering from a conversation that will not be there
+next time. A lenient pipeline (the library's default) degrades as above.
+
 Messages of one user are processed one at a time, in order; different users
 run concurrently.
 """
@@ -69,6 +74,14 @@ class IntentClassifier(Protocol):
     ) -> IntentResult: ...
 
 
+class PersistenceError(RuntimeError):
+    """A store failed to keep the conversation (session, thread or memory)."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage} stage could not persist the conversation: {_describe(cause)}")
+        self.stage = stage
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -96,8 +109,10 @@ class AgentPipeline:
         embedding_dimensions: int,
         cost_tracker: CostTracker | None,
         clock: Any = time.time,
+        strict_persistence: bool = False,
     ) -> None:
         self.config = config
+        self.strict_persistence = strict_persistence
         self.name = config.name
         self.classifier = classifier
         # The offline classifier is synchronous underneath: skip its coroutine.
@@ -215,6 +230,7 @@ class AgentPipeline:
             session, created = await self.sessions.get_or_create(user_id)
             history = [] if created else await self.memory.history(session.session_id)
         except Exception as exc:
+            self._persistence_failed("session", exc)
             degraded.append({"stage": "session", "error": _describe(exc)})
             session = Session(f"ephemeral-{run.trace_id}", user_id, now, now)
             created, history, persist = True, [], False
@@ -244,6 +260,7 @@ class AgentPipeline:
                 decision.reason,
             )
         except Exception as exc:
+            self._persistence_failed("thread", exc)
             degraded.append({"stage": "thread", "error": _describe(exc)})
         start, mark = mark, perf_counter()
         timings["thread"] = (mark - start) * 1000.0
@@ -356,6 +373,7 @@ class AgentPipeline:
             if transition is ThreadTransition.RESOLUTION and thread is not None:
                 await self.memory.resolve_thread(user_id, thread.thread_id)
         except Exception as exc:
+            self._persistence_failed("update", exc)
             degraded.append({"stage": "update", "error": _describe(exc)})
         timings["update"] = (perf_counter() - mark) * 1000.0
 
@@ -399,6 +417,10 @@ class AgentPipeline:
             metadata=metadata,
         )
 
+    def _persistence_failed(self, stage: str, exc: Exception) -> None:
+        if self.strict_persistence:
+            raise PersistenceError(stage, exc) from exc
+
     async def _classify(
         self, text: str, history: list[ChatMessage], degraded: list[dict[str, str]]
     ) -> IntentResult:
@@ -422,4 +444,4 @@ class AgentPipeline:
             return self._zero_vector
 
 
-__all__ = ["DEFAULT_ESCALATION_MESSAGE", "GENERAL_INTENT", "AgentPipeline"]
+__all__ = ["DEFAULT_ESCALATION_MESSAGE", "GENERAL_INTENT", "AgentPipeline", "PersistenceError"]

@@ -9,8 +9,7 @@ persists whatever the pipeline changed.
 
 from __future__ import annotations
 
-import itertools
-import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,15 +19,14 @@ from agentflow.kernel.llm.base import ChatMessage
 from agentflow.kernel.results import ContextItem
 from agentflow.kernel.vectors import Vector
 
-# Ids: a random per-process prefix and a counter. Unique across processes for all
-# practical purposes, and no syscall per id (uuid4 reads os.urandom every time).
-_ID_PREFIX = os.urandom(8).hex()
-_id_counter = itertools.count(1)
-
 
 def new_id() -> str:
-    """A fresh opaque id (32 hex characters, like uuid4().hex)."""
-    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+    """A fresh opaque id (32 hex characters): uuid4, made per call.
+
+    Never a prefix or counter made at import: forked worker processes inherit module
+    state, and ids made that way collide across a Celery prefork pool (issue 13).
+    """
+    return uuid.uuid4().hex
 
 
 @dataclass(slots=True)

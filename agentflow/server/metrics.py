@@ -20,3 +20,8 @@ CELERY_TASKS = Counter(
     "Celery tasks finished, by task name and outcome.",
     ["task", "outcome"],
 )
+RUN_PERSISTENCE_FAILURES = Counter(
+    "agentflow_run_persistence_failures_total",
+    "Runs failed because a store could not keep the conversation, by pipeline stage.",
+    ["stage"],
+)
