@@ -1,7 +1,8 @@
 """``Idempotency-Key`` on POSTs that create work (SPEC 5).
 
 Scope: tenant + key + method + path, kept ``IDEMPOTENCY_TTL_SECONDS`` (24 h).
-Same key and body → the first response, replayed; same key, other body → 422;
+Same key and body → the first response, replayed byte for byte (its rendered body and
+headers are stored as sent: JSONB would reorder the keys); same key, other body → 422;
 a duplicate arriving while the first is still running waits for it briefly,
 then gets 409. The reservation row commits before the work starts, so the
 unique constraint decides races between processes.
@@ -20,6 +21,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http import HttpResponse, HttpResponseBase
+from django.template.response import SimpleTemplateResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -29,14 +32,20 @@ from tenants.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-KEPT_HEADERS = ("Location", "Retry-After", "Deprecation", "X-Deprecation-Notice")
+KEPT_HEADERS = (
+    "Content-Type",
+    "Location",
+    "Retry-After",
+    "Deprecation",
+    "X-Deprecation-Notice",
+)
 WAIT_FOR_FIRST_SECONDS = 5.0
 
 
 @dataclass
 class Reservation:
     record: IdempotencyRecord | None = None  # ours to complete
-    replay: Response | None = None
+    replay: HttpResponseBase | None = None
 
 
 def body_fingerprint(data: Any) -> str:
@@ -44,9 +53,15 @@ def body_fingerprint(data: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(record: IdempotencyRecord) -> Response:
+def _replay(record: IdempotencyRecord) -> HttpResponseBase:
     headers = {**record.response_headers, REPLAYED_HEADER: "true"}
-    return Response(record.response_body, status=record.response_status, headers=headers)
+    if record.response_content is None:
+        # Stored before the exact bytes were kept (migration 0003): re-render the JSON.
+        return Response(record.response_body, status=record.response_status, headers=headers)
+    # The first response's own bytes: no renderer runs again.
+    return HttpResponse(
+        bytes(record.response_content), status=record.response_status, headers=headers
+    )
 
 
 def _owner() -> str:
@@ -93,25 +108,48 @@ def reserve(key: str, method: str, path: str, fingerprint: str) -> Reservation:
         time.sleep(0.05)
 
 
-def complete(record: IdempotencyRecord, response: Response) -> None:
+def complete(record: IdempotencyRecord, response: HttpResponseBase) -> None:
+    """Store the rendered response: its bytes and headers as they go out.
+
+    ``response_body`` (the data as JSON) is kept too: erasure finds an end user's stored
+    responses by it (``governance.erasure``).
+    """
     headers = {name: response[name] for name in KEPT_HEADERS if response.has_header(name)}
     IdempotencyRecord.objects.filter(pk=record.pk).update(
         completed=True,
         response_status=response.status_code,
-        response_body=response.data,
+        response_body=getattr(response, "data", None),
+        response_content=getattr(response, "content", b""),
         response_headers=headers,
     )
+
+
+def _complete_when_rendered(record: IdempotencyRecord, response: HttpResponseBase) -> None:
+    """A DRF response has no bytes until Django renders it, after the view returns (the
+    renderer is chosen in ``finalize_response``): store them then, before it is sent."""
+    if not isinstance(response, SimpleTemplateResponse) or response.is_rendered:
+        complete(record, response)
+        return
+
+    def store(rendered: HttpResponseBase) -> None:
+        try:
+            complete(record, rendered)
+        except Exception:
+            release(record)  # nothing stored: a retry must be able to run again
+            raise
+
+    response.add_post_render_callback(store)
 
 
 def release(record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk, completed=False).delete()
 
 
-def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
+def idempotent(handler: Callable[..., Response]) -> Callable[..., HttpResponseBase]:
     """Decorate a view's ``post``: replays and conflicts per the contract above."""
 
     @functools.wraps(handler)
-    def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
         key = request.headers.get(HEADER)
         if key is None:
             return handler(view, request, *args, **kwargs)
@@ -133,7 +171,7 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
         if response.status_code >= 500:
             release(reservation.record)
         else:
-            complete(reservation.record, response)
+            _complete_when_rendered(reservation.record, response)
         return response
 
     return wrapper

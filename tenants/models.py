@@ -149,7 +149,10 @@ class IdempotencyRecord(models.Model):
     body_hash = models.CharField(max_length=64)
     completed = models.BooleanField(default=False)
     response_status = models.PositiveSmallIntegerField(null=True)
-    response_body = models.JSONField(null=True)
+    response_body = models.JSONField(null=True)  # the data, for lookups (erasure)
+    # The bytes sent the first time, replayed as they are (JSONB reorders keys); NULL in
+    # rows stored before they were kept, which replay ``response_body`` re-rendered.
+    response_content = models.BinaryField(null=True)
     response_headers = models.JSONField(default=dict)
     created_at = models.DateTimeField(db_default=Now())
     expires_at = models.DateTimeField(db_index=True)
