@@ -130,6 +130,28 @@ class WebhookDelivery(TenantOwnedModel):
         return f"{self.endpoint_id}/{self.delivery_id}"
 
 
+class WebhookSignedContent(TenantOwnedModel):
+    """The SHA-256 of what one arrival's signature covered (provider, signed timestamp, body).
+
+    Delivery ids are not signed, so they alone cannot stop a replay under a new id; this row,
+    unique per tenant, can. Every arrival's digest is kept (a retry's fresh signature too)
+    for ``WEBHOOK_REPLAY_RETENTION_SECONDS`` plus twice the timestamp tolerance.
+    """
+
+    digest = models.CharField(max_length=64)
+    event = models.ForeignKey(ActivityEvent, on_delete=models.CASCADE, related_name="+")
+    seen_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "digest"], name="webhook_signed_unique")
+        ]
+        indexes = [models.Index(fields=["tenant", "seen_at"], name="webhook_signed_seen")]
+
+    def __str__(self) -> str:
+        return self.digest
+
+
 class EventRule(TenantOwnedModel):
     """Tenant rule: an external event of ``event_kind`` (fnmatch pattern) whose facts equal
     ``conditions`` starts a run of ``agent`` with the event's text as the message."""

@@ -437,6 +437,9 @@ AGENTFLOW = {
     "WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS": env_int("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", 300),
     "WEBHOOK_MAX_BODY_BYTES": env_int("WEBHOOK_MAX_BODY_BYTES", 1_048_576),
     "WEBHOOK_ROTATION_OVERLAP_SECONDS": env_int("WEBHOOK_ROTATION_OVERLAP_SECONDS", 24 * 3600),
+    # How long the digest of what a delivery's signature covered is kept: a replay of that
+    # content under a new (unsigned) delivery id is a duplicate (Jira retries for 30 min).
+    "WEBHOOK_REPLAY_RETENTION_SECONDS": env_int("WEBHOOK_REPLAY_RETENTION_SECONDS", 24 * 3600),
     "WEBHOOK_MESSAGE_MAX_CHARS": env_int("WEBHOOK_MESSAGE_MAX_CHARS", 8000),
     # Rules may only send replies to URLs under these prefixes (no SSRF through rules).
     "WEBHOOK_REPLY_ALLOWED_URLS": env_list(

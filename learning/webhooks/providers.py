@@ -8,13 +8,17 @@ answers every rejection with the same ``401``.
 * Slack: ``X-Slack-Signature: v0=<hex HMAC-SHA256 of "v0:{X-Slack-Request-Timestamp}:{body}">``.
 * Zendesk: ``X-Zendesk-Webhook-Signature: <base64 HMAC-SHA256 of
   "{X-Zendesk-Webhook-Signature-Timestamp}{body}">``; the timestamp is ISO 8601.
-* Jira: ``X-Hub-Signature: sha256=<hex HMAC-SHA256 of body>``; no signed timestamp, so the
-  delivery id dedup is the only replay defence.
+* Jira: ``X-Hub-Signature: sha256=<hex HMAC-SHA256 of body>``; no signed timestamp: the
+  digest of the signed content (below) and the body's own ``timestamp`` bound a replay.
 * generic: ``X-AgentFlow-Signature: v1=<hex HMAC-SHA256 of "{X-AgentFlow-Timestamp}.{body}">``
   with a unix-seconds timestamp.
 
 Timestamps more than ``WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS`` (300 s) away from our clock,
 in either direction, are rejected.
+
+Delivery ids travel in unsigned headers, so a captured delivery could be replayed under a
+new one: :meth:`Provider.replay_digest` names what the signature covered, and the store
+treats a second arrival of the same digest as a duplicate whatever its delivery id.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -87,6 +92,22 @@ class Provider(ABC):
     ) -> None:
         """Raise ``Rejected`` unless one of ``secrets`` signed this delivery in the window."""
 
+    @abstractmethod
+    def signed_content(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        """Exactly the bytes the provider's HMAC covers (``verify`` checks these)."""
+
+    def replay_digest(self, headers: Mapping[str, str], body: bytes) -> str:
+        """SHA-256 of the provider and its signed content: equal for a replay, whatever
+        unsigned header (delivery id, retry number) was changed."""
+        return hashlib.sha256(
+            self.name.encode() + b"\n" + self.signed_content(headers, body)
+        ).hexdigest()
+
+    def check_signed_age(self, payload: dict[str, Any], now: float, window: int, keep: int) -> None:
+        """Providers without a signed timestamp header check one inside the signed body;
+        the others' timestamp was checked by ``verify``."""
+        return None
+
     @staticmethod
     def check_window(timestamp: float, now: float, window: int) -> None:
         if abs(now - timestamp) > window:
@@ -127,10 +148,14 @@ class Slack(Provider):
         if not raw_ts.isdigit():
             raise Rejected("X-Slack-Request-Timestamp is not unix seconds")
         self.check_window(int(raw_ts), now, window)
-        base = b"v0:" + raw_ts.encode() + b":" + body
+        base = self.signed_content(headers, body)
         expected = [b"v0=" + _hmac(secret, base).hex().encode() for secret in secrets]
         if not _matches(expected, _header(headers, "X-Slack-Signature")):
             raise Rejected("X-Slack-Signature does not match")
+
+    def signed_content(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        raw_ts = _header(headers, "X-Slack-Request-Timestamp").strip()
+        return b"v0:" + _bytes(raw_ts) + b":" + body
 
     def parse(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         content_type = headers.get("Content-Type", "")
@@ -169,10 +194,13 @@ class Zendesk(Provider):
     ) -> None:
         raw_ts = _header(headers, "X-Zendesk-Webhook-Signature-Timestamp").strip()
         self.check_window(_parse_timestamp(raw_ts), now, window)
-        message = raw_ts.encode() + body
+        message = self.signed_content(headers, body)
         expected = [base64.b64encode(_hmac(secret, message)) for secret in secrets]
         if not _matches(expected, _header(headers, "X-Zendesk-Webhook-Signature")):
             raise Rejected("X-Zendesk-Webhook-Signature does not match")
+
+    def signed_content(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        return _bytes(_header(headers, "X-Zendesk-Webhook-Signature-Timestamp").strip()) + body
 
     def kind(self, payload: dict[str, Any]) -> str:
         event_type = payload.get("type")
@@ -190,9 +218,27 @@ class Jira(Provider):
     def verify(
         self, secrets: list[str], headers: Mapping[str, str], body: bytes, now: float, window: int
     ) -> None:
-        expected = [b"sha256=" + _hmac(secret, body).hex().encode() for secret in secrets]
+        message = self.signed_content(headers, body)
+        expected = [b"sha256=" + _hmac(secret, message).hex().encode() for secret in secrets]
         if not _matches(expected, _header(headers, "X-Hub-Signature")):
             raise Rejected("X-Hub-Signature does not match")
+
+    def signed_content(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        return body
+
+    def check_signed_age(self, payload: dict[str, Any], now: float, window: int, keep: int) -> None:
+        """Jira signs no timestamp, but its event bodies carry ``timestamp`` (epoch ms).
+        Older than the digests are kept, a replay could no longer be recognised: refused.
+        (Jira retries for 30 minutes with the same body, so the window cannot be used.)"""
+        stamp = payload.get("timestamp")
+        if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+            return  # e.g. an automation rule's custom body: the digest alone bounds a replay
+        try:
+            seconds = float(stamp) / 1000
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds) or now - seconds > keep or seconds - now > window:
+            raise Rejected(f"body timestamp {seconds:.0f} is outside [now-{keep}, now+{window}]")
 
     def kind(self, payload: dict[str, Any]) -> str:
         event = str(payload.get("webhookEvent") or "webhook")
@@ -211,12 +257,15 @@ class Generic(Provider):
         if not raw_ts.isdigit():
             raise Rejected("X-AgentFlow-Timestamp is not unix seconds")
         self.check_window(int(raw_ts), now, window)
-        message = raw_ts.encode() + b"." + body
+        message = self.signed_content(headers, body)
         expected = [b"v1=" + _hmac(secret, message).hex().encode() for secret in secrets]
         # A sender mid-rotation may sign with both secrets: "v1=<old>,v1=<new>".
         given = _header(headers, "X-AgentFlow-Signature").split(",")
         if not any(_matches(expected, part) for part in given):
             raise Rejected("X-AgentFlow-Signature does not match")
+
+    def signed_content(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        return _bytes(_header(headers, "X-AgentFlow-Timestamp").strip()) + b"." + body
 
     def kind(self, payload: dict[str, Any]) -> str:
         return kind_label("generic", str(payload.get("type") or "event"))

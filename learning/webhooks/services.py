@@ -2,7 +2,8 @@
 
 Accepting a delivery does only what must happen before the answer: find the endpoint,
 check the signature (and timestamp) against its valid secrets, parse, and store the
-delivery and its activity event in one transaction, unique per endpoint and delivery id.
+delivery and its activity event in one transaction, unique per endpoint and delivery id
+and per tenant and signed content (delivery ids are unsigned: a replay may change them).
 Publishing to the stream happens on commit; graph building and runs happen in Celery.
 """
 
@@ -178,22 +179,43 @@ def receive(provider_name: str, endpoint_id: Any, headers: Any, body: bytes) -> 
     if not endpoint.tenant.is_active:
         raise TenantInactive(endpoint.tenant.status)
     payload = provider.parse(headers, body)
+    provider.check_signed_age(payload, now, window, setting_int("WEBHOOK_REPLAY_RETENTION_SECONDS"))
     if (where := unstorable_text(payload, "body")) is not None:
         raise BadPayload(f"{where}: contains a NUL character or invalid Unicode")
     if provider_name == "slack" and payload.get("type") == "url_verification":
         return Accepted(challenge=str(payload.get("challenge") or ""))
-    delivery_id = provider.delivery_id(headers, payload, body)
-    return _store(endpoint, provider_name, provider.kind(payload), payload, delivery_id)
+    delivery = Delivery(
+        delivery_id=provider.delivery_id(headers, payload, body),
+        signed=provider.replay_digest(headers, body),
+        kind=provider.kind(payload),
+        payload=payload,
+    )
+    return _store(endpoint, provider_name, delivery)
 
 
-# One statement, one round trip: the delivery row claims (endpoint, delivery id) and only
-# when it is new does its event get inserted (the foreign key from delivery to event is
-# checked at commit, as Django makes PostgreSQL foreign keys deferrable). A concurrent copy
-# of the same delivery waits on the unique index and then inserts nothing.
+@dataclass(frozen=True)
+class Delivery:
+    delivery_id: str  # the provider's (unsigned) id: equal on its retries
+    signed: str  # digest of the signed content: equal on a replay, whatever its id
+    kind: str
+    payload: dict[str, Any]
+
+
+# One statement, one round trip: the signed-content row claims (tenant, digest), then the
+# delivery row claims (endpoint, delivery id), and only when both are new is the event
+# inserted (the foreign keys to the event are checked at commit, as Django makes
+# PostgreSQL foreign keys deferrable). A concurrent copy of the same delivery or of the
+# same signed content waits on a unique index and then inserts nothing. The digest is
+# claimed first, always: one lock order, so two arrivals cannot deadlock.
 _INSERT_NEW = """
-WITH delivery AS (
+WITH signed AS (
+    INSERT INTO learning_webhooksignedcontent (tenant_id, digest, event_id)
+    VALUES (%(tenant)s, %(signed)s, %(event)s)
+    ON CONFLICT (tenant_id, digest) DO NOTHING
+    RETURNING event_id
+), delivery AS (
     INSERT INTO learning_webhookdelivery (tenant_id, endpoint_id, delivery_id, event_id, attempts)
-    VALUES (%(tenant)s, %(endpoint)s, %(delivery)s, %(event)s, 1)
+    SELECT %(tenant)s, %(endpoint)s, %(delivery)s, event_id, 1 FROM signed
     ON CONFLICT (endpoint_id, delivery_id) DO NOTHING
     RETURNING event_id
 )
@@ -205,40 +227,87 @@ SELECT %(tenant)s, event_id, %(source)s, %(kind)s, %(payload)s::jsonb, '', %(cor
 FROM delivery
 RETURNING id
 """
+_SIGNED_EVENT = """
+SELECT event_id FROM learning_webhooksignedcontent
+WHERE tenant_id = %(tenant)s AND digest = %(signed)s
+"""
 _COUNT_RETRY = """
 UPDATE learning_webhookdelivery SET attempts = attempts + 1, last_attempt_at = now()
 WHERE endpoint_id = %(endpoint)s AND delivery_id = %(delivery)s
 RETURNING event_id
 """
+# A replay under a new delivery id counts as one more arrival of the delivery it copies.
+_COUNT_REPLAY = """
+UPDATE learning_webhookdelivery SET attempts = attempts + 1, last_attempt_at = now()
+WHERE tenant_id = %(tenant)s AND event_id = %(known)s
+"""
+# A retry re-signed with a fresh timestamp has content of its own: it points at its delivery's
+# event, so a replay of the retry under yet another id is recognised too.
+_POINT_SIGNED = """
+UPDATE learning_webhooksignedcontent SET event_id = %(known)s
+WHERE tenant_id = %(tenant)s AND digest = %(signed)s
+"""
+# Forgetting is amortised over new deliveries (a bounded batch each, skipping rows another
+# delivery is forgetting): no sweep to schedule, and the table holds about one retention.
+_FORGET_OLD = """
+DELETE FROM learning_webhooksignedcontent WHERE id IN (
+    SELECT id FROM learning_webhooksignedcontent
+    WHERE tenant_id = %(tenant)s AND seen_at < now() - make_interval(secs => %(keep)s)
+    ORDER BY seen_at LIMIT 100 FOR UPDATE SKIP LOCKED
+)
+"""
 
 
-def _store(
-    endpoint: WebhookEndpoint, source: str, kind: str, payload: dict[str, Any], delivery_id: str
-) -> Accepted:
-    """Store a new delivery and its event, or count a retry of a known one."""
+def replay_keep_seconds() -> int:
+    """How long a signed-content digest is kept: the retention, plus twice the timestamp
+    tolerance, so no signed timestamp still inside the window outlives its digest."""
+    retention = setting_int("WEBHOOK_REPLAY_RETENTION_SECONDS")
+    return retention + 2 * setting_int("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS")
+
+
+def _store(endpoint: WebhookEndpoint, source: str, delivery: Delivery) -> Accepted:
+    """Store a new delivery and its event, or count a retry (same delivery id) or a replay
+    (same signed content under another id) of a known one."""
     params: dict[str, Any] = {
         # From the endpoint's row, never from the request: this is the tenant boundary.
         "tenant": endpoint.tenant_id,
         "endpoint": endpoint.pk,
-        "delivery": delivery_id,
+        "delivery": delivery.delivery_id,
+        "signed": delivery.signed,
         "event": uuid.uuid4(),
         "source": source,
-        "kind": kind,
-        "payload": json.dumps(payload),
+        "kind": delivery.kind,
+        "payload": json.dumps(delivery.payload),
         "correlation": current_correlation_id() or "",
+        "keep": replay_keep_seconds(),
     }
-    # Autocommit: the statement commits by itself, and the publishing hook runs right after.
-    with connection.cursor() as cursor:
+    # One transaction: a retry's digest is re-pointed before anything is visible.
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_INSERT_NEW, params)
         created = cursor.fetchone()
         if created is None:
-            cursor.execute(_COUNT_RETRY, params)
-            found = cursor.fetchone()
-            if found is None:  # the first copy was deleted meanwhile: let the sender retry
-                raise IntegrityError("delivery vanished while counting a retry")
-            return Accepted(event_id=str(found[0]), duplicate=True)
+            return Accepted(event_id=_count_duplicate(cursor, params), duplicate=True)
+        cursor.execute(_FORGET_OLD, params)
         publish_on_commit(endpoint.tenant_id, created[0])
     return Accepted(event_id=str(created[0]))
+
+
+def _count_duplicate(cursor: Any, params: dict[str, Any]) -> str:
+    """The event a duplicate copies, its arrival counted on that event's delivery row."""
+    cursor.execute(_SIGNED_EVENT, params)
+    signed = cursor.fetchone()
+    if signed is None:  # the first copy was deleted meanwhile: let the sender retry
+        raise IntegrityError("signed content vanished while counting a duplicate")
+    if signed[0] != params["event"]:  # known signed content: a replay (or a same-second retry)
+        cursor.execute(_COUNT_REPLAY, {**params, "known": signed[0]})
+        return str(signed[0])
+    # We claimed new signed content, but the delivery id is known: a re-signed retry.
+    cursor.execute(_COUNT_RETRY, params)
+    found = cursor.fetchone()
+    if found is None:  # the first copy was deleted meanwhile: let the sender retry
+        raise IntegrityError("delivery vanished while counting a retry")
+    cursor.execute(_POINT_SIGNED, {**params, "known": found[0]})
+    return str(found[0])
 
 
 # --- replies -----------------------------------------------------------------------------------
