@@ -144,9 +144,21 @@ class Run(TenantOwnedModel):
     created_at = models.DateTimeField(db_default=Now(), db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The recovery sweep's own bookkeeping: how often it re-enqueued this run, and not
+    # again before when (exponential backoff, so a long queue is not flooded with copies).
+    recovery_attempts = models.PositiveSmallIntegerField(default=0)
+    recover_after = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["tenant", "status"])]
+        indexes = [
+            models.Index(fields=["tenant", "status"]),
+            # The recovery sweep reads only unsettled runs, platform-wide.
+            models.Index(
+                fields=["status", "created_at"],
+                condition=models.Q(status__in=["pending", "processing"]),
+                name="run_unsettled",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.id} ({self.status})"

@@ -34,6 +34,7 @@ from agentflow.models import (
     Thread,
     ThreadStatus,
 )
+from agentflow.server import queueing
 from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.server.context import current_correlation_id
 from agentflow.server.metrics import RUN_PERSISTENCE_FAILURES
@@ -239,7 +240,8 @@ def start_run(
         if on_created is not None:
             on_created(run.pk)
         tenant_id, run_id = tenant.pk, str(run.pk)
-        transaction.on_commit(lambda: execute_run_task.delay(tenant_id, run_id))
+        # Broker down: the run waits in PostgreSQL and the recovery sweep sends it later.
+        transaction.on_commit(lambda: queueing.send(execute_run_task, tenant_id, run_id))
     return run
 
 
@@ -614,26 +616,73 @@ def finish_review(
 def recover_stuck_runs(now: datetime | None = None) -> int:
     """Re-enqueue runs whose task was lost; returns how many were re-enqueued.
 
-    Pending runs older than ``RUN_PENDING_GRACE_SECONDS`` (the broker was down when they
-    were accepted, or their task exhausted its retries) and processing runs started more
-    than ``RUN_PROCESSING_TIMEOUT_SECONDS`` ago get their task again. Delivering twice is
+    Two kinds of run are stuck: ``pending`` longer than ``RUN_PENDING_GRACE_SECONDS`` (the
+    broker was down when they were accepted, their task sat in a dead worker's prefetch, or
+    it spent its retries), and ``processing`` while no worker holds their lease (the worker
+    died: PostgreSQL dropped its session and the advisory lock with it, so this is seen on
+    the next sweep, not after a timeout). Each re-enqueue backs off exponentially per run,
+    so a long but healthy queue gets at most a few extra copies. Delivering twice is
     harmless: the run lease and compare-and-set transitions make execution idempotent.
     Platform-wide by design, so it reads across tenants through the loud bypass.
     """
-    from agentflow.tasks import execute_run_task
-
     now = now or datetime.now(UTC)
     options = settings.AGENTFLOW
     pending_before = now - timedelta(seconds=options["RUN_PENDING_GRACE_SECONDS"])
-    processing_before = now - timedelta(seconds=options["RUN_PROCESSING_TIMEOUT_SECONDS"])
-    stuck = Run.unscoped.filter(
-        Q(status=RunStatus.PENDING, created_at__lt=pending_before)
-        | Q(status=RunStatus.PROCESSING, started_at__lt=processing_before)
-    ).values_list("tenant_id", "id")[: options["RUN_RECOVERY_BATCH"]]
-    count = 0
-    for tenant_id, run_id in stuck:
-        execute_run_task.delay(tenant_id, str(run_id))
-        count += 1
+    batch = options["RUN_RECOVERY_BATCH"]
+    stuck = [*_stuck_pending(pending_before, now, batch), *_orphaned_processing(now, batch)]
+    count = sum(_re_enqueue(tenant_id, run_id, now) for tenant_id, run_id in stuck[:batch])
     if count:
         log.warning("runs.recovered", count=count)
     return count
+
+
+def _stuck_pending(before: datetime, now: datetime, limit: int) -> list[tuple[int, Any]]:
+    return list(
+        Run.unscoped.filter(status=RunStatus.PENDING, created_at__lt=before)
+        .filter(Q(recover_after__isnull=True) | Q(recover_after__lte=now))
+        .order_by("created_at")
+        .values_list("tenant_id", "id")[:limit]
+    )
+
+
+# Processing runs whose lease (the advisory lock of _run_lease: keys (namespace,
+# hashtext(id)), which pg_locks shows as classid/objid) no live session holds.
+_ORPHANED_SQL = """
+SELECT r.tenant_id, r.id FROM agentflow_run r
+WHERE r.status = 'processing'
+  AND (r.recover_after IS NULL OR r.recover_after <= %s)
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = %s
+      AND l.objid = hashtext(r.id::text)::oid
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  )
+ORDER BY r.started_at
+LIMIT %s
+"""
+
+
+def _orphaned_processing(now: datetime, limit: int) -> list[tuple[int, Any]]:
+    with connection.cursor() as cursor:
+        cursor.execute(_ORPHANED_SQL, [now, _RUN_LEASE, limit])
+        return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def _re_enqueue(tenant_id: int, run_id: Any, now: datetime) -> int:
+    """Claim the re-enqueue by compare-and-set (two sweeps never both send), then send."""
+    from agentflow.tasks import execute_run_task
+
+    run = Run.unscoped.filter(pk=run_id).only("recovery_attempts", "recover_after").first()
+    if run is None:
+        return 0
+    base = settings.AGENTFLOW["RUN_RECOVERY_BACKOFF_SECONDS"]
+    delay = min(base * 2**run.recovery_attempts, 3600)
+    claimed = Run.unscoped.filter(
+        pk=run_id, recovery_attempts=run.recovery_attempts, recover_after=run.recover_after
+    ).update(
+        recovery_attempts=run.recovery_attempts + 1,
+        recover_after=now + timedelta(seconds=delay),
+    )
+    if not claimed:
+        return 0
+    return int(queueing.send(execute_run_task, tenant_id, str(run_id)))

@@ -2,7 +2,8 @@
 
 One Lua script increments the tenant's and the key's counters of the current
 minute and rolls both back if either passes its limit, so N concurrent requests
-against a limit of L admit exactly L — no read-then-write race.
+against a limit of L admit exactly L — no read-then-write race. While Redis is
+unreachable the limit fails open (logged): the API keeps serving from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import time
 from dataclasses import dataclass
 
 import redis
+import structlog
 from django.conf import settings
+
+log = structlog.get_logger(__name__)
 
 _SCRIPT = """
 -- returns 0 when admitted, else the 1-based index of the first limit exceeded
@@ -65,7 +69,13 @@ def check_request_rate(
         -1 if key_limit is None or key_id is None else key_limit,
     ]
     _, script = _redis()
-    failed = int(script(keys=keys, args=limits))  # type: ignore[operator]
+    try:
+        failed = int(script(keys=keys, args=limits))  # type: ignore[operator]
+    except redis.RedisError as exc:
+        # Redis down: admit rather than refuse everything. Reads need only PostgreSQL and
+        # quotas that matter (runs, money) are counted there; this limit only smooths.
+        log.warning("ratelimit.unavailable", error=f"{type(exc).__name__}: {exc}")
+        return RateDecision(True)
     if failed == 0:
         return RateDecision(True)
     name = "requests_per_minute" if failed == 1 else "requests_per_minute_per_key"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
@@ -260,11 +262,14 @@ class _PendingWait:
         self._waiter: SettledWaiter | None = None
 
     def attach(self, run_id: Any) -> None:
-        self._waiter = SettledWaiter(run_id)
+        # Redis down: no waiting, the run is still accepted and answered 202.
+        with contextlib.suppress(redis.RedisError):
+            self._waiter = SettledWaiter(run_id)
 
     def wait(self, timeout: float) -> None:
         if self._waiter is not None:
-            self._waiter.wait(timeout)
+            with contextlib.suppress(redis.RedisError):
+                self._waiter.wait(timeout)
 
     def close(self) -> None:
         if self._waiter is not None:

@@ -139,6 +139,11 @@ class EmbeddedRedis:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def exit_code(self) -> int:
+        """How the server exited (polling also reaps it: no zombie is left behind)."""
+        code = None if self._process is None else self._process.poll()
+        return -1 if code is None else code
+
     def stop(self, timeout: float = 10.0) -> None:
         if self._process is None:
             return

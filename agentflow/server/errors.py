@@ -8,14 +8,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+import structlog
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
+from kombu.exceptions import OperationalError as BrokerUnavailable
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from agentflow.server.api.exceptions import ContractError
 from agentflow.server.context import current_correlation_id
+
+log = structlog.get_logger(__name__)
 
 
 def error_body(detail: str, error_type: str, **extra: Any) -> dict[str, Any]:
@@ -53,7 +58,31 @@ def _error_type(exc: Exception) -> str:
     return str(code) if code else "error"
 
 
+# While Redis (cache, broker, pub/sub) is unreachable, what needs it answers 503 with
+# Retry-After: the client's retry, not our bug. Reads of PostgreSQL keep working.
+SERVICE_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    BrokerUnavailable,
+)
+RETRY_AFTER_SECONDS = 5
+
+
+def service_unavailable_body() -> dict[str, Any]:
+    return error_body(
+        "A backing service is temporarily unavailable; retry shortly.",
+        "service_unavailable",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, SERVICE_UNAVAILABLE_ERRORS):
+        log.warning("service.unavailable", error=f"{type(exc).__name__}: {exc}")
+        return Response(
+            service_unavailable_body(),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, RequestDataTooBig):
         return Response(
             error_body("Request body too large.", "payload_too_large"),

@@ -25,3 +25,8 @@ RUN_PERSISTENCE_FAILURES = Counter(
     "Runs failed because a store could not keep the conversation, by pipeline stage.",
     ["stage"],
 )
+TASKS_NOT_SENT = Counter(
+    "agentflow_tasks_not_sent_total",
+    "Tasks the broker could not take when they were sent (their sweep sends them later).",
+    ["task"],
+)

@@ -9,7 +9,14 @@ import structlog
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from agentflow.server.context import accept_correlation_id, bind_correlation_id, correlation_id_var
+from agentflow.server.errors import (
+    RETRY_AFTER_SECONDS,
+    SERVICE_UNAVAILABLE_ERRORS,
+    service_unavailable_body,
+)
 from agentflow.server.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = structlog.get_logger(__name__)
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -74,3 +81,25 @@ class BodySizeLimitMiddleware:
                 status=413,
             )
         return self.get_response(request)
+
+
+class ServiceUnavailableMiddleware:
+    """Redis down under a page or view outside DRF: 503 with Retry-After, not a 500.
+
+    DRF views get the same answer from ``api_exception_handler``; this covers the
+    dashboard and anything else Django serves directly.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, SERVICE_UNAVAILABLE_ERRORS):
+            return None
+        log.warning("service.unavailable", path=request.path, error=type(exception).__name__)
+        response = JsonResponse(service_unavailable_body(), status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response

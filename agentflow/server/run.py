@@ -3,10 +3,12 @@
 Starts the embedded PostgreSQL+pgvector and Redis (unless ``DATABASE_URL`` /
 ``REDIS_URL`` point elsewhere), migrates, makes sure an admin account exists, seeds
 the demo tenant on the first start (``AGENTFLOW_DEMO=0`` skips it), then supervises
-the ASGI web server, one Celery worker and Celery beat. Ctrl-C (or SIGTERM) stops
-the children first, then Redis, then PostgreSQL, and keeps the data under
-``AGENTFLOW_HOME`` for the next start. A lock file makes a second ``make run`` on the
-same data folder refuse instead of corrupting it.
+the ASGI web server, one Celery worker and Celery beat like a process manager: a web,
+worker, beat or Redis that dies is restarted with backoff (logged, counted in
+``runtime.json``), and only Ctrl-C (or SIGTERM) stops everything: the children first,
+then Redis, then PostgreSQL, keeping the data under ``AGENTFLOW_HOME`` for the next
+start. A lock file makes a second ``make run`` on the same data folder refuse instead of
+corrupting it.
 """
 
 from __future__ import annotations
@@ -44,15 +46,41 @@ def _die_with_parent() -> None:
 
 
 @dataclass
+class Child:
+    """One supervised program: how to start it, and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    failures_in_a_row: int = 0
+    restart_at: float | None = None  # set while it waits out its backoff
+
+
+# A child up this long before it died is not crash-looping: its backoff starts afresh.
+_STABLE_SECONDS = 60.0
+_MAX_RESTART_DELAY = 30.0
+
+
+def restart_delay(failures_in_a_row: int, base: float) -> float:
+    """Exponential backoff: base, 2 x base, 4 x base, ... capped at 30 s."""
+    return float(min(_MAX_RESTART_DELAY, base * 2 ** max(0, failures_in_a_row - 1)))
+
+
+@dataclass
 class Supervisor:
     home: Path
     host: str
     port: int
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    children: dict[str, Child] = field(default_factory=dict)
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
+    redis_child: Child | None = None
     lock: IO[str] | None = None
     stopping: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    restart_base: float = 1.0
 
     @property
     def url(self) -> str:
@@ -93,23 +121,36 @@ class Supervisor:
             say(f"Redis (embedded) ready in {time.monotonic() - started:.1f}s")
         else:
             say("using REDIS_URL from the environment")
+        if self.redis is not None:
+            self.redis_child = Child("redis", [], started_at=time.monotonic())
+        self.env = env
+        self.write_runtime()
+
+    def write_runtime(self) -> None:
+        """runtime.json: where the services are, and how often each was restarted."""
         runtime = {
-            "database_url": env["DATABASE_URL"],
-            "redis_url": env["REDIS_URL"],
+            "database_url": self.env["DATABASE_URL"],
+            "redis_url": self.env["REDIS_URL"],
             "pid": os.getpid(),
             "url": self.url,
+            "restarts": {child.name: child.restarts for child in self._supervised()},
         }
         runtime_file = self.home / "runtime.json"
         runtime_file.write_text(json.dumps(runtime, indent=2), encoding="utf-8")
         runtime_file.chmod(0o600)
 
+    def _supervised(self) -> list[Child]:
+        return [*self.children.values(), *([self.redis_child] if self.redis_child else [])]
+
     def manage(self, env: dict[str, str], *args: str) -> None:
         subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)  # noqa: S603
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.children[name] = subprocess.Popen(  # noqa: S603 - our own argv
-            argv, cwd=ROOT, env=env, preexec_fn=_die_with_parent, start_new_session=True
+        child = self.children.setdefault(name, Child(name, argv))
+        child.process = subprocess.Popen(  # noqa: S603 - our own argv
+            child.argv, cwd=ROOT, env=env, preexec_fn=_die_with_parent, start_new_session=True
         )
+        child.started_at = time.monotonic()
 
     def start_children(self, env: dict[str, str]) -> None:
         python = sys.executable
@@ -182,21 +223,73 @@ class Supervisor:
         return False
 
     def dead_child(self) -> str | None:
-        for name, process in self.children.items():
-            if process.poll() is not None:
+        for name, child in self.children.items():
+            if child.process is not None and child.process.poll() is not None:
                 return name
         return None
+
+    # -- supervision ----------------------------------------------------------
+    def supervise(self) -> None:
+        """One round: notice what died, restart what has waited out its backoff."""
+        now = time.monotonic()
+        for child in self._supervised():
+            if child.restart_at is None:
+                code = self._exit_code(child)
+                if code is not None:
+                    self._schedule_restart(child, code, now)
+            elif now >= child.restart_at:
+                child.restart_at = None
+                child.restarts += 1
+                self._restart(child)
+                self.write_runtime()
+
+    def _exit_code(self, child: Child) -> int | None:
+        if child is self.redis_child:
+            assert self.redis is not None
+            return None if self.redis.running else self.redis.exit_code()
+        return None if child.process is None else child.process.poll()
+
+    def _schedule_restart(self, child: Child, code: int, now: float) -> None:
+        if child.process is not None:
+            # Whatever it left behind (a killed worker's pool processes) goes with it:
+            # orphans would hold leases and connections of work that is being recovered.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+        stable = now - child.started_at >= _STABLE_SECONDS
+        child.failures_in_a_row = 1 if stable else child.failures_in_a_row + 1
+        delay = restart_delay(child.failures_in_a_row, self.restart_base)
+        child.restart_at = now + delay
+        say(
+            f"{child.name} exited unexpectedly (code {code}); "
+            f"restart #{child.restarts + 1} in {delay:.0f}s"
+        )
+
+    def _restart(self, child: Child) -> None:
+        try:
+            if child is self.redis_child:
+                assert self.redis is not None
+                self.redis.start()  # same socket and AOF: queued work is still there
+                child.started_at = time.monotonic()
+            else:
+                self.spawn(child.name, child.argv, self.env)
+        except (OSError, RuntimeError) as exc:
+            say(f"{child.name} could not be restarted: {exc}")
+            child.started_at = time.monotonic()
+            self._schedule_restart(child, -1, child.started_at)
+            return
+        say(f"{child.name} restarted (restart #{child.restarts})")
 
     def stop(self) -> None:
         if self.stopping:
             return
         self.stopping = True
         say("stopping web, worker and beat ...")
-        for process in self.children.values():
+        running = {n: c.process for n, c in self.children.items() if c.process is not None}
+        for process in running.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 20
-        for name, process in self.children.items():
+        for name, process in running.items():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -225,6 +318,7 @@ def main() -> int:
         home=home,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=int(os.environ.get("PORT", "8000")),
+        restart_base=float(os.environ.get("AGENTFLOW_RESTART_DELAY_SECONDS", "1")),
     )
     if not supervisor.acquire_lock():
         return 1
@@ -265,11 +359,8 @@ def main() -> int:
             say("demo traffic: .venv/bin/python manage.py demo_traffic")
         say("press Ctrl-C to stop")
         while True:
-            dead = supervisor.dead_child()
-            if dead is not None:
-                say(f"{dead} exited unexpectedly; shutting everything down")
-                return 1
-            time.sleep(0.5)
+            supervisor.supervise()
+            time.sleep(0.25)
     except KeyboardInterrupt:
         return 0
     except subprocess.CalledProcessError as exc:

@@ -94,6 +94,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "agentflow.server.middleware.CorrelationIdMiddleware",
     "agentflow.server.middleware.BodySizeLimitMiddleware",
+    # Redis down under a dashboard page: 503 with Retry-After, not a 500.
+    "agentflow.server.middleware.ServiceUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -168,12 +170,19 @@ CACHES = {
         "TIMEOUT": 300,
     }
 }
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Sessions live in PostgreSQL only: a dashboard login must not depend on Redis being up.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "agentflow:ws", "capacity": 1000},
+        "CONFIG": {
+            # The read timeout must exceed channels_redis's 5 s BRPOP, or every idle socket
+            # times out and drops after 5 s (redis-py 8 defaults it to 5 s: FINDINGS.md).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "prefix": "agentflow:ws",
+            "capacity": 1000,
+        },
     }
 }
 
@@ -215,7 +224,7 @@ CELERY_TASK_ROUTES = {
 CELERY_BEAT_SCHEDULE = {
     "maintenance.recover_runs": {
         "task": "maintenance.recover_runs",
-        "schedule": env_float("RUN_RECOVERY_SECONDS", 60.0),
+        "schedule": env_float("RUN_RECOVERY_SECONDS", 15.0),
     },
     "maintenance.heartbeat": {
         "task": "maintenance.heartbeat",
@@ -397,8 +406,9 @@ AGENTFLOW = {
     "RUN_DEFAULT_WAIT_SECONDS": env_float("RUN_DEFAULT_WAIT_SECONDS", 2.0),
     "RUN_MAX_WAIT_SECONDS": env_float("RUN_MAX_WAIT_SECONDS", 30.0),
     # The recovery sweep re-enqueues runs whose task was lost (see docs/operations.md).
-    "RUN_PENDING_GRACE_SECONDS": env_int("RUN_PENDING_GRACE_SECONDS", 120),
-    "RUN_PROCESSING_TIMEOUT_SECONDS": env_int("RUN_PROCESSING_TIMEOUT_SECONDS", 900),
+    "RUN_PENDING_GRACE_SECONDS": env_int("RUN_PENDING_GRACE_SECONDS", 30),
+    # A run re-enqueued by the sweep is not re-enqueued again for base x 2^attempts s.
+    "RUN_RECOVERY_BACKOFF_SECONDS": env_float("RUN_RECOVERY_BACKOFF_SECONDS", 30.0),
     "RUN_RECOVERY_BATCH": env_int("RUN_RECOVERY_BATCH", 500),
     # Tenants' agent configs may only name these LLM endpoints (no SSRF through base_url) and
     # reference API keys by these server environment variables, never hold keys themselves.

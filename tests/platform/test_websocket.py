@@ -73,3 +73,29 @@ async def test_foreign_origin_is_refused() -> None:
     )
     connected, _ = await communicator.connect()
     assert not connected
+
+
+@pytest.mark.slow
+async def test_an_idle_socket_stays_open_for_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13: redis-py's 5 s read timeout equalled the channel layer's 5 s BRPOP, so
+    every idle socket died after 5 s with a TimeoutError in the log."""
+    user_id, cookie = await sync_to_async(_login_cookie)("idle-operator")
+    communicator = WebsocketCommunicator(
+        application, "/ws/live/", headers=[ORIGIN, (b"cookie", cookie)]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.receive_json_from(timeout=5)  # hello
+    # Idle for over a minute: no event, no ping. The socket must neither close nor error.
+    assert await communicator.receive_nothing(timeout=61, interval=1)
+
+    await send_to_group(user_group(user_id), {"type": "run.updated", "run_id": "late"})
+    assert await communicator.receive_json_from(timeout=5) == {
+        "type": "run.updated",
+        "run_id": "late",
+    }
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
+    assert "Timeout reading" not in caplog.text
+    assert "TimeoutError" not in caplog.text

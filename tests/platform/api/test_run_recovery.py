@@ -99,3 +99,31 @@ def test_the_sweep_re_enqueues_runs_whose_task_was_lost(
         for run_id in (lost_pending, lost_processing):
             assert Message.objects.filter(run_id=run_id, role="assistant").count() == 1
     assert recover_stuck_runs(now + timedelta(hours=2)) == 0  # nothing left to recover
+
+
+def test_a_processing_run_without_a_lease_is_recovered_at_once_and_backs_off(
+    owner: Persona, agent: Any, settings: Any
+) -> None:
+    """A dead worker's run is seen on the next sweep, not after a 15-minute timeout."""
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "RUN_RECOVERY_BACKOFF_SECONDS": 30.0}
+    orphaned = _accepted(owner, agent, "How do I reset my password?")
+    leased = _accepted(owner, agent, "How do I request a refund?")
+    now = datetime.now(UTC)
+    with tenant_scope(owner.tenant.pk):
+        # Both started a second ago; only one still has a live worker holding its lease.
+        Run.objects.filter(pk__in=[orphaned, leased]).update(
+            status=RunStatus.PROCESSING, started_at=now - timedelta(seconds=1)
+        )
+    with _other_connection() as live_worker:
+        live_worker.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [_RUN_LEASE, leased])
+        assert recover_stuck_runs(now) == 1
+        with tenant_scope(owner.tenant.pk):
+            recovered = Run.objects.get(pk=orphaned)
+            assert recovered.recovery_attempts == 1
+            assert Run.objects.get(pk=leased).recovery_attempts == 0
+        # Its task is queued again; the next sweeps leave it alone until the backoff ends,
+        # then send one more copy, and wait twice as long after that.
+        assert recover_stuck_runs(now + timedelta(seconds=15)) == 0
+        assert recover_stuck_runs(now + timedelta(seconds=31)) == 1
+        assert recover_stuck_runs(now + timedelta(seconds=60)) == 0
+        assert recover_stuck_runs(now + timedelta(seconds=92)) == 1

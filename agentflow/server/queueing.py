@@ -1,0 +1,35 @@
+"""Sending Celery tasks when the broker may be down.
+
+Work the platform accepted is already in PostgreSQL when its task is sent (after the
+commit), and every kind of it has a sweep that sends it again: runs have
+``maintenance.recover_runs``, the activity stream its PostgreSQL replay. So a broker
+outage at send time is logged and counted, never raised into a request that has already
+committed (which would answer 500 for work that was in fact accepted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import structlog
+from celery import Task
+from kombu.exceptions import OperationalError as BrokerUnavailable
+
+from agentflow.server.metrics import TASKS_NOT_SENT
+
+log = structlog.get_logger(__name__)
+
+# What a broker that is down or unreachable raises on publish.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, redis.RedisError, OSError)
+
+
+def send(task: Task, *args: Any) -> bool:
+    """``task.delay(*args)``; False (logged, counted) when the broker cannot take it."""
+    try:
+        task.delay(*args)
+    except BROKER_ERRORS as exc:
+        TASKS_NOT_SENT.labels(task=task.name).inc()
+        log.error("task.not_sent", task=task.name, error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
