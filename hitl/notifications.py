@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 
+from agentflow.server import queueing
 from hitl.models import EscalationPolicy, HITLRequest
 from hitl.policy import options, policy_of
 from tenants.models import Membership, Tenant
@@ -51,14 +52,22 @@ def enqueue(request: HITLRequest, event: str, *, role: str, previous_assignee: i
 
     policy = policy_of(request.policy)
     tenant_id, request_id = request.tenant_id, str(request.pk)
+    # A broker that is down must not turn the committed decision into a 500: logged instead.
     if policy.notify_email:
         transaction.on_commit(
-            lambda: notify_email_task.delay(
-                tenant_id, request_id, event, role=role, previous_assignee=previous_assignee
+            lambda: queueing.send(
+                notify_email_task,
+                tenant_id,
+                request_id,
+                event,
+                role=role,
+                previous_assignee=previous_assignee,
             )
         )
     if policy.notify_slack and options()["HITL_SLACK_WEBHOOK_URL"]:
-        transaction.on_commit(lambda: notify_slack_task.delay(tenant_id, request_id, event))
+        transaction.on_commit(
+            lambda: queueing.send(notify_slack_task, tenant_id, request_id, event)
+        )
 
 
 @dataclass(frozen=True)

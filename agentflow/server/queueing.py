@@ -24,10 +24,10 @@ log = structlog.get_logger(__name__)
 BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, redis.RedisError, OSError)
 
 
-def send(task: Task, *args: Any) -> bool:
-    """``task.delay(*args)``; False (logged, counted) when the broker cannot take it."""
+def send(task: Task, *args: Any, **kwargs: Any) -> bool:
+    """``task.delay(...)``; False (logged, counted) when the broker cannot take it."""
     try:
-        task.delay(*args)
+        task.delay(*args, **kwargs)
     except BROKER_ERRORS as exc:
         TASKS_NOT_SENT.labels(task=task.name).inc()
         log.error("task.not_sent", task=task.name, error=f"{type(exc).__name__}: {exc}")
