@@ -11,30 +11,38 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import chain
-from typing import Any, cast
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError as DjangoValidationError
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.handlers.asgi import ASGIRequest
-from django.db.models import Field, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, StreamingHttpResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from agentflow.models import Agent
-from agentflow.server.api.exceptions import conflict, unprocessable
+from agentflow.server.api.exceptions import ContractError, conflict, unprocessable
 from agentflow.server.api.pagination import paginate, sort_queryset
 from agentflow.server.api.schema import LIST_PARAMETERS, envelope, errors
 from agentflow.server.api.serializers import StrictSerializer
-from governance import checkpoints, erasure, exports, services
+from governance import checkpoints, erasure, exports, invitations, services
 from governance.audit import Actor, chain_head
-from governance.models import AuditEvent
+from governance.models import AuditEvent, Invitation
 from governance.verify import verify_chain
 from tenants.views_base import ADMIN, DEFAULT_SCOPE_MAP, READ, TenantScopedAPIView
 
@@ -63,6 +71,9 @@ class VerificationSerializer(serializers.Serializer):
     head_sequence = serializers.IntegerField(allow_null=True)
     head_hash = serializers.CharField(allow_null=True)
     checkpoint_sequence = serializers.IntegerField(allow_null=True)
+    unanchored = serializers.IntegerField(
+        allow_null=True, help_text="Events after the newest exported head: not yet anchored."
+    )
 
 
 class ChainHeadSerializer(serializers.Serializer):
@@ -106,7 +117,11 @@ class MemberSerializer(serializers.Serializer):
 
 
 class RoleAssignSerializer(StrictSerializer):
-    username = serializers.CharField(max_length=150)
+    username = serializers.CharField(
+        max_length=150,
+        validators=[UnicodeUsernameValidator()],
+        help_text="A member of this tenant (to bring someone in, invite them).",
+    )
     role = serializers.ChoiceField(
         choices=list(services.Role.values),
         allow_null=True,
@@ -165,15 +180,6 @@ def event_json(event: AuditEvent) -> dict[str, Any]:
         "correlation_id": event.correlation_id,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
-    }
-
-
-def _member_json(view: services.MemberView) -> dict[str, Any]:
-    return {
-        "user_id": view.user_id,
-        "username": view.username,
-        "role": view.role,
-        "agents": view.agents,
     }
 
 
@@ -307,6 +313,7 @@ def _unverified(reason: str) -> dict[str, Any]:
         "head_sequence": None,
         "head_hash": None,
         "checkpoint_sequence": None,
+        "unanchored": None,
     }
 
 
@@ -463,17 +470,17 @@ class RolesView(TenantScopedAPIView):
         return paginate(
             request,
             queryset,
-            lambda page: [_member_json(m) for m in services.member_views(self.tenant, page)],
+            lambda page: MemberSerializer(services.member_views(self.tenant, page), many=True).data,
         )
 
     @extend_schema(
         operation_id="roles_assign",
         request=RoleAssignSerializer,
-        responses={200: MemberSerializer, **errors(401, 403, 404, 409, 422)},
+        responses={200: MemberSerializer, **errors(401, 403, 409, 422)},
         description=(
-            "Give a user a role in the tenant (an unknown username gets an account without "
-            "a password, to be set by a platform admin or a password reset), optionally "
-            "only on some agents; role null removes the user from the tenant."
+            "Change a member's role, optionally only on some agents; role null removes the "
+            "member. Only members of this tenant: any other username (unknown or another "
+            "tenant's) is the same 422 naming username. People join by invitation."
         ),
     )
     def post(self, request: Request) -> Response:
@@ -481,17 +488,12 @@ class RolesView(TenantScopedAPIView):
         username, role = data["username"], data["role"]
         agents = data.get("agents", services.KEEP)
         actor = Actor.from_request(request)
-        users = get_user_model().objects
-        user = users.filter(username=username).first()
         try:
+            user = services.member_by_username(self.tenant, username)
             if role is None:
-                if user is None:
-                    raise Http404
                 services.revoke_role(actor=actor, tenant=self.tenant, user=user)
-                body = {"user_id": user.pk, "username": username, "role": None, "agents": None}
-                return Response(body)
-            if user is None:
-                user = _new_user(username)
+                removed = {"user_id": user.pk, "username": username, "role": None, "agents": None}
+                return Response(MemberSerializer(removed).data)
             member = services.assign_role(
                 actor=actor,
                 tenant=self.tenant,
@@ -500,25 +502,210 @@ class RolesView(TenantScopedAPIView):
                 agents=agents
                 if agents is None or agents is services.KEEP
                 else [str(a) for a in agents],
+                members_only=True,
             )
         except services.LastOwner as exc:
             raise conflict(str(exc), "last_owner") from exc
         except services.GovernanceError as exc:
-            if exc.field == "user_id":
-                raise Http404 from exc  # not a member: like an unknown user
             raise unprocessable(str(exc), {exc.field: [str(exc)]}) from exc
-        return Response(_member_json(member))
+        return Response(MemberSerializer(member).data)
 
 
-def _new_user(username: str) -> Any:
-    model = get_user_model()
-    field = cast("Field[Any, Any]", model._meta.get_field(model.USERNAME_FIELD))
-    try:
-        field.run_validators(username)
-    except DjangoValidationError as exc:
-        raise unprocessable("Invalid username.", {"username": list(exc.messages)}) from exc
-    # No usable password: the person signs in once a password is set for them.
-    return model.objects.create_user(username)
+# --- invitations ----------------------------------------------------------------------------
+
+
+class InvitationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    email = serializers.CharField(help_text="The person invited by address, or empty.")
+    username = serializers.CharField(help_text="The person invited by username, or empty.")
+    role = serializers.CharField()
+    status = serializers.SerializerMethodField()
+    invited_by = serializers.CharField(help_text="The inviting actor, '<type>:<id>'.")
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    accepted_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=[
+                invitations.PENDING,
+                invitations.ACCEPTED,
+                invitations.REVOKED,
+                invitations.EXPIRED,
+            ]
+        )
+    )
+    def get_status(self, invitation: Invitation) -> str:
+        return invitations.status_of(invitation)
+
+
+class InvitationIssuedSerializer(InvitationSerializer):
+    token = serializers.CharField(
+        source="issued_token",
+        help_text="Shown once (also e-mailed to the person); only its hash is stored.",
+    )
+    accept_url = serializers.CharField(source="issued_accept_url")
+
+
+class InvitationCreateSerializer(StrictSerializer):
+    email = serializers.EmailField(required=False, max_length=254)
+    username = serializers.CharField(
+        required=False, max_length=150, validators=[UnicodeUsernameValidator()]
+    )
+    role = serializers.ChoiceField(choices=list(services.Role.values))
+    expires_in_days = serializers.IntegerField(
+        min_value=1, max_value=invitations.MAX_DAYS, default=invitations.DEFAULT_DAYS
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if bool(attrs.get("email")) == bool(attrs.get("username")):
+            raise serializers.ValidationError({"email": ["Give either email or username."]})
+        return attrs
+
+
+class InvitationAcceptSerializer(StrictSerializer):
+    token = serializers.CharField(max_length=200)
+
+
+class JoinedSerializer(serializers.Serializer):
+    tenant = ExportTenantSerializer()
+    user_id = serializers.IntegerField()
+    username = serializers.CharField()
+    role = serializers.CharField()
+
+
+# Answers of refused invitation requests: the rule broken and its status code.
+_INVITATION_ERRORS = {
+    "not_found": status.HTTP_404_NOT_FOUND,
+    "already_member": status.HTTP_409_CONFLICT,
+    "invitation_accepted": status.HTTP_409_CONFLICT,
+    "invitation_revoked": status.HTTP_410_GONE,
+    "invitation_expired": status.HTTP_410_GONE,
+}
+
+
+def _invitation_error(exc: invitations.InvitationError) -> ContractError:
+    code = _INVITATION_ERRORS.get(exc.code)
+    if code is None:
+        return unprocessable(str(exc), {exc.field: [str(exc)]})
+    detail = "Not found." if exc.code == "not_found" else f"{exc}."
+    return ContractError(detail, status_code=code, error_type=exc.code)
+
+
+def _accept_url(request: Request) -> str:
+    # The token goes in the POST body, never in a URL (URLs end up in logs and histories).
+    return request.build_absolute_uri(reverse("governance-invitation-accept"))
+
+
+class InvitationsView(TenantScopedAPIView):
+    scope_map = {**DEFAULT_SCOPE_MAP, "GET": ADMIN, "POST": ADMIN}
+    sortable = ("created_at", "expires_at")
+
+    @extend_schema(
+        operation_id="invitations_list",
+        parameters=LIST_PARAMETERS,
+        responses={200: envelope(InvitationSerializer), **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        queryset = sort_queryset(
+            request, invitations.invitations(self.tenant), self.sortable, "created_at"
+        )
+        return paginate(request, queryset, lambda page: InvitationSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="invitations_create",
+        request=InvitationCreateSerializer,
+        responses={201: InvitationIssuedSerializer, **errors(401, 403, 409, 422)},
+        description=(
+            "Invite one person (by email or username) to join with a role. The token is in "
+            "this answer only and in the e-mail sent to the person; they accept it signed in "
+            "as themselves. The answer is the same whether the person has an account or not. "
+            "No Idempotency-Key: a replay would have to store the token."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(InvitationCreateSerializer(data=request.data))
+        try:
+            issued = invitations.invite_member(
+                actor=Actor.from_request(request),
+                tenant=self.tenant,
+                role=data["role"],
+                email=data.get("email", ""),
+                username=data.get("username", ""),
+                days=data["expires_in_days"],
+                accept_url=_accept_url(request),
+            )
+        except invitations.InvitationError as exc:
+            raise _invitation_error(exc) from exc
+        invitation = issued.invitation
+        invitation.issued_token = issued.token  # type: ignore[attr-defined]
+        invitation.issued_accept_url = _accept_url(request)  # type: ignore[attr-defined]
+        location = reverse("governance-invitation", args=[invitation.pk])
+        return Response(
+            InvitationIssuedSerializer(invitation).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": location},
+        )
+
+
+class InvitationDetailView(TenantScopedAPIView):
+    scope_map = {**DEFAULT_SCOPE_MAP, "DELETE": ADMIN}
+
+    @extend_schema(
+        operation_id="invitations_revoke",
+        responses={200: InvitationSerializer, **errors(401, 403, 404, 409)},
+        description="Withdraw a pending invitation (again: no change); an accepted one is 409.",
+    )
+    def delete(self, request: Request, invitation_id: str) -> Response:
+        invitation = Invitation.objects.filter(pk=invitation_id).first()
+        if invitation is None:
+            raise Http404
+        try:
+            revoked = invitations.revoke_invitation(
+                actor=Actor.from_request(request), tenant=self.tenant, invitation=invitation
+            )
+        except invitations.InvitationError as exc:
+            raise _invitation_error(exc) from exc
+        return Response(InvitationSerializer(revoked).data)
+
+
+class InvitationAcceptView(APIView):
+    """The invited person, signed in as themselves, joins the tenant.
+
+    Not tenant-scoped: the caller is not a member yet, and the tenant is the invitation's.
+    A person acts here, never an API key (a key belongs to a tenant, not to anyone).
+    """
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    acts_as_the_signed_in_person = True  # governed by the session alone (test_matrix)
+
+    @extend_schema(
+        operation_id="invitations_accept",
+        request=InvitationAcceptSerializer,
+        responses={200: JoinedSerializer, **errors(403, 404, 409, 410, 422)},
+        description=(
+            "Accept an invitation addressed to you (your username, or your account's e-mail "
+            "address) with its token. A token that is unknown or addressed to someone else "
+            "is 404 alike; expired and revoked are 410, used 409."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(InvitationAcceptSerializer(data=request.data))
+        try:
+            invitation, membership = invitations.accept_invitation(
+                user=request.user, token=data["token"]
+            )
+        except invitations.InvitationError as exc:
+            raise _invitation_error(exc) from exc
+        joined = {
+            "tenant": invitation.tenant,
+            "user_id": request.user.pk,
+            "username": request.user.get_username(),
+            "role": membership.role,
+        }
+        return Response(JoinedSerializer(joined).data)
 
 
 # --- tool permissions -----------------------------------------------------------------------

@@ -6,6 +6,8 @@ TRUNCATE; see migration 0002), not only in Django.
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
@@ -153,3 +155,41 @@ class AgentRestriction(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.tenant_id}"
+
+
+class Invitation(TenantOwnedModel):
+    """An offer to join the tenant with a role, which only its addressee can accept.
+
+    A tenant cannot make anyone a member by itself: it names a person (a username or an
+    e-mail address), and the person, signed in as themselves, accepts with the token sent
+    to them. Only a SHA-256 of the token is stored (256 random bits: a fast hash suffices,
+    as for API keys).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField(blank=True)
+    username = models.CharField(max_length=150, blank=True)
+    role = models.CharField(max_length=20)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.CharField(max_length=120)  # the actor, "<type>:<id>"
+    created_at = models.DateTimeField(db_default=Now())
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(email="") & ~models.Q(username=""))
+                | (~models.Q(email="") & models.Q(username="")),
+                name="invitation_names_one_person",
+            )
+        ]
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email or self.username}@{self.tenant_id}:{self.role}"

@@ -60,6 +60,18 @@ class LastOwner(GovernanceError):
     """Removing or demoting the tenant's only owner would leave nobody to administer it."""
 
 
+class NotAMember(GovernanceError):
+    """The user is not a member of this tenant: unknown and foreign usernames alike, so
+    the answer says nothing about who exists elsewhere on the platform."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no member of this tenant has this username; to bring someone in, invite them "
+            "(POST /api/v1/governance/invitations)",
+            "username",
+        )
+
+
 # --- roles ------------------------------------------------------------------------------
 
 
@@ -89,6 +101,17 @@ class _Keep:
 KEEP = _Keep()
 
 
+def member_by_username(tenant: Tenant, username: str) -> User:
+    """The member of ``tenant`` called ``username``, or :class:`NotAMember`."""
+    with tenant_scope(tenant.pk):
+        membership = (
+            Membership.objects.select_related("user").filter(user__username=username).first()
+        )
+    if membership is None:
+        raise NotAMember()
+    return membership.user
+
+
 def assign_role(
     *,
     actor: Actor,
@@ -96,14 +119,22 @@ def assign_role(
     user: User,
     role: str,
     agents: Sequence[str] | _Keep | None = KEEP,
+    members_only: bool = False,
 ) -> MemberView:
     """Give ``user`` ``role`` in ``tenant``; ``agents``: restrict to these, None: every
-    agent, ``KEEP`` (default): as before (a new member sees every agent)."""
+    agent, ``KEEP`` (default): as before (a new member sees every agent).
+
+    ``members_only``: the tenant's own request (the API), which may change its members'
+    roles but not make anyone a member (that is an invitation the person accepts); the
+    platform's callers (Django admin, demo data, an accepted invitation) may add members.
+    """
     if role not in Role.values:
         raise GovernanceError(f"unknown role {role!r}; use one of {', '.join(Role.values)}", "role")
     with transaction.atomic(), tenant_scope(tenant.pk):
         _lock_tenant(tenant)
         current = Membership.objects.filter(user=user).values_list("role", flat=True).first()
+        if current is None and members_only:
+            raise NotAMember()
         if current == Role.OWNER and role != Role.OWNER:
             _ensure_another_owner(user)
         if current != role:
@@ -119,7 +150,7 @@ def revoke_role(*, actor: Actor, tenant: Tenant, user: User) -> None:
         _lock_tenant(tenant)
         membership = Membership.objects.filter(user=user).first()
         if membership is None:
-            raise GovernanceError("not a member of this tenant", "user_id")
+            raise NotAMember()
         if membership.role == Role.OWNER:
             _ensure_another_owner(user)
         _set_agents(actor, tenant, user, None, audit=False)

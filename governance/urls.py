@@ -10,6 +10,17 @@ urlpatterns = [
     path("export", api.ExportView.as_view(), name="governance-export"),
     path("erasures", api.ErasureView.as_view(), name="governance-erasures"),
     path("roles", api.RolesView.as_view(), name="governance-roles"),
+    path("invitations", api.InvitationsView.as_view(), name="governance-invitations"),
+    path(
+        "invitations/accept",
+        api.InvitationAcceptView.as_view(),
+        name="governance-invitation-accept",
+    ),
+    path(
+        "invitations/<uuid:invitation_id>",
+        api.InvitationDetailView.as_view(),
+        name="governance-invitation",
+    ),
     path(
         "agents/<uuid:agent_id>/tool-permissions",
         api.ToolPermissionsView.as_view(),

@@ -15,6 +15,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from frontend import demo
+from governance.invitations import accept_invitation
 from tenants import services as tenant_services
 from tenants.models import Tenant
 from tests.e2e.conftest import UI, page_exists
@@ -219,17 +220,19 @@ def test_main_story_from_a_new_tenant_to_a_reviewed_answer(
             f"/api/v1/agents/{agent_id}/knowledge", json={"title": title, "content": text}
         )
         assert uploaded.status_code == 201, uploaded.text
-    role = api.post("/api/v1/governance/roles", json={"username": "rosa", "role": "reviewer"})
-    assert role.status_code == 200, role.text
-    rosa = get_user_model().objects.get(username="rosa")  # the platform admin sets a password
-    rosa.set_password(PASSWORD)
-    rosa.save()
+    # Rosa's account is made by a platform admin; she joins by accepting an invitation.
+    rosa = get_user_model().objects.create_user("rosa", password=PASSWORD)
+    invited = api.post(
+        "/api/v1/governance/invitations", json={"username": "rosa", "role": "reviewer"}
+    )
+    assert invited.status_code == 201, invited.text
+    accept_invitation(user=rosa, token=invited.json()["token"])
 
     # 2-3. A confident answer is delivered; a low-confidence one waits for a human.
     confident = ask(live_url, key, agent_id, "How do I reset my password?", wait=True)
     assert confident["status"] == "completed"
     assert confident["result"]["escalated"] is False
-    question = "How long does a refund take?"
+    question = "My card got billed two times"  # worded unlike the refunds article
     unsure = ask(live_url, key, agent_id, question, user_id="customer-2", wait=True)
     assert unsure["status"] == "awaiting_review"
     assert unsure["result"]["escalation_reason"] == "low_confidence"
@@ -291,7 +294,7 @@ def test_every_page_renders_live_without_script_errors(
             ("alice", "Thanks, that helped!"),
             ("emil", "How do I return an item?"),
             ("fatima", "What is the weather in Paris tomorrow?"),
-            ("gus", "I lost my phone with the authenticator app"),
+            ("gus", "The login code from my authenticator app doesn't work anymore"),
             ("hana", "I want to talk to a human"),
         )
     ]

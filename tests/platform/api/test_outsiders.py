@@ -29,10 +29,11 @@ from django.urls.converters import IntConverter, UUIDConverter
 
 from agentflow import knowledge
 from agentflow.models import Agent, KnowledgeDocument, Run
+from governance import invitations
 from hitl.services import request_review
 from tenants import services
 from tenants.context import tenant_scope
-from tenants.models import APIKey, Role, Tenant
+from tenants.models import APIKey, Membership, Role, Tenant
 from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona, make_agent
 from tests.platform.api.test_bad_input import (
     assert_error,
@@ -108,8 +109,13 @@ ENDPOINTS = api_endpoints()
 SIGNATURE_AUTHENTICATED = frozenset(
     f"webhook-delivery-{provider}" for provider in ("zendesk", "slack", "jira", "generic")
 )
+# A signed-in person acting for themselves, in no tenant yet (accepting an invitation):
+# sessions only, never a tenant's key; tested on their own below.
+PERSONAL = frozenset({"governance-invitation-accept"})
 TENANT_ENDPOINTS = [
-    e for e in ENDPOINTS if not e.is_platform and e.name not in SIGNATURE_AUTHENTICATED
+    e
+    for e in ENDPOINTS
+    if not e.is_platform and e.name not in SIGNATURE_AUTHENTICATED and e.name not in PERSONAL
 ]
 PLATFORM_ENDPOINTS = [e for e in ENDPOINTS if e.is_platform]
 
@@ -128,6 +134,9 @@ class World:
     outsider_agent: Agent
     secrets: tuple[str, ...]  # strings of the owner's that must never reach the outsider
     review_id: str = ""  # the owner's HITL review request (of the run above)
+    invitation_id: str = ""  # the owner's pending invitation (of a person not yet a member)
+    invitation_token: str = ""
+    member: str = ""  # the username of a member of the owner's tenant
     # The owner's webhook endpoint, event rule, activity event and graph node, by path param.
     integrations: dict[str, str] = field(default_factory=dict)
 
@@ -148,6 +157,7 @@ OWNER_ID: dict[str, Callable[[World], str]] = {
     "node_id": lambda w: w.integrations["node_id"],
     "golden_path_id": lambda w: w.integrations["golden_path_id"],
     "playbook_id": lambda w: w.integrations["playbook_id"],
+    "invitation_id": lambda w: w.invitation_id,
 }
 # The outsider's own object for a parent parameter ("my agent, your document").
 OUTSIDER_ID: dict[str, Callable[[World], str]] = {
@@ -174,6 +184,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("tenant-key-rotate", "POST"): {"overlap_seconds": 0},
     ("governance-erasures", "POST"): {"user_id": "intruder"},
     ("governance-roles", "POST"): {"username": "globex-teammate", "role": "viewer"},
+    ("governance-invitations", "POST"): {"username": "globex-teammate", "role": "viewer"},
+    ("governance-invitation-accept", "POST"): {"token": "t" * 43},
     ("governance-tool-permissions", "PUT"): {"permissions": [{"tool": "*", "level": "read"}]},
     ("hitl-claim", "POST"): {},
     ("hitl-unclaim", "POST"): {"reason": "handing over"},
@@ -207,6 +219,8 @@ COLLECTION_QUERIES: dict[str, Callable[[World], str]] = {
 FOREIGN_IN_BODY: dict[tuple[str, str], tuple[str, Callable[[World], dict[str, Any]]]] = {
     ("feedback", "POST"): ("run_id", lambda w: {"run_id": w.run_id, "rating": 5}),
     ("playbooks-extract", "POST"): ("agent_id", lambda w: {"agent_id": str(w.agent.pk)}),
+    # Issue 13.6: the owner's member is no more the outsider's to promote than a stranger.
+    ("governance-roles", "POST"): ("username", lambda w: {"username": w.member, "role": "owner"}),
 }
 
 
@@ -292,6 +306,11 @@ def world(owner: Persona, outsider: Persona) -> World:
         actor=ACTOR,
     )
     integrations, integration_secrets = owner_integrations(owner, agent)
+    member = get_user_model().objects.create_user("acme-operator")
+    services.add_member(actor=ACTOR, tenant=owner.tenant, user=member, role=Role.OPERATOR)
+    invited = invitations.invite_member(
+        actor=ACTOR, tenant=owner.tenant, role=Role.VIEWER, username="acme-invitee"
+    )
     secrets = (
         *integration_secrets,
         str(agent.pk),
@@ -318,6 +337,9 @@ def world(owner: Persona, outsider: Persona) -> World:
         secrets=secrets,
         review_id=str(review.pk),
         integrations=integrations,
+        invitation_id=str(invited.invitation.pk),
+        invitation_token=invited.token,
+        member=member.get_username(),
     )
 
 
@@ -489,3 +511,67 @@ def test_writes_by_the_outsider_leave_the_owner_untouched(world: World) -> None:
             assert response.status_code == 404, (method, path)
     assert world.owner.get(f"/api/v1/agents/{world.agent.pk}").json()["name"] == "acme-internal-bot"
     assert world.owner.get(f"/api/v1/runs/{world.run_id}").json()["status"] == "pending"
+
+
+# --- issue 13.6: a tenant cannot make anyone a member of itself ------------------------------
+
+
+def test_a_tenant_cannot_make_another_tenants_user_its_member(world: World) -> None:
+    """The outsider's admin key names the owner's operator for the owner role: the same
+    422 as a username that exists nowhere (no user id, no existence oracle), no membership
+    anywhere, and the operator still cannot reach the outsider's tenant."""
+    roles = "/api/v1/governance/roles"
+    auth = _key_headers(world.outsider)
+    with nothing_written(world.owner.tenant, world.outsider.tenant):
+        answers = [
+            world.outsider.client.post(
+                roles,
+                {"username": username, "role": "owner"},
+                content_type="application/json",
+                headers={"X-Correlation-ID": CORRELATION_ID, **auth},
+            )
+            for username in (world.member, "nobody-anywhere")
+        ]
+    for response in answers:
+        body = assert_field_errors(response, "username")
+        assert "user_id" not in body
+    assert _normalised(answers[0]) == _normalised(answers[1])
+    operator = get_user_model().objects.get(username=world.member)
+    memberships = Membership.unscoped.filter(user=operator).values_list("tenant_id", flat=True)
+    assert list(memberships) == [world.owner.tenant.pk]
+    client = Client(raise_request_exception=False)
+    client.force_login(operator)
+    response = client.get("/api/v1/agents", headers={"X-Tenant": world.outsider.tenant.slug})
+    assert_error(response, 404)
+
+
+PERSONAL_ENDPOINTS = [e for e in ENDPOINTS if e.name in PERSONAL]
+
+
+@pytest.mark.parametrize("endpoint", PERSONAL_ENDPOINTS, ids=str)
+def test_personal_endpoints_refuse_keys_and_foreign_tokens(
+    endpoint: Endpoint, world: World
+) -> None:
+    """Accepting an invitation: a tenant's key is refused (403) whatever the token; a
+    signed-in outsider holding the owner's invitation token (addressed to someone else)
+    gets the very bytes a made-up token gets, and joins nothing."""
+    stranger = _non_staff_member(world.outsider.tenant)
+    with nothing_written(world.owner.tenant, world.outsider.tenant):
+        for token in (world.invitation_token, "t" * 43):
+            by_key = call(
+                world.outsider.client,
+                endpoint,
+                endpoint.path({}),
+                _key_headers(world.outsider),
+                body={"token": token},
+            )
+            assert_error(by_key, 403)
+        if endpoint.method != "POST":
+            return
+        stolen = call(
+            stranger, endpoint, endpoint.path({}), {}, body={"token": world.invitation_token}
+        )
+        made_up = call(stranger, endpoint, endpoint.path({}), {}, body={"token": "t" * 43})
+    assert_error(stolen, 404, "not_found")
+    _assert_nothing_of_the_owner(stolen, world)
+    assert _normalised(stolen) == _normalised(made_up)

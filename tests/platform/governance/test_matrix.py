@@ -92,8 +92,16 @@ def signed_by_the_request(endpoint: Endpoint) -> bool:
     )
 
 
+def acts_as_a_person(endpoint: Endpoint) -> bool:
+    """Views where a signed-in person acts for themselves, in no tenant yet (accepting an
+    invitation): every session may call them, no tenant's key (a key is nobody)."""
+    return bool(getattr(VIEWS[endpoint.route], "acts_as_the_signed_in_person", False))
+
+
 def expected_allowed(endpoint: Endpoint, persona: str) -> bool:
     view = VIEWS[endpoint.route]
+    if acts_as_a_person(endpoint):
+        return persona not in KEY_PERSONAS
     if endpoint.is_platform:
         return persona == "platform_admin"  # staff sessions only (IsAdminUser)
     assert issubclass(view, TenantScopedAPIView), f"{endpoint}: not a tenant-scoped view"
@@ -111,9 +119,11 @@ def test_every_api_view_is_governed_by_scopes_staff_or_a_signature() -> None:
         if endpoint.is_platform:
             assert not issubclass(view, TenantScopedAPIView), str(endpoint)
             continue
-        assert issubclass(view, TenantScopedAPIView) or signed_by_the_request(endpoint), (
-            f"{endpoint}: authenticates callers but declares no scope_map"
-        )
+        assert (
+            issubclass(view, TenantScopedAPIView)
+            or signed_by_the_request(endpoint)
+            or acts_as_a_person(endpoint)
+        ), f"{endpoint}: authenticates callers but declares no scope_map"
 
 
 # Product decisions, written out: who may call these (the matrix derives the rest).
@@ -244,7 +254,7 @@ def test_every_endpoint_allows_and_refuses_as_the_scope_maps_say(
             body = assert_error(response, 403)
             needed = (
                 None
-                if endpoint.is_platform
+                if endpoint.is_platform or acts_as_a_person(endpoint)
                 else required_scope(VIEWS[endpoint.route], endpoint.method)
             )
             if needed is not None and f"'{needed}'" not in body["detail"]:

@@ -48,15 +48,44 @@ def _events(persona: Persona, prefix: str) -> list[tuple[str, str, dict[str, Any
 # --- assigning and removing roles ------------------------------------------------------------
 
 
-def test_a_new_username_gets_an_account_without_password_and_the_role(owner: Persona) -> None:
+def test_a_member_gets_a_role_and_the_answer_is_the_member(owner: Persona) -> None:
+    dana = _member(owner, "dana", Role.VIEWER)
     response = owner.post(ROLES, {"username": "dana", "role": "reviewer"})
     assert response.status_code == 200, response.content
-    body = response.json()
-    dana = get_user_model().objects.get(username="dana")
-    assert body == {"user_id": dana.pk, "username": "dana", "role": "reviewer", "agents": None}
-    assert not dana.has_usable_password()
-    assert _events(owner, "membership.") == [
-        ("membership.granted", str(dana.pk), {"role": "reviewer"})
+    assert response.json() == {
+        "user_id": dana.pk,
+        "username": "dana",
+        "role": "reviewer",
+        "agents": None,
+    }
+    assert _events(owner, "membership.")[-1] == (
+        "membership.granted",
+        str(dana.pk),
+        {"role": "reviewer"},
+    )
+
+
+def test_only_members_get_roles_and_others_are_one_answer(
+    owner: Persona, outsider: Persona
+) -> None:
+    """Issue 13.6: another tenant's user and a username that exists nowhere get the same
+    422 naming ``username`` (no user id, no account created, no membership), for giving a
+    role and for removing one: a tenant cannot make anyone its member, nor learn who exists."""
+    foreign = _member(outsider, "globex-operator", Role.OPERATOR)
+    api = lenient(owner)
+    answers = []
+    with nothing_written(owner.tenant, outsider.tenant):
+        for username in ("globex-operator", "nobody-at-all"):
+            for role in ("owner", None):
+                response = api.post(ROLES, {"username": username, "role": role})
+                body = assert_error(response, 422, "validation_error")
+                assert list(body["errors"]) == ["username"]
+                assert "user_id" not in body
+                answers.append((body["detail"], body["errors"]))
+    assert len(set(map(repr, answers))) == 1, answers
+    assert not get_user_model().objects.filter(username="nobody-at-all").exists()
+    assert list(Membership.unscoped.filter(user=foreign).values_list("tenant", flat=True)) == [
+        outsider.tenant.pk
     ]
 
 
@@ -71,7 +100,7 @@ def test_changing_a_role_is_audited_and_the_same_role_again_is_a_no_op(owner: Pe
     assert Membership.unscoped.get(tenant=owner.tenant, user=dana).role == Role.OPERATOR
 
 
-def test_role_null_removes_the_member_and_a_non_member_is_404(owner: Persona) -> None:
+def test_role_null_removes_the_member_and_a_non_member_is_422(owner: Persona) -> None:
     dana = _member(owner, "dana", Role.OPERATOR)
     response = owner.post(ROLES, {"username": "dana", "role": None})
     assert response.json() == {"user_id": dana.pk, "username": "dana", "role": None, "agents": None}
@@ -81,8 +110,9 @@ def test_role_null_removes_the_member_and_a_non_member_is_404(owner: Persona) ->
     ]
     api = lenient(owner)
     with nothing_written(owner.tenant):
-        assert_error(api.post(ROLES, {"username": "dana", "role": None}), 404, "not_found")
-        assert_error(api.post(ROLES, {"username": "nobody", "role": None}), 404, "not_found")
+        for username in ("dana", "nobody"):
+            response = api.post(ROLES, {"username": username, "role": None})
+            assert "username" in assert_error(response, 422, "validation_error")["errors"]
 
 
 def test_the_last_owner_cannot_be_removed_or_demoted(owner: Persona) -> None:
@@ -112,6 +142,7 @@ def test_the_last_owner_cannot_be_removed_or_demoted(owner: Persona) -> None:
 def test_bad_role_requests_are_422_naming_the_field(
     owner: Persona, body: dict[str, Any], field: str
 ) -> None:
+    _member(owner, "dana", Role.VIEWER)
     with nothing_written(owner.tenant):
         response = lenient(owner).post(ROLES, body)
         errors = assert_error(response, 422, "validation_error")["errors"]
@@ -128,6 +159,8 @@ def test_only_owners_and_platform_admins_assign_roles(owner: Persona) -> None:
             )
             assert "'admin'" in assert_error(response, 403, "permission_denied")["detail"]
     boss = _member(owner, "boss", Role.OWNER)
+    for name in ("x", "y"):
+        _member(owner, name, Role.REVIEWER)
     response = _session(boss).post(ROLES, {"username": "x", "role": "viewer"}, "application/json")
     assert response.status_code == 200
     staff = _session(_user("staff", is_staff=True))
@@ -148,6 +181,7 @@ def test_only_owners_and_platform_admins_assign_roles(owner: Persona) -> None:
 
 def test_members_are_listed_with_the_list_envelope(owner: Persona, agent: Agent) -> None:
     _member(owner, "amy", Role.VIEWER)
+    _member(owner, "rita", Role.VIEWER)
     owner.post(ROLES, {"username": "rita", "role": "reviewer", "agents": [str(agent.pk)]})
     body = owner.get(f"{ROLES}?sort_by=role&sort_order=asc").json()
     assert body["total"] == 2
@@ -168,6 +202,7 @@ def two_agents(owner: Persona, agent: Agent) -> tuple[Agent, Agent]:
 def test_a_restricted_reviewer_sees_only_the_granted_agents(
     owner: Persona, two_agents: tuple[Agent, Agent]
 ) -> None:
+    _member(owner, "rita", Role.VIEWER)
     support, billing = two_agents
     body = owner.post(
         ROLES, {"username": "rita", "role": "reviewer", "agents": [str(support.pk)]}
@@ -264,6 +299,7 @@ def test_lists_are_filtered_in_the_database(
 def test_lifting_changing_and_keeping_a_restriction(
     owner: Persona, two_agents: tuple[Agent, Agent]
 ) -> None:
+    _member(owner, "rita", Role.VIEWER)
     support, billing = two_agents
     owner.post(ROLES, {"username": "rita", "role": "reviewer", "agents": [str(support.pk)]})
     # A role change without "agents" keeps the restriction.
@@ -286,6 +322,7 @@ def test_lifting_changing_and_keeping_a_restriction(
 def test_removing_a_member_drops_their_agent_grants(
     owner: Persona, two_agents: tuple[Agent, Agent]
 ) -> None:
+    _member(owner, "rita", Role.VIEWER)
     support, _ = two_agents
     owner.post(ROLES, {"username": "rita", "role": "reviewer", "agents": [str(support.pk)]})
     owner.post(ROLES, {"username": "rita", "role": None})
@@ -298,6 +335,7 @@ def test_another_tenants_agent_cannot_be_granted(
     owner: Persona, outsider: Persona, agent: Agent
 ) -> None:
     foreign = make_agent(outsider, name="globex-bot")
+    _member(owner, "rita", Role.VIEWER)
     with nothing_written(owner.tenant, outsider.tenant):
         response = lenient(owner).post(
             ROLES, {"username": "rita", "role": "reviewer", "agents": [str(foreign.pk)]}
