@@ -267,6 +267,8 @@ class RequestDetailView(DashboardView):
         self, request: HttpRequest, item: HITLRequest, form: DecisionForm, status: int = 200
     ) -> HttpResponse:
         row = request_json(item)
+        # Judged against the agent's own texts: a draft that is no answer offers no Approve.
+        blocked = hitl_services.approval_block(item) if item.is_open else None
         return self.render_page(
             request,
             "frontend/hitl_detail.html",
@@ -278,6 +280,7 @@ class RequestDetailView(DashboardView):
                 "history": HITLEvent.objects.filter(request=item).order_by("at", "id"),
                 "is_open": item.is_open,
                 "mine": item.assignee_id == request.user.pk,
+                "approve_block": blocked,
             },
             status=status,
         )

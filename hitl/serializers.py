@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from agentflow.server.api.serializers import PriorityField, StrictSerializer
 from hitl.models import Decision, HITLRequest, Kind, Status
+from hitl.non_answers import stored
 
 
 def iso(value: datetime | None) -> str | None:
@@ -19,6 +20,7 @@ def request_json(request: HITLRequest) -> dict[str, Any]:
     """One queue item. Live events carry exactly this, so applying them equals a fetch."""
     assignee = request.assignee
     decided_by = request.decided_by
+    non_answer = stored(request.context, request.proposed_answer)
     return {
         "id": str(request.pk),
         "run_id": str(request.run_id),
@@ -29,6 +31,10 @@ def request_json(request: HITLRequest) -> dict[str, Any]:
         "priority": request.priority,
         "question": request.question,
         "proposed_answer": request.proposed_answer or None,
+        # A draft that is no answer (a hand-off, the escalation message, empty) cannot be
+        # approved: edit or reject it.
+        "approvable": non_answer is None,
+        "non_answer": None if non_answer is None else non_answer.as_json(),
         "intent": request.intent,
         "confidence": request.confidence,
         "escalation_reason": request.escalation_reason,
@@ -100,6 +106,20 @@ class PersonSerializer(serializers.Serializer):
     username = serializers.CharField()
 
 
+class NonAnswerSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=[
+            "empty",
+            "dont_know",
+            "escalation_message",
+            "template_answer",
+            "handoff_message",
+            "hand_off",
+        ]
+    )
+    detail = serializers.CharField()
+
+
 class ReviewRequestSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     run_id = serializers.UUIDField()
@@ -110,6 +130,10 @@ class ReviewRequestSerializer(serializers.Serializer):
     priority = serializers.ChoiceField(choices=["low", "medium", "high", "critical"])
     question = serializers.CharField()
     proposed_answer = serializers.CharField(allow_null=True)
+    approvable = serializers.BooleanField(
+        help_text="False when the draft is no answer: approve answers 422 nothing_to_approve."
+    )
+    non_answer = NonAnswerSerializer(allow_null=True)
     intent = serializers.CharField(allow_blank=True)
     confidence = serializers.FloatField(allow_null=True)
     escalation_reason = serializers.CharField(allow_blank=True)

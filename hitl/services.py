@@ -23,9 +23,9 @@ from django.db.models import Q
 from rest_framework import status as http
 
 from agentflow.models import Run, RunStatus
-from agentflow.server.api.exceptions import ContractError, conflict, unprocessable
+from agentflow.server.api.exceptions import ContractError, conflict
 from governance.audit import Actor, append
-from hitl import assignment, events, notifications
+from hitl import assignment, events, non_answers, notifications
 from hitl.models import (
     DECIDED_STATUSES,
     DECISION_STATUS,
@@ -147,6 +147,10 @@ def request_review(
         intent = str(result.get("intent") or "")
         config = review_config(tier=tenant.tier, agent_id=run.agent_id)
         policy = resolve_policy(priority=priority, intent=intent, kind=kind)
+        draft = str(result.get("proposed_answer") or "")
+        # Judged once, against this agent's and tenant's texts: the queue and live events
+        # show it without a query per row, and approving it is refused.
+        non_answer = non_answers.check(draft, agent=run.agent, result=result)
         deadline = sla_deadline(config, priority, now)
         expires = (
             None
@@ -159,7 +163,7 @@ def request_review(
             priority=priority,
             priority_rank=PRIORITY_RANK[priority],
             question=run.input,
-            proposed_answer=result.get("proposed_answer") or "",
+            proposed_answer=draft,
             intent=intent,
             confidence=result.get("confidence"),
             escalation_reason=(reason or result.get("escalation_reason") or "")[:2000],
@@ -170,6 +174,7 @@ def request_review(
                 "user_id": run.user_id,
                 "thread_id": result.get("thread_id") or "",
                 "after_the_fact": after_the_fact,
+                "non_answer": non_answer.as_json() if non_answer else None,
             },
             policy=policy if policy.pk else None,
             required_role=policy.chain[0],
@@ -358,6 +363,51 @@ def deliver_outcome(request: HITLRequest, decision: str, *, actor: Actor, reason
     )
 
 
+def approval_block(request: HITLRequest) -> non_answers.NonAnswer | None:
+    """Why ``request``'s draft cannot be approved (None when it can): it is empty or not an
+    answer, as judged when it was queued or against the agent's texts now."""
+    queued = non_answers.stored(request.context, request.proposed_answer)
+    if queued is not None:
+        return queued
+    run = Run.objects.select_related("agent").filter(pk=request.run_id).first()
+    if run is None:
+        return None
+    return non_answers.check(request.proposed_answer, agent=run.agent, result=run.result)
+
+
+def _nothing_to_approve(why: non_answers.NonAnswer) -> ContractError:
+    advice = f"{why.detail} Edit (write the answer) or reject."
+    return ContractError(
+        f"Nothing to approve: {advice}",
+        status_code=http.HTTP_422_UNPROCESSABLE_ENTITY,
+        error_type="nothing_to_approve",
+        extra={"reason": why.kind, "errors": {"decision": [advice]}},
+    )
+
+
+def _refuse_placeholder_edit(request: HITLRequest, response: str | None) -> None:
+    """An edit delivers the reviewer's answer: the agent's own placeholder text is none
+    (sending it back would promise the customer a person once more, and close the review)."""
+    run = Run.objects.select_related("agent").filter(pk=request.run_id).first()
+    why = non_answers.check(response, agent=run.agent if run else None)
+    # A blank edit is the serializer's to refuse; a reviewer's own "we will call you" stands
+    # (it is delivered, only never learnt).
+    if why is not None and why.kind not in ("empty", "hand_off"):
+        raise ContractError(
+            f"The edited answer is not an answer: {why.detail}",
+            status_code=http.HTTP_422_UNPROCESSABLE_ENTITY,
+            error_type="not_an_answer",
+            extra={
+                "reason": why.kind,
+                "errors": {
+                    "response": [
+                        "Write the answer the customer needs; to hand them to a person, reject."
+                    ]
+                },
+            },
+        )
+
+
 def decide(
     *,
     reviewer: Reviewer,
@@ -368,11 +418,10 @@ def decide(
 ) -> HITLRequest:
     """Approve, edit or reject; the run resumes in the same transaction, exactly once."""
     _require_reviewer(reviewer, request)
-    if decision == Decision.APPROVE and not request.proposed_answer:
-        raise unprocessable(
-            "There is no proposed answer to approve.",
-            {"decision": ["Nothing to approve: edit (write the answer) or reject."]},
-        )
+    if decision == Decision.APPROVE and (why := approval_block(request)) is not None:
+        raise _nothing_to_approve(why)
+    if decision == Decision.EDIT:
+        _refuse_placeholder_edit(request, response)
     now = datetime.now(UTC)
     with tenant_scope(request.tenant_id), transaction.atomic():
         assignment.lock_assignments(request.tenant_id)

@@ -15,6 +15,7 @@ from django.db import transaction
 from agentflow.models import Message, Run
 from agentflow.server.api.exceptions import conflict, unprocessable
 from governance.audit import Actor, append
+from hitl import non_answers
 from learning import golden_paths
 from learning.conf import setting_float
 from learning.loop import cited_golden_paths, trace_summary
@@ -53,10 +54,12 @@ def _learnable_answer(run: Run) -> str | None:
     decision = (result.get("review") or {}).get("decision")
     if result.get("escalated") and decision not in ("approve", "edit"):
         return None  # rejected or never decided: the customer got a hand-off, not an answer
-    if (result.get("metadata") or {}).get("template_answer"):
-        return None  # every provider failed: a canned text, nothing worth repeating
     content = str(result.get("content") or "").strip()
-    return content or None
+    # A thumbs-up for "a person will follow up" (or a template answer: every provider
+    # failed) thanks the promise; repeating it to the next customer would break it.
+    if non_answers.check(content, agent=run.agent, result=result) is not None:
+        return None
+    return content
 
 
 def record_feedback(

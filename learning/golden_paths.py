@@ -34,6 +34,7 @@ from agentflow.models import Agent, Run
 from agentflow.vector_search import nearest
 from frontend.realtime import send_to_group_on_commit, tenant_group
 from governance.audit import Actor, append
+from hitl import non_answers
 from learning.conf import setting_float
 from learning.models import GoldenPath, GoldenPathSource
 from tenants.scoping import require_tenant_id
@@ -138,12 +139,17 @@ def record_outcome(
     """Record a vouched-for answer: merged into a near-duplicate, or a new golden path.
 
     Runs in the current tenant scope and the caller's transaction (a HITL decision's, so
-    the outcome commits or rolls back with it). Returns None when there is nothing to learn
-    (an empty question or answer). Recording the same run twice changes nothing.
+    the outcome commits or rolls back with it). Returns None when there is nothing to learn:
+    an empty question, or an answer that is none (empty, a hand-off, the agent's escalation
+    message or template answer: learnt, it would promise every similar question a person
+    who never comes). Recording the same run twice changes nothing.
     """
     tenant_id = require_tenant_id()
     question, answer = question.strip(), answer.strip()
-    if not question or not answer or source not in _SOURCE_RANK:
+    if not question or source not in _SOURCE_RANK:
+        return None
+    if (why := non_answers.check(answer, agent=agent)) is not None:
+        log.info("golden_path.refused", reason=why.kind, run_id=str(run.pk) if run else None)
         return None
     run_id = str(run.pk) if run is not None else ""
     summary = {**(trace or {}), "runs": [run_id] if run_id else []}

@@ -314,6 +314,13 @@
         if (button && !button.disabled) {
           event.preventDefault();
           button.click();
+        } else if (key === "a") {
+          // No Approve for a draft that is no answer: point at the reason instead.
+          const reason = document.querySelector('[data-testid="no-approve"]');
+          if (reason) {
+            event.preventDefault();
+            reason.focus();
+          }
         }
       } else if (key === "e" || key === "r") {
         const field = document.getElementById(key === "e" ? "id_response" : "id_reason");

@@ -184,6 +184,38 @@ def test_claim_and_approve_resume_the_run(acme: Persona, agent: Agent, reviewer:
     assert item.status == "approved"
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
+def test_a_hand_off_draft_offers_no_approve_and_refuses_one(
+    acme: Persona, agent: Agent, reviewer: User_
+) -> None:
+    """Issue 13, item 9: the draft of a question the agent cannot answer is its "a person
+    will follow up" text. The page offers edit and reject only, says why, does not prefill
+    the edit with it, and a posted approve is refused with nothing learnt."""
+    from agentflow.kernel.llm.offline import DONT_KNOW_ANSWER
+    from learning.models import GoldenPath
+
+    run = escalated_run(agent, message="the export button does nothing")
+    item = review_of(run)
+    assert item.proposed_answer == DONT_KNOW_ANSWER
+    body = reviewer.get(f"/hitl/{item.pk}/").content.decode()
+    assert 'data-action="approve"' not in body
+    assert 'data-testid="no-approve" data-reason="dont_know"' in body
+    assert "Nothing to approve" in body
+    for action in ("edit", "reject"):
+        assert f'data-action="{action}"' in body
+    assert re.search(r'<textarea name="response" id="id_response" rows="6"></textarea>', body)
+
+    refused = _decide(reviewer, item.pk, action="approve")
+    assert refused.status_code == 422
+    assert b"Nothing to approve" in refused.content
+    item.refresh_from_db()
+    assert (item.status, item.decision) == ("pending", "")
+    assert not GoldenPath.unscoped.filter(agent=agent).exists()
+    # A real draft keeps its Approve button.
+    real = review_of(escalated_run(agent))
+    assert 'data-action="approve"' in reviewer.get(f"/hitl/{real.pk}/").content.decode()
+
+
 def test_edit_and_reject_through_the_page(acme: Persona, agent: Agent, operator: User_) -> None:
     edited_run, rejected_run = escalated_run(agent), escalated_run(agent)
     edited, rejected = review_of(edited_run), review_of(rejected_run)

@@ -102,7 +102,9 @@ def test_approving_without_a_proposed_answer_is_422(
     request.proposed_answer = ""
     type(request).unscoped.filter(pk=request.pk).update(proposed_answer="")
     with nothing_written(owner.tenant):
-        assert_field_errors(reviewer.respond(request.pk, decision="approve"), "decision")
+        body = assert_error(reviewer.respond(request.pk, decision="approve"), 422)
+        assert (body["error_type"], body["reason"]) == ("nothing_to_approve", "empty")
+        assert body["errors"]["decision"]
 
 
 @pytest.mark.parametrize("priority", ["urgent", "CRITICAL", "", 3, None])
