@@ -58,6 +58,8 @@ SUPPORT_CONFIG: dict[str, Any] = {
                 "how do I turn on two-factor authentication",
                 "my two-factor code is not accepted",
                 "I lost my phone with the authenticator app",
+                "I am locked out of my account",
+                "how do I get back into my account",
             ],
         },
         {
@@ -69,6 +71,8 @@ SUPPORT_CONFIG: dict[str, Any] = {
                 "I was charged twice",
                 "where can I download my invoice",
                 "can I get my money back",
+                "when will I get my refund",
+                "there is a double charge on my card",
             ],
         },
         {
@@ -80,6 +84,9 @@ SUPPORT_CONFIG: dict[str, Any] = {
                 "how do I track my parcel",
                 "do you ship internationally",
                 "how do I return an item",
+                "when will my package arrive",
+                "do you deliver to other countries",
+                "can you ship my order abroad",
             ],
         },
         {
@@ -90,7 +97,11 @@ SUPPORT_CONFIG: dict[str, Any] = {
                 "thank you so much",
                 "great, that solved it",
                 "perfect, thanks for the help",
+                "great, thank you for your help",
+                "thanks a lot, that answers it",
             ],
+            # Answered with the "Saying thanks" article: a thank-you needs no person.
+            "threshold": 0.35,
         },
         {
             "name": "ACCOUNT_DELETION",
@@ -115,7 +126,9 @@ SUPPORT_CONFIG: dict[str, Any] = {
             "threshold": 0.0,
         },
     ],
-    "default_threshold": 0.55,
+    # Offline answers to the help articles' questions score 0.55-0.75; unrelated
+    # or half-understood ones stay well below (measured: tests/platform/test_demo.py).
+    "default_threshold": 0.5,
 }
 
 # Short help-centre articles. The offline model matches words, so each one says plainly
@@ -123,9 +136,11 @@ SUPPORT_CONFIG: dict[str, Any] = {
 KNOWLEDGE: tuple[tuple[str, str], ...] = (
     (
         "Resetting your password",
-        "To reset your password, open Settings, choose Security and click 'Reset password'. "
-        "We email you a reset link that is valid for 30 minutes. If the password reset email "
-        "never arrives, check your spam folder and ask for a new link after 5 minutes.",
+        "Forgot your password and can't log in? On the login page click 'Forgot password' "
+        "and enter your email: we email you a reset link, valid for 30 minutes, to get back "
+        "into your account. Already logged in? To reset your password, open Settings, choose "
+        "Security and click 'Reset password'. If the password reset email never arrives, check "
+        "your spam folder and ask for a new link after 5 minutes.",
     ),
     (
         "Two-factor authentication",
@@ -136,9 +151,10 @@ KNOWLEDGE: tuple[tuple[str, str], ...] = (
     ),
     (
         "Refunds",
-        "A refund takes up to 5 business days and goes back to the original card. Request a "
-        "refund from the Billing page within 30 days of the purchase. If you were charged "
-        "twice for an order, the double charge is refunded automatically within 24 hours.",
+        "How long does a refund take? A refund takes up to 5 business days and goes back to "
+        "the original card. To get your money back, request a refund from the Billing page "
+        "within 30 days of the purchase. If you were charged twice for an order, the double "
+        "charge is refunded automatically within 24 hours.",
     ),
     (
         "Invoices",
@@ -147,10 +163,10 @@ KNOWLEDGE: tuple[tuple[str, str], ...] = (
     ),
     (
         "Shipping and delivery",
-        "Orders ship within 1 business day; standard shipping takes 3 to 5 business days and "
-        "express shipping 1 to 2. To see where your order is, track it with the tracking "
-        "number in the shipping email or on the Orders page. We ship to 40 countries, "
-        "including Canada and the UK.",
+        "How long does shipping take? Orders ship within 1 business day; standard shipping "
+        "takes 3 to 5 business days and express shipping 1 to 2. Where is your order? Track "
+        "your order with the tracking number in the shipping email or on the Orders page. We "
+        "ship internationally to 40 countries, including Canada and the UK.",
     ),
     (
         "Returns",
@@ -164,8 +180,8 @@ KNOWLEDGE: tuple[tuple[str, str], ...] = (
     ),
     (
         "Saying thanks",
-        "You are welcome, glad that helped! Thank you for contacting Acme support; if "
-        "anything else comes up, just reply here.",
+        "Thanks for the help? You are welcome, glad that helped! Thank you for contacting "
+        "Acme support; if anything else comes up, just reply here.",
     ),
 )
 

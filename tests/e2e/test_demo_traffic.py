@@ -58,7 +58,12 @@ def test_traffic_answers_escalates_follows_up_and_auto_reviews(
     # Auto-review decided every escalation through the HITL API.
     assert sum(reviews.values()) >= 3, reviews
     assert reviews[""] == 0, reviews
-    assert {"approve", "edit"} <= set(reviews), reviews
+    # Most traffic is answered; requests for a person are answered by the robot reviewer.
+    assert "edit" in reviews, reviews
+    with tenant_scope(seeded.tenant.pk):
+        approved = HITLRequest.objects.filter(decision="approve")
+        # Never a draft that is no answer (issue 13, item 9).
+        assert all(item.context.get("non_answer") is None for item in approved)
 
 
 def demo_traffic_thanks() -> tuple[str, ...]:

@@ -6,16 +6,21 @@ import io
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
 
-from agentflow.models import Agent, KnowledgeDocument
+from agentflow import services as run_services
+from agentflow.kernel.llm.offline import DONT_KNOW_ANSWER
+from agentflow.models import Agent, AgentSession, KnowledgeDocument, Run
 from frontend import demo
+from frontend.management.commands import demo_traffic as traffic
 from governance.models import AuditEvent
 from governance.verify import verify_chain
+from hitl.models import HITLRequest
 from tenants import services as tenant_services
 from tenants.context import tenant_scope
 from tenants.models import APIKey, Membership, Tenant
@@ -137,3 +142,80 @@ def test_a_revoked_key_is_replaced_and_the_password_comes_from_the_environment(
     assert replaced[0] != first
     assert demo.read_key() == replaced[0]
     assert tenant_services.authenticate_key(replaced[0]).tenant.slug == "acme"
+
+
+# --- what the demo agent answers, and what the robot reviewer approves (issue 13, item 9) ---
+
+
+def _ask(agent: Agent, user_id: str, message: str) -> Run:
+    """The message through the real pipeline (offline provider), in this thread."""
+    with tenant_scope(agent.tenant_id):
+        session, _ = AgentSession.objects.get_or_create(agent=agent, user_id=user_id)
+        run = Run.objects.create(agent=agent, session=session, user_id=user_id, input=message)
+        run_services.execute_run(str(run.pk))
+        run.refresh_from_db()
+    return run
+
+
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
+def test_the_demo_answers_ordinary_traffic_and_escalates_what_needs_a_person() -> None:
+    """Every scripted question and its thank-you in the same conversation completes with no
+    review; requests for a person or a deletion, and off-topic questions, wait for one.
+    (Before tuning: 16 of 24 ordinary messages answered; "I forgot my password, how do I
+    get back in?" at 0.45 and "Great, thanks for the help" at 0.39 waited for a human.)"""
+    agent = demo.seed_demo(password="demo-pass-123").agent
+    answered: dict[str, str] = {}
+    for number, question in enumerate(traffic.QUESTIONS):
+        customer = f"customer-{number}"
+        thanks = traffic.THANKS[number % len(traffic.THANKS)]
+        for message in (question, thanks):
+            run = _ask(agent, customer, message)
+            answered[message] = run.status
+            assert run.status == "completed", (message, run.result)
+            assert not HITLRequest.unscoped.filter(run=run).exists()
+    person = traffic.HUMAN + traffic.DELETION + traffic.OFF_TOPIC
+    for number, message in enumerate(person):
+        run = _ask(agent, f"person-{number}", message)
+        assert run.status == "awaiting_review", (message, run.result)
+    assert set(answered.values()) == {"completed"}
+    # Worded unlike any article: a person answers these once, and the loop learns them.
+    for number, message in enumerate(traffic.NEW_WORDING):
+        run = _ask(agent, f"new-{number}", message)
+        assert run.status == "awaiting_review", (message, run.result)
+        assert (run.result or {}).get("escalation_reason") == "low_confidence"
+
+
+def test_the_scripted_questions_cite_the_article_they_are_about() -> None:
+    titles = {title for title, _ in demo.KNOWLEDGE}
+    assert set(traffic.INTENDED_ARTICLE.values()) <= titles
+    assert set(traffic.QUESTIONS) | set(traffic.NEW_WORDING) == set(traffic.INTENDED_ARTICLE)
+
+
+def _item(question: str, *titles: str, intent: str = "", approvable: bool = True) -> dict[str, Any]:
+    return {
+        "question": question,
+        "intent": intent,
+        "proposed_answer": "some draft" if approvable else DONT_KNOW_ANSWER,
+        "approvable": approvable,
+        "sources": [{"kind": "knowledge", "title": title} for title in titles],
+    }
+
+
+def test_auto_review_approves_only_the_right_article_and_edits_in_the_right_one() -> None:
+    decide = traffic.AutoReviewer.decision
+    shipping = dict(demo.KNOWLEDGE)["Shipping and delivery"]
+    # What it taught before: "Where is my order?" approved with the refund article.
+    assert decide(_item("Where is my order?", "Refunds")) == {
+        "decision": "edit",
+        "response": shipping,
+    }
+    assert decide(_item("Where is my order?", "Shipping and delivery")) == {"decision": "approve"}
+    # A hand-off draft is never approved: the right article's answer is written instead.
+    no_answer = _item("My card got billed two times", approvable=False)
+    assert decide(no_answer) == {"decision": "edit", "response": dict(demo.KNOWLEDGE)["Refunds"]}
+    # Off-topic (no article is about it) is rejected, whatever the draft cites.
+    off_topic = decide(_item("Can you recommend a good pizza place?", "Returns"))
+    assert off_topic["decision"] == "reject"
+    # Asking for a person gets a person's reply, whatever the classifier made of it.
+    human = decide(_item("Stop the bot, I need an agent", intent="SHIPPING", approvable=False))
+    assert human == {"decision": "edit", "response": traffic.HUMAN_REPLIES["HUMAN_AGENT"]}

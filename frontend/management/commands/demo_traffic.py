@@ -5,8 +5,10 @@ other words than the articles use), follow-up thanks in the same session, off-to
 questions and requests for a person or for deleting an account (which always go to a
 human). Everything goes over HTTP with the demo tenant's API key, exactly as a
 customer's integration would send it; nothing touches the database directly.
-``--auto-review`` plays a reviewer through the HITL API: it approves, edits or rejects
-what waits for a human after a delay, so decisions and golden paths appear too.
+``--auto-review`` plays a careful reviewer through the HITL API after a delay, so decisions
+and golden paths appear too: it approves a draft only when it is a real answer citing the
+article the question is about (the script knows each question's article), else edits in
+that article's answer; it answers requests for a person, and rejects off-topic questions.
 """
 
 from __future__ import annotations
@@ -30,21 +32,34 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from frontend import demo
 
-# Paraphrases of what the demo's help articles answer.
-QUESTIONS = (
-    "How do I reset my password?",
-    "I forgot my password, how do I get back in?",
-    "The password reset email never arrives",
-    "How can I set up two-factor authentication?",
-    "I lost my phone with the authenticator app",
-    "How long does a refund take?",
-    "I was charged twice for my order",
-    "Where can I download my invoice?",
-    "How long does shipping take?",
-    "Where is my order?",
-    "Do you ship to Canada?",
-    "How do I return an item?",
+# Paraphrases of what the demo's help articles answer, each with the article that does.
+QUESTIONS_AND_ARTICLES: tuple[tuple[str, str], ...] = (
+    ("How do I reset my password?", "Resetting your password"),
+    ("I forgot my password, how do I get back in?", "Resetting your password"),
+    ("The password reset email never arrives", "Resetting your password"),
+    ("How can I set up two-factor authentication?", "Two-factor authentication"),
+    ("I lost my phone with the authenticator app", "Two-factor authentication"),
+    ("How long does a refund take?", "Refunds"),
+    ("I was charged twice for my order", "Refunds"),
+    ("Where can I download my invoice?", "Invoices"),
+    ("How long does shipping take?", "Shipping and delivery"),
+    ("Where is my order?", "Shipping and delivery"),
+    ("Do you ship to Canada?", "Shipping and delivery"),
+    ("How do I return an item?", "Returns"),
 )
+# Worded unlike any article: the agent is unsure, a person answers once (approving a
+# draft from the right article, else writing that article's answer), and the golden path
+# answers them from then on: the learning loop at work.
+NEW_WORDING_AND_ARTICLES: tuple[tuple[str, str], ...] = (
+    ("The login code from my authenticator app doesn't work anymore", "Two-factor authentication"),
+    ("My card got billed two times", "Refunds"),
+    ("The sweater doesn't fit, can I send it back?", "Returns"),
+    ("My parcel still hasn't turned up, what's going on?", "Shipping and delivery"),
+)
+QUESTIONS = tuple(question for question, _ in QUESTIONS_AND_ARTICLES)
+NEW_WORDING = tuple(question for question, _ in NEW_WORDING_AND_ARTICLES)
+# The article each scripted question is about: what the robot reviewer checks drafts against.
+INTENDED_ARTICLE: dict[str, str] = dict(QUESTIONS_AND_ARTICLES + NEW_WORDING_AND_ARTICLES)
 OFF_TOPIC = (
     "What is the weather in Paris tomorrow?",
     "Can you recommend a good pizza place?",
@@ -63,8 +78,9 @@ DELETION = (
 THANKS = ("Thanks, that helped!", "Great, thanks for the help", "Perfect, that solved it, thanks")
 # (scenario, its messages, its share of new conversations)
 SCENARIOS: tuple[tuple[str, tuple[str, ...], float], ...] = (
-    ("question", QUESTIONS, 0.62),
-    ("off_topic", OFF_TOPIC, 0.14),
+    ("question", QUESTIONS, 0.56),
+    ("new_wording", NEW_WORDING, 0.08),
+    ("off_topic", OFF_TOPIC, 0.12),
     ("human", HUMAN, 0.12),
     ("deletion", DELETION, 0.12),
 )
@@ -89,6 +105,14 @@ HUMAN_REPLIES = {
     "ACCOUNT_DELETION": "We have scheduled the deletion of your account. You will get a "
     "confirmation email within 24 hours; reply to it within 30 days if you change your mind.",
 }
+# The scripted requests for a person, by the intent they are about (whatever the
+# classifier made of them).
+PERSON_INTENT: dict[str, str] = {
+    **dict.fromkeys(HUMAN, "HUMAN_AGENT"),
+    **dict.fromkeys(DELETION, "ACCOUNT_DELETION"),
+}
+ARTICLE_TEXT: dict[str, str] = dict(demo.KNOWLEDGE)
+OFF_TOPIC_REASON = "Not something Acme support can answer."
 
 
 @dataclass
@@ -131,7 +155,7 @@ class Traffic:
         confidence = result.get("confidence")
         shown = f"{confidence:.2f}" if isinstance(confidence, int | float) else "  - "
         self.write(f"{customer:18} {status:16} {result.get('intent') or '-':17} {shown}  {message}")
-        answered = scenario == "question" and status == "completed"
+        answered = scenario in ("question", "new_wording") and status == "completed"
         if answered and self.rng.random() < FOLLOW_UP_SHARE:
             # A few messages later, whatever the rate: a person reads, then thanks.
             due = time.monotonic() + self.rng.uniform(2.0, 6.0) * self.interval
@@ -199,12 +223,25 @@ class AutoReviewer:
 
     @staticmethod
     def decision(item: dict[str, Any]) -> dict[str, str]:
-        reply = HUMAN_REPLIES.get(item.get("intent") or "")
+        """What a careful reviewer decides: approve only a real answer drawn from the
+        article the question is about, else write that article's answer; a request for a
+        person gets one; off-topic questions and what no article answers are rejected."""
+        question = str(item.get("question") or "")
+        reply = HUMAN_REPLIES.get(PERSON_INTENT.get(question) or item.get("intent") or "")
         if reply is not None:
             return {"decision": "edit", "response": reply}
-        if item.get("escalation_reason") == "out_of_scope" or not item.get("sources"):
-            return {"decision": "reject", "reason": "Not something Acme support can answer."}
-        return {"decision": "approve"}
+        intended = INTENDED_ARTICLE.get(question)
+        if intended is None:
+            return {"decision": "reject", "reason": OFF_TOPIC_REASON}
+        cited = {
+            str(source.get("title"))
+            for source in item.get("sources") or []
+            if source.get("kind") == "knowledge"
+        }
+        # "approvable" is false for a draft that is no answer (a hand-off, empty).
+        if item.get("approvable", bool(item.get("proposed_answer"))) and cited == {intended}:
+            return {"decision": "approve"}
+        return {"decision": "edit", "response": ARTICLE_TEXT[intended]}
 
 
 def _default_url() -> str:
