@@ -308,8 +308,9 @@ class ToolRegistry:
         try:
             async with asyncio.timeout(tool.timeout):
                 raw = await tool.handler(arguments)
-        except TimeoutError:
-            status, error = "timeout", f"tool {tool.id!r} did not answer within {tool.timeout:g}s"
+        except TimeoutError as exc:
+            status = "timeout"
+            error = str(exc) or f"tool {tool.id!r} did not answer within {tool.timeout:g}s"
         except ToolError as exc:
             status, error = "error", str(exc)[:_ERROR_CHARS] or type(exc).__name__
         except Exception as exc:  # a tool's bug is an outcome, never a failed run
