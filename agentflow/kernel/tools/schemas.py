@@ -55,6 +55,8 @@ def _path(error: jsonschema.ValidationError) -> str:
 
 def schema_error(instance: Any, validator: Draft202012Validator, what: str) -> str | None:
     """None when ``instance`` is valid, else ``"<what> $.field: message"`` (first errors)."""
+    if validator.is_valid(instance):
+        return None
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), str(e)))
     if not errors:
         return None
