@@ -6,10 +6,15 @@ checkpoint (chain, sequence, head hash, time) is therefore written where the dat
 users cannot reach: JSON lines in ``AUDIT_CHECKPOINT_PATH`` (one file per chain; mount it
 from another host or a write-once bucket) and/or a POST to ``AUDIT_CHECKPOINT_URL``.
 Verification reads them back from the directory (or a copy given to ``audit verify``).
+
+Checkpoints go out every few minutes; between them, *anchors* (the same lines, to the
+directory only) follow each moving chain head every ``AUDIT_ANCHOR_SECONDS``, so events
+deleted from the tail after a few seconds are named by verify too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import urllib.request
@@ -22,6 +27,7 @@ from urllib.parse import urlsplit
 
 import structlog
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 
 from governance.audit import chain_filter
@@ -155,6 +161,49 @@ def export_checkpoints(
                 },
             )
     log.info("audit.checkpoints_exported", chains=len(moved))
+    return moved
+
+
+# The last anchored sequence of every chain in a directory, shared by the worker processes.
+# Losing it (a Redis restart) only writes each head once more: a repeated line is harmless.
+_ANCHORED_TTL = 7 * 24 * 3600
+
+
+def _anchored_key(directory: Path) -> str:
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    return f"governance:audit:anchored:{digest}"
+
+
+def _chain_key(tenant_id: int | None) -> str:
+    return "platform" if tenant_id is None else str(tenant_id)
+
+
+def anchor_heads(*, directory: Path | None = None) -> list[Checkpoint]:
+    """Write the head of every chain that moved since its last anchor to the directory.
+
+    Cheap (one index probe per chain, one appended line per moved chain), so it runs
+    every ``AUDIT_ANCHOR_SECONDS``; the periodic checkpoint adds the URL and bookkeeping.
+    """
+    directory = directory if directory is not None else configured_directory()
+    if directory is None:
+        return []
+    key = _anchored_key(directory)
+    anchored: dict[str, int] = cache.get(key) or {}
+    now = datetime.now(UTC).isoformat()
+    moved = [
+        Checkpoint(tenant_id, sequence, head_hash, now, slug)
+        for tenant_id, slug, sequence, head_hash in current_heads()
+        if anchored.get(_chain_key(tenant_id)) != sequence
+    ]
+    if not moved:
+        return []
+    _write_files(directory, moved)
+    # Re-read just before writing: a concurrent anchor's entries are kept (at worst, a
+    # head it wrote is written again next time).
+    latest: dict[str, int] = cache.get(key) or {}
+    latest.update({_chain_key(c.tenant_id): c.sequence for c in moved})
+    cache.set(key, latest, _ANCHORED_TTL)
+    log.debug("audit.heads_anchored", chains=len(moved))
     return moved
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from governance.checkpoints import CheckpointExportFailed, export_checkpoints
+from governance.checkpoints import CheckpointExportFailed, anchor_heads, export_checkpoints
 
 
 @shared_task(
@@ -22,3 +22,13 @@ def audit_checkpoint() -> int:
     Idempotent: an unchanged chain is skipped, and a head exported twice is harmless.
     """
     return len(export_checkpoints())
+
+
+@shared_task(name="maintenance.audit_anchor", ignore_result=True, max_retries=0, expires=60)
+def audit_anchor() -> int:
+    """Anchor every moved chain head in the checkpoint directory (beat, every few seconds).
+
+    No retries: the next beat tick anchors the same heads, and a backlog of stale ticks
+    expires instead of piling up behind a stopped worker.
+    """
+    return len(anchor_heads())

@@ -6,7 +6,8 @@ of what is hashed), the link to the previous event's hash (an inserted or delete
 breaks it) and the sequence (no gaps). A chain rewritten consistently by someone with
 database access, or cut short at the tail, is still internally valid: only the heads
 exported outside the database (:mod:`governance.checkpoints`) can tell, so the walk also
-compares the chain against them.
+compares the chain against them, and counts the events no exported head covers yet
+(``unanchored``: what could still be cut off undetected, until the next anchor).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Verification:
     head_sequence: int | None = None
     head_hash: str | None = None
     checkpoint_sequence: int | None = None  # the newest exported head that was checked
+    unanchored: int = 0  # events after the newest exported head (all of them when none)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,4 +121,5 @@ def verify_chain(tenant_id: int | None, checkpoints: Iterable[Checkpoint] = ()) 
         head_sequence=sequence if count else None,
         head_hash=prev_hash if count else None,
         checkpoint_sequence=newest,
+        unanchored=count - (newest or 0),
     )

@@ -43,11 +43,42 @@ def _close_worker_loops() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Create and migrate the test database as the schema's owner (tests/db_roles.py)."""
+    from tests import db_roles
+
+    db_roles.use_owner()
+
+
+def _flush_as_owner() -> None:
+    """Transactional tests are emptied with TRUNCATE, which the app's role may not do."""
+    from django.test import TransactionTestCase
+
+    from tests import db_roles
+
+    teardown = TransactionTestCase._fixture_teardown
+
+    def _fixture_teardown(self: TransactionTestCase) -> None:
+        with db_roles.owner_connection():
+            teardown(self)
+
+    TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
 def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
-    """Drop the test database cleanly even when worker threads still hold connections."""
-    yield
+    """Tests run as the app's own role; the test database is dropped cleanly even when
+    worker threads still hold connections."""
     from django.db import connection
 
+    from tests import db_roles
+
+    with django_db_blocker.unblock():
+        db_roles.install_superuser_function()
+    db_roles.use_app()
+    _flush_as_owner()
+    yield
+    db_roles.use_owner()
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -3,7 +3,8 @@
 Loaded with ``-p tests.embedded_services`` (see pyproject.toml). Its hook wraps
 ``pytest_load_initial_conftests`` so the servers are up and ``DATABASE_URL`` /
 ``REDIS_URL`` are in the environment *before* pytest-django imports the
-settings. Set either variable yourself to test against an external server.
+settings. Set either variable yourself to test against an external server (with
+``DATABASE_OWNER_URL`` too, to run the app as a role of its own as the embedded one does).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def _start() -> Services:
     os.environ["AGENTFLOW_HOME"] = str(home)
     if not os.environ.get("DATABASE_URL"):
         services.postgres = EmbeddedPostgres(home / "postgres")
-        os.environ["DATABASE_URL"] = services.postgres.start()
+        # Like production: the schema's owner migrates, the app connects as its own role
+        # (created by that migrate; see tests/db_roles.py).
+        os.environ["DATABASE_OWNER_URL"] = services.postgres.start()
+        os.environ["DATABASE_URL"] = services.postgres.runtime_url()
         services.started.append("postgres")
     if not os.environ.get("REDIS_URL"):
         services.redis = EmbeddedRedis(home / "redis")

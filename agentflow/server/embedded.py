@@ -15,12 +15,16 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 DATABASE_NAME = "agentflow"
+# The LOGIN role the application runs as: neither superuser nor owner of the audit table.
+# `migrate`, run as the server's superuser, creates and grants it (governance/roles.py).
+APP_ROLE = "agentflow_app"
 
 
 @dataclass
@@ -53,9 +57,19 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
+        """The superuser's URL: for ``migrate`` (``DATABASE_OWNER_URL``), never the app."""
         if self._server is None:
             raise RuntimeError("embedded PostgreSQL is not started")
         return str(self._server.get_uri(self.database))  # type: ignore[attr-defined]
+
+    def runtime_url(self) -> str:
+        """The same socket and database as :data:`APP_ROLE` (the app's ``DATABASE_URL``).
+
+        The embedded server trusts local connections (no password): it is a development
+        server in a folder of its own user. The role exists once ``migrate`` ran as owner.
+        """
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(netloc=f"{APP_ROLE}@{parts.netloc.rpartition('@')[2]}"))
 
     def stop(self) -> None:
         if self._server is not None:

@@ -136,8 +136,25 @@ if DATABASE_URL is None:
     # Nothing running yet (e.g. `manage.py check` before `make run`): settings
     # still load; the first query fails with a clear connection error.
     _socket_dir = AGENTFLOW_HOME / "postgres" / "pgdata"
-    DATABASE_URL = f"postgresql://postgres:@/agentflow?host={_socket_dir}"
-DATABASES = {"default": database_config(DATABASE_URL)}
+    DATABASE_URL = f"postgresql://agentflow_app@/agentflow?host={_socket_dir}"
+    DATABASE_OWNER_URL: str | None = f"postgresql://postgres:@/agentflow?host={_socket_dir}"
+else:
+    # The schema's owner: `migrate` and `provision_db` connect as it (AGENTFLOW_DB_ROLE=owner)
+    # and grant DATABASE_URL's role what the app needs, on the audit table only SELECT and
+    # INSERT (governance/roles.py). Unset: one role for everything, as before.
+    DATABASE_OWNER_URL = env_str("DATABASE_OWNER_URL") or _runtime_value("database_owner_url")
+DATABASE_ROLE = env_str("AGENTFLOW_DB_ROLE", "app") or "app"
+if DATABASE_ROLE not in {"app", "owner"}:
+    raise ImproperlyConfiguredEnv(f"AGENTFLOW_DB_ROLE={DATABASE_ROLE!r}: use app or owner")
+if DATABASE_ROLE == "owner" and not DATABASE_OWNER_URL:
+    raise ImproperlyConfiguredEnv("AGENTFLOW_DB_ROLE=owner needs DATABASE_OWNER_URL")
+# The app's role (what `migrate` as owner provisions), whichever role this process uses.
+APP_DATABASE = database_config(DATABASE_URL)
+DATABASES = {
+    "default": database_config(
+        DATABASE_OWNER_URL if DATABASE_ROLE == "owner" and DATABASE_OWNER_URL else DATABASE_URL
+    )
+}
 # A connection pool per process: under ASGI every request runs its sync code in a new
 # thread, and per-thread persistent connections would pile up until PostgreSQL refuses
 # more clients. The pool hands each request a warm connection and takes it back.
@@ -239,6 +256,12 @@ CELERY_BEAT_SCHEDULE = {
     # The activity stream's recovery: replay from PostgreSQL, claim dead consumers' entries.
     "learning.activity_sweep": {
         "task": "learning.activity_sweep",
+    # Between checkpoints, moved chain heads are anchored in AUDIT_CHECKPOINT_PATH this often:
+    # events deleted from a chain's tail later than this are named by verify.
+    "maintenance.audit_anchor": {
+        "task": "maintenance.audit_anchor",
+        "schedule": env_float("AUDIT_ANCHOR_SECONDS", 5.0),
+    },
         "schedule": env_float("ACTIVITY_SWEEP_SECONDS", 30.0),
         "options": {"expires": env_float("ACTIVITY_SWEEP_SECONDS", 30.0)},
     },

@@ -508,9 +508,11 @@ def test_audit_trail_filters_pages_and_chain_status(
     assert b'data-field-error="since"' in bad.content
 
     # Tamper with the chain behind the append-only trigger's back: the page says broken.
-    with as_attacker():
+    with as_attacker() as cursor:  # a raw statement: the app's own role may not update
         event = AuditEvent.unscoped.filter(tenant=acme.tenant).order_by("sequence")[1]
-        AuditEvent.unscoped.filter(pk=event.pk).update(action="forged")
+        cursor.execute(
+            "UPDATE governance_auditevent SET action = 'forged' WHERE id = %s", [event.pk]
+        )
     broken = owner.get("/audit/")
     assert b'data-testid="chain-status">broken<' in broken.content
     assert b"hash_mismatch at event #2" in broken.content

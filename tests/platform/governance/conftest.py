@@ -7,10 +7,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from governance.audit import Actor, append
 from tenants.models import Tenant
+from tests.db_roles import as_superuser
 
 # The API personas (owner, outsider, agent) are the API test suite's fixtures.
 from tests.platform.api.conftest import Persona, agent, outsider  # noqa: F401
@@ -37,13 +37,10 @@ def grow_chain(tenant: Tenant, upto: int = CHAIN_LENGTH) -> None:
 
 @contextmanager
 def as_attacker() -> Iterator[Any]:
-    """A superuser session that switched triggers off: what full database access allows."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")
-        try:
-            yield cursor
-        finally:
-            cursor.execute("SET session_replication_role = origin")
+    """A superuser that switched triggers off: what full database access allows (the app's
+    own role cannot; tests/db_roles.py)."""
+    with as_superuser() as cursor:
+        yield cursor
 
 
 @pytest.fixture

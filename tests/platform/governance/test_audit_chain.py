@@ -1,7 +1,8 @@
 """The audit chain under attack: every kind of tampering is found and the first bad event named.
 
 The attacker has full database access (a superuser that switches triggers off with
-``session_replication_role = replica``); the chain of the ``chain`` fixture has
+``session_replication_role = replica``; the tests themselves run as the app's own role,
+see tests/db_roles.py); the chain of the ``chain`` fixture has
 ``CHAIN_LENGTH`` events, sequence 1 (tenant.created) to 10.
 """
 
@@ -26,6 +27,7 @@ from governance.checkpoints import export_checkpoints, read_checkpoints
 from governance.models import AuditEvent
 from governance.verify import verify_chain
 from tenants.models import Tenant
+from tests.db_roles import owner_connection
 from tests.platform.api.conftest import Persona
 from tests.platform.governance.conftest import CHAIN_LENGTH, as_attacker, grow_chain
 
@@ -247,6 +249,7 @@ def test_verify_command_prints_one_json_object_and_exits_1_when_broken(chain: Te
         "first_bad": None,
         "chain": None,
         "chains": 1,
+        "unanchored": CHAIN_LENGTH,  # no checkpoint exported yet
     }
     with as_attacker() as cursor:
         cursor.execute(f"DELETE FROM {TABLE} WHERE tenant_id = %s AND sequence = 3", [chain.pk])
@@ -302,7 +305,7 @@ def _sqlstate(exc: BaseException) -> str | None:
     ],
 )
 def test_raw_update_and_delete_are_permission_denied(chain: Tenant, statement: str) -> None:
-    """Even the superuser the tests connect as: only switching the trigger off gets past."""
+    """The app's role the tests connect as: only switching the trigger off gets past."""
     with pytest.raises(DatabaseError) as refused, transaction.atomic(), connection.cursor() as c:
         c.execute(statement, [chain.pk])
     assert "permission denied" in str(refused.value)
@@ -320,17 +323,37 @@ def test_the_orm_cannot_change_or_delete_events_either(chain: Tenant) -> None:
     assert AuditEvent.unscoped.filter(tenant=chain).count() == CHAIN_LENGTH
 
 
+def _create_role(cursor: Any, role: str) -> None:
+    """A role that owns nothing and holds every table privilege, the session a member."""
+    cursor.execute(f"CREATE ROLE {role} NOLOGIN")
+    everything = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE"
+    cursor.execute(f"GRANT {everything} ON ALL TABLES IN SCHEMA public TO {role}")
+    cursor.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    cursor.execute(f"GRANT {role} TO SESSION_USER")  # so that the test may SET ROLE
+
+
 @pytest.fixture
 def app_role(chain: Tenant) -> str:
     """A role like a production app's: owns nothing, may read and write every table."""
     role = "agentflow_app_test"
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE ROLE {role} NOLOGIN")
-        everything = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE"
-        cursor.execute(f"GRANT {everything} ON ALL TABLES IN SCHEMA public TO {role}")
-        cursor.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    with as_attacker() as cursor:  # only the superuser may create roles
+        _create_role(cursor, role)
     # Created inside the test's transaction: rolled back with it.
     return role
+
+
+@pytest.fixture
+def committed_role(transactional_db: None) -> Iterator[str]:
+    """The same role, committed: for commands that must run as the owner's connection."""
+    role = "agentflow_app_test"
+    app_user = connection.settings_dict["USER"]
+    with owner_connection(), connection.cursor() as cursor:
+        _create_role(cursor, role)
+        cursor.execute(f'GRANT {role} TO "{app_user}"')
+    yield role
+    with owner_connection(), connection.cursor() as cursor:
+        cursor.execute(f"DROP OWNED BY {role}")
+        cursor.execute(f"DROP ROLE {role}")
 
 
 @contextmanager
@@ -367,10 +390,14 @@ def test_the_trigger_stops_a_role_that_holds_every_privilege(chain: Tenant, app_
 
 
 def test_restrict_role_revokes_the_privileges_and_the_role_still_appends(
-    chain: Tenant, app_role: str
+    owner: Persona, committed_role: str
 ) -> None:
+    app_role = committed_role
+    chain = owner.tenant
+    grow_chain(chain)
     out = StringIO()
-    call_command("audit", "restrict-role", app_role, stdout=out)
+    with owner_connection():  # only the table's owner can grant and revoke
+        call_command("audit", "restrict-role", app_role, stdout=out)
     assert json.loads(out.getvalue())["revoked"] == [
         "UPDATE",
         "DELETE",
@@ -392,24 +419,28 @@ def test_restrict_role_revokes_the_privileges_and_the_role_still_appends(
     assert _verify(chain).events == CHAIN_LENGTH + 1
 
 
-def test_restrict_role_refuses_a_role_that_could_bypass_the_trigger(db: None) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_restrict_role_refuses_a_role_that_could_bypass_the_trigger() -> None:
     from django.core.management.base import CommandError
 
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_user")
-        (superuser,) = cursor.fetchone()
-    with pytest.raises(CommandError, match="superuser or owns"):
-        call_command("audit", "restrict-role", superuser)
-    with pytest.raises(CommandError, match="no database role"):
-        call_command("audit", "restrict-role", "no_such_role_anywhere")
+    with pytest.raises(CommandError, match="run this as the audit table's owner"):
+        call_command("audit", "restrict-role", connection.settings_dict["USER"])
+    with owner_connection():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_user")
+            (superuser,) = cursor.fetchone()
+        with pytest.raises(CommandError, match="superuser or owns"):
+            call_command("audit", "restrict-role", superuser)
+        with pytest.raises(CommandError, match="no database role"):
+            call_command("audit", "restrict-role", "no_such_role_anywhere")
 
 
-def test_the_database_check_warns_when_the_app_could_bypass_the_trigger(
-    db: None, settings: Any
-) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_the_database_check_warns_when_the_app_could_bypass_the_trigger(settings: Any) -> None:
     from governance.checks import audit_role_check
 
-    assert audit_role_check(databases=["default"]) == []  # embedded superuser: expected
     settings.PRODUCTION = True
-    warnings = audit_role_check(databases=["default"])  # the tests connect as a superuser
+    assert audit_role_check(databases=["default"]) == []  # the app's own role the tests use
+    with owner_connection():
+        warnings = audit_role_check(databases=["default"])  # the embedded superuser
     assert [w.id for w in warnings] == ["governance.W001"]

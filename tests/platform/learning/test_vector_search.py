@@ -21,6 +21,7 @@ from agentflow.vector_search import count_rows, nearest
 from learning.models import GoldenPath, GoldenPathSource
 from tenants.context import tenant_scope
 from tenants.models import Tenant
+from tests.db_roles import as_superuser
 
 DIMENSIONS = 384
 ROWS_PER_TENANT = 300
@@ -260,7 +261,7 @@ def test_an_invalid_tenant_index_is_ignored_then_rebuilt(world: World) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     name = vector_search.create_tenant_index(GoldenPath, world.tenant_a.id, concurrently=False)
-    with connection.cursor() as cursor:
+    with as_superuser() as cursor:  # the catalog: not the app role's to write
         cursor.execute(
             "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", [name]
         )
