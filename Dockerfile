@@ -9,7 +9,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STATIC_ROOT=/app/staticfiles
 
 WORKDIR /app
-RUN useradd --system --uid 10001 --home /var/lib/agentflow --create-home agentflow
+RUN useradd --system --uid 10001 --home /var/lib/agentflow --create-home agentflow \
+    # The shared audit-checkpoint volume takes this folder's owner on first mount.
+    && install -d -o agentflow -g agentflow /var/lib/agentflow/audit-checkpoints
 
 COPY pyproject.toml README.md ./
 COPY agentflow ./agentflow
