@@ -253,15 +253,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "maintenance.audit_checkpoint",
         "schedule": env_float("AUDIT_CHECKPOINT_SECONDS", 300.0),
     },
-    # The activity stream's recovery: replay from PostgreSQL, claim dead consumers' entries.
-    "learning.activity_sweep": {
-        "task": "learning.activity_sweep",
     # Between checkpoints, moved chain heads are anchored in AUDIT_CHECKPOINT_PATH this often:
     # events deleted from a chain's tail later than this are named by verify.
     "maintenance.audit_anchor": {
         "task": "maintenance.audit_anchor",
         "schedule": env_float("AUDIT_ANCHOR_SECONDS", 5.0),
     },
+    # The activity stream's recovery: replay from PostgreSQL, claim dead consumers' entries.
+    "learning.activity_sweep": {
+        "task": "learning.activity_sweep",
         "schedule": env_float("ACTIVITY_SWEEP_SECONDS", 30.0),
         "options": {"expires": env_float("ACTIVITY_SWEEP_SECONDS", 30.0)},
     },
