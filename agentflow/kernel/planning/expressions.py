@@ -322,9 +322,9 @@ class _Checker:
         target_tree, name_token = tree.children[0], tree.children[1]
         args = _args(tree.children[2] if len(tree.children) > 2 else None)
         name = str(name_token)
+        target = self.check(cast(lark.Tree, target_tree))
         if name not in _METHODS:
             raise self.fail(f"unknown method `{name}()`", cast(lark.Token, name_token))
-        target = self.check(cast(lark.Tree, target_tree))
         kinds, result = _METHODS[name]
         if target.kind not in kinds | {"dyn"}:
             raise self.fail(f"`{name}()` cannot apply to {target.describe()}", name_token)

@@ -1,0 +1,150 @@
+"""Running one action of a plan, recording it, and resuming a paused run exactly once.
+
+`ActionRunner` is the only place a plan touches the outside world: built-in steps and
+sub-agents go to the pluggable `StepExecutor`, tool calls to the `ToolInvoker` (after their
+CEL arguments are evaluated against the state). A per-state timeout turns a slow action into
+a ``timeout`` outcome; an exception from an executor becomes an ``error`` outcome (never a
+crash of the run). Every planner builds the same `StepRecord` path from these outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from agentflow.kernel.llm.base import BudgetExceeded
+from agentflow.kernel.planning.expressions import ExpressionEvalError
+from agentflow.kernel.planning.model import (
+    Action,
+    PlanState,
+    StepExecutor,
+    StepOutcome,
+    ToolInvoker,
+)
+
+__all__ = [
+    "ActionRunner",
+    "AlreadyResumed",
+    "InMemoryResumeLedger",
+    "ReplanDecision",
+    "Replanner",
+    "ResumeError",
+    "ResumeLedger",
+    "digest",
+]
+
+# Tool statuses (agentflow.kernel.tools) and what a plan does with them.
+_TOOL_ERRORS = {"error", "timeout", "denied", "invalid_arguments", "invalid_output"}
+
+
+class ResumeError(RuntimeError):
+    """The snapshot cannot be resumed (another plan, another planner)."""
+
+
+class AlreadyResumed(ResumeError):
+    """The snapshot's token was already used: a paused run resumes exactly once."""
+
+
+class ResumeLedger(Protocol):
+    """Claims a snapshot token once; the platform implements it with a compare-and-set row."""
+
+    def claim(self, token: str) -> bool: ...
+
+
+class InMemoryResumeLedger:
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, token: str) -> bool:
+        with self._lock:
+            if token in self._used:
+                return False
+            self._used.add(token)
+            return True
+
+
+@dataclass(frozen=True, slots=True)
+class ReplanDecision:
+    """What to do after a failed step: ``retry`` (after ``delay_s``), ``escalate`` (pause for
+    a human), ``fallback`` (stop this plan so a simpler planner takes over) or ``continue``
+    (follow the plan's own error transition)."""
+
+    strategy: Literal["retry", "escalate", "fallback", "continue"]
+    delay_s: float = 0.0
+    reason: str = ""
+
+
+class Replanner(Protocol):
+    async def decide(
+        self, trigger: str, node: str, outcome: StepOutcome, attempt: int
+    ) -> ReplanDecision: ...
+
+
+def digest(definition: Any) -> str:
+    """A stable fingerprint of a normalised plan definition."""
+    text = json.dumps(definition, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ActionRunner:
+    def __init__(
+        self,
+        executor: StepExecutor | None = None,
+        tools: ToolInvoker | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.executor = executor
+        self.tools = tools
+        self.clock = clock
+
+    async def run(self, action: Action, state: PlanState, limit_s: float | None) -> StepOutcome:
+        if action.kind == "none":
+            return StepOutcome.ok()
+        try:
+            if limit_s is None:
+                return await self._run(action, state)
+            return await asyncio.wait_for(self._run(action, state), limit_s)
+        except TimeoutError:
+            return StepOutcome("timeout", error=f"{action} took longer than {limit_s:g}s")
+        except BudgetExceeded as exc:
+            return StepOutcome("error", error=f"budget: {exc}")
+        except ExpressionEvalError as exc:
+            return StepOutcome("error", error=f"arguments: {exc}")
+        except Exception as exc:  # an executor's bug is a failed step, not a crashed run
+            return StepOutcome("error", error=f"{type(exc).__name__}: {exc}")
+
+    async def _run(self, action: Action, state: PlanState) -> StepOutcome:
+        if action.kind == "tool":
+            return await self._call_tool(action, state)
+        if self.executor is None:
+            return StepOutcome("error", error=f"no step executor for {action}")
+        outcome = await self.executor.execute(action, state)
+        if action.kind == "agent" and outcome.status == "ok" and outcome.output is not None:
+            state.state[action.name] = outcome.output
+        return outcome
+
+    async def _call_tool(self, action: Action, state: PlanState) -> StepOutcome:
+        if self.tools is None:
+            return StepOutcome("error", error=f"no tool invoker for {action}")
+        variables = state.variables()
+        arguments = {name: expr.evaluate(variables) for name, expr in action.arguments}
+        result = await self.tools(action.name, arguments)
+        status = str(getattr(result, "status", "error"))
+        output = getattr(result, "output", None)
+        error = getattr(result, "error", None)
+        if status == "ok":
+            state.tool[action.name] = output
+            return StepOutcome.ok(output)
+        if status == "needs_approval":
+            return StepOutcome("paused", output, str(error or "the tool call needs approval"))
+        if status not in _TOOL_ERRORS:
+            error = f"unknown tool status `{status}`: {error}"
+        return StepOutcome("error", output, f"{status}: {error}" if error else status)
