@@ -54,7 +54,7 @@ async def main(calls: int, mcp_calls: int) -> dict[str, Any]:
     limited = tool("orders.limited", rate_limit="1000000/hour")(lookup_fn)
     registry = ToolRegistry([lookup, limited])
     caller = ToolCaller.of(["orders.lookup", "orders.limited"], "execute")
-    arguments = {"order_id": "A-1001", "qty": 2}
+    arguments: dict[str, Any] = {"order_id": "A-1001", "qty": 2}
     counter = iter(range(10**9))
 
     async def direct() -> Any:

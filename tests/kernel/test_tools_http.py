@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +30,11 @@ def handler(request: httpx.Request) -> httpx.Response:
 @pytest.fixture
 async def registry() -> ToolRegistry:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    common = {"allowed_prefixes": ["https://shop.example/"], "client": client, "timeout": 1.0}
+    common: dict[str, Any] = {
+        "allowed_prefixes": ["https://shop.example/"],
+        "client": client,
+        "timeout": 1.0,
+    }
     return ToolRegistry(
         [
             http_tool("order", url="https://shop.example/orders/{order_id}", **common),

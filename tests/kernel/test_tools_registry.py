@@ -119,12 +119,13 @@ def test_rate_limit_is_strict(text: str) -> None:
 def test_grants_config() -> None:
     grants = parse_grants(["a.b", {"id": "mcp.x", "safety_level": "safe"}])
     assert grants["mcp.x"].safety_level == "safe"
-    for bad, field in [
+    cases: list[tuple[Any, str]] = [
         (["a", "a"], "tools\\[1\\]"),
         ([{"id": "a", "safety_level": "meh"}], "tools\\[0\\]"),
         ([{"name": "a"}], "tools\\[0\\]"),
         ([3], "tools\\[0\\]"),
-    ]:
+    ]
+    for bad, field in cases:
         with pytest.raises(ValueError, match=field):
             parse_grants(bad)
 
@@ -321,7 +322,7 @@ async def test_invoke_many_slow_tool_does_not_stall_the_others() -> None:
 
 async def test_a_crashing_tool_is_an_error_outcome() -> None:
     async def buggy(arguments: dict[str, Any]) -> str:
-        return {}["missing"]  # type: ignore[no-any-return]
+        raise KeyError("missing")
 
     outcome = await ToolRegistry([Tool("buggy", buggy)]).invoke("buggy", {}, caller=caller("buggy"))
     assert outcome.status == "error"
@@ -337,7 +338,9 @@ async def test_rate_limit_exact_under_concurrency() -> None:
         await asyncio.sleep(0)
         return "pong"
 
-    reg = ToolRegistry([Tool("ping", ping, rate_limit="5/minute")], rate_limiter=limiter)
+    reg = ToolRegistry(
+        [Tool("ping", ping, rate_limit=RateLimit.parse("5/minute"))], rate_limiter=limiter
+    )
     c = caller("ping", tenant_id="t1")
     outcomes = await asyncio.gather(*(reg.invoke("ping", {}, caller=c) for _ in range(50)))
     statuses = [o.status for o in outcomes]

@@ -69,7 +69,7 @@ def level_allows(level: str, needed: str) -> bool:
     """Whether governance ``level`` includes ``needed`` (unknown levels allow nothing)."""
     if level not in PERMISSION_LEVELS or needed not in PERMISSION_LEVELS:
         return False
-    return PERMISSION_LEVELS.index(level) >= PERMISSION_LEVELS.index(needed)  # type: ignore[arg-type]
+    return PERMISSION_LEVELS.index(level) >= PERMISSION_LEVELS.index(needed)
 
 
 def new_call_id() -> str:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO, Any, Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -83,7 +83,7 @@ class McpServerConfig:
 class McpSource:
     """The tools of one MCP server; implements `ToolSource`."""
 
-    def __init__(self, config: McpServerConfig, *, errlog: IO[str] | None = None) -> None:
+    def __init__(self, config: McpServerConfig, *, errlog: TextIO | None = None) -> None:
         self.config = config
         self.name = config.name
         self.breaker = CircuitBreaker(

@@ -264,7 +264,7 @@ class ToolRegistry:
     ) -> ToolOutcome:
         known = self._calls.get(call_id)
         if known is not None:
-            known_tool, future = known
+            known_tool, earlier = known
             if known_tool != entry.tool.id:
                 return ToolOutcome(
                     entry.tool.id,
@@ -272,7 +272,7 @@ class ToolRegistry:
                     error=f"call id {call_id!r} was already used for tool {known_tool!r}",
                     call_id=call_id,
                 )
-            return await asyncio.shield(future)
+            return await asyncio.shield(earlier)
         future: asyncio.Future[ToolOutcome] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = (entry.tool.id, future)
         while len(self._calls) > self._remember_calls:

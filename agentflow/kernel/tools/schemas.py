@@ -88,7 +88,7 @@ def schemas_from_signature(
         annotation = hints.get(name, Any)
         default = ... if param.default is param.empty else param.default
         fields[name] = (annotation, default)
-    model = pydantic.create_model(  # type: ignore[call-overload]
+    model = pydantic.create_model(
         f"{fn.__name__}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields
     )
     input_schema = model.model_json_schema()
