@@ -167,7 +167,7 @@ def _parse_state(
         default_step=name,
         errors=errors,
         known=known,
-        pos=pos_of(raw, "action") if "action" in raw else state_pos,
+        pos=_vpos(raw, "action") if "action" in raw else state_pos,
         path=f"{where}.action",
         owner=f"state `{name}`",
     )
@@ -333,9 +333,7 @@ def _check_graph(plan: FSMPlan, errors: Errors, path: str) -> None:
             errors.add(
                 f"state `{name}` is not final and has no transition (dead end)", state.pos, where
             )
-        else:
-            errors.add(f"state `{name}` can never reach a final state", state.pos, where)
-            reported.add(name)
+        # Any other stuck state only leads into a dead end or a cycle reported above/below.
 
 
 def _targets(plan: FSMPlan, name: str) -> list[str]:

@@ -127,7 +127,7 @@ def parse_action(
         return Action("none")
     kind = kinds[0]
     name = raw[kind]
-    kind_pos = pos_of(raw, kind)
+    kind_pos = raw.value_at(kind) if isinstance(raw, MDict) else pos
     if not isinstance(name, str) or not name:
         errors.add(f"{owner}: `{kind}` must be a name", kind_pos, path)
         return Action("none")
