@@ -58,7 +58,7 @@ _KEYS = {
     "selector": {"children"},
     "parallel": {"children", "success_policy"},
     "condition": {"check", "expression"},
-    "action": {"step", "tool", "agent", "arguments", "timeout"},
+    "action": {"step", "tool", "agent", "human", "arguments", "timeout"},
     "conditional_selector": {"conditions"},
 }
 
@@ -160,7 +160,8 @@ def _parse_node(raw: Any, node_id: str, pos: Pos, errors: Errors, known: Known) 
             where = raw.value_at(keys[0]) if isinstance(raw, MDict) else pos
             node.condition = errors.expression(raw[keys[0]], f"{label}: condition", where, node_id)
     elif kind == "action":
-        spec = MDict({k: raw[k] for k in ("step", "tool", "agent", "arguments") if k in raw})
+        action_keys = ("step", "tool", "agent", "human", "arguments")
+        spec = MDict({k: raw[k] for k in action_keys if k in raw})
         if isinstance(raw, MDict):
             spec.pos, spec.key_pos, spec.value_pos = raw.pos, raw.key_pos, raw.value_pos
         node.action = parse_action(

@@ -21,12 +21,13 @@ __all__ = [
 ]
 
 OutcomeStatus = Literal["ok", "error", "timeout", "paused"]
-ActionKind = Literal["step", "tool", "agent", "none"]
+ActionKind = Literal["step", "tool", "agent", "human", "none"]
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """What a state or node does: a built-in step, a tool call, a sub-agent, or nothing.
+    """What a state or node does: a built-in step, a tool call, a sub-agent, a pause for a
+    human (``{human: "<why>"}``: the run stops with a snapshot), or nothing.
 
     Tool arguments are compiled CEL expressions evaluated against the state when the call is
     made (``{"order_id": "state.order_id"}``).
@@ -35,12 +36,16 @@ class Action:
     kind: ActionKind
     name: str = ""
     arguments: tuple[tuple[str, CompiledExpression], ...] = ()
+    # Literal argument values (an LLM plan's JSON arguments are data, never expressions).
+    values: tuple[tuple[str, Any], ...] = ()
 
     def describe(self) -> dict[str, Any]:
         if self.kind == "none":
             return {"none": True}
         if self.kind == "tool":
-            return {"tool": self.name, "arguments": {k: e.source for k, e in self.arguments}}
+            described = {k: e.source for k, e in self.arguments}
+            described.update({k: repr(v) for k, v in self.values})
+            return {"tool": self.name, "arguments": described}
         return {self.kind: self.name}
 
     def __str__(self) -> str:

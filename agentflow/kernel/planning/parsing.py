@@ -104,7 +104,7 @@ def parse_action(
 
     Forms: missing → the built-in step ``default_step``; ``"name"`` → that built-in step;
     ``null``/``"none"`` (explicit) → no action; ``{tool: id, arguments: {arg: expr}}``;
-    ``{agent: blueprint}``; ``{step: name}``.
+    ``{agent: blueprint}``; ``{step: name}``; ``{human: "<why>"}`` (pause for a person).
     """
     if raw is _MISSING:
         if default_step is None:
@@ -121,9 +121,11 @@ def parse_action(
     if not isinstance(raw, Mapping):
         errors.add(f"{owner}: an action is a step name or a mapping with tool/agent", pos, path)
         return Action("none")
+    if set(raw) == {"human"}:
+        return Action("human", str(raw["human"] or "waiting for a human"))
     kinds = [k for k in ("tool", "agent", "step") if k in raw]
     if len(kinds) != 1:
-        errors.add(f"{owner}: an action names exactly one of tool, agent or step", pos, path)
+        errors.add(f"{owner}: an action names exactly one of tool, agent, step or human", pos, path)
         return Action("none")
     kind = kinds[0]
     name = raw[kind]

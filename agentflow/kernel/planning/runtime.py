@@ -108,6 +108,8 @@ class ActionRunner:
     async def run(self, action: Action, state: PlanState, limit_s: float | None) -> StepOutcome:
         if action.kind == "none":
             return StepOutcome.ok()
+        if action.kind == "human":
+            return StepOutcome("paused", error=action.name or "waiting for a human")
         try:
             if limit_s is None:
                 return await self._run(action, state)
@@ -135,7 +137,8 @@ class ActionRunner:
         if self.tools is None:
             return StepOutcome("error", error=f"no tool invoker for {action}")
         variables = state.variables()
-        arguments = {name: expr.evaluate(variables) for name, expr in action.arguments}
+        arguments = dict(action.values)
+        arguments.update({name: expr.evaluate(variables) for name, expr in action.arguments})
         result = await self.tools(action.name, arguments)
         status = str(getattr(result, "status", "error"))
         output = getattr(result, "output", None)

@@ -100,7 +100,7 @@ def _planners(
         return found
     if "planner" in data:
         return _planner_entry("planner", data, "planner", errors)
-    if "definition" in data:
+    if "definition" in data or (data.get("type") in PLANNER_TYPES and "states" not in data):
         return _typed(data, "", errors)
     guessed = kind or ("fsm" if "states" in data else "behavior_tree" if "root" in data else None)
     if guessed is None:
