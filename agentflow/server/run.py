@@ -80,6 +80,7 @@ class Supervisor:
     lock: IO[str] | None = None
     stopping: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    owner_url: str = ""
     restart_base: float = 1.0
 
     @property
@@ -110,9 +111,13 @@ class Supervisor:
         if not env.get("DATABASE_URL"):
             started = time.monotonic()
             self.postgres = EmbeddedPostgres(self.home / "postgres")
-            env["DATABASE_URL"] = self.postgres.start()
+            # The superuser owns the schema and migrates; the app runs as its own role,
+            # which `migrate` creates and grants (no TRUNCATE of the audit log).
+            self.owner_url = env["DATABASE_OWNER_URL"] = self.postgres.start()
+            env["DATABASE_URL"] = self.postgres.runtime_url()
             say(f"PostgreSQL 16 + pgvector (embedded) ready in {time.monotonic() - started:.1f}s")
         else:
+            self.owner_url = env.get("DATABASE_OWNER_URL", "")
             say("using DATABASE_URL from the environment")
         if not env.get("REDIS_URL"):
             started = time.monotonic()
@@ -130,6 +135,7 @@ class Supervisor:
         """runtime.json: where the services are, and how often each was restarted."""
         runtime = {
             "database_url": self.env["DATABASE_URL"],
+            "database_owner_url": self.owner_url,
             "redis_url": self.env["REDIS_URL"],
             "pid": os.getpid(),
             "url": self.url,
@@ -144,6 +150,11 @@ class Supervisor:
 
     def manage(self, env: dict[str, str], *args: str) -> None:
         subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)  # noqa: S603
+
+    def migrate(self, env: dict[str, str]) -> None:
+        """Migrations as the schema's owner (when there is one), which provisions the app role."""
+        owner = {**env, "AGENTFLOW_DB_ROLE": "owner"} if env.get("DATABASE_OWNER_URL") else env
+        self.manage(owner, "migrate", "--noinput", "--verbosity", "0")
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         child = self.children.setdefault(name, Child(name, argv))
@@ -341,7 +352,9 @@ def main() -> int:
     try:
         supervisor.start_services(env)
         say("applying migrations ...")
-        supervisor.manage(env, "migrate", "--noinput", "--verbosity", "0")
+        supervisor.migrate(env)
+        # The children run as the app's role only: the owner's URL stays with us.
+        env.pop("DATABASE_OWNER_URL", None)
         supervisor.manage(env, "bootstrap_admin", "--url", supervisor.url)
         demo = env.get("AGENTFLOW_DEMO", "1") != "0"
         if demo:
