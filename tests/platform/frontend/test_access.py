@@ -69,6 +69,7 @@ def test_login_refuses_an_open_redirect(acme: Persona) -> None:
     assert response["Location"] == "/"
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
 def test_csrf_is_enforced_on_every_form(acme: Persona, agent: Agent) -> None:
     user = make_user("casey")
     tenant_services.add_member(actor=ACTOR, tenant=acme.tenant, user=user, role="owner")
@@ -134,6 +135,7 @@ def test_each_role_sees_its_pages_and_no_others(acme: Persona, agent: Agent, rol
     assert detail.status_code == (200 if "agents" in EXPECTED_NAV[role] else 403)
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
 def test_viewers_read_but_change_nothing(acme: Persona, agent: Agent, viewer: User_) -> None:
     run = escalated_run(agent)
     request_id = review_of(run).pk

@@ -37,6 +37,7 @@ def audit_count(tenant: Tenant) -> Counter[str]:
 # --- foreign and unknown ids ---
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
 def test_foreign_ids_are_not_found(
     acme: Persona, globex: Persona, agent: Agent, foreign_agent: Agent, owner: User_
 ) -> None:
@@ -159,6 +160,7 @@ def test_queue_shows_the_evidence_and_orders_by_priority(
     assert 'textarea name="reason"' in body
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
 def test_claim_and_approve_resume_the_run(acme: Persona, agent: Agent, reviewer: User_) -> None:
     run = escalated_run(agent)
     item = review_of(run)
@@ -216,6 +218,7 @@ def test_a_hand_off_draft_offers_no_approve_and_refuses_one(
     assert 'data-action="approve"' in reviewer.get(f"/hitl/{real.pk}/").content.decode()
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
 def test_edit_and_reject_through_the_page(acme: Persona, agent: Agent, operator: User_) -> None:
     edited_run, rejected_run = escalated_run(agent), escalated_run(agent)
     edited, rejected = review_of(edited_run), review_of(rejected_run)
@@ -252,6 +255,7 @@ def test_edit_and_reject_through_the_page(acme: Persona, agent: Agent, operator:
     assert result_of(rejected_run)["review"]["decision"] == "reject"
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
 def test_another_reviewers_claim_is_respected(acme: Persona, agent: Agent, reviewer: User_) -> None:
     other = member(acme.tenant, "ralph", "reviewer")
     item = review_of(escalated_run(agent))
@@ -451,6 +455,7 @@ def test_bad_key_and_tenant_input_changes_nothing(
 # --- overview and audit ---
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
 def test_overview_counts_and_quota_gauges(
     acme: Persona, globex: Persona, agent: Agent, foreign_agent: Agent, owner: User_, admin: User_
 ) -> None:
@@ -477,6 +482,7 @@ def test_overview_counts_and_quota_gauges(
     assert b'data-testid="tenants-overview"' in admin.get("/").content
 
 
+@pytest.mark.django_db(transaction=True)  # the pipeline's own thread must see the agent
 def test_audit_trail_filters_pages_and_chain_status(
     acme: Persona, agent: Agent, owner: User_
 ) -> None:
