@@ -1,0 +1,1 @@
+raise ImportError("this blueprint package is broken on purpose")
