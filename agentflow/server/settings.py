@@ -326,6 +326,9 @@ SPECTACULAR_SETTINGS = {
         "GoldenPathSourceEnum": ["approved", "edited", "feedback"],
         "ActivitySourceEnum": ["zendesk", "slack", "jira", "generic", "internal"],
         "PlaybookStatusEnum": ["active", "superseded", "retired"],
+        # Invitations (governance): the role granted on acceptance, and where one stands.
+        "MemberRoleEnum": ["owner", "operator", "reviewer", "viewer"],
+        "InvitationStatusEnum": ["pending", "accepted", "revoked", "expired"],
     },
 }
 
