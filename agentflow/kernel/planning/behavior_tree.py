@@ -44,6 +44,7 @@ from agentflow.kernel.planning.runtime import (
     ResumeError,
     ResumeLedger,
     digest,
+    trigger_of,
 )
 from agentflow.kernel.planning.source import MDict, PlanValidationError, Pos, pos_of
 
@@ -461,8 +462,9 @@ class _Tick:
                 self.paused.append(node.id)
                 return "paused"
             if outcome.status != "ok" and self.replanner is not None:
-                trigger = "timeout" if outcome.status == "timeout" else "failure"
-                decision = await self.replanner.decide(trigger, node.label, outcome, attempt)
+                decision = await self.replanner.decide(
+                    trigger_of(outcome), node.label, outcome, attempt
+                )
                 record.via = decision.strategy if decision.strategy != "continue" else None
                 if decision.strategy == "retry":
                     attempt += 1

@@ -36,6 +36,7 @@ from agentflow.kernel.planning.runtime import (
     ResumeError,
     ResumeLedger,
     digest,
+    trigger_of,
 )
 from agentflow.kernel.planning.source import MDict, MList, PlanValidationError, Pos, pos_of
 
@@ -497,10 +498,7 @@ class _Drive:
                 return self._pause(current)
             if outcome.status != "ok" and self.replanner is not None:
                 decision = await self.replanner.decide(
-                    "timeout" if outcome.status == "timeout" else "failure",
-                    current,
-                    outcome,
-                    attempt,
+                    trigger_of(outcome), current, outcome, attempt
                 )
                 record.via = decision.strategy if decision.strategy != "continue" else None
                 if decision.strategy == "retry":

@@ -37,6 +37,7 @@ __all__ = [
     "ResumeError",
     "ResumeLedger",
     "digest",
+    "trigger_of",
 ]
 
 # Tool statuses (agentflow.kernel.tools) and what a plan does with them.
@@ -85,6 +86,17 @@ class Replanner(Protocol):
     async def decide(
         self, trigger: str, node: str, outcome: StepOutcome, attempt: int
     ) -> ReplanDecision: ...
+
+
+TRIGGERS = ("failure", "timeout", "budget", "quality", "external")
+
+
+def trigger_of(outcome: StepOutcome) -> str:
+    """Why a step did not succeed, as a replanning trigger."""
+    if outcome.status == "timeout":
+        return "timeout"
+    prefix = (outcome.error or "").split(":", 1)[0]
+    return prefix if prefix in ("budget", "quality", "external") else "failure"
 
 
 def digest(definition: Any) -> str:
