@@ -149,7 +149,7 @@ async def test_no_rule_follows_the_plan() -> None:
 
 
 def test_bad_config_lists_every_problem() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="replanning: ") as info:
         ReplanPolicy.from_config(
             {
                 "failure": {"strategy": "pray"},
