@@ -2,11 +2,15 @@
 
     agentflow chat [--config FILE] [--knowledge FILE] [--user ID] [--json]
     agentflow eval-intents --train CSV --test CSV [--oos-label LABEL] [--oos-threshold X]
+    agentflow validate FILE [FILE ...] [--steps A,B] [--tools T,U] [--agents X,Y]
+    agentflow preflight CONFIG --message TEXT [--knowledge FILE] [--spent USD]
 
 `chat` talks to an agent in the terminal (offline unless the config names an LLM);
 it reads one message per line from stdin, so it also works in a pipe. `eval-intents`
-trains the offline intent classifier and prints one JSON object of metrics.
-Bad paths, configs or data exit with status 2 and a one-line reason.
+trains the offline intent classifier and prints one JSON object of metrics. `validate`
+checks planner definitions (FSM, behavior tree, LLM) and prints every error with its line;
+`preflight` prints the cost estimate of an agent's plan for one message, without running it.
+Bad paths, configs or data (and invalid plans) exit with status 2 and a one-line reason.
 """
 
 from __future__ import annotations
@@ -47,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test", type=Path, required=True, help="CSV with text,category")
     evaluate.add_argument("--oos-label", help="category label that means out of scope")
     evaluate.add_argument("--oos-threshold", type=float, help="out-of-scope threshold in [0, 1]")
+
+    validate = commands.add_parser("validate", help="check planner definitions (YAML or JSON)")
+    validate.add_argument("files", nargs="+", type=Path, help="plan or agent config files")
+    for name, what in (("steps", "built-in steps"), ("tools", "tool ids"), ("agents", "agents")):
+        validate.add_argument(
+            f"--{name}", help=f"comma-separated {what} a plan may name (unchecked if omitted)"
+        )
+
+    preflight = commands.add_parser(
+        "preflight", help="estimate the tokens and dollars of a plan for one message"
+    )
+    preflight.add_argument("config", type=Path, help="agent configuration (.yaml or .json)")
+    preflight.add_argument("--message", required=True, help="the message to estimate for")
+    preflight.add_argument("--knowledge", type=Path, help="knowledge articles (JSON/YAML list)")
+    preflight.add_argument("--spent", type=float, default=0.0, help="USD already spent")
     return parser
 
 
@@ -129,6 +148,106 @@ def _eval_intents(args: argparse.Namespace, stdout: TextIO) -> int:
     return 0
 
 
+def _names(value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def _validate(args: argparse.Namespace, stdout: TextIO) -> int:
+    from agentflow.kernel.planning.parsing import Known
+    from agentflow.kernel.planning.source import PlanValidationError
+    from agentflow.kernel.planning.validation import load_document
+
+    known = Known(_names(args.steps), _names(args.tools), _names(args.agents))
+    status = 0
+    for path in args.files:
+        try:
+            text = _existing_file(path, "plan file").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from exc
+        try:
+            plans = load_document(text, known=known)
+        except PlanValidationError as exc:
+            status = EXIT_USAGE
+            for error in exc.errors:
+                print(f"{path}: {error}", file=stdout)
+            print(f"{path}: {len(exc.errors)} error(s)", file=stdout)
+            continue
+        summary = "; ".join(plan.summary() for plan in plans)
+        print(f"{path}: ok ({summary})", file=stdout)
+    return status
+
+
+DEFAULT_PLAN = {
+    "type": "fsm",
+    "definition": {
+        "states": {
+            "classify": {"on_success": "context", "on_error": "human_review"},
+            "context": {"on_success": "generate_response", "on_error": "generate_response"},
+            "generate_response": {"on_success": "evaluate", "on_error": "human_review"},
+            "evaluate": {
+                "condition": "response.confidence >= 0.6",
+                "on_true": "deliver",
+                "on_false": "human_review",
+            },
+        },
+        "initial_state": "classify",
+        "final_states": ["deliver", "human_review"],
+    },
+}
+
+
+def _preflight(args: argparse.Namespace, stdout: TextIO) -> int:
+    import yaml
+
+    from agentflow.kernel.costs import Budget
+    from agentflow.kernel.intents import IntentCategory
+    from agentflow.kernel.planning.preflight import CostProfile, preflight
+    from agentflow.kernel.planning.source import PlanValidationError
+    from agentflow.kernel.planning.validation import load_plan
+
+    path = _existing_file(args.config, "config file")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UsageError(f"config file {path} must hold a mapping")
+    try:
+        plan = load_plan(config.get("planner") or DEFAULT_PLAN)
+    except PlanValidationError as exc:
+        raise UsageError("; ".join(str(e) for e in exc.errors)) from exc
+    providers = (config.get("llm") or {}).get("providers") or [{"kind": "offline"}]
+    paid = [p for p in providers if isinstance(p, dict) and p.get("kind") != "offline"]
+    model = str(paid[0].get("model") or "gpt-4o-mini") if paid else "offline"
+    categories = [
+        IntentCategory(c["name"], c.get("description", ""), list(c.get("examples") or []))
+        for c in (config.get("intents") or {}).get("categories") or []
+        if isinstance(c, dict) and c.get("name")
+    ]
+    prompts = config.get("prompts") or {}
+    profile = CostProfile(
+        model=model,
+        agent_name=str(config.get("name") or "agent"),
+        categories=categories,
+        knowledge_top_k=int((config.get("memory") or {}).get("knowledge_top_k", 3)),
+        knowledge=_load_documents(args.knowledge) if args.knowledge else (),
+        classify_with_llm=bool(paid),
+        **({"system_prompt": prompts["system"]} if "system" in prompts else {}),
+    )
+    raw_budget = config.get("budget") or {}
+    try:
+        budget = (
+            Budget(raw_budget.get("soft_usd"), raw_budget.get("hard_usd")) if raw_budget else None
+        )
+    except ValueError as exc:
+        raise UsageError(f"budget: {exc}") from exc
+    estimate = preflight(plan, args.message, profile, budget=budget, spent_usd=args.spent)
+    print(json.dumps(estimate.to_dict(), sort_keys=True), file=stdout)
+    return 0
+
+
 def main(
     argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None
 ) -> int:
@@ -138,6 +257,10 @@ def main(
     try:
         if args.command == "chat":
             return asyncio.run(_chat(args, stdin, stdout))
+        if args.command == "validate":
+            return _validate(args, stdout)
+        if args.command == "preflight":
+            return _preflight(args, stdout)
         return _eval_intents(args, stdout)
     except UsageError as exc:
         print(f"agentflow {args.command}: error: {exc}", file=sys.stderr)
