@@ -15,6 +15,7 @@ from django import forms
 
 from agentflow.models import RunStatus
 from agentflow.pipelines import BLUEPRINTS
+from agentflow.server.api.parsers import loads_bounded
 from tenants.quotas import Tier
 from tenants.services import ALL_SCOPES
 
@@ -40,7 +41,7 @@ class JSONObjectField(forms.CharField):
         if not text or not str(text).strip():
             return {}
         try:
-            data = json.loads(text)
+            data = loads_bounded(text)  # a ValueError past MAX_JSON_DEPTH, not a RecursionError
         except ValueError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}") from exc
         if not isinstance(data, dict):

@@ -18,7 +18,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers as drf_serializers
 from rest_framework import status
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -47,6 +47,7 @@ from agentflow.pipelines import BLUEPRINTS
 from agentflow.run_signals import SettledWaiter
 from agentflow.server.api.exceptions import ContractError, unprocessable
 from agentflow.server.api.pagination import paginate, sort_queryset
+from agentflow.server.api.parsers import BoundedJSONParser
 from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
 from governance.audit import Actor
 from tenants.idempotency import idempotent
@@ -359,7 +360,7 @@ class SessionConversationView(TenantScopedAPIView):
 
 
 class KnowledgeListView(TenantScopedAPIView):
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [BoundedJSONParser, MultiPartParser]
 
     @extend_schema(
         operation_id="knowledge_list",

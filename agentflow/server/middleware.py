@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
 
 import structlog
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -19,6 +20,7 @@ from agentflow.server.metrics import HTTP_LATENCY, HTTP_REQUESTS
 log = structlog.get_logger(__name__)
 
 CORRELATION_HEADER = "X-Correlation-ID"
+DEFAULT_MAX_QUERY_STRING_BYTES = 16384
 
 
 class CorrelationIdMiddleware:
@@ -80,6 +82,66 @@ class BodySizeLimitMiddleware:
                 ),
                 status=413,
             )
+        return self.get_response(request)
+
+
+def _raw_path(request: HttpRequest) -> bytes:
+    """The request path as the client sent it, percent-decoded to bytes."""
+    scope = getattr(request, "scope", None)
+    if scope is not None:  # ASGI: the server keeps the undecoded path
+        raw = scope.get("raw_path") or scope.get("path", "").encode()
+        return unquote_to_bytes(raw)
+    # WSGI (and Django's test client): Django re-percent-encodes the bytes that were not UTF-8.
+    return unquote_to_bytes(request.path_info)
+
+
+def _unreadable(raw: bytes) -> str | None:
+    """Why ``raw`` (decoded path or query bytes) is no text we accept, or None."""
+    if b"\x00" in raw:
+        return "contains a NUL character"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not valid UTF-8"
+    return None
+
+
+class RequestLineMiddleware:
+    """Refuses, at the edge, a request line no view could handle (issue 13, item 7).
+
+    A query string longer than ``MAX_QUERY_STRING_BYTES`` is a 414; a path or query with a
+    NUL character (PostgreSQL text cannot hold one: the filters that met it raised 500s) or
+    with percent-encoded bytes that are not UTF-8 is a 400. Both in the API's error shape,
+    before any view, session or database work.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.conf import settings
+
+        from agentflow.server.errors import error_body
+
+        query = str(request.META.get("QUERY_STRING", ""))
+        limit = int(getattr(settings, "MAX_QUERY_STRING_BYTES", DEFAULT_MAX_QUERY_STRING_BYTES))
+        if len(query) > limit:
+            return JsonResponse(
+                error_body(
+                    f"The query string of {len(query)} bytes exceeds the limit of {limit} bytes.",
+                    "uri_too_long",
+                ),
+                status=414,
+            )
+        for part, raw in (
+            ("path", _raw_path(request)),
+            # "+" is a space in a query; decoded as Django's QueryDict will decode it.
+            ("query string", unquote_to_bytes(query.replace("+", " "))),
+        ):
+            if (why := _unreadable(raw)) is not None:
+                return JsonResponse(
+                    error_body(f"The request's {part} {why}.", "malformed_request"), status=400
+                )
         return self.get_response(request)
 
 

@@ -93,6 +93,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "agentflow.server.middleware.CorrelationIdMiddleware",
+    # Before sessions, auth and views: a NUL or non-UTF-8 path or query is a 400, an
+    # over-long query string a 414, both in the error shape (docs/api.md).
+    "agentflow.server.middleware.RequestLineMiddleware",
     "agentflow.server.middleware.BodySizeLimitMiddleware",
     # Redis down under a dashboard page: 503 with Retry-After, not a 500.
     "agentflow.server.middleware.ServiceUnavailableMiddleware",
@@ -289,13 +292,17 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(AGENTFLOW_HOME / "celerybeat-schedule")
 
 # --- REST API --------------------------------------------------------------------
+# Edge limits on hostile input (docs/configuration.md). JSON bodies nested deeper than
+# MAX_JSON_DEPTH are a 400 before parsing recurses; longer query strings are a 414.
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 64)
+MAX_QUERY_STRING_BYTES = env_int("MAX_QUERY_STRING_BYTES", 16384)
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tenants.authentication.APIKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["agentflow.server.api.parsers.BoundedJSONParser"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "agentflow.server.errors.api_exception_handler",

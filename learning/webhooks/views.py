@@ -10,6 +10,7 @@ schema (which describes the API-key API); docs/api.md documents them for senders
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 from django.http import Http404
@@ -22,6 +23,7 @@ from rest_framework.views import APIView
 from agentflow.api.views import actor_for
 from agentflow.server.api.exceptions import ContractError, unprocessable
 from agentflow.server.api.pagination import paginate, sort_queryset
+from agentflow.server.api.parsers import TooDeeplyNested, check_depth
 from agentflow.server.api.schema import LIST_PARAMETERS, envelope, errors
 from agentflow.server.api.serializers import StrictSerializer
 from learning.conf import setting_int
@@ -208,6 +210,8 @@ class DeliveryView(APIView):
         body = request.body
         if len(body) > limit:
             raise _too_large(limit)
+        if (too_deep := _too_deeply_nested(body, request.headers)) is not None:
+            raise unprocessable("The payload cannot be accepted.", {"body": [too_deep]})
         try:
             accepted = services.receive(self.provider, endpoint_id, request.headers, body)
         except Rejected as exc:
@@ -234,6 +238,19 @@ class DeliveryView(APIView):
             {"event_id": accepted.event_id, "duplicate": accepted.duplicate},
             status=status.HTTP_200_OK if accepted.duplicate else status.HTTP_202_ACCEPTED,
         )
+
+
+def _too_deeply_nested(body: bytes, headers: Any) -> str | None:
+    """Why the body nests too deeply to parse safely (the JSON, or a Slack form's JSON
+    ``payload``), or None. Checked before the signature: the bound is on the parsing."""
+    text = body.decode("utf-8", "replace")
+    if "application/x-www-form-urlencoded" in headers.get("Content-Type", ""):
+        text = "".join(parse_qs(text).get("payload", []))
+    try:
+        check_depth(text)
+    except TooDeeplyNested as exc:
+        return str(exc)
+    return None
 
 
 def _too_large(limit: int) -> ContractError:

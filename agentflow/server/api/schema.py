@@ -67,10 +67,11 @@ class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignor
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _WRITE_METHODS = {"post", "put", "patch"}
 _DESCRIPTIONS = {
-    "400": "Malformed request body.",
+    "400": "Malformed request: a NUL or non-UTF-8 path or query, or a malformed body.",
     "401": "Missing or invalid credentials.",
     "403": "Not allowed for this key, role or tenant status.",
     "413": "Request body too large.",
+    "414": "Query string too long.",
     "415": "Unsupported media type.",
     "429": "Rate limit or quota exhausted; see Retry-After.",
 }
@@ -90,9 +91,10 @@ def add_common_error_responses(
         for method, operation in operations.items():
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
-            codes = ["401", "403", "429"]
+            # The request line is checked before any view (agentflow/server/middleware.py).
+            codes = ["400", "401", "403", "414", "429"]
             if method in _WRITE_METHODS and "requestBody" in operation:
-                codes += ["400", "413", "415"]
+                codes += ["413", "415"]
             responses = operation.setdefault("responses", {})
             for code in codes:
                 responses.setdefault(

@@ -854,3 +854,132 @@ def test_per_key_rate_limit_is_429_naming_it_and_spares_other_keys(
     assert body["limit"] == "requests_per_minute_per_key"
     other = services.issue_key(actor=ACTOR, tenant=api.tenant, name="other")
     assert replace(api, key=other.plaintext).get("/api/v1/usage").status_code == 200
+
+
+# --- hostile request lines and nesting (issue 13, item 7) -----------------------------------
+
+NUL_FILTERS = [
+    "/api/v1/activity?kind={v}",
+    "/api/v1/graph/nodes?category={v}",
+    "/api/v1/graph/nodes?key={v}",
+    "/api/v1/graph/nodes?q={v}",
+    "/api/v1/graph/similar-resolutions?category={v}",
+    "/api/v1/learning/golden-paths?category={v}",
+    "/api/v1/learning/playbooks?category={v}",
+    "/api/v1/learning/playbooks/suggest?category={v}",
+]
+
+
+@pytest.mark.parametrize("value", ["%00", "a%00b"], ids=["nul", "nul-inside"])
+@pytest.mark.parametrize("template", NUL_FILTERS)
+def test_nul_in_a_query_filter_is_400_not_500(api: Persona, template: str, value: str) -> None:
+    """The filters that answered 500 "PostgreSQL text fields cannot contain NUL": a NUL
+    alone (%00) and inside a value (a%00b) are a 400 malformed_request naming the query."""
+    with nothing_written(api.tenant):
+        body = assert_error(api.get(template.format(v=value)), 400, "malformed_request")
+    assert "query string contains a NUL character" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "part", "why"),
+    [
+        ("/api/v1/agents?sort_by=%ff%fe", "query string", "is not valid UTF-8"),
+        ("/api/v1/agents?%c3=1", "query string", "is not valid UTF-8"),
+        ("/api/v1/agents?%00=1", "query string", "contains a NUL character"),
+        ("/api/v1/agents/%00", "path", "contains a NUL character"),
+        ("/api/v1/agents/%ff%fe", "path", "is not valid UTF-8"),
+        ("/runs/?status=%00", "query string", "contains a NUL character"),
+    ],
+    ids=["query-ff-fe", "query-truncated-utf8-key", "query-nul-key", "path-nul", "path-ff", "dash"],
+)
+def test_unreadable_paths_and_queries_are_400(api: Persona, path: str, part: str, why: str) -> None:
+    """Percent-encoded bytes that are not UTF-8 (%ff%fe, a lone %c3) and NUL characters, in
+    a query value, a query key, the path, and on a dashboard page: 400 in the error shape."""
+    with nothing_written(api.tenant):
+        body = assert_error(api.get(path), 400, "malformed_request")
+    assert body["detail"] == f"The request's {part} {why}."
+
+
+def test_query_string_over_the_limit_is_414(api: Persona, settings: Any) -> None:
+    """A query string one byte over MAX_QUERY_STRING_BYTES (default and lowered to 100):
+    414 uri_too_long naming both sizes; one of exactly the limit is served."""
+    limit = getattr(django_settings, "MAX_QUERY_STRING_BYTES", 16384)
+    over = "q=" + "x" * (limit - 1)
+    with nothing_written(api.tenant):
+        body = assert_error(api.get("/api/v1/graph/nodes?" + over), 414, "uri_too_long")
+    assert f"{limit + 1} bytes exceeds the limit of {limit} bytes" in body["detail"]
+    settings.MAX_QUERY_STRING_BYTES = 100
+    assert_error(api.get("/api/v1/graph/nodes?q=" + "x" * 99), 414, "uri_too_long")
+    assert api.get("/api/v1/graph/nodes?q=" + "x" * 98).status_code == 200
+
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    """JSON text of ``depth`` nested objects and arrays, alternating, an object outermost."""
+    opening = "".join("[" if level % 2 else '{"a":' for level in range(depth))
+    closing = "".join("]" if level % 2 else "}" for level in reversed(range(depth)))
+    return opening + leaf + closing
+
+
+def _run_with_metadata(depth: int) -> str:
+    return '{"user_id": "u", "message": "hi", "metadata": ' + _nested(depth - 1, '"x"') + "}"
+
+
+def _agent_with_config(depth: int) -> str:
+    config = json.dumps(SUPPORT_CONFIG)[:-1] + ', "extra": ' + _nested(depth - 2) + "}"
+    return '{"name": "deep", "blueprint": "support_agent", "config": ' + config + "}"
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "raw"),
+    [
+        ("POST", AGENTS, _nested(100_000)),
+        ("POST", AGENTS, _agent_with_config(3_000)),
+        ("POST", RUNS, _run_with_metadata(1_000)),
+        ("PATCH", AGENT, '{"config": ' + _nested(3_000) + "}"),
+        ("POST", KNOWLEDGE, '{"title": "t", "content": ' + _nested(2_000) + "}"),
+        ("POST", RUNS, _run_with_metadata(65)),
+    ],
+    ids=["agents-100000", "config-3000", "metadata-1000", "patch-3000", "knowledge-2000", "65"],
+)
+def test_deeply_nested_json_is_400_not_500(
+    api: Persona, agent: Agent, method: str, template: str, raw: str
+) -> None:
+    """Bodies that raised RecursionError (a whole body nested 100,000 levels, an agent
+    config nested 3,000, run metadata nested 1,000), a PATCH and a knowledge document nested
+    deeply, and run metadata one level past MAX_JSON_DEPTH (64): 400 malformed_request."""
+    with nothing_written(api.tenant):
+        response = send(api, method, _path(template, agent), raw, **ASYNC)
+        body = assert_error(response, 400, "malformed_request")
+    assert "nested deeper than 64 levels" in body["detail"]
+
+
+def test_json_nested_to_the_limit_is_accepted(api: Persona, agent: Agent) -> None:
+    """Run metadata that brings the body to exactly MAX_JSON_DEPTH levels is a run (202),
+    and brackets inside strings do not count as nesting."""
+    response = api.post(_path(RUNS, agent), _run_with_metadata(64), headers=ASYNC)
+    assert response.status_code == 202, response.content[:300]
+    in_strings = {"user_id": "u", "message": "[" * 5000 + "{" * 5000, "metadata": {"n": "]}" * 99}}
+    assert api.post(_path(RUNS, agent), in_strings, headers=ASYNC).status_code == 202
+
+
+@pytest.mark.parametrize("depth", [1_500, 65])
+def test_deeply_nested_signed_webhook_is_422_not_500(owner: Persona, depth: int) -> None:
+    """A generic webhook delivery correctly signed by the endpoint's secret whose body nests
+    1,500 levels (a RecursionError before) and one level past the limit: 422 naming the
+    body, and no delivery or activity event stored."""
+    from learning.webhooks.services import create_endpoint
+    from tests.platform.learning.conftest import sign
+
+    issued = create_endpoint(actor=ACTOR, tenant=owner.tenant, provider="generic", name="deep")
+    assert issued.secret is not None
+    body = ('{"type": "ticket.created", "ticket": ' + _nested(depth - 1) + "}").encode()
+    client = Client(raise_request_exception=False)
+    with nothing_written(owner.tenant):
+        response = client.post(
+            f"/api/v1/webhooks/generic/{issued.endpoint.pk}",
+            body,
+            content_type="application/json",
+            headers=sign("generic", issued.secret, body),
+        )
+        body_errors = assert_field_errors(response, "body")["errors"]["body"]
+    assert "nested deeper than 64 levels" in body_errors[0]
