@@ -31,4 +31,5 @@ USER agentflow
 EXPOSE 8000
 CMD ["python", "-m", "uvicorn", "agentflow.server.asgi:application", \
      "--host", "0.0.0.0", "--port", "8000", "--lifespan", "off", "--proxy-headers", \
-     "--workers", "2", "--no-access-log"]
+     "--workers", "2", "--no-access-log", \
+     "--http", "h11", "--h11-max-incomplete-event-size", "1048576"]
