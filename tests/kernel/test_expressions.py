@@ -119,3 +119,74 @@ def test_missing_keys_fail_at_evaluation_not_silently() -> None:
     with pytest.raises(ExpressionEvalError, match="missing"):
         compile_expression("state.missing > 1").test(STATE)
     assert compile_expression("has(state.missing)").test(STATE) is False
+
+
+MIXED = {
+    "message": "hello",
+    "intent": {"name": "X", "confidence": 0.9},
+    "response": {"content": "a", "confidence": 0.5, "data_sources": []},
+    "tool": {"t": {"ok": True, "n": 1}},
+    "state": {"a": 1, "b": 1.0, "s": "x", "l": [1, 2], "m": {"k": 1}, "t": True, "z": None},
+    "user": {},
+}
+SUBSET = [
+    "response.confidence < 0.7",
+    "state.a == state.b",
+    "state.a == 1",
+    "state.b == 1",
+    "state.s == 1",
+    "state.t == true",
+    "state.l == [1, 2]",
+    "state.m == state.m",
+    "state.x > 1 || true",
+    "true || state.x > 1",
+    "false && state.x",
+    "state.x && false",
+    "state.x && true",
+    "state.a < 'x'",
+    "state.a < 1.5",
+    "'x' in state.l",
+    "1 in state.l",
+    "'k' in state.m",
+    "size(state.l) == 2",
+    "state.l.size() > 1",
+    "has(state.a)",
+    "has(state.zz)",
+    "state['a'] == 1",
+    "state.l[1] == 2",
+    "state.l[5] == 1",
+    "state.a > 0 ? 'y' : 'n'",
+    "!state.t",
+    "intent.name != 'Y'",
+    "tool.t.n >= 1",
+    "state.z == null",
+    "state.s == null",
+    "null == state.zz",
+    "state.s.x == 1",
+    "size(message) == 5",
+]
+
+
+@pytest.mark.parametrize("source", SUBSET)
+def test_the_native_fast_path_agrees_with_celpy(source: str) -> None:
+    compiled = compile_expression(source)
+    assert compiled._fast is not None
+
+    def outcome(evaluate):  # type: ignore[no-untyped-def]
+        try:
+            return ("ok", evaluate(MIXED))
+        except ExpressionEvalError:
+            return ("error", None)
+
+    assert outcome(compiled.evaluate) == outcome(compiled.evaluate_with_celpy)
+
+
+def test_outside_the_subset_celpy_evaluates() -> None:
+    compiled = compile_expression("state.l.exists(x, x > 1) && message.startsWith('he')")
+    assert compiled._fast is None
+    assert compiled.test(MIXED) is True
+
+
+def test_int_and_double_do_not_mix() -> None:
+    with pytest.raises(ExpressionError, match=r"write 1\.0, not 1"):
+        compile_expression("response.confidence < 1")

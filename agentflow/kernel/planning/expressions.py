@@ -156,7 +156,8 @@ def _compatible(a: _T, b: _T) -> bool:
     if "dyn" in (a.kind, b.kind) or "null" in (a.kind, b.kind):
         return True
     if a.kind in _NUMERIC and b.kind in _NUMERIC:
-        return True
+        # CEL has no implicit int/double conversion: `response.confidence < 1` is an error.
+        return (a.kind == "double") == (b.kind == "double")
     if {a.kind, b.kind} <= {"map", "obj"}:
         return True
     return a.kind == b.kind
@@ -238,8 +239,12 @@ class _Checker:
                 raise self.fail(f"`in` needs a list or a map on its right, not {right.describe()}")
             return BOOL
         if not _compatible(left, right):
+            hint = ""
+            if left.kind in _NUMERIC and right.kind in _NUMERIC:
+                hint = " (CEL does not mix int and double: write 1.0, not 1)"
             raise self.fail(
-                f"cannot compare {left.describe()} with {right.describe()} using `{symbol[name]}`",
+                f"cannot compare {left.describe()} with {right.describe()} "
+                f"using `{symbol[name]}`{hint}",
                 tree,
             )
         if name in ("lt", "le", "gt", "ge"):
@@ -613,9 +618,20 @@ class CompiledExpression:
     source: str
     result_kind: str
     _program: Any
+    # The native evaluator of `fastpath` when the expression stays in its subset.
+    _fast: Any = None
 
     def evaluate(self, variables: Mapping[str, Any]) -> Any:
         """Evaluate against the six state sections; returns plain Python data."""
+        if self._fast is not None:
+            try:
+                return self._fast(variables)
+            except ValueError as exc:
+                raise ExpressionEvalError(f"`{_short(self.source)}`: {exc}") from None
+        return self.evaluate_with_celpy(variables)
+
+    def evaluate_with_celpy(self, variables: Mapping[str, Any]) -> Any:
+        """The reference evaluation (always celpy), e.g. to check the native one against."""
         context = {name: to_cel(variables.get(name)) for name in STATE_NAMES}
         try:
             value = self._program.evaluate(context)
@@ -662,4 +678,6 @@ def compile_expression(source: Any, *, boolean: bool = False) -> CompiledExpress
     kind = _Checker(text).check(tree)
     if boolean and kind.kind not in ("bool", "dyn"):
         raise ExpressionError(source, f"a condition must be a boolean, this is {kind.describe()}")
-    return CompiledExpression(text, kind.kind, env.program(tree))
+    from agentflow.kernel.planning.fastpath import compile_fast
+
+    return CompiledExpression(text, kind.kind, env.program(tree), compile_fast(tree))

@@ -125,7 +125,9 @@ class ActionRunner:
         try:
             if limit_s is None:
                 return await self._run(action, state)
-            return await asyncio.wait_for(self._run(action, state), limit_s)
+            # asyncio.timeout (no extra task, unlike wait_for): a few µs, not tens.
+            async with asyncio.timeout(limit_s):
+                return await self._run(action, state)
         except TimeoutError:
             return StepOutcome("timeout", error=f"{action} took longer than {limit_s:g}s")
         except BudgetExceeded as exc:
