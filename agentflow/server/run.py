@@ -32,6 +32,9 @@ from agentflow.server.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = "default,runs,hitl,learning,webhooks,maintenance"
+# h11 with a 1 MiB request head: httptools refuses URLs over 64 KiB itself with a plain-text
+# 400, before Django can answer an over-long query string with 414 in the error shape.
+UVICORN_HTTP_OPTIONS = ("--http", "h11", "--h11-max-incomplete-event-size", "1048576")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -179,6 +182,7 @@ class Supervisor:
                 "--lifespan",
                 "off",
                 "--no-access-log",
+                *UVICORN_HTTP_OPTIONS,
             ],
             env,
         )

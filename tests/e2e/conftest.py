@@ -34,6 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from agentflow.server.run import UVICORN_HTTP_OPTIONS
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
@@ -107,6 +109,7 @@ def live_url(django_db_setup: None) -> Iterator[str]:
             "--lifespan",
             "off",
             "--no-access-log",
+            *UVICORN_HTTP_OPTIONS,  # as make run serves it
         ],
         cwd=ROOT,
         env=env,
