@@ -122,3 +122,28 @@ def test_categories_change_the_classifier_estimate() -> None:
     small = preflight(support(), MESSAGE, PROFILE).steps[0].prompt_tokens
     large = preflight(support(), MESSAGE, CostProfile(model="gpt-4o-mini", categories=more))
     assert large.steps[0].prompt_tokens > small
+
+
+async def test_hard_budget_refuses_before_any_request_reaches_a_local_openai_server() -> None:
+    from agentflow.kernel.llm.openai_provider import OpenAIProvider
+    from tests.kernel.fake_openai_server import FakeOpenAIServer, chat_completion
+
+    plan = load_plan({"type": "llm", "actions": ["classify", "generate_response"], "max_steps": 2})
+    profile = CostProfile(model="gpt-4o-mini", categories=CATEGORIES)
+    with FakeOpenAIServer() as server:
+        async with OpenAIProvider(
+            "gpt-4o-mini", api_key="test-key", base_url=server.base_url, timeout_seconds=2
+        ) as llm:
+
+            async def guarded(budget: Budget) -> str:
+                enforce(preflight(plan, MESSAGE, profile, budget=budget))
+                result = await plan.run(PlanState(message=MESSAGE), llm, ScriptedExecutor())
+                return result.status
+
+            with pytest.raises(PreflightRefused):
+                await guarded(Budget(hard_usd=1e-6))
+            assert server.requests == []
+            server.enqueue(chat_completion('{"steps": [{"action": "classify"}]}'))
+            assert await guarded(Budget(hard_usd=1.0)) == "completed"
+            assert len(server.requests) == 1
+        assert server.errors == []
