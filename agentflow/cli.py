@@ -179,25 +179,6 @@ def _validate(args: argparse.Namespace, stdout: TextIO) -> int:
     return status
 
 
-DEFAULT_PLAN = {
-    "type": "fsm",
-    "definition": {
-        "states": {
-            "classify": {"on_success": "context", "on_error": "human_review"},
-            "context": {"on_success": "generate_response", "on_error": "generate_response"},
-            "generate_response": {"on_success": "evaluate", "on_error": "human_review"},
-            "evaluate": {
-                "condition": "response.confidence >= 0.6",
-                "on_true": "deliver",
-                "on_false": "human_review",
-            },
-        },
-        "initial_state": "classify",
-        "final_states": ["deliver", "human_review"],
-    },
-}
-
-
 def _preflight(args: argparse.Namespace, stdout: TextIO) -> int:
     import yaml
 
@@ -205,6 +186,7 @@ def _preflight(args: argparse.Namespace, stdout: TextIO) -> int:
     from agentflow.kernel.intents import IntentCategory
     from agentflow.kernel.planning.preflight import CostProfile, preflight
     from agentflow.kernel.planning.source import PlanValidationError
+    from agentflow.kernel.planning.support import SUPPORT_PLANNER
     from agentflow.kernel.planning.validation import load_plan
 
     path = _existing_file(args.config, "config file")
@@ -215,7 +197,7 @@ def _preflight(args: argparse.Namespace, stdout: TextIO) -> int:
     if not isinstance(config, dict):
         raise UsageError(f"config file {path} must hold a mapping")
     try:
-        plan = load_plan(config.get("planner") or DEFAULT_PLAN)
+        plan = load_plan(config.get("planner") or SUPPORT_PLANNER)
     except PlanValidationError as exc:
         raise UsageError("; ".join(str(e) for e in exc.errors)) from exc
     providers = (config.get("llm") or {}).get("providers") or [{"kind": "offline"}]

@@ -249,3 +249,45 @@ async def test_an_executor_exception_is_a_failed_step_not_a_crash() -> None:
     assert result.path[0].status == "error"
     assert "kaput" in (result.path[0].error or "")
     assert result.nodes[-1] == "escalate"
+
+
+@pytest.mark.parametrize(
+    ("confidence", "escalate", "last"),
+    [(0.9, False, "deliver"), (0.4, False, "human_review"), (0.9, True, "human_review")],
+)
+async def test_the_support_pipeline_shape(confidence: float, escalate: bool, last: str) -> None:
+    from agentflow.kernel.planning.parsing import Known
+    from agentflow.kernel.planning.support import SUPPORT_PLANNER, SUPPORT_STEPS
+
+    plan = load_plan(SUPPORT_PLANNER, known=Known(steps=SUPPORT_STEPS))
+
+    def evaluate(state: PlanState) -> StepOutcome:
+        state.response["confidence"] = confidence
+        if escalate:
+            state.state["escalate"] = True
+        return StepOutcome.ok()
+
+    result = await plan.run(PlanState(), ScriptedExecutor({"evaluate": evaluate}))
+    assert result.nodes == ["classify", "context", "generate_response", "evaluate", last]
+
+
+def test_tool_arguments_must_be_expressions_or_literals() -> None:
+    from agentflow.kernel.planning.source import PlanValidationError
+
+    text = """\
+states:
+  lookup:
+    action: {tool: order_lookup, arguments: {order_id: {nested: 1}, limit: 5, q: "state.q +"}}
+    on_success: done
+initial_state: lookup
+final_states: [done]
+"""
+    with pytest.raises(PlanValidationError) as info:
+        load_fsm(parse_source(text))
+    reasons = [e.reason for e in info.value.errors]
+    assert reasons[0] == (
+        "state `lookup`: argument `order_id` must be a CEL expression (a string) or a literal"
+    )
+    assert "argument `q`" in reasons[1]
+    assert "syntax error" in reasons[1]
+    assert len(reasons) == 2

@@ -151,6 +151,13 @@ def parse_action(
         raw_args = {}
     for arg, source in raw_args.items():
         arg_pos = raw_args.value_at(arg) if isinstance(raw_args, MDict) else pos
+        if not isinstance(source, str | int | float | bool) or source is None:
+            errors.add(
+                f"{owner}: argument `{arg}` must be a CEL expression (a string) or a literal",
+                arg_pos,
+                f"{path}.arguments.{arg}",
+            )
+            continue
         compiled = errors.expression(
             source if isinstance(source, str) else _literal(source),
             f"{owner}: argument `{arg}`",
@@ -167,9 +174,7 @@ def _literal(value: Any) -> str:
     """A YAML number or boolean given as a tool argument, as a CEL literal."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return str(value) if isinstance(value, str) else "null"
+    return repr(value)
 
 
 class _Missing:
