@@ -190,3 +190,10 @@ def test_outside_the_subset_celpy_evaluates() -> None:
 def test_int_and_double_do_not_mix() -> None:
     with pytest.raises(ExpressionError, match=r"write 1\.0, not 1"):
         compile_expression("response.confidence < 1")
+
+
+def test_regular_expressions_are_not_offered() -> None:
+    with pytest.raises(ExpressionError, match="unknown method"):
+        compile_expression("message.matches('(a+)+$')")
+    with pytest.raises(ExpressionError, match="unknown function"):
+        compile_expression("matches(message, '(a+)+$')")
