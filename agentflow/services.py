@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 
@@ -36,6 +35,7 @@ from agentflow.models import (
 )
 from agentflow.server import queueing
 from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
+from agentflow.server.conf import setting_float, setting_int
 from agentflow.server.context import current_correlation_id
 from agentflow.server.metrics import RUN_PERSISTENCE_FAILURES
 from governance.audit import Actor, append
@@ -445,23 +445,25 @@ def complete_run(run: Run, reply: Any) -> str:
         if not won:
             run.refresh_from_db()
             return run.status  # cancelled meanwhile, or another delivery finished first
-        Message.objects.create(
-            session_id=run.session_id,
-            run=run,
-            role=MessageRole.USER,
-            content=run.input,
-            thread_id=reply.thread_id,
-            created_at=run.created_at,
-        )
+        session_id = run.session_id  # None only if the session was erased meanwhile
+        if session_id is not None:
+            Message.objects.create(
+                session_id=session_id,
+                run=run,
+                role=MessageRole.USER,
+                content=run.input,
+                thread_id=reply.thread_id,
+                created_at=run.created_at,
+            )
         if reply.escalated:
             from hitl.services import request_review
 
             # Queued in this transaction: a run awaiting review always has its request.
             # (Before the audit append below: HITL takes its assignment lock first.)
             request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
-        else:
+        elif session_id is not None:
             Message.objects.create(
-                session_id=run.session_id,
+                session_id=session_id,
                 run=run,
                 role=MessageRole.ASSISTANT,
                 content=reply.content,
@@ -469,7 +471,8 @@ def complete_run(run: Run, reply: Any) -> str:
                 created_at=now,
             )
         Step.objects.bulk_create(_steps(run, reply, tokens, cost))
-        AgentSession.objects.filter(pk=run.session_id).update(last_active=now)
+        if session_id is not None:
+            AgentSession.objects.filter(pk=session_id).update(last_active=now)
         append(
             tenant_id=run.tenant_id,
             actor=Actor.system("agent"),
@@ -626,9 +629,8 @@ def recover_stuck_runs(now: datetime | None = None) -> int:
     Platform-wide by design, so it reads across tenants through the loud bypass.
     """
     now = now or datetime.now(UTC)
-    options = settings.AGENTFLOW
-    pending_before = now - timedelta(seconds=options["RUN_PENDING_GRACE_SECONDS"])
-    batch = options["RUN_RECOVERY_BATCH"]
+    pending_before = now - timedelta(seconds=setting_int("RUN_PENDING_GRACE_SECONDS"))
+    batch = setting_int("RUN_RECOVERY_BATCH")
     stuck = [*_stuck_pending(pending_before, now, batch), *_orphaned_processing(now, batch)]
     count = sum(_re_enqueue(tenant_id, run_id, now) for tenant_id, run_id in stuck[:batch])
     if count:
@@ -675,7 +677,7 @@ def _re_enqueue(tenant_id: int, run_id: Any, now: datetime) -> int:
     run = Run.unscoped.filter(pk=run_id).only("recovery_attempts", "recover_after").first()
     if run is None:
         return 0
-    base = settings.AGENTFLOW["RUN_RECOVERY_BACKOFF_SECONDS"]
+    base = setting_float("RUN_RECOVERY_BACKOFF_SECONDS")
     delay = min(base * 2**run.recovery_attempts, 3600)
     claimed = Run.unscoped.filter(
         pk=run_id, recovery_attempts=run.recovery_attempts, recover_after=run.recover_after

@@ -35,7 +35,7 @@ import redis
 import structlog
 from django.conf import settings
 
-from learning import conf
+from learning.conf import setting_float, setting_int
 from learning.models import ActivityEvent
 
 log = structlog.get_logger(__name__)
@@ -71,10 +71,6 @@ def client() -> redis.Redis:
         return _clients[url]
 
 
-def _setting(name: str) -> Any:
-    return conf._value(name)
-
-
 def consumer_name() -> str:
     """Unique per process and thread: a dead process's pending entries stay attributable."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
@@ -100,7 +96,7 @@ def publish(tenant_id: int, event_ids: Iterable[str], *, schedule: bool = True) 
     try:
         pipe = client().pipeline(transaction=False)
         for event_id in ids:
-            pipe.xadd(key, {FIELD: event_id}, maxlen=_setting("ACTIVITY_STREAM_MAXLEN"))
+            pipe.xadd(key, {FIELD: event_id}, maxlen=setting_int("ACTIVITY_STREAM_MAXLEN"))
         pipe.sadd(TENANTS_KEY, tenant_id)
         if schedule:
             pipe.set(_drain_flag(tenant_id), 1, nx=True, ex=DRAIN_FLAG_TTL_SECONDS)
@@ -217,7 +213,7 @@ def drain(
 ) -> int:
     """Process the tenant's new entries until the stream is empty or the budget is spent."""
     consumer = consumer or consumer_name()
-    batch = batch or _setting("ACTIVITY_DRAIN_BATCH")
+    batch = batch or setting_int("ACTIVITY_DRAIN_BATCH")
     try:
         # Cleared before reading: an event appended from here on schedules the next drain.
         client().delete(_drain_flag(tenant_id))
@@ -283,7 +279,7 @@ def replay(tenant_id: int, now: datetime | None = None) -> int:
     on its way (its producer's commit hook appends it right after the commit).
     """
     now = now or datetime.now(UTC)
-    settled = now - timedelta(seconds=_setting("ACTIVITY_REPUBLISH_AFTER_SECONDS"))
+    settled = now - timedelta(seconds=setting_float("ACTIVITY_REPUBLISH_AFTER_SECONDS"))
     candidates = list(
         ActivityEvent.unscoped.filter(
             tenant_id=tenant_id, processed_at__isnull=True, created_at__lt=settled
@@ -332,7 +328,7 @@ def sweep(processor: Processor | None = None) -> SweepReport:
     """Beat task body: replay from PostgreSQL, claim dead consumers' entries, drain."""
     report = SweepReport()
     consumer = consumer_name()
-    min_idle_ms = int(_setting("ACTIVITY_CLAIM_IDLE_SECONDS") * 1000)
+    min_idle_ms = int(setting_float("ACTIVITY_CLAIM_IDLE_SECONDS") * 1000)
     for tenant_id in sorted(_sweep_tenants()):
         report.tenants += 1
         try:

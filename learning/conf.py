@@ -2,27 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+# One accessor for every app's settings: this module keeps learning's import path.
+from agentflow.server.conf import setting_float, setting_int, setting_list, setting_str
 
-from django.conf import settings
-
-
-def _value(name: str) -> Any:
-    return cast(dict[str, Any], settings.AGENTFLOW)[name]
-
-
-def setting_int(name: str) -> int:
-    return int(_value(name))
-
-
-def setting_float(name: str) -> float:
-    return float(_value(name))
-
-
-def setting_list(name: str) -> list[str]:
-    return [str(item) for item in _value(name) or []]
-
-
-def setting_str(name: str) -> str | None:
-    value = _value(name)
-    return None if value is None else str(value)
+__all__ = ["setting_float", "setting_int", "setting_list", "setting_str"]

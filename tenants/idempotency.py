@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, HttpResponseBase
 from django.template.response import SimpleTemplateResponse
@@ -27,6 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentflow.server.api.exceptions import conflict, unprocessable
+from agentflow.server.conf import setting_int
 from tenants.context import current_tenant_id
 from tenants.models import IdempotencyRecord
 
@@ -71,7 +71,7 @@ def _owner() -> str:
 
 def reserve(key: str, method: str, path: str, fingerprint: str) -> Reservation:
     now = datetime.now(UTC)
-    ttl = timedelta(seconds=settings.AGENTFLOW["IDEMPOTENCY_TTL_SECONDS"])
+    ttl = timedelta(seconds=setting_int("IDEMPOTENCY_TTL_SECONDS"))
     owner = _owner()
     records = IdempotencyRecord.objects.filter(owner=owner, key=key, method=method, path=path)
     records.filter(expires_at__lte=now).delete()

@@ -17,9 +17,11 @@ from django.views.decorators.http import require_GET
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agentflow.server.conf import setting_float
+
 
 def _timeout() -> float:
-    return float(settings.AGENTFLOW["HEALTH_CHECK_TIMEOUT_SECONDS"])
+    return setting_float("HEALTH_CHECK_TIMEOUT_SECONDS")
 
 
 def check_database() -> None:
