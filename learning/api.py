@@ -53,7 +53,7 @@ def _or_404(queryset: Any, pk: Any) -> Any:
 # --- activity ---------------------------------------------------------------------------------
 
 
-class EventSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EventSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     source = serializers.ChoiceField(choices=ActivitySource.values)  # type: ignore[assignment]
     kind = serializers.CharField()
@@ -183,7 +183,7 @@ class ActivityDetailView(TenantScopedAPIView):
 # --- rules --------------------------------------------------------------------------------------
 
 
-class RuleSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RuleSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
     event_kind = serializers.CharField()
@@ -349,7 +349,7 @@ class RuleDetailView(TenantScopedAPIView):
 # --- graph ------------------------------------------------------------------------------------
 
 
-class NodeSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class NodeSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     kind = serializers.ChoiceField(choices=NodeKind.choices)
     key = serializers.CharField()
@@ -360,7 +360,7 @@ class NodeSerializer(serializers.Serializer):  # type: ignore[type-arg]
     last_seen = serializers.DateTimeField()
 
 
-class EdgeSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EdgeSerializer(serializers.Serializer):
     kind = serializers.CharField()
     direction = serializers.ChoiceField(choices=["out", "in"])
     node = NodeSerializer()
@@ -372,7 +372,7 @@ class NodeDetailSerializer(NodeSerializer):
     edges = EdgeSerializer(many=True)
 
 
-class JourneyStepSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class JourneyStepSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
     step = serializers.CharField()
     ticket = NodeSerializer()
@@ -380,7 +380,7 @@ class JourneyStepSerializer(serializers.Serializer):  # type: ignore[type-arg]
     event_id = serializers.UUIDField(allow_null=True)
 
 
-class JourneySerializer(serializers.Serializer):  # type: ignore[type-arg]
+class JourneySerializer(serializers.Serializer):
     customer = NodeSerializer()
     steps = JourneyStepSerializer(many=True)
 

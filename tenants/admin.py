@@ -11,15 +11,15 @@ from django.http import HttpRequest
 from tenants.models import APIKey, Membership, Tenant, UsageDay
 
 
-class AllTenantsAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AllTenantsAdmin(admin.ModelAdmin):
     """Admin of a tenant-owned model: platform admins see every tenant's rows."""
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return self.model.unscoped.all()  # type: ignore[attr-defined,no-any-return]
+        return self.model.unscoped.all()
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class TenantAdmin(admin.ModelAdmin):
     list_display = ("slug", "name", "tier", "status", "created_at")
     list_filter = ("tier", "status")
     search_fields = ("slug", "name")

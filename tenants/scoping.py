@@ -39,7 +39,7 @@ def require_tenant_id() -> int:
     return tenant_id
 
 
-class TenantScopedManager(models.Manager):  # type: ignore[type-arg]
+class TenantScopedManager(models.Manager):
     """Filters every queryset by the current tenant; fails closed without one."""
 
     def get_queryset(self) -> models.QuerySet[Any]:

@@ -109,7 +109,7 @@ def document_json(document: KnowledgeDocument) -> dict[str, Any]:
 # --- output shapes (documented in the OpenAPI schema) -----------------------------------
 
 
-class AgentSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AgentSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
     blueprint = serializers.CharField()
@@ -119,7 +119,7 @@ class AgentSerializer(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.CharField(allow_null=True)
 
 
-class RunResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RunResultSerializer(serializers.Serializer):
     content = serializers.CharField()
     intent = serializers.CharField()
     confidence = serializers.FloatField()
@@ -132,7 +132,7 @@ class RunResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
     metadata = serializers.DictField()
 
 
-class RunSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RunSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     agent_id = serializers.UUIDField()
     session_id = serializers.UUIDField(allow_null=True)
@@ -150,7 +150,7 @@ class RunSerializer(serializers.Serializer):  # type: ignore[type-arg]
     result = RunResultSerializer(required=False)
 
 
-class StepSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class StepSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     name = serializers.CharField()
     duration_ms = serializers.FloatField()
@@ -165,14 +165,14 @@ class RunWithStepsSerializer(RunSerializer):
     steps = StepSerializer(many=True)
 
 
-class MessageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class MessageSerializer(serializers.Serializer):
     message_id = serializers.UUIDField()
     role = serializers.ChoiceField(choices=["user", "assistant"])
     content = serializers.CharField()
     created_at = serializers.CharField()
 
 
-class DocumentSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class DocumentSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     agent_id = serializers.UUIDField()
     title = serializers.CharField()
@@ -181,13 +181,13 @@ class DocumentSerializer(serializers.Serializer):  # type: ignore[type-arg]
     created_at = serializers.CharField(allow_null=True)
 
 
-class BlueprintSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class BlueprintSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField()
     default_config = serializers.DictField()
     config_schema = serializers.DictField()
 
 
-class KnowledgeUploadSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class KnowledgeUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="text/plain or text/markdown, UTF-8")
     title = serializers.CharField(required=False)

@@ -23,7 +23,7 @@ CORRELATION_HEADER = "agentflow_correlation_id"
 TENANT_HEADER = "agentflow_tenant_id"
 
 
-class ContextTask(Task):  # type: ignore[misc]
+class ContextTask(Task):
     """Binds the publisher's context in the worker for the task's duration."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -38,7 +38,7 @@ def unstorable_text(value: Any, path: str) -> str | None:
     return None
 
 
-class StrictSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class StrictSerializer(serializers.Serializer):
     """Rejects unknown fields and non-string text: a typo or a type mix-up must not pass.
 
     DRF's CharField turns ``42`` into ``"42"``; a client sending a number where the schema
