@@ -72,7 +72,7 @@ class LearningView(DashboardView):
         visible = restrict_to_visible_agents
         if action in ("deactivate", "activate"):
             self.require(self.access.can_review)
-            path = visible(GoldenPath.objects, request.user, self._tenant_id())
+            path = visible(GoldenPath.objects.all(), request.user, self._tenant_id())
             found = _by_id(path, target)
             golden_paths.set_active(
                 actor=self.access.actor, path=found, active=action == "activate"
@@ -80,7 +80,7 @@ class LearningView(DashboardView):
             messages.success(request, f"Golden path {action}d.")
         elif action == "retire":
             self.require(self.access.can_manage)
-            found = _by_id(visible(Playbook.objects, request.user, self._tenant_id()), target)
+            found = _by_id(visible(Playbook.objects.all(), request.user, self._tenant_id()), target)
             playbooks.retire(actor=self.access.actor, playbook=found)
             messages.success(request, f"Playbook {found.name} retired.")
         else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Manager, QuerySet
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -44,8 +44,8 @@ class _LearningView(TenantScopedAPIView):
             return queryset
         return restrict_to_visible_agents(queryset, self.request.user, self.tenant.pk, field)
 
-    def one(self, queryset: QuerySet[Any], pk: Any) -> Any:
-        found = self.visible(queryset).filter(pk=pk).first()
+    def one(self, rows: Manager[Any] | QuerySet[Any], pk: Any) -> Any:
+        found = self.visible(rows.all()).filter(pk=pk).first()
         if found is None:
             raise Http404
         return found
@@ -79,12 +79,13 @@ def _flag(request: Request, name: str) -> bool | None:
 # --- golden paths ---------------------------------------------------------------------------
 
 
-class GoldenPathSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class GoldenPathSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     agent_id = serializers.UUIDField()
     category = serializers.CharField()
     question = serializers.CharField()
     answer = serializers.CharField()
+    # The stubs type `source` as Field.source; DRF's metaclass makes it a declared field.
     source = serializers.ChoiceField(choices=GoldenPathSource.values)  # type: ignore[assignment]
     score = serializers.FloatField()
     usage_count = serializers.IntegerField()
@@ -249,7 +250,10 @@ class FeedbackCreateSerializer(StrictSerializer):
     rating = StrictIntegerField(required=False, min_value=1, max_value=5)
     thumbs = serializers.ChoiceField(choices=["up", "down"], required=False)
     comment = serializers.CharField(required=False, allow_blank=True, max_length=4_000)
-    source = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    # The stubs type `source` as Field.source; DRF's metaclass makes it a declared field.
+    source = serializers.CharField(  # type: ignore[assignment]
+        required=False, allow_blank=True, max_length=100
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("rating" in attrs) == ("thumbs" in attrs):
@@ -259,7 +263,7 @@ class FeedbackCreateSerializer(StrictSerializer):
         return attrs
 
 
-class FeedbackSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class FeedbackSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     run_id = serializers.UUIDField()
     message_id = serializers.UUIDField(allow_null=True)
@@ -268,7 +272,8 @@ class FeedbackSerializer(serializers.Serializer):  # type: ignore[type-arg]
     thumbs = serializers.ChoiceField(choices=["up", "down"], allow_null=True)
     score = serializers.FloatField(help_text="Normalised to 0..1.")
     comment = serializers.CharField()
-    source = serializers.CharField()
+    # The stubs type `source` as Field.source; DRF's metaclass makes it a declared field.
+    source = serializers.CharField()  # type: ignore[assignment]
     golden_path_id = serializers.UUIDField(
         allow_null=True, help_text="The golden path this feedback made or scored."
     )
@@ -324,7 +329,7 @@ class FeedbackView(_LearningView):
 # --- playbooks --------------------------------------------------------------------------------
 
 
-class PlaybookSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class PlaybookSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     agent_id = serializers.UUIDField()
     category = serializers.CharField()
@@ -335,7 +340,7 @@ class PlaybookSerializer(serializers.Serializer):  # type: ignore[type-arg]
     sample_count = serializers.IntegerField()
     total_count = serializers.IntegerField()
     success_rate = serializers.FloatField()
-    status = serializers.ChoiceField(choices=PlaybookStatus.values)  # type: ignore[assignment]
+    status = serializers.ChoiceField(choices=PlaybookStatus.values)
     created_at = serializers.DateTimeField()
     retired_at = serializers.DateTimeField(allow_null=True)
 

@@ -143,18 +143,21 @@ def extract(agent: Agent, category: str, *, actor: Actor) -> Extraction:
     tenant_id = require_tenant_id()
     successes, total = _outcomes(agent, category)
     rate = len(successes) / total if total else 0.0
-    counts = {"successes": len(successes), "total": total, "success_rate": rate}
+
+    def extraction(outcome: str, playbook: Playbook | None = None) -> Extraction:
+        return Extraction(category, outcome, len(successes), total, rate, playbook)
+
     if len(successes) < setting_int("PLAYBOOK_MIN_SAMPLES"):
-        return Extraction(category, "too_few_samples", **counts)
+        return extraction("too_few_samples")
     if rate < setting_float("PLAYBOOK_MIN_SUCCESS_RATE"):
-        return Extraction(category, "low_success_rate", **counts)
+        return extraction("low_success_rate")
     steps = common_sequence(successes, setting_float("PLAYBOOK_MIN_STEP_SUPPORT"))
     with transaction.atomic():
         versions = Playbook.objects.select_for_update().filter(agent=agent, category=category)
         latest = versions.order_by("-version").first()
         if latest is not None and latest.steps == steps:
             outcome = "retired" if latest.status == PlaybookStatus.RETIRED else "unchanged"
-            return Extraction(category, outcome, **counts, playbook=latest)
+            return extraction(outcome, latest)
         version = (versions.aggregate(v=Max("version"))["v"] or 0) + 1
         versions.filter(status=PlaybookStatus.ACTIVE).update(status=PlaybookStatus.SUPERSEDED)
         playbook = Playbook.objects.create(
@@ -178,7 +181,7 @@ def extract(agent: Agent, category: str, *, actor: Actor) -> Extraction:
             target_id=playbook.pk,
             changes={"agent_id": str(agent.pk), "category": category, "version": version},
         )
-    return Extraction(category, "created", **counts, playbook=playbook)
+    return extraction("created", playbook)
 
 
 def categories_of(agent: Agent) -> list[str]:

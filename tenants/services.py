@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils.text import slugify
@@ -115,7 +115,7 @@ def update_quotas(
     return tenant
 
 
-def add_member(*, actor: Actor, tenant: Tenant, user: AbstractBaseUser, role: str) -> Membership:
+def add_member(*, actor: Actor, tenant: Tenant, user: User, role: str) -> Membership:
     if role not in Role.values:
         raise TenantError(f"unknown role {role!r}; use one of {', '.join(Role.values)}")
     with transaction.atomic(), tenant_scope(tenant.pk):
@@ -137,7 +137,7 @@ def issue_key(
     tenant: Tenant,
     name: str = "default",
     scopes: list[str] | None = None,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> IssuedKey:
     scopes = list(dict.fromkeys(scopes or ALL_SCOPES))
     unknown = set(scopes) - set(ALL_SCOPES)

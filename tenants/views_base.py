@@ -86,7 +86,7 @@ def _next_minute() -> str:
 
 class TenantScopedAPIView(APIView):
     authentication_classes = [APIKeyAuthentication, SessionAuthentication]
-    permission_classes: ClassVar[list[Any]] = []  # scope checks below replace them
+    permission_classes = []  # scope checks below replace them
     scope_map: ClassVar[dict[str, str]] = DEFAULT_SCOPE_MAP
 
     tenant: Tenant

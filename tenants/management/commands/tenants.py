@@ -42,11 +42,12 @@ class Command(BaseCommand):
                 )
                 issued = services.issue_key(actor=actor, tenant=tenant, name="initial")
             else:
-                tenant = Tenant.objects.filter(
+                found = Tenant.objects.filter(
                     Q(slug=options["name"]) | Q(name=options["name"])
                 ).first()
-                if tenant is None:
+                if found is None:
                     raise CommandError(f"no tenant named {options['name']!r}")
+                tenant = found
                 scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
                 issued = services.issue_key(
                     actor=actor, tenant=tenant, name=options["key_name"], scopes=scopes
