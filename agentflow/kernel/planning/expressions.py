@@ -44,9 +44,9 @@ from agentflow.kernel.planning.checker import (
     MAX_LITERAL_ITEMS,
     STATE_NAMES,
     ExpressionError,
-    short_source,
     check,
     describe_kind,
+    short_source,
 )
 
 __all__ = [
