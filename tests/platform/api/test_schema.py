@@ -39,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agentflow.models import Agent, KnowledgeDocument, Run
+from governance.invitations import invite_member
 from hitl.services import request_review
 from tenants import services
 from tests.platform.api.conftest import ACTOR, Persona
@@ -55,7 +56,10 @@ MAX_EXAMPLES = 10
 # Writes on the owner's real objects reach the deepest code (and the database): more cases.
 MAX_EXAMPLES_REAL_WRITES = 25
 WRITE_METHODS = ("POST", "PATCH", "PUT")
-PLATFORM_OPERATIONS = r"^/api/v1/tenants"
+# Not tenant operations under an API key: platform admin's tenants, and accepting an
+# invitation (a signed-in person joining a tenant; keys are refused with 403 by design,
+# tested in tests/platform/governance/test_invitations.py).
+PLATFORM_OPERATIONS = r"^/api/v1/tenants|^/api/v1/governance/invitations/accept$"
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
 
 
@@ -141,6 +145,11 @@ def contract_ids(owner: Persona, agent: Agent, settings: Any) -> dict[str, str]:
         "session_id": run["session_id"],
         "document_id": str(document.pk),
         "request_id": str(review.pk),
+        "invitation_id": str(
+            invite_member(
+                actor=ACTOR, tenant=owner.tenant, role="viewer", email="new@example.com"
+            ).invitation.pk
+        ),
         # The owner's webhook endpoint, event rule, activity event and graph node.
         **owner_integrations(owner, agent)[0],
     }
