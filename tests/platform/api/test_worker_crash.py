@@ -10,14 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
-from django.db import connection
 
 from agentflow.models import Message, Run, RunStatus, RunTransition
 from agentflow.services import create_agent
@@ -25,56 +22,16 @@ from governance.models import AuditEvent
 from tenants.context import tenant_scope
 from tests.kernel.fake_openai_server import FakeOpenAIServer, chat_completion, slow
 from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona
+from tests.platform.workers import database_url_for_workers, start_worker, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _test_database_url() -> str:
-    db = connection.settings_dict
-    return f"postgresql://{db['USER']}:@/{db['NAME']}?host={db['HOST']}"
-
-
-def _start_worker(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "agentflow.server.celery",
-            "worker",
-            "--pool",
-            "solo",
-            "--queues",
-            "runs,default",
-            "--loglevel",
-            "INFO",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 @pytest.fixture
 def llm() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer(default=chat_completion("Open Settings, then Security.")) as server:
         yield server
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_killed_worker_run_is_redelivered_and_settles_once(
@@ -104,7 +61,7 @@ def test_killed_worker_run_is_redelivered_and_settles_once(
     llm.enqueue(slow(120))
     env = {
         **os.environ,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": database_url_for_workers(),
         "OPENAI_API_KEY": "sk-test",
         "LLM_ALLOWED_BASE_URLS": llm.base_url,
         "CELERY_VISIBILITY_TIMEOUT": "3",
@@ -114,7 +71,7 @@ def test_killed_worker_run_is_redelivered_and_settles_once(
     }
     log_path = tmp_path / "workers.log"
     log = log_path.open("ab")
-    first = _start_worker(env, log)
+    first = start_worker(env, log)
     second: subprocess.Popen[bytes] | None = None
     try:
         created = owner.post(
@@ -124,14 +81,14 @@ def test_killed_worker_run_is_redelivered_and_settles_once(
         )
         assert created.status_code == 202
         run_id = created.json()["id"]
-        _wait(lambda: len(llm.requests) >= 1, 60, "the first worker to call the LLM")
+        wait_until(lambda: len(llm.requests) >= 1, 60, "the first worker to call the LLM")
         with tenant_scope(owner.tenant.pk):
             assert Run.objects.get(pk=run_id).status == RunStatus.PROCESSING
 
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)
 
-        second = _start_worker(env, log)
+        second = start_worker(env, log)
 
         def settled() -> bool:
             with tenant_scope(owner.tenant.pk):
@@ -140,7 +97,7 @@ def test_killed_worker_run_is_redelivered_and_settles_once(
                     RunStatus.PROCESSING,
                 )
 
-        _wait(settled, 90, "the redelivered run to settle")
+        wait_until(settled, 90, "the redelivered run to settle")
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
