@@ -6,8 +6,7 @@ import contextlib
 from typing import Any
 
 import redis
-from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Manager, QuerySet
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -49,6 +48,7 @@ from agentflow.server.api.exceptions import ContractError, unprocessable
 from agentflow.server.api.pagination import paginate, sort_queryset
 from agentflow.server.api.parsers import BoundedJSONParser
 from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.server.conf import setting_float
 from governance.audit import Actor
 from tenants.idempotency import idempotent
 from tenants.models import APIKey
@@ -69,9 +69,9 @@ def actor_for(request: Request) -> Actor:
     return Actor("user", str(request.user.pk))
 
 
-def get_or_404(queryset: QuerySet[Any], **lookup: Any) -> Any:
-    """Missing and foreign look the same: the scoped queryset cannot see foreign rows."""
-    obj = queryset.filter(**lookup).first()
+def get_or_404(rows: Manager[Any] | QuerySet[Any], **lookup: Any) -> Any:
+    """Missing and foreign look the same: the scoped manager cannot see foreign rows."""
+    obj = rows.filter(**lookup).first()
     if obj is None:
         raise Http404
     return obj
@@ -219,12 +219,13 @@ class AgentRunsView(TenantScopedAPIView):
         agent = get_or_404(Agent.objects, pk=agent_id)
         data = RunCreateSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
-        cfg = settings.AGENTFLOW
-        prefer = parse_prefer(request.headers.get("Prefer"), max_wait=cfg["RUN_MAX_WAIT_SECONDS"])
+        max_wait = setting_float("RUN_MAX_WAIT_SECONDS")
+        prefer = parse_prefer(request.headers.get("Prefer"), max_wait=max_wait)
+        default_wait = setting_float("RUN_DEFAULT_WAIT_SECONDS")
         wait = (
             0.0
             if prefer.respond_async
-            else (prefer.wait if prefer.wait is not None else cfg["RUN_DEFAULT_WAIT_SECONDS"])
+            else (prefer.wait if prefer.wait is not None else default_wait)
         )
         run_request = services.RunRequest(**data.validated_data)
         waiter = None
@@ -397,7 +398,9 @@ class KnowledgeListView(TenantScopedAPIView):
                 raise unprocessable(
                     "Document is not UTF-8 text.", {"file": ["Not UTF-8."]}
                 ) from None
-            title = request.data.get("title") or upload.name or "document"
+            form = request.data  # multipart: the QueryDict of the other fields
+            given = form.get("title") if isinstance(form, dict) else None
+            title = given or upload.name or "document"
         else:
             data = KnowledgeCreateSerializer(data=request.data)
             data.is_valid(raise_exception=True)

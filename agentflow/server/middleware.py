@@ -9,6 +9,7 @@ from urllib.parse import unquote_to_bytes
 import structlog
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from agentflow.server.conf import setting_int
 from agentflow.server.context import accept_correlation_id, bind_correlation_id, correlation_id_var
 from agentflow.server.errors import (
     RETRY_AFTER_SECONDS,
@@ -72,7 +73,7 @@ class BodySizeLimitMiddleware:
 
         declared = request.META.get("CONTENT_LENGTH") or "0"
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        upload_limit = settings.AGENTFLOW.get("MAX_UPLOAD_BYTES", limit)
+        upload_limit = setting_int("MAX_UPLOAD_BYTES")
         if declared.isdigit() and int(declared) > max(limit or 0, upload_limit):
             return JsonResponse(
                 error_body(

@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 # --- serializers ---------------------------------------------------------------------------
 
 
-class EndpointSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class EndpointSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     provider = serializers.ChoiceField(choices=WebhookProvider.values)
     name = serializers.CharField()

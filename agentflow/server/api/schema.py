@@ -11,12 +11,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_seri
 from rest_framework import serializers
 
 
-class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     error_type = serializers.CharField()
     correlation_id = serializers.CharField(allow_null=True)
     timestamp = serializers.DateTimeField()
-    errors = serializers.DictField(
+    # The stubs type `errors` as Serializer.errors; DRF's metaclass makes it a declared field.
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()), required=False
     )
     limit = serializers.CharField(required=False)
@@ -25,7 +26,7 @@ class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 @cache
-def envelope(item: type[serializers.Serializer]) -> Any:  # type: ignore[type-arg]
+def envelope(item: type[serializers.Serializer]) -> Any:
     return inline_serializer(
         name=f"{item.__name__.removesuffix('Serializer')}List",
         fields={
@@ -56,7 +57,7 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorSerializer) for code in codes}
 
 
-class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[misc]
+class APIKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "tenants.authentication.APIKeyAuthentication"
     name = "apiKey"
 
