@@ -86,15 +86,18 @@ def test_rotation_keeps_the_old_secret_valid_for_the_overlap(owner: Persona) -> 
     assert new != old
     expires = datetime.fromisoformat(rotated.json()["previous_secret_expires_at"])
     assert timedelta(seconds=590) < expires - datetime.now(UTC) <= timedelta(seconds=600)
-    payload = ticket_payload("generic")
-    assert _sender(owner, created, new).deliver(payload, delivery_id="a").status_code == 202
-    assert _sender(owner, created, old).deliver(payload, delivery_id="b").status_code == 202
+    # Distinct events (the same signed content again would be a replay, deduplicated).
+    def event(n: int) -> dict[str, Any]:
+        return ticket_payload("generic", ticket=str(2000 + n))
+
+    assert _sender(owner, created, new).deliver(event(1), delivery_id="a").status_code == 202
+    assert _sender(owner, created, old).deliver(event(2), delivery_id="b").status_code == 202
     # The overlap ends: the old secret stops verifying, the new one keeps working.
     WebhookEndpoint.unscoped.filter(pk=created["id"]).update(
         previous_secret_expires_at=datetime.now(UTC) - timedelta(seconds=1)
     )
-    assert_error(_sender(owner, created, old).deliver(payload, delivery_id="c"), 401)
-    assert _sender(owner, created, new).deliver(payload, delivery_id="d").status_code == 202
+    assert_error(_sender(owner, created, old).deliver(event(3), delivery_id="c"), 401)
+    assert _sender(owner, created, new).deliver(event(4), delivery_id="d").status_code == 202
 
 
 def test_rotation_without_overlap_retires_the_old_secret_at_once(owner: Persona) -> None:
