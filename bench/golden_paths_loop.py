@@ -157,11 +157,15 @@ def ask(agent: Any, user_id: str, text: str) -> Any:
 
 
 def review(run: Any, reviewer: Any, category: str) -> None:
+    from agentflow.orchestration import decide_review
     from hitl.models import HITLRequest
-    from hitl.services import decide
+    from learning.tasks import record_review_outcome_task
 
     request = HITLRequest.objects.get(run=run)
-    decide(reviewer=reviewer, request=request, decision="edit", response=fixed_answer(category))
+    answer = fixed_answer(category)
+    decide_review(reviewer=reviewer, request=request, decision="edit", response=answer)
+    # What the worker does once the decision commits; here, in-process and at once.
+    record_review_outcome_task(request.tenant_id, str(request.pk))
 
 
 def replay(

@@ -18,6 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from rest_framework.request import Request
 
+from agentflow import orchestration
 from agentflow.api.serializers import run_json, step_json
 from agentflow.models import RunTransition, Step
 from agentflow.server.api.exceptions import ContractError
@@ -249,19 +250,21 @@ class RequestDetailView(DashboardView):
         elif action == "unclaim":
             hitl_services.unclaim(reviewer=reviewer, request=item, reason=data["reason"])
         elif action == "approve":
-            hitl_services.decide(reviewer=reviewer, request=item, decision="approve")
+            orchestration.decide_review(reviewer=reviewer, request=item, decision="approve")
         elif action == "edit":
             response = data["response"]
             if not response.strip():
                 raise _field_error("response", "An edit needs the new answer.")
-            hitl_services.decide(
+            orchestration.decide_review(
                 reviewer=reviewer, request=item, decision="edit", response=response
             )
         else:
             reason = data["reason"].strip()
             if not reason:
                 raise _field_error("reason", "A rejection needs a reason.")
-            hitl_services.decide(reviewer=reviewer, request=item, decision="reject", reason=reason)
+            orchestration.decide_review(
+                reviewer=reviewer, request=item, decision="reject", reason=reason
+            )
 
     def _render(
         self, request: HttpRequest, item: HITLRequest, form: DecisionForm, status: int = 200

@@ -22,6 +22,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from agentflow import orchestration
 from agentflow.api.views import actor_for, get_or_404
 from agentflow.models import Run
 from agentflow.server.api.exceptions import unprocessable
@@ -234,7 +235,7 @@ class RespondView(TenantScopedAPIView):
         item = _request_or_404(request_id)
         data = RespondSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        decided = services.decide(
+        decided = orchestration.decide_review(
             reviewer=reviewer_for(request),
             request=item,
             decision=data.validated_data["decision"],

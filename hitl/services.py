@@ -4,10 +4,14 @@
   ``agentflow.services.complete_run`` in the run's own transaction) or one escalated by
   hand (:func:`escalate_run`), with its SLA deadline, policy and role, and assigns it to
   the least-loaded available reviewer.
-* :func:`claim`, :func:`unclaim` and :func:`decide` are compare-and-set updates: any
-  number of reviewers, requests or workers, one winner; the loser gets a 409 and
+* :func:`claim`, :func:`unclaim` and :func:`take_decision` are compare-and-set updates:
+  any number of reviewers, requests or workers, one winner; the loser gets a 409 and
   nothing changes.
-* A decision and the run's resumption commit together, so a run resumes exactly once.
+* Deciding is orchestrated by ``agentflow.orchestration.decide_review``, which calls this
+  module's steps (:func:`check_decision`, :func:`take_decision`, :func:`review_delivery`,
+  :func:`record_decision`) around the run's resumption and learning: HITL never imports
+  learning, and the decision and the run's resumption commit together, so a run resumes
+  exactly once.
 
 Each write records history, audit and a live event (:mod:`hitl.events`).
 """
@@ -48,7 +52,6 @@ from hitl.policy import (
     review_config,
     sla_deadline,
 )
-from hitl.signals import review_decided
 from tenants.context import tenant_scope
 from tenants.models import Membership, Role, Tenant
 
@@ -328,11 +331,9 @@ def unclaim(*, reviewer: Reviewer, request: HITLRequest, reason: str = "") -> HI
 # --- decisions ---------------------------------------------------------------------------
 
 
-def deliver_outcome(request: HITLRequest, decision: str, *, actor: Actor, reason: str) -> bool:
-    """Deliver what the decision says to the run's conversation; False when the run no
-    longer waits (it was cancelled). Inside the decision's transaction."""
-    from agentflow.services import finish_review
-
+def review_delivery(request: HITLRequest, decision: str, *, reason: str) -> dict[str, Any]:
+    """What the decision delivers to the run's conversation: the keyword arguments of
+    ``agentflow.services.finish_review`` other than the actor."""
     tenant = Tenant.objects.get(pk=request.tenant_id)
     config = review_config(tier=tenant.tier, agent_id=request.context.get("agent_id"))
     close_thread = False
@@ -347,20 +348,27 @@ def deliver_outcome(request: HITLRequest, decision: str, *, actor: Actor, reason
         content, close_thread = None, True
     else:
         content = handoff_text(config, reason)
-    return finish_review(
-        actor=actor,
-        run_id=request.run_id,
-        review={
+    return {
+        "run_id": request.run_id,
+        "review": {
             "request_id": str(request.pk),
             "decision": decision,
             "status": request.status,
             "reason": reason or None,
             "reviewer_id": request.decided_by_id,
         },
-        content=content,
-        close_thread=close_thread,
-        after_the_fact=after_the_fact,
-    )
+        "content": content,
+        "close_thread": close_thread,
+        "after_the_fact": after_the_fact,
+    }
+
+
+def deliver_outcome(request: HITLRequest, decision: str, *, actor: Actor, reason: str) -> bool:
+    """Deliver what the decision says to the run's conversation; False when the run no
+    longer waits (it was cancelled). Inside the decision's transaction (the SLA's expiry)."""
+    from agentflow.services import finish_review
+
+    return finish_review(actor=actor, **review_delivery(request, decision, reason=reason))
 
 
 def approval_block(request: HITLRequest) -> non_answers.NonAnswer | None:
@@ -408,57 +416,74 @@ def _refuse_placeholder_edit(request: HITLRequest, response: str | None) -> None
         )
 
 
-def decide(
-    *,
-    reviewer: Reviewer,
-    request: HITLRequest,
-    decision: str,
-    response: str | None = None,
-    reason: str = "",
-) -> HITLRequest:
-    """Approve, edit or reject; the run resumes in the same transaction, exactly once."""
+def check_decision(
+    *, reviewer: Reviewer, request: HITLRequest, decision: str, response: str | None
+) -> None:
+    """Refuse a decision before anything is locked: 403 for who decides, 422 for what."""
     _require_reviewer(reviewer, request)
     if decision == Decision.APPROVE and (why := approval_block(request)) is not None:
         raise _nothing_to_approve(why)
     if decision == Decision.EDIT:
         _refuse_placeholder_edit(request, response)
-    now = datetime.now(UTC)
-    with tenant_scope(request.tenant_id), transaction.atomic():
-        assignment.lock_assignments(request.tenant_id)
-        won = HITLRequest.objects.filter(
-            Q(assignee__isnull=True) | Q(assignee_id=reviewer.user_id),
-            pk=request.pk,
-            status__in=OPEN_STATUSES,
-            required_role__in=reviewer.reviewable_roles(),
-        ).update(
-            status=DECISION_STATUS[decision],
-            decision=decision,
-            response=response or "",
-            reason=reason,
-            decided_by_id=reviewer.user_id,
-            decided_at=now,
-            next_check_at=None,
-        )
-        if not won:
-            raise _refusal(request.pk, reviewer)
-        decided = events.reload(request.pk)
-        if not deliver_outcome(decided, decision, actor=reviewer.actor, reason=reason):
-            run_status = Run.objects.filter(pk=decided.run_id).values_list("status", flat=True)
-            # Raising rolls the decision back with everything else: nothing changed.
-            raise conflict(
-                "The run no longer waits for this review.",
-                "run_not_awaiting_review",
-                run_status=run_status.first(),
-            )
-        detail: dict[str, Any] = {"decision": decision, "reason": reason}
-        if response is not None:
-            detail["response"] = response
-        events.record(
-            decided, decided.status, actor=reviewer.actor, at=now, detail=detail, live="decided"
-        )
-        review_decided.send(sender=HITLRequest, request=decided, decision=decision)
-        assignment.dispatch(actor=SYSTEM, now=now)  # the reviewer has room for the next one
-    return decided
+
+
+def take_decision(
+    *,
+    reviewer: Reviewer,
+    request: HITLRequest,
+    decision: str,
+    response: str | None,
+    reason: str,
+    now: datetime,
+) -> HITLRequest:
+    """Compare-and-set the request to decided (409 when someone else won), under the
+    tenant's assignment lock, held until the caller's transaction ends."""
+    assignment.lock_assignments(request.tenant_id)
+    won = HITLRequest.objects.filter(
+        Q(assignee__isnull=True) | Q(assignee_id=reviewer.user_id),
+        pk=request.pk,
+        status__in=OPEN_STATUSES,
+        required_role__in=reviewer.reviewable_roles(),
+    ).update(
+        status=DECISION_STATUS[decision],
+        decision=decision,
+        response=response or "",
+        reason=reason,
+        decided_by_id=reviewer.user_id,
+        decided_at=now,
+        next_check_at=None,
+    )
+    if not won:
+        raise _refusal(request.pk, reviewer)
+    return events.reload(request.pk)
+
+
+def run_not_waiting(request: HITLRequest) -> ContractError:
+    """The 409 of a decision whose run no longer waits for it (it was cancelled)."""
+    run_status = Run.objects.filter(pk=request.run_id).values_list("status", flat=True)
+    return conflict(
+        "The run no longer waits for this review.",
+        "run_not_awaiting_review",
+        run_status=run_status.first(),
+    )
+
+
+def record_decision(
+    decided: HITLRequest,
+    *,
+    reviewer: Reviewer,
+    response: str | None,
+    reason: str,
+    now: datetime,
+) -> None:
+    """The decision's history, audit and live event; the reviewer has room for the next."""
+    detail: dict[str, Any] = {"decision": decided.decision, "reason": reason}
+    if response is not None:
+        detail["response"] = response
+    events.record(
+        decided, decided.status, actor=reviewer.actor, at=now, detail=detail, live="decided"
+    )
+    assignment.dispatch(actor=SYSTEM, now=now)
 
 
 # --- reviewers ---------------------------------------------------------------------------

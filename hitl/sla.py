@@ -18,6 +18,7 @@ the hand-off, ``escalate`` hands it to the top of the chain.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +31,6 @@ from hitl import assignment, events, notifications
 from hitl.models import OPEN_STATUSES, Decision, EscalationPolicy, HITLRequest, Status
 from hitl.policy import ROLE_RANK, escalation_window, policy_of, review_config
 from hitl.services import SYSTEM, deliver_outcome
-from hitl.signals import review_decided
 from tenants.context import tenant_scope
 from tenants.models import Tenant
 
@@ -51,7 +51,15 @@ class SweepReport:
         return asdict(self)
 
 
-def sweep(now: datetime, *, batch: int = SWEEP_BATCH) -> SweepReport:
+# Called with the expired request and whether its run was resumed, inside the expiry's
+# transaction: how the run-orchestration layer (agentflow.orchestration) records what
+# follows an expiry without HITL importing the apps above or beside it.
+OnExpired = Callable[[HITLRequest, bool], None]
+
+
+def sweep(
+    now: datetime, *, batch: int = SWEEP_BATCH, on_expired: OnExpired | None = None
+) -> SweepReport:
     report = SweepReport()
     # The sweep serves every tenant: this read of due ids is a deliberate cross-tenant
     # bypass; each request is then handled inside its own tenant's scope.
@@ -63,7 +71,7 @@ def sweep(now: datetime, *, batch: int = SWEEP_BATCH) -> SweepReport:
     report.due = len(due)
     for request_id, tenant_id in due:
         with tenant_scope(tenant_id):
-            outcome = handle_due(request_id, now)
+            outcome = handle_due(request_id, now, on_expired=on_expired)
         for name in outcome:
             setattr(report, name, getattr(report, name) + 1)
     cancelled = list(
@@ -90,7 +98,7 @@ def _next_check(request: HITLRequest) -> datetime | None:
     return min(pending) if pending else None
 
 
-def handle_due(request_id: Any, now: datetime) -> list[str]:
+def handle_due(request_id: Any, now: datetime, *, on_expired: OnExpired | None = None) -> list[str]:
     """Apply whatever is due on one request; the names of what happened."""
     happened: list[str] = []
     with transaction.atomic():
@@ -111,7 +119,7 @@ def handle_due(request_id: Any, now: datetime) -> list[str]:
         if not request.deadline_breached and request.sla_deadline <= now:
             happened += _breach(request, policy, config, now)
         if request.is_open and request.expires_at is not None and request.expires_at <= now:
-            happened += _expire(request, policy, config, now)
+            happened += _expire(request, policy, config, now, on_expired)
         if request.is_open:
             request.next_check_at = _next_check(request)
             request.save(update_fields=["next_check_at", "updated_at"])
@@ -196,7 +204,11 @@ def _holds_role(user_id: int, role: str) -> bool:
 
 
 def _expire(
-    request: HITLRequest, policy: EscalationPolicy, config: Any, now: datetime
+    request: HITLRequest,
+    policy: EscalationPolicy,
+    config: Any,
+    now: datetime,
+    on_expired: OnExpired | None = None,
 ) -> list[str]:
     previous = request.assignee_id
     if policy.on_expiry == "escalate":
@@ -228,7 +240,8 @@ def _expire(
         detail={"reason": reason, "delivered": delivered},
         live="decided",
     )
-    review_decided.send(sender=HITLRequest, request=expired, decision=Decision.REJECT)
+    if on_expired is not None:
+        on_expired(expired, delivered)
     notifications.enqueue(
         expired, "expired", role=expired.required_role, previous_assignee=previous
     )

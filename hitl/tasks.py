@@ -14,7 +14,8 @@ from typing import Any
 import structlog
 from celery import Task, shared_task
 
-from hitl import notifications, sla
+from agentflow import orchestration
+from hitl import notifications
 from hitl.models import HITLRequest
 from hitl.policy import options
 from tenants.context import tenant_scope
@@ -24,7 +25,9 @@ log = structlog.get_logger(__name__)
 
 @shared_task(name="hitl.sla_sweep", acks_late=True, ignore_result=True, max_retries=0)
 def sla_sweep_task() -> dict[str, int]:
-    return sla.sweep(datetime.now(UTC)).as_dict()
+    # An entry point, above the run-orchestration layer: an expiry resumes the run and is
+    # recorded by the orchestrator (activity), like a reviewer's decision.
+    return orchestration.expire_overdue_reviews(datetime.now(UTC)).as_dict()
 
 
 def _backoff(task: Task) -> float:

@@ -10,5 +10,7 @@ class LearningConfig(AppConfig):
     def ready(self) -> None:
         from learning import loop, services
 
-        services.connect()  # internal events (runs settling, HITL decisions) -> activity stream
-        loop.connect()  # HITL decisions -> golden paths; completed runs -> golden path usage
+        # Runs settling outside a review -> activity stream. A review's events and golden path
+        # are called explicitly by agentflow.orchestration.decide_review.
+        services.connect()
+        loop.connect()  # the loop's GDPR eraser

@@ -1,11 +1,11 @@
 """Golden paths: answers a person vouched for, found again for the next similar question.
 
-Where they come from (SPEC 9): a HITL decision that approves or edits an answer
-(``hitl.signals.review_decided``) and feedback that scores a delivered answer highly
-(:mod:`learning.feedback`). Both go through :func:`record_outcome`, which embeds the
-question and either merges it into a near-duplicate of the same agent and category
-(similarity at least ``GOLDEN_PATH_MERGE_SIMILARITY``) or inserts a new row, under a
-per-agent advisory lock so two concurrent decisions cannot both insert the same question.
+Where they come from (SPEC 9): a HITL decision that approves or edits an answer (after
+it commits, by the ``learning.record_review_outcome`` task) and feedback that scores a
+delivered answer highly (:mod:`learning.feedback`). Both go through :func:`record_outcome`,
+which embeds the question and either merges it into a near-duplicate of the same agent and
+category (similarity at least ``GOLDEN_PATH_MERGE_SIMILARITY``) or inserts a new row, under
+a per-agent advisory lock so two concurrent decisions cannot both insert the same question.
 
 Where they go: the agent's pipeline searches them in its parallel context stage
 (:mod:`learning.stores`); the offline provider answers a close one verbatim with high
@@ -138,11 +138,13 @@ def record_outcome(
 ) -> GoldenPath | None:
     """Record a vouched-for answer: merged into a near-duplicate, or a new golden path.
 
-    Runs in the current tenant scope and the caller's transaction (a HITL decision's, so
-    the outcome commits or rolls back with it). Returns None when there is nothing to learn:
-    an empty question, or an answer that is none (empty, a hand-off, the agent's escalation
-    message or template answer: learnt, it would promise every similar question a person
-    who never comes). Recording the same run twice changes nothing.
+    Runs in the current tenant scope and the caller's transaction, if any; the question is
+    embedded before any lock is taken, so call it outside transactions that hold locks
+    others wait for (a HITL decision's learning runs after it commits). Returns None when
+    there is nothing to learn: an empty question, or an answer that is none (empty, a
+    hand-off, the agent's escalation message or template answer: learnt, it would promise
+    every similar question a person who never comes). Recording the same run twice changes
+    nothing (and does not embed again).
     """
     tenant_id = require_tenant_id()
     question, answer = question.strip(), answer.strip()
@@ -153,6 +155,8 @@ def record_outcome(
         return None
     run_id = str(run.pk) if run is not None else ""
     summary = {**(trace or {}), "runs": [run_id] if run_id else []}
+    if run_id and (done := _already_recorded(agent.pk, run_id)) is not None:
+        return done  # a redelivered task: not even the embedding is paid twice
     if vector is None:
         vector = embed_query(question)
     threshold = setting_float("GOLDEN_PATH_MERGE_SIMILARITY")

@@ -1,9 +1,11 @@
 """What turns outcomes into learning: HITL decisions, completed runs, their traces.
 
-* A decision that approves or edits an answer becomes a golden path inside the decision's
-  transaction (commits or rolls back with it). If recording fails (e.g. a remote embedder
-  is down) the decision still stands: the outcome is retried by a Celery task enqueued on
-  commit, so an accepted decision never loses its golden path.
+* A decision that approves or edits an answer becomes a golden path after the decision
+  commits: ``agentflow.orchestration`` enqueues ``learning.record_review_outcome`` on
+  commit when :func:`learns_from` the request, and the task runs
+  :func:`learn_from_review` (idempotent; Celery retries it with backoff while, say, a
+  remote embedder is down). The embedding never runs inside the decision's transaction,
+  which holds the tenant's assignment lock.
 * A run that completes with an answer citing golden paths counts one use of each.
 * :func:`trace_steps` reads a settled run's result as the ordered steps its agent took:
   what playbooks are extracted from and what a golden path keeps as its trace summary.
@@ -24,7 +26,15 @@ from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["cited_golden_paths", "connect", "record_review_outcome", "trace_steps", "trace_summary"]
+__all__ = [
+    "cited_golden_paths",
+    "connect",
+    "learn_from_review",
+    "learns_from",
+    "record_review_outcome",
+    "trace_steps",
+    "trace_summary",
+]
 
 _TITLE_CHARS = 80
 # How much a source vouches for an answer (GoldenPath.score): a rewrite is the reviewer's
@@ -90,6 +100,14 @@ def trace_summary(run: Any, *, decision: str = "", request_id: str = "") -> dict
     }
 
 
+def learns_from(request: Any) -> bool:
+    """Whether a decided request teaches anything: a rejection does not, nor does
+    confirming a settled run's answer (it is not new)."""
+    return request.decision in _DECISION_SOURCES and not (
+        request.context.get("after_the_fact") and request.decision == "approve"
+    )
+
+
 def record_review_outcome(request: Any, decision: str, *, actor: Actor) -> Any:
     """The golden path of an approved or edited HITL request (current tenant scope)."""
     source = _DECISION_SOURCES.get(decision)
@@ -108,26 +126,6 @@ def record_review_outcome(request: Any, decision: str, *, actor: Actor) -> Any:
         run=run,
         trace=trace_summary(run, decision=decision, request_id=str(request.pk)),
     )
-
-
-def _on_review_decided(sender: Any, request: Any, decision: str, **kwargs: Any) -> None:
-    if decision not in _DECISION_SOURCES:
-        return
-    actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
-    try:
-        # A savepoint: a failure here leaves the decision intact.
-        with tenant_scope(request.tenant_id), transaction.atomic():
-            record_review_outcome(request, decision, actor=actor or Actor.system("hitl"))
-    except Exception:
-        log.exception("golden_path.record_failed", request_id=str(request.pk))
-        tenant_id, request_id = request.tenant_id, str(request.pk)
-        transaction.on_commit(lambda: _retry_later(tenant_id, request_id), robust=True)
-
-
-def _retry_later(tenant_id: int, request_id: str) -> None:
-    from learning.tasks import record_review_outcome_task
-
-    record_review_outcome_task.delay(tenant_id, request_id)
 
 
 def count_golden_path_uses(tenant_id: int, run: Mapping[str, Any]) -> None:
@@ -152,16 +150,17 @@ def count_golden_path_uses(tenant_id: int, run: Mapping[str, Any]) -> None:
 
 def connect() -> None:
     """Called once from the app config (completed runs' golden-path uses are counted by
-    ``learning.services``' run-transition receiver, which reads the run once)."""
+    ``learning.services.record_run_settled``, which reads the run once)."""
     from governance.erasure import register_eraser
-    from hitl.signals import review_decided
 
-    review_decided.connect(_on_review_decided, dispatch_uid="learning.loop.review_decided")
     register_eraser("learning_loop", erase_end_user)
 
 
-def retry_review_outcome(tenant_id: int, request_id: str) -> str:
-    """Record a decided request's golden path again (Celery retry after a failure)."""
+def learn_from_review(tenant_id: int, request_id: str) -> str:
+    """Record a decided request's golden path (the ``learning.record_review_outcome`` task,
+    after the decision committed). Idempotent: a request whose run is already in a golden
+    path of its agent changes nothing (``golden_paths.record_outcome``). No transaction is
+    open here, so the embedding holds no lock; the write takes only the agent's own."""
     from hitl.models import HITLRequest
 
     with tenant_scope(tenant_id):
@@ -169,10 +168,7 @@ def retry_review_outcome(tenant_id: int, request_id: str) -> str:
         if request is None or request.decision not in _DECISION_SOURCES:
             return "skipped"
         actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
-        with transaction.atomic():
-            path = record_review_outcome(
-                request, request.decision, actor=actor or Actor.system("hitl")
-            )
+        path = record_review_outcome(request, request.decision, actor=actor or Actor.system("hitl"))
     return "recorded" if path is not None else "skipped"
 
 

@@ -143,11 +143,11 @@ def record_processing_failure(event_id: str, error: str) -> bool:
 # --- internal events ------------------------------------------------------------------------
 
 
-def _run_payload(transition: Any) -> tuple[int, dict[str, Any]] | None:
+def _run_payload(run_id: Any, from_status: str, reason: str) -> tuple[int, dict[str, Any]] | None:
     from agentflow.models import Run
 
     run = (
-        Run.unscoped.filter(pk=transition.run_id)
+        Run.unscoped.filter(pk=run_id)
         .values(
             "tenant_id",
             "agent_id",
@@ -165,14 +165,14 @@ def _run_payload(transition: Any) -> tuple[int, dict[str, Any]] | None:
     result = run["result"] or {}
     metadata = run["metadata"] or {}
     payload: dict[str, Any] = {
-        "run_id": str(transition.run_id),
+        "run_id": str(run_id),
         "agent_id": str(run["agent_id"]),
         "agent_name": run["agent__name"],
         "blueprint": run["agent__blueprint"],
         "user_id": run["user_id"],
         "priority": run["priority"],
-        "from_status": transition.from_status,
-        "reason": transition.reason,
+        "from_status": from_status,
+        "reason": reason,
         "intent": result.get("intent"),
         "confidence": result.get("confidence"),
         "thread_id": result.get("thread_id"),
@@ -191,23 +191,40 @@ def _run_payload(transition: Any) -> tuple[int, dict[str, Any]] | None:
 
 
 def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    """A run settled: record it, and count the golden paths its answer used (inside the
-    transition's transaction, never breaking it; the run is read once for both)."""
-    kind = RUN_EVENT_KINDS.get(instance.to_status)
-    if not created or kwargs.get("raw") or kind is None:
+    """A run settled outside a review (executed, failed, cancelled): record it.
+
+    A review's resumption (``finish_review``'s transition, reason ``review: <decision>``)
+    is not recorded here: ``agentflow.orchestration`` calls :func:`record_run_settled`
+    for it explicitly, in the decision's transaction.
+    """
+    if not created or kwargs.get("raw") or instance.reason.startswith("review:"):
+        return
+    record_run_settled(
+        instance.run_id,
+        instance.to_status,
+        from_status=instance.from_status,
+        reason=instance.reason,
+    )
+
+
+def record_run_settled(run_id: Any, to_status: str, *, from_status: str, reason: str) -> None:
+    """A run settled: record its event, and count the golden paths its answer used (inside
+    the caller's transaction, never breaking it; the run is read once for both)."""
+    kind = RUN_EVENT_KINDS.get(to_status)
+    if kind is None:
         return
     found: tuple[int, dict[str, Any]] | None = None
     try:
         with transaction.atomic():
-            found = _run_payload(instance)
+            found = _run_payload(run_id, from_status, reason)
             if found is None:
                 return
             tenant_id, payload = found
-            record_event(tenant_id, kind, payload, dedup_key=f"{kind}:{instance.run_id}")
+            record_event(tenant_id, kind, payload, dedup_key=f"{kind}:{run_id}")
             recorded = True
     except Exception:
         # The run's own state change must not fail because the stream could not record it.
-        log.exception("activity.run_event_failed", run_id=str(instance.run_id))
+        log.exception("activity.run_event_failed", run_id=str(run_id))
         if found is None:
             return
         recorded = False
@@ -217,7 +234,7 @@ def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any)
 
     count_golden_path_uses(tenant_id, payload)
     if recorded and payload.get("rule_id"):
-        run_id = str(instance.run_id)
+        run_id = str(run_id)
         transaction.on_commit(lambda: _enqueue_reply(tenant_id, run_id), robust=True)
 
 
@@ -227,11 +244,13 @@ def _enqueue_reply(tenant_id: int, run_id: str) -> None:
     reply_task.delay(tenant_id, run_id)
 
 
-def _on_review_decided(sender: Any, request: Any, decision: str, **kwargs: Any) -> None:
+def record_review_decided(request: Any) -> None:
+    """A HITL request was decided (by a reviewer or its SLA): its ``hitl.decided`` event, in
+    the decision's transaction (``agentflow.orchestration`` calls it; never breaks it)."""
     payload = {
         "request_id": str(request.pk),
         "run_id": str(request.run_id),
-        "decision": decision,
+        "decision": request.decision,
         "status": request.status,
         "intent": request.intent,
         "priority": request.priority,
@@ -247,17 +266,15 @@ def _on_review_decided(sender: Any, request: Any, decision: str, **kwargs: Any) 
 
 
 def connect() -> None:
-    """Called once from the app config: subscribe to the internal events we record, and
-    erase our copies when governance erases an end user."""
+    """Called once from the app config: subscribe to the run transitions we record (outside
+    the review path), and erase our copies when governance erases an end user."""
     from agentflow.models import RunTransition
 
     post_save.connect(
         _on_run_transition, sender=RunTransition, dispatch_uid="learning.activity.run_transition"
     )
     from governance.erasure import register_eraser
-    from hitl.signals import review_decided
 
-    review_decided.connect(_on_review_decided, dispatch_uid="learning.activity.review_decided")
     register_eraser("learning", erase_end_user)
 
 

@@ -67,8 +67,9 @@ def reply_task(self: Task, tenant_id: int, run_id: str) -> str:
     max_retries=12,
 )
 def record_review_outcome_task(tenant_id: int, request_id: str) -> str:
-    """The golden path of a decision whose in-transaction recording failed (idempotent)."""
-    return loop.retry_review_outcome(int(tenant_id), request_id)
+    """The golden path of an approved or edited review, enqueued when the decision commits
+    (``agentflow.orchestration``); idempotent, so a redelivery or retry records it once."""
+    return loop.learn_from_review(int(tenant_id), request_id)
 
 
 @shared_task(name="learning.extract_playbooks", acks_late=True, ignore_result=True, max_retries=0)

@@ -21,6 +21,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
+from agentflow import orchestration
 from agentflow import services as run_services
 from agentflow.models import Agent
 from agentflow.server.asgi import application
@@ -176,7 +177,9 @@ async def test_runs_list_state_from_events_equals_a_fresh_load(
     reviewer = hitl_services.Reviewer(
         actor=Actor("user", str(owner.user.pk)), user_id=owner.user.pk, role="owner"
     )
-    await sync_to_async(hitl_services.decide)(reviewer=reviewer, request=item, decision="approve")
+    await sync_to_async(orchestration.decide_review)(
+        reviewer=reviewer, request=item, decision="approve"
+    )
 
     events = await collect(socket, lambda got: settled([*started, str(waiting.pk)], got))
     runs = [e["run"] for e in events if e["type"] == "run.updated"]

@@ -17,7 +17,7 @@ from agentflow import services as run_services
 from agentflow.models import Message, RunTransition
 from governance.audit import Actor
 from hitl.models import HITLEvent, HITLRequest
-from hitl.signals import review_decided
+from learning import services as learning_services
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
 from tests.platform.hitl.conftest import (
@@ -88,15 +88,15 @@ def test_ten_concurrent_approvals_resume_the_run_once_with_one_message(
     run = escalated_run(agent)
     request = review_of(run)
     signalled: list[str] = []
+    record = learning_services.record_review_decided
 
-    def receiver(sender: Any, request: HITLRequest, decision: str, **kwargs: Any) -> None:
-        signalled.append(decision)
+    def receiver(request: HITLRequest) -> None:  # called by the orchestrator, once
+        signalled.append(request.decision)
+        record(request)
 
-    review_decided.connect(receiver)
-    try:
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(learning_services, "record_review_decided", receiver)
         responses = concurrently(10, lambda i: tabs[i].respond(request.pk, decision="approve"))
-    finally:
-        review_decided.disconnect(receiver)
 
     assert sum(r.status_code == 200 for r in responses) == 1, [r.status_code for r in responses]
     errors = _errors(responses)

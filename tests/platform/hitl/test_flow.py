@@ -15,7 +15,7 @@ import pytest
 
 from agentflow.models import Message, Run, RunTransition, Thread
 from hitl.models import HITLEvent, ReviewSettings
-from hitl.signals import review_decided
+from learning import services as learning_services
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
 from tests.platform.hitl.conftest import (
@@ -164,34 +164,36 @@ def test_an_agents_settings_win_and_can_close_the_thread_instead(
     assert "spam" in thread.resolution
 
 
-def test_every_decision_is_signalled_for_learning_once(agent: Any, reviewer: Member) -> None:
+def test_every_decision_is_signalled_for_learning_once(
+    agent: Any, reviewer: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The orchestrator calls learning explicitly (it was the review_decided signal).
     received: list[tuple[str, str, str]] = []
+    record = learning_services.record_review_decided
 
-    def receiver(sender: Any, request: Any, decision: str, **kwargs: Any) -> None:
-        received.append((str(request.pk), decision, request.status))
+    def receiver(request: Any) -> None:
+        received.append((str(request.pk), request.decision, request.status))
+        record(request)
 
-    review_decided.connect(receiver)
-    try:
-        request = review_of(escalated_run(agent))
-        assert reviewer.respond(request.pk, decision="approve").status_code == 200
-        assert reviewer.respond(request.pk, decision="approve").status_code == 409
-    finally:
-        review_decided.disconnect(receiver)
+    monkeypatch.setattr(learning_services, "record_review_decided", receiver)
+    request = review_of(escalated_run(agent))
+    assert reviewer.respond(request.pk, decision="approve").status_code == 200
+    assert reviewer.respond(request.pk, decision="approve").status_code == 409
     assert received == [(str(request.pk), "approve", "approved")]
 
 
-def test_a_failing_learning_receiver_rolls_the_decision_back(agent: Any, reviewer: Member) -> None:
-    """Receivers run inside the decision's transaction: no decision without its record."""
+def test_a_failing_learning_receiver_rolls_the_decision_back(
+    agent: Any, reviewer: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The activity is recorded inside the decision's transaction: no decision without it."""
 
-    def broken(**kwargs: Any) -> None:
+    def broken(request: Any) -> None:
         raise RuntimeError("learning is down")
 
     request = review_of(escalated_run(agent))
-    review_decided.connect(broken)
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(learning_services, "record_review_decided", broken)
         response = reviewer.respond(request.pk, decision="approve")
-    finally:
-        review_decided.disconnect(broken)
     assert response.status_code == 500
     request.refresh_from_db()
     assert request.status == "pending"

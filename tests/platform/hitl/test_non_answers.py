@@ -17,6 +17,7 @@ from agentflow.kernel.llm.offline import DONT_KNOW_ANSWER
 from agentflow.models import Agent, Run
 from hitl.models import HITLRequest, ReviewSettings
 from learning.models import GoldenPath
+from learning.tasks import record_review_outcome_task
 from tests.platform.api.conftest import Persona
 from tests.platform.api.test_bad_input import assert_error, nothing_written
 from tests.platform.hitl.conftest import QUEUE, Member, escalated_run, review_of
@@ -36,6 +37,12 @@ def _dont_know_request(agent: Agent) -> HITLRequest:
 
 def _golden_paths(agent: Agent) -> int:
     return GoldenPath.unscoped.filter(agent=agent).count()
+
+
+def _learn(*requests: HITLRequest) -> None:
+    """What the worker does after a decision commits (no worker runs in these tests)."""
+    for request in requests:
+        record_review_outcome_task(request.tenant_id, str(request.pk))
 
 
 def test_approving_the_hand_off_draft_is_422_and_changes_nothing(
@@ -71,6 +78,7 @@ def test_edit_and_reject_still_decide_it(owner: Persona, agent: Agent, reviewer:
     answer = "Exports run in the background: you get an email with the file within 5 minutes."
     assert reviewer.respond(edited.pk, decision="edit", response=answer).status_code == 200
     assert reviewer.respond(rejected.pk, decision="reject", reason="unknown").status_code == 200
+    _learn(edited, rejected)
     paths = list(GoldenPath.unscoped.filter(agent=agent).values_list("answer", flat=True))
     assert paths == [answer]  # the reviewer's answer is learnt; nothing else
 
@@ -129,6 +137,7 @@ def test_a_real_draft_stays_approvable(owner: Persona, agent: Agent, reviewer: M
         (str(request.pk), True, None)
     ]
     assert reviewer.respond(request.pk, decision="approve").status_code == 200
+    _learn(request)
     run.refresh_from_db()
     assert Run.unscoped.get(pk=run.pk).status == "completed"
     assert _golden_paths(agent) == 1

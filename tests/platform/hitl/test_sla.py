@@ -23,7 +23,6 @@ from hitl import sla
 from hitl.models import EscalationPolicy, HITLEvent, HITLRequest, ReviewSettings
 from hitl.policy import options
 from hitl.services import set_availability
-from hitl.signals import review_decided
 from hitl.tasks import sla_sweep_task
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_persona
@@ -295,16 +294,12 @@ def test_expired_requests_are_auto_rejected_with_the_handoff(
     request = review_of(run)
     signalled: list[tuple[str, str]] = []
 
-    def receiver(sender: Any, request: HITLRequest, decision: str, **kwargs: Any) -> None:
-        signalled.append((decision, request.status))
+    def receiver(request: HITLRequest, resumed: bool) -> None:  # the orchestrator's hook
+        signalled.append((request.decision, request.status))
 
     assert request.expires_at is not None
     expires = request.expires_at
-    review_decided.connect(receiver)
-    try:
-        report = sla.sweep(expires + SECOND)
-    finally:
-        review_decided.disconnect(receiver)
+    report = sla.sweep(expires + SECOND, on_expired=receiver)
 
     assert report.expired == 1
     request.refresh_from_db()

@@ -54,7 +54,16 @@ def _escalate_and_edit(
     )
     decided = reviewer.respond(item["id"], decision="edit", response=answer)
     assert decided.status_code == 200, decided.json()
+    _learnt(run["id"])
     return run
+
+
+def _learnt(run_id: str) -> None:
+    """The worker learns from a decision after it commits (learning.record_review_outcome)."""
+    eventually(
+        lambda: GoldenPath.unscoped.filter(trace_summary__runs__contains=[run_id]).exists(),
+        what="the golden path of the decision",
+    )
 
 
 def _golden_path_ids(run: dict[str, Any]) -> list[str]:
@@ -123,6 +132,7 @@ def test_two_tenants_with_the_same_question_each_get_their_own_golden_path(
         other_reviewer.respond(items[0]["id"], decision="edit", response=globex_answer).status_code
         == 200
     )
+    _learnt(items[0]["run_id"])
 
     acme = _ask(owner, agent, "customer-9", QUESTION)
     globex = _ask(other, other_agent, "customer-9", QUESTION)
