@@ -122,7 +122,7 @@ def _filtered(request: Request) -> QuerySet[HITLRequest]:
             raise unprocessable("breached is invalid.", {"breached": ["Use true or false."]})
         queryset = queryset.filter(breached_at__isnull=breached == "false")
     assignee = request.query_params.get("assignee")
-    if assignee not in (None, ""):
+    if assignee:
         queryset = _by_assignee(request, queryset, assignee)
     return queryset
 

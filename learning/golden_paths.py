@@ -52,7 +52,7 @@ __all__ = [
 
 # A person's own words beat a person's nod, which beats a customer's score: a merge only
 # replaces the answer of a row with a source of equal or lower rank.
-_SOURCE_RANK = {
+_SOURCE_RANK: dict[str, int] = {  # callers pass the source as a plain str
     GoldenPathSource.FEEDBACK: 0,
     GoldenPathSource.APPROVED: 1,
     GoldenPathSource.EDITED: 2,
