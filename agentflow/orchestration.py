@@ -52,7 +52,10 @@ def decide_review(
        (learning: ``run.completed``, ``hitl.decided``) are recorded, all in one transaction;
     4. learning from it (embedding, golden path) is scheduled for after the commit.
     """
-    hitl.check_decision(reviewer=reviewer, request=request, decision=decision, response=response)
+    with tenant_scope(request.tenant_id):  # callers outside a request (tasks, tests) too
+        hitl.check_decision(
+            reviewer=reviewer, request=request, decision=decision, response=response
+        )
     now = datetime.now(UTC)
     with tenant_scope(request.tenant_id), transaction.atomic():
         decided = hitl.take_decision(

@@ -32,7 +32,13 @@ from hitl import services as hitl_services
 from tenants import services as tenant_services
 from tests.platform.api.conftest import ACTOR, Persona, make_agent
 from tests.platform.frontend.conftest import User_, make_user, member, signed_in
-from tests.platform.hitl.conftest import ALWAYS_REVIEW, LOW_CONFIDENCE, escalated_run, review_of
+from tests.platform.hitl.conftest import (
+    ALWAYS_REVIEW,
+    LOW_CONFIDENCE,
+    escalated_run,
+    review_of,
+    run_in_own_thread,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -152,7 +158,7 @@ async def test_runs_list_state_from_events_equals_a_fresh_load(
     celery_worker_app: object, acme: Persona, agent: Agent
 ) -> None:
     owner = await sync_to_async(member)(acme.tenant, "olivia", "owner")
-    waiting = await sync_to_async(escalated_run)(agent)  # decided below, while we watch
+    waiting = await run_in_own_thread(escalated_run)(agent)  # decided below, while we watch
     pages = {
         "/runs/?fragment=rows": {},
         "/runs/?fragment=rows&status=awaiting_review": {"status": "awaiting_review"},
@@ -202,13 +208,15 @@ async def test_runs_list_state_from_events_equals_a_fresh_load(
 async def test_queue_state_from_events_equals_a_fresh_load(acme: Persona, agent: Agent) -> None:
     owner = await sync_to_async(member)(acme.tenant, "olivia", "owner")
     rita = await sync_to_async(member)(acme.tenant, "rita", "reviewer")
-    before = await sync_to_async(escalated_run)(agent, priority="low")
+    before = await run_in_own_thread(escalated_run)(agent, priority="low")
     state = (await fragment(owner, "/hitl/?fragment=rows"))["rows"]
     assert len(state) == 1
     socket = await connect(owner, f"?tenant={acme.tenant.pk}")
 
-    urgent = await sync_to_async(escalated_run)(agent, message=ALWAYS_REVIEW, priority="critical")
-    medium = await sync_to_async(escalated_run)(agent)
+    urgent = await run_in_own_thread(escalated_run)(
+        agent, message=ALWAYS_REVIEW, priority="critical"
+    )
+    medium = await run_in_own_thread(escalated_run)(agent)
     # Through the pages, as people do it: rita claims the urgent one, olivia approves the
     # one from before, rita claims and gives back the medium one.
     for user, request_run, data in (
@@ -253,7 +261,7 @@ async def test_a_tenant_never_receives_another_tenants_events(
     globex_owner = await sync_to_async(member)(globex.tenant, "gus", "owner")
     watcher = await connect(globex_owner, f"?tenant={globex.tenant.pk}")
 
-    run = await sync_to_async(escalated_run)(foreign_agent)
+    run = await run_in_own_thread(escalated_run)(foreign_agent)
     item = await sync_to_async(review_of)(run)
     response = await sync_to_async(globex_owner.client.post)(
         f"/hitl/{item.pk}/", {"action": "approve"}
@@ -279,8 +287,8 @@ async def test_a_restricted_member_only_gets_events_of_agents_it_may_see(
         actor=ACTOR, tenant=acme.tenant, user=user, role="viewer", agents=[str(agent.pk)]
     )
     socket = await connect(viewer, f"?tenant={acme.tenant.pk}")
-    hidden = await sync_to_async(escalated_run)(other)
-    visible = await sync_to_async(escalated_run)(agent)
+    hidden = await run_in_own_thread(escalated_run)(other)
+    visible = await run_in_own_thread(escalated_run)(agent)
     events = await collect(socket, lambda got: any(e["type"] == "hitl.queued" for e in got))
     assert events
     for event in events:
@@ -304,7 +312,7 @@ async def test_a_suspended_tenants_members_get_no_events(acme: Persona, agent: A
         actor=ACTOR, tenant=acme.tenant, status="suspended"
     )
     socket = await connect(owner, f"?tenant={acme.tenant.pk}")
-    await sync_to_async(escalated_run)(agent)
+    await run_in_own_thread(escalated_run)(agent)
     assert await socket.receive_nothing(timeout=0.5)
     await socket.disconnect()
 
@@ -316,8 +324,8 @@ async def test_platform_admins_watch_one_tenant_or_all(
     admin = await sync_to_async(signed_in)(root)
     everything = await connect(admin, "?tenant=all")  # the overview of every tenant
     only_globex = await connect(admin, f"?tenant={globex.tenant.pk}")
-    ours = await sync_to_async(escalated_run)(agent)
-    theirs = await sync_to_async(escalated_run)(foreign_agent)
+    ours = await run_in_own_thread(escalated_run)(agent)
+    theirs = await run_in_own_thread(escalated_run)(foreign_agent)
 
     def queued(*runs: Any) -> Callable[[list[Row]], bool]:
         wanted = {str(run.pk) for run in runs}

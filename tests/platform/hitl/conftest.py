@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.test import Client
@@ -64,6 +65,16 @@ def make_member(tenant: Tenant, username: str, role: str, *, email: str | None =
     client = Client(raise_request_exception=False)
     client.force_login(user)
     return Member(user=user, role=role, tenant=tenant, client=client)
+
+
+def run_in_own_thread(function: Callable[..., Any]) -> Callable[..., Any]:
+    """For async tests: a sync helper that runs a pipeline gets a thread of its own.
+
+    The pipeline's stores use thread-sensitive ``sync_to_async`` on their own event loop;
+    inside the test's thread-sensitive executor that would deadlock (asgiref refuses it,
+    and the run fails with a PersistenceError instead of quietly losing its session).
+    """
+    return sync_to_async(function, thread_sensitive=False)
 
 
 def escalated_run(agent: Agent, message: str = LOW_CONFIDENCE, **run_fields: Any) -> Run:

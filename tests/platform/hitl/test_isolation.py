@@ -12,7 +12,14 @@ from channels.testing import WebsocketCommunicator
 
 from agentflow.server.asgi import application
 from tests.platform.api.conftest import Persona, make_agent
-from tests.platform.hitl.conftest import QUEUE, Member, escalated_run, make_member, review_of
+from tests.platform.hitl.conftest import (
+    QUEUE,
+    Member,
+    escalated_run,
+    make_member,
+    review_of,
+    run_in_own_thread,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://testserver")
@@ -66,7 +73,7 @@ async def test_queue_events_reach_only_the_tenants_members_and_match_a_fetch(
     bob = await sync_to_async(make_member)(outsider.tenant, "bob", "reviewer")
     alice_socket, bob_socket = await _socket(alice), await _socket(bob)
 
-    run = await sync_to_async(escalated_run)(agent)
+    run = await run_in_own_thread(escalated_run)(agent)
     queued = await _next_hitl_event(alice_socket)
     assert queued["type"] == "hitl.queued"
     request_id = queued["request"]["id"]
@@ -89,7 +96,7 @@ async def test_queue_events_reach_only_the_tenants_members_and_match_a_fetch(
         own = await alice_socket.receive_json_from(timeout=5)
         about = own.get("run", {}).get("id") or own.get("golden_path", {}).get("source_run_id")
         assert about == str(run.pk), own  # her run's state, or the golden path it taught
-    await sync_to_async(escalated_run)(their_agent)
+    await run_in_own_thread(escalated_run)(their_agent)
     theirs = await _next_hitl_event(bob_socket)
     assert theirs["type"] == "hitl.queued"
     assert await alice_socket.receive_nothing(timeout=0.5)
@@ -106,6 +113,6 @@ async def test_a_suspended_tenants_members_get_no_tenant_events(owner: Persona) 
     alice = await sync_to_async(make_member)(owner.tenant, "alice", "reviewer")
     await sync_to_async(set_status)(actor=ACTOR, tenant=owner.tenant, status="suspended")
     socket = await _socket(alice)
-    await sync_to_async(escalated_run)(agent)
+    await run_in_own_thread(escalated_run)(agent)
     assert await socket.receive_nothing(timeout=0.5)
     await socket.disconnect()
