@@ -15,6 +15,10 @@ from frontend.realtime import send_to_group, user_group
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://testserver")
+# A refused socket's consumer still waits on the channel layer until the server tells it
+# the socket is gone (websocket.disconnect). Tests must say so too: left to the
+# communicator's __del__, the consumer is cancelled inside channels_redis's receive, which
+# can swallow the cancellation and keep the loop's shutdown waiting forever (seen in CI).
 
 
 def _login_cookie(username: str) -> tuple[int, bytes]:
@@ -64,6 +68,7 @@ async def test_anonymous_socket_is_refused() -> None:
     connected, code = await communicator.connect()
     assert not connected
     assert code == CLOSE_UNAUTHENTICATED
+    await communicator.disconnect()  # as the server does after a close (see ORIGIN)
 
 
 async def test_foreign_origin_is_refused() -> None:
@@ -73,6 +78,7 @@ async def test_foreign_origin_is_refused() -> None:
     )
     connected, _ = await communicator.connect()
     assert not connected
+    await communicator.disconnect()
 
 
 @pytest.mark.slow
