@@ -28,7 +28,7 @@ run: $(STAMP)
 	@$(PY) -m agentflow.server.run
 
 test: $(STAMP) browser
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest -n auto --dist loadfile $(PYTEST_ARGS)
 
 # The browser tests drive the system's Chromium (never a browser Playwright downloads).
 # As root on Debian/Ubuntu it is installed once; otherwise those tests skip and say why.

@@ -64,11 +64,20 @@ def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
 ) -> Generator[None, None, None]:
     global _services
-    # Kernel-only runs (`-p no:django`) need no servers: skip their start-up cost.
-    wanted = not early_config.pluginmanager.is_blocked("django")
+    # Kernel-only runs (`-p no:django`) need no servers: skip their start-up cost. Under
+    # pytest-xdist the controller runs no test: each worker starts servers of its own (its
+    # own Celery queues, channel groups and database roles; nothing shared between them).
+    wanted = not early_config.pluginmanager.is_blocked("django") and not _is_xdist_controller(
+        early_config
+    )
     if _services is None and wanted and not early_config.known_args_namespace.help:
         _services = _start()
     return (yield)
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    processes = getattr(config.known_args_namespace, "numprocesses", None)
+    return bool(processes) and "PYTEST_XDIST_WORKER" not in os.environ
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
