@@ -47,9 +47,7 @@ from agentflow.kernel.results import AgentReply, SourceRef
 from agentflow.kernel.sessions import SessionManager
 from agentflow.kernel.stores import (
     ConversationThread,
-    GoldenPath,
     GoldenPathStore,
-    KnowledgeDocument,
     KnowledgeStore,
     Session,
     new_id,
@@ -220,16 +218,6 @@ class AgentPipeline:
     @property
     def golden_paths(self) -> GoldenPathStore | None:
         return self.gatherer.golden_paths
-
-    async def add_knowledge(self, documents: Sequence[KnowledgeDocument]) -> None:
-        if self.gatherer.knowledge is None:
-            raise RuntimeError("this agent has no knowledge store")
-        await self.gatherer.knowledge.add(documents)
-
-    async def add_golden_paths(self, paths: Sequence[GoldenPath]) -> None:
-        if self.gatherer.golden_paths is None:
-            raise RuntimeError("this agent has no golden-path store")
-        await self.gatherer.golden_paths.add(paths)
 
     async def session(self, user_id: str) -> Session | None:
         return await self.sessions.store.get(user_id)

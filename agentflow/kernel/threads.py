@@ -150,10 +150,6 @@ _STOPWORDS = frozenset(
 _MAX_THREAD_KEYWORDS = 48
 
 
-def salient_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text) if w not in _STOPWORDS and len(w) > 2}
-
-
 @dataclass(slots=True)
 class ThreadDecision:
     transition: ThreadTransition
