@@ -41,11 +41,10 @@ browser:
 			|| echo "agentflow | Chromium install failed (see /tmp/agentflow-chromium-install.log); browser tests will skip"; \
 	fi
 
+# Exactly the gates `make test` runs (tests/test_tooling.py): ruff check, ruff format --check,
+# lint-imports, mypy and the 80-line function limit. No Django or services are needed.
 lint: $(STAMP)
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
-	$(VENV)/bin/lint-imports
-	$(PY) -m mypy agentflow tenants hitl governance learning frontend
+	@$(PY) -m pytest -q -p no:django -p no:cacheprovider tests/test_tooling.py
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'

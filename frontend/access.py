@@ -96,11 +96,6 @@ class Access:
     def can_review(self) -> bool:
         return self.role in REVIEWERS
 
-    def role_in(self, tenant: Tenant) -> str | None:
-        if self.is_platform_admin:
-            return PLATFORM_ADMIN
-        return self.roles.get(tenant.pk)
-
     def nav(self) -> list[dict[str, str]]:
         return [
             {"name": name, "label": label, "url": url}

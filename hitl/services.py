@@ -36,6 +36,7 @@ from hitl.models import (
     OPEN_STATUSES,
     PRIORITY_RANK,
     Decision,
+    EscalationPolicy,
     HITLRequest,
     Kind,
     OnReject,
@@ -150,63 +151,100 @@ def request_review(
         intent = str(result.get("intent") or "")
         config = review_config(tier=tenant.tier, agent_id=run.agent_id)
         policy = resolve_policy(priority=priority, intent=intent, kind=kind)
-        draft = str(result.get("proposed_answer") or "")
-        # Judged once, against this agent's and tenant's texts: the queue and live events
-        # show it without a query per row, and approving it is refused.
-        non_answer = non_answers.check(draft, agent=run.agent, result=result)
-        deadline = sla_deadline(config, priority, now)
-        expires = (
-            None
-            if policy.expire_after_minutes is None
-            else deadline + timedelta(minutes=policy.expire_after_minutes)
-        )
-        request = HITLRequest.objects.create(
-            run=run,
+        request = _create_request(
+            run,
+            result,
+            policy,
             kind=kind,
             priority=priority,
-            priority_rank=PRIORITY_RANK[priority],
-            question=run.input,
-            proposed_answer=draft,
             intent=intent,
-            confidence=result.get("confidence"),
-            escalation_reason=(reason or result.get("escalation_reason") or "")[:2000],
-            sources=list(result.get("sources") or []),
-            context={
-                "agent_id": str(run.agent_id),
-                "session_id": str(run.session_id) if run.session_id else None,
-                "user_id": run.user_id,
-                "thread_id": result.get("thread_id") or "",
-                "after_the_fact": after_the_fact,
-                "non_answer": non_answer.as_json() if non_answer else None,
-            },
-            policy=policy if policy.pk else None,
-            required_role=policy.chain[0],
-            sla_deadline=deadline,
-            expires_at=expires,
-            next_check_at=deadline,
-            created_at=now,
+            reason=reason,
+            after_the_fact=after_the_fact,
+            deadline=sla_deadline(config, priority, now),
+            now=now,
         )
         queued = events.reload(request.pk)
-        events.record(
-            queued,
-            "queued",
-            actor=actor,
-            at=now,
-            detail={
-                "kind": kind,
-                "priority": priority,
-                "reason": queued.escalation_reason,
-                "required_role": queued.required_role,
-                "policy": policy.name,
-            },
-            live="queued",
-        )
-        if policy.notify_on_queue:
-            notifications.enqueue(
-                queued, "queued", role=queued.required_role, previous_assignee=None
-            )
+        _announce_queued(queued, policy, kind=kind, priority=priority, actor=actor, now=now)
         assignment.auto_assign(queued, actor=SYSTEM, now=now)
         return events.reload(request.pk)
+
+
+def _create_request(
+    run: Run,
+    result: dict[str, Any],
+    policy: EscalationPolicy,
+    *,
+    kind: str,
+    priority: str,
+    intent: str,
+    reason: str | None,
+    after_the_fact: bool,
+    deadline: datetime,
+    now: datetime,
+) -> HITLRequest:
+    draft = str(result.get("proposed_answer") or "")
+    # Judged once, against this agent's and tenant's texts: the queue and live events
+    # show it without a query per row, and approving it is refused.
+    non_answer = non_answers.check(draft, agent=run.agent, result=result)
+    expires = (
+        None
+        if policy.expire_after_minutes is None
+        else deadline + timedelta(minutes=policy.expire_after_minutes)
+    )
+    return HITLRequest.objects.create(
+        run=run,
+        kind=kind,
+        priority=priority,
+        priority_rank=PRIORITY_RANK[priority],
+        question=run.input,
+        proposed_answer=draft,
+        intent=intent,
+        confidence=result.get("confidence"),
+        escalation_reason=(reason or result.get("escalation_reason") or "")[:2000],
+        sources=list(result.get("sources") or []),
+        context={
+            "agent_id": str(run.agent_id),
+            "session_id": str(run.session_id) if run.session_id else None,
+            "user_id": run.user_id,
+            "thread_id": result.get("thread_id") or "",
+            "after_the_fact": after_the_fact,
+            "non_answer": non_answer.as_json() if non_answer else None,
+        },
+        policy=policy if policy.pk else None,
+        required_role=policy.chain[0],
+        sla_deadline=deadline,
+        expires_at=expires,
+        next_check_at=deadline,
+        created_at=now,
+    )
+
+
+def _announce_queued(
+    queued: HITLRequest,
+    policy: EscalationPolicy,
+    *,
+    kind: str,
+    priority: str,
+    actor: Actor,
+    now: datetime,
+) -> None:
+    """The "queued" event (live to the queue) and, if the policy says so, notifications."""
+    events.record(
+        queued,
+        "queued",
+        actor=actor,
+        at=now,
+        detail={
+            "kind": kind,
+            "priority": priority,
+            "reason": queued.escalation_reason,
+            "required_role": queued.required_role,
+            "policy": policy.name,
+        },
+        live="queued",
+    )
+    if policy.notify_on_queue:
+        notifications.enqueue(queued, "queued", role=queued.required_role, previous_assignee=None)
 
 
 def escalate_run(

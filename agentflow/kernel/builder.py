@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from agentflow.kernel.confidence import ConfidenceEvaluator
 from agentflow.kernel.config import (
@@ -50,7 +50,12 @@ from agentflow.kernel.middleware import (
     RateLimitMiddleware,
 )
 from agentflow.kernel.pipeline import AgentPipeline, IntentClassifier
-from agentflow.kernel.plugins import DEFAULT_GROUP, PluginError, PluginManager
+from agentflow.kernel.plugins import (
+    DEFAULT_GROUP,
+    PluginContributions,
+    PluginError,
+    PluginManager,
+)
 from agentflow.kernel.sessions import SessionManager
 from agentflow.kernel.stores import (
     GoldenPath,
@@ -118,6 +123,23 @@ def _golden_path(item: GoldenPath | Mapping[str, Any], index: int) -> GoldenPath
             category=str(item.get("category") or ""),
         )
     raise config_issue(f"golden_paths[{index}]", "expected a GoldenPath or {'question', 'answer'}")
+
+
+class _Stores(NamedTuple):
+    sessions: SessionStore
+    threads: ThreadStore
+    memory: MemoryStore
+    knowledge: KnowledgeStore
+    golden_paths: GoldenPathStore
+    procedures: ProceduralStore | None
+
+
+async def _dimensions(embedder: Embedder) -> int:
+    """The embedder's declared dimensions, else those of one probe embedding."""
+    dimensions = getattr(embedder, "dimensions", None)
+    if isinstance(dimensions, int) and dimensions > 0:
+        return dimensions
+    return int((await embed_texts(embedder, ["dimension probe"])).shape[1])
 
 
 class AgentFrameworkBuilder:
@@ -303,17 +325,7 @@ class AgentFrameworkBuilder:
         default), an `LLMProvider` or a list of them (tried in order, then the config's
         template answer), or an `openai.AsyncOpenAI` client.
         """
-        base = ConfigLoader.load(self._config_source)
-        manager = self._load_plugins([*base.plugins, *self._plugin_specs])
-        try:
-            contributions = manager.collect()
-        except PluginError as exc:
-            raise config_issue("plugins", str(exc)) from exc
-        config = self._merge(base, contributions.categories, contributions.prompts)
-        try:
-            categories = [IntentCategory(**c.model_dump()) for c in config.intents.categories]
-        except (TypeError, ValueError) as exc:
-            raise config_issue("intents.categories", str(exc)) from exc
+        config, contributions, categories = self._resolved_config()
         tools = self._tool_bindings({**contributions.tools, **self._tools}, tool_client)
 
         providers = resolve_providers(llm_client, config)
@@ -325,6 +337,72 @@ class AgentFrameworkBuilder:
         if classifier is None:
             classifier = await intent_classifier(categories, config, llm, providers)
 
+        stores = await self._seeded_stores(config, embedder)
+        redactor = PIIRedactor()
+        memory = self._memory_manager(stores.memory, config, redactor)
+        gatherer = ContextGatherer(
+            memory=memory,
+            knowledge=stores.knowledge,
+            golden_paths=stores.golden_paths,
+            procedures=stores.procedures,
+            tool_client=tool_client,
+            tools=tools,
+            knowledge_top_k=config.memory.knowledge_top_k,
+            golden_top_k=config.memory.knowledge_top_k,
+            timeout_seconds=config.timeouts.context_branch_seconds,
+            redact=redactor.redact_mapping if config.guardrails.redact_pii else None,
+        )
+        handlers = HandlerRegistry([ResolutionHandler(), *contributions.handlers, *self._handlers])
+        confidence = ConfidenceEvaluator(
+            default_threshold=config.confidence.default_threshold,
+            thresholds=config.confidence.thresholds,
+            category_thresholds={c.name: c.threshold for c in categories},
+        )
+        threads = ThreadManager(
+            stores.threads,
+            ThreadDetector(
+                similarity_threshold=config.threads.similarity_threshold,
+                inactivity_seconds=config.threads.inactivity_seconds,
+            ),
+        )
+        dimensions = await _dimensions(embedder)
+        return AgentPipeline(
+            config=config,
+            classifier=classifier,
+            sessions=SessionManager(stores.sessions, clock=self._clock),
+            threads=threads,
+            memory=memory,
+            gatherer=gatherer,
+            handlers=handlers,
+            confidence=confidence,
+            middleware=self._middleware_chain(config, redactor),
+            llm=llm,
+            embedder=embedder,
+            embedding_dimensions=dimensions,
+            cost_tracker=tracker,
+            clock=self._clock,
+            strict_persistence=self._strict_persistence,
+        )
+
+    def _resolved_config(
+        self,
+    ) -> tuple[AgentFrameworkConfig, PluginContributions, list[IntentCategory]]:
+        """The config merged with the plugins' contributions, and its intent categories."""
+        base = ConfigLoader.load(self._config_source)
+        manager = self._load_plugins([*base.plugins, *self._plugin_specs])
+        try:
+            contributions = manager.collect()
+        except PluginError as exc:
+            raise config_issue("plugins", str(exc)) from exc
+        config = self._merge(base, contributions.categories, contributions.prompts)
+        try:
+            categories = [IntentCategory(**c.model_dump()) for c in config.intents.categories]
+        except (TypeError, ValueError) as exc:
+            raise config_issue("intents.categories", str(exc)) from exc
+        return config, contributions, categories
+
+    async def _seeded_stores(self, config: AgentFrameworkConfig, embedder: Embedder) -> _Stores:
+        """The given stores, in-memory ones for the rest, seeded with the builder's content."""
         stores = self._stores
         ttl, max_sessions = config.session.ttl_seconds, config.session.max_sessions
         clock = self._clock
@@ -354,69 +432,30 @@ class AgentFrameworkBuilder:
         golden = stores.get("golden_paths")
         if golden is None:
             golden = InMemoryGoldenPathStore(embedder)
-        procedures = stores.get("procedures")
         if self._knowledge:
             await knowledge.add(self._knowledge)
         if self._golden_paths:
             await golden.add(self._golden_paths)
-        if procedures is None and self._playbooks:
-            procedures = InMemoryProceduralStore(self._playbooks)
-        elif procedures is not None:
-            for playbook in self._playbooks:
-                await procedures.save_playbook(playbook)
+        procedures = await self._procedures(stores.get("procedures"))
+        return _Stores(session_store, thread_store, memory_store, knowledge, golden, procedures)
 
-        redactor = PIIRedactor()
-        memory = MemoryManager(
-            memory_store,
+    async def _procedures(self, given: ProceduralStore | None) -> ProceduralStore | None:
+        if given is None:
+            return InMemoryProceduralStore(self._playbooks) if self._playbooks else None
+        for playbook in self._playbooks:
+            await given.save_playbook(playbook)
+        return given
+
+    @staticmethod
+    def _memory_manager(
+        store: MemoryStore, config: AgentFrameworkConfig, redactor: PIIRedactor
+    ) -> MemoryManager:
+        return MemoryManager(
+            store,
             # Other users' cases are anonymised whatever guardrails.redact_pii says.
             anonymise=lambda text: redactor.redact(text).text,
             short_term_messages=config.memory.short_term_messages,
             recall_limit=config.memory.knowledge_top_k,
-        )
-        gatherer = ContextGatherer(
-            memory=memory,
-            knowledge=knowledge,
-            golden_paths=golden,
-            procedures=procedures,
-            tool_client=tool_client,
-            tools=tools,
-            knowledge_top_k=config.memory.knowledge_top_k,
-            golden_top_k=config.memory.knowledge_top_k,
-            timeout_seconds=config.timeouts.context_branch_seconds,
-            redact=redactor.redact_mapping if config.guardrails.redact_pii else None,
-        )
-        handlers = HandlerRegistry([ResolutionHandler(), *contributions.handlers, *self._handlers])
-        confidence = ConfidenceEvaluator(
-            default_threshold=config.confidence.default_threshold,
-            thresholds=config.confidence.thresholds,
-            category_thresholds={c.name: c.threshold for c in categories},
-        )
-        threads = ThreadManager(
-            thread_store,
-            ThreadDetector(
-                similarity_threshold=config.threads.similarity_threshold,
-                inactivity_seconds=config.threads.inactivity_seconds,
-            ),
-        )
-        dimensions = getattr(embedder, "dimensions", None)
-        if not isinstance(dimensions, int) or dimensions <= 0:
-            dimensions = int((await embed_texts(embedder, ["dimension probe"])).shape[1])
-        return AgentPipeline(
-            config=config,
-            classifier=classifier,
-            sessions=SessionManager(session_store, clock=clock),
-            threads=threads,
-            memory=memory,
-            gatherer=gatherer,
-            handlers=handlers,
-            confidence=confidence,
-            middleware=self._middleware_chain(config, redactor),
-            llm=llm,
-            embedder=embedder,
-            embedding_dimensions=dimensions,
-            cost_tracker=tracker,
-            clock=clock,
-            strict_persistence=self._strict_persistence,
         )
 
     def _load_plugins(self, specs: Sequence[str]) -> PluginManager:

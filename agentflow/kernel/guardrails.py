@@ -332,10 +332,6 @@ def _emails(scan: _Scan) -> Iterator[tuple[int, int]]:
             at = text.find("@", at + 1)
 
 
-def _email_local(char: str) -> bool:
-    return char.isalnum() or char in _EMAIL_LOCAL_EXTRA
-
-
 def _ibans(scan: _Scan) -> Iterator[tuple[int, ...]]:
     text = scan.text
     for run_start in scan.iban_starts:

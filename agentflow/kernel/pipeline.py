@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from agentflow.kernel.confidence import ConfidenceEvaluator, EscalationReason
+from agentflow.kernel.confidence import ConfidenceDecision, ConfidenceEvaluator, EscalationReason
 from agentflow.kernel.context import ContextGatherer, Gathered
 from agentflow.kernel.deadlines import Deadlines
 from agentflow.kernel.handlers import (
@@ -42,13 +43,11 @@ from agentflow.kernel.llm.base import ChatMessage
 from agentflow.kernel.memory import MemoryManager
 from agentflow.kernel.metering import CURRENT_RUN, GuardedProvider, RunState
 from agentflow.kernel.middleware import MiddlewareChain
-from agentflow.kernel.results import AgentReply
+from agentflow.kernel.results import AgentReply, SourceRef
 from agentflow.kernel.sessions import SessionManager
 from agentflow.kernel.stores import (
     ConversationThread,
-    GoldenPath,
     GoldenPathStore,
-    KnowledgeDocument,
     KnowledgeStore,
     Session,
     new_id,
@@ -84,6 +83,56 @@ class PersistenceError(RuntimeError):
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _Laps:
+    """Per-stage wall time in ms: each lap measures since the previous one."""
+
+    __slots__ = ("_mark", "timings")
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._mark = perf_counter()
+
+    def lap(self, stage: str) -> None:
+        mark = perf_counter()
+        self.timings[stage] = (mark - self._mark) * 1000.0
+        self._mark = mark
+
+
+@dataclass(slots=True)
+class _Turn:
+    """Where one message stands after stages 1-4 (session, intent, thread, context)."""
+
+    user_id: str
+    text: str  # what models, tools and embeddings may see
+    stored: str  # what the stores keep
+    now: float
+    session: Session
+    created: bool
+    persist: bool
+    history: list[ChatMessage]
+    intent: IntentResult
+    vector: Vector
+    thread: ConversationThread | None
+    transition: ThreadTransition
+    thread_reason: str
+    gathered: Gathered
+
+
+@dataclass(slots=True)
+class _Generated:
+    result: HandlerResult
+    handler: str | None
+    forced: str | None  # the escalation reason the generation forces, if any
+    template: bool
+
+
+@dataclass(slots=True)
+class _Answer:
+    content: str  # what the customer is shown
+    proposed: str | None  # the answer a reviewer is asked about
+    sources: list[SourceRef]
 
 
 class AgentPipeline:
@@ -170,16 +219,6 @@ class AgentPipeline:
     def golden_paths(self) -> GoldenPathStore | None:
         return self.gatherer.golden_paths
 
-    async def add_knowledge(self, documents: Sequence[KnowledgeDocument]) -> None:
-        if self.gatherer.knowledge is None:
-            raise RuntimeError("this agent has no knowledge store")
-        await self.gatherer.knowledge.add(documents)
-
-    async def add_golden_paths(self, paths: Sequence[GoldenPath]) -> None:
-        if self.gatherer.golden_paths is None:
-            raise RuntimeError("this agent has no golden-path store")
-        await self.gatherer.golden_paths.add(paths)
-
     async def session(self, user_id: str) -> Session | None:
         return await self.sessions.store.get(user_id)
 
@@ -219,73 +258,135 @@ class AgentPipeline:
     async def _stages(
         self, user_id: str, message: str, ctx: dict[str, Any], run: RunState
     ) -> AgentReply:
-        timings: dict[str, float] = {}
         degraded: list[dict[str, str]] = []
-        now = self._clock()
-        start = perf_counter()
+        laps = _Laps()
+        turn = await self._understand(user_id, message, run, degraded, laps)  # stages 1-4
 
-        # 1. Session and short-term memory.
-        persist = True
+        # 5. Handler routing and response generation.
+        pctx = self._processing_context(turn, ctx, run)
+        generated = await self._generate(turn.text, turn.intent, pctx, run, degraded)
+        laps.lap("generate")
+
+        # 6-7. Confidence, then deliver or escalate.
+        verdict, answer = self._decide_delivery(turn.intent, generated, pctx)
+        laps.lap("evaluate")
+
+        # 8. Session, thread and memory update.
         try:
-            session, created = await self.sessions.get_or_create(user_id)
-            history = [] if created else await self.memory.history(session.session_id)
+            await self._update(turn, answer.content, escalated=verdict.escalate)
         except Exception as exc:
-            self._persistence_failed("session", exc)
-            degraded.append({"stage": "session", "error": _describe(exc)})
-            session = Session(f"ephemeral-{run.trace_id}", user_id, now, now)
-            created, history, persist = True, [], False
+            self._persistence_failed("update", exc)
+            degraded.append({"stage": "update", "error": _describe(exc)})
+        laps.lap("update")
+        return self._reply(turn, run, generated, verdict, answer, degraded, laps.timings)
+
+    async def _understand(
+        self,
+        user_id: str,
+        message: str,
+        run: RunState,
+        degraded: list[dict[str, str]],
+        laps: _Laps,
+    ) -> _Turn:
+        """Stages 1-4: session, intent, thread and context of the message."""
+        now = self._clock()
+        # 1. Session and short-term memory.
+        session, created, history, persist = await self._open_session(user_id, run, now, degraded)
         # What models, tools and embeddings may see; what stores keep.
         text = self.llm.redact_text(message)
         stored = text if self._persist_redacted else message
-        mark = perf_counter()
-        timings["session"] = (mark - start) * 1000.0
-
+        laps.lap("session")
         # 2. Intent.
         intent = await self._classify(text, history, degraded)
-        start, mark = mark, perf_counter()
-        timings["classify"] = (mark - start) * 1000.0
-
+        laps.lap("classify")
         # 3. Thread.
         vector = await self._embed(text, degraded)
-        thread: ConversationThread | None = None
-        transition = ThreadTransition.CONTINUATION
-        thread_reason = ""
+        thread, transition, thread_reason = await self._place_in_thread(
+            session, text, vector, intent, now, degraded
+        )
+        laps.lap("thread")
+        # 4. Context, in parallel.
+        gathered = await self._gather(user_id, text, vector, intent, degraded)
+        laps.lap("context")
+        return _Turn(
+            user_id=user_id,
+            text=text,
+            stored=stored,
+            now=now,
+            session=session,
+            created=created,
+            persist=persist,
+            history=history,
+            intent=intent,
+            vector=vector,
+            thread=thread,
+            transition=transition,
+            thread_reason=thread_reason,
+            gathered=gathered,
+        )
+
+    async def _open_session(
+        self, user_id: str, run: RunState, now: float, degraded: list[dict[str, str]]
+    ) -> tuple[Session, bool, list[ChatMessage], bool]:
+        """(session, created, history, persist); a one-off session if the store fails."""
+        try:
+            session, created = await self.sessions.get_or_create(user_id)
+            history = [] if created else await self.memory.history(session.session_id)
+            return session, created, history, True
+        except Exception as exc:
+            self._persistence_failed("session", exc)
+            degraded.append({"stage": "session", "error": _describe(exc)})
+            return Session(f"ephemeral-{run.trace_id}", user_id, now, now), True, [], False
+
+    async def _place_in_thread(
+        self,
+        session: Session,
+        text: str,
+        vector: Vector,
+        intent: IntentResult,
+        now: float,
+        degraded: list[dict[str, str]],
+    ) -> tuple[ConversationThread | None, ThreadTransition, str]:
         try:
             decision = await self.threads.process(
                 session, text, vector, intent=intent.name, out_of_scope=intent.out_of_scope, now=now
             )
-            thread, transition, thread_reason = (
-                decision.thread,
-                decision.transition,
-                decision.reason,
-            )
         except Exception as exc:
             self._persistence_failed("thread", exc)
             degraded.append({"stage": "thread", "error": _describe(exc)})
-        start, mark = mark, perf_counter()
-        timings["thread"] = (mark - start) * 1000.0
+            return None, ThreadTransition.CONTINUATION, ""
+        return decision.thread, decision.transition, decision.reason
 
-        # 4. Context, in parallel.
+    async def _gather(
+        self,
+        user_id: str,
+        text: str,
+        vector: Vector,
+        intent: IntentResult,
+        degraded: list[dict[str, str]],
+    ) -> Gathered:
         try:
             gathered = await self.gatherer.gather(user_id, text, vector, intent.name)
         except Exception as exc:
             degraded.append({"stage": "context", "error": _describe(exc)})
-            gathered = Gathered()
+            return Gathered()
         if gathered.failures:
             degraded.extend(gathered.failures)
-        start, mark = mark, perf_counter()
-        timings["context"] = (mark - start) * 1000.0
+        return gathered
 
-        # 5. Handler routing and response generation.
-        pctx = ProcessingContext(
-            message=text,
-            user_id=user_id,
-            session=session,
-            thread=thread,
-            intent=intent,
-            transition=transition.value,
+    def _processing_context(
+        self, turn: _Turn, ctx: dict[str, Any], run: RunState
+    ) -> ProcessingContext:
+        gathered = turn.gathered
+        return ProcessingContext(
+            message=turn.text,
+            user_id=turn.user_id,
+            session=turn.session,
+            thread=turn.thread,
+            intent=turn.intent,
+            transition=turn.transition.value,
             llm=self.llm,
-            history=history,
+            history=turn.history,
             knowledge=gathered.knowledge,
             golden_paths=gathered.golden_paths,
             memory=gathered.memory,
@@ -297,26 +398,32 @@ class AgentPipeline:
             model=self._model,
             trace_id=run.trace_id,
         )
+
+    async def _generate(
+        self,
+        text: str,
+        intent: IntentResult,
+        pctx: ProcessingContext,
+        run: RunState,
+        degraded: list[dict[str, str]],
+    ) -> _Generated:
+        """Route to the handlers; a failure or timeout of all of them forces an escalation."""
         forced: str | None = None
         handler: str | None = None
         try:
             async with self._deadlines.scope(self._stage_timeout):
                 outcome = await self.handlers.route(text, intent, pctx)
             result, handler = outcome.result, outcome.handler
-            degraded.extend(
-                {"stage": f"handler:{f['handler']}", "error": f["error"]} for f in outcome.failures
-            )
+            failures = outcome.failures
         except (AllHandlersFailed, TimeoutError) as exc:
             failures = (
                 exc.failures
                 if isinstance(exc, AllHandlersFailed)
                 else [{"handler": "*", "error": f"timeout after {self._stage_timeout}s"}]
             )
-            degraded.extend(
-                {"stage": f"handler:{f['handler']}", "error": f["error"]} for f in failures
-            )
             result = HandlerResult(content="", confidence=0.0)
             forced = EscalationReason.LLM_UNAVAILABLE
+        degraded.extend({"stage": f"handler:{f['handler']}", "error": f["error"]} for f in failures)
         template = bool(result.metadata.get("template"))
         if run.budget_error is not None and (forced or template):
             forced = EscalationReason.BUDGET_EXCEEDED
@@ -324,10 +431,13 @@ class AgentPipeline:
             forced = EscalationReason.LLM_UNAVAILABLE
         elif result.escalate:
             forced = result.escalation_reason or EscalationReason.HANDLER_REQUESTED
-        start, mark = mark, perf_counter()
-        timings["generate"] = (mark - start) * 1000.0
+        return _Generated(result, handler, forced, template)
 
-        # 6-7. Confidence, then deliver or escalate.
+    def _decide_delivery(
+        self, intent: IntentResult, generated: _Generated, pctx: ProcessingContext
+    ) -> tuple[ConfidenceDecision, _Answer]:
+        """The confidence verdict, and what the customer is shown and a reviewer proposed."""
+        result, forced = generated.result, generated.forced
         sources = result.sources
         best = max((s.score for s in sources), default=None) if sources else pctx.best_score()
         verdict = self.confidence.evaluate(
@@ -350,67 +460,72 @@ class AgentPipeline:
             proposed = result.content if real_answer else None
         else:
             content, proposed = result.content, None
-        start, mark = mark, perf_counter()
-        timings["evaluate"] = (mark - start) * 1000.0
+        return verdict, _Answer(content, proposed, list(sources) if real_answer else [])
 
-        # 8. Session, thread and memory update.
-        try:
-            session.message_count += 1
-            if persist:
-                await self.sessions.save(session)
-            await self.memory.remember(
-                session_id=session.session_id,
-                user_id=user_id,
-                question=stored,
-                shown=content,
-                answer="" if verdict.escalate else content,
-                intent=intent.name,
-                thread_id=None if thread is None else thread.thread_id,
-                vector=vector,
-                now=now,
-                as_case=transition is not ThreadTransition.RESOLUTION,
-            )
-            if transition is ThreadTransition.RESOLUTION and thread is not None:
-                await self.memory.resolve_thread(user_id, thread.thread_id)
-        except Exception as exc:
-            self._persistence_failed("update", exc)
-            degraded.append({"stage": "update", "error": _describe(exc)})
-        timings["update"] = (perf_counter() - mark) * 1000.0
+    async def _update(self, turn: _Turn, shown: str, *, escalated: bool) -> None:
+        session, thread = turn.session, turn.thread
+        session.message_count += 1
+        if turn.persist:
+            await self.sessions.save(session)
+        await self.memory.remember(
+            session_id=session.session_id,
+            user_id=turn.user_id,
+            question=turn.stored,
+            shown=shown,
+            answer="" if escalated else shown,
+            intent=turn.intent.name,
+            thread_id=None if thread is None else thread.thread_id,
+            vector=turn.vector,
+            now=turn.now,
+            as_case=turn.transition is not ThreadTransition.RESOLUTION,
+        )
+        if turn.transition is ThreadTransition.RESOLUTION and thread is not None:
+            await self.memory.resolve_thread(turn.user_id, thread.thread_id)
 
+    def _reply(
+        self,
+        turn: _Turn,
+        run: RunState,
+        generated: _Generated,
+        verdict: ConfidenceDecision,
+        answer: _Answer,
+        degraded: list[dict[str, str]],
+        timings: dict[str, float],
+    ) -> AgentReply:
         metadata: dict[str, Any] = {
             "trace_id": run.trace_id,
             "offline": run.offline,
             "provider": run.provider,
             "model": run.model,
             "fallbacks": run.fallbacks,
-            "template_answer": template,
+            "template_answer": generated.template,
             "llm_calls": run.calls,
-            "handler": handler,
-            "intent_method": intent.method,
+            "handler": generated.handler,
+            "intent_method": turn.intent.method,
             "threshold": verdict.threshold,
-            "thread_reason": thread_reason,
-            "new_session": created,
+            "thread_reason": turn.thread_reason,
+            "new_session": turn.created,
         }
-        if gathered.playbook is not None:
+        if turn.gathered.playbook is not None:
             # The procedure suggested before the answer, named in the trace (SPEC 9).
-            metadata["playbook"] = gathered.playbook.summary()
+            metadata["playbook"] = turn.gathered.playbook.summary()
         if degraded:
             metadata["degraded"] = degraded
         if run.budget_error is not None:
             metadata["budget"] = str(run.budget_error)
         return AgentReply(
-            content=content,
-            user_id=user_id,
-            session_id=session.session_id,
-            intent=intent.name,
-            intent_confidence=intent.confidence,
+            content=answer.content,
+            user_id=turn.user_id,
+            session_id=turn.session.session_id,
+            intent=turn.intent.name,
+            intent_confidence=turn.intent.confidence,
             confidence=verdict.confidence,
-            thread_id="" if thread is None else thread.thread_id,
-            transition=transition.value,
+            thread_id="" if turn.thread is None else turn.thread.thread_id,
+            transition=turn.transition.value,
             escalated=verdict.escalate,
             escalation_reason=verdict.reason,
-            proposed_answer=proposed,
-            sources=list(sources) if real_answer else [],
+            proposed_answer=answer.proposed,
+            sources=answer.sources,
             timings_ms=timings,
             usage=run.usage,
             cost_usd=run.cost_usd,

@@ -150,10 +150,6 @@ _STOPWORDS = frozenset(
 _MAX_THREAD_KEYWORDS = 48
 
 
-def salient_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text) if w not in _STOPWORDS and len(w) > 2}
-
-
 @dataclass(slots=True)
 class ThreadDecision:
     transition: ThreadTransition
@@ -239,6 +235,7 @@ class ThreadDetector:
         out_of_scope: bool,
         now: float,
     ) -> ThreadDecision:
+        """The rules in order of precedence; the first that applies decides."""
         sims = self.similarities(open_threads, vector)
         threshold = self.similarity_threshold
         best = max(open_threads, key=lambda t: sims[t.thread_id], default=None)
@@ -246,21 +243,7 @@ class ThreadDetector:
         active_sim = sims.get(active.thread_id, 0.0) if active is not None else 0.0
 
         if best is not None and keywords and self._is_resolution(lowered):
-            # Closings name their topic weakly ("that fixed the login"): words shared with
-            # a thread count as much as similarity, and the best match wins when the
-            # message names anything; a bare "thanks!" closes the active thread.
-            def match(thread: ConversationThread) -> float:
-                return sims[thread.thread_id] + 0.5 * self._overlap(words, thread)
-
-            named = max(open_threads, key=match)
-            target = named if words and match(named) > 0.0 else (active or best)
-            return ThreadDecision(
-                ThreadTransition.RESOLUTION,
-                target,
-                0.9,
-                sims[target.thread_id],
-                "keyword:resolution",
-            )
+            return self._resolution(words, sims, open_threads, active or best)
         if best is None or (active is None and best_sim < threshold):
             return ThreadDecision(ThreadTransition.NEW_TOPIC, None, 0.9, 0.0, "no_open_thread")
         if active is not None and now - active.last_active > self.inactivity_seconds:
@@ -291,6 +274,46 @@ class ThreadDetector:
             return ThreadDecision(
                 ThreadTransition.FOLLOW_UP, best, best_sim, best_sim, "similarity"
             )
+        return self._within_active(
+            lowered, keywords, best, best_sim, active, active_sim, intent, out_of_scope
+        )
+
+    def _resolution(
+        self,
+        words: set[str],
+        sims: dict[str, float],
+        open_threads: list[ConversationThread],
+        fallback: ConversationThread,
+    ) -> ThreadDecision:
+        # Closings name their topic weakly ("that fixed the login"): words shared with
+        # a thread count as much as similarity, and the best match wins when the
+        # message names anything; a bare "thanks!" closes the active thread (the fallback).
+        def match(thread: ConversationThread) -> float:
+            return sims[thread.thread_id] + 0.5 * self._overlap(words, thread)
+
+        named = max(open_threads, key=match)
+        target = named if words and match(named) > 0.0 else fallback
+        return ThreadDecision(
+            ThreadTransition.RESOLUTION,
+            target,
+            0.9,
+            sims[target.thread_id],
+            "keyword:resolution",
+        )
+
+    def _within_active(
+        self,
+        lowered: str,
+        keywords: bool,
+        best: ConversationThread,
+        best_sim: float,
+        active: ConversationThread,
+        active_sim: float,
+        intent: str,
+        out_of_scope: bool,
+    ) -> ThreadDecision:
+        """The rules left when a thread is active and no stronger rule applied."""
+        threshold = self.similarity_threshold
         if keywords and _CLARIFICATION.search(lowered):
             return ThreadDecision(
                 ThreadTransition.CLARIFICATION, active, 0.85, active_sim, "keyword:clarification"

@@ -57,11 +57,6 @@ async def embed_text(embedder: Embedder, text: str) -> Vector:
     return (await embed_texts(embedder, [text]))[0]
 
 
-def cosine_scores(matrix: Vector, vector: Vector) -> npt.NDArray[np.float32]:
-    """Cosine similarity of a normalised vector with every normalised row."""
-    return matrix @ vector
-
-
 class VectorIndex(Generic[T]):
     """Exact top-k search over a few thousand normalised vectors.
 

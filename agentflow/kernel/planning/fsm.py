@@ -38,7 +38,7 @@ from agentflow.kernel.planning.runtime import (
     digest,
     trigger_of,
 )
-from agentflow.kernel.planning.source import MDict, MList, PlanValidationError, Pos, pos_of
+from agentflow.kernel.planning.source import MDict, PlanValidationError, Pos, pos_of
 
 __all__ = ["FSMPlan", "FSMState", "load_fsm"]
 
@@ -538,8 +538,3 @@ class _Drive:
         if state.condition is not None:
             return state.on_true if state.condition.test(variables) else state.on_false
         return state.on_success
-
-
-def parse_marked(data: Any) -> bool:
-    """True when ``data`` came from YAML text (errors will carry line numbers)."""
-    return isinstance(data, MDict | MList)

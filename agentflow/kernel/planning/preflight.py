@@ -19,7 +19,6 @@ raised as `PreflightRefused` by `enforce` before any call; above the soft limit 
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -330,9 +329,6 @@ class PreflightLedger:
                 "p95_error": errors[min(len(errors) - 1, int(0.95 * len(errors)))],
             }
         return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.report(), sort_keys=True)
 
 
 def _relative(estimated: int, actual: int) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -52,60 +53,20 @@ def http_tool(
     rate_limit: str | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> Tool:
-    method = method.upper()
     if not allowed_prefixes:
         raise ValueError(f"http tool {id!r}: allowed_prefixes is required (deny by default)")
     placeholders = [name for _, name, _, _ in string.Formatter().parse(url) if name]
-    own_headers = dict(headers or {})
-
-    async def handler(arguments: dict[str, Any]) -> Any:
-        rest = dict(arguments)
-        values = {name: quote(str(rest.pop(name, "")), safe="") for name in placeholders}
-        target = url.format(**values)
-        if not url_allowed(target, allowed_prefixes):
-            raise ToolError(f"{id}: {target!r} is not an allowed URL")
-        body = None
-        params = None
-        if method in ("POST", "PUT", "PATCH"):
-            body = rest
-        elif rest:
-            params = {
-                key: value if isinstance(value, str) else json.dumps(value)
-                for key, value in rest.items()
-            }
-        http = client or httpx.AsyncClient()
-        try:
-            request = http.build_request(
-                method, target, params=params, json=body, headers=own_headers, timeout=timeout
-            )
-            response = await http.send(request, stream=True, follow_redirects=False)
-            try:
-                chunks = bytearray()
-                async for chunk in response.aiter_bytes():
-                    chunks += chunk
-                    if len(chunks) > max_response_bytes:
-                        raise ToolError(f"{id}: response larger than {max_response_bytes} bytes")
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException:
-            raise TimeoutError(f"{id}: no response within {timeout:g}s") from None
-        except httpx.HTTPError as exc:
-            raise ToolError(f"{id}: {type(exc).__name__}") from None
-        finally:
-            if client is None:
-                await http.aclose()
-        if response.is_redirect:
-            raise ToolError(f"{id}: redirect to {response.headers.get('location')!r} not followed")
-        text = bytes(chunks).decode(response.encoding or "utf-8", errors="replace")
-        if response.status_code >= 400:
-            raise ToolError(f"{id}: HTTP {response.status_code}: {text[:200]}")
-        if "json" in response.headers.get("content-type", ""):
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise ToolError(f"{id}: invalid JSON in the response") from None
-        return text
-
+    endpoint = _Endpoint(
+        id=id,
+        url=url,
+        allowed_prefixes=allowed_prefixes,
+        method=method.upper(),
+        placeholders=placeholders,
+        headers=dict(headers or {}),
+        max_response_bytes=max_response_bytes,
+        timeout=timeout,
+        client=client,
+    )
     schema = input_schema or {
         "type": "object",
         "properties": {name: {"type": "string"} for name in placeholders},
@@ -113,7 +74,7 @@ def http_tool(
     }
     return Tool(
         id=id,
-        handler=handler,
+        handler=endpoint.call,
         description=description,
         input_schema=schema,
         output_schema=output_schema,
@@ -124,3 +85,92 @@ def http_tool(
         safety_level=safety_level,
         source="http",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """One configured endpoint; `call` is the tool's handler."""
+
+    id: str
+    url: str
+    allowed_prefixes: Sequence[str]
+    method: str
+    placeholders: list[str]
+    headers: dict[str, str]
+    max_response_bytes: int
+    timeout: float
+    client: httpx.AsyncClient | None
+
+    async def call(self, arguments: dict[str, Any]) -> Any:
+        target, params, body = self._request_parts(arguments)
+        response, content = await self._fetch(target, params, body)
+        return self._output(response, content)
+
+    def _request_parts(
+        self, arguments: dict[str, Any]
+    ) -> tuple[str, dict[str, str] | None, dict[str, Any] | None]:
+        """(allowed URL, query parameters, JSON body) from the tool's arguments."""
+        rest = dict(arguments)
+        values = {name: quote(str(rest.pop(name, "")), safe="") for name in self.placeholders}
+        target = self.url.format(**values)
+        if not url_allowed(target, self.allowed_prefixes):
+            raise ToolError(f"{self.id}: {target!r} is not an allowed URL")
+        if self.method in ("POST", "PUT", "PATCH"):
+            return target, None, rest
+        if rest:
+            params = {
+                key: value if isinstance(value, str) else json.dumps(value)
+                for key, value in rest.items()
+            }
+            return target, params, None
+        return target, None, None
+
+    async def _fetch(
+        self, target: str, params: dict[str, str] | None, body: dict[str, Any] | None
+    ) -> tuple[httpx.Response, bytes]:
+        """Send without following redirects; read the body up to the size limit."""
+        http = self.client or httpx.AsyncClient()
+        try:
+            request = http.build_request(
+                self.method,
+                target,
+                params=params,
+                json=body,
+                headers=self.headers,
+                timeout=self.timeout,
+            )
+            response = await http.send(request, stream=True, follow_redirects=False)
+            try:
+                return response, await self._read_limited(response)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException:
+            raise TimeoutError(f"{self.id}: no response within {self.timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise ToolError(f"{self.id}: {type(exc).__name__}") from None
+        finally:
+            if self.client is None:
+                await http.aclose()
+
+    async def _read_limited(self, response: httpx.Response) -> bytes:
+        chunks = bytearray()
+        async for chunk in response.aiter_bytes():
+            chunks += chunk
+            if len(chunks) > self.max_response_bytes:
+                raise ToolError(f"{self.id}: response larger than {self.max_response_bytes} bytes")
+        return bytes(chunks)
+
+    def _output(self, response: httpx.Response, content: bytes) -> Any:
+        """The decoded body (JSON when the response says so); redirects and errors raise."""
+        if response.is_redirect:
+            location = response.headers.get("location")
+            raise ToolError(f"{self.id}: redirect to {location!r} not followed")
+        text = content.decode(response.encoding or "utf-8", errors="replace")
+        if response.status_code >= 400:
+            raise ToolError(f"{self.id}: HTTP {response.status_code}: {text[:200]}")
+        if "json" in response.headers.get("content-type", ""):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ToolError(f"{self.id}: invalid JSON in the response") from None
+        return text

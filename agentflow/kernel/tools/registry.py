@@ -27,7 +27,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
@@ -358,7 +357,3 @@ def _describe(exc: BaseException) -> str:
     message = str(exc).strip()
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text[:_ERROR_CHARS]
-
-
-def total_cost(outcomes: Iterable[ToolOutcome]) -> Decimal:
-    return sum((outcome.cost_usd for outcome in outcomes), Decimal(0))

@@ -86,6 +86,7 @@ def test_rotation_keeps_the_old_secret_valid_for_the_overlap(owner: Persona) -> 
     assert new != old
     expires = datetime.fromisoformat(rotated.json()["previous_secret_expires_at"])
     assert timedelta(seconds=590) < expires - datetime.now(UTC) <= timedelta(seconds=600)
+
     # Distinct events (the same signed content again would be a replay, deduplicated).
     def event(n: int) -> dict[str, Any]:
         return ticket_payload("generic", ticket=str(2000 + n))
