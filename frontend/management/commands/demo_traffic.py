@@ -299,9 +299,11 @@ class Command(BaseCommand):
             rng = random.Random(options["seed"])  # noqa: S311 - a demo mix, not a secret
             traffic = Traffic(client, agent_id, rng, write, interval=1.0 / options["rate"])
             reviewer = None
+            reviewing: threading.Thread | None = None
             if options["auto_review"]:
                 reviewer = AutoReviewer(client, options["review_delay"], write, traffic.stats)
-                threading.Thread(target=reviewer.loop, name="auto-review", daemon=True).start()
+                reviewing = threading.Thread(target=reviewer.loop, name="auto-review", daemon=True)
+                reviewing.start()
             count = options["count"]
             write(
                 f"sending {count or 'unlimited'} messages at {options['rate']}/s to {url} "
@@ -309,15 +311,18 @@ class Command(BaseCommand):
             )
             try:
                 self._pace(traffic, options["rate"], count, options["concurrency"])
-                if reviewer is not None:
+                if reviewer is not None and reviewing is not None:
                     reviewer.stop.set()
-                    time.sleep(0.6)
+                    reviewing.join()  # its last request ends before the final sweep
                     reviewer.review_due(everything=True)
             except KeyboardInterrupt:
                 write("stopped")
             finally:
-                if reviewer is not None:
+                if reviewer is not None and reviewing is not None:
+                    # The client closes with this block: the reviewer's request must not
+                    # be cut mid-flight (httpx.ReadError: Bad file descriptor).
                     reviewer.stop.set()
+                    reviewing.join(timeout=35)
         self.stdout.write(json.dumps({"summary": dict(sorted(traffic.stats.items()))}))
 
     def _pace(self, traffic: Traffic, rate: float, count: int, concurrency: int) -> None:
