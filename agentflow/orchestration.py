@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 
+from agentflow.core import queueing
 from agentflow.models import RunStatus
-from agentflow.server import queueing
 from agentflow.services import finish_review
 from hitl import services as hitl
 from hitl import sla

@@ -20,6 +20,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 
 from agentflow import run_events, worker_loop
+from agentflow.core import queueing
+from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
+from agentflow.core.conf import setting_float, setting_int
+from agentflow.core.context import current_correlation_id
+from agentflow.core.metrics import RUN_PERSISTENCE_FAILURES
 from agentflow.kernel.pipeline import PersistenceError
 from agentflow.models import (
     Agent,
@@ -33,11 +38,6 @@ from agentflow.models import (
     Thread,
     ThreadStatus,
 )
-from agentflow.server import queueing
-from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
-from agentflow.server.conf import setting_float, setting_int
-from agentflow.server.context import current_correlation_id
-from agentflow.server.metrics import RUN_PERSISTENCE_FAILURES
 from governance.audit import Actor, append
 from tenants.context import tenant_scope
 from tenants.models import Tenant, UsageDay

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from frontend.realtime import tenant_group, user_group
+from agentflow.core.realtime import tenant_group, user_group
 
 # 4401 mirrors HTTP 401 in the 4000-4999 range the WebSocket RFC leaves to applications.
 CLOSE_UNAUTHENTICATED = 4401

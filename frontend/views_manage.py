@@ -17,9 +17,9 @@ from django.shortcuts import redirect
 
 from agentflow import knowledge
 from agentflow import services as agent_services
+from agentflow.core.api.exceptions import ContractError
 from agentflow.models import Agent
 from agentflow.pipelines import BLUEPRINTS
-from agentflow.server.api.exceptions import ContractError
 from frontend import queries
 from frontend.access import PLATFORM_ADMIN, DashboardView
 from frontend.forms import (

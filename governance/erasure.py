@@ -23,8 +23,8 @@ from django.apps import apps as django_apps
 from django.db import transaction
 from django.db.models import Q
 
+from agentflow.core.api.exceptions import ContractError
 from agentflow.models import AgentSession, MemoryCase, Message, Run, Step, Thread
-from agentflow.server.api.exceptions import ContractError
 from governance.audit import Actor, append
 from tenants.context import tenant_scope
 from tenants.models import IdempotencyRecord, Tenant

@@ -24,7 +24,7 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 
-from agentflow.server import queueing
+from agentflow.core import queueing
 from hitl.models import EscalationPolicy, HITLRequest
 from hitl.policy import options, policy_of
 from tenants.models import Membership, Tenant

@@ -26,8 +26,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from rest_framework import status as http
 
+from agentflow.core.api.exceptions import ContractError, conflict
 from agentflow.models import Run, RunStatus
-from agentflow.server.api.exceptions import ContractError, conflict
 from governance.audit import Actor, append
 from hitl import assignment, events, non_answers, notifications
 from hitl.models import (

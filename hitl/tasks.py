@@ -1,4 +1,5 @@
-"""Celery entry points of HITL: the SLA sweep and notifications (thin; habit 5).
+"""Celery entry points of HITL: notifications (thin; habit 5). The SLA sweep resumes runs,
+so it lives with the run orchestration (``agentflow.tasks``) under its name ``hitl.sla_sweep``.
 
 All run on the ``hitl`` queue (``hitl.*`` routing). The sweep serves every tenant and
 is safe to run concurrently or twice; notification tasks re-fetch the request, tolerate
@@ -8,26 +9,17 @@ its disappearance and retry with exponential backoff.
 from __future__ import annotations
 
 import smtplib
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from celery import Task, shared_task
 
-from agentflow import orchestration
 from hitl import notifications
 from hitl.models import HITLRequest
 from hitl.policy import options
 from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
-
-
-@shared_task(name="hitl.sla_sweep", acks_late=True, ignore_result=True, max_retries=0)
-def sla_sweep_task() -> dict[str, int]:
-    # An entry point, above the run-orchestration layer: an expiry resumes the run and is
-    # recorded by the orchestrator (activity), like a reviewer's decision.
-    return orchestration.expire_overdue_reviews(datetime.now(UTC)).as_dict()
 
 
 def _backoff(task: Task) -> float:

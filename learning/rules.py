@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import structlog
 from django.db import transaction
 
+from agentflow.core.api.exceptions import ContractError
 from agentflow.kernel.guardrails import wrap_untrusted
-from agentflow.server.api.exceptions import ContractError
 from governance.audit import Actor
 from learning.conf import setting_int, setting_list
 from learning.models import ActivityEvent, ActivitySource, EventRule

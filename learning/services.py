@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.signals import post_save
 
-from agentflow.server.context import current_correlation_id
+from agentflow.core.context import current_correlation_id
 from governance.audit import Actor, append
 from learning import activity, graph, rules
 from learning.conf import setting_int

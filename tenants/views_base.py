@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentflow.server.api.exceptions import quota_exceeded
+from agentflow.core.api.exceptions import quota_exceeded
 from tenants.authentication import APIKeyAuthentication
 from tenants.context import _current_tenant_id
 from tenants.models import APIKey, Membership, Role, Tenant, TenantStatus

@@ -14,7 +14,7 @@ import structlog
 from celery import Celery, Task
 from celery.signals import before_task_publish
 
-from agentflow.server.context import bind_correlation_id, correlation_id_var, current_correlation_id
+from agentflow.core.context import bind_correlation_id, correlation_id_var, current_correlation_id
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
 
@@ -27,7 +27,7 @@ class ContextTask(Task):
     """Binds the publisher's context in the worker for the task's duration."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from agentflow.server.metrics import CELERY_TASKS
+        from agentflow.core.metrics import CELERY_TASKS
 
         request = self.request
         correlation_id = getattr(request, CORRELATION_HEADER, None) or request.id

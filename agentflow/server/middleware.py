@@ -9,14 +9,14 @@ from urllib.parse import unquote_to_bytes
 import structlog
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from agentflow.server.conf import setting_int
-from agentflow.server.context import accept_correlation_id, bind_correlation_id, correlation_id_var
+from agentflow.core.conf import setting_int
+from agentflow.core.context import accept_correlation_id, bind_correlation_id, correlation_id_var
+from agentflow.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from agentflow.server.errors import (
     RETRY_AFTER_SECONDS,
     SERVICE_UNAVAILABLE_ERRORS,
     service_unavailable_body,
 )
-from agentflow.server.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger(__name__)
 

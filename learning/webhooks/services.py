@@ -21,8 +21,8 @@ from typing import Any
 import structlog
 from django.db import IntegrityError, connection, transaction
 
-from agentflow.server.api.serializers import unstorable_text
-from agentflow.server.context import current_correlation_id
+from agentflow.core.api.serializers import unstorable_text
+from agentflow.core.context import current_correlation_id
 from governance.audit import Actor, append
 from learning.conf import setting_float, setting_int
 from learning.models import EventRule, WebhookEndpoint

@@ -18,12 +18,12 @@ from django.conf import settings as django_settings
 from django.db import connections
 
 from agentflow.models import Message, Run
+from agentflow.tasks import sla_sweep_task
 from governance.audit import Actor
 from hitl import sla
 from hitl.models import EscalationPolicy, HITLEvent, HITLRequest, ReviewSettings
 from hitl.policy import options
 from hitl.services import set_availability
-from hitl.tasks import sla_sweep_task
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_persona
 from tests.platform.hitl.conftest import (
