@@ -332,7 +332,7 @@ class TenantDetailView(DashboardView):
 
 
 def _audit_events(data: dict[str, Any]) -> QuerySet[AuditEvent]:
-    queryset = AuditEvent.scoped.all()
+    queryset = AuditEvent.objects.all()
     action = data.get("action") or ""
     if action.endswith("*"):
         queryset = queryset.filter(action__startswith=action[:-1])

@@ -266,7 +266,7 @@ class AuditListView(TenantScopedAPIView):
         responses={200: envelope(AuditEventSerializer), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset: QuerySet[AuditEvent] = AuditEvent.scoped.all()
+        queryset: QuerySet[AuditEvent] = AuditEvent.objects.all()
         for name in ("actor_type", "actor_id", "target_type", "target_id"):
             value = _text_param(request, name)
             if value is not None:
