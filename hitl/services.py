@@ -29,7 +29,7 @@ from rest_framework import status as http
 from agentflow.core.api.exceptions import ContractError, conflict
 from agentflow.models import Run, RunStatus
 from governance.audit import Actor, append
-from hitl import assignment, events, non_answers, notifications
+from hitl import assignment, events, non_answers, tasks
 from hitl.models import (
     DECIDED_STATUSES,
     DECISION_STATUS,
@@ -202,7 +202,7 @@ def request_review(
             live="queued",
         )
         if policy.notify_on_queue:
-            notifications.enqueue(
+            tasks.notify_on_commit(
                 queued, "queued", role=queued.required_role, previous_assignee=None
             )
         assignment.auto_assign(queued, actor=SYSTEM, now=now)
@@ -366,7 +366,7 @@ def review_delivery(request: HITLRequest, decision: str, *, reason: str) -> dict
 def deliver_outcome(request: HITLRequest, decision: str, *, actor: Actor, reason: str) -> bool:
     """Deliver what the decision says to the run's conversation; False when the run no
     longer waits (it was cancelled). Inside the decision's transaction (the SLA's expiry)."""
-    from agentflow.services import finish_review
+    from agentflow.services import finish_review  # noqa: PLC0415 - left: back edge (the SLA expiry's delivery)
 
     return finish_review(actor=actor, **review_delivery(request, decision, reason=reason))
 

@@ -27,12 +27,12 @@ import structlog
 from django.db import transaction
 
 from agentflow.models import RunStatus
-from hitl import assignment, events, notifications
+from hitl import assignment, events, tasks
 from hitl.models import OPEN_STATUSES, Decision, EscalationPolicy, HITLRequest, Status
 from hitl.policy import ROLE_RANK, escalation_window, policy_of, review_config
 from hitl.services import SYSTEM, deliver_outcome
 from tenants.context import tenant_scope
-from tenants.models import Tenant
+from tenants.models import Membership, Tenant
 
 log = structlog.get_logger(__name__)
 SWEEP_BATCH = 500
@@ -149,11 +149,11 @@ def _breach(
     chain = list(policy.chain)
     if policy.on_breach == "escalate" and request.escalation_level + 1 < len(chain):
         _move_up(request, chain, request.escalation_level + 1, config, policy, now, "sla_breach")
-        notifications.enqueue(
+        tasks.notify_on_commit(
             request, "escalated", role=request.required_role, previous_assignee=previous
         )
         return ["breached", "escalated"]
-    notifications.enqueue(
+    tasks.notify_on_commit(
         request, "breached", role=request.required_role, previous_assignee=previous
     )
     return ["breached"]
@@ -197,8 +197,6 @@ def _move_up(
 
 
 def _holds_role(user_id: int, role: str) -> bool:
-    from tenants.models import Membership
-
     held = Membership.objects.filter(user_id=user_id).values_list("role", flat=True).first()
     return held is not None and ROLE_RANK.get(held, 0) >= ROLE_RANK[role]
 
@@ -218,7 +216,7 @@ def _expire(
         request.save(update_fields=["expires_at", "updated_at"])
         if request.escalation_level < top:
             _move_up(request, chain, top, config, policy, now, "expired")
-        notifications.enqueue(
+        tasks.notify_on_commit(
             request, "expired", role=request.required_role, previous_assignee=previous
         )
         return ["escalated"]
@@ -242,7 +240,7 @@ def _expire(
     )
     if on_expired is not None:
         on_expired(expired, delivered)
-    notifications.enqueue(
+    tasks.notify_on_commit(
         expired, "expired", role=expired.required_role, previous_assignee=previous
     )
     request.status = Status.EXPIRED

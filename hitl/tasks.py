@@ -13,10 +13,12 @@ from typing import Any
 
 import structlog
 from celery import Task, shared_task
+from django.db import transaction
 
+from agentflow.core import queueing
 from hitl import notifications
 from hitl.models import HITLRequest
-from hitl.policy import options
+from hitl.policy import options, policy_of
 from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
@@ -29,6 +31,30 @@ def _backoff(task: Task) -> float:
 
 def _max_retries() -> int:
     return int(options()["HITL_NOTIFY_MAX_RETRIES"])
+
+
+def notify_on_commit(
+    request: HITLRequest, event: str, *, role: str, previous_assignee: int | None
+) -> None:
+    """Schedule this event's notifications for when the current transaction commits."""
+    policy = policy_of(request.policy)
+    tenant_id, request_id = request.tenant_id, str(request.pk)
+    # A broker that is down must not turn the committed decision into a 500: logged instead.
+    if policy.notify_email:
+        transaction.on_commit(
+            lambda: queueing.send(
+                notify_email_task,
+                tenant_id,
+                request_id,
+                event,
+                role=role,
+                previous_assignee=previous_assignee,
+            )
+        )
+    if policy.notify_slack and options()["HITL_SLACK_WEBHOOK_URL"]:
+        transaction.on_commit(
+            lambda: queueing.send(notify_slack_task, tenant_id, request_id, event)
+        )
 
 
 @shared_task(

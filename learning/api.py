@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -513,8 +514,6 @@ class SimilarResolutionsView(TenantScopedAPIView):
 
 
 def _uuid(raw: str) -> str:
-    import uuid
-
     try:
         return str(uuid.UUID(raw))
     except ValueError:

@@ -60,7 +60,7 @@ def _label(event: ActivityEvent, facts: Facts) -> str:
 
 def fire(event: ActivityEvent, facts: Facts) -> list[dict[str, Any]]:
     """Start one run per matching enabled rule (in the caller's transaction); the outcomes."""
-    from agentflow.services import RunRequest, start_run
+    from agentflow.services import RunRequest, start_run  # noqa: PLC0415 - left: back edge (a rule starts a run)
 
     if event.source == ActivitySource.INTERNAL or facts.from_bot:
         return []

@@ -125,7 +125,7 @@ class TenantScopedAPIView(APIView):
         if self.role is None or self.role == PLATFORM_ADMIN:
             return None
         if not hasattr(self, "_visible_agents"):
-            from governance.services import visible_agents
+            from governance.services import visible_agents  # noqa: PLC0415 - left: back edge to governance (item 3)
 
             self._visible_agents = visible_agents(self.request.user, self.tenant.pk)
         return self._visible_agents

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 import structlog
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from agentflow.core.conf import setting_int
@@ -15,6 +16,7 @@ from agentflow.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from agentflow.server.errors import (
     RETRY_AFTER_SECONDS,
     SERVICE_UNAVAILABLE_ERRORS,
+    error_body,
     service_unavailable_body,
 )
 
@@ -67,9 +69,6 @@ class BodySizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from django.conf import settings
-
-        from agentflow.server.errors import error_body
 
         declared = request.META.get("CONTENT_LENGTH") or "0"
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -120,9 +119,6 @@ class RequestLineMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from django.conf import settings
-
-        from agentflow.server.errors import error_body
 
         query = str(request.META.get("QUERY_STRING", ""))
         limit = int(getattr(settings, "MAX_QUERY_STRING_BYTES", DEFAULT_MAX_QUERY_STRING_BYTES))
