@@ -363,14 +363,6 @@ def review_delivery(request: HITLRequest, decision: str, *, reason: str) -> dict
     }
 
 
-def deliver_outcome(request: HITLRequest, decision: str, *, actor: Actor, reason: str) -> bool:
-    """Deliver what the decision says to the run's conversation; False when the run no
-    longer waits (it was cancelled). Inside the decision's transaction (the SLA's expiry)."""
-    from agentflow.services import finish_review  # noqa: PLC0415 - left: back edge (the SLA expiry's delivery)
-
-    return finish_review(actor=actor, **review_delivery(request, decision, reason=reason))
-
-
 def approval_block(request: HITLRequest) -> non_answers.NonAnswer | None:
     """Why ``request``'s draft cannot be approved (None when it can): it is empty or not an
     answer, as judged when it was queued or against the agent's texts now."""
