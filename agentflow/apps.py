@@ -13,4 +13,4 @@ class AgentsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the OpenAPI description of API-key authentication.
-        from agentflow.server.api import schema  # noqa: F401
+        from agentflow.core.api import schema  # noqa: F401

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 
+from agentflow.core import queueing
 from agentflow.models import RunStatus
-from agentflow.server import queueing
 from agentflow.services import finish_review
 from hitl import services as hitl
 from hitl import sla
@@ -78,7 +78,14 @@ def decide_review(
 def expire_overdue_reviews(now: datetime) -> sla.SweepReport:
     """The SLA sweep (beat): HITL escalates and auto-rejects what is overdue; an expiry
     resumes its run and is recorded like a decision, in the expiry's transaction."""
-    return sla.sweep(now, on_expired=_after_expiry)
+    return sla.sweep(now, deliver=deliver_expired_review, on_expired=_after_expiry)
+
+
+def deliver_expired_review(expired: HITLRequest, decision: str, reason: str) -> bool:
+    """Resume the run of a request its SLA expired (the system rejects it); False when the
+    run no longer waits (it was cancelled). Inside the expiry's transaction."""
+    delivery = hitl.review_delivery(expired, decision, reason=reason)
+    return finish_review(actor=hitl.SYSTEM, **delivery)
 
 
 def _after_expiry(expired: HITLRequest, resumed: bool) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 from django.db import models
 
 from agentflow.api.serializers import run_json
+from agentflow.core.realtime import send_to_group_on_commit, tenant_group
 from agentflow.models import Run
-from frontend.realtime import send_to_group_on_commit, tenant_group
 
 EVENT_TYPE = "run.updated"
 # What run_json(include_result=False) reads: transition() loads only these under its lock.

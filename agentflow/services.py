@@ -20,6 +20,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 
 from agentflow import run_events, worker_loop
+from agentflow.core import queueing
+from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
+from agentflow.core.conf import setting_float, setting_int
+from agentflow.core.context import current_correlation_id
+from agentflow.core.metrics import RUN_PERSISTENCE_FAILURES
 from agentflow.kernel.pipeline import PersistenceError
 from agentflow.models import (
     Agent,
@@ -33,12 +38,10 @@ from agentflow.models import (
     Thread,
     ThreadStatus,
 )
-from agentflow.server import queueing
-from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
-from agentflow.server.conf import setting_float, setting_int
-from agentflow.server.context import current_correlation_id
-from agentflow.server.metrics import RUN_PERSISTENCE_FAILURES
+from agentflow.pipelines import AgentConfigError, get_pipeline, validate_agent_config
+from agentflow.run_signals import publish_settled
 from governance.audit import Actor, append
+from hitl.services import request_review
 from tenants.context import tenant_scope
 from tenants.models import Tenant, UsageDay
 from tenants.services import record_usage
@@ -62,8 +65,6 @@ class AgentConfigInvalid(ValueError):
 
 
 def _validated_config(blueprint: str, config: dict[str, Any]) -> dict[str, Any]:
-    from agentflow.pipelines import AgentConfigError, validate_agent_config
-
     try:
         return validate_agent_config(blueprint, config)
     except AgentConfigError as exc:
@@ -205,7 +206,7 @@ def start_run(
 
     ``on_created(run_id)`` runs before the work is enqueued (a waiter subscribes there).
     """
-    from agentflow.tasks import execute_run_task
+    from agentflow.tasks import execute_run_task  # noqa: PLC0415 - left: cycle with agentflow.tasks
 
     now = datetime.now(UTC)
     with tenant_scope(agent.tenant_id), transaction.atomic():
@@ -304,8 +305,6 @@ def _cancel_run(actor: Actor, run: Run) -> Run:
 
 
 def _announce(run: Run) -> None:
-    from agentflow.run_signals import publish_settled
-
     if run.is_terminal or run.status == RunStatus.AWAITING_REVIEW:
         run_id = run.pk
         transaction.on_commit(lambda: publish_settled(run_id))
@@ -392,8 +391,6 @@ def _execute_leased(run_id: str) -> str:
 
 
 async def _process(run: Run) -> Any:
-    from agentflow.pipelines import get_pipeline
-
     pipeline = await get_pipeline(run.agent)
     return await pipeline.process_message(
         user_id=run.user_id,
@@ -456,8 +453,6 @@ def complete_run(run: Run, reply: Any) -> str:
                 created_at=run.created_at,
             )
         if reply.escalated:
-            from hitl.services import request_review
-
             # Queued in this transaction: a run awaiting review always has its request.
             # (Before the audit append below: HITL takes its assignment lock first.)
             request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
@@ -672,7 +667,7 @@ def _orphaned_processing(now: datetime, limit: int) -> list[tuple[int, Any]]:
 
 def _re_enqueue(tenant_id: int, run_id: Any, now: datetime) -> int:
     """Claim the re-enqueue by compare-and-set (two sweeps never both send), then send."""
-    from agentflow.tasks import execute_run_task
+    from agentflow.tasks import execute_run_task  # noqa: PLC0415 - left: cycle with agentflow.tasks
 
     run = Run.unscoped.filter(pk=run_id).only("recovery_attempts", "recover_after").first()
     if run is None:

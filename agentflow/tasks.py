@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from agentflow import services
+from agentflow import orchestration, services
 from tenants.scoping import scoped_to_tenant
 
 # Transient database faults (a deadlock victim, a dropped connection, a full pool) are
@@ -33,3 +35,10 @@ def execute_run_task(tenant_id: int, run_id: str) -> str:
 def recover_runs_task() -> int:
     """Beat: re-enqueue runs whose task was lost (broker down at enqueue, retries spent)."""
     return services.recover_stuck_runs()
+
+
+@shared_task(name="hitl.sla_sweep", acks_late=True, ignore_result=True, max_retries=0)
+def sla_sweep_task() -> dict[str, int]:
+    # Named under hitl (routed to its queue), defined here: an expiry resumes the run and is
+    # recorded by the orchestrator (activity), like a reviewer's decision.
+    return orchestration.expire_overdue_reviews(datetime.now(UTC)).as_dict()

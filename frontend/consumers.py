@@ -22,7 +22,9 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from frontend.realtime import tenant_group, user_group
+from agentflow.core.realtime import tenant_group, user_group
+from governance.services import visible_agents
+from tenants.models import Membership, Tenant, TenantStatus
 
 # 4401 mirrors HTTP 401 in the 4000-4999 range the WebSocket RFC leaves to applications.
 CLOSE_UNAUTHENTICATED = 4401
@@ -74,9 +76,6 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
 @database_sync_to_async
 def _watched_tenants(user: Any, wanted: str | None) -> dict[int, frozenset[str] | None]:
-    from governance.services import visible_agents
-    from tenants.models import Membership, Tenant, TenantStatus
-
     if user.is_superuser and wanted is not None:
         # Platform admins watch any tenant (the loud cross-tenant read is the point here).
         tenants = Tenant.objects.exclude(status=TenantStatus.SUSPENDED)

@@ -13,9 +13,9 @@ from typing import Any
 
 from django import forms
 
+from agentflow.core.api.parsers import loads_bounded
 from agentflow.models import RunStatus
 from agentflow.pipelines import BLUEPRINTS
-from agentflow.server.api.parsers import loads_bounded
 from tenants.quotas import Tier
 from tenants.services import ALL_SCOPES
 

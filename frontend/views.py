@@ -20,8 +20,8 @@ from rest_framework.request import Request
 
 from agentflow import orchestration
 from agentflow.api.serializers import run_json, step_json
+from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.models import RunTransition, Step
-from agentflow.server.api.exceptions import ContractError
 from frontend import queries
 from frontend.access import DashboardView, select_tenant
 from frontend.forms import DecisionForm, RunFilterForm
@@ -290,6 +290,4 @@ class RequestDetailView(DashboardView):
 
 
 def _field_error(name: str, reason: str) -> ContractError:
-    from agentflow.server.api.exceptions import unprocessable
-
     return unprocessable(reason, {name: [reason]})

@@ -17,9 +17,9 @@ from django.shortcuts import redirect
 
 from agentflow import knowledge
 from agentflow import services as agent_services
+from agentflow.core.api.exceptions import ContractError
 from agentflow.models import Agent
 from agentflow.pipelines import BLUEPRINTS
-from agentflow.server.api.exceptions import ContractError
 from frontend import queries
 from frontend.access import PLATFORM_ADMIN, DashboardView
 from frontend.forms import (
@@ -332,7 +332,7 @@ class TenantDetailView(DashboardView):
 
 
 def _audit_events(data: dict[str, Any]) -> QuerySet[AuditEvent]:
-    queryset = AuditEvent.scoped.all()
+    queryset = AuditEvent.objects.all()
     action = data.get("action") or ""
     if action.endswith("*"):
         queryset = queryset.filter(action__startswith=action[:-1])

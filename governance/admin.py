@@ -32,8 +32,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
-    """Read-only: the audit log is append-only (PostgreSQL refuses changes anyway)."""
+class AuditEventAdmin(ReadOnlyAdmin, AllTenantsAdmin):
+    """Read-only: the audit log is append-only (PostgreSQL refuses changes anyway). The
+    platform admin sees every chain, the platform's included."""
 
     list_display = ("tenant", "sequence", "occurred_at", "actor_type", "actor_id", "action")
     list_filter = ("action", "actor_type")

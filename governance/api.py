@@ -35,11 +35,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentflow.core.api.exceptions import ContractError, conflict, unprocessable
+from agentflow.core.api.pagination import paginate, sort_queryset
+from agentflow.core.api.schema import LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.serializers import StrictSerializer
 from agentflow.models import Agent
-from agentflow.server.api.exceptions import ContractError, conflict, unprocessable
-from agentflow.server.api.pagination import paginate, sort_queryset
-from agentflow.server.api.schema import LIST_PARAMETERS, envelope, errors
-from agentflow.server.api.serializers import StrictSerializer
 from governance import checkpoints, erasure, exports, invitations, services
 from governance.audit import Actor, chain_head
 from governance.models import AuditEvent, Invitation
@@ -266,7 +266,7 @@ class AuditListView(TenantScopedAPIView):
         responses={200: envelope(AuditEventSerializer), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset: QuerySet[AuditEvent] = AuditEvent.scoped.all()
+        queryset: QuerySet[AuditEvent] = AuditEvent.objects.all()
         for name in ("actor_type", "actor_id", "target_type", "target_id"):
             value = _text_param(request, name)
             if value is not None:

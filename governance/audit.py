@@ -17,7 +17,7 @@ from uuid import UUID
 
 from django.db import connection, transaction
 
-from agentflow.server.context import current_correlation_id
+from agentflow.core.context import current_correlation_id
 from governance.models import AuditEvent
 
 GENESIS = "0" * 64

@@ -23,8 +23,8 @@ from django.apps import apps as django_apps
 from django.db import transaction
 from django.db.models import Q
 
+from agentflow.core.api.exceptions import ContractError
 from agentflow.models import AgentSession, MemoryCase, Message, Run, Step, Thread
-from agentflow.server.api.exceptions import ContractError
 from governance.audit import Actor, append
 from tenants.context import tenant_scope
 from tenants.models import IdempotencyRecord, Tenant
@@ -76,7 +76,7 @@ def _erase_agent_data(tenant_id: int, user_id: str) -> dict[str, int]:
 def _cancel_active_runs(actor: Actor, user_id: str) -> int:
     """Stop the user's unfinished runs first (audited, through the run service): nothing may
     deliver an answer into a conversation that is about to disappear."""
-    from agentflow.services import CANCELLABLE, cancel_run
+    from agentflow.services import CANCELLABLE, cancel_run  # noqa: PLC0415 - left: goes with the erasers registry (item 5)
 
     cancelled = 0
     for run in Run.objects.filter(user_id=user_id, status__in=CANCELLABLE):
@@ -93,7 +93,7 @@ def _erase_review_copies(tenant_id: int, user_id: str) -> dict[str, int]:
     response; their history may quote them. Requests stay (SLA figures count them)."""
     if not django_apps.is_installed("hitl"):
         return {}
-    from hitl.models import HITLEvent, HITLRequest
+    from hitl.models import HITLEvent, HITLRequest  # noqa: PLC0415 - left: goes with the erasers registry (item 5)
 
     requests = list(
         HITLRequest.objects.filter(

@@ -32,6 +32,7 @@ from agentflow.models import (
     Thread,
 )
 from governance.audit import Actor, append, chain_head
+from governance.erasure import subject_digest
 from governance.models import AgentToolPermission, AuditEvent
 from tenants.context import tenant_scope
 from tenants.models import Membership, Tenant, UsageDay
@@ -304,8 +305,7 @@ class Export:
 
 
 def _queryset(part: Part, user_id: str | None, upto: int | None) -> QuerySet[Any]:
-    manager = AuditEvent.scoped if part.model is AuditEvent else part.model.objects  # type: ignore[attr-defined]
-    queryset: QuerySet[Any] = manager.all()
+    queryset: QuerySet[Any] = part.model.objects.all()  # type: ignore[attr-defined]
     if part.model is AuditEvent:
         queryset = queryset.filter(sequence__lte=upto or 0)
     if part.model is Membership:
@@ -450,6 +450,4 @@ def start_export(
 
 
 def _subject(tenant_id: int, user_id: str | None) -> str | None:
-    from governance.erasure import subject_digest
-
     return subject_digest(tenant_id, user_id) if user_id is not None else None

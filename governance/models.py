@@ -19,9 +19,10 @@ class TenantAuditManager(models.Manager["AuditEvent"]):
     """The current tenant's chain only; fails closed (raises) outside a tenant scope.
 
     ``AuditEvent`` cannot inherit :class:`TenantOwnedModel` (its tenant is nullable: the
-    platform chain), so it carries this manager under ``scoped``; tenant-facing reads
-    (API, exports) go through it. Chain maintenance (append, verify, checkpoints) works on
-    any chain, the platform's included, and uses ``unscoped``.
+    platform chain), so it carries this manager as its default, like every tenant-owned
+    model; tenant-facing reads (API, exports, the dashboard) go through it. Chain
+    maintenance (append, verify, checkpoints) works on any chain, the platform's
+    included, and says so: ``unscoped``.
     """
 
     def get_queryset(self) -> models.QuerySet[AuditEvent]:
@@ -50,11 +51,10 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
 
-    # Every chain. Kept as the default manager while existing callers read through it;
-    # new code says which it means: ``scoped`` (tenant-facing) or ``unscoped`` (chains).
-    objects = models.Manager()
-    unscoped = models.Manager()
-    scoped = TenantAuditManager()
+    objects = TenantAuditManager()
+    # Loudly named: every chain, the platform's included (append, verifier, checkpoints,
+    # the platform admin's list); a tenant-facing read never uses it.
+    unscoped = models.Manager()  # noqa: DJ012 - ruff takes a second manager for a field
 
     class Meta:
         constraints = [

@@ -16,6 +16,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
+from guardian.models import UserObjectPermission
 from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
 
 from agentflow.models import Agent
@@ -269,8 +270,6 @@ def member_views(tenant: Tenant, page: Iterable[Membership]) -> list[MemberView]
 
 
 def _agents_by_user(user_ids: set[int]) -> dict[int, list[str]]:
-    from guardian.models import UserObjectPermission
-
     if not user_ids:
         return {}
     rows = UserObjectPermission.objects.filter(

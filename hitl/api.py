@@ -23,11 +23,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentflow import orchestration
-from agentflow.api.views import actor_for, get_or_404
+from agentflow.core.api.exceptions import unprocessable
+from agentflow.core.api.lookups import get_or_404
+from agentflow.core.api.pagination import paginate
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
 from agentflow.models import Run
-from agentflow.server.api.exceptions import unprocessable
-from agentflow.server.api.pagination import paginate
-from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
 from hitl import services, stats
 from hitl.models import (
     OPEN_STATUSES,
@@ -49,6 +49,7 @@ from hitl.serializers import (
     UnclaimSerializer,
     request_json,
 )
+from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
 from tenants.models import APIKey, Membership, Role
 from tenants.views_base import READ, WRITE, TenantScopedAPIView

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from frontend.realtime import send_to_group_on_commit, tenant_group
+from agentflow.core.realtime import send_to_group_on_commit, tenant_group
 from governance.audit import Actor, append
 from hitl.models import HITLEvent, HITLRequest
 from hitl.serializers import request_json

@@ -22,11 +22,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
-from django.db import transaction
 
-from agentflow.server import queueing
 from hitl.models import EscalationPolicy, HITLRequest
-from hitl.policy import options, policy_of
+from hitl.policy import policy_of
 from tenants.models import Membership, Tenant
 
 SLACK_TIMEOUT_SECONDS = 5.0
@@ -44,30 +42,6 @@ class SlackRejected(Exception):
 
 class SlackUnavailable(Exception):
     """Slack could not be reached or answered 429/5xx: worth retrying."""
-
-
-def enqueue(request: HITLRequest, event: str, *, role: str, previous_assignee: int | None) -> None:
-    """Schedule this event's notifications for when the current transaction commits."""
-    from hitl.tasks import notify_email_task, notify_slack_task
-
-    policy = policy_of(request.policy)
-    tenant_id, request_id = request.tenant_id, str(request.pk)
-    # A broker that is down must not turn the committed decision into a 500: logged instead.
-    if policy.notify_email:
-        transaction.on_commit(
-            lambda: queueing.send(
-                notify_email_task,
-                tenant_id,
-                request_id,
-                event,
-                role=role,
-                previous_assignee=previous_assignee,
-            )
-        )
-    if policy.notify_slack and options()["HITL_SLACK_WEBHOOK_URL"]:
-        transaction.on_commit(
-            lambda: queueing.send(notify_slack_task, tenant_id, request_id, event)
-        )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from agentflow.server.api.serializers import PriorityField, StrictSerializer
+from agentflow.core.api.serializers import PriorityField, StrictSerializer
 from hitl.models import Decision, HITLRequest, Kind, Status
 from hitl.non_answers import stored
 

@@ -26,10 +26,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from rest_framework import status as http
 
+from agentflow.core.api.exceptions import ContractError, conflict
 from agentflow.models import Run, RunStatus
-from agentflow.server.api.exceptions import ContractError, conflict
 from governance.audit import Actor, append
-from hitl import assignment, events, non_answers, notifications
+from hitl import assignment, events, non_answers, tasks
 from hitl.models import (
     DECIDED_STATUSES,
     DECISION_STATUS,
@@ -244,7 +244,7 @@ def _announce_queued(
         live="queued",
     )
     if policy.notify_on_queue:
-        notifications.enqueue(queued, "queued", role=queued.required_role, previous_assignee=None)
+        tasks.notify_on_commit(queued, "queued", role=queued.required_role, previous_assignee=None)
 
 
 def escalate_run(
@@ -399,14 +399,6 @@ def review_delivery(request: HITLRequest, decision: str, *, reason: str) -> dict
         "close_thread": close_thread,
         "after_the_fact": after_the_fact,
     }
-
-
-def deliver_outcome(request: HITLRequest, decision: str, *, actor: Actor, reason: str) -> bool:
-    """Deliver what the decision says to the run's conversation; False when the run no
-    longer waits (it was cancelled). Inside the decision's transaction (the SLA's expiry)."""
-    from agentflow.services import finish_review
-
-    return finish_review(actor=actor, **review_delivery(request, decision, reason=reason))
 
 
 def approval_block(request: HITLRequest) -> non_answers.NonAnswer | None:

@@ -27,12 +27,12 @@ import structlog
 from django.db import transaction
 
 from agentflow.models import RunStatus
-from hitl import assignment, events, notifications
+from hitl import assignment, events, tasks
 from hitl.models import OPEN_STATUSES, Decision, EscalationPolicy, HITLRequest, Status
 from hitl.policy import ROLE_RANK, escalation_window, policy_of, review_config
-from hitl.services import SYSTEM, deliver_outcome
+from hitl.services import SYSTEM
 from tenants.context import tenant_scope
-from tenants.models import Tenant
+from tenants.models import Membership, Tenant
 
 log = structlog.get_logger(__name__)
 SWEEP_BATCH = 500
@@ -51,14 +51,20 @@ class SweepReport:
         return asdict(self)
 
 
-# Called with the expired request and whether its run was resumed, inside the expiry's
-# transaction: how the run-orchestration layer (agentflow.orchestration) records what
-# follows an expiry without HITL importing the apps above or beside it.
+# How the run-orchestration layer (agentflow.orchestration) takes over an expiry without
+# HITL importing the layers above it, both inside the expiry's transaction: ``Deliver``
+# resumes the run with the rejection (request, decision, reason; False when the run no
+# longer waits), ``OnExpired`` records what follows (the request, whether it resumed).
+Deliver = Callable[[HITLRequest, str, str], bool]
 OnExpired = Callable[[HITLRequest, bool], None]
 
 
 def sweep(
-    now: datetime, *, batch: int = SWEEP_BATCH, on_expired: OnExpired | None = None
+    now: datetime,
+    *,
+    deliver: Deliver,
+    batch: int = SWEEP_BATCH,
+    on_expired: OnExpired | None = None,
 ) -> SweepReport:
     report = SweepReport()
     # The sweep serves every tenant: this read of due ids is a deliberate cross-tenant
@@ -71,7 +77,7 @@ def sweep(
     report.due = len(due)
     for request_id, tenant_id in due:
         with tenant_scope(tenant_id):
-            outcome = handle_due(request_id, now, on_expired=on_expired)
+            outcome = handle_due(request_id, now, deliver=deliver, on_expired=on_expired)
         for name in outcome:
             setattr(report, name, getattr(report, name) + 1)
     cancelled = list(
@@ -98,7 +104,9 @@ def _next_check(request: HITLRequest) -> datetime | None:
     return min(pending) if pending else None
 
 
-def handle_due(request_id: Any, now: datetime, *, on_expired: OnExpired | None = None) -> list[str]:
+def handle_due(
+    request_id: Any, now: datetime, *, deliver: Deliver, on_expired: OnExpired | None = None
+) -> list[str]:
     """Apply whatever is due on one request; the names of what happened."""
     happened: list[str] = []
     with transaction.atomic():
@@ -119,7 +127,7 @@ def handle_due(request_id: Any, now: datetime, *, on_expired: OnExpired | None =
         if not request.deadline_breached and request.sla_deadline <= now:
             happened += _breach(request, policy, config, now)
         if request.is_open and request.expires_at is not None and request.expires_at <= now:
-            happened += _expire(request, policy, config, now, on_expired)
+            happened += _expire(request, policy, config, now, deliver, on_expired)
         if request.is_open:
             request.next_check_at = _next_check(request)
             request.save(update_fields=["next_check_at", "updated_at"])
@@ -149,11 +157,11 @@ def _breach(
     chain = list(policy.chain)
     if policy.on_breach == "escalate" and request.escalation_level + 1 < len(chain):
         _move_up(request, chain, request.escalation_level + 1, config, policy, now, "sla_breach")
-        notifications.enqueue(
+        tasks.notify_on_commit(
             request, "escalated", role=request.required_role, previous_assignee=previous
         )
         return ["breached", "escalated"]
-    notifications.enqueue(
+    tasks.notify_on_commit(
         request, "breached", role=request.required_role, previous_assignee=previous
     )
     return ["breached"]
@@ -197,8 +205,6 @@ def _move_up(
 
 
 def _holds_role(user_id: int, role: str) -> bool:
-    from tenants.models import Membership
-
     held = Membership.objects.filter(user_id=user_id).values_list("role", flat=True).first()
     return held is not None and ROLE_RANK.get(held, 0) >= ROLE_RANK[role]
 
@@ -208,6 +214,7 @@ def _expire(
     policy: EscalationPolicy,
     config: Any,
     now: datetime,
+    deliver: Deliver,
     on_expired: OnExpired | None = None,
 ) -> list[str]:
     previous = request.assignee_id
@@ -218,7 +225,7 @@ def _expire(
         request.save(update_fields=["expires_at", "updated_at"])
         if request.escalation_level < top:
             _move_up(request, chain, top, config, policy, now, "expired")
-        notifications.enqueue(
+        tasks.notify_on_commit(
             request, "expired", role=request.required_role, previous_assignee=previous
         )
         return ["escalated"]
@@ -231,7 +238,7 @@ def _expire(
         next_check_at=None,
     )
     expired = events.reload(request.pk)
-    delivered = deliver_outcome(expired, Decision.REJECT, actor=SYSTEM, reason=reason)
+    delivered = deliver(expired, Decision.REJECT, reason)
     events.record(
         expired,
         "expired",
@@ -242,7 +249,7 @@ def _expire(
     )
     if on_expired is not None:
         on_expired(expired, delivered)
-    notifications.enqueue(
+    tasks.notify_on_commit(
         expired, "expired", role=expired.required_role, previous_assignee=previous
     )
     request.status = Status.EXPIRED

@@ -1,4 +1,5 @@
-"""Celery entry points of HITL: the SLA sweep and notifications (thin; habit 5).
+"""Celery entry points of HITL: notifications (thin; habit 5). The SLA sweep resumes runs,
+so it lives with the run orchestration (``agentflow.tasks``) under its name ``hitl.sla_sweep``.
 
 All run on the ``hitl`` queue (``hitl.*`` routing). The sweep serves every tenant and
 is safe to run concurrently or twice; notification tasks re-fetch the request, tolerate
@@ -8,26 +9,19 @@ its disappearance and retry with exponential backoff.
 from __future__ import annotations
 
 import smtplib
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from celery import Task, shared_task
+from django.db import transaction
 
-from agentflow import orchestration
+from agentflow.core import queueing
 from hitl import notifications
 from hitl.models import HITLRequest
-from hitl.policy import options
+from hitl.policy import options, policy_of
 from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
-
-
-@shared_task(name="hitl.sla_sweep", acks_late=True, ignore_result=True, max_retries=0)
-def sla_sweep_task() -> dict[str, int]:
-    # An entry point, above the run-orchestration layer: an expiry resumes the run and is
-    # recorded by the orchestrator (activity), like a reviewer's decision.
-    return orchestration.expire_overdue_reviews(datetime.now(UTC)).as_dict()
 
 
 def _backoff(task: Task) -> float:
@@ -37,6 +31,30 @@ def _backoff(task: Task) -> float:
 
 def _max_retries() -> int:
     return int(options()["HITL_NOTIFY_MAX_RETRIES"])
+
+
+def notify_on_commit(
+    request: HITLRequest, event: str, *, role: str, previous_assignee: int | None
+) -> None:
+    """Schedule this event's notifications for when the current transaction commits."""
+    policy = policy_of(request.policy)
+    tenant_id, request_id = request.tenant_id, str(request.pk)
+    # A broker that is down must not turn the committed decision into a 500: logged instead.
+    if policy.notify_email:
+        transaction.on_commit(
+            lambda: queueing.send(
+                notify_email_task,
+                tenant_id,
+                request_id,
+                event,
+                role=role,
+                previous_assignee=previous_assignee,
+            )
+        )
+    if policy.notify_slack and options()["HITL_SLACK_WEBHOOK_URL"]:
+        transaction.on_commit(
+            lambda: queueing.send(notify_slack_task, tenant_id, request_id, event)
+        )
 
 
 @shared_task(

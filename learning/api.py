@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,12 +20,11 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentflow.api.views import actor_for
+from agentflow.core.api.exceptions import conflict, unprocessable
+from agentflow.core.api.pagination import paginate, sort_queryset
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.serializers import PriorityField, StrictSerializer
 from agentflow.models import Agent
-from agentflow.server.api.exceptions import conflict, unprocessable
-from agentflow.server.api.pagination import paginate, sort_queryset
-from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
-from agentflow.server.api.serializers import PriorityField, StrictSerializer
 from learning import graph, services
 from learning.models import (
     ActivityEvent,
@@ -35,6 +35,7 @@ from learning.models import (
     NodeKind,
 )
 from learning.rules import reply_url_allowed
+from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
 from tenants.views_base import TenantScopedAPIView
 
@@ -513,8 +514,6 @@ class SimilarResolutionsView(TenantScopedAPIView):
 
 
 def _uuid(raw: str) -> str:
-    import uuid
-
     try:
         return str(uuid.UUID(raw))
     except ValueError:

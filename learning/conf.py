@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 # One accessor for every app's settings: this module keeps learning's import path.
-from agentflow.server.conf import setting_float, setting_int, setting_list, setting_str
+from agentflow.core.conf import setting_float, setting_int, setting_list, setting_str
 
 __all__ = ["setting_float", "setting_int", "setting_list", "setting_str"]

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.db import transaction
 
+from agentflow.core.api.exceptions import conflict, unprocessable
 from agentflow.models import Message, Run
-from agentflow.server.api.exceptions import conflict, unprocessable
 from governance.audit import Actor, append
 from hitl import non_answers
 from learning import golden_paths

@@ -28,11 +28,11 @@ import structlog
 from django.db import connection, transaction
 from django.db.models import F
 
+from agentflow.core.realtime import send_to_group_on_commit, tenant_group
 from agentflow.kernel.vectors import Vector
 from agentflow.knowledge import embed_query
 from agentflow.models import Agent, Run
 from agentflow.vector_search import nearest
-from frontend.realtime import send_to_group_on_commit, tenant_group
 from governance.audit import Actor, append
 from hitl import non_answers
 from learning.conf import setting_float

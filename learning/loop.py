@@ -19,9 +19,11 @@ from typing import Any
 import structlog
 from django.db import transaction
 
+from agentflow.models import Run
 from governance.audit import Actor
+from hitl.models import HITLRequest
 from learning import golden_paths
-from learning.models import GoldenPathSource
+from learning.models import Feedback, GoldenPath, GoldenPathSource
 from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
@@ -151,7 +153,7 @@ def count_golden_path_uses(tenant_id: int, run: Mapping[str, Any]) -> None:
 def connect() -> None:
     """Called once from the app config (completed runs' golden-path uses are counted by
     ``learning.services.record_run_settled``, which reads the run once)."""
-    from governance.erasure import register_eraser
+    from governance.erasure import register_eraser  # noqa: PLC0415 - left: the erasers registry (item 5)
 
     register_eraser("learning_loop", erase_end_user)
 
@@ -161,8 +163,6 @@ def learn_from_review(tenant_id: int, request_id: str) -> str:
     after the decision committed). Idempotent: a request whose run is already in a golden
     path of its agent changes nothing (``golden_paths.record_outcome``). No transaction is
     open here, so the embedding holds no lock; the write takes only the agent's own."""
-    from hitl.models import HITLRequest
-
     with tenant_scope(tenant_id):
         request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
         if request is None or request.decision not in _DECISION_SOURCES:
@@ -180,9 +180,6 @@ def erase_end_user(tenant_id: int, user_id: str) -> dict[str, int]:
     their runs keep their own question and answer. Called while the runs still name the
     user, inside the erasure's transaction and tenant scope.
     """
-    from agentflow.models import Run
-    from learning.models import Feedback, GoldenPath
-
     runs = Run.objects.filter(user_id=user_id).values("pk")
     return {
         "feedback": Feedback.objects.filter(run__in=runs).delete()[0],

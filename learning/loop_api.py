@@ -20,16 +20,16 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentflow.api.views import actor_for
+from agentflow.core.api.exceptions import unprocessable
+from agentflow.core.api.pagination import paginate, sort_queryset
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.serializers import StrictIntegerField, StrictSerializer
 from agentflow.models import Agent, Run
-from agentflow.server.api.exceptions import unprocessable
-from agentflow.server.api.pagination import paginate, sort_queryset
-from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
-from agentflow.server.api.serializers import StrictIntegerField, StrictSerializer
 from governance.services import restrict_to_visible_agents
 from learning import feedback as feedback_service
 from learning import golden_paths, playbooks
 from learning.models import Feedback, GoldenPath, GoldenPathSource, Playbook, PlaybookStatus
+from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
 from tenants.views_base import REVIEW, WRITE, TenantScopedAPIView
 

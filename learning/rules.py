@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import structlog
 from django.db import transaction
 
+from agentflow.core.api.exceptions import ContractError
 from agentflow.kernel.guardrails import wrap_untrusted
-from agentflow.server.api.exceptions import ContractError
 from governance.audit import Actor
 from learning.conf import setting_int, setting_list
 from learning.models import ActivityEvent, ActivitySource, EventRule
@@ -60,7 +60,7 @@ def _label(event: ActivityEvent, facts: Facts) -> str:
 
 def fire(event: ActivityEvent, facts: Facts) -> list[dict[str, Any]]:
     """Start one run per matching enabled rule (in the caller's transaction); the outcomes."""
-    from agentflow.services import RunRequest, start_run
+    from agentflow.services import RunRequest, start_run  # noqa: PLC0415 - left: back edge (a rule starts a run)
 
     if event.source == ActivitySource.INTERNAL or facts.from_bot:
         return []

@@ -24,10 +24,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.signals import post_save
 
-from agentflow.server.context import current_correlation_id
+from agentflow.core.context import current_correlation_id
+from agentflow.models import Run, RunTransition
 from governance.audit import Actor, append
 from learning import activity, graph, rules
 from learning.conf import setting_int
+from learning.loop import count_golden_path_uses
 from learning.models import (
     ActivityEvent,
     ActivitySource,
@@ -144,8 +146,6 @@ def record_processing_failure(event_id: str, error: str) -> bool:
 
 
 def _run_payload(run_id: Any, from_status: str, reason: str) -> tuple[int, dict[str, Any]] | None:
-    from agentflow.models import Run
-
     run = (
         Run.unscoped.filter(pk=run_id)
         .values(
@@ -230,7 +230,6 @@ def record_run_settled(run_id: Any, to_status: str, *, from_status: str, reason:
         recorded = False
     if kind != "run.completed":
         return
-    from learning.loop import count_golden_path_uses
 
     count_golden_path_uses(tenant_id, payload)
     if recorded and payload.get("rule_id"):
@@ -239,7 +238,7 @@ def record_run_settled(run_id: Any, to_status: str, *, from_status: str, reason:
 
 
 def _enqueue_reply(tenant_id: int, run_id: str) -> None:
-    from learning.tasks import reply_task
+    from learning.tasks import reply_task  # noqa: PLC0415 - left: cycle with learning.tasks
 
     reply_task.delay(tenant_id, run_id)
 
@@ -268,12 +267,10 @@ def record_review_decided(request: Any) -> None:
 def connect() -> None:
     """Called once from the app config: subscribe to the run transitions we record (outside
     the review path), and erase our copies when governance erases an end user."""
-    from agentflow.models import RunTransition
-
     post_save.connect(
         _on_run_transition, sender=RunTransition, dispatch_uid="learning.activity.run_transition"
     )
-    from governance.erasure import register_eraser
+    from governance.erasure import register_eraser  # noqa: PLC0415 - left: the erasers registry (item 5)
 
     register_eraser("learning", erase_end_user)
 

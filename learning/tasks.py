@@ -8,8 +8,11 @@ from __future__ import annotations
 import structlog
 from celery import Task, shared_task
 
+from agentflow.models import KnowledgeChunk
+from agentflow.vector_search import ensure_tenant_indexes
 from learning import activity, loop, playbooks
 from learning.conf import setting_float, setting_int
+from learning.models import GoldenPath
 from learning.webhooks import services as webhook_services
 from tenants.context import tenant_scope
 
@@ -87,10 +90,6 @@ def ensure_vector_indexes_task() -> dict[str, list[str]]:
     Built concurrently, so searches and writes go on meanwhile; a tenant already indexed
     is skipped, so an overlapping or repeated sweep builds nothing twice.
     """
-    from agentflow.models import KnowledgeChunk
-    from agentflow.vector_search import ensure_tenant_indexes
-    from learning.models import GoldenPath
-
     min_rows = setting_int("VECTOR_TENANT_INDEX_MIN_ROWS")
     built = {
         "golden_paths": ensure_tenant_indexes(GoldenPath, min_rows=min_rows),

@@ -18,10 +18,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentflow.server.api.exceptions import unprocessable
-from agentflow.server.api.pagination import paginate, sort_queryset
-from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
-from agentflow.server.api.serializers import StrictSerializer
+from agentflow.core.api.exceptions import unprocessable
+from agentflow.core.api.pagination import paginate, sort_queryset
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.serializers import StrictSerializer
 from governance.audit import Actor
 from tenants import services
 from tenants.authentication import APIKeyAuthentication

@@ -9,6 +9,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
+from governance.audit import Actor
 from tenants.models import APIKey
 from tenants.services import KeyRejected, authenticate_key
 
@@ -51,3 +52,10 @@ class APIKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
+
+
+def actor_for(request: Request) -> Actor:
+    """Who the audit log names for a request: its API key (by prefix) or its user."""
+    if isinstance(request.auth, APIKey):
+        return Actor("api_key", request.auth.prefix)
+    return Actor("user", str(request.user.pk))

@@ -25,8 +25,8 @@ from django.template.response import SimpleTemplateResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentflow.server.api.exceptions import conflict, unprocessable
-from agentflow.server.conf import setting_int
+from agentflow.core.api.exceptions import conflict, unprocessable
+from agentflow.core.conf import setting_int
 from tenants.context import current_tenant_id
 from tenants.models import IdempotencyRecord
 

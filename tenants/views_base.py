@@ -22,7 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentflow.server.api.exceptions import quota_exceeded
+from agentflow.core.api.exceptions import quota_exceeded
 from tenants.authentication import APIKeyAuthentication
 from tenants.context import _current_tenant_id
 from tenants.models import APIKey, Membership, Role, Tenant, TenantStatus
@@ -125,7 +125,7 @@ class TenantScopedAPIView(APIView):
         if self.role is None or self.role == PLATFORM_ADMIN:
             return None
         if not hasattr(self, "_visible_agents"):
-            from governance.services import visible_agents
+            from governance.services import visible_agents  # noqa: PLC0415 - left: back edge to governance (item 3)
 
             self._visible_agents = visible_agents(self.request.user, self.tenant.pk)
         return self._visible_agents

@@ -17,7 +17,7 @@ def celery_worker_app() -> Iterator[object]:
     import celery.contrib.testing.tasks  # noqa: F401 - registers celery.ping for the ready check
     from celery.contrib.testing.worker import start_worker
 
-    from agentflow import worker_loop
+    from agentflow.core import worker_loop
     from agentflow.server.celery import app
 
     queues = [queue.name for queue in app.conf.task_queues]
@@ -37,7 +37,7 @@ def celery_worker_app() -> Iterator[object]:
 def _close_worker_loops() -> Iterator[None]:
     """Runs executed in the test process itself get loops too: close them at the end."""
     yield
-    from agentflow import worker_loop
+    from agentflow.core import worker_loop
 
     worker_loop.close_all()
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from agentflow.core.api.serializers import PriorityField, StrictSerializer
 from agentflow.models import Agent, KnowledgeDocument, Message, Run, RunStatus, Step
-from agentflow.server.api.serializers import PriorityField, StrictSerializer
 
 
 def iso(value: Any) -> str | None:

@@ -6,7 +6,7 @@ import contextlib
 from typing import Any
 
 import redis
-from django.db.models import Manager, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -41,17 +41,17 @@ from agentflow.api.serializers import (
     run_json,
     step_json,
 )
+from agentflow.core.api.exceptions import ContractError, unprocessable
+from agentflow.core.api.lookups import get_or_404
+from agentflow.core.api.pagination import paginate, sort_queryset
+from agentflow.core.api.parsers import BoundedJSONParser
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.core.conf import setting_float
 from agentflow.models import Agent, AgentSession, KnowledgeDocument, Message, Run, RunStatus
 from agentflow.pipelines import BLUEPRINTS
 from agentflow.run_signals import SettledWaiter
-from agentflow.server.api.exceptions import ContractError, unprocessable
-from agentflow.server.api.pagination import paginate, sort_queryset
-from agentflow.server.api.parsers import BoundedJSONParser
-from agentflow.server.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
-from agentflow.server.conf import setting_float
-from governance.audit import Actor
+from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
-from tenants.models import APIKey
 from tenants.views_base import TenantScopedAPIView
 
 RUN_STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=RunStatus.values)
@@ -61,20 +61,6 @@ PREFER_PARAMETER = OpenApiParameter(
     location=OpenApiParameter.HEADER,
     description="respond-async (always 202) or wait=N (wait up to N s for a 201).",
 )
-
-
-def actor_for(request: Request) -> Actor:
-    if isinstance(request.auth, APIKey):
-        return Actor("api_key", request.auth.prefix)
-    return Actor("user", str(request.user.pk))
-
-
-def get_or_404(rows: Manager[Any] | QuerySet[Any], **lookup: Any) -> Any:
-    """Missing and foreign look the same: the scoped manager cannot see foreign rows."""
-    obj = rows.filter(**lookup).first()
-    if obj is None:
-        raise Http404
-    return obj
 
 
 def _config_error(exc: services.AgentConfigInvalid) -> ContractError:

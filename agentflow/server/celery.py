@@ -14,7 +14,8 @@ import structlog
 from celery import Celery, Task
 from celery.signals import before_task_publish
 
-from agentflow.server.context import bind_correlation_id, correlation_id_var, current_correlation_id
+from agentflow.core.context import bind_correlation_id, correlation_id_var, current_correlation_id
+from agentflow.core.metrics import CELERY_TASKS
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
 
@@ -27,8 +28,6 @@ class ContextTask(Task):
     """Binds the publisher's context in the worker for the task's duration."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from agentflow.server.metrics import CELERY_TASKS
-
         request = self.request
         correlation_id = getattr(request, CORRELATION_HEADER, None) or request.id
         structlog.contextvars.clear_contextvars()
@@ -57,7 +56,7 @@ def _carry_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if correlation_id and not headers.get(CORRELATION_HEADER):
         headers[CORRELATION_HEADER] = correlation_id
     try:
-        from tenants.context import current_tenant_id
+        from tenants.context import current_tenant_id  # noqa: PLC0415 - optional: no tenants app in a kernel-only install
     except ImportError:  # the tenants app is optional for the kernel-only install
         return
     tenant_id = current_tenant_id()

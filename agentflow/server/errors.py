@@ -17,8 +17,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from agentflow.server.api.exceptions import ContractError
-from agentflow.server.context import current_correlation_id
+from agentflow.core.api.exceptions import ContractError
+from agentflow.core.context import current_correlation_id
 
 log = structlog.get_logger(__name__)
 

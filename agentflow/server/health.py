@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET
 from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agentflow.server.conf import setting_float
+from agentflow.core.conf import setting_float
 
 
 def _timeout() -> float:

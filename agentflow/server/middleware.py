@@ -7,16 +7,18 @@ from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 import structlog
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from agentflow.server.conf import setting_int
-from agentflow.server.context import accept_correlation_id, bind_correlation_id, correlation_id_var
+from agentflow.core.conf import setting_int
+from agentflow.core.context import accept_correlation_id, bind_correlation_id, correlation_id_var
+from agentflow.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from agentflow.server.errors import (
     RETRY_AFTER_SECONDS,
     SERVICE_UNAVAILABLE_ERRORS,
+    error_body,
     service_unavailable_body,
 )
-from agentflow.server.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +69,6 @@ class BodySizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from django.conf import settings
-
-        from agentflow.server.errors import error_body
 
         declared = request.META.get("CONTENT_LENGTH") or "0"
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -120,9 +119,6 @@ class RequestLineMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from django.conf import settings
-
-        from agentflow.server.errors import error_body
 
         query = str(request.META.get("QUERY_STRING", ""))
         limit = int(getattr(settings, "MAX_QUERY_STRING_BYTES", DEFAULT_MAX_QUERY_STRING_BYTES))

@@ -302,7 +302,7 @@ REST_FRAMEWORK = {
         "tenants.authentication.APIKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PARSER_CLASSES": ["agentflow.server.api.parsers.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["agentflow.core.api.parsers.BoundedJSONParser"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "agentflow.server.errors.api_exception_handler",
@@ -316,7 +316,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "agentflow.server.api.schema.add_common_error_responses",
+        "agentflow.core.api.schema.add_common_error_responses",
     ],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": [

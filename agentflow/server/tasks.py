@@ -9,7 +9,7 @@ import redis
 from celery import shared_task
 from django.conf import settings
 
-from agentflow.server.context import current_correlation_id
+from agentflow.core.context import current_correlation_id
 
 HEARTBEAT_KEY = "agentflow:heartbeat:{source}"
 HEARTBEAT_TTL_SECONDS = 300

@@ -21,11 +21,13 @@ from typing import Any
 import structlog
 from django.db import IntegrityError, connection, transaction
 
-from agentflow.server.api.serializers import unstorable_text
-from agentflow.server.context import current_correlation_id
+from agentflow.core.api.serializers import unstorable_text
+from agentflow.core.context import current_correlation_id
+from agentflow.models import Run, RunStatus
 from governance.audit import Actor, append
 from learning.conf import setting_float, setting_int
 from learning.models import EventRule, WebhookEndpoint
+from learning.rules import reply_url_allowed
 from learning.services import publish_on_commit
 from learning.webhooks import secrets
 from learning.webhooks.providers import PROVIDERS, BadPayload, Rejected
@@ -319,9 +321,6 @@ class ReplyFailed(Exception):
 
 def send_reply(run_id: str) -> str:
     """POST a completed rule run's answer to the rule's reply URL (inside the tenant scope)."""
-    from agentflow.models import Run, RunStatus
-    from learning.rules import reply_url_allowed
-
     run = Run.objects.filter(pk=run_id).values("status", "result", "metadata").first()
     if run is None or run["status"] != RunStatus.COMPLETED:
         return "not_completed"

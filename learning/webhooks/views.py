@@ -20,16 +20,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentflow.api.views import actor_for
-from agentflow.server.api.exceptions import ContractError, unprocessable
-from agentflow.server.api.pagination import paginate, sort_queryset
-from agentflow.server.api.parsers import TooDeeplyNested, check_depth
-from agentflow.server.api.schema import LIST_PARAMETERS, envelope, errors
-from agentflow.server.api.serializers import StrictSerializer
+from agentflow.core.api.exceptions import ContractError, unprocessable
+from agentflow.core.api.pagination import paginate, sort_queryset
+from agentflow.core.api.parsers import TooDeeplyNested, check_depth
+from agentflow.core.api.schema import LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.serializers import StrictSerializer
 from learning.conf import setting_int
 from learning.models import WebhookEndpoint, WebhookProvider
 from learning.webhooks import services
 from learning.webhooks.providers import BadPayload, Rejected
+from tenants.authentication import actor_for
 from tenants.views_base import ADMIN, DEFAULT_SCOPE_MAP, READ, TenantScopedAPIView
 
 log = structlog.get_logger(__name__)

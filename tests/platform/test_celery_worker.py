@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from agentflow.server.context import bind_correlation_id, correlation_id_var
+from agentflow.core.context import bind_correlation_id, correlation_id_var
 
 
 def test_task_runs_on_a_real_worker_with_the_correlation_id(

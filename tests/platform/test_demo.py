@@ -46,7 +46,7 @@ def _seed(*args: str) -> str:
 def _audit(tenant: Tenant) -> list[tuple[str, str, str]]:
     with tenant_scope(tenant.pk):
         return list(
-            AuditEvent.objects.filter(tenant=tenant)
+            AuditEvent.unscoped.filter(tenant=tenant)
             .order_by("sequence")
             .values_list("actor_type", "actor_id", "action")
         )

@@ -8,9 +8,9 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from agentflow.core.realtime import send_to_group, user_group
 from agentflow.server.asgi import application
 from frontend.consumers import CLOSE_UNAUTHENTICATED
-from frontend.realtime import send_to_group, user_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

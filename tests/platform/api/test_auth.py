@@ -342,7 +342,7 @@ def test_the_correlation_id_reaches_the_run_and_its_audit_event(
     assert response["X-Correlation-ID"] == "trace-77"
     run_id = response.json()["id"]
     assert Run.unscoped.get(pk=run_id).correlation_id == "trace-77"
-    event = AuditEvent.objects.get(tenant=owner.tenant, action="run.created", target_id=run_id)
+    event = AuditEvent.unscoped.get(tenant=owner.tenant, action="run.created", target_id=run_id)
     assert event.correlation_id == "trace-77"
 
 

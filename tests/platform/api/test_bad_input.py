@@ -57,7 +57,7 @@ def footprint(tenant: Tenant) -> dict[str, Any]:
         for model in apps.get_models()
         if issubclass(model, TenantOwnedModel)
     }
-    state["audit_events"] = AuditEvent.objects.filter(tenant=tenant).count()
+    state["audit_events"] = AuditEvent.unscoped.filter(tenant=tenant).count()
     # Idempotency records are namespaced, not tenant-owned rows: count them all.
     state["idempotency_records_all_owners"] = IdempotencyRecord.objects.count()
     state["tenant"] = (
@@ -749,7 +749,7 @@ def test_concurrent_posts_with_one_idempotency_key_create_one_run(owner: Persona
     assert len({r.json()["id"] for r in responses}) == 1
     assert sum(not r.has_header("Idempotent-Replayed") for r in responses) == 1
     assert Run.unscoped.filter(tenant=owner.tenant).count() == 1
-    assert AuditEvent.objects.filter(tenant=owner.tenant, action="run.created").count() == 1
+    assert AuditEvent.unscoped.filter(tenant=owner.tenant, action="run.created").count() == 1
 
 
 # --- quotas and rate limits -----------------------------------------------------------------

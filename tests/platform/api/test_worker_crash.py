@@ -111,7 +111,7 @@ def test_killed_worker_run_is_redelivered_and_settles_once(
         assert Message.objects.filter(run=run, role="assistant").count() == 1
         assert Message.objects.filter(run=run, role="user").count() == 1
         assert RunTransition.objects.filter(run=run, to_status=RunStatus.COMPLETED).count() == 1
-    completions = AuditEvent.objects.filter(
+    completions = AuditEvent.unscoped.filter(
         tenant=owner.tenant, action="run.completed", target_id=str(run_id)
     )
     assert completions.count() == 1

@@ -87,11 +87,16 @@ def test_a_tenant_reads_only_its_own_chain(owner: Persona, outsider: Persona) ->
     assert str(owner.tenant.pk) not in {e["target_id"] for e in body["results"]}
 
 
-def test_the_scoped_manager_fails_closed_outside_a_tenant_scope(owner: Persona) -> None:
+def test_the_default_manager_fails_closed_outside_a_tenant_scope(owner: Persona) -> None:
+    append(tenant_id=None, actor=Actor.system(), action="platform.checked")  # no tenant
     with pytest.raises(TenantScopeMissing):
-        list(AuditEvent.scoped.all())
+        list(AuditEvent.objects.all())
+    with pytest.raises(TenantScopeMissing):
+        AuditEvent.objects.filter(tenant=owner.tenant).count()
     with tenant_scope(owner.tenant.pk):
-        assert {e.tenant_id for e in AuditEvent.scoped.all()} == {owner.tenant.pk}
+        assert {e.tenant_id for e in AuditEvent.objects.all()} == {owner.tenant.pk}
+    chains = set(AuditEvent.unscoped.values_list("tenant_id", flat=True))
+    assert {None, owner.tenant.pk} <= chains  # the loud manager reads every chain
 
 
 def test_verify_endpoint_reports_the_tenants_own_chain(owner: Persona, outsider: Any) -> None:

@@ -17,13 +17,14 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connections
 
+from agentflow import orchestration
 from agentflow.models import Message, Run
+from agentflow.tasks import sla_sweep_task
 from governance.audit import Actor
 from hitl import sla
 from hitl.models import EscalationPolicy, HITLEvent, HITLRequest, ReviewSettings
 from hitl.policy import options
 from hitl.services import set_availability
-from hitl.tasks import sla_sweep_task
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_persona
 from tests.platform.hitl.conftest import (
@@ -37,6 +38,11 @@ from tests.platform.hitl.conftest import (
 pytestmark = pytest.mark.django_db(transaction=True)
 SECOND = timedelta(seconds=1)
 ACTOR = Actor.system("tests")
+
+
+def sweep(now: datetime, **hooks: Any) -> sla.SweepReport:
+    """One SLA sweep: the run orchestration resumes the runs of requests that expire."""
+    return sla.sweep(now, deliver=orchestration.deliver_expired_review, **hooks)
 
 
 class SlackStandIn:
@@ -166,12 +172,12 @@ def test_breach_escalates_up_the_chain_and_notifies_once(
     _available(operator)  # free to take what reviewers cannot
     deadline = request.sla_deadline
 
-    early = sla.sweep(deadline - SECOND)
+    early = sweep(deadline - SECOND)
     assert early.breached == 0
     request.refresh_from_db()
     assert request.breached_at is None
 
-    report = sla.sweep(deadline + SECOND)
+    report = sweep(deadline + SECOND)
     assert (report.breached, report.escalated) == (1, 1)
     request.refresh_from_db()
     assert request.breached_at == deadline + SECOND
@@ -185,12 +191,12 @@ def test_breach_escalates_up_the_chain_and_notifies_once(
     # Sweeping again, and twice at once, finds nothing new to do.
     def again(_: int) -> sla.SweepReport:
         try:
-            return sla.sweep(deadline + 2 * SECOND)
+            return sweep(deadline + 2 * SECOND)
         finally:
             connections.close_all()
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        repeats = [*pool.map(again, range(2)), sla.sweep(deadline + 3 * SECOND)]
+        repeats = [*pool.map(again, range(2)), sweep(deadline + 3 * SECOND)]
     assert all(r.breached == 0 and r.escalated == 0 for r in repeats)
 
     eventually(lambda: len(mailoutbox) and slack.delivered(), what="both notifications")
@@ -238,7 +244,7 @@ def test_a_notify_only_policy_keeps_the_role_and_notifies_that_role(
             name="notify", chain=["reviewer", "operator"], on_breach="notify"
         )
     request = review_of(escalated_run(agent))
-    assert sla.sweep(request.sla_deadline + SECOND).breached == 1
+    assert sweep(request.sla_deadline + SECOND).breached == 1
     request.refresh_from_db()
     assert (request.required_role, request.status) == ("reviewer", "pending")
     assert request.next_check_at == request.expires_at
@@ -299,7 +305,7 @@ def test_expired_requests_are_auto_rejected_with_the_handoff(
 
     assert request.expires_at is not None
     expires = request.expires_at
-    report = sla.sweep(expires + SECOND, on_expired=receiver)
+    report = sweep(expires + SECOND, on_expired=receiver)
 
     assert report.expired == 1
     request.refresh_from_db()
@@ -317,7 +323,7 @@ def test_expired_requests_are_auto_rejected_with_the_handoff(
     assert reviewer.respond(request.pk, decision="approve").json()["error_type"] == (
         "already_decided"
     )
-    assert sla.sweep(expires + 10 * SECOND).due == 0
+    assert sweep(expires + 10 * SECOND).due == 0
 
 
 def test_an_escalate_on_expiry_policy_hands_it_to_the_top_and_stops(
@@ -335,17 +341,17 @@ def test_an_escalate_on_expiry_policy_hands_it_to_the_top_and_stops(
     deadline, expires = request.sla_deadline, request.expires_at
     assert expires == deadline + timedelta(minutes=30)
 
-    assert sla.sweep(deadline + SECOND).breached == 1
-    assert sla.sweep(expires + SECOND).escalated == 1
+    assert sweep(deadline + SECOND).breached == 1
+    assert sweep(expires + SECOND).escalated == 1
     request.refresh_from_db()
     assert (request.required_role, request.escalation_level) == ("owner", 2)
     assert request.status == "escalated"
     assert request.expires_at is None
     late = request.sla_deadline + SECOND
-    assert sla.sweep(late).breached == 1  # the owner's own window, notify only
+    assert sweep(late).breached == 1  # the owner's own window, notify only
     request.refresh_from_db()
     assert request.next_check_at is None
-    assert sla.sweep(late + timedelta(days=30)).due == 0
+    assert sweep(late + timedelta(days=30)).due == 0
     assert request.status == "escalated"
 
 
@@ -362,7 +368,7 @@ def test_a_cancelled_run_closes_its_request_and_decisions_are_refused(
     request.refresh_from_db()
     assert request.status == "pending"  # rolled back with the refused decision
 
-    assert sla.sweep(datetime.now(UTC)).closed_cancelled == 1
+    assert sweep(datetime.now(UTC)).closed_cancelled == 1
     request.refresh_from_db()
     assert request.status == "expired"
     assert request.reason == "The run was cancelled."
@@ -379,7 +385,7 @@ def test_slack_errors_are_retried_with_backoff(
 ) -> None:
     slack.statuses = [503, 500]
     request = review_of(escalated_run(agent))
-    sla.sweep(request.sla_deadline + SECOND)
+    sweep(request.sla_deadline + SECOND)
     eventually(slack.delivered, what="the third attempt")
     _settle()
     assert [status for status, _ in slack.posts] == [503, 500, 200]
@@ -397,7 +403,7 @@ def test_slack_failures_are_logged_and_never_block_the_sweep(
     slack.statuses = [500] * 10
     request = review_of(escalated_run(agent))
     started = time.monotonic()
-    report = sla.sweep(request.sla_deadline + SECOND)
+    report = sweep(request.sla_deadline + SECOND)
     assert time.monotonic() - started < 5
     assert report.breached == 1
     eventually(lambda: len(slack.posts) >= 3, what="three attempts")
@@ -416,7 +422,7 @@ def test_slack_client_errors_are_not_retried(
 ) -> None:
     slack.statuses = [404]
     request = review_of(escalated_run(agent))
-    sla.sweep(request.sla_deadline + SECOND)
+    sweep(request.sla_deadline + SECOND)
     eventually(lambda: slack.posts, what="one attempt")
     _settle()
     assert [status for status, _ in slack.posts] == [404]
@@ -432,5 +438,5 @@ def test_without_a_webhook_only_email_is_sent(
     monkeypatch.setattr(tasks.notify_slack_task, "delay", lambda *a, **k: sent.append("slack"))
     monkeypatch.setattr(tasks.notify_email_task, "delay", lambda *a, **k: sent.append("email"))
     request = review_of(escalated_run(agent))
-    assert sla.sweep(request.sla_deadline + SECOND).breached == 1
+    assert sweep(request.sla_deadline + SECOND).breached == 1
     assert sent == ["email"]

@@ -47,7 +47,7 @@ def test_a_generated_secret_is_shown_once_and_stored_encrypted(owner: Persona) -
         assert response.status_code == 200
         assert secret not in response.content.decode()
         assert "secret" not in json.dumps(response.json()).replace("previous_secret_expires_at", "")
-    audit = AuditEvent.objects.get(tenant=owner.tenant, action="webhook_endpoint.created")
+    audit = AuditEvent.unscoped.get(tenant=owner.tenant, action="webhook_endpoint.created")
     assert secret not in json.dumps(audit.changes)
     assert _sender(owner, created, secret).deliver(ticket_payload("generic")).status_code == 202
 
@@ -112,7 +112,7 @@ def test_rotation_without_overlap_retires_the_old_secret_at_once(owner: Persona)
     payload = ticket_payload("generic")
     assert_error(_sender(owner, created, created["secret"]).deliver(payload), 401)
     assert _sender(owner, created, chosen).deliver(payload).status_code == 202
-    audit = AuditEvent.objects.get(tenant=owner.tenant, action="webhook_endpoint.rotated")
+    audit = AuditEvent.unscoped.get(tenant=owner.tenant, action="webhook_endpoint.rotated")
     assert audit.changes == {"overlap_seconds": 0, "secret_generated": False}
 
 

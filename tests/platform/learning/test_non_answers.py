@@ -61,14 +61,14 @@ def test_record_outcome_refuses_a_non_answer(owner: Persona, agent: Agent, answe
     agent.refresh_from_db()
     ReviewSettings.unscoped.create(tenant=owner.tenant, handoff_message=HANDOFF)
     with tenant_scope(owner.tenant.pk):
-        before = AuditEvent.objects.count()
+        before = AuditEvent.unscoped.count()
         for source in (GoldenPathSource.APPROVED, GoldenPathSource.EDITED):
             path = golden_paths.record_outcome(
                 actor=ACTOR, agent=agent, question=QUESTION, answer=answer, source=source, score=1
             )
             assert path is None
         assert not GoldenPath.objects.exists()
-        assert AuditEvent.objects.count() == before
+        assert AuditEvent.unscoped.count() == before
 
 
 def test_record_outcome_still_learns_an_answer_that_mentions_the_team(

@@ -141,7 +141,7 @@ def test_rules_are_created_listed_updated_and_deleted(owner: Persona, agent: Age
     assert owner.get(f"{RULES}/{rule['id']}").json()["priority"] == "critical"
     assert owner.delete(f"{RULES}/{rule['id']}").status_code == 204
     assert owner.get(f"{RULES}/{rule['id']}").status_code == 404
-    actions = AuditEvent.objects.filter(tenant=owner.tenant, target_id=rule["id"])
+    actions = AuditEvent.unscoped.filter(tenant=owner.tenant, target_id=rule["id"])
     assert sorted(actions.values_list("action", flat=True)) == [
         "event_rule.created",
         "event_rule.deleted",

@@ -16,8 +16,8 @@ from django.urls import include, path
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from agentflow.core.api.exceptions import conflict
 from agentflow.models import Agent, Run
-from agentflow.server.api.exceptions import conflict
 from tenants.idempotency import idempotent
 from tenants.models import IdempotencyRecord
 from tenants.views_base import TenantScopedAPIView

@@ -16,7 +16,7 @@ import structlog
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from agentflow.server.metrics import TASKS_NOT_SENT
+from agentflow.core.metrics import TASKS_NOT_SENT
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentflow.server.api.exceptions import unprocessable
+from agentflow.core.api.exceptions import unprocessable
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
