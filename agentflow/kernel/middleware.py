@@ -16,14 +16,12 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
+from agentflow.kernel.guardrails import PIIRedactor
 from agentflow.kernel.results import AgentReply
-
-if TYPE_CHECKING:
-    from agentflow.kernel.guardrails import PIIRedactor
 
 
 class Middleware:
@@ -246,8 +244,6 @@ class PIIRedactionMiddleware(Middleware):
 
     def __init__(self, redactor: PIIRedactor | None = None) -> None:
         if redactor is None:
-            from agentflow.kernel.guardrails import PIIRedactor
-
             redactor = PIIRedactor()
         self.redactor = redactor
 

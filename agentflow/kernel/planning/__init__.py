@@ -15,7 +15,7 @@ from agentflow.kernel.planning.expressions import (
     compile_expression,
 )
 from agentflow.kernel.planning.fsm import FSMPlan, load_fsm
-from agentflow.kernel.planning.llm_planner import LLMPlanner, load_llm_planner
+from agentflow.kernel.planning.llm_planner import LLMPlanner
 from agentflow.kernel.planning.model import (
     Action,
     PlanResult,
@@ -43,7 +43,12 @@ from agentflow.kernel.planning.runtime import (
     ResumeLedger,
 )
 from agentflow.kernel.planning.source import PlanError, PlanValidationError
-from agentflow.kernel.planning.validation import LoadedPlan, load_document, load_plan
+from agentflow.kernel.planning.validation import (
+    LoadedPlan,
+    load_document,
+    load_llm_planner,
+    load_plan,
+)
 
 __all__ = [
     "Action",

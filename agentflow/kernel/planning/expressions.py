@@ -48,6 +48,7 @@ from agentflow.kernel.planning.checker import (
     describe_kind,
     short_source,
 )
+from agentflow.kernel.planning.fastpath import compile_fast
 
 __all__ = [
     "EVAL_TIMEOUT_S",
@@ -285,6 +286,4 @@ def compile_expression(source: Any, *, boolean: bool = False) -> CompiledExpress
         raise ExpressionError(
             source, f"a condition must be a boolean, this is {describe_kind(kind)}"
         )
-    from agentflow.kernel.planning.fastpath import compile_fast
-
     return CompiledExpression(text, kind, env.program(tree), compile_fast(tree))

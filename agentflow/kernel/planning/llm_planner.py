@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ from agentflow.kernel.planning.parsing import Errors, Known
 from agentflow.kernel.planning.runtime import Replanner, digest
 from agentflow.kernel.planning.source import PlanError, PlanValidationError, Pos, pos_of
 
-__all__ = ["PLAN_SCHEMA", "LLMPlanner", "PlanProblems", "check_plan_json", "load_llm_planner"]
+__all__ = ["PLAN_SCHEMA", "LLMPlanner", "PlanProblems", "build_llm_planner", "check_plan_json"]
 
 ON_FAILURE = ("stop", "continue", "escalate")
 PLAN_SCHEMA: dict[str, Any] = {
@@ -259,8 +260,6 @@ class LLMPlanner:
         records: list[StepRecord],
         attempt: int,
     ) -> LLMResponse | None:
-        import time
-
         started = time.time()
         try:
             response = await llm.chat(
@@ -383,10 +382,15 @@ def check_plan_json(
     return checked
 
 
-def load_llm_planner(spec: Any, *, known: Known | None = None) -> LLMPlanner:
-    """An `LLMPlanner` from its config mapping; every error at once, with positions."""
-    from agentflow.kernel.planning.validation import load_plan
+def build_llm_planner(
+    spec: Any, *, known: Known | None, load_fallback: Callable[..., Any]
+) -> LLMPlanner:
+    """An `LLMPlanner` from its config mapping; every error at once, with positions.
 
+    ``load_fallback`` loads the fallback plan (any planner type): it is
+    `validation.load_plan`, passed in because validation dispatches to this module.
+    Callers use `agentflow.kernel.planning.load_llm_planner`.
+    """
     known = known or Known()
     errors = Errors()
     spec_pos = getattr(spec, "pos", Pos())
@@ -428,7 +432,7 @@ def load_llm_planner(spec: Any, *, known: Known | None = None) -> LLMPlanner:
     fallback = None
     if "fallback" in spec:
         try:
-            fallback = load_plan(spec["fallback"], known=known)
+            fallback = load_fallback(spec["fallback"], known=known)
         except PlanValidationError as exc:
             errors.items.extend(exc.errors)
     elif on_invalid == "fallback":

@@ -20,6 +20,7 @@ from typing import Any
 
 from agentflow.kernel.planning.behavior_tree import BehaviorTreePlan, load_behavior_tree
 from agentflow.kernel.planning.fsm import FSMPlan, load_fsm
+from agentflow.kernel.planning.llm_planner import LLMPlanner, build_llm_planner
 from agentflow.kernel.planning.parsing import Known
 from agentflow.kernel.planning.source import (
     PlanError,
@@ -150,8 +151,6 @@ def _load_one(
     container: Any, key: str | None, kind: str, text: str | None, known: Known, label: str
 ) -> Any:
     if kind == "llm":
-        from agentflow.kernel.planning.llm_planner import load_llm_planner
-
         return load_llm_planner(container, known=known)
     definition = container if key is None else container[key]
     if isinstance(definition, str):
@@ -160,3 +159,8 @@ def _load_one(
     if kind == "fsm":
         return load_fsm(definition, known=known)
     return load_behavior_tree(definition, known=known)
+
+
+def load_llm_planner(spec: Any, *, known: Known | None = None) -> LLMPlanner:
+    """An `LLMPlanner` from its config mapping; its fallback loads like any plan."""
+    return build_llm_planner(spec, known=known, load_fallback=load_plan)
