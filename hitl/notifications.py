@@ -25,8 +25,9 @@ from django.core.mail import send_mail
 from django.db import transaction
 
 from agentflow.server import queueing
+from agentflow.server.conf import setting_str
 from hitl.models import EscalationPolicy, HITLRequest
-from hitl.policy import options, policy_of
+from hitl.policy import policy_of
 from tenants.models import Membership, Tenant
 
 SLACK_TIMEOUT_SECONDS = 5.0
@@ -64,7 +65,7 @@ def enqueue(request: HITLRequest, event: str, *, role: str, previous_assignee: i
                 previous_assignee=previous_assignee,
             )
         )
-    if policy.notify_slack and options()["HITL_SLACK_WEBHOOK_URL"]:
+    if policy.notify_slack and setting_str("HITL_SLACK_WEBHOOK_URL"):
         transaction.on_commit(
             lambda: queueing.send(notify_slack_task, tenant_id, request_id, event)
         )

@@ -28,6 +28,7 @@ from rest_framework import status as http
 
 from agentflow.models import Run, RunStatus
 from agentflow.server.api.exceptions import ContractError, conflict
+from agentflow.server.conf import setting_int
 from governance.audit import Actor, append
 from hitl import assignment, events, non_answers, notifications
 from hitl.models import (
@@ -47,7 +48,6 @@ from hitl.policy import (
     REVIEW_ROLES,
     ROLE_RANK,
     handoff_text,
-    options,
     resolve_policy,
     review_config,
     sla_deadline,
@@ -508,7 +508,7 @@ def set_availability(
             user_id=user_id,
             defaults=defaults,
             create_defaults={
-                "capacity": int(options()["HITL_DEFAULT_CAPACITY"]),
+                "capacity": setting_int("HITL_DEFAULT_CAPACITY"),
                 **defaults,
             },
         )

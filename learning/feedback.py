@@ -14,10 +14,10 @@ from django.db import transaction
 
 from agentflow.models import Message, Run
 from agentflow.server.api.exceptions import conflict, unprocessable
+from agentflow.server.conf import setting_float
 from governance.audit import Actor, append
 from hitl import non_answers
 from learning import golden_paths
-from learning.conf import setting_float
 from learning.loop import cited_golden_paths, trace_summary
 from learning.models import Feedback, FeedbackKind, GoldenPath, GoldenPathSource
 

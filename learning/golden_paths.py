@@ -31,11 +31,11 @@ from django.db.models import F
 from agentflow.kernel.vectors import Vector
 from agentflow.knowledge import embed_query
 from agentflow.models import Agent, Run
+from agentflow.server.conf import setting_float
 from agentflow.vector_search import nearest
 from frontend.realtime import send_to_group_on_commit, tenant_group
 from governance.audit import Actor, append
 from hitl import non_answers
-from learning.conf import setting_float
 from learning.models import GoldenPath, GoldenPathSource
 from tenants.scoping import require_tenant_id
 

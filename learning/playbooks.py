@@ -30,8 +30,8 @@ from django.db import transaction
 from django.db.models import Max
 
 from agentflow.models import Agent, Run
+from agentflow.server.conf import setting_float, setting_int
 from governance.audit import Actor, append
-from learning.conf import setting_float, setting_int
 from learning.loop import trace_steps
 from learning.models import Feedback, Playbook, PlaybookStatus
 from tenants.context import tenant_scope

@@ -22,8 +22,8 @@ from django.db import transaction
 
 from agentflow.kernel.guardrails import wrap_untrusted
 from agentflow.server.api.exceptions import ContractError
+from agentflow.server.conf import setting_int, setting_list
 from governance.audit import Actor
-from learning.conf import setting_int, setting_list
 from learning.models import ActivityEvent, ActivitySource, EventRule
 from learning.webhooks.payloads import Facts
 

@@ -24,10 +24,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.signals import post_save
 
+from agentflow.server.conf import setting_int
 from agentflow.server.context import current_correlation_id
 from governance.audit import Actor, append
 from learning import activity, graph, rules
-from learning.conf import setting_int
 from learning.models import (
     ActivityEvent,
     ActivitySource,

@@ -22,9 +22,9 @@ import structlog
 from django.db import IntegrityError, connection, transaction
 
 from agentflow.server.api.serializers import unstorable_text
+from agentflow.server.conf import setting_float, setting_int
 from agentflow.server.context import current_correlation_id
 from governance.audit import Actor, append
-from learning.conf import setting_float, setting_int
 from learning.models import EventRule, WebhookEndpoint
 from learning.services import publish_on_commit
 from learning.webhooks import secrets

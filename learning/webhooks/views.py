@@ -26,7 +26,7 @@ from agentflow.server.api.pagination import paginate, sort_queryset
 from agentflow.server.api.parsers import TooDeeplyNested, check_depth
 from agentflow.server.api.schema import LIST_PARAMETERS, envelope, errors
 from agentflow.server.api.serializers import StrictSerializer
-from learning.conf import setting_int
+from agentflow.server.conf import setting_int
 from learning.models import WebhookEndpoint, WebhookProvider
 from learning.webhooks import services
 from learning.webhooks.providers import BadPayload, Rejected
