@@ -33,6 +33,7 @@ from agentflow.models import (
     Thread,
     ThreadStatus,
 )
+from agentflow.run_result import reply_result
 from agentflow.server import queueing
 from agentflow.server.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.server.conf import setting_float, setting_int
@@ -406,22 +407,6 @@ async def _process(run: Run) -> Any:
             "metadata": run.metadata,
         },
     )
-
-
-def reply_result(reply: Any) -> dict[str, Any]:
-    data = reply.to_dict()
-    return {
-        "content": data["content"],
-        "intent": data["intent"],
-        "confidence": data["confidence"],
-        "escalated": data["escalated"],
-        "escalation_reason": data.get("escalation_reason"),
-        "proposed_answer": data.get("proposed_answer"),
-        "thread_id": data["thread_id"],
-        "transition": data["transition"],
-        "sources": data.get("sources", []),
-        "metadata": data.get("metadata", {}),
-    }
 
 
 def complete_run(run: Run, reply: Any) -> str:
