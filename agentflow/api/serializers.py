@@ -134,10 +134,10 @@ class DocumentSerializer(serializers.Serializer):
 
 
 class BlueprintSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    description = serializers.CharField()
-    default_config = serializers.DictField()
-    config_schema = serializers.DictField()
+    name = AsIsCharField()
+    description = AsIsCharField()
+    default_config = AsIsDictField()
+    config_schema = AsIsDictField()
 
 
 class KnowledgeUploadSerializer(serializers.Serializer):

@@ -113,7 +113,10 @@ class BlueprintListView(TenantScopedAPIView):
     )
     def get(self, request: Request) -> Response:
         return Response(
-            {"results": [b.to_dict() for b in BLUEPRINTS.values()], "total": len(BLUEPRINTS)}
+            {
+                "results": BlueprintSerializer(BLUEPRINTS.values(), many=True).data,
+                "total": len(BLUEPRINTS),
+            }
         )
 
 
