@@ -1,6 +1,6 @@
 """Live ``run.updated`` events for the dashboard (contract: one per state change).
 
-Each event carries the run exactly as the runs list API shows it (``run_json`` without the
+Each event carries the run exactly as the runs list API shows it (``RunSerializer`` without the
 result), so a page that applies events holds the same rows a fresh fetch returns. The
 event is built from the row the transition already locked and read (``ROW_FIELDS``) plus
 the values it wrote, so publishing costs no extra query; it is sent when the transaction
@@ -15,12 +15,12 @@ from typing import Any
 
 from django.db import models
 
-from agentflow.api.serializers import run_json
+from agentflow.api.serializers import NO_RESULT, RunSerializer
 from agentflow.core.realtime import send_to_group_on_commit, tenant_group
 from agentflow.models import Run
 
 EVENT_TYPE = "run.updated"
-# What run_json(include_result=False) reads: transition() loads only these under its lock.
+# What RunSerializer(context=NO_RESULT) reads: transition() loads only these under its lock.
 ROW_FIELDS = (
     "id",
     "tenant_id",
@@ -40,7 +40,7 @@ ROW_FIELDS = (
 
 
 def event(run: Run) -> dict[str, Any]:
-    return {"type": EVENT_TYPE, "run": run_json(run, include_result=False)}
+    return {"type": EVENT_TYPE, "run": dict(RunSerializer(run, context=NO_RESULT).data)}
 
 
 def publish(run: Run) -> None:

@@ -19,8 +19,8 @@ import structlog
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 
-from agentflow import run_events, worker_loop
-from agentflow.core import queueing
+from agentflow import run_events
+from agentflow.core import queueing, worker_loop
 from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.core.conf import setting_float, setting_int
 from agentflow.core.context import current_correlation_id
@@ -39,6 +39,7 @@ from agentflow.models import (
     ThreadStatus,
 )
 from agentflow.pipelines import AgentConfigError, get_pipeline, validate_agent_config
+from agentflow.run_result import reply_result
 from agentflow.run_signals import publish_settled
 from governance.audit import Actor, append
 from hitl.services import request_review
@@ -403,22 +404,6 @@ async def _process(run: Run) -> Any:
             "metadata": run.metadata,
         },
     )
-
-
-def reply_result(reply: Any) -> dict[str, Any]:
-    data = reply.to_dict()
-    return {
-        "content": data["content"],
-        "intent": data["intent"],
-        "confidence": data["confidence"],
-        "escalated": data["escalated"],
-        "escalation_reason": data.get("escalation_reason"),
-        "proposed_answer": data.get("proposed_answer"),
-        "thread_id": data["thread_id"],
-        "transition": data["transition"],
-        "sources": data.get("sources", []),
-        "metadata": data.get("metadata", {}),
-    }
 
 
 def complete_run(run: Run, reply: Any) -> str:

@@ -1,9 +1,9 @@
 """The dashboard's read queries (writes go through each app's services).
 
 Everything here runs inside the request's tenant scope (see :mod:`frontend.access`)
-unless it says otherwise. Row JSON is the API's own (``run_json``, ``request_json``):
-the page's first render, its live fragment and the live events all carry the same
-dicts, so applying events to a page gives what a fresh load gives.
+unless it says otherwise. Row JSON is the API's own (``RunSerializer``,
+``ReviewRequestSerializer``): the page's first render, its live fragment and the live
+events all carry the same dicts, so applying events to a page gives what a fresh load gives.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
 
-from agentflow.api.serializers import run_json
+from agentflow.api.serializers import NO_RESULT, RunSerializer
 from agentflow.models import Agent, KnowledgeDocument, Run, RunStatus
 from governance.services import restrict_to_visible_agents
 from hitl.models import OPEN_STATUSES, HITLRequest
-from hitl.serializers import request_json
+from hitl.serializers import ReviewRequestSerializer
 from tenants.context import tenant_scope
 from tenants.models import Tenant, UsageDay
 from tenants.services import usage_this_month
@@ -61,7 +61,7 @@ def run_rows(filters: RunFilters, *, user: Any, tenant_id: int) -> list[dict[str
     if filters.since:
         queryset = queryset.filter(created_at__gte=filters.since)
     runs = queryset.only(*_RUN_ROW_FIELDS).order_by("-created_at", "-id")[:RUNS_LIMIT]
-    return [run_json(run, include_result=False) for run in runs]
+    return list(RunSerializer(runs, many=True, context=NO_RESULT).data)
 
 
 _RUN_ROW_FIELDS = (
@@ -112,7 +112,7 @@ def queue_rows(*, user: Any, tenant_id: int) -> list[dict[str, Any]]:
     items = queryset.filter(status__in=OPEN_STATUSES).order_by(
         "-priority_rank", "sla_deadline", "created_at", "pk"
     )[:QUEUE_LIMIT]
-    return [request_json(item) for item in items]
+    return list(ReviewRequestSerializer(items, many=True).data)
 
 
 def review_request(request_id: Any, *, user: Any, tenant_id: int) -> HITLRequest | None:

@@ -19,7 +19,7 @@ from django.views import View
 from rest_framework.request import Request
 
 from agentflow import orchestration
-from agentflow.api.serializers import run_json, step_json
+from agentflow.api.serializers import NO_RESULT, RunSerializer, StepSerializer
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.models import RunTransition, Step
 from frontend import queries
@@ -28,7 +28,7 @@ from frontend.forms import DecisionForm, RunFilterForm
 from hitl import services as hitl_services
 from hitl.api import reviewer_for
 from hitl.models import HITLEvent, HITLRequest
-from hitl.serializers import request_json
+from hitl.serializers import request_body
 
 
 class LoginView(auth_views.LoginView):
@@ -138,7 +138,7 @@ class RunDetailView(DashboardView):
         if run is None:
             raise Http404
         if _fragment(request) == "run":
-            return JsonResponse({"run": run_json(run, include_result=False)})
+            return JsonResponse({"run": RunSerializer(run, context=NO_RESULT).data})
         result = run.result or {}
         reviews = list(HITLRequest.objects.filter(run=run).order_by("created_at"))
         reason = result.get("escalation_reason") or next(
@@ -150,9 +150,11 @@ class RunDetailView(DashboardView):
             {
                 "title": f"Run {run.pk}",
                 "run": run,
-                "row": run_json(run, include_result=False),
+                "row": RunSerializer(run, context=NO_RESULT).data,
                 "result": result,
-                "steps": [step_json(s) for s in Step.objects.filter(run=run).order_by("index")],
+                "steps": StepSerializer(
+                    Step.objects.filter(run=run).order_by("index"), many=True
+                ).data,
                 "transitions": RunTransition.objects.filter(run=run).order_by("at", "id"),
                 "sources": queries.run_sources(run),
                 "escalation_reason": reason,
@@ -214,7 +216,7 @@ class RequestDetailView(DashboardView):
     def get(self, request: HttpRequest, request_id: Any) -> HttpResponse:
         item = self._item(request, request_id)
         if _fragment(request) == "request":
-            return JsonResponse({"request": request_json(item)})
+            return JsonResponse({"request": request_body(item)})
         return self._render(request, item, DecisionForm())
 
     def post(self, request: HttpRequest, request_id: Any) -> HttpResponse:
@@ -269,7 +271,7 @@ class RequestDetailView(DashboardView):
     def _render(
         self, request: HttpRequest, item: HITLRequest, form: DecisionForm, status: int = 200
     ) -> HttpResponse:
-        row = request_json(item)
+        row = request_body(item)
         # Judged against the agent's own texts: a draft that is no answer offers no Approve.
         blocked = hitl_services.approval_block(item) if item.is_open else None
         return self.render_page(

@@ -18,6 +18,7 @@ from frontend.access import DashboardView
 from governance.services import restrict_to_visible_agents
 from learning import golden_paths, playbooks
 from learning.models import GoldenPath, Playbook
+from learning.serializers import GoldenPathSerializer, PlaybookSerializer
 
 GOLDEN_PATHS_LIMIT = 100
 PLAYBOOKS_LIMIT = 50
@@ -30,13 +31,13 @@ def golden_path_rows(*, user: Any, tenant_id: int, active: bool | None) -> list[
     if active is not None:
         rows = rows.filter(is_active=active)
     newest = rows.order_by("-updated_at", "-pk")[:GOLDEN_PATHS_LIMIT]
-    return [golden_paths.golden_path_json(path) for path in newest]
+    return list(GoldenPathSerializer(newest, many=True).data)
 
 
 def playbook_rows(*, user: Any, tenant_id: int) -> list[dict[str, Any]]:
     rows = restrict_to_visible_agents(Playbook.objects.all(), user, tenant_id)
     newest = rows.order_by("-created_at", "-pk")[:PLAYBOOKS_LIMIT]
-    return [playbooks.playbook_json(playbook) for playbook in newest]
+    return list(PlaybookSerializer(newest, many=True).data)
 
 
 class LearningView(DashboardView):

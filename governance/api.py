@@ -38,7 +38,13 @@ from rest_framework.views import APIView
 from agentflow.core.api.exceptions import ContractError, conflict, unprocessable
 from agentflow.core.api.pagination import paginate, sort_queryset
 from agentflow.core.api.schema import LIST_PARAMETERS, envelope, errors
-from agentflow.core.api.serializers import StrictSerializer
+from agentflow.core.api.serializers import (
+    AsIsBooleanField,
+    AsIsCharField,
+    AsIsDictField,
+    AsIsIntegerField,
+    StrictSerializer,
+)
 from agentflow.models import Agent
 from governance import checkpoints, erasure, exports, invitations, services
 from governance.audit import Actor, chain_head
@@ -49,29 +55,38 @@ from tenants.views_base import ADMIN, DEFAULT_SCOPE_MAP, READ, TenantScopedAPIVi
 # --- serializers (shapes of the OpenAPI schema) -------------------------------------------
 
 
+class UtcIsoField(serializers.CharField):
+    """A timestamp in UTC, ISO 8601 with ``Z`` (as the audit chain hashes it)."""
+
+    def to_representation(self, value: Any) -> str:
+        return str(value.astimezone(UTC).isoformat().replace("+00:00", "Z"))
+
+
 class AuditEventSerializer(serializers.Serializer):
-    sequence = serializers.IntegerField()
-    occurred_at = serializers.CharField()
-    actor_type = serializers.CharField()
-    actor_id = serializers.CharField()
-    action = serializers.CharField()
-    target_type = serializers.CharField()
-    target_id = serializers.CharField()
-    changes = serializers.DictField()
-    correlation_id = serializers.CharField()
-    prev_hash = serializers.CharField()
-    hash = serializers.CharField()
+    sequence = AsIsIntegerField()
+    occurred_at = UtcIsoField()
+    actor_type = AsIsCharField()
+    actor_id = AsIsCharField()
+    action = AsIsCharField()
+    target_type = AsIsCharField()
+    target_id = AsIsCharField()
+    changes = AsIsDictField()
+    correlation_id = AsIsCharField()
+    prev_hash = AsIsCharField()
+    hash = AsIsCharField()
 
 
 class VerificationSerializer(serializers.Serializer):
-    ok = serializers.BooleanField()
-    events = serializers.IntegerField()
-    first_bad = serializers.IntegerField(allow_null=True)
-    reason = serializers.CharField(allow_null=True)
-    head_sequence = serializers.IntegerField(allow_null=True)
-    head_hash = serializers.CharField(allow_null=True)
-    checkpoint_sequence = serializers.IntegerField(allow_null=True)
-    unanchored = serializers.IntegerField(
+    """A :class:`~governance.verify.Verification` (or an unverified chain's answer)."""
+
+    ok = AsIsBooleanField()
+    events = AsIsIntegerField()
+    first_bad = AsIsIntegerField(allow_null=True)
+    reason = AsIsCharField(allow_null=True)
+    head_sequence = AsIsIntegerField(allow_null=True)
+    head_hash = AsIsCharField(allow_null=True)
+    checkpoint_sequence = AsIsIntegerField(allow_null=True)
+    unanchored = AsIsIntegerField(
         allow_null=True, help_text="Events after the newest exported head: not yet anchored."
     )
 
@@ -105,8 +120,10 @@ class ErasureRequestSerializer(StrictSerializer):
 
 
 class ErasureSerializer(serializers.Serializer):
-    subject = serializers.CharField(help_text="SHA-256 of '<tenant id>:<user id>'.")
-    erased = serializers.DictField(child=serializers.IntegerField())
+    """An ``erasure.ErasureReport``."""
+
+    subject = AsIsCharField(help_text="SHA-256 of '<tenant id>:<user id>'.")
+    erased = AsIsDictField(child=serializers.IntegerField())
 
 
 class MemberSerializer(serializers.Serializer):
@@ -152,35 +169,17 @@ class ToolPermissionsUpdateSerializer(StrictSerializer):
 
 
 class ToolPermissionsSerializer(serializers.Serializer):
+    """An agent's tool grants (``services.ToolGrant``) and what each role gets from them."""
+
     agent_id = serializers.CharField()
     permissions = ToolGrantSerializer(many=True)
-    effective = serializers.DictField(
+    effective = AsIsDictField(
         child=serializers.DictField(child=serializers.CharField()),
         help_text="role -> tool -> level; '*' is the level of any tool not listed.",
     )
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def event_json(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "sequence": event.sequence,
-        "occurred_at": _iso(event.occurred_at),
-        "actor_type": event.actor_type,
-        "actor_id": event.actor_id,
-        "action": event.action,
-        "target_type": event.target_type,
-        "target_id": event.target_id,
-        "changes": event.changes,
-        "correlation_id": event.correlation_id,
-        "prev_hash": event.prev_hash,
-        "hash": event.hash,
-    }
 
 
 def _time_param(request: Request, name: str) -> datetime | None:
@@ -283,7 +282,7 @@ class AuditListView(TenantScopedAPIView):
         if until is not None:
             queryset = queryset.filter(occurred_at__lt=until)
         queryset = sort_queryset(request, queryset, self.sortable, "sequence")
-        return paginate(request, queryset, lambda page: [event_json(e) for e in page])
+        return paginate(request, queryset, AuditEventSerializer)
 
 
 class AuditVerifyView(TenantScopedAPIView):
@@ -301,13 +300,14 @@ class AuditVerifyView(TenantScopedAPIView):
         try:
             exported = checkpoints.read_checkpoints(self.tenant.pk)
         except ValueError:
-            return Response({**_unverified("checkpoints_unreadable"), "events": 0}, status=200)
-        return Response(verify_chain(self.tenant.pk, exported).as_json())
+            return Response(VerificationSerializer(_unverified("checkpoints_unreadable")).data)
+        return Response(VerificationSerializer(verify_chain(self.tenant.pk, exported)).data)
 
 
 def _unverified(reason: str) -> dict[str, Any]:
     return {
         "ok": False,
+        "events": 0,
         "first_bad": None,
         "reason": reason,
         "head_sequence": None,
@@ -448,7 +448,7 @@ class ErasureView(TenantScopedAPIView):
         report = erasure.erase_end_user(
             actor=Actor.from_request(request), tenant=self.tenant, user_id=data["user_id"]
         )
-        return Response({"subject": report.subject, "erased": report.erased})
+        return Response(ErasureSerializer(report).data)
 
 
 # --- roles ----------------------------------------------------------------------------------
@@ -723,14 +723,12 @@ class ToolPermissionsView(TenantScopedAPIView):
     def _body(self, agent: Agent) -> dict[str, Any]:
         grants = services.tool_grants(agent)
         tools = sorted({g.tool for g in grants} | {services.ANY_TOOL})
-        return {
-            "agent_id": str(agent.pk),
-            "permissions": [{"tool": g.tool, "role": g.role, "level": g.level} for g in grants],
-            "effective": {
-                role: services.effective_tool_permissions(agent, role, tools)
-                for role in services.ROLE_HIERARCHY
-            },
+        effective = {
+            role: services.effective_tool_permissions(agent, role, tools)
+            for role in services.ROLE_HIERARCHY
         }
+        body = {"agent_id": agent.pk, "permissions": grants, "effective": effective}
+        return dict(ToolPermissionsSerializer(body).data)
 
     @extend_schema(
         operation_id="tool_permissions_retrieve",

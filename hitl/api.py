@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Count, F, QuerySet
+from django.db.models import F, QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -34,7 +34,6 @@ from hitl.models import (
     PRIORITY_RANK,
     HITLRequest,
     Kind,
-    ReviewerAvailability,
     Status,
 )
 from hitl.policy import REVIEW_ROLES
@@ -47,7 +46,7 @@ from hitl.serializers import (
     ReviewRequestSerializer,
     StatsSerializer,
     UnclaimSerializer,
-    request_json,
+    request_body,
 )
 from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
@@ -174,7 +173,7 @@ class QueueView(TenantScopedAPIView):
     )
     def get(self, request: Request) -> Response:
         queryset = _sorted(request, _filtered(request))
-        return paginate(request, queryset, lambda page: [request_json(r) for r in page])
+        return paginate(request, queryset, ReviewRequestSerializer)
 
 
 class RequestDetailView(TenantScopedAPIView):
@@ -183,7 +182,7 @@ class RequestDetailView(TenantScopedAPIView):
         responses={200: ReviewRequestSerializer, **errors(401, 403, 404)},
     )
     def get(self, request: Request, request_id: str) -> Response:
-        return Response(request_json(_request_or_404(request_id)))
+        return Response(request_body(_request_or_404(request_id)))
 
 
 class ClaimView(TenantScopedAPIView):
@@ -199,7 +198,7 @@ class ClaimView(TenantScopedAPIView):
         item = _request_or_404(request_id)
         ClaimSerializer(data=request.data).is_valid(raise_exception=True)
         claimed = services.claim(reviewer=reviewer_for(request), request=item)
-        return Response(request_json(claimed))
+        return Response(request_body(claimed))
 
 
 class UnclaimView(TenantScopedAPIView):
@@ -219,7 +218,7 @@ class UnclaimView(TenantScopedAPIView):
             request=item,
             reason=data.validated_data.get("reason", ""),
         )
-        return Response(request_json(released))
+        return Response(request_body(released))
 
 
 class RespondView(TenantScopedAPIView):
@@ -243,7 +242,7 @@ class RespondView(TenantScopedAPIView):
             response=data.validated_data.get("response"),
             reason=data.validated_data.get("reason", ""),
         )
-        return Response(request_json(decided))
+        return Response(request_body(decided))
 
 
 class HistoryView(TenantScopedAPIView):
@@ -255,7 +254,9 @@ class HistoryView(TenantScopedAPIView):
     def get(self, request: Request, request_id: str) -> Response:
         item = _request_or_404(request_id)
         return paginate(
-            request, item.events.order_by("at", "id"), lambda page: [e.as_json() for e in page]
+            request,
+            item.events.order_by("at", "id"),
+            HistoryEntrySerializer,
         )
 
 
@@ -280,7 +281,7 @@ class EscalateView(TenantScopedAPIView):
             priority=data.validated_data.get("priority"),
         )
         return Response(
-            request_json(queued),
+            request_body(queued),
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/hitl/queue/{queued.pk}"},
         )
@@ -298,34 +299,7 @@ class ReviewersView(TenantScopedAPIView):
             .select_related("user")
             .order_by("user__username", "pk")
         )
-        return paginate(request, members, _reviewers_json)
-
-
-def _reviewers_json(page: list[Membership]) -> list[dict[str, Any]]:
-    user_ids = [m.user_id for m in page]
-    availability = {
-        row.user_id: row for row in ReviewerAvailability.objects.filter(user_id__in=user_ids)
-    }
-    held = dict(
-        HITLRequest.objects.filter(assignee_id__in=user_ids, status__in=OPEN_STATUSES)
-        .values("assignee_id")
-        .annotate(n=Count("pk"))
-        .values_list("assignee_id", "n")
-    )
-    rows = []
-    for member in page:
-        row = availability.get(member.user_id)
-        rows.append(
-            {
-                "id": member.user_id,
-                "username": member.user.get_username(),
-                "role": member.role,
-                "available": bool(row and row.available),
-                "capacity": row.capacity if row else 0,
-                "open_assigned": held.get(member.user_id, 0),
-            }
-        )
-    return rows
+        return paginate(request, members, ReviewerSerializer)
 
 
 class StatsView(TenantScopedAPIView):
@@ -338,4 +312,6 @@ class StatsView(TenantScopedAPIView):
         raw = request.query_params.get("days") or "14"
         if not raw.isdigit() or not 1 <= int(raw) <= 90:
             raise unprocessable("days is invalid.", {"days": ["An integer from 1 to 90."]})
-        return Response(stats.daily_stats(now=datetime.now(UTC), days=int(raw)))
+        return Response(
+            StatsSerializer(stats.daily_stats(now=datetime.now(UTC), days=int(raw))).data
+        )

@@ -7,16 +7,18 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
+from agentflow.core.conf import optional_setting
 from hitl.models import OnExpiry
-from hitl.policy import chain_issues, options, sla_minutes_issues
+from hitl.policy import chain_issues, sla_minutes_issues
 from tenants.quotas import Tier
 
 
 @register()
 def check_hitl_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    options_ = options()
     found: list[CheckMessage] = []
-    table: dict[str, Any] = options_.get("HITL_SLA_MINUTES", {})
+    table = optional_setting("HITL_SLA_MINUTES")
+    if not isinstance(table, dict):
+        table = {}
     for tier in Tier.ALL:
         minutes = table.get(tier)
         issues = sla_minutes_issues(minutes)
@@ -34,7 +36,7 @@ def check_hitl_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     ]
     found += [
         Error(f"HITL_DEFAULT_CHAIN: {issue}", id="hitl.E002")
-        for issue in chain_issues(options_.get("HITL_DEFAULT_CHAIN"))
+        for issue in chain_issues(optional_setting("HITL_DEFAULT_CHAIN"))
     ]
     schedule: dict[str, Any] = getattr(settings, "CELERY_BEAT_SCHEDULE", {})
     sweep = schedule.get("hitl.sla_sweep")
@@ -46,6 +48,6 @@ def check_hitl_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 id="hitl.W001",
             )
         )
-    if options_.get("HITL_ON_EXPIRY") not in OnExpiry.values:
+    if optional_setting("HITL_ON_EXPIRY") not in OnExpiry.values:
         found.append(Error(f"HITL_ON_EXPIRY must be one of {OnExpiry.values}", id="hitl.E003"))
     return found

@@ -15,7 +15,7 @@ from typing import Any
 from agentflow.core.realtime import send_to_group_on_commit, tenant_group
 from governance.audit import Actor, append
 from hitl.models import HITLEvent, HITLRequest
-from hitl.serializers import request_json
+from hitl.serializers import request_body
 
 LIVE_EVENTS = ("queued", "assigned", "unclaimed", "breached", "escalated", "decided")
 
@@ -58,5 +58,5 @@ def record(
 def publish(request: HITLRequest, event: str) -> None:
     if event not in LIVE_EVENTS:
         raise ValueError(f"unknown live event {event!r}")
-    payload = {"type": f"hitl.{event}", "request": request_json(request)}
+    payload = {"type": f"hitl.{event}", "request": request_body(request)}
     send_to_group_on_commit(tenant_group(request.tenant_id), payload)

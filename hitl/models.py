@@ -10,7 +10,6 @@ Every write goes through :mod:`hitl.services`.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -299,11 +298,3 @@ class HITLEvent(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.action}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "at": self.at.isoformat().replace("+00:00", "Z"),
-            "action": self.action,
-            "actor": {"type": self.actor_type, "id": self.actor_id},
-            "detail": self.detail,
-        }

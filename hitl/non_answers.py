@@ -23,12 +23,12 @@ from typing import Any
 
 from django.db.models import Q
 
+from agentflow.core.conf import setting
 from agentflow.kernel.config import DEFAULT_TEMPLATE_ANSWER
 from agentflow.kernel.llm.offline import DONT_KNOW_ANSWER
 from agentflow.kernel.llm.resilience import DEFAULT_TEMPLATE_ANSWER as CHAIN_TEMPLATE_ANSWER
 from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE
 from hitl.models import ReviewSettings
-from hitl.policy import options
 
 __all__ = ["NonAnswer", "check", "stored"]
 
@@ -116,7 +116,7 @@ def _agent_texts(agent: Any) -> Iterator[tuple[str, str]]:
 
 
 def _handoff_templates(agent: Any) -> Iterator[str]:
-    yield str(options()["HITL_HANDOFF_MESSAGE"])
+    yield str(setting("HITL_HANDOFF_MESSAGE"))
     if agent is None:
         return
     # Explicitly the agent's tenant: callers may be outside a tenant scope (or another's).

@@ -12,20 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Q
 
+from agentflow.core.conf import setting, setting_dict, setting_int, setting_list
 from hitl.models import PRIORITY_RANK, EscalationPolicy, OnBreach, OnReject, ReviewSettings
 from tenants.models import Role
 
 # Who may review what: a request that needs an operator cannot be decided by a reviewer.
 ROLE_RANK: dict[str, int] = {Role.REVIEWER: 1, Role.OPERATOR: 2, Role.OWNER: 3}
 REVIEW_ROLES = tuple(ROLE_RANK)
-
-
-def options() -> dict[str, Any]:
-    """The ``AGENTFLOW`` settings, typed for reading."""
-    return settings.AGENTFLOW
 
 
 def roles_at_or_above(role: str) -> list[str]:
@@ -47,14 +42,13 @@ def chain_issues(chain: Any) -> list[str]:
 
 def default_policy() -> EscalationPolicy:
     """The policy of requests no tenant rule matches (unsaved; built from settings)."""
-    settings_ = options()
-    expire = settings_["HITL_EXPIRE_AFTER_MINUTES"]
+    expire = setting_int("HITL_EXPIRE_AFTER_MINUTES")
     return EscalationPolicy(
         name="default",
-        chain=list(settings_["HITL_DEFAULT_CHAIN"]),
+        chain=setting_list("HITL_DEFAULT_CHAIN"),
         on_breach=OnBreach.ESCALATE,
         expire_after_minutes=expire or None,
-        on_expiry=settings_["HITL_ON_EXPIRY"],
+        on_expiry=str(setting("HITL_ON_EXPIRY")),
         notify_email=True,
         notify_slack=True,
     )
@@ -84,9 +78,8 @@ def review_config(*, tier: str, agent_id: Any) -> ReviewConfig:
         None if row.agent_id is None else str(row.agent_id): row
         for row in ReviewSettings.objects.filter(Q(agent_id=agent_id) | Q(agent__isnull=True))
     }
-    settings_ = options()
-    minutes: dict[str, int] = dict(settings_["HITL_SLA_MINUTES"][tier])
-    handoff = str(settings_["HITL_HANDOFF_MESSAGE"])
+    minutes: dict[str, int] = dict(setting_dict("HITL_SLA_MINUTES")[tier])
+    handoff = str(setting("HITL_HANDOFF_MESSAGE"))
     on_reject = OnReject.HANDOFF.value
     for row in (rows.get(None), rows.get(str(agent_id))):  # tenant first, the agent's wins
         if row is None:

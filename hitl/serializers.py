@@ -1,64 +1,28 @@
-"""The JSON of review requests (API answers and live events share it) and API input shapes."""
+"""Review requests' API input shapes and output bodies (API answers and live events share them)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from django.db.models import Count
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agentflow.core.api.serializers import PriorityField, StrictSerializer
-from hitl.models import Decision, HITLRequest, Kind, Status
+from agentflow.core.api.serializers import (
+    AsIs,
+    AsIsBooleanField,
+    AsIsCharField,
+    AsIsChoiceField,
+    AsIsDictField,
+    AsIsFloatField,
+    AsIsIntegerField,
+    AsIsListField,
+    IsoDateTimeField,
+    PriorityField,
+    StrictSerializer,
+)
+from hitl.models import OPEN_STATUSES, Decision, HITLRequest, Kind, ReviewerAvailability, Status
 from hitl.non_answers import stored
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def request_json(request: HITLRequest) -> dict[str, Any]:
-    """One queue item. Live events carry exactly this, so applying them equals a fetch."""
-    assignee = request.assignee
-    decided_by = request.decided_by
-    non_answer = stored(request.context, request.proposed_answer)
-    return {
-        "id": str(request.pk),
-        "run_id": str(request.run_id),
-        "agent_id": request.context.get("agent_id"),
-        "session_id": request.context.get("session_id"),
-        "kind": request.kind,
-        "status": request.status,
-        "priority": request.priority,
-        "question": request.question,
-        "proposed_answer": request.proposed_answer or None,
-        # A draft that is no answer (a hand-off, the escalation message, empty) cannot be
-        # approved: edit or reject it.
-        "approvable": non_answer is None,
-        "non_answer": None if non_answer is None else non_answer.as_json(),
-        "intent": request.intent,
-        "confidence": request.confidence,
-        "escalation_reason": request.escalation_reason,
-        "sources": request.sources,
-        "required_role": request.required_role,
-        "escalation_level": request.escalation_level,
-        "assignee": None
-        if assignee is None
-        else {"id": assignee.pk, "username": assignee.get_username()},
-        "assigned_at": iso(request.assigned_at),
-        "sla_deadline": iso(request.sla_deadline),
-        "expires_at": iso(request.expires_at),
-        "breached": request.breached_at is not None,
-        "breached_at": iso(request.breached_at),
-        "decision": request.decision or None,
-        "response": request.response or None,
-        "reason": request.reason or None,
-        "decided_by": None
-        if decided_by is None
-        else {"id": decided_by.pk, "username": decided_by.get_username()},
-        "decided_at": iso(request.decided_at),
-        "created_at": iso(request.created_at),
-    }
-
 
 # --- input ----------------------------------------------------------------------------
 
@@ -98,16 +62,31 @@ class UnclaimSerializer(StrictSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2_000)
 
 
-# --- output (documented in the OpenAPI schema) -------------------------------------------
+# --- output: the response bodies (and live events) and their OpenAPI schema --------------
+
+
+class OrNone:
+    """An empty value (``""``) is written as null, as the API always did for these fields."""
+
+    def to_representation(self, value: Any) -> Any:
+        return value or None
+
+
+class OrNoneCharField(OrNone, serializers.CharField):
+    pass
+
+
+class OrNoneChoiceField(OrNone, serializers.ChoiceField):
+    pass
 
 
 class PersonSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    username = serializers.CharField()
+    id = AsIsIntegerField(source="pk")
+    username = AsIsCharField(source="get_username")
 
 
 class NonAnswerSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(
+    kind = AsIsChoiceField(
         choices=[
             "empty",
             "dont_know",
@@ -117,82 +96,140 @@ class NonAnswerSerializer(serializers.Serializer):
             "hand_off",
         ]
     )
-    detail = serializers.CharField()
+    detail = AsIsCharField()
 
 
 class ReviewRequestSerializer(serializers.Serializer):
+    """One queue item. Live events carry exactly this, so applying them equals a fetch.
+
+    Reads ``assignee`` and ``decided_by``: select them with the request."""
+
     id = serializers.UUIDField()
     run_id = serializers.UUIDField()
-    agent_id = serializers.CharField(allow_null=True)
-    session_id = serializers.CharField(allow_null=True)
-    kind = serializers.ChoiceField(choices=Kind.values)
-    status = serializers.ChoiceField(choices=Status.values)
-    priority = serializers.ChoiceField(choices=["low", "medium", "high", "critical"])
-    question = serializers.CharField()
-    proposed_answer = serializers.CharField(allow_null=True)
-    approvable = serializers.BooleanField(
+    agent_id = AsIsCharField(source="context.agent_id", allow_null=True)
+    session_id = AsIsCharField(source="context.session_id", allow_null=True)
+    kind = AsIsChoiceField(choices=Kind.values)
+    status = AsIsChoiceField(choices=Status.values)
+    priority = AsIsChoiceField(choices=["low", "medium", "high", "critical"])
+    question = AsIsCharField()
+    proposed_answer = OrNoneCharField(allow_null=True)
+    # A draft that is no answer (a hand-off, the escalation message, empty) cannot be
+    # approved: edit or reject it.
+    approvable = serializers.SerializerMethodField(
         help_text="False when the draft is no answer: approve answers 422 nothing_to_approve."
     )
-    non_answer = NonAnswerSerializer(allow_null=True)
-    intent = serializers.CharField(allow_blank=True)
-    confidence = serializers.FloatField(allow_null=True)
-    escalation_reason = serializers.CharField(allow_blank=True)
-    sources = serializers.ListField(child=serializers.DictField())
-    required_role = serializers.CharField()
-    escalation_level = serializers.IntegerField()
+    non_answer = serializers.SerializerMethodField()
+    intent = AsIsCharField(allow_blank=True)
+    confidence = AsIsFloatField(allow_null=True)
+    escalation_reason = AsIsCharField(allow_blank=True)
+    sources = AsIsListField(child=serializers.DictField())
+    required_role = AsIsCharField()
+    escalation_level = AsIsIntegerField()
     assignee = PersonSerializer(allow_null=True)
-    assigned_at = serializers.CharField(allow_null=True)
-    sla_deadline = serializers.CharField()
-    expires_at = serializers.CharField(allow_null=True)
-    breached = serializers.BooleanField()
-    breached_at = serializers.CharField(allow_null=True)
-    decision = serializers.ChoiceField(choices=Decision.values, allow_null=True)
-    response = serializers.CharField(allow_null=True)
-    reason = serializers.CharField(allow_null=True)
+    assigned_at = IsoDateTimeField(allow_null=True)
+    sla_deadline = IsoDateTimeField()
+    expires_at = IsoDateTimeField(allow_null=True)
+    breached = serializers.SerializerMethodField()
+    breached_at = IsoDateTimeField(allow_null=True)
+    decision = OrNoneChoiceField(choices=Decision.values, allow_null=True)
+    response = OrNoneCharField(allow_null=True)
+    reason = OrNoneCharField(allow_null=True)
     decided_by = PersonSerializer(allow_null=True)
-    decided_at = serializers.CharField(allow_null=True)
-    created_at = serializers.CharField()
+    decided_at = IsoDateTimeField(allow_null=True)
+    created_at = IsoDateTimeField()
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_approvable(self, request: HITLRequest) -> bool:
+        return stored(request.context, request.proposed_answer) is None
+
+    @extend_schema_field(NonAnswerSerializer(allow_null=True))
+    def get_non_answer(self, request: HITLRequest) -> dict[str, Any] | None:
+        non_answer = stored(request.context, request.proposed_answer)
+        return None if non_answer is None else dict(NonAnswerSerializer(non_answer).data)
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_breached(self, request: HITLRequest) -> bool:
+        return request.breached_at is not None
+
+
+def request_body(request: HITLRequest) -> dict[str, Any]:
+    """A review request as the API, the dashboard and live events show it."""
+    return dict(ReviewRequestSerializer(request).data)
 
 
 class ActorSerializer(serializers.Serializer):
-    type = serializers.CharField()
-    id = serializers.CharField(allow_blank=True)
+    type = AsIsCharField(source="actor_type")
+    id = AsIsCharField(source="actor_id", allow_blank=True)
 
 
 class HistoryEntrySerializer(serializers.Serializer):
-    at = serializers.CharField()
-    action = serializers.CharField()
-    actor = ActorSerializer()
-    detail = serializers.DictField()
+    at = IsoDateTimeField()
+    action = AsIsCharField()
+    actor = ActorSerializer(source="*")
+    detail = AsIsDictField()
+
+
+class ReviewerListSerializer(serializers.ListSerializer):
+    """Loads the page's availability and open assignments in two queries (no N+1)."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        members = list(data)
+        user_ids = [m.user_id for m in members]
+        availability = {
+            row.user_id: row for row in ReviewerAvailability.objects.filter(user_id__in=user_ids)
+        }
+        held = dict(
+            HITLRequest.objects.filter(assignee_id__in=user_ids, status__in=OPEN_STATUSES)
+            .values("assignee_id")
+            .annotate(n=Count("pk"))
+            .values_list("assignee_id", "n")
+        )
+        for member in members:
+            row = availability.get(member.user_id)
+            member.available = bool(row and row.available)
+            member.capacity = row.capacity if row else 0
+            member.open_assigned = held.get(member.user_id, 0)
+        return super().to_representation(members)
 
 
 class ReviewerSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    username = serializers.CharField()
-    role = serializers.CharField()
-    available = serializers.BooleanField()
-    capacity = serializers.IntegerField()
-    open_assigned = serializers.IntegerField()
+    """A reviewer (a ``Membership`` with its user selected); serialize pages with many=True."""
+
+    id = AsIsIntegerField(source="user_id")
+    username = AsIsCharField(source="user.get_username")
+    role = AsIsCharField()
+    available = AsIsBooleanField()
+    capacity = AsIsIntegerField()
+    open_assigned = AsIsIntegerField()
+
+    class Meta:
+        list_serializer_class = ReviewerListSerializer
+
+
+class AsIsDateField(AsIs, serializers.DateField):
+    pass
 
 
 class StatsDaySerializer(serializers.Serializer):
-    day = serializers.DateField()
-    queued = serializers.IntegerField()
-    decided = serializers.IntegerField()
-    median_seconds_to_decision = serializers.FloatField(allow_null=True)
-    breached = serializers.IntegerField()
-    breach_rate = serializers.FloatField(allow_null=True)
+    day = AsIsDateField()
+    queued = AsIsIntegerField()
+    decided = AsIsIntegerField()
+    median_seconds_to_decision = AsIsFloatField(allow_null=True)
+    breached = AsIsIntegerField()
+    breach_rate = AsIsFloatField(allow_null=True)
 
 
 class OpenCountsSerializer(serializers.Serializer):
-    pending = serializers.IntegerField()
-    assigned = serializers.IntegerField()
-    escalated = serializers.IntegerField()
-    breached = serializers.IntegerField()
+    pending = AsIsIntegerField()
+    assigned = AsIsIntegerField()
+    escalated = AsIsIntegerField()
+    breached = AsIsIntegerField()
 
 
 class StatsSerializer(serializers.Serializer):
+    """``hitl.stats.daily_stats``'s report."""
+
     days = StatsDaySerializer(many=True)
-    median_seconds_to_decision = serializers.FloatField(allow_null=True)
-    breach_rate = serializers.FloatField(allow_null=True)
+    median_seconds_to_decision = AsIsFloatField(allow_null=True)
+    breach_rate = AsIsFloatField(allow_null=True)
     open = OpenCountsSerializer()

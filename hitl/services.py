@@ -27,6 +27,7 @@ from django.db.models import Q
 from rest_framework import status as http
 
 from agentflow.core.api.exceptions import ContractError, conflict
+from agentflow.core.conf import setting_int
 from agentflow.models import Run, RunStatus
 from governance.audit import Actor, append
 from hitl import assignment, events, non_answers, tasks
@@ -48,7 +49,6 @@ from hitl.policy import (
     REVIEW_ROLES,
     ROLE_RANK,
     handoff_text,
-    options,
     resolve_policy,
     review_config,
     sla_deadline,
@@ -538,7 +538,7 @@ def set_availability(
             user_id=user_id,
             defaults=defaults,
             create_defaults={
-                "capacity": int(options()["HITL_DEFAULT_CAPACITY"]),
+                "capacity": setting_int("HITL_DEFAULT_CAPACITY"),
                 **defaults,
             },
         )

@@ -3,7 +3,7 @@ so it lives with the run orchestration (``agentflow.tasks``) under its name ``hi
 
 All run on the ``hitl`` queue (``hitl.*`` routing). The sweep serves every tenant and
 is safe to run concurrently or twice; notification tasks re-fetch the request, tolerate
-its disappearance and retry with exponential backoff.
+its disappearance and retry with exponential backoff (Celery's ``autoretry_for``).
 """
 
 from __future__ import annotations
@@ -12,25 +12,18 @@ import smtplib
 from typing import Any
 
 import structlog
-from celery import Task, shared_task
+from celery import shared_task
 from django.db import transaction
 
 from agentflow.core import queueing
+from agentflow.core.conf import setting_str
+from agentflow.core.retrying import RetryFromSettings
 from hitl import notifications
 from hitl.models import HITLRequest
-from hitl.policy import options, policy_of
+from hitl.policy import policy_of
 from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
-
-
-def _backoff(task: Task) -> float:
-    base = float(options()["HITL_NOTIFY_RETRY_SECONDS"])
-    return base * (2 ** int(task.request.retries))
-
-
-def _max_retries() -> int:
-    return int(options()["HITL_NOTIFY_MAX_RETRIES"])
 
 
 def notify_on_commit(
@@ -51,22 +44,36 @@ def notify_on_commit(
                 previous_assignee=previous_assignee,
             )
         )
-    if policy.notify_slack and options()["HITL_SLACK_WEBHOOK_URL"]:
+    if policy.notify_slack and setting_str("HITL_SLACK_WEBHOOK_URL"):
         transaction.on_commit(
             lambda: queueing.send(notify_slack_task, tenant_id, request_id, event)
         )
 
 
+class NotifyTask(RetryFromSettings):
+    """Notifications retry network errors, 429 and 5xx with backoff, then give up (logged)."""
+
+    max_retries_setting = "HITL_NOTIFY_MAX_RETRIES"
+    retry_seconds_setting = "HITL_NOTIFY_RETRY_SECONDS"
+    retry_event = "hitl.notify_retry"
+    gave_up_event = "hitl.notify_failed"
+    channel = ""
+
+    def log_fields(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        request_id = args[1] if len(args) > 1 else kwargs.get("request_id")
+        return {"channel": self.channel, "request_id": request_id}
+
+
 @shared_task(
     name="hitl.notify_email",
-    bind=True,
+    base=NotifyTask,
+    channel="email",
+    autoretry_for=(smtplib.SMTPException, OSError),
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    max_retries=None,  # bounded below by HITL_NOTIFY_MAX_RETRIES, read at run time
 )
 def notify_email_task(
-    self: Task,
     tenant_id: int,
     request_id: str,
     event: str,
@@ -81,24 +88,22 @@ def notify_email_task(
         email = notifications.compose_email(
             request, event, role=role, previous_assignee=previous_assignee
         )
-    try:
-        sent = notifications.send_email(email)
-    except (smtplib.SMTPException, OSError) as exc:
-        return _retry_or_give_up(self, "email", request_id, exc)
+    sent = notifications.send_email(email)  # errors: retried by NotifyTask, then logged
     log.info("hitl.notified", channel="email", request_id=request_id, hitl_event=event, sent=sent)
     return "sent" if sent else "no_recipients"
 
 
 @shared_task(
     name="hitl.notify_slack",
-    bind=True,
+    base=NotifyTask,
+    channel="slack",
+    autoretry_for=(notifications.SlackUnavailable,),
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    max_retries=None,
 )
-def notify_slack_task(self: Task, tenant_id: int, request_id: str, event: str) -> str:
-    url = options()["HITL_SLACK_WEBHOOK_URL"]
+def notify_slack_task(tenant_id: int, request_id: str, event: str) -> str:
+    url = setting_str("HITL_SLACK_WEBHOOK_URL")
     if not url:
         return "disabled"
     with tenant_scope(int(tenant_id)):
@@ -111,21 +116,5 @@ def notify_slack_task(self: Task, tenant_id: int, request_id: str, event: str) -
     except notifications.SlackRejected as exc:
         log.error("hitl.notify_failed", channel="slack", request_id=request_id, error=str(exc))
         return "rejected"
-    except notifications.SlackUnavailable as exc:
-        return _retry_or_give_up(self, "slack", request_id, exc)
     log.info("hitl.notified", channel="slack", request_id=request_id, hitl_event=event)
     return "sent"
-
-
-def _retry_or_give_up(task: Task, channel: str, request_id: str, exc: Exception) -> Any:
-    if task.request.retries >= _max_retries():
-        log.error(
-            "hitl.notify_failed",
-            channel=channel,
-            request_id=request_id,
-            attempts=task.request.retries + 1,
-            error=str(exc),
-        )
-        return "failed"
-    log.warning("hitl.notify_retry", channel=channel, request_id=request_id, error=str(exc))
-    raise task.retry(exc=exc, countdown=_backoff(task))

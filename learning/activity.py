@@ -35,7 +35,7 @@ import redis
 import structlog
 from django.conf import settings
 
-from learning.conf import setting_float, setting_int
+from agentflow.core.conf import setting_float, setting_int
 from learning.models import ActivityEvent
 
 log = structlog.get_logger(__name__)

@@ -15,7 +15,12 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,7 +28,17 @@ from rest_framework.response import Response
 from agentflow.core.api.exceptions import conflict, unprocessable
 from agentflow.core.api.pagination import paginate, sort_queryset
 from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
-from agentflow.core.api.serializers import PriorityField, StrictSerializer
+from agentflow.core.api.serializers import (
+    AsIsBooleanField,
+    AsIsCharField,
+    AsIsChoiceField,
+    AsIsDictField,
+    AsIsIntegerField,
+    AsIsListField,
+    PriorityField,
+    StrictSerializer,
+    ZDateTimeField,
+)
 from agentflow.models import Agent
 from learning import graph, services
 from learning.models import (
@@ -56,56 +71,33 @@ def _or_404(queryset: Any, pk: Any) -> Any:
 
 class EventSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    source = serializers.ChoiceField(choices=ActivitySource.values)  # type: ignore[assignment]
-    kind = serializers.CharField()
-    occurred_at = serializers.DateTimeField()
-    processed_at = serializers.DateTimeField(allow_null=True)
-    attempts = serializers.IntegerField()
-    outcome = serializers.DictField()
-    correlation_id = serializers.CharField()
+    source = AsIsChoiceField(choices=ActivitySource.values)  # type: ignore[assignment]
+    kind = AsIsCharField()
+    occurred_at = ZDateTimeField()
+    processed_at = ZDateTimeField(allow_null=True)
+    attempts = AsIsIntegerField()
+    outcome = AsIsDictField()
+    correlation_id = AsIsCharField()
+
+
+class DeliveryInfoSerializer(serializers.Serializer):
+    endpoint_id = serializers.UUIDField()
+    delivery_id = AsIsCharField()
+    attempts = AsIsIntegerField()
 
 
 class EventDetailSerializer(EventSerializer):
-    payload = serializers.DictField()
-    stream_id = serializers.CharField()
-    last_error = serializers.CharField()
-    delivery = inline_serializer(
-        "WebhookDeliveryInfo",
-        {
-            "endpoint_id": serializers.UUIDField(),
-            "delivery_id": serializers.CharField(),
-            "attempts": serializers.IntegerField(),
-        },
-        allow_null=True,
-    )
+    """An event with its payload; select ``delivery`` with it (webhook events have one)."""
 
+    payload = AsIsDictField()
+    stream_id = AsIsCharField()
+    last_error = AsIsCharField()
+    delivery = serializers.SerializerMethodField()
 
-def event_json(event: ActivityEvent, detail: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": str(event.pk),
-        "source": event.source,
-        "kind": event.kind,
-        "occurred_at": _z(event.occurred_at),
-        "processed_at": _z(event.processed_at),
-        "attempts": event.attempts,
-        "outcome": event.outcome,
-        "correlation_id": event.correlation_id,
-    }
-    if detail:
+    @extend_schema_field(DeliveryInfoSerializer(allow_null=True))
+    def get_delivery(self, event: ActivityEvent) -> dict[str, Any] | None:
         delivery = getattr(event, "delivery", None)
-        body.update(
-            payload=event.payload,
-            stream_id=event.stream_id,
-            last_error=event.last_error,
-            delivery={
-                "endpoint_id": str(delivery.endpoint_id),
-                "delivery_id": delivery.delivery_id,
-                "attempts": delivery.attempts,
-            }
-            if delivery is not None
-            else None,
-        )
-    return body
+        return None if delivery is None else dict(DeliveryInfoSerializer(delivery).data)
 
 
 ACTIVITY_PARAMETERS = [
@@ -168,7 +160,7 @@ class ActivityListView(TenantScopedAPIView):
     def get(self, request: Request) -> Response:
         queryset = _activity_filters(request, ActivityEvent.objects.all())
         queryset = sort_queryset(request, queryset, self.sortable, "occurred_at")
-        return paginate(request, queryset, lambda page: [event_json(e) for e in page])
+        return paginate(request, queryset, EventSerializer)
 
 
 class ActivityDetailView(TenantScopedAPIView):
@@ -178,24 +170,26 @@ class ActivityDetailView(TenantScopedAPIView):
     )
     def get(self, request: Request, event_id: str) -> Response:
         event = _or_404(ActivityEvent.objects.select_related("delivery"), event_id)
-        return Response(event_json(event, detail=True))
+        return Response(EventDetailSerializer(event).data)
 
 
 # --- rules --------------------------------------------------------------------------------------
 
 
 class RuleSerializer(serializers.Serializer):
+    """An event rule; reads its agent's name (select ``agent`` with the rule)."""
+
     id = serializers.UUIDField()
-    name = serializers.CharField()
-    event_kind = serializers.CharField()
-    conditions = serializers.DictField()
+    name = AsIsCharField()
+    event_kind = AsIsCharField()
+    conditions = AsIsDictField()
     agent_id = serializers.UUIDField()
-    agent_name = serializers.CharField()
-    priority = serializers.ChoiceField(choices=["low", "medium", "high", "critical"])
-    reply_url = serializers.CharField()
-    enabled = serializers.BooleanField()
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
+    agent_name = AsIsCharField(source="agent.name")
+    priority = AsIsChoiceField(choices=["low", "medium", "high", "critical"])
+    reply_url = AsIsCharField()
+    enabled = AsIsBooleanField()
+    created_at = ZDateTimeField()
+    updated_at = ZDateTimeField()
 
 
 class _RuleInput(StrictSerializer):
@@ -240,22 +234,6 @@ class RuleUpdateSerializer(_RuleInput):
     event_kind = serializers.RegexField(r"^[a-z0-9_.*?\[\]-]{1,100}$", required=False)
 
 
-def rule_json(rule: EventRule) -> dict[str, Any]:
-    return {
-        "id": str(rule.pk),
-        "name": rule.name,
-        "event_kind": rule.event_kind,
-        "conditions": rule.conditions,
-        "agent_id": str(rule.agent_id),
-        "agent_name": rule.agent.name,
-        "priority": rule.priority,
-        "reply_url": rule.reply_url,
-        "enabled": rule.enabled,
-        "created_at": _z(rule.created_at),
-        "updated_at": _z(rule.updated_at),
-    }
-
-
 def _rule_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     fields = dict(data)
     agent_id, agent_name = fields.pop("agent_id", None), fields.pop("agent_name", None)
@@ -285,7 +263,7 @@ class RuleListView(TenantScopedAPIView):
         queryset = sort_queryset(
             request, EventRule.objects.select_related("agent"), self.sortable, "created_at"
         )
-        return paginate(request, queryset, lambda page: [rule_json(r) for r in page])
+        return paginate(request, queryset, RuleSerializer)
 
     @extend_schema(
         operation_id="activity_rules_create",
@@ -307,7 +285,7 @@ class RuleListView(TenantScopedAPIView):
                 f"A rule named {fields['name']!r} already exists.", "duplicate"
             ) from None
         return Response(
-            rule_json(rule),
+            RuleSerializer(rule).data,
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/activity/rules/{rule.pk}"},
         )
@@ -319,7 +297,8 @@ class RuleDetailView(TenantScopedAPIView):
         responses={200: RuleSerializer, **errors(401, 403, 404)},
     )
     def get(self, request: Request, rule_id: str) -> Response:
-        return Response(rule_json(_or_404(EventRule.objects.select_related("agent"), rule_id)))
+        rule = _or_404(EventRule.objects.select_related("agent"), rule_id)
+        return Response(RuleSerializer(rule).data)
 
     @extend_schema(
         operation_id="activity_rules_update",
@@ -337,7 +316,7 @@ class RuleDetailView(TenantScopedAPIView):
             raise conflict(
                 f"A rule named {fields['name']!r} already exists.", "duplicate"
             ) from None
-        return Response(rule_json(rule))
+        return Response(RuleSerializer(rule).data)
 
     @extend_schema(
         operation_id="activity_rules_destroy", responses={204: None, **errors(401, 403, 404)}
@@ -352,30 +331,58 @@ class RuleDetailView(TenantScopedAPIView):
 
 class NodeSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    kind = serializers.ChoiceField(choices=NodeKind.choices)
-    key = serializers.CharField()
-    label = serializers.CharField()  # type: ignore[assignment]
-    category = serializers.CharField()
-    properties = serializers.DictField()
-    first_seen = serializers.DateTimeField()
-    last_seen = serializers.DateTimeField()
+    kind = AsIsChoiceField(choices=NodeKind.choices)
+    key = AsIsCharField()
+    label = AsIsCharField()  # type: ignore[assignment]
+    category = AsIsCharField()
+    properties = AsIsDictField()
+    first_seen = ZDateTimeField()
+    last_seen = ZDateTimeField()
 
 
 class EdgeSerializer(serializers.Serializer):
-    kind = serializers.CharField()
-    direction = serializers.ChoiceField(choices=["out", "in"])
-    node = NodeSerializer()
-    occurred_at = serializers.DateTimeField()
+    """An edge seen from the node in the context (``node``): its direction and other end.
+
+    Select ``source`` and ``target`` with the edges."""
+
+    kind = AsIsCharField()
+    direction = serializers.SerializerMethodField()
+    node = serializers.SerializerMethodField()
+    occurred_at = ZDateTimeField()
     event_id = serializers.UUIDField(allow_null=True)
+
+    def _outgoing(self, edge: GraphEdge) -> bool:
+        return bool(edge.source_id == self.context["node"].pk)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["out", "in"]))
+    def get_direction(self, edge: GraphEdge) -> str:
+        return "out" if self._outgoing(edge) else "in"
+
+    @extend_schema_field(NodeSerializer())
+    def get_node(self, edge: GraphEdge) -> dict[str, Any]:
+        return dict(NodeSerializer(edge.target if self._outgoing(edge) else edge.source).data)
 
 
 class NodeDetailSerializer(NodeSerializer):
-    edges = EdgeSerializer(many=True)
+    """A node with its first 200 edges, oldest first (three queries in all)."""
+
+    edges = serializers.SerializerMethodField()
+
+    @extend_schema_field(EdgeSerializer(many=True))
+    def get_edges(self, node: GraphNode) -> list[Any]:
+        edges = (
+            GraphEdge.objects.filter(Q(source=node) | Q(target=node))
+            .select_related("source", "target")
+            .order_by("occurred_at", "id")[:200]
+        )
+        return list(EdgeSerializer(edges, many=True, context={"node": node}).data)
 
 
 class JourneyStepSerializer(serializers.Serializer):
-    at = serializers.DateTimeField()
-    step = serializers.CharField()
+    """A ``graph.JourneyStep``."""
+
+    at = ZDateTimeField()
+    step = AsIsCharField()
     ticket = NodeSerializer()
     node = NodeSerializer()
     event_id = serializers.UUIDField(allow_null=True)
@@ -386,17 +393,34 @@ class JourneySerializer(serializers.Serializer):
     steps = JourneyStepSerializer(many=True)
 
 
+class CitedArticleListSerializer(serializers.ListSerializer):
+    """Loads the articles a page of resolutions cites in one query (no N+1)."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        resolutions = list(data)
+        articles = graph.cited_articles([n.pk for n in resolutions])
+        for resolution in resolutions:
+            resolution.articles = articles.get(str(resolution.pk), [])
+        return super().to_representation(resolutions)
+
+
 class ResolutionSerializer(NodeSerializer):
-    tickets = serializers.IntegerField(help_text="Tickets it resolved.")
-    articles = inline_serializer(
-        "CitedArticle",
-        {
-            "id": serializers.UUIDField(),
-            "key": serializers.CharField(),
-            "label": serializers.CharField(),
-        },
-        many=True,
+    """A resolution node annotated with ``tickets`` (``graph.similar_resolutions``)."""
+
+    tickets = AsIsIntegerField(help_text="Tickets it resolved.")
+    articles = AsIsListField(
+        child=inline_serializer(
+            "CitedArticle",
+            {
+                "id": serializers.UUIDField(),
+                "key": serializers.CharField(),
+                "label": serializers.CharField(),
+            },
+        ),
     )
+
+    class Meta:
+        list_serializer_class = CitedArticleListSerializer
 
 
 NODE_PARAMETERS = [
@@ -440,25 +464,7 @@ class NodeListView(TenantScopedAPIView):
         if q := params.get("q"):
             queryset = queryset.filter(label__icontains=q)
         queryset = sort_queryset(request, queryset, self.sortable, "last_seen")
-        return paginate(request, queryset, lambda page: [graph.node_json(n) for n in page])
-
-
-def _edges(node: GraphNode) -> list[dict[str, Any]]:
-    edges = (
-        GraphEdge.objects.filter(Q(source=node) | Q(target=node))
-        .select_related("source", "target")
-        .order_by("occurred_at", "id")[:200]
-    )
-    return [
-        {
-            "kind": edge.kind,
-            "direction": "out" if edge.source_id == node.pk else "in",
-            "node": graph.node_json(edge.target if edge.source_id == node.pk else edge.source),
-            "occurred_at": _z(edge.occurred_at),
-            "event_id": str(edge.event_id) if edge.event_id else None,
-        }
-        for edge in edges
-    ]
+        return paginate(request, queryset, NodeSerializer)
 
 
 class NodeDetailView(TenantScopedAPIView):
@@ -468,7 +474,7 @@ class NodeDetailView(TenantScopedAPIView):
     )
     def get(self, request: Request, node_id: str) -> Response:
         node = _or_404(GraphNode.objects, node_id)
-        return Response({**graph.node_json(node), "edges": _edges(node)})
+        return Response(NodeDetailSerializer(node).data)
 
 
 class JourneyView(TenantScopedAPIView):
@@ -480,7 +486,8 @@ class JourneyView(TenantScopedAPIView):
         node = _or_404(GraphNode.objects, node_id)
         if node.kind != NodeKind.CUSTOMER:
             raise unprocessable("Journeys are of customers.", {"node_id": ["Not a customer node."]})
-        return Response({"customer": graph.node_json(node), "steps": graph.journey(node)})
+        journey = {"customer": node, "steps": graph.journey(node)}
+        return Response(JourneySerializer(journey).data)
 
 
 class SimilarResolutionsView(TenantScopedAPIView):
@@ -499,18 +506,7 @@ class SimilarResolutionsView(TenantScopedAPIView):
             category = category or ticket.category
         queryset = graph.similar_resolutions(category, ticket)
 
-        def page_json(page: list[GraphNode]) -> list[dict[str, Any]]:
-            articles = graph.cited_articles([n.pk for n in page])
-            return [
-                {
-                    **graph.node_json(n),
-                    "tickets": n.tickets,  # type: ignore[attr-defined]
-                    "articles": articles.get(str(n.pk), []),
-                }
-                for n in page
-            ]
-
-        return paginate(request, queryset, page_json)
+        return paginate(request, queryset, ResolutionSerializer)
 
 
 def _uuid(raw: str) -> str:

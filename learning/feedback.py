@@ -13,15 +13,15 @@ from typing import Any
 from django.db import transaction
 
 from agentflow.core.api.exceptions import conflict, unprocessable
+from agentflow.core.conf import setting_float
 from agentflow.models import Message, Run
 from governance.audit import Actor, append
 from hitl import non_answers
 from learning import golden_paths
-from learning.conf import setting_float
 from learning.loop import cited_golden_paths, trace_summary
 from learning.models import Feedback, FeedbackKind, GoldenPath, GoldenPathSource
 
-__all__ = ["feedback_json", "normalised_score", "record_feedback"]
+__all__ = ["normalised_score", "record_feedback"]
 
 _BLEND = 0.2  # how far one feedback moves a golden path's score towards its own
 
@@ -30,22 +30,6 @@ def normalised_score(*, rating: int | None = None, thumbs: str | None = None) ->
     if rating is not None:
         return (rating - 1) / 4
     return 1.0 if thumbs == "up" else 0.0
-
-
-def feedback_json(feedback: Feedback) -> dict[str, Any]:
-    return {
-        "id": str(feedback.pk),
-        "run_id": str(feedback.run_id),
-        "message_id": str(feedback.message_id) if feedback.message_id else None,
-        "kind": feedback.kind,
-        "rating": feedback.rating,
-        "thumbs": None if feedback.thumbs_up is None else ("up" if feedback.thumbs_up else "down"),
-        "score": round(feedback.score, 4),
-        "comment": feedback.comment,
-        "source": feedback.source,
-        "golden_path_id": str(feedback.golden_path_id) if feedback.golden_path_id else None,
-        "created_at": feedback.created_at.isoformat().replace("+00:00", "Z"),
-    }
 
 
 def _learnable_answer(run: Run) -> str | None:

@@ -28,6 +28,7 @@ import structlog
 from django.db import connection, transaction
 from django.db.models import F
 
+from agentflow.core.conf import setting_float
 from agentflow.core.realtime import send_to_group_on_commit, tenant_group
 from agentflow.kernel.vectors import Vector
 from agentflow.knowledge import embed_query
@@ -35,8 +36,8 @@ from agentflow.models import Agent, Run
 from agentflow.vector_search import nearest
 from governance.audit import Actor, append
 from hitl import non_answers
-from learning.conf import setting_float
 from learning.models import GoldenPath, GoldenPathSource
+from learning.serializers import GoldenPathSerializer
 from tenants.scoping import require_tenant_id
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,6 @@ log = structlog.get_logger(__name__)
 __all__ = [
     "GoldenPathHit",
     "count_usage",
-    "golden_path_json",
     "record_outcome",
     "search",
     "set_active",
@@ -67,33 +67,6 @@ class GoldenPathHit:
     score: float  # cosine similarity of the questions, within (0, 1]
 
 
-def _z(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def golden_path_json(path: GoldenPath, *, score: float | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": str(path.pk),
-        "agent_id": str(path.agent_id),
-        "category": path.category,
-        "question": path.question,
-        "answer": path.answer,
-        "source": path.source,
-        "score": round(path.score, 4),
-        "usage_count": path.usage_count,
-        "last_used_at": _z(path.last_used_at),
-        "merged_count": path.merged_count,
-        "is_active": path.is_active,
-        "source_run_id": str(path.source_run_id) if path.source_run_id else None,
-        "trace_summary": path.trace_summary,
-        "created_at": _z(path.created_at),
-        "updated_at": _z(path.updated_at),
-    }
-    if score is not None:
-        body["similarity"] = round(score, 4)
-    return body
-
-
 def _lock_agent(agent_id: Any) -> None:
     """Serialise merges into one agent's golden paths until the transaction ends."""
     with connection.cursor() as cursor:
@@ -110,7 +83,10 @@ def _scope(agent_id: Any, *, include_inactive: bool = False) -> Any:
 def _publish(path: GoldenPath, event: str) -> None:
     send_to_group_on_commit(
         tenant_group(path.tenant_id),
-        {"type": f"learning.golden_path.{event}", "golden_path": golden_path_json(path)},
+        {
+            "type": f"learning.golden_path.{event}",
+            "golden_path": dict(GoldenPathSerializer(path).data),
+        },
     )
 
 

@@ -216,24 +216,18 @@ def apply(event: ActivityEvent, facts: Facts | None = None) -> dict[str, int]:
 # --- queries (inside the caller's tenant scope) -------------------------------------------
 
 
-def node_json(node: GraphNode) -> dict[str, Any]:
-    return {
-        "id": str(node.pk),
-        "kind": node.kind,
-        "key": node.key,
-        "label": node.label,
-        "category": node.category,
-        "properties": node.properties,
-        "first_seen": _z(node.first_seen),
-        "last_seen": _z(node.last_seen),
-    }
+@dataclass(frozen=True)
+class JourneyStep:
+    """One edge of a customer's journey, seen from its ticket."""
+
+    at: datetime
+    step: str
+    ticket: GraphNode
+    node: GraphNode
+    event_id: Any
 
 
-def _z(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def journey(customer: GraphNode) -> list[dict[str, Any]]:
+def journey(customer: GraphNode) -> list[JourneyStep]:
     """Everything that happened around a customer's tickets, oldest first."""
     tickets = GraphEdge.objects.filter(
         source=customer, kind__in=(EdgeKind.OPENED, EdgeKind.FOLLOWED_UP)
@@ -251,15 +245,7 @@ def journey(customer: GraphNode) -> list[dict[str, Any]]:
     for edge in edges[:1000]:
         ticket = edge.source if edge.kind == EdgeKind.RESOLVED_BY else edge.target
         other = edge.target if edge.kind == EdgeKind.RESOLVED_BY else edge.source
-        steps.append(
-            {
-                "at": _z(edge.occurred_at),
-                "step": edge.kind,
-                "ticket": node_json(ticket),
-                "node": node_json(other),
-                "event_id": str(edge.event_id) if edge.event_id else None,
-            }
-        )
+        steps.append(JourneyStep(edge.occurred_at, edge.kind, ticket, other, edge.event_id))
     return steps
 
 

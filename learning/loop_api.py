@@ -29,6 +29,12 @@ from governance.services import restrict_to_visible_agents
 from learning import feedback as feedback_service
 from learning import golden_paths, playbooks
 from learning.models import Feedback, GoldenPath, GoldenPathSource, Playbook, PlaybookStatus
+from learning.serializers import (
+    FeedbackSerializer,
+    GoldenPathHitSerializer,
+    GoldenPathSerializer,
+    PlaybookSerializer,
+)
 from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
 from tenants.views_base import REVIEW, WRITE, TenantScopedAPIView
@@ -79,29 +85,6 @@ def _flag(request: Request, name: str) -> bool | None:
 # --- golden paths ---------------------------------------------------------------------------
 
 
-class GoldenPathSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    agent_id = serializers.UUIDField()
-    category = serializers.CharField()
-    question = serializers.CharField()
-    answer = serializers.CharField()
-    # The stubs type `source` as Field.source; DRF's metaclass makes it a declared field.
-    source = serializers.ChoiceField(choices=GoldenPathSource.values)  # type: ignore[assignment]
-    score = serializers.FloatField()
-    usage_count = serializers.IntegerField()
-    last_used_at = serializers.DateTimeField(allow_null=True)
-    merged_count = serializers.IntegerField()
-    is_active = serializers.BooleanField()
-    source_run_id = serializers.UUIDField(allow_null=True)
-    trace_summary = serializers.DictField()
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-
-
-class GoldenPathHitSerializer(GoldenPathSerializer):
-    similarity = serializers.FloatField(help_text="Cosine similarity of the questions, 0..1.")
-
-
 GOLDEN_PATH_FILTERS = [
     *LIST_PARAMETERS,
     OpenApiParameter("agent_id", OpenApiTypes.UUID),
@@ -131,9 +114,7 @@ class GoldenPathListView(_LearningView):
         if (active := _flag(request, "active")) is not None:
             rows = rows.filter(is_active=active)
         rows = sort_queryset(request, rows.defer("embedding"), self.sortable, "created_at")
-        return paginate(
-            request, rows, lambda page: [golden_paths.golden_path_json(p) for p in page]
-        )
+        return paginate(request, rows, GoldenPathSerializer)
 
 
 class GoldenPathSearchView(_LearningView):
@@ -174,11 +155,9 @@ class GoldenPathSearchView(_LearningView):
         visible = set(self.visible(found).values_list("pk", flat=True))
         return Response(
             {
-                "results": [
-                    golden_paths.golden_path_json(hit.golden_path, score=hit.score)
-                    for hit in hits
-                    if hit.golden_path.pk in visible
-                ]
+                "results": GoldenPathHitSerializer(
+                    [hit for hit in hits if hit.golden_path.pk in visible], many=True
+                ).data
             }
         )
 
@@ -189,7 +168,7 @@ class GoldenPathDetailView(_LearningView):
         responses={200: GoldenPathSerializer, **errors(401, 403, 404)},
     )
     def get(self, request: Request, golden_path_id: str) -> Response:
-        return Response(golden_paths.golden_path_json(self.one(GoldenPath.objects, golden_path_id)))
+        return Response(GoldenPathSerializer(self.one(GoldenPath.objects, golden_path_id)).data)
 
 
 class NoBodySerializer(StrictSerializer):
@@ -214,7 +193,7 @@ class _GoldenPathSwitch(_LearningView):
         _no_body(request)
         path = self.one(GoldenPath.objects, golden_path_id)
         path = golden_paths.set_active(actor=actor_for(request), path=path, active=self.active)
-        return Response(golden_paths.golden_path_json(path))
+        return Response(GoldenPathSerializer(path).data)
 
 
 class GoldenPathDeactivateView(_GoldenPathSwitch):
@@ -263,23 +242,6 @@ class FeedbackCreateSerializer(StrictSerializer):
         return attrs
 
 
-class FeedbackSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    run_id = serializers.UUIDField()
-    message_id = serializers.UUIDField(allow_null=True)
-    kind = serializers.ChoiceField(choices=["rating", "thumbs"])
-    rating = serializers.IntegerField(allow_null=True)
-    thumbs = serializers.ChoiceField(choices=["up", "down"], allow_null=True)
-    score = serializers.FloatField(help_text="Normalised to 0..1.")
-    comment = serializers.CharField()
-    # The stubs type `source` as Field.source; DRF's metaclass makes it a declared field.
-    source = serializers.CharField()  # type: ignore[assignment]
-    golden_path_id = serializers.UUIDField(
-        allow_null=True, help_text="The golden path this feedback made or scored."
-    )
-    created_at = serializers.DateTimeField()
-
-
 class FeedbackView(_LearningView):
     sortable = ("created_at", "score")
 
@@ -296,9 +258,7 @@ class FeedbackView(_LearningView):
             except ValueError:
                 raise unprocessable("run_id is invalid.", {"run_id": ["A UUID."]}) from None
         rows = sort_queryset(request, rows, self.sortable, "created_at")
-        return paginate(
-            request, rows, lambda page: [feedback_service.feedback_json(f) for f in page]
-        )
+        return paginate(request, rows, FeedbackSerializer)
 
     @extend_schema(
         operation_id="feedback_create",
@@ -323,26 +283,10 @@ class FeedbackView(_LearningView):
             comment=values.get("comment", ""),
             source=values.get("source", ""),
         )
-        return Response(feedback_service.feedback_json(feedback), status=status.HTTP_201_CREATED)
+        return Response(FeedbackSerializer(feedback).data, status=status.HTTP_201_CREATED)
 
 
 # --- playbooks --------------------------------------------------------------------------------
-
-
-class PlaybookSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    agent_id = serializers.UUIDField()
-    category = serializers.CharField()
-    version = serializers.IntegerField()
-    name = serializers.CharField()
-    steps = serializers.ListField(child=serializers.CharField())
-    transitions = serializers.ListField(child=serializers.ListField(child=serializers.CharField()))
-    sample_count = serializers.IntegerField()
-    total_count = serializers.IntegerField()
-    success_rate = serializers.FloatField()
-    status = serializers.ChoiceField(choices=PlaybookStatus.values)
-    created_at = serializers.DateTimeField()
-    retired_at = serializers.DateTimeField(allow_null=True)
 
 
 class PlaybookListView(_LearningView):
@@ -368,7 +312,7 @@ class PlaybookListView(_LearningView):
         if state := _choice(request, "status", PlaybookStatus.values):
             rows = rows.filter(status=state)
         rows = sort_queryset(request, rows, self.sortable, "created_at")
-        return paginate(request, rows, lambda page: [playbooks.playbook_json(p) for p in page])
+        return paginate(request, rows, PlaybookSerializer)
 
 
 class PlaybookSuggestView(_LearningView):
@@ -392,7 +336,7 @@ class PlaybookSuggestView(_LearningView):
             missing = {"agent_id": ["Required."]} if agent is None else {"category": ["Required."]}
             raise unprocessable("agent_id and category are required.", missing)
         found = playbooks.suggestion(agent.pk, category)
-        return Response({"playbook": playbooks.playbook_json(found) if found else None})
+        return Response({"playbook": PlaybookSerializer(found).data if found else None})
 
 
 class PlaybookDetailView(_LearningView):
@@ -401,7 +345,7 @@ class PlaybookDetailView(_LearningView):
         responses={200: PlaybookSerializer, **errors(401, 403, 404)},
     )
     def get(self, request: Request, playbook_id: str) -> Response:
-        return Response(playbooks.playbook_json(self.one(Playbook.objects, playbook_id)))
+        return Response(PlaybookSerializer(self.one(Playbook.objects, playbook_id)).data)
 
 
 class PlaybookRetireView(_LearningView):
@@ -416,7 +360,7 @@ class PlaybookRetireView(_LearningView):
         _no_body(request)
         playbook = self.one(Playbook.objects, playbook_id)
         playbook = playbooks.retire(actor=actor_for(request), playbook=playbook)
-        return Response(playbooks.playbook_json(playbook))
+        return Response(PlaybookSerializer(playbook).data)
 
 
 class ExtractSerializer(StrictSerializer):

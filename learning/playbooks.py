@@ -29,11 +29,12 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Max
 
+from agentflow.core.conf import setting_float, setting_int
 from agentflow.models import Agent, Run
 from governance.audit import Actor, append
-from learning.conf import setting_float, setting_int
 from learning.loop import trace_steps
 from learning.models import Feedback, Playbook, PlaybookStatus
+from learning.serializers import PlaybookSerializer
 from tenants.context import tenant_scope
 from tenants.scoping import require_tenant_id
 
@@ -42,7 +43,6 @@ __all__ = [
     "common_sequence",
     "extract",
     "extract_for_agent",
-    "playbook_json",
     "retire",
     "suggestion",
     "sweep",
@@ -68,30 +68,8 @@ class Extraction:
             "successes": self.successes,
             "total": self.total,
             "success_rate": round(self.success_rate, 4),
-            "playbook": playbook_json(self.playbook) if self.playbook else None,
+            "playbook": dict(PlaybookSerializer(self.playbook).data) if self.playbook else None,
         }
-
-
-def _z(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def playbook_json(playbook: Playbook) -> dict[str, Any]:
-    return {
-        "id": str(playbook.pk),
-        "agent_id": str(playbook.agent_id),
-        "category": playbook.category,
-        "version": playbook.version,
-        "name": playbook.name,
-        "steps": playbook.steps,
-        "transitions": playbook.transitions,
-        "sample_count": playbook.sample_count,
-        "total_count": playbook.total_count,
-        "success_rate": round(playbook.success_rate, 4),
-        "status": playbook.status,
-        "created_at": _z(playbook.created_at),
-        "retired_at": _z(playbook.retired_at),
-    }
 
 
 def common_sequence(traces: Sequence[Sequence[str]], min_support: float) -> list[str]:

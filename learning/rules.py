@@ -21,9 +21,9 @@ import structlog
 from django.db import transaction
 
 from agentflow.core.api.exceptions import ContractError
+from agentflow.core.conf import setting_int, setting_list
 from agentflow.kernel.guardrails import wrap_untrusted
 from governance.audit import Actor
-from learning.conf import setting_int, setting_list
 from learning.models import ActivityEvent, ActivitySource, EventRule
 from learning.webhooks.payloads import Facts
 

@@ -24,11 +24,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.signals import post_save
 
+from agentflow.core.conf import setting_int
 from agentflow.core.context import current_correlation_id
 from agentflow.models import Run, RunTransition
 from governance.audit import Actor, append
 from learning import activity, graph, rules
-from learning.conf import setting_int
 from learning.loop import count_golden_path_uses
 from learning.models import (
     ActivityEvent,

@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
-import structlog
-from celery import Task, shared_task
+from typing import Any
 
+import structlog
+from celery import shared_task
+
+from agentflow.core.conf import setting_int
+from agentflow.core.retrying import RetryFromSettings
 from agentflow.models import KnowledgeChunk
 from agentflow.vector_search import ensure_tenant_indexes
 from learning import activity, loop, playbooks
-from learning.conf import setting_float, setting_int
 from learning.models import GoldenPath
 from learning.webhooks import services as webhook_services
 from tenants.context import tenant_scope
@@ -38,25 +41,28 @@ def activity_sweep_task() -> dict[str, int]:
     return activity.sweep().as_dict()
 
 
+class ReplyTask(RetryFromSettings):
+    """Replies retry network errors, 429 and 5xx with backoff, then give up (logged)."""
+
+    max_retries_setting = "WEBHOOK_REPLY_MAX_RETRIES"
+    retry_seconds_setting = "WEBHOOK_REPLY_RETRY_SECONDS"
+    gave_up_event = "webhooks.reply_gave_up"
+
+    def log_fields(self, args: Any, kwargs: Any) -> dict[str, Any]:
+        return {"run_id": args[1] if len(args) > 1 else kwargs.get("run_id")}
+
+
 @shared_task(
     name="webhooks.reply",
-    bind=True,
+    base=ReplyTask,
+    autoretry_for=(webhook_services.ReplyFailed,),
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    max_retries=None,  # bounded by WEBHOOK_REPLY_MAX_RETRIES, read at run time
 )
-def reply_task(self: Task, tenant_id: int, run_id: str) -> str:
-    try:
-        with tenant_scope(int(tenant_id)):
-            return webhook_services.send_reply(run_id)
-    except webhook_services.ReplyFailed as exc:
-        retries = int(self.request.retries)
-        if retries >= setting_int("WEBHOOK_REPLY_MAX_RETRIES"):
-            log.error("webhooks.reply_gave_up", run_id=run_id, error=str(exc))
-            return "gave_up"
-        delay = setting_float("WEBHOOK_REPLY_RETRY_SECONDS") * (2**retries)
-        raise self.retry(exc=exc, countdown=delay) from exc
+def reply_task(tenant_id: int, run_id: str) -> str:
+    with tenant_scope(int(tenant_id)):
+        return webhook_services.send_reply(run_id)
 
 
 @shared_task(

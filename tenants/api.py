@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,115 +22,107 @@ from rest_framework.views import APIView
 from agentflow.core.api.exceptions import unprocessable
 from agentflow.core.api.pagination import paginate, sort_queryset
 from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
-from agentflow.core.api.serializers import StrictSerializer
+from agentflow.core.api.serializers import (
+    AsIsCharField,
+    AsIsChoiceField,
+    AsIsDictField,
+    AsIsIntegerField,
+    AsIsListField,
+    IsoDateTimeField,
+    StrictSerializer,
+)
 from governance.audit import Actor
 from tenants import services
 from tenants.authentication import APIKeyAuthentication
 from tenants.context import tenant_scope
 from tenants.idempotency import idempotent
 from tenants.models import APIKey, Tenant, TenantStatus, UsageDay
-from tenants.quotas import Tier
+from tenants.quotas import Quotas, Tier
 from tenants.views_base import TenantScopedAPIView
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+# --- output shapes: the response bodies and their OpenAPI schema -------------------------
 
 
 class QuotasSerializer(serializers.Serializer):
-    requests_per_minute = serializers.IntegerField(allow_null=True)
-    requests_per_minute_per_key = serializers.IntegerField(allow_null=True)
-    concurrent_runs = serializers.IntegerField(allow_null=True)
-    runs_per_month = serializers.IntegerField(allow_null=True)
-    tokens_per_month = serializers.IntegerField(allow_null=True)
+    """A :class:`~tenants.quotas.Quotas`; ``None`` means unlimited."""
+
+    requests_per_minute = AsIsIntegerField(allow_null=True)
+    requests_per_minute_per_key = AsIsIntegerField(allow_null=True)
+    concurrent_runs = AsIsIntegerField(allow_null=True)
+    runs_per_month = AsIsIntegerField(allow_null=True)
+    tokens_per_month = AsIsIntegerField(allow_null=True)
     dollars_per_month = serializers.CharField(allow_null=True)
-    knowledge_bytes = serializers.IntegerField(allow_null=True)
-    agents = serializers.IntegerField(allow_null=True)
+    knowledge_bytes = AsIsIntegerField(allow_null=True)
+    agents = AsIsIntegerField(allow_null=True)
 
 
 class TenantSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    slug = serializers.CharField()
-    tier = serializers.ChoiceField(choices=Tier.ALL)
-    status = serializers.ChoiceField(choices=TenantStatus.values)
+    id = AsIsIntegerField(source="pk")
+    name = AsIsCharField()
+    slug = AsIsCharField()
+    tier = AsIsChoiceField(choices=Tier.ALL)
+    status = AsIsChoiceField(choices=TenantStatus.values)
     quotas = QuotasSerializer()
-    quota_overrides = serializers.DictField()
-    created_at = serializers.CharField(allow_null=True)
+    quota_overrides = AsIsDictField()
+    created_at = IsoDateTimeField(allow_null=True)
 
 
 class KeySerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    prefix = serializers.CharField()
-    scopes = serializers.ListField(child=serializers.CharField())
-    created_at = serializers.CharField(allow_null=True)
-    last_used_at = serializers.CharField(allow_null=True)
-    revoked_at = serializers.CharField(allow_null=True)
-    expires_at = serializers.CharField(allow_null=True)
+    id = AsIsIntegerField(source="pk")
+    name = AsIsCharField()
+    prefix = AsIsCharField()
+    scopes = AsIsListField(child=serializers.CharField())
+    created_at = IsoDateTimeField(allow_null=True)
+    last_used_at = IsoDateTimeField(allow_null=True)
+    revoked_at = IsoDateTimeField(allow_null=True)
+    expires_at = IsoDateTimeField(allow_null=True)
 
 
 class IssuedKeySerializer(KeySerializer):
-    key = serializers.CharField(help_text="The API key. Shown only in this response.")
+    """A new key (``services.IssuedKey``) with its plaintext, shown this one time only."""
+
+    key = AsIsCharField(help_text="The API key. Shown only in this response.")
+
+    def to_representation(self, instance: Any) -> Any:
+        return {**KeySerializer(instance.key).data, "key": instance.plaintext}
 
 
 class UsageDaySerializer(serializers.Serializer):
-    day = serializers.CharField()
-    runs = serializers.IntegerField()
-    tokens = serializers.IntegerField()
+    day = serializers.CharField()  # str() of a date is its ISO form
+    runs = AsIsIntegerField()
+    tokens = AsIsIntegerField()
     dollars = serializers.CharField()
 
 
 class UsageTotalsSerializer(serializers.Serializer):
-    runs = serializers.IntegerField()
-    tokens = serializers.IntegerField()
+    runs = AsIsIntegerField()
+    tokens = AsIsIntegerField()
     dollars = serializers.CharField()
 
 
+@dataclass(frozen=True)
+class Usage:
+    """A tenant's quotas, this month's totals and its last 30 days."""
+
+    tenant_id: int
+    quotas: Quotas
+    this_month: dict[str, Any]
+    days: list[UsageDay]
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> Usage:
+        month = services.usage_this_month(tenant.pk)
+        since = datetime.now(UTC).date() - timedelta(days=30)
+        with tenant_scope(tenant.pk):
+            days = list(UsageDay.objects.filter(day__gte=since).order_by("day"))
+        return cls(tenant.pk, tenant.quotas, month, days)
+
+
 class UsageSerializer(serializers.Serializer):
-    tenant_id = serializers.IntegerField()
+    tenant_id = AsIsIntegerField()
     quotas = QuotasSerializer()
     this_month = UsageTotalsSerializer()
     days = UsageDaySerializer(many=True)
-
-
-def tenant_json(tenant: Tenant) -> dict[str, Any]:
-    return {
-        "id": tenant.pk,
-        "name": tenant.name,
-        "slug": tenant.slug,
-        "tier": tenant.tier,
-        "status": tenant.status,
-        "quotas": tenant.quotas.as_json(),
-        "quota_overrides": tenant.quota_overrides,
-        "created_at": _iso(tenant.created_at),
-    }
-
-
-def key_json(key: APIKey) -> dict[str, Any]:
-    return {
-        "id": key.pk,
-        "name": key.name,
-        "prefix": key.prefix,
-        "scopes": key.scopes,
-        "created_at": _iso(key.created_at),
-        "last_used_at": _iso(key.last_used_at),
-        "revoked_at": _iso(key.revoked_at),
-        "expires_at": _iso(key.expires_at),
-    }
-
-
-def usage_json(tenant: Tenant) -> dict[str, Any]:
-    month = services.usage_this_month(tenant.pk)
-    since = datetime.now(UTC).date() - timedelta(days=30)
-    with tenant_scope(tenant.pk):
-        days = [d.as_json() for d in UsageDay.objects.filter(day__gte=since).order_by("day")]
-    return {
-        "tenant_id": tenant.pk,
-        "quotas": tenant.quotas.as_json(),
-        "this_month": {**month, "dollars": str(month["dollars"])},
-        "days": days,
-    }
 
 
 STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=TenantStatus.values)
@@ -202,7 +195,7 @@ class TenantListView(PlatformAdminView):
         if wanted:
             queryset = queryset.filter(status=wanted)
         queryset = sort_queryset(request, queryset, self.sortable, "id")
-        return paginate(request, queryset, lambda page: [tenant_json(t) for t in page])
+        return paginate(request, queryset, TenantSerializer)
 
     @extend_schema(
         operation_id="tenants_create",
@@ -219,7 +212,7 @@ class TenantListView(PlatformAdminView):
         except services.TenantError as exc:
             raise _tenant_error(exc) from exc
         return Response(
-            tenant_json(tenant),
+            TenantSerializer(tenant).data,
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/tenants/{tenant.pk}"},
         )
@@ -230,7 +223,7 @@ class TenantDetailView(PlatformAdminView):
         operation_id="tenants_retrieve", responses={200: TenantSerializer, **errors(403, 404)}
     )
     def get(self, request: Request, tenant_id: int) -> Response:
-        return Response(tenant_json(self.tenant(tenant_id)))
+        return Response(TenantSerializer(self.tenant(tenant_id)).data)
 
     @extend_schema(
         operation_id="tenants_update",
@@ -250,7 +243,7 @@ class TenantDetailView(PlatformAdminView):
             )
         except services.TenantError as exc:
             raise _tenant_error(exc, "quota_overrides") from exc
-        return Response(tenant_json(tenant))
+        return Response(TenantSerializer(tenant).data)
 
 
 class TenantStatusView(PlatformAdminView):
@@ -261,7 +254,7 @@ class TenantStatusView(PlatformAdminView):
         tenant = services.set_status(
             actor=self.actor(request), tenant=self.tenant(tenant_id), status=self.new_status
         )
-        return Response(tenant_json(tenant))
+        return Response(TenantSerializer(tenant).data)
 
 
 class TenantKeysView(PlatformAdminView):
@@ -274,7 +267,9 @@ class TenantKeysView(PlatformAdminView):
         tenant = self.tenant(tenant_id)
         with tenant_scope(tenant.pk):
             return paginate(
-                request, APIKey.objects.order_by("id"), lambda page: [key_json(k) for k in page]
+                request,
+                APIKey.objects.order_by("id"),
+                KeySerializer,
             )
 
     @extend_schema(
@@ -293,9 +288,7 @@ class TenantKeysView(PlatformAdminView):
             **data.validated_data,
         )
         # The only time the key is ever shown.
-        return Response(
-            {**key_json(issued.key), "key": issued.plaintext}, status=status.HTTP_201_CREATED
-        )
+        return Response(IssuedKeySerializer(issued).data, status=status.HTTP_201_CREATED)
 
 
 class _TenantKeyView(PlatformAdminView):
@@ -314,7 +307,7 @@ class TenantKeyDetailView(_TenantKeyView):
     )
     def delete(self, request: Request, tenant_id: int, key_id: int) -> Response:
         key = services.revoke_key(actor=self.actor(request), key=self.key(tenant_id, key_id))
-        return Response(key_json(key))
+        return Response(KeySerializer(key).data)
 
 
 class TenantKeyRotateView(_TenantKeyView):
@@ -334,9 +327,7 @@ class TenantKeyRotateView(_TenantKeyView):
             )
         except services.TenantError as exc:
             raise _tenant_error(exc) from exc
-        return Response(
-            {**key_json(issued.key), "key": issued.plaintext}, status=status.HTTP_201_CREATED
-        )
+        return Response(IssuedKeySerializer(issued).data, status=status.HTTP_201_CREATED)
 
 
 class TenantUsageView(PlatformAdminView):
@@ -344,7 +335,7 @@ class TenantUsageView(PlatformAdminView):
         operation_id="tenant_usage", responses={200: UsageSerializer, **errors(403, 404)}
     )
     def get(self, request: Request, tenant_id: int) -> Response:
-        return Response(usage_json(self.tenant(tenant_id)))
+        return Response(UsageSerializer(Usage.of(self.tenant(tenant_id))).data)
 
 
 class OwnUsageView(TenantScopedAPIView):
@@ -354,4 +345,4 @@ class OwnUsageView(TenantScopedAPIView):
         operation_id="usage_retrieve", responses={200: UsageSerializer, **errors(401, 403)}
     )
     def get(self, request: Request) -> Response:
-        return Response(usage_json(self.tenant))
+        return Response(UsageSerializer(Usage.of(self.tenant)).data)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
@@ -125,14 +123,6 @@ class UsageDay(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.day}"
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "day": self.day.isoformat(),
-            "runs": self.runs,
-            "tokens": self.tokens,
-            "dollars": str(self.dollars),
-        }
 
 
 class IdempotencyRecord(models.Model):

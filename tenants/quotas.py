@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -50,12 +50,6 @@ class Quotas:
             if coerced[name] is not None and coerced[name] < 0:
                 raise ValueError(f"quota {name} must not be negative")
         return replace(self, **coerced)
-
-    def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if data["dollars_per_month"] is not None:
-            data["dollars_per_month"] = str(data["dollars_per_month"])
-        return data
 
 
 TIER_DEFAULTS: dict[str, Quotas] = {

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import Field
 
-from agentflow.core.api.serializers import PriorityField, StrictSerializer
-from agentflow.models import Agent, KnowledgeDocument, Message, Run, RunStatus, Step
-
-
-def iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+from agentflow.core.api.serializers import (
+    AsIsCharField,
+    AsIsChoiceField,
+    AsIsDictField,
+    AsIsFloatField,
+    AsIsIntegerField,
+    IsoDateTimeField,
+    PriorityField,
+    StrictSerializer,
+)
+from agentflow.models import Run, RunStatus
+from agentflow.run_result import StoredResultField
 
 
 class AgentCreateSerializer(StrictSerializer):
@@ -40,136 +48,80 @@ class KnowledgeCreateSerializer(StrictSerializer):
     )
 
 
-def agent_json(agent: Agent) -> dict[str, Any]:
-    return {
-        "id": str(agent.pk),
-        "name": agent.name,
-        "blueprint": agent.blueprint,
-        "config": agent.config,
-        "version": agent.version,
-        "created_at": iso(agent.created_at),
-        "updated_at": iso(agent.updated_at),
-    }
+# Serializer context of runs shown without their result (lists, live events, dashboard).
+NO_RESULT = {"include_result": False}
 
 
-def run_json(run: Run, *, include_result: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": str(run.pk),
-        "agent_id": str(run.agent_id),
-        "session_id": str(run.session_id) if run.session_id else None,
-        "user_id": run.user_id,
-        "status": run.status,
-        "progress": run.progress,
-        "priority": run.priority,
-        "awaiting_review": run.status == RunStatus.AWAITING_REVIEW,
-        "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at),
-        "finished_at": iso(run.finished_at),
-        "tokens": run.tokens,
-        "cost_usd": str(run.cost_usd),
-    }
-    if run.error:
-        body["error"] = run.error
-    if include_result and run.result is not None:
-        body["result"] = run.result
-    return body
-
-
-def step_json(step: Step) -> dict[str, Any]:
-    return {
-        "index": step.index,
-        "name": step.name,
-        "duration_ms": step.duration_ms,
-        "tokens": step.tokens,
-        "cost_usd": str(step.cost_usd),
-        "detail": step.detail,
-    }
-
-
-def message_json(message: Message) -> dict[str, Any]:
-    return {
-        "message_id": str(message.pk),
-        "role": message.role,
-        "content": message.content,
-        "created_at": iso(message.created_at),
-    }
-
-
-def document_json(document: KnowledgeDocument) -> dict[str, Any]:
-    return {
-        "id": str(document.pk),
-        "agent_id": str(document.agent_id),
-        "title": document.title,
-        "content_type": document.content_type,
-        "size_bytes": document.size_bytes,
-        "created_at": iso(document.created_at),
-    }
-
-
-# --- output shapes (documented in the OpenAPI schema) -----------------------------------
+# --- output shapes: the response bodies and their OpenAPI schema -------------------------
 
 
 class AgentSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
     blueprint = serializers.CharField()
-    config = serializers.DictField()
-    version = serializers.IntegerField()
-    created_at = serializers.CharField(allow_null=True)
-    updated_at = serializers.CharField(allow_null=True)
-
-
-class RunResultSerializer(serializers.Serializer):
-    content = serializers.CharField()
-    intent = serializers.CharField()
-    confidence = serializers.FloatField()
-    escalated = serializers.BooleanField()
-    escalation_reason = serializers.CharField(allow_null=True)
-    proposed_answer = serializers.CharField(allow_null=True)
-    thread_id = serializers.CharField()
-    transition = serializers.CharField()
-    sources = serializers.ListField(child=serializers.DictField())
-    metadata = serializers.DictField()
+    config = AsIsDictField()
+    version = AsIsIntegerField()
+    created_at = IsoDateTimeField(allow_null=True)
+    updated_at = IsoDateTimeField(allow_null=True)
 
 
 class RunSerializer(serializers.Serializer):
+    """A run; ``error`` only when it failed, ``result`` unless absent or not asked for
+    (context ``include_result=False``: lists and live events leave it out)."""
+
     id = serializers.UUIDField()
     agent_id = serializers.UUIDField()
     session_id = serializers.UUIDField(allow_null=True)
     user_id = serializers.CharField()
-    status = serializers.ChoiceField(choices=RunStatus.values)
-    progress = serializers.FloatField()
+    status = AsIsChoiceField(choices=RunStatus.values)
+    progress = AsIsFloatField()
     priority = serializers.CharField()
-    awaiting_review = serializers.BooleanField()
-    created_at = serializers.CharField(allow_null=True)
-    started_at = serializers.CharField(allow_null=True)
-    finished_at = serializers.CharField(allow_null=True)
-    tokens = serializers.IntegerField()
+    awaiting_review = serializers.SerializerMethodField()
+    created_at = IsoDateTimeField(allow_null=True)
+    started_at = IsoDateTimeField(allow_null=True)
+    finished_at = IsoDateTimeField(allow_null=True)
+    tokens = AsIsIntegerField()
     cost_usd = serializers.CharField()
-    error = serializers.CharField(required=False)
-    result = RunResultSerializer(required=False)
+    error = AsIsCharField(required=False)
+    result = StoredResultField(required=False)
+
+    @extend_schema_field(serializers.BooleanField())
+    def get_awaiting_review(self, run: Run) -> bool:
+        return bool(run.status == RunStatus.AWAITING_REVIEW)
+
+    def get_fields(self) -> dict[str, Field]:
+        fields = super().get_fields()
+        if not self.context.get("include_result", True):
+            del fields["result"]  # not even read: rows are often loaded without it
+        return fields
+
+    def to_representation(self, instance: Any) -> Any:
+        body = super().to_representation(instance)
+        if not instance.error:
+            del body["error"]
+        if "result" in body and body["result"] is None:
+            del body["result"]
+        return body
 
 
 class StepSerializer(serializers.Serializer):
-    index = serializers.IntegerField()
+    index = AsIsIntegerField()
     name = serializers.CharField()
-    duration_ms = serializers.FloatField()
-    tokens = serializers.IntegerField()
+    duration_ms = AsIsFloatField()
+    tokens = AsIsIntegerField()
     cost_usd = serializers.CharField()
-    detail = serializers.DictField(
-        help_text="What the stage did: intent, sources, handler, confidence."
-    )
+    detail = AsIsDictField(help_text="What the stage did: intent, sources, handler, confidence.")
 
 
 class RunWithStepsSerializer(RunSerializer):
-    steps = StepSerializer(many=True)
+    steps = StepSerializer(many=True, source="steps.all")
 
 
 class MessageSerializer(serializers.Serializer):
-    message_id = serializers.UUIDField()
-    role = serializers.ChoiceField(choices=["user", "assistant"])
+    message_id = serializers.UUIDField(source="pk")
+    role = AsIsChoiceField(choices=["user", "assistant"])
     content = serializers.CharField()
-    created_at = serializers.CharField()
+    created_at = IsoDateTimeField()
 
 
 class DocumentSerializer(serializers.Serializer):
@@ -177,15 +129,15 @@ class DocumentSerializer(serializers.Serializer):
     agent_id = serializers.UUIDField()
     title = serializers.CharField()
     content_type = serializers.CharField()
-    size_bytes = serializers.IntegerField()
-    created_at = serializers.CharField(allow_null=True)
+    size_bytes = AsIsIntegerField()
+    created_at = IsoDateTimeField(allow_null=True)
 
 
 class BlueprintSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    description = serializers.CharField()
-    default_config = serializers.DictField()
-    config_schema = serializers.DictField()
+    name = AsIsCharField()
+    description = AsIsCharField()
+    default_config = AsIsDictField()
+    config_schema = AsIsDictField()
 
 
 class KnowledgeUploadSerializer(serializers.Serializer):

@@ -24,6 +24,7 @@ from rest_framework.response import Response
 from agentflow import knowledge, services
 from agentflow.api.prefer import parse_prefer
 from agentflow.api.serializers import (
+    NO_RESULT,
     AgentCreateSerializer,
     AgentSerializer,
     AgentUpdateSerializer,
@@ -35,11 +36,6 @@ from agentflow.api.serializers import (
     RunCreateSerializer,
     RunSerializer,
     RunWithStepsSerializer,
-    agent_json,
-    document_json,
-    message_json,
-    run_json,
-    step_json,
 )
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.core.api.lookups import get_or_404
@@ -103,7 +99,10 @@ class BlueprintListView(TenantScopedAPIView):
     )
     def get(self, request: Request) -> Response:
         return Response(
-            {"results": [b.to_dict() for b in BLUEPRINTS.values()], "total": len(BLUEPRINTS)}
+            {
+                "results": BlueprintSerializer(BLUEPRINTS.values(), many=True).data,
+                "total": len(BLUEPRINTS),
+            }
         )
 
 
@@ -117,7 +116,7 @@ class AgentListView(TenantScopedAPIView):
     )
     def get(self, request: Request) -> Response:
         queryset = sort_queryset(request, Agent.objects.all(), self.sortable, "created_at")
-        return paginate(request, queryset, lambda page: [agent_json(a) for a in page])
+        return paginate(request, queryset, AgentSerializer)
 
     @extend_schema(
         operation_id="agents_create",
@@ -140,7 +139,7 @@ class AgentListView(TenantScopedAPIView):
         except services.AgentConfigInvalid as exc:
             raise _config_error(exc) from exc
         return Response(
-            agent_json(agent),
+            AgentSerializer(agent).data,
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/agents/{agent.pk}"},
         )
@@ -151,7 +150,7 @@ class AgentDetailView(TenantScopedAPIView):
         operation_id="agents_retrieve", responses={200: AgentSerializer, **errors(401, 403, 404)}
     )
     def get(self, request: Request, agent_id: str) -> Response:
-        return Response(agent_json(get_or_404(Agent.objects, pk=agent_id)))
+        return Response(AgentSerializer(get_or_404(Agent.objects, pk=agent_id)).data)
 
     @extend_schema(
         operation_id="agents_update",
@@ -168,7 +167,7 @@ class AgentDetailView(TenantScopedAPIView):
             )
         except services.AgentConfigInvalid as exc:
             raise _config_error(exc) from exc
-        return Response(agent_json(agent))
+        return Response(AgentSerializer(agent).data)
 
     @extend_schema(operation_id="agents_destroy", responses={204: None, **errors(401, 403, 404)})
     def delete(self, request: Request, agent_id: str) -> Response:
@@ -234,10 +233,12 @@ class AgentRunsView(TenantScopedAPIView):
         location = f"/api/v1/runs/{run.pk}"
         if run.status in (RunStatus.COMPLETED, RunStatus.AWAITING_REVIEW, RunStatus.FAILED):
             return Response(
-                run_json(run), status=status.HTTP_201_CREATED, headers={"Location": location}
+                RunSerializer(run).data,
+                status=status.HTTP_201_CREATED,
+                headers={"Location": location},
             )
         return Response(
-            run_json(run, include_result=False),
+            RunSerializer(run, context=NO_RESULT).data,
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": location, "Retry-After": "1"},
         )
@@ -271,9 +272,7 @@ def _list_runs(request: Request, queryset: QuerySet[Run], sortable: tuple[str, .
             raise unprocessable("Unknown status.", {"status": [f"Use one of: {RunStatus.values}."]})
         queryset = queryset.filter(status=wanted)
     queryset = sort_queryset(request, queryset, sortable, "created_at")
-    return paginate(
-        request, queryset, lambda page: [run_json(r, include_result=False) for r in page]
-    )
+    return paginate(request, queryset, RunSerializer, NO_RESULT)
 
 
 class RunListView(TenantScopedAPIView):
@@ -305,14 +304,14 @@ class RunDetailView(TenantScopedAPIView):
                 headers={"Location": f"/api/v1/runs/{run.pk}/result"},
             )
         headers = {} if run.is_terminal else {"Retry-After": "1"}
-        return Response(run_json(run), headers=headers)
+        return Response(RunSerializer(run).data, headers=headers)
 
     @extend_schema(
         operation_id="runs_cancel", responses={200: RunSerializer, **errors(401, 403, 404, 409)}
     )
     def delete(self, request: Request, run_id: str) -> Response:
         run = services.cancel_run(actor=actor_for(request), run=get_or_404(Run.objects, pk=run_id))
-        return Response(run_json(run))
+        return Response(RunSerializer(run).data)
 
 
 class RunResultView(TenantScopedAPIView):
@@ -329,9 +328,7 @@ class RunResultView(TenantScopedAPIView):
                 error_type="run_not_completed",
                 extra={"status": run.status},
             )
-        body = run_json(run)
-        body["steps"] = [step_json(s) for s in run.steps.all()]
-        return Response(body)
+        return Response(RunWithStepsSerializer(run).data)
 
 
 class SessionConversationView(TenantScopedAPIView):
@@ -343,7 +340,7 @@ class SessionConversationView(TenantScopedAPIView):
     def get(self, request: Request, session_id: str) -> Response:
         session = get_or_404(AgentSession.objects, pk=session_id)
         queryset = Message.objects.filter(session=session).order_by("created_at", "id")
-        return paginate(request, queryset, lambda page: [message_json(m) for m in page])
+        return paginate(request, queryset, MessageSerializer)
 
 
 class KnowledgeListView(TenantScopedAPIView):
@@ -357,7 +354,7 @@ class KnowledgeListView(TenantScopedAPIView):
     def get(self, request: Request, agent_id: str) -> Response:
         agent = get_or_404(Agent.objects, pk=agent_id)
         queryset = KnowledgeDocument.objects.filter(agent=agent).order_by("-created_at")
-        return paginate(request, queryset, lambda page: [document_json(d) for d in page])
+        return paginate(request, queryset, DocumentSerializer)
 
     @extend_schema(
         operation_id="knowledge_create",
@@ -399,7 +396,7 @@ class KnowledgeListView(TenantScopedAPIView):
         except knowledge.KnowledgeError as exc:
             raise _knowledge_error(exc) from exc
         return Response(
-            document_json(document),
+            DocumentSerializer(document).data,
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/agents/{agent.pk}/knowledge/{document.pk}"},
         )
@@ -412,7 +409,9 @@ class KnowledgeDetailView(TenantScopedAPIView):
     )
     def get(self, request: Request, agent_id: str, document_id: str) -> Response:
         return Response(
-            document_json(get_or_404(KnowledgeDocument.objects, pk=document_id, agent_id=agent_id))
+            DocumentSerializer(
+                get_or_404(KnowledgeDocument.objects, pk=document_id, agent_id=agent_id)
+            ).data
         )
 
     @extend_schema(operation_id="knowledge_destroy", responses={204: None, **errors(401, 403, 404)})

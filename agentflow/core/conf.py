@@ -8,6 +8,7 @@ environment are coerced as before, and a value of the wrong kind is a configurat
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -15,6 +16,11 @@ from django.core.exceptions import ImproperlyConfigured
 
 def setting(name: str) -> object:
     return settings.AGENTFLOW[name]
+
+
+def optional_setting(name: str) -> object:
+    """The raw value, None when unset: for system checks that report what is missing."""
+    return settings.AGENTFLOW.get(name)
 
 
 def _number(name: str) -> int | float | str:
@@ -44,3 +50,10 @@ def setting_list(name: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise ImproperlyConfigured(f'AGENTFLOW["{name}"] must be a list, not {value!r}')
     return [str(item) for item in value]
+
+
+def setting_dict(name: str) -> dict[str, Any]:
+    value = setting(name)
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f'AGENTFLOW["{name}"] must be a mapping, not {value!r}')
+    return value

@@ -17,7 +17,7 @@ from functools import cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-from learning.conf import setting_str
+from agentflow.core.conf import setting_str
 
 _CONTEXT = b"agentflow.webhooks.secret-at-rest.v1:"
 GENERATED_SECRET_BYTES = 32

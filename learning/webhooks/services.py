@@ -22,10 +22,10 @@ import structlog
 from django.db import IntegrityError, connection, transaction
 
 from agentflow.core.api.serializers import unstorable_text
+from agentflow.core.conf import setting_float, setting_int
 from agentflow.core.context import current_correlation_id
 from agentflow.models import Run, RunStatus
 from governance.audit import Actor, append
-from learning.conf import setting_float, setting_int
 from learning.models import EventRule, WebhookEndpoint
 from learning.rules import reply_url_allowed
 from learning.services import publish_on_commit

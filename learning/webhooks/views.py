@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import structlog
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,8 +24,13 @@ from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.core.api.pagination import paginate, sort_queryset
 from agentflow.core.api.parsers import TooDeeplyNested, check_depth
 from agentflow.core.api.schema import LIST_PARAMETERS, envelope, errors
-from agentflow.core.api.serializers import StrictSerializer
-from learning.conf import setting_int
+from agentflow.core.api.serializers import (
+    AsIsCharField,
+    AsIsChoiceField,
+    StrictSerializer,
+    ZDateTimeField,
+)
+from agentflow.core.conf import setting_int
 from learning.models import WebhookEndpoint, WebhookProvider
 from learning.webhooks import services
 from learning.webhooks.providers import BadPayload, Rejected
@@ -39,22 +44,35 @@ log = structlog.get_logger(__name__)
 
 
 class EndpointSerializer(serializers.Serializer):
+    """An endpoint; its ``url`` is absolute, built from the request in the context."""
+
     id = serializers.UUIDField()
-    provider = serializers.ChoiceField(choices=WebhookProvider.values)
-    name = serializers.CharField()
-    url = serializers.CharField(help_text="Where the provider must deliver (POST).")
-    created_at = serializers.DateTimeField()
-    rotated_at = serializers.DateTimeField(allow_null=True)
-    previous_secret_expires_at = serializers.DateTimeField(
+    provider = AsIsChoiceField(choices=WebhookProvider.values)
+    name = AsIsCharField()
+    url = serializers.SerializerMethodField(help_text="Where the provider must deliver (POST).")
+    created_at = ZDateTimeField()
+    rotated_at = ZDateTimeField(allow_null=True)
+    previous_secret_expires_at = ZDateTimeField(
         allow_null=True, help_text="Until then the secret before the last rotation still verifies."
     )
 
+    @extend_schema_field(serializers.CharField())
+    def get_url(self, endpoint: WebhookEndpoint) -> str:
+        request: Request = self.context["request"]
+        return request.build_absolute_uri(f"/api/v1/webhooks/{endpoint.provider}/{endpoint.pk}")
+
 
 class IssuedEndpointSerializer(EndpointSerializer):
+    """A new or rotated endpoint (``services.IssuedSecret``) with its secret, shown once."""
+
     secret = serializers.CharField(
         allow_null=True,
         help_text="The generated secret: shown this once, never again. Null when you set it.",
     )
+
+    def to_representation(self, instance: Any) -> Any:
+        body = EndpointSerializer(instance.endpoint, context=self.context).data
+        return {**body, "secret": instance.secret}
 
 
 class EndpointCreateSerializer(StrictSerializer):
@@ -78,22 +96,6 @@ class EndpointRotateSerializer(StrictSerializer):
         max_value=services.MAX_OVERLAP_SECONDS,
         help_text="How long the current secret keeps verifying (default 24 h; 0: stop now).",
     )
-
-
-def _z(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
-def endpoint_json(request: Request, endpoint: WebhookEndpoint) -> dict[str, Any]:
-    return {
-        "id": str(endpoint.pk),
-        "provider": endpoint.provider,
-        "name": endpoint.name,
-        "url": request.build_absolute_uri(f"/api/v1/webhooks/{endpoint.provider}/{endpoint.pk}"),
-        "created_at": _z(endpoint.created_at),
-        "rotated_at": _z(endpoint.rotated_at),
-        "previous_secret_expires_at": _z(endpoint.previous_secret_expires_at),
-    }
 
 
 def _secret_error(exc: services.InvalidSecret) -> ContractError:
@@ -125,7 +127,7 @@ class EndpointListView(TenantScopedAPIView):
         queryset = sort_queryset(
             request, WebhookEndpoint.objects.all(), self.sortable, "created_at"
         )
-        return paginate(request, queryset, lambda page: [endpoint_json(request, e) for e in page])
+        return paginate(request, queryset, EndpointSerializer, {"request": request})
 
     # No Idempotency-Key: a replay would have to keep the shown-once secret in the database.
     @extend_schema(
@@ -143,7 +145,7 @@ class EndpointListView(TenantScopedAPIView):
         except services.InvalidSecret as exc:
             raise _secret_error(exc) from exc
         return Response(
-            {**endpoint_json(request, issued.endpoint), "secret": issued.secret},
+            IssuedEndpointSerializer(issued, context={"request": request}).data,
             status=status.HTTP_201_CREATED,
             headers={"Location": f"/api/v1/webhooks/endpoints/{issued.endpoint.pk}"},
         )
@@ -157,7 +159,9 @@ class EndpointDetailView(TenantScopedAPIView):
         responses={200: EndpointSerializer, **errors(401, 403, 404)},
     )
     def get(self, request: Request, endpoint_id: str) -> Response:
-        return Response(endpoint_json(request, _endpoint_or_404(endpoint_id)))
+        return Response(
+            EndpointSerializer(_endpoint_or_404(endpoint_id), context={"request": request}).data
+        )
 
     @extend_schema(
         operation_id="webhook_endpoints_destroy", responses={204: None, **errors(401, 403, 404)}
@@ -185,7 +189,7 @@ class EndpointRotateView(TenantScopedAPIView):
             )
         except services.InvalidSecret as exc:
             raise _secret_error(exc) from exc
-        return Response({**endpoint_json(request, issued.endpoint), "secret": issued.secret})
+        return Response(IssuedEndpointSerializer(issued, context={"request": request}).data)
 
 
 # --- deliveries ----------------------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db.models import QuerySet
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from agentflow.core.api.exceptions import unprocessable
 
@@ -46,14 +47,26 @@ def sort_queryset(
     return queryset.order_by(f"{prefix}{sort_by}", f"{prefix}pk")
 
 
-def paginate(request: Request, queryset: QuerySet[Any], serialize: Any) -> Response:
+def paginate(
+    request: Request,
+    queryset: QuerySet[Any],
+    serializer: type[BaseSerializer[Any]] | Callable[[list[Any]], Any],
+    context: dict[str, Any] | None = None,
+) -> Response:
+    """One page of ``queryset``, each row written by ``serializer`` (a list serializer of its
+    own may batch-load what the page's rows need); a function of the page still works for
+    the endpoints not yet serializer-sourced."""
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     total = queryset.count()
     page = list(queryset[offset : offset + limit])
+    if isinstance(serializer, type):
+        results = serializer(page, many=True, context=context or {}).data
+    else:
+        results = serializer(page)
     return Response(
         {
-            "results": serialize(page),
+            "results": results,
             "total": total,
             "limit": limit,
             "offset": offset,

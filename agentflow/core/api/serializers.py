@@ -89,3 +89,65 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return int(super().to_internal_value(data))
+
+
+# --- output fields: the response bytes exactly as the models hold them ---------------------
+
+
+def iso(value: Any) -> str | None:
+    """A timestamp as the API writes it: ISO 8601 with ``Z`` for UTC."""
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+class IsoDateTimeField(serializers.CharField):
+    """A timestamp written by :func:`iso` (documented as a string, as it always was)."""
+
+    def to_representation(self, value: Any) -> Any:
+        # Never None here: DRF writes None itself without asking the field.
+        return iso(value)
+
+
+class AsIs:
+    """Writes the attribute unchanged: a ``FloatField`` holding ``1`` still answers ``1``.
+
+    Mixed into DRF fields so the schema keeps their type while the bytes stay those the
+    API always sent (DRF's own fields would coerce ints to floats, copy dicts, ...).
+    """
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class AsIsFloatField(AsIs, serializers.FloatField):
+    pass
+
+
+class AsIsIntegerField(AsIs, serializers.IntegerField):
+    pass
+
+
+class AsIsDictField(AsIs, serializers.DictField):
+    pass
+
+
+class AsIsListField(AsIs, serializers.ListField):
+    pass
+
+
+class AsIsCharField(AsIs, serializers.CharField):
+    pass
+
+
+class AsIsBooleanField(AsIs, serializers.BooleanField):
+    pass
+
+
+class AsIsChoiceField(AsIs, serializers.ChoiceField):
+    pass
+
+
+class ZDateTimeField(serializers.DateTimeField):
+    """Like :class:`IsoDateTimeField`, documented as ``format: date-time``."""
+
+    def to_representation(self, value: Any) -> Any:
+        return iso(value)

@@ -18,12 +18,12 @@ from django.conf import settings as django_settings
 from django.db import connections
 
 from agentflow import orchestration
+from agentflow.core.conf import setting_dict
 from agentflow.models import Message, Run
 from agentflow.tasks import sla_sweep_task
 from governance.audit import Actor
 from hitl import sla
 from hitl.models import EscalationPolicy, HITLEvent, HITLRequest, ReviewSettings
-from hitl.policy import options
 from hitl.services import set_availability
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_persona
@@ -122,7 +122,7 @@ def _settle(seconds: float = 0.5) -> None:
 def test_deadline_comes_from_priority_and_tier_with_tenant_and_agent_overrides(
     owner: Persona, agent: Any
 ) -> None:
-    table: dict[str, dict[str, int]] = options()["HITL_SLA_MINUTES"]
+    table: dict[str, dict[str, int]] = setting_dict("HITL_SLA_MINUTES")
     critical = review_of(escalated_run(agent, priority="critical"))
     assert critical.priority == "critical"
     assert critical.sla_deadline - critical.created_at == timedelta(
