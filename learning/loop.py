@@ -28,7 +28,6 @@ log = structlog.get_logger(__name__)
 
 __all__ = [
     "cited_golden_paths",
-    "connect",
     "learn_from_review",
     "learns_from",
     "record_review_outcome",
@@ -148,14 +147,6 @@ def count_golden_path_uses(tenant_id: int, run: Mapping[str, Any]) -> None:
         log.exception("golden_path.usage_failed", run_id=str(run.get("run_id")))
 
 
-def connect() -> None:
-    """Called once from the app config (completed runs' golden-path uses are counted by
-    ``learning.services.record_run_settled``, which reads the run once)."""
-    from governance.erasure import register_eraser
-
-    register_eraser("learning_loop", erase_end_user)
-
-
 def learn_from_review(tenant_id: int, request_id: str) -> str:
     """Record a decided request's golden path (the ``learning.record_review_outcome`` task,
     after the decision committed). Idempotent: a request whose run is already in a golden
@@ -170,21 +161,3 @@ def learn_from_review(tenant_id: int, request_id: str) -> str:
         actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
         path = record_review_outcome(request, request.decision, actor=actor or Actor.system("hitl"))
     return "recorded" if path is not None else "skipped"
-
-
-def erase_end_user(tenant_id: int, user_id: str) -> dict[str, int]:
-    """Governance's eraser hook: what the loop learnt from an end user's own words goes.
-
-    Golden paths whose question was theirs (the run they came from) and feedback on their
-    runs (a comment may name them) are deleted; golden paths that only merged one of
-    their runs keep their own question and answer. Called while the runs still name the
-    user, inside the erasure's transaction and tenant scope.
-    """
-    from agentflow.models import Run
-    from learning.models import Feedback, GoldenPath
-
-    runs = Run.objects.filter(user_id=user_id).values("pk")
-    return {
-        "feedback": Feedback.objects.filter(run__in=runs).delete()[0],
-        "golden_paths": GoldenPath.objects.filter(source_run__in=runs).delete()[0],
-    }
