@@ -24,26 +24,14 @@ from governance.models import AgentRestriction, AgentToolPermission, ToolPermiss
 from tenants import services as tenant_services
 from tenants.context import tenant_scope
 from tenants.models import Membership, Role, Tenant
+from tenants.roles import ROLES, by_rank
 
 VIEW_AGENT = "agentflow.view_agent"
-PLATFORM_ADMIN = "platform_admin"
-# Lowest to highest: a grant to a role is a grant to every role above it.
-ROLE_HIERARCHY: tuple[str, ...] = (
-    Role.VIEWER,
-    Role.REVIEWER,
-    Role.OPERATOR,
-    Role.OWNER,
-    PLATFORM_ADMIN,
-)
+# Lowest to highest: a grant to a role is a grant to every role above it (tenants.roles).
+ROLE_HIERARCHY: tuple[str, ...] = by_rank(tuple(ROLES))
 LEVELS: tuple[str, ...] = tuple(ToolPermissionLevel.values)  # none < read < execute < admin
 # The most a role may ever do with a tool, whatever an agent grants.
-ROLE_CEILING: dict[str, str] = {
-    Role.VIEWER: ToolPermissionLevel.READ,
-    Role.REVIEWER: ToolPermissionLevel.READ,
-    Role.OPERATOR: ToolPermissionLevel.EXECUTE,
-    Role.OWNER: ToolPermissionLevel.ADMIN,
-    PLATFORM_ADMIN: ToolPermissionLevel.ADMIN,
-}
+ROLE_CEILING: dict[str, str] = {role: grant.tool_ceiling for role, grant in ROLES.items()}
 ANY_TOOL = "*"
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
@@ -298,8 +286,7 @@ def visible_agents(user: Any, tenant_id: int) -> QuerySet[Agent] | None:
         return None
     if not AgentRestriction.unscoped.filter(tenant_id=tenant_id, user=user).exists():
         return None
-    with tenant_scope(tenant_id):
-        return _granted_agents(user)
+    return _granted_agents(user)  # callers are inside the tenant's scope (view, socket)
 
 
 def restrict_to_visible_agents(

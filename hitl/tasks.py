@@ -18,7 +18,7 @@ from agentflow import orchestration
 from hitl import notifications
 from hitl.models import HITLRequest
 from hitl.policy import options
-from tenants.context import tenant_scope
+from tenants.scoping import scoped_to_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +47,7 @@ def _max_retries() -> int:
     ignore_result=True,
     max_retries=None,  # bounded below by HITL_NOTIFY_MAX_RETRIES, read at run time
 )
+@scoped_to_tenant
 def notify_email_task(
     self: Task,
     tenant_id: int,
@@ -56,13 +57,12 @@ def notify_email_task(
     role: str,
     previous_assignee: int | None = None,
 ) -> str:
-    with tenant_scope(int(tenant_id)):
-        request = HITLRequest.objects.filter(pk=request_id).first()
-        if request is None:
-            return "missing"
-        email = notifications.compose_email(
-            request, event, role=role, previous_assignee=previous_assignee
-        )
+    request = HITLRequest.objects.filter(pk=request_id).first()
+    if request is None:
+        return "missing"
+    email = notifications.compose_email(
+        request, event, role=role, previous_assignee=previous_assignee
+    )
     try:
         sent = notifications.send_email(email)
     except (smtplib.SMTPException, OSError) as exc:
@@ -79,15 +79,15 @@ def notify_email_task(
     ignore_result=True,
     max_retries=None,
 )
+@scoped_to_tenant
 def notify_slack_task(self: Task, tenant_id: int, request_id: str, event: str) -> str:
     url = options()["HITL_SLACK_WEBHOOK_URL"]
     if not url:
         return "disabled"
-    with tenant_scope(int(tenant_id)):
-        request = HITLRequest.objects.filter(pk=request_id).first()
-        if request is None:
-            return "missing"
-        text = notifications.slack_text(request, event)
+    request = HITLRequest.objects.filter(pk=request_id).first()
+    if request is None:
+        return "missing"
+    text = notifications.slack_text(request, event)
     try:
         notifications.post_to_slack(url, text)
     except notifications.SlackRejected as exc:

@@ -11,7 +11,7 @@ from celery import Task, shared_task
 from learning import activity, loop, playbooks
 from learning.conf import setting_float, setting_int
 from learning.webhooks import services as webhook_services
-from tenants.context import tenant_scope
+from tenants.scoping import scoped_to_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -23,9 +23,9 @@ log = structlog.get_logger(__name__)
     ignore_result=True,
     max_retries=0,
 )
+@scoped_to_tenant
 def drain_activity_task(tenant_id: int) -> int:
     """Process the tenant's new stream entries (enqueued when events are published)."""
-    # Not @scoped_to_tenant: processing enters the scope per event; the stream is per tenant.
     return activity.drain(int(tenant_id))
 
 
@@ -43,10 +43,10 @@ def activity_sweep_task() -> dict[str, int]:
     ignore_result=True,
     max_retries=None,  # bounded by WEBHOOK_REPLY_MAX_RETRIES, read at run time
 )
+@scoped_to_tenant
 def reply_task(self: Task, tenant_id: int, run_id: str) -> str:
     try:
-        with tenant_scope(int(tenant_id)):
-            return webhook_services.send_reply(run_id)
+        return webhook_services.send_reply(run_id)
     except webhook_services.ReplyFailed as exc:
         retries = int(self.request.retries)
         if retries >= setting_int("WEBHOOK_REPLY_MAX_RETRIES"):
@@ -66,6 +66,7 @@ def reply_task(self: Task, tenant_id: int, run_id: str) -> str:
     retry_backoff_max=600,
     max_retries=12,
 )
+@scoped_to_tenant
 def record_review_outcome_task(tenant_id: int, request_id: str) -> str:
     """The golden path of an approved or edited review, enqueued when the decision commits
     (``agentflow.orchestration``); idempotent, so a redelivery or retry records it once."""
