@@ -154,10 +154,10 @@ def learn_from_review(tenant_id: int, request_id: str) -> str:
     open here, so the embedding holds no lock; the write takes only the agent's own."""
     from hitl.models import HITLRequest
 
-    with tenant_scope(tenant_id):
-        request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
-        if request is None or request.decision not in _DECISION_SOURCES:
-            return "skipped"
-        actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
-        path = record_review_outcome(request, request.decision, actor=actor or Actor.system("hitl"))
+    # Inside the tenant's scope: the task enters it (@scoped_to_tenant).
+    request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
+    if request is None or request.decision not in _DECISION_SOURCES:
+        return "skipped"
+    actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
+    path = record_review_outcome(request, request.decision, actor=actor or Actor.system("hitl"))
     return "recorded" if path is not None else "skipped"
