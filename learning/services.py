@@ -311,7 +311,7 @@ def create_rule(*, actor: Actor, tenant_id: int, **fields: Any) -> EventRule:
 
 
 def update_rule(*, actor: Actor, rule: EventRule, **fields: Any) -> EventRule:
-    with tenant_scope(rule.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         for name, value in fields.items():
             if name in RULE_FIELDS:
                 setattr(rule, name, value)
@@ -332,7 +332,7 @@ def update_rule(*, actor: Actor, rule: EventRule, **fields: Any) -> EventRule:
 
 
 def delete_rule(*, actor: Actor, rule: EventRule) -> None:
-    with tenant_scope(rule.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         append(
             tenant_id=rule.tenant_id,
             actor=actor,
