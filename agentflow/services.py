@@ -113,7 +113,7 @@ def update_agent(
     if not changes:
         return agent
     agent.version += 1  # a new version invalidates cached pipelines everywhere
-    with tenant_scope(agent.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         try:
             with transaction.atomic():
                 agent.save()
@@ -131,7 +131,7 @@ def update_agent(
 
 
 def delete_agent(*, actor: Actor, agent: Agent) -> None:
-    with tenant_scope(agent.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         append(
             tenant_id=agent.tenant_id,
             actor=actor,
@@ -273,11 +273,7 @@ def transition(
 
 
 def cancel_run(*, actor: Actor, run: Run) -> Run:
-    with tenant_scope(run.tenant_id):
-        return _cancel_run(actor, run)
-
-
-def _cancel_run(actor: Actor, run: Run) -> Run:
+    """Cancel an unfinished run (inside its tenant's scope: the API view, the erasure)."""
     if not transition(
         run.pk,
         CANCELLABLE,
