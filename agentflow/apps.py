@@ -13,4 +13,7 @@ class AgentsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the OpenAPI description of API-key authentication.
+        from agentflow import erasure
         from agentflow.core.api import schema  # noqa: F401
+
+        erasure.register()  # the app's GDPR erasers (governance.erasure runs them)

@@ -115,7 +115,7 @@ def update_agent(
     if not changes:
         return agent
     agent.version += 1  # a new version invalidates cached pipelines everywhere
-    with tenant_scope(agent.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         try:
             with transaction.atomic():
                 agent.save()
@@ -133,7 +133,7 @@ def update_agent(
 
 
 def delete_agent(*, actor: Actor, agent: Agent) -> None:
-    with tenant_scope(agent.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         append(
             tenant_id=agent.tenant_id,
             actor=actor,
@@ -275,11 +275,7 @@ def transition(
 
 
 def cancel_run(*, actor: Actor, run: Run) -> Run:
-    with tenant_scope(run.tenant_id):
-        return _cancel_run(actor, run)
-
-
-def _cancel_run(actor: Actor, run: Run) -> Run:
+    """Cancel an unfinished run (inside its tenant's scope: the API view, the erasure)."""
     if not transition(
         run.pk,
         CANCELLABLE,

@@ -5,8 +5,8 @@ Every dashboard view derives from :class:`DashboardView`. Each request it
 * requires a login (anonymous: redirect to ``/login/?next=...``);
 * resolves the current tenant from the session, validated against the user's *active*
   memberships on every request (a suspended tenant, or a revoked membership, stops being
-  selectable at once); Django superusers are platform admins and may select any tenant
-  that is not suspended;
+  selectable at once); platform admins (``tenants.roles.is_platform_admin``: staff
+  users) may select any tenant that is not suspended;
 * checks the page's ``page`` against :data:`PAGE_ROLES` (403 otherwise);
 * runs the handler inside ``tenant_scope(current tenant)``, so every query of tenant data
   is scoped and a foreign id simply is not found (404, rendered as a page).
@@ -30,13 +30,22 @@ from django.views import View
 
 from governance.audit import Actor
 from tenants.context import tenant_scope
-from tenants.models import Membership, Role, Tenant, TenantStatus
+from tenants.models import Membership, Tenant, TenantStatus
+from tenants.roles import (
+    PLATFORM_ADMIN,
+    READ,
+    REVIEW,
+    WRITE,
+    browsing_roles,
+    is_platform_admin,
+    roles_with,
+)
 
 SESSION_TENANT = "frontend.tenant_id"
-PLATFORM_ADMIN = "platform_admin"
-ALL_ROLES = frozenset({Role.OWNER, Role.OPERATOR, Role.REVIEWER, Role.VIEWER, PLATFORM_ADMIN})
-MANAGERS = frozenset({Role.OWNER, Role.OPERATOR, PLATFORM_ADMIN})
-REVIEWERS = frozenset({Role.OWNER, Role.OPERATOR, Role.REVIEWER, PLATFORM_ADMIN})
+# Views of the one role table (tenants.roles), by what the roles may do.
+ALL_ROLES = roles_with(READ)
+MANAGERS = roles_with(WRITE)
+REVIEWERS = roles_with(REVIEW)
 
 # Which roles see which page (and its nav link). Reviewers work the queue; viewers read
 # everything but tenants and keys; owners, operators and platform admins manage.
@@ -44,9 +53,9 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "overview": ALL_ROLES,
     "runs": ALL_ROLES,
     "hitl": ALL_ROLES,
-    "agents": ALL_ROLES - {Role.REVIEWER},
+    "agents": ALL_ROLES & browsing_roles(),
     "tenants": MANAGERS,
-    "audit": ALL_ROLES - {Role.REVIEWER},
+    "audit": ALL_ROLES & browsing_roles(),
     "learning": ALL_ROLES,
 }
 NAV: tuple[tuple[str, str, str], ...] = (
@@ -74,7 +83,7 @@ class Access:
 
     @property
     def is_platform_admin(self) -> bool:
-        return bool(self.user.is_superuser)
+        return is_platform_admin(self.user)
 
     @property
     def actor(self) -> Actor:
@@ -125,7 +134,8 @@ def resolve(request: HttpRequest) -> Access:
     """The user's selectable tenants and the current one (the session's, when still valid)."""
     user = request.user
     roles = {m.tenant_id: m.role for m in _memberships(user)}
-    if user.is_superuser:
+    platform_admin = is_platform_admin(user)
+    if platform_admin:
         tenants = list(Tenant.objects.exclude(status=TenantStatus.SUSPENDED).order_by("name"))
     else:
         tenants = sorted(
@@ -134,7 +144,7 @@ def resolve(request: HttpRequest) -> Access:
     wanted = request.session.get(SESSION_TENANT)
     current = next((t for t in tenants if t.pk == wanted), tenants[0] if tenants else None)
     role: str | None = None
-    if user.is_superuser:
+    if platform_admin:
         role = PLATFORM_ADMIN
     elif current is not None:
         role = roles[current.pk]

@@ -5,7 +5,7 @@ those tenants' live events (HITL queue, runs) and never another tenant's:
 
 * no ``?tenant=``: every tenant the user is an active member of;
 * ``?tenant=<id>``: that tenant only (the page's current tenant), when the user is an
-  active member of it, or a platform admin (superuser);
+  active member of it, or a platform admin (``tenants.roles.is_platform_admin``);
 * ``?tenant=all``: a platform admin's overview of every tenant that is not suspended
   (for anyone else: their memberships, as without the parameter).
 
@@ -24,7 +24,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from agentflow.core.realtime import tenant_group, user_group
 from governance.services import visible_agents
+from tenants.context import tenant_scope
 from tenants.models import Membership, Tenant, TenantStatus
+from tenants.roles import is_platform_admin
 
 # 4401 mirrors HTTP 401 in the 4000-4999 range the WebSocket RFC leaves to applications.
 CLOSE_UNAUTHENTICATED = 4401
@@ -76,7 +78,7 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
 
 @database_sync_to_async
 def _watched_tenants(user: Any, wanted: str | None) -> dict[int, frozenset[str] | None]:
-    if user.is_superuser and wanted is not None:
+    if is_platform_admin(user) and wanted is not None:
         # Platform admins watch any tenant (the loud cross-tenant read is the point here).
         tenants = Tenant.objects.exclude(status=TenantStatus.SUSPENDED)
         if wanted != "all":
@@ -91,10 +93,14 @@ def _watched_tenants(user: Any, wanted: str | None) -> dict[int, frozenset[str] 
         memberships = memberships.filter(tenant_id=int(wanted))
     watched: dict[int, frozenset[str] | None] = {}
     for tenant_id in memberships.values_list("tenant_id", flat=True):
-        visible = visible_agents(user, tenant_id)
-        watched[tenant_id] = (
-            None
-            if visible is None
-            else frozenset(str(pk) for pk in visible.values_list("pk", flat=True))
-        )
+        watched[tenant_id] = _visible_agent_ids(user, tenant_id)
     return watched
+
+
+def _visible_agent_ids(user: Any, tenant_id: int) -> frozenset[str] | None:
+    """The agents ``user`` may watch in the tenant (None: every one), read in its scope."""
+    with tenant_scope(tenant_id):
+        visible = visible_agents(user, tenant_id)
+        if visible is None:
+            return None
+        return frozenset(str(pk) for pk in visible.values_list("pk", flat=True))

@@ -21,7 +21,7 @@ from agentflow.core.api.exceptions import ContractError
 from agentflow.models import Agent
 from agentflow.pipelines import BLUEPRINTS
 from frontend import queries
-from frontend.access import PLATFORM_ADMIN, DashboardView
+from frontend.access import MANAGERS, PLATFORM_ADMIN, DashboardView
 from frontend.forms import (
     AgentCreateForm,
     AgentEditForm,
@@ -36,7 +36,8 @@ from governance.models import AuditEvent
 from governance.verify import verify_chain
 from tenants import services as tenant_services
 from tenants.context import tenant_scope
-from tenants.models import APIKey, Role, Tenant, TenantStatus
+from tenants.models import APIKey, Tenant, TenantStatus
+from tenants.roles import ROLES
 from tenants.services import ALL_SCOPES, TenantError
 
 AUDIT_PAGE_SIZE = 25
@@ -181,11 +182,9 @@ class AgentDetailView(DashboardView):
 def grantable_scopes(role: str | None) -> list[str]:
     """Key scopes a role may hand out: never more than the role itself holds, so an
     operator cannot mint a tenant-administration key (owners and platform admins can)."""
-    if role in (Role.OWNER, PLATFORM_ADMIN):
-        return list(ALL_SCOPES)
-    if role == Role.OPERATOR:
-        return [s for s in ALL_SCOPES if s != "admin"]
-    return []
+    if role is None or role not in MANAGERS:
+        return []
+    return [scope for scope in ALL_SCOPES if scope in ROLES[role].scopes]
 
 
 class TenantListView(DashboardView):
@@ -194,8 +193,7 @@ class TenantListView(DashboardView):
     def _tenants(self) -> list[Tenant] | QuerySet[Tenant]:
         if self.access.is_platform_admin:
             return Tenant.objects.order_by("name")
-        managed = {Role.OWNER, Role.OPERATOR}
-        return [t for t in self.access.tenants if self.access.roles.get(t.pk) in managed]
+        return [t for t in self.access.tenants if self.access.roles.get(t.pk) in MANAGERS]
 
     def get(self, request: HttpRequest, form: TenantCreateForm | None = None) -> HttpResponse:
         return self.render_page(
@@ -240,7 +238,7 @@ class TenantDetailView(DashboardView):
             raise Http404
         role = self.access.roles.get(tenant_id)
         tenant = next((t for t in self.access.tenants if t.pk == tenant_id), None)
-        if tenant is None or role not in (Role.OWNER, Role.OPERATOR):
+        if tenant is None or role not in MANAGERS:
             raise Http404
         return tenant, role
 

@@ -213,7 +213,7 @@ def revoke_invitation(*, actor: Actor, tenant: Tenant, invitation: Invitation) -
     """Withdraw a pending invitation (again: a no-op); an accepted one is ``invitation_accepted``
     (remove the member instead)."""
     now = datetime.now(UTC)
-    with transaction.atomic(), tenant_scope(tenant.pk):
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
         state = status_of(locked, now)
         if state == ACCEPTED:
@@ -236,5 +236,5 @@ def revoke_invitation(*, actor: Actor, tenant: Tenant, invitation: Invitation) -
 
 
 def invitations(tenant: Tenant) -> QuerySet[Invitation]:
-    with tenant_scope(tenant.pk):
-        return Invitation.objects.all()
+    """The tenant's invitations (called inside its scope, by the API view)."""
+    return Invitation.objects.all()

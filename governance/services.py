@@ -25,26 +25,14 @@ from governance.models import AgentRestriction, AgentToolPermission, ToolPermiss
 from tenants import services as tenant_services
 from tenants.context import tenant_scope
 from tenants.models import Membership, Role, Tenant
+from tenants.roles import ROLES, by_rank
 
 VIEW_AGENT = "agentflow.view_agent"
-PLATFORM_ADMIN = "platform_admin"
-# Lowest to highest: a grant to a role is a grant to every role above it.
-ROLE_HIERARCHY: tuple[str, ...] = (
-    Role.VIEWER,
-    Role.REVIEWER,
-    Role.OPERATOR,
-    Role.OWNER,
-    PLATFORM_ADMIN,
-)
+# Lowest to highest: a grant to a role is a grant to every role above it (tenants.roles).
+ROLE_HIERARCHY: tuple[str, ...] = by_rank(tuple(ROLES))
 LEVELS: tuple[str, ...] = tuple(ToolPermissionLevel.values)  # none < read < execute < admin
 # The most a role may ever do with a tool, whatever an agent grants.
-ROLE_CEILING: dict[str, str] = {
-    Role.VIEWER: ToolPermissionLevel.READ,
-    Role.REVIEWER: ToolPermissionLevel.READ,
-    Role.OPERATOR: ToolPermissionLevel.EXECUTE,
-    Role.OWNER: ToolPermissionLevel.ADMIN,
-    PLATFORM_ADMIN: ToolPermissionLevel.ADMIN,
-}
+ROLE_CEILING: dict[str, str] = {role: grant.tool_ceiling for role, grant in ROLES.items()}
 ANY_TOOL = "*"
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
@@ -104,10 +92,7 @@ KEEP = _Keep()
 
 def member_by_username(tenant: Tenant, username: str) -> User:
     """The member of ``tenant`` called ``username``, or :class:`NotAMember`."""
-    with tenant_scope(tenant.pk):
-        membership = (
-            Membership.objects.select_related("user").filter(user__username=username).first()
-        )
+    membership = Membership.objects.select_related("user").filter(user__username=username).first()
     if membership is None:
         raise NotAMember()
     return membership.user
@@ -131,18 +116,19 @@ def assign_role(
     """
     if role not in Role.values:
         raise GovernanceError(f"unknown role {role!r}; use one of {', '.join(Role.values)}", "role")
-    with transaction.atomic(), tenant_scope(tenant.pk):
-        _lock_tenant(tenant)
-        current = Membership.objects.filter(user=user).values_list("role", flat=True).first()
-        if current is None and members_only:
-            raise NotAMember()
-        if current == Role.OWNER and role != Role.OWNER:
-            _ensure_another_owner(user)
-        if current != role:
-            tenant_services.add_member(actor=actor, tenant=tenant, user=user, role=role)
-        if not isinstance(agents, _Keep):
-            _set_agents(actor, tenant, user, None if agents is None else list(agents))
-    return member_view(tenant, user)
+    with tenant_scope(tenant.pk):  # an entry point: the Django admin and demo data call it
+        with transaction.atomic():
+            _lock_tenant(tenant)
+            current = Membership.objects.filter(user=user).values_list("role", flat=True).first()
+            if current is None and members_only:
+                raise NotAMember()
+            if current == Role.OWNER and role != Role.OWNER:
+                _ensure_another_owner(user)
+            if current != role:
+                tenant_services.add_member(actor=actor, tenant=tenant, user=user, role=role)
+            if not isinstance(agents, _Keep):
+                _set_agents(actor, tenant, user, None if agents is None else list(agents))
+        return member_view(tenant, user)
 
 
 def revoke_role(*, actor: Actor, tenant: Tenant, user: User) -> None:
@@ -226,14 +212,14 @@ def _set_agents(
 
 
 def member_view(tenant: Tenant, user: User) -> MemberView:
-    with tenant_scope(tenant.pk):
-        membership = Membership.objects.select_related("user").get(user=user)
-        return MemberView(
-            user_id=membership.user_id,
-            username=membership.user.get_username(),
-            role=membership.role,
-            agents=_agent_list(user),
-        )
+    """``user``'s membership of ``tenant``, read inside its scope."""
+    membership = Membership.objects.select_related("user").get(user=user)
+    return MemberView(
+        user_id=membership.user_id,
+        username=membership.user.get_username(),
+        role=membership.role,
+        agents=_agent_list(user),
+    )
 
 
 def _agent_list(user: User) -> list[str] | None:
@@ -244,20 +230,18 @@ def _agent_list(user: User) -> list[str] | None:
 
 def members(tenant: Tenant) -> QuerySet[Membership]:
     """The tenant's memberships (with users), for listing; see ``member_views``."""
-    with tenant_scope(tenant.pk):
-        return Membership.objects.select_related("user").all()
+    return Membership.objects.select_related("user").all()
 
 
 def member_views(tenant: Tenant, page: Iterable[Membership]) -> list[MemberView]:
     """One page of members with their agent lists, in three queries whatever the page size."""
     rows = list(page)
-    with tenant_scope(tenant.pk):
-        restricted = set(
-            AgentRestriction.objects.filter(user_id__in=[m.user_id for m in rows]).values_list(
-                "user_id", flat=True
-            )
+    restricted = set(
+        AgentRestriction.objects.filter(user_id__in=[m.user_id for m in rows]).values_list(
+            "user_id", flat=True
         )
-        agents = _agents_by_user(restricted)
+    )
+    agents = _agents_by_user(restricted)
     return [
         MemberView(
             user_id=m.user_id,
@@ -297,8 +281,7 @@ def visible_agents(user: Any, tenant_id: int) -> QuerySet[Agent] | None:
         return None
     if not AgentRestriction.unscoped.filter(tenant_id=tenant_id, user=user).exists():
         return None
-    with tenant_scope(tenant_id):
-        return _granted_agents(user)
+    return _granted_agents(user)  # callers are inside the tenant's scope (view, socket)
 
 
 def restrict_to_visible_agents(
@@ -395,11 +378,11 @@ def _validate_grants(grants: Sequence[dict[str, Any]]) -> list[ToolGrant]:
 
 
 def tool_grants(agent: Agent) -> list[ToolGrant]:
-    with tenant_scope(agent.tenant_id):
-        return [
-            ToolGrant(row.tool, row.role, row.level)
-            for row in AgentToolPermission.objects.filter(agent=agent).order_by("tool", "role")
-        ]
+    """The agent's grants, read inside its tenant's scope."""
+    return [
+        ToolGrant(row.tool, row.role, row.level)
+        for row in AgentToolPermission.objects.filter(agent=agent).order_by("tool", "role")
+    ]
 
 
 def set_tool_permissions(
@@ -407,21 +390,22 @@ def set_tool_permissions(
 ) -> list[ToolGrant]:
     """Replace the agent's tool grants with ``grants`` (``[{tool, role?, level}]``)."""
     validated = _validate_grants(grants)
-    before = [asdict(g) for g in tool_grants(agent)]
-    with transaction.atomic(), tenant_scope(agent.tenant_id):
-        AgentToolPermission.objects.filter(agent=agent).delete()
-        AgentToolPermission.objects.bulk_create(
-            AgentToolPermission(agent=agent, tool=g.tool, role=g.role, level=g.level)
-            for g in validated
-        )
-        after = [asdict(g) for g in sorted(validated, key=lambda g: (g.tool, g.role))]
-        if after != before:
-            append(
-                tenant_id=agent.tenant_id,
-                actor=actor,
-                action="agent.tool_permissions_changed",
-                target_type="agent",
-                target_id=agent.pk,
-                changes={"before": before, "after": after},
+    with tenant_scope(agent.tenant_id):  # an entry point: the tool registry's tests call it
+        before = [asdict(g) for g in tool_grants(agent)]
+        with transaction.atomic():
+            AgentToolPermission.objects.filter(agent=agent).delete()
+            AgentToolPermission.objects.bulk_create(
+                AgentToolPermission(agent=agent, tool=g.tool, role=g.role, level=g.level)
+                for g in validated
             )
-    return tool_grants(agent)
+            after = [asdict(g) for g in sorted(validated, key=lambda g: (g.tool, g.role))]
+            if after != before:
+                append(
+                    tenant_id=agent.tenant_id,
+                    actor=actor,
+                    action="agent.tool_permissions_changed",
+                    target_type="agent",
+                    target_id=agent.pk,
+                    changes={"before": before, "after": after},
+                )
+        return tool_grants(agent)

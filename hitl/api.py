@@ -51,6 +51,7 @@ from hitl.serializers import (
 from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
 from tenants.models import APIKey, Membership, Role
+from tenants.roles import is_platform_admin
 from tenants.views_base import READ, WRITE, TenantScopedAPIView
 
 STATUS_VALUES = [*Status.values, "open", "all"]
@@ -88,7 +89,7 @@ def reviewer_for(request: Request) -> services.Reviewer:
     user = request.user
     assert user.pk is not None  # the base view lets only authenticated callers through
     role = Membership.objects.filter(user_id=user.pk).values_list("role", flat=True).first()
-    if role is None and (user.is_superuser or user.is_staff):
+    if role is None and is_platform_admin(user):
         role = Role.OWNER  # a platform admin acting in a tenant it is not a member of
     return services.Reviewer(actor=actor, user_id=user.pk, role=role)
 

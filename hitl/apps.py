@@ -8,4 +8,9 @@ class HitlConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from hitl import checks  # noqa: F401 - registers the settings checks
+        from hitl import (
+            checks,  # noqa: F401 - registers the settings checks
+            erasure,
+        )
+
+        erasure.register()  # the review copies' GDPR eraser

@@ -16,10 +16,11 @@ from django.db.models import Q
 
 from agentflow.core.conf import setting, setting_dict, setting_int, setting_list
 from hitl.models import PRIORITY_RANK, EscalationPolicy, OnBreach, OnReject, ReviewSettings
-from tenants.models import Role
+from tenants.roles import member_review_ranks
 
 # Who may review what: a request that needs an operator cannot be decided by a reviewer.
-ROLE_RANK: dict[str, int] = {Role.REVIEWER: 1, Role.OPERATOR: 2, Role.OWNER: 3}
+# The review ladder of the one role table (reviewer < operator < owner).
+ROLE_RANK: dict[str, int] = member_review_ranks()
 REVIEW_ROLES = tuple(ROLE_RANK)
 
 

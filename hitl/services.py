@@ -253,7 +253,7 @@ def escalate_run(
     """Send a run to a human by hand: one awaiting review (it resumes on the decision) or
     one that already settled (a review after the fact; edits and hand-offs are delivered
     to the conversation as a follow-up)."""
-    with tenant_scope(run.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         assignment.lock_assignments(run.tenant_id)
         current = Run.objects.get(pk=run.pk)
         if current.status in (RunStatus.PENDING, RunStatus.PROCESSING):
@@ -337,7 +337,7 @@ def claim(*, reviewer: Reviewer, request: HITLRequest) -> HITLRequest:
 def unclaim(*, reviewer: Reviewer, request: HITLRequest, reason: str = "") -> HITLRequest:
     """Give a request back; it goes to the next least-loaded reviewer (not the same one)."""
     now = datetime.now(UTC)
-    with tenant_scope(request.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         assignment.lock_assignments(request.tenant_id)
         current = HITLRequest.objects.get(pk=request.pk)
         if current.status != Status.ASSIGNED:

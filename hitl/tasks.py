@@ -21,7 +21,7 @@ from agentflow.core.retrying import RetryFromSettings
 from hitl import notifications
 from hitl.models import HITLRequest
 from hitl.policy import policy_of
-from tenants.context import tenant_scope
+from tenants.scoping import scoped_to_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +73,7 @@ class NotifyTask(RetryFromSettings):
     reject_on_worker_lost=True,
     ignore_result=True,
 )
+@scoped_to_tenant
 def notify_email_task(
     tenant_id: int,
     request_id: str,
@@ -81,13 +82,12 @@ def notify_email_task(
     role: str,
     previous_assignee: int | None = None,
 ) -> str:
-    with tenant_scope(int(tenant_id)):
-        request = HITLRequest.objects.filter(pk=request_id).first()
-        if request is None:
-            return "missing"
-        email = notifications.compose_email(
-            request, event, role=role, previous_assignee=previous_assignee
-        )
+    request = HITLRequest.objects.filter(pk=request_id).first()
+    if request is None:
+        return "missing"
+    email = notifications.compose_email(
+        request, event, role=role, previous_assignee=previous_assignee
+    )
     sent = notifications.send_email(email)  # errors: retried by NotifyTask, then logged
     log.info("hitl.notified", channel="email", request_id=request_id, hitl_event=event, sent=sent)
     return "sent" if sent else "no_recipients"
@@ -102,15 +102,15 @@ def notify_email_task(
     reject_on_worker_lost=True,
     ignore_result=True,
 )
+@scoped_to_tenant
 def notify_slack_task(tenant_id: int, request_id: str, event: str) -> str:
     url = setting_str("HITL_SLACK_WEBHOOK_URL")
     if not url:
         return "disabled"
-    with tenant_scope(int(tenant_id)):
-        request = HITLRequest.objects.filter(pk=request_id).first()
-        if request is None:
-            return "missing"
-        text = notifications.slack_text(request, event)
+    request = HITLRequest.objects.filter(pk=request_id).first()
+    if request is None:
+        return "missing"
+    text = notifications.slack_text(request, event)
     try:
         notifications.post_to_slack(url, text)
     except notifications.SlackRejected as exc:

@@ -8,9 +8,9 @@ class LearningConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from learning import loop, services
+        from learning import erasure, services
 
         # Runs settling outside a review -> activity stream. A review's events and golden path
         # are called explicitly by agentflow.orchestration.decide_review.
         services.connect()
-        loop.connect()  # the loop's GDPR eraser
+        erasure.register()  # the app's GDPR eraser

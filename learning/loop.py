@@ -19,18 +19,16 @@ from typing import Any
 import structlog
 from django.db import transaction
 
-from agentflow.models import Run
 from governance.audit import Actor
 from hitl.models import HITLRequest
 from learning import golden_paths
-from learning.models import Feedback, GoldenPath, GoldenPathSource
+from learning.models import GoldenPathSource
 from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
 
 __all__ = [
     "cited_golden_paths",
-    "connect",
     "learn_from_review",
     "learns_from",
     "record_review_outcome",
@@ -150,38 +148,15 @@ def count_golden_path_uses(tenant_id: int, run: Mapping[str, Any]) -> None:
         log.exception("golden_path.usage_failed", run_id=str(run.get("run_id")))
 
 
-def connect() -> None:
-    """Called once from the app config (completed runs' golden-path uses are counted by
-    ``learning.services.record_run_settled``, which reads the run once)."""
-    from governance.erasure import register_eraser  # noqa: PLC0415 - left: the erasers registry (item 5)
-
-    register_eraser("learning_loop", erase_end_user)
-
-
 def learn_from_review(tenant_id: int, request_id: str) -> str:
     """Record a decided request's golden path (the ``learning.record_review_outcome`` task,
     after the decision committed). Idempotent: a request whose run is already in a golden
     path of its agent changes nothing (``golden_paths.record_outcome``). No transaction is
     open here, so the embedding holds no lock; the write takes only the agent's own."""
-    with tenant_scope(tenant_id):
-        request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
-        if request is None or request.decision not in _DECISION_SOURCES:
-            return "skipped"
-        actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
-        path = record_review_outcome(request, request.decision, actor=actor or Actor.system("hitl"))
+    # Inside the tenant's scope: the task enters it (@scoped_to_tenant).
+    request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
+    if request is None or request.decision not in _DECISION_SOURCES:
+        return "skipped"
+    actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None
+    path = record_review_outcome(request, request.decision, actor=actor or Actor.system("hitl"))
     return "recorded" if path is not None else "skipped"
-
-
-def erase_end_user(tenant_id: int, user_id: str) -> dict[str, int]:
-    """Governance's eraser hook: what the loop learnt from an end user's own words goes.
-
-    Golden paths whose question was theirs (the run they came from) and feedback on their
-    runs (a comment may name them) are deleted; golden paths that only merged one of
-    their runs keep their own question and answer. Called while the runs still name the
-    user, inside the erasure's transaction and tenant scope.
-    """
-    runs = Run.objects.filter(user_id=user_id).values("pk")
-    return {
-        "feedback": Feedback.objects.filter(run__in=runs).delete()[0],
-        "golden_paths": GoldenPath.objects.filter(source_run__in=runs).delete()[0],
-    }

@@ -21,7 +21,6 @@ from typing import Any
 
 import structlog
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.db.models.signals import post_save
 
 from agentflow.core.conf import setting_int
@@ -33,11 +32,7 @@ from learning.loop import count_golden_path_uses
 from learning.models import (
     ActivityEvent,
     ActivitySource,
-    EdgeKind,
     EventRule,
-    GraphEdge,
-    GraphNode,
-    NodeKind,
 )
 from learning.webhooks import payloads
 from tenants.context import tenant_scope
@@ -266,59 +261,10 @@ def record_review_decided(request: Any) -> None:
 
 def connect() -> None:
     """Called once from the app config: subscribe to the run transitions we record (outside
-    the review path), and erase our copies when governance erases an end user."""
+    the review path)."""
     post_save.connect(
         _on_run_transition, sender=RunTransition, dispatch_uid="learning.activity.run_transition"
     )
-    from governance.erasure import register_eraser  # noqa: PLC0415 - left: the erasers registry (item 5)
-
-    register_eraser("learning", erase_end_user)
-
-
-# --- GDPR erasure ---------------------------------------------------------------------------
-
-
-def erase_end_user(tenant_id: int, user_id: str) -> dict[str, int]:
-    """Erase an end user's traces in the stream and the graph (governance's eraser hook).
-
-    Runs inside the tenant's scope and the erasure's transaction. The user is the customer
-    node keyed by their id (runs from the API: ``api:user:<id>``; runs a rule started use
-    the customer key itself as user id). Their customer and ticket nodes go (edges with
-    them); the events that built them, and internal events naming them, keep only
-    ``{"erased": true}`` (the rows stay: dedup and the stream's bookkeeping need them);
-    the resolutions of their tickets lose their label (an answer may quote them).
-    """
-    keys = {user_id, f"api:user:{user_id}"}
-    customers = GraphNode.objects.filter(kind=NodeKind.CUSTOMER, key__in=keys)
-    customer_ids = list(customers.values_list("pk", flat=True))
-    ticket_ids = list(
-        GraphEdge.objects.filter(source_id__in=customer_ids).values_list("target_id", flat=True)
-    )
-    event_ids = set(
-        GraphEdge.objects.filter(
-            Q(source_id__in=[*customer_ids, *ticket_ids]) | Q(target_id__in=ticket_ids)
-        )
-        .exclude(event_id=None)
-        .values_list("event_id", flat=True)
-    )
-    resolutions = GraphNode.objects.filter(
-        kind=NodeKind.RESOLUTION,
-        in_edges__source_id__in=ticket_ids,
-        in_edges__kind=EdgeKind.RESOLVED_BY,
-    )
-    events = ActivityEvent.objects.filter(
-        Q(pk__in=event_ids) | Q(payload__user_id=user_id) | Q(payload__customer_key__in=keys)
-    )
-    counts = {
-        "activity_events": events.update(payload={"erased": True}, outcome={}),
-        "resolutions": GraphNode.objects.filter(pk__in=resolutions.values("pk")).update(label=""),
-    }
-    counts["graph_nodes"] = (
-        GraphNode.objects.filter(pk__in=[*customer_ids, *ticket_ids])
-        .delete()[1]
-        .get("learning.GraphNode", 0)
-    )
-    return counts
 
 
 # --- rules ------------------------------------------------------------------------------------
@@ -362,7 +308,7 @@ def create_rule(*, actor: Actor, tenant_id: int, **fields: Any) -> EventRule:
 
 
 def update_rule(*, actor: Actor, rule: EventRule, **fields: Any) -> EventRule:
-    with tenant_scope(rule.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         for name, value in fields.items():
             if name in RULE_FIELDS:
                 setattr(rule, name, value)
@@ -383,7 +329,7 @@ def update_rule(*, actor: Actor, rule: EventRule, **fields: Any) -> EventRule:
 
 
 def delete_rule(*, actor: Actor, rule: EventRule) -> None:
-    with tenant_scope(rule.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         append(
             tenant_id=rule.tenant_id,
             actor=actor,

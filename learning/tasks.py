@@ -17,7 +17,7 @@ from agentflow.vector_search import ensure_tenant_indexes
 from learning import activity, loop, playbooks
 from learning.models import GoldenPath
 from learning.webhooks import services as webhook_services
-from tenants.context import tenant_scope
+from tenants.scoping import scoped_to_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -29,9 +29,9 @@ log = structlog.get_logger(__name__)
     ignore_result=True,
     max_retries=0,
 )
+@scoped_to_tenant
 def drain_activity_task(tenant_id: int) -> int:
     """Process the tenant's new stream entries (enqueued when events are published)."""
-    # Not @scoped_to_tenant: processing enters the scope per event; the stream is per tenant.
     return activity.drain(int(tenant_id))
 
 
@@ -60,9 +60,9 @@ class ReplyTask(RetryFromSettings):
     reject_on_worker_lost=True,
     ignore_result=True,
 )
+@scoped_to_tenant
 def reply_task(tenant_id: int, run_id: str) -> str:
-    with tenant_scope(int(tenant_id)):
-        return webhook_services.send_reply(run_id)
+    return webhook_services.send_reply(run_id)
 
 
 @shared_task(
@@ -75,6 +75,7 @@ def reply_task(tenant_id: int, run_id: str) -> str:
     retry_backoff_max=600,
     max_retries=12,
 )
+@scoped_to_tenant
 def record_review_outcome_task(tenant_id: int, request_id: str) -> str:
     """The golden path of an approved or edited review, enqueued when the decision commits
     (``agentflow.orchestration``); idempotent, so a redelivery or retry records it once."""

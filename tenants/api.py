@@ -14,7 +14,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.permissions import IsAdminUser
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,6 +38,7 @@ from tenants.context import tenant_scope
 from tenants.idempotency import idempotent
 from tenants.models import APIKey, Tenant, TenantStatus, UsageDay
 from tenants.quotas import Quotas, Tier
+from tenants.roles import is_platform_admin
 from tenants.views_base import TenantScopedAPIView
 
 # --- output shapes: the response bodies and their OpenAPI schema -------------------------
@@ -153,19 +154,26 @@ class KeyRotateSerializer(StrictSerializer):
     )
 
 
+class IsPlatformAdmin(BasePermission):
+    """The one definition of platform admin (tenants.roles), as a DRF permission."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return is_platform_admin(request.user)
+
+
 class PlatformAdminView(APIView):
     """Platform administration: staff users signed in to the dashboard, never API keys."""
 
     # Keys authenticate (so the answer is an honest 403, not "no credentials") but are never
     # staff: platform administration needs a staff user's session.
     authentication_classes = [APIKeyAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser]
+    permission_classes = [IsPlatformAdmin]
 
     def actor(self, request: Request) -> Actor:
         return Actor("user", str(request.user.pk))
 
     def staff_user(self, request: Request) -> User:
-        # IsAdminUser let the request in, so this holds: a key's principal is never staff.
+        # IsPlatformAdmin let the request in, so this holds: a key's principal is never staff.
         if not isinstance(request.user, User):
             raise PermissionDenied
         return request.user

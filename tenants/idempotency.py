@@ -27,7 +27,9 @@ from rest_framework.response import Response
 
 from agentflow.core.api.exceptions import conflict, unprocessable
 from agentflow.core.conf import setting_int
+from tenants import erasers
 from tenants.context import current_tenant_id
+from tenants.erasers import ErasureSubject
 from tenants.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
@@ -175,3 +177,16 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., HttpResponseBa
         return response
 
     return wrapper
+
+
+def erase_end_user(subject: ErasureSubject) -> dict[str, int]:
+    """GDPR eraser: first responses kept for Idempotency-Key replays carry the run's user id
+    and answer (registered from ``TenantsConfig.ready``)."""
+    records = IdempotencyRecord.objects.filter(
+        owner=f"tenant:{subject.tenant_id}", response_body__user_id=subject.user_id
+    )
+    return {"idempotency_records": records.delete()[0]}
+
+
+def register_eraser() -> None:
+    erasers.register_eraser("tenants.idempotency", erasers.Stage.OWNER, erase_end_user)

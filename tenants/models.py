@@ -17,7 +17,7 @@ class TenantStatus(models.TextChoices):
 
 
 class Role(models.TextChoices):
-    """A user's role in one tenant (platform admins are Django superusers)."""
+    """A user's role in one tenant (platform admins are Django staff users: tenants.roles)."""
 
     OWNER = "owner", "Tenant owner"
     OPERATOR = "operator", "Operator"

@@ -10,6 +10,7 @@ fails loudly instead of leaking rows. Bypasses have loud names:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
@@ -86,17 +87,21 @@ class TenantOwnedModel(models.Model):
 
 
 def scoped_to_tenant(func: Callable[P, R]) -> Callable[P, R]:
-    """Run ``func(tenant_id, ...)`` inside that tenant's scope (Celery tasks, commands).
-
-    Tasks take ``tenant_id`` first and pass ids, never objects (ARCHITECTURE habit 5).
+    """Run ``func(..., tenant_id, ...)`` inside that tenant's scope: the one way a Celery
+    task (or command) enters a tenant. ``tenant_id`` is a parameter of ``func`` (after
+    ``self`` for bound tasks); tasks pass ids, never objects (ARCHITECTURE habit 5).
     """
+    signature = inspect.signature(func)
+    if "tenant_id" not in signature.parameters:
+        raise TypeError(f"{func.__qualname__} must take a tenant_id parameter")
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        tenant_id = kwargs.get("tenant_id", args[0] if args else None)
+        tenant_id = signature.bind_partial(*args, **kwargs).arguments.get("tenant_id")
         if tenant_id is None:
-            raise TenantScopeMissing(f"{func.__qualname__} needs tenant_id as first argument")
-        with tenant_scope(int(tenant_id)):  # type: ignore[call-overload]
+            raise TenantScopeMissing(f"{func.__qualname__} was called without tenant_id")
+        with tenant_scope(int(tenant_id)):
             return func(*args, **kwargs)
 
+    wrapper.scoped_to_tenant = True  # type: ignore[attr-defined]  # checked by the tests
     return wrapper

@@ -245,11 +245,11 @@ def record_usage(
 ) -> None:
     """Add to today's ledger row atomically (UPSERT then increment)."""
     today = datetime.now(UTC).date()
-    with tenant_scope(tenant_id):
-        UsageDay.objects.get_or_create(day=today)
-        UsageDay.objects.filter(day=today).update(
-            runs=F("runs") + runs, tokens=F("tokens") + tokens, dollars=F("dollars") + dollars
-        )
+    # Inside the run's tenant scope (start_run, complete_run): tenant_id names it.
+    UsageDay.objects.get_or_create(day=today)
+    UsageDay.objects.filter(day=today).update(
+        runs=F("runs") + runs, tokens=F("tokens") + tokens, dollars=F("dollars") + dollars
+    )
 
 
 def month_start(day: date) -> date:

@@ -2,14 +2,14 @@
 
 Subclasses declare ``scope_map`` (HTTP method → scope) and implement their
 handlers; they never see another tenant's rows because the scoped managers
-filter by the ContextVar this class sets for the request's duration
+filter by the tenant it enters with ``tenant_scope`` for the request's duration
 (ARCHITECTURE habits 1 and 3). ``initial`` is final in spirit: override the
 handlers, not the scoping.
 """
 
 from __future__ import annotations
 
-from contextvars import Token
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -24,11 +24,20 @@ from rest_framework.views import APIView
 
 from agentflow.core.api.exceptions import quota_exceeded
 from tenants.authentication import APIKeyAuthentication
-from tenants.context import _current_tenant_id
-from tenants.models import APIKey, Membership, Role, Tenant, TenantStatus
+from tenants.context import tenant_scope
+from tenants.models import APIKey, Membership, Tenant, TenantStatus
 from tenants.ratelimit import check_request_rate
+from tenants.roles import (
+    ADMIN,
+    MEMBER_ROLES,
+    PLATFORM_ADMIN,
+    READ,
+    REVIEW,
+    ROLES,
+    WRITE,
+    is_platform_admin,
+)
 
-READ, WRITE, REVIEW, ADMIN = "read", "write", "review", "admin"
 DEFAULT_SCOPE_MAP: dict[str, str] = {
     "GET": READ,
     "HEAD": READ,
@@ -38,14 +47,9 @@ DEFAULT_SCOPE_MAP: dict[str, str] = {
     "PATCH": WRITE,
     "DELETE": WRITE,
 }
-ROLE_SCOPES: dict[str, frozenset[str]] = {
-    Role.VIEWER: frozenset({READ}),
-    Role.REVIEWER: frozenset({READ, REVIEW}),
-    Role.OPERATOR: frozenset({READ, WRITE, REVIEW}),
-    Role.OWNER: frozenset({READ, WRITE, REVIEW, ADMIN}),
-}
-PLATFORM_ADMIN = "platform_admin"  # staff users: every scope in every tenant
-PLATFORM_ADMIN_SCOPES = ROLE_SCOPES[Role.OWNER]
+# Views of the one role table (tenants.roles).
+ROLE_SCOPES: dict[str, frozenset[str]] = {role: ROLES[role].scopes for role in MEMBER_ROLES}
+PLATFORM_ADMIN_SCOPES = ROLES[PLATFORM_ADMIN].scopes
 # What an API key's own scopes grant. A key is the tenant's machine credential, issued by a
 # platform admin: "write" covers changes to agents, runs and reviews; tenant administration
 # (roles, webhook endpoints, exports, erasure) needs the separate "admin" scope, so an
@@ -92,7 +96,8 @@ class TenantScopedAPIView(APIView):
     tenant: Tenant
     # The caller's role in the tenant: a Role value, PLATFORM_ADMIN, or None for API keys.
     role: str | None = None
-    _scope_token: Token[int | None] | None = None
+    # Holds the request's tenant_scope from ``initial`` until ``dispatch`` returns.
+    _scope: ExitStack | None = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -100,7 +105,8 @@ class TenantScopedAPIView(APIView):
         self.tenant = tenant
         self.role = role
         request.tenant = tenant  # type: ignore[attr-defined]
-        self._scope_token = _current_tenant_id.set(tenant.pk)
+        self._scope = ExitStack()
+        self._scope.enter_context(tenant_scope(tenant.pk))
         needed = required_scope(type(self), request.method or "GET")
         if needed not in scopes:
             raise exceptions.PermissionDenied(f"This action needs the {needed!r} scope.")
@@ -162,7 +168,7 @@ class TenantScopedAPIView(APIView):
         if not user or not user.is_authenticated:
             raise exceptions.NotAuthenticated()
         slug = request.headers.get(TENANT_HEADER)
-        platform_admin = user.is_superuser or user.is_staff
+        platform_admin = is_platform_admin(user)
         if platform_admin and slug:
             tenant = Tenant.objects.filter(slug=slug).first()
             if tenant is None:
@@ -198,6 +204,6 @@ class TenantScopedAPIView(APIView):
         try:
             return super().dispatch(request, *args, **kwargs)
         finally:
-            if self._scope_token is not None:
-                _current_tenant_id.reset(self._scope_token)
-                self._scope_token = None
+            if self._scope is not None:
+                self._scope.close()
+                self._scope = None

@@ -105,7 +105,7 @@ def rotate_endpoint(
     )
     plaintext = secret if secret is not None else secrets.generate()
     now = datetime.now(UTC)
-    with tenant_scope(endpoint.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
         locked.previous_secret_encrypted = locked.secret_encrypted if overlap > 0 else ""
         locked.previous_secret_expires_at = (
@@ -126,7 +126,7 @@ def rotate_endpoint(
 
 
 def delete_endpoint(*, actor: Actor, endpoint: WebhookEndpoint) -> None:
-    with tenant_scope(endpoint.tenant_id), transaction.atomic():
+    with transaction.atomic():  # inside the tenant's scope: the API view (or dashboard) entered it
         append(
             tenant_id=endpoint.tenant_id,
             actor=actor,
