@@ -65,7 +65,7 @@ def test_a_task_run_outside_the_decorator_cannot_read_tenant_rows() -> None:
     missing = "00000000-0000-0000-0000-000000000000"
     body = inspect.unwrap(notify_email_task.run)
     with pytest.raises(TenantScopeMissing):
-        body(notify_email_task, tenant.pk, missing, "assigned", role=Role.REVIEWER)
+        body(tenant.pk, missing, "assigned", role=Role.REVIEWER)
     # Through the decorator, the same call reads the tenant's rows (and finds none).
     assert notify_email_task.run(tenant.pk, missing, "assigned", role=Role.REVIEWER) == "missing"
 
