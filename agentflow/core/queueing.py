@@ -5,6 +5,10 @@ commit), and every kind of it has a sweep that sends it again: runs have
 ``maintenance.recover_runs``, the activity stream its PostgreSQL replay. So a broker
 outage at send time is logged and counted, never raised into a request that has already
 committed (which would answer 500 for work that was in fact accepted).
+
+A task is sent as an object or by its registered name: a service sends its own app's
+task by name, so the task module (which calls the service) is the only one importing the
+other, and no import cycle runs between them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import redis
 import structlog
-from celery import Task
+from celery import Signature, Task, current_app
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from agentflow.core.metrics import TASKS_NOT_SENT
@@ -24,12 +28,25 @@ log = structlog.get_logger(__name__)
 BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, redis.RedisError, OSError)
 
 
-def send(task: Task, *args: Any, **kwargs: Any) -> bool:
-    """``task.delay(...)``; False (logged, counted) when the broker cannot take it."""
+def by_name(name: str) -> Signature:
+    """The task registered as ``name``, to ``delay`` as the task itself (its options; in a
+    process that has not imported it, published by name)."""
+    return current_app.signature(name)
+
+
+def send(task: Task | str, *args: Any, **kwargs: Any) -> bool:
+    """``task.delay(...)``; False (logged, counted) when the broker cannot take it.
+
+    ``task`` may be a task's name (:func:`by_name`).
+    """
+    name = task if isinstance(task, str) else task.name
     try:
-        task.delay(*args, **kwargs)
+        if isinstance(task, str):
+            by_name(task).delay(*args, **kwargs)
+        else:
+            task.delay(*args, **kwargs)
     except BROKER_ERRORS as exc:
-        TASKS_NOT_SENT.labels(task=task.name).inc()
-        log.error("task.not_sent", task=task.name, error=f"{type(exc).__name__}: {exc}")
+        TASKS_NOT_SENT.labels(task=name).inc()
+        log.error("task.not_sent", task=name, error=f"{type(exc).__name__}: {exc}")
         return False
     return True
