@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 import structlog
-from celery import Signature, Task, current_app
+from celery import Task, current_app
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from agentflow.core.metrics import TASKS_NOT_SENT
@@ -28,10 +28,11 @@ log = structlog.get_logger(__name__)
 BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, redis.RedisError, OSError)
 
 
-def by_name(name: str) -> Signature:
-    """The task registered as ``name``, to ``delay`` as the task itself (its options; in a
-    process that has not imported it, published by name)."""
-    return current_app.signature(name)
+def by_name(name: str) -> Task:
+    """The task registered as ``name`` (each app's ``AppConfig.ready`` imports its task
+    module, so every process has them); a name nobody registered is a KeyError, not a
+    message no worker knows."""
+    return current_app.tasks[name]
 
 
 def send(task: Task | str, *args: Any, **kwargs: Any) -> bool:
@@ -39,14 +40,12 @@ def send(task: Task | str, *args: Any, **kwargs: Any) -> bool:
 
     ``task`` may be a task's name (:func:`by_name`).
     """
-    name = task if isinstance(task, str) else task.name
+    if isinstance(task, str):
+        task = by_name(task)
     try:
-        if isinstance(task, str):
-            by_name(task).delay(*args, **kwargs)
-        else:
-            task.delay(*args, **kwargs)
+        task.delay(*args, **kwargs)
     except BROKER_ERRORS as exc:
-        TASKS_NOT_SENT.labels(task=name).inc()
-        log.error("task.not_sent", task=name, error=f"{type(exc).__name__}: {exc}")
+        TASKS_NOT_SENT.labels(task=task.name).inc()
+        log.error("task.not_sent", task=task.name, error=f"{type(exc).__name__}: {exc}")
         return False
     return True
