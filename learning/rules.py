@@ -20,14 +20,10 @@ import fnmatch
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
-
 from agentflow.core.conf import setting_list
 from governance.audit import Actor
 from learning.models import ActivityEvent, EventRule
 from learning.webhooks.payloads import Facts
-
-log = structlog.get_logger(__name__)
 
 RULE_ACTOR = Actor.system("event-rule")
 
@@ -54,5 +50,6 @@ def reply_url_allowed(url: str) -> bool:
 
 
 def label(event: ActivityEvent, facts: Facts) -> str:
+    """What the event's untrusted text is labelled as when fenced into a run's message."""
     ticket = facts.ticket.key if facts.ticket else event.kind
     return f"{event.source} webhook {ticket}"
