@@ -13,7 +13,10 @@ class AgentsConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers the OpenAPI description of API-key authentication.
-        from agentflow import erasure
+        from agentflow import (
+            erasure,
+            tasks,  # noqa: F401 - registers the tasks services send by name
+        )
         from agentflow.core.api import schema  # noqa: F401
 
         erasure.register()  # the app's GDPR erasers (governance.erasure runs them)

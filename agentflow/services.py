@@ -52,6 +52,9 @@ log = structlog.get_logger(__name__)
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.PROCESSING)
 _RUN_LEASE = 7_362  # advisory-lock namespace of run leases (audit chains use 7_361)
 CANCELLABLE = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.AWAITING_REVIEW)
+# The task that executes a run (agentflow.tasks), sent by name: the task module calls
+# this one, so this one never imports it.
+EXECUTE_RUN_TASK = "agentflow.runs.execute"
 
 
 class AgentConfigInvalid(ValueError):
@@ -207,8 +210,6 @@ def start_run(
 
     ``on_created(run_id)`` runs before the work is enqueued (a waiter subscribes there).
     """
-    from agentflow.tasks import execute_run_task  # noqa: PLC0415 - left: cycle with agentflow.tasks
-
     now = datetime.now(UTC)
     with tenant_scope(agent.tenant_id), transaction.atomic():
         tenant = Tenant.objects.get(pk=agent.tenant_id)
@@ -243,7 +244,7 @@ def start_run(
             on_created(run.pk)
         tenant_id, run_id = tenant.pk, str(run.pk)
         # Broker down: the run waits in PostgreSQL and the recovery sweep sends it later.
-        transaction.on_commit(lambda: queueing.send(execute_run_task, tenant_id, run_id))
+        transaction.on_commit(lambda: queueing.send(EXECUTE_RUN_TASK, tenant_id, run_id))
     return run
 
 
@@ -648,8 +649,6 @@ def _orphaned_processing(now: datetime, limit: int) -> list[tuple[int, Any]]:
 
 def _re_enqueue(tenant_id: int, run_id: Any, now: datetime) -> int:
     """Claim the re-enqueue by compare-and-set (two sweeps never both send), then send."""
-    from agentflow.tasks import execute_run_task  # noqa: PLC0415 - left: cycle with agentflow.tasks
-
     run = Run.unscoped.filter(pk=run_id).only("recovery_attempts", "recover_after").first()
     if run is None:
         return 0
@@ -663,4 +662,4 @@ def _re_enqueue(tenant_id: int, run_id: Any, now: datetime) -> int:
     )
     if not claimed:
         return 0
-    return int(queueing.send(execute_run_task, tenant_id, str(run_id)))
+    return int(queueing.send(EXECUTE_RUN_TASK, tenant_id, str(run_id)))

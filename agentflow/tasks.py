@@ -16,7 +16,7 @@ _TRANSIENT = (OperationalError, InterfaceError)
 
 
 @shared_task(
-    name="agentflow.runs.execute",
+    name=services.EXECUTE_RUN_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,

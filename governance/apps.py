@@ -9,5 +9,8 @@ class GovernanceConfig(AppConfig):
 
     def ready(self) -> None:
         from governance import checks, signals  # noqa: F401 - checks registers itself
+        from governance.services import visible_agents
+        from tenants.views_base import register_agent_visibility
 
         signals.connect()
+        register_agent_visibility(visible_agents)  # the API base view's agent restrictions

@@ -11,6 +11,8 @@ class HitlConfig(AppConfig):
         from hitl import (
             checks,  # noqa: F401 - registers the settings checks
             erasure,
+            non_answers,
         )
 
         erasure.register()  # the review copies' GDPR eraser
+        non_answers.register()  # hand-off messages count as non-answers, whoever asks

@@ -8,8 +8,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from agentflow.core.conf import optional_setting
-from hitl.models import OnExpiry
-from hitl.policy import chain_issues, sla_minutes_issues
+from hitl.models import OnExpiry, chain_issues, sla_minutes_issues
 from tenants.quotas import Tier
 
 

@@ -10,12 +10,14 @@ Every write goes through :mod:`hitl.services`.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Now
 
+from tenants.roles import member_review_ranks
 from tenants.scoping import TenantOwnedModel
 
 
@@ -35,6 +37,35 @@ class Priority(models.TextChoices):
 
 # Stored next to the priority so the queue sorts by urgency, not alphabetically.
 PRIORITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+# Who may review what: a request that needs an operator cannot be decided by a reviewer.
+# The review ladder of the one role table (reviewer < operator < owner).
+ROLE_RANK: dict[str, int] = member_review_ranks()
+
+
+def chain_issues(chain: Any) -> list[str]:
+    """Why ``chain`` is not a usable role ladder (empty when it is)."""
+    if not isinstance(chain, list) or not chain:
+        return ["must be a non-empty list of roles"]
+    unknown = [role for role in chain if role not in ROLE_RANK]
+    if unknown:
+        return [f"unknown role(s) {unknown}; use {list(ROLE_RANK)}"]
+    ranks = [ROLE_RANK[role] for role in chain]
+    if ranks != sorted(set(ranks)):
+        return ["roles must climb: each one higher than the one before"]
+    return []
+
+
+def sla_minutes_issues(minutes: Any) -> list[str]:
+    """Why ``minutes`` is not a ``{priority: positive minutes}`` table (empty when it is)."""
+    if not isinstance(minutes, dict):
+        return ["must be an object of priority: minutes"]
+    issues = [f"unknown priority {name!r}" for name in minutes if name not in PRIORITY_RANK]
+    issues += [
+        f"{name}: minutes must be a positive integer"
+        for name, value in minutes.items()
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0
+    ]
+    return issues
 
 
 class Status(models.TextChoices):
@@ -122,7 +153,6 @@ class EscalationPolicy(TenantOwnedModel):
         return self.name
 
     def clean(self) -> None:
-        from hitl.policy import chain_issues  # noqa: PLC0415 - left: cycle with hitl.policy (role table, item 3)
 
         errors: dict[str, list[str]] = {}
         if issues := chain_issues(self.chain):
@@ -174,7 +204,6 @@ class ReviewSettings(TenantOwnedModel):
         return f"review settings of {self.agent_id or 'tenant'}"
 
     def clean(self) -> None:
-        from hitl.policy import sla_minutes_issues  # noqa: PLC0415 - left: cycle with hitl.policy (role table, item 3)
 
         errors: dict[str, list[str]] = {}
         if issues := sla_minutes_issues(self.sla_minutes):

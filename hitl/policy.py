@@ -15,30 +15,14 @@ from typing import Any
 from django.db.models import Q
 
 from agentflow.core.conf import setting, setting_dict, setting_int, setting_list
-from hitl.models import PRIORITY_RANK, EscalationPolicy, OnBreach, OnReject, ReviewSettings
-from tenants.roles import member_review_ranks
+from hitl.models import ROLE_RANK, EscalationPolicy, OnBreach, OnReject, ReviewSettings
 
-# Who may review what: a request that needs an operator cannot be decided by a reviewer.
-# The review ladder of the one role table (reviewer < operator < owner).
-ROLE_RANK: dict[str, int] = member_review_ranks()
+# The review ladder (ROLE_RANK) sits in hitl.models, whose policies' chains it validates.
 REVIEW_ROLES = tuple(ROLE_RANK)
 
 
 def roles_at_or_above(role: str) -> list[str]:
     return [name for name, rank in ROLE_RANK.items() if rank >= ROLE_RANK[role]]
-
-
-def chain_issues(chain: Any) -> list[str]:
-    """Why ``chain`` is not a usable role ladder (empty when it is)."""
-    if not isinstance(chain, list) or not chain:
-        return ["must be a non-empty list of roles"]
-    unknown = [role for role in chain if role not in ROLE_RANK]
-    if unknown:
-        return [f"unknown role(s) {unknown}; use {list(ROLE_RANK)}"]
-    ranks = [ROLE_RANK[role] for role in chain]
-    if ranks != sorted(set(ranks)):
-        return ["roles must climb: each one higher than the one before"]
-    return []
 
 
 def default_policy() -> EscalationPolicy:
@@ -103,16 +87,3 @@ def escalation_window(policy: EscalationPolicy, config: ReviewConfig, priority: 
 def handoff_text(config: ReviewConfig, reason: str) -> str:
     # Plain replacement, not str.format: a tenant's template must not reach attributes.
     return config.handoff_message.replace("{reason}", reason)
-
-
-def sla_minutes_issues(minutes: Any) -> list[str]:
-    """Why ``minutes`` is not a ``{priority: positive minutes}`` table (empty when it is)."""
-    if not isinstance(minutes, dict):
-        return ["must be an object of priority: minutes"]
-    issues = [f"unknown priority {name!r}" for name in minutes if name not in PRIORITY_RANK]
-    issues += [
-        f"{name}: minutes must be a positive integer"
-        for name, value in minutes.items()
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0
-    ]
-    return issues

@@ -21,8 +21,8 @@ from agentflow.core.api.serializers import (
     PriorityField,
     StrictSerializer,
 )
+from agentflow.non_answers import stored
 from hitl.models import OPEN_STATUSES, Decision, HITLRequest, Kind, ReviewerAvailability, Status
-from hitl.non_answers import stored
 
 # --- input ----------------------------------------------------------------------------
 

@@ -26,11 +26,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from rest_framework import status as http
 
+from agentflow import non_answers
 from agentflow.core.api.exceptions import ContractError, conflict
 from agentflow.core.conf import setting_int
 from agentflow.models import Run, RunStatus
 from governance.audit import Actor, append
-from hitl import assignment, events, non_answers, tasks
+from hitl import assignment, events, tasks
 from hitl.models import (
     DECIDED_STATUSES,
     DECISION_STATUS,

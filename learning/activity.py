@@ -34,7 +34,9 @@ from typing import Any
 import redis
 import structlog
 from django.conf import settings
+from django.db import transaction
 
+from agentflow.core import queueing
 from agentflow.core.conf import setting_float, setting_int
 from learning.models import ActivityEvent
 
@@ -46,6 +48,9 @@ TENANTS_KEY = "agentflow:activity:tenants"  # tenants that have a stream (for th
 DRAIN_FLAG_TTL_SECONDS = 60
 IDLE_CONSUMER_SECONDS = 3600
 SCAN_CHUNK = 1000
+# The task that drains a tenant's stream (learning.tasks), sent by name: the task module
+# calls the consumer (learning.processing), which sits above this transport.
+DRAIN_TASK = "learning.drain_activity"
 
 # processor(tenant_id, event_id, stream entry id) -> outcome label
 Processor = Callable[[int, str, str], str]
@@ -105,9 +110,7 @@ def publish(tenant_id: int, event_ids: Iterable[str], *, schedule: bool = True) 
         log.warning("activity.publish_failed", tenant_id=tenant_id, error=str(exc), events=ids)
         return False
     if schedule and results[-1]:
-        from learning.tasks import drain_activity_task  # noqa: PLC0415 - left: cycle with learning.tasks
-
-        drain_activity_task.delay(tenant_id)
+        queueing.by_name(DRAIN_TASK).delay(tenant_id)
     return True
 
 
@@ -169,18 +172,17 @@ def claim(tenant_id: int, consumer: str, min_idle_ms: int, count: int = 100) -> 
     return claimed
 
 
-def handle(tenant_id: int, entries: list[Entry], processor: Processor | None = None) -> int:
+def handle(tenant_id: int, entries: list[Entry], processor: Processor) -> int:
     """Process each entry, then acknowledge it; returns how many were acknowledged.
 
     An entry whose processing raised stays pending (the sweep retries it after the claim
     idle time); an event failing ``ACTIVITY_MAX_ATTEMPTS`` times is set aside as failed.
     """
-    process = processor or _default_processor()
     acked = 0
     for entry_id, event_id in entries:
         if event_id:
             try:
-                process(tenant_id, event_id, entry_id)
+                processor(tenant_id, event_id, entry_id)
             except Exception as exc:
                 log.exception("activity.process_failed", tenant_id=tenant_id, event_id=event_id)
                 if not _record_failure(event_id, exc):
@@ -190,22 +192,33 @@ def handle(tenant_id: int, entries: list[Entry], processor: Processor | None = N
     return acked
 
 
-def _default_processor() -> Processor:
-    from learning.services import process_event  # noqa: PLC0415 - left: cycle with learning.services
-
-    return process_event
-
-
 def _record_failure(event_id: str, exc: Exception) -> bool:
     """Count a failed attempt; True when the event was given up on (acknowledge it)."""
-    from learning.services import record_processing_failure  # noqa: PLC0415 - left: cycle with learning.services
-
     return record_processing_failure(event_id, f"{type(exc).__name__}: {exc}")
+
+
+def record_processing_failure(event_id: str, error: str) -> bool:
+    """Count a failed attempt; past ``ACTIVITY_MAX_ATTEMPTS`` mark it processed as failed."""
+    limit = setting_int("ACTIVITY_MAX_ATTEMPTS")
+    with transaction.atomic():
+        event = ActivityEvent.unscoped.select_for_update().filter(pk=event_id).first()
+        if event is None or event.processed_at is not None:
+            return True
+        event.attempts += 1
+        event.last_error = error[:500]
+        given_up = event.attempts >= limit
+        if given_up:
+            event.processed_at = datetime.now(UTC)
+            event.outcome = {"failed": event.last_error, "attempts": event.attempts}
+        event.save(update_fields=["attempts", "last_error", "processed_at", "outcome"])
+    if given_up:
+        log.error("activity.event_failed", event_id=event_id, attempts=event.attempts)
+    return given_up
 
 
 def drain(
     tenant_id: int,
-    processor: Processor | None = None,
+    processor: Processor,
     *,
     consumer: str | None = None,
     batch: int | None = None,
@@ -228,9 +241,7 @@ def drain(
             return done
         done += handle(tenant_id, entries, processor)
     # Budget spent with entries left: hand over to a fresh task instead of hogging a worker.
-    from learning.tasks import drain_activity_task  # noqa: PLC0415 - left: cycle with learning.tasks
-
-    drain_activity_task.delay(tenant_id)
+    queueing.by_name(DRAIN_TASK).delay(tenant_id)
     return done
 
 
@@ -324,7 +335,7 @@ def _forget_idle_consumers(tenant_id: int) -> int:
     return removed
 
 
-def sweep(processor: Processor | None = None) -> SweepReport:
+def sweep(processor: Processor) -> SweepReport:
     """Beat task body: replay from PostgreSQL, claim dead consumers' entries, drain."""
     report = SweepReport()
     consumer = consumer_name()

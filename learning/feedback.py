@@ -12,11 +12,11 @@ from typing import Any
 
 from django.db import transaction
 
+from agentflow import non_answers
 from agentflow.core.api.exceptions import conflict, unprocessable
 from agentflow.core.conf import setting_float
 from agentflow.models import Message, Run
 from governance.audit import Actor, append
-from hitl import non_answers
 from learning import golden_paths
 from learning.loop import cited_golden_paths, trace_summary
 from learning.models import Feedback, FeedbackKind, GoldenPath, GoldenPathSource

@@ -28,6 +28,7 @@ import structlog
 from django.db import connection, transaction
 from django.db.models import F
 
+from agentflow import non_answers
 from agentflow.core.conf import setting_float
 from agentflow.core.realtime import send_to_group_on_commit, tenant_group
 from agentflow.kernel.vectors import Vector
@@ -35,7 +36,6 @@ from agentflow.knowledge import embed_query
 from agentflow.models import Agent, Run
 from agentflow.vector_search import nearest
 from governance.audit import Actor, append
-from hitl import non_answers
 from learning.models import GoldenPath, GoldenPathSource
 from learning.serializers import GoldenPathSerializer
 from tenants.scoping import require_tenant_id

@@ -20,7 +20,6 @@ import structlog
 from django.db import transaction
 
 from governance.audit import Actor
-from hitl.models import HITLRequest
 from learning import golden_paths
 from learning.models import GoldenPathSource
 from tenants.context import tenant_scope
@@ -148,13 +147,12 @@ def count_golden_path_uses(tenant_id: int, run: Mapping[str, Any]) -> None:
         log.exception("golden_path.usage_failed", run_id=str(run.get("run_id")))
 
 
-def learn_from_review(tenant_id: int, request_id: str) -> str:
+def learn_from_review(request: Any) -> str:
     """Record a decided request's golden path (the ``learning.record_review_outcome`` task,
-    after the decision committed). Idempotent: a request whose run is already in a golden
-    path of its agent changes nothing (``golden_paths.record_outcome``). No transaction is
-    open here, so the embedding holds no lock; the write takes only the agent's own."""
-    # Inside the tenant's scope: the task enters it (@scoped_to_tenant).
-    request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
+    after the decision committed, hands over the HITL request it read). Idempotent: a
+    request whose run is already in a golden path of its agent changes nothing
+    (``golden_paths.record_outcome``). No transaction is open here, so the embedding holds
+    no lock; the write takes only the agent's own."""
     if request is None or request.decision not in _DECISION_SOURCES:
         return "skipped"
     actor = Actor("user", str(request.decided_by_id)) if request.decided_by_id else None

@@ -1,5 +1,8 @@
 """Tenant rules: external events that start agent runs (SPEC 10), and replies to the source.
 
+This module says which rules match an event and where replies may go; the stream's
+consumer (:func:`learning.processing.fire_rules`) starts the runs.
+
 A rule matches an event when ``fnmatch(event.kind, rule.event_kind)`` and each condition
 equals the event's fact of that name (for a list fact such as ``tags``: is one of them).
 Only external events (webhooks) fire rules: internal events (a run completing) never
@@ -17,17 +20,10 @@ import fnmatch
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
-from django.db import transaction
-
-from agentflow.core.api.exceptions import ContractError
-from agentflow.core.conf import setting_int, setting_list
-from agentflow.kernel.guardrails import wrap_untrusted
+from agentflow.core.conf import setting_list
 from governance.audit import Actor
-from learning.models import ActivityEvent, ActivitySource, EventRule
+from learning.models import ActivityEvent, EventRule
 from learning.webhooks.payloads import Facts
-
-log = structlog.get_logger(__name__)
 
 RULE_ACTOR = Actor.system("event-rule")
 
@@ -53,51 +49,7 @@ def reply_url_allowed(url: str) -> bool:
     return any(url.startswith(prefix) for prefix in setting_list("WEBHOOK_REPLY_ALLOWED_URLS"))
 
 
-def _label(event: ActivityEvent, facts: Facts) -> str:
+def label(event: ActivityEvent, facts: Facts) -> str:
+    """What the event's untrusted text is labelled as when fenced into a run's message."""
     ticket = facts.ticket.key if facts.ticket else event.kind
     return f"{event.source} webhook {ticket}"
-
-
-def fire(event: ActivityEvent, facts: Facts) -> list[dict[str, Any]]:
-    """Start one run per matching enabled rule (in the caller's transaction); the outcomes."""
-    from agentflow.services import RunRequest, start_run  # noqa: PLC0415 - left: back edge (a rule starts a run)
-
-    if event.source == ActivitySource.INTERNAL or facts.from_bot:
-        return []
-    fields = facts.fields()
-    outcomes: list[dict[str, Any]] = []
-    for rule in EventRule.objects.filter(enabled=True).select_related("agent"):
-        if not matches(rule, event.kind, fields):
-            continue
-        outcome: dict[str, Any] = {"rule_id": str(rule.pk), "rule": rule.name}
-        if not facts.text:
-            outcomes.append({**outcome, "skipped": "no_text"})
-            continue
-        limit = setting_int("WEBHOOK_MESSAGE_MAX_CHARS")
-        customer_key = facts.customer.key if facts.customer else f"{event.source}:anonymous"
-        metadata: dict[str, Any] = {
-            "activity_event_id": str(event.pk),
-            "rule_id": str(rule.pk),
-            "source": event.source,
-            "customer_key": customer_key,
-        }
-        if facts.ticket:
-            metadata["ticket_key"] = facts.ticket.key
-            metadata["ticket_label"] = facts.ticket.label
-        if rule.reply_url:
-            metadata["reply"] = facts.reply
-        request = RunRequest(
-            user_id=customer_key[:200],
-            message=wrap_untrusted(facts.text, _label(event, facts), max_chars=limit),
-            priority=rule.priority,
-            metadata=metadata,
-        )
-        try:
-            with transaction.atomic():
-                run = start_run(actor=RULE_ACTOR, agent=rule.agent, request=request)
-        except ContractError as exc:  # quota or budget: recorded, not retried forever
-            log.warning("rules.run_refused", rule_id=str(rule.pk), error=exc.error_type)
-            outcomes.append({**outcome, "skipped": exc.error_type})
-            continue
-        outcomes.append({**outcome, "run_id": str(run.pk), "agent_id": str(rule.agent_id)})
-    return outcomes

@@ -3,8 +3,8 @@
 Activity stream:
 * :func:`record_event` — persist an internal event in the caller's transaction and
   publish it to the tenant's stream on commit;
-* :func:`process_event` — the stream consumer's unit of work (graph, rules), exactly once
-  in effect.
+* the stream's consumer (graph, rules that start runs) is :mod:`learning.processing`, in
+  the run orchestration layer above this module.
 
 Rules: :func:`create_rule`, :func:`update_rule`, :func:`delete_rule` (audited).
 
@@ -23,18 +23,17 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.db.models.signals import post_save
 
-from agentflow.core.conf import setting_int
+from agentflow.core import queueing
 from agentflow.core.context import current_correlation_id
 from agentflow.models import Run, RunTransition
 from governance.audit import Actor, append
-from learning import activity, graph, rules
+from learning import activity
 from learning.loop import count_golden_path_uses
 from learning.models import (
     ActivityEvent,
     ActivitySource,
     EventRule,
 )
-from learning.webhooks import payloads
 from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
@@ -46,6 +45,9 @@ RUN_EVENT_KINDS = {
     "cancelled": "run.cancelled",
 }
 ANSWER_EXCERPT = 300
+# The task that replies to a rule's source (learning.tasks), sent by name: the task module
+# sits above this one.
+REPLY_TASK = "webhooks.reply"
 
 
 # --- the activity stream --------------------------------------------------------------------
@@ -88,53 +90,6 @@ def record_event(
             return ActivityEvent.objects.get(source=source, dedup_key=dedup_key[:200])
         publish_on_commit(tenant_id, event.pk)
     return event
-
-
-def process_event(tenant_id: int, event_id: str, stream_id: str = "") -> str:
-    """Apply one event's effects (graph, rule runs) once; a processed event is skipped.
-
-    The row lock serialises two consumers holding the same event (a claimed entry whose
-    first consumer was only slow, a replayed duplicate): the second finds it processed.
-    ``stream_id`` is the entry that delivered it, recorded with the outcome.
-    """
-    with tenant_scope(tenant_id), transaction.atomic():
-        event = ActivityEvent.objects.select_for_update().filter(pk=event_id).first()
-        if event is None:
-            return "missing"
-        if event.processed_at is not None:
-            return "duplicate"
-        facts = (
-            payloads.facts(event.source, event.kind, event.payload)
-            if event.source != ActivitySource.INTERNAL
-            else None
-        )
-        outcome: dict[str, Any] = {"graph": graph.apply(event, facts)}
-        if facts is not None:
-            outcome["rules"] = rules.fire(event, facts)
-        now = datetime.now(UTC)
-        ActivityEvent.objects.filter(pk=event.pk).update(
-            processed_at=now, published_at=now, stream_id=stream_id[:40], outcome=outcome
-        )
-    return "processed"
-
-
-def record_processing_failure(event_id: str, error: str) -> bool:
-    """Count a failed attempt; past ``ACTIVITY_MAX_ATTEMPTS`` mark it processed as failed."""
-    limit = setting_int("ACTIVITY_MAX_ATTEMPTS")
-    with transaction.atomic():
-        event = ActivityEvent.unscoped.select_for_update().filter(pk=event_id).first()
-        if event is None or event.processed_at is not None:
-            return True
-        event.attempts += 1
-        event.last_error = error[:500]
-        given_up = event.attempts >= limit
-        if given_up:
-            event.processed_at = datetime.now(UTC)
-            event.outcome = {"failed": event.last_error, "attempts": event.attempts}
-        event.save(update_fields=["attempts", "last_error", "processed_at", "outcome"])
-    if given_up:
-        log.error("activity.event_failed", event_id=event_id, attempts=event.attempts)
-    return given_up
 
 
 # --- internal events ------------------------------------------------------------------------
@@ -233,9 +188,7 @@ def record_run_settled(run_id: Any, to_status: str, *, from_status: str, reason:
 
 
 def _enqueue_reply(tenant_id: int, run_id: str) -> None:
-    from learning.tasks import reply_task  # noqa: PLC0415 - left: cycle with learning.tasks
-
-    reply_task.delay(tenant_id, run_id)
+    queueing.by_name(REPLY_TASK).delay(tenant_id, run_id)
 
 
 def record_review_decided(request: Any) -> None:

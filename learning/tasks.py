@@ -1,6 +1,9 @@
 """Celery entry points of the activity stream and webhooks (thin; ARCHITECTURE habit 5).
 
-``learning.*`` run on the ``learning`` queue, ``webhooks.*`` on ``webhooks``.
+``learning.*`` run on the ``learning`` queue, ``webhooks.*`` on ``webhooks``. The module
+sits in the run orchestration layer: the stream's consumer starts runs
+(:mod:`learning.processing`), and a review's outcome is read from HITL and handed to
+learning here. Modules below send these tasks by name (``agentflow.core.queueing``).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from agentflow.core.conf import setting_int
 from agentflow.core.retrying import RetryFromSettings
 from agentflow.models import KnowledgeChunk
 from agentflow.vector_search import ensure_tenant_indexes
-from learning import activity, loop, playbooks
+from hitl.models import HITLRequest
+from learning import activity, loop, playbooks, processing
 from learning.models import GoldenPath
+from learning.services import REPLY_TASK
 from learning.webhooks import services as webhook_services
 from tenants.scoping import scoped_to_tenant
 
@@ -23,7 +28,7 @@ log = structlog.get_logger(__name__)
 
 
 @shared_task(
-    name="learning.drain_activity",
+    name=activity.DRAIN_TASK,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
@@ -32,13 +37,13 @@ log = structlog.get_logger(__name__)
 @scoped_to_tenant
 def drain_activity_task(tenant_id: int) -> int:
     """Process the tenant's new stream entries (enqueued when events are published)."""
-    return activity.drain(int(tenant_id))
+    return processing.drain(int(tenant_id))
 
 
 @shared_task(name="learning.activity_sweep", acks_late=True, ignore_result=True, max_retries=0)
 def activity_sweep_task() -> dict[str, int]:
     """Beat: replay unpublished or lost events, claim dead consumers' entries, drain."""
-    return activity.sweep().as_dict()
+    return processing.sweep().as_dict()
 
 
 class ReplyTask(RetryFromSettings):
@@ -53,7 +58,7 @@ class ReplyTask(RetryFromSettings):
 
 
 @shared_task(
-    name="webhooks.reply",
+    name=REPLY_TASK,
     base=ReplyTask,
     autoretry_for=(webhook_services.ReplyFailed,),
     acks_late=True,
@@ -79,7 +84,9 @@ def reply_task(tenant_id: int, run_id: str) -> str:
 def record_review_outcome_task(tenant_id: int, request_id: str) -> str:
     """The golden path of an approved or edited review, enqueued when the decision commits
     (``agentflow.orchestration``); idempotent, so a redelivery or retry records it once."""
-    return loop.learn_from_review(int(tenant_id), request_id)
+    # Inside the tenant's scope (@scoped_to_tenant): HITL's request, handed to learning.
+    request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
+    return loop.learn_from_review(request)
 
 
 @shared_task(name="learning.extract_playbooks", acks_late=True, ignore_result=True, max_retries=0)

@@ -9,11 +9,13 @@ handlers, not the scoping.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from rest_framework import exceptions
@@ -71,6 +73,18 @@ AGENT_BOUND_PARAMS: dict[str, tuple[str, str]] = {
     "golden_path_id": ("learning.GoldenPath", "agent"),
     "playbook_id": ("learning.Playbook", "agent"),
 }
+
+
+# The agents a member may see in a tenant, or None when not restricted: governance's
+# restrictions (``governance.services.visible_agents``), registered from its
+# ``AppConfig.ready`` because governance sits above this base view.
+AgentVisibility = Callable[[Any, int], "QuerySet[Any] | None"]
+_agent_visibility: list[AgentVisibility] = []
+
+
+def register_agent_visibility(visible_agents: AgentVisibility) -> None:
+    """Set who may see which agents; call from ``AppConfig.ready``."""
+    _agent_visibility[:] = [visible_agents]
 
 
 def required_scope(view_class: type[APIView], method: str) -> str:
@@ -131,9 +145,9 @@ class TenantScopedAPIView(APIView):
         if self.role is None or self.role == PLATFORM_ADMIN:
             return None
         if not hasattr(self, "_visible_agents"):
-            from governance.services import visible_agents  # noqa: PLC0415 - left: back edge to governance (item 3)
-
-            self._visible_agents = visible_agents(self.request.user, self.tenant.pk)
+            if not _agent_visibility:  # fail closed: a restriction must never be skipped
+                raise ImproperlyConfigured("No agent visibility (governance registers it).")
+            self._visible_agents = _agent_visibility[0](self.request.user, self.tenant.pk)
         return self._visible_agents
 
     def _check_agent_bound(self, kwargs: dict[str, Any]) -> None:

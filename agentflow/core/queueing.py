@@ -5,6 +5,10 @@ commit), and every kind of it has a sweep that sends it again: runs have
 ``maintenance.recover_runs``, the activity stream its PostgreSQL replay. So a broker
 outage at send time is logged and counted, never raised into a request that has already
 committed (which would answer 500 for work that was in fact accepted).
+
+A task is sent as an object or by its registered name: a service sends its own app's
+task by name, so the task module (which calls the service) is the only one importing the
+other, and no import cycle runs between them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import redis
 import structlog
-from celery import Task
+from celery import Task, current_app
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from agentflow.core.metrics import TASKS_NOT_SENT
@@ -24,8 +28,20 @@ log = structlog.get_logger(__name__)
 BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, redis.RedisError, OSError)
 
 
-def send(task: Task, *args: Any, **kwargs: Any) -> bool:
-    """``task.delay(...)``; False (logged, counted) when the broker cannot take it."""
+def by_name(name: str) -> Task:
+    """The task registered as ``name`` (each app's ``AppConfig.ready`` imports its task
+    module, so every process has them); a name nobody registered is a KeyError, not a
+    message no worker knows."""
+    return current_app.tasks[name]
+
+
+def send(task: Task | str, *args: Any, **kwargs: Any) -> bool:
+    """``task.delay(...)``; False (logged, counted) when the broker cannot take it.
+
+    ``task`` may be a task's name (:func:`by_name`).
+    """
+    if isinstance(task, str):
+        task = by_name(task)
     try:
         task.delay(*args, **kwargs)
     except BROKER_ERRORS as exc:

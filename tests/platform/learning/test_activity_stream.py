@@ -21,7 +21,7 @@ from django.db import connection
 from django.test import TestCase
 
 from agentflow.server.embedded import EmbeddedRedis
-from learning import activity, services
+from learning import activity, processing, services
 from learning.models import ActivityEvent, GraphEdge, GraphNode
 from tests.platform.api.conftest import Persona
 
@@ -69,11 +69,11 @@ def private_redis(tmp_path: Path, settings: Any) -> Iterator[EmbeddedRedis]:
 def test_published_events_are_consumed_and_acknowledged(owner: Persona) -> None:
     ids = _record(owner, 3)
     assert activity.client().xlen(activity.stream_key(owner.tenant.pk)) == 3
-    assert activity.drain(owner.tenant.pk) == 3
+    assert processing.drain(owner.tenant.pk) == 3
     _assert_each_processed_once(owner, ids)
     events = ActivityEvent.unscoped.filter(pk__in=ids)
     assert all(e.published_at and e.stream_id for e in events)  # the entry that carried it
-    assert activity.drain(owner.tenant.pk) == 0
+    assert processing.drain(owner.tenant.pk) == 0
 
 
 def test_a_redis_restart_between_publish_and_consume_loses_and_doubles_nothing(
@@ -84,13 +84,13 @@ def test_a_redis_restart_between_publish_and_consume_loses_and_doubles_nothing(
     assert len(read_before) == 2
     private_redis.stop()
     private_redis.start()  # persistent: stream, group and pending entries survive
-    assert activity.drain(owner.tenant.pk) == 3
+    assert processing.drain(owner.tenant.pk) == 3
     # The two entries read before the restart are still pending: the sweep claims them.
     assert activity.pending_count(owner.tenant.pk) == 2
-    assert activity.sweep().claimed == 0  # not idle long enough yet (60 s by default)
+    assert processing.sweep().claimed == 0  # not idle long enough yet (60 s by default)
     claimed = activity.claim(owner.tenant.pk, "rescuer", min_idle_ms=0)
     assert {entry for _, entry in claimed} == {entry for _, entry in read_before}
-    assert activity.handle(owner.tenant.pk, claimed) == 2
+    assert processing.handle(owner.tenant.pk, claimed) == 2
     _assert_each_processed_once(owner, ids)
 
 
@@ -104,11 +104,11 @@ def test_redis_losing_its_data_is_recovered_from_postgresql(
         (private_redis.home / data).unlink(missing_ok=True)
     private_redis.start()
     assert activity.client().exists(activity.stream_key(owner.tenant.pk)) == 0  # really lost
-    assert activity.drain(owner.tenant.pk) == 0  # the stream has nothing to give
-    report = activity.sweep()
+    assert processing.drain(owner.tenant.pk) == 0  # the stream has nothing to give
+    report = processing.sweep()
     assert report.republished == 4
     _assert_each_processed_once(owner, ids)
-    assert activity.sweep().republished == 0  # processed events are never republished
+    assert processing.sweep().republished == 0  # processed events are never republished
 
 
 def test_the_sweep_republishes_only_what_the_stream_lacks(owner: Persona, settings: Any) -> None:
@@ -122,9 +122,9 @@ def test_the_sweep_republishes_only_what_the_stream_lacks(owner: Persona, settin
     entries: Any = activity.client().xrange(key, "-", "+", count=2)
     activity.client().xdel(key, entries[1][0])  # the oldest undelivered, as trimming would
     assert activity.replay(owner.tenant.pk) == 1
-    assert activity.drain(owner.tenant.pk) == 3  # two left from before, one appended again
+    assert processing.drain(owner.tenant.pk) == 3  # two left from before, one appended again
     claimed = activity.claim(owner.tenant.pk, "rescuer", min_idle_ms=0)
-    assert activity.handle(owner.tenant.pk, claimed) == 1
+    assert processing.handle(owner.tenant.pk, claimed) == 1
     _assert_each_processed_once(owner, ids)
 
 
@@ -134,10 +134,10 @@ def test_events_accepted_while_redis_is_down_are_published_later(
     settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_REPUBLISH_AFTER_SECONDS": 0}
     private_redis.stop()
     ids = _record(owner, 2)  # the producers' commits succeed; publishing fails quietly
-    report = activity.sweep()
+    report = processing.sweep()
     assert report.republished == 0  # Redis still down: nothing to do, nothing raised
     private_redis.start()
-    assert activity.sweep().republished == 2
+    assert processing.sweep().republished == 2
     _assert_each_processed_once(owner, ids)
 
 
@@ -168,10 +168,10 @@ DOOMED_CONSUMER = """
 import sys, time
 import django
 django.setup()
-from learning import activity
+from learning import activity, processing
 tenant_id = int(sys.argv[1])
 entries = activity.read(tenant_id, "doomed", 10)
-activity.handle(tenant_id, entries[:3])  # three done and acknowledged, seven in hand
+processing.handle(tenant_id, entries[:3])  # three done and acknowledged, seven in hand
 print(len(entries), flush=True)
 time.sleep(600)
 """
@@ -219,6 +219,6 @@ def test_a_consumer_killed_mid_batch_leaves_its_entries_to_another(
     assert activity.pending_count(owner.tenant.pk) == 7
     time.sleep(0.3)
     settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_CLAIM_IDLE_SECONDS": 0.2}
-    report = activity.sweep()  # what beat runs: claims the dead consumer's entries
+    report = processing.sweep()  # what beat runs: claims the dead consumer's entries
     assert report.claimed == 7
     _assert_each_processed_once(owner, ids)

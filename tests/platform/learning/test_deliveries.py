@@ -10,7 +10,7 @@ import pytest
 from django.db import connections
 
 from agentflow.models import Agent, Run
-from learning import activity, services
+from learning import processing, services
 from learning.models import ActivityEvent, WebhookDelivery
 from tests.platform.api.conftest import ACTOR, Persona
 from tests.platform.api.test_bad_input import assert_error, nothing_written
@@ -63,10 +63,10 @@ def test_the_same_delivery_five_times_is_one_event_and_one_run(
     assert delivery.attempts == 5
     assert stream_length(owner) == 1  # published once, on the first commit
 
-    assert activity.drain(owner.tenant.pk) == 1
-    assert activity.drain(owner.tenant.pk) == 0
+    assert processing.drain(owner.tenant.pk) == 1
+    assert processing.drain(owner.tenant.pk) == 0
     # Processing the event again (a replay, a claimed duplicate) starts nothing more.
-    assert services.process_event(owner.tenant.pk, event_ids.pop()) == "duplicate"
+    assert processing.process_event(owner.tenant.pk, event_ids.pop()) == "duplicate"
     runs = Run.unscoped.filter(tenant=owner.tenant)
     assert runs.count() == 1
     event = ActivityEvent.unscoped.get(tenant=owner.tenant)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from learning import graph, services
+from learning import graph, processing, services
 from learning.models import ActivityEvent, EdgeKind, GraphEdge, GraphNode
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
@@ -24,7 +24,7 @@ def _event(persona: Persona, minutes: int, kind: str, payload: dict[str, Any], s
     event = services.record_event(
         persona.tenant.pk, kind, payload, source, occurred_at=_at(minutes)
     )
-    assert services.process_event(persona.tenant.pk, str(event.pk)) == "processed"
+    assert processing.process_event(persona.tenant.pk, str(event.pk)) == "processed"
     return str(event.pk)
 
 
@@ -99,7 +99,7 @@ def history(owner: Persona) -> dict[str, str]:
         "hitl.decided",
         {"run_id": "r2", "decision": "approve", "intent": "billing"},
     )
-    services.process_event(owner.tenant.pk, str(decided.pk))
+    processing.process_event(owner.tenant.pk, str(decided.pk))
     return ids
 
 

@@ -9,7 +9,7 @@ from django.test import TestCase
 
 from agentflow import services as run_services
 from agentflow.models import Agent, AgentSession, Run
-from learning import activity, services
+from learning import activity, processing, services
 from learning.models import ActivityEvent, GraphNode
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
@@ -50,7 +50,7 @@ def test_a_completed_run_becomes_an_event_and_part_of_the_graph(
     assert payload["agent_name"] == "support"
     assert payload["sources"]
     assert payload["sources"][0]["kind"] == "knowledge"
-    activity.drain(owner.tenant.pk)
+    processing.drain(owner.tenant.pk)
     nodes = dict(
         GraphNode.unscoped.filter(tenant=owner.tenant).values_list("kind", "key").order_by("kind")
     )
@@ -84,7 +84,7 @@ def test_an_escalation_and_its_review_are_events(owner: Persona, agent: Agent) -
         "priority": review.payload["priority"],
         "decided_by": None,
     }
-    activity.drain(owner.tenant.pk)
+    processing.drain(owner.tenant.pk)
     resolution = GraphNode.unscoped.get(tenant=owner.tenant, key=f"run:{run.pk}")
     assert resolution.properties["review"] == "edit"
 
@@ -116,7 +116,7 @@ def test_the_activity_list_filters_and_pages(owner: Persona, agent: Agent) -> No
     assert (zendesk["total"], len(zendesk["results"]), zendesk["has_more"]) == (3, 2, True)
     assert owner.get(f"{ACTIVITY}?source=internal").json()["total"] == 1
     assert owner.get(f"{ACTIVITY}?processed=false").json()["total"] == 4
-    activity.drain(owner.tenant.pk)
+    processing.drain(owner.tenant.pk)
     assert owner.get(f"{ACTIVITY}?processed=true").json()["total"] == 4
     assert owner.get(f"{ACTIVITY}?since=2999-01-01T00:00:00Z").json()["total"] == 0
     for bad, field in (
@@ -139,6 +139,6 @@ def test_an_event_in_detail_with_its_delivery(owner: Persona, outsider: Persona)
     assert detail["delivery"]["delivery_id"] == "jira-9"
     assert detail["delivery"]["attempts"] == 1
     assert detail["processed_at"] is None
-    activity.drain(outsider.tenant.pk)  # another tenant's drain leaves it alone
+    processing.drain(outsider.tenant.pk)  # another tenant's drain leaves it alone
     assert owner.get(f"{ACTIVITY}/{event_id}").json()["processed_at"] is None
     assert_error(outsider.get(f"{ACTIVITY}/{event_id}"), 404, "not_found")

@@ -8,7 +8,7 @@ import pytest
 
 from agentflow.models import Agent, Run
 from governance.models import AuditEvent
-from learning import activity, services
+from learning import processing, services
 from learning.models import ActivityEvent, EventRule
 from tenants import services as tenant_services
 from tests.platform.api.conftest import ACTOR, Persona, make_agent
@@ -27,7 +27,7 @@ def _rule(persona: Persona, agent: Agent, **fields: Any) -> EventRule:
 def _deliver_and_process(persona: Persona, provider: str, payload: dict[str, Any]) -> ActivityEvent:
     response = make_sender(persona, provider).deliver(payload)
     assert response.status_code == 202, response.content
-    activity.drain(persona.tenant.pk)
+    processing.drain(persona.tenant.pk)
     return ActivityEvent.unscoped.get(pk=response.json()["event_id"])
 
 
@@ -89,7 +89,7 @@ def test_bot_messages_internal_events_and_disabled_rules_start_nothing(
     bot["event"] |= {"type": "message", "bot_id": "B1", "subtype": "bot_message"}
     _deliver_and_process(owner, "slack", bot)
     internal = services.record_event(owner.tenant.pk, "run.completed", {"run_id": "x"})
-    services.process_event(owner.tenant.pk, str(internal.pk))
+    processing.process_event(owner.tenant.pk, str(internal.pk))
     assert _runs(owner) == []
     EventRule.unscoped.filter(tenant=owner.tenant).update(enabled=False)
     _deliver_and_process(owner, "zendesk", ticket_payload("zendesk"))

@@ -19,7 +19,7 @@ from django.db import connections
 from django.utils import timezone
 
 from agentflow.models import Agent, Run
-from learning import activity
+from learning import processing
 from learning.models import ActivityEvent, WebhookDelivery, WebhookSignedContent
 from tests.platform.api.conftest import Persona
 from tests.platform.learning.conftest import make_sender, stored, stream_length, ticket_payload
@@ -54,14 +54,14 @@ def test_the_same_signed_content_under_a_new_delivery_id_is_a_duplicate(
     assert WebhookDelivery.unscoped.get(tenant=owner.tenant).attempts == 3
     assert stream_length(owner) == 1
 
-    assert activity.drain(owner.tenant.pk) == 1
+    assert processing.drain(owner.tenant.pk) == 1
     assert _runs(owner) == 1
 
     # A genuinely new delivery (new content, new id) still goes through and starts its run.
     fresh = sender.deliver(ticket_payload(provider, ticket="2002"), delivery_id="inv-4")
     assert fresh.status_code == 202, fresh.content
     assert fresh.json()["event_id"] != event_id
-    assert activity.drain(owner.tenant.pk) == 1
+    assert processing.drain(owner.tenant.pk) == 1
     assert stored(owner) == (2, 2)
     assert _runs(owner) == 2
 
@@ -80,7 +80,7 @@ def test_slack_replays_are_still_duplicates(owner: Persona, agent: Agent) -> Non
         assert copy.status_code == 200, copy.content
         assert copy.json() == {"event_id": event_id, "duplicate": True}
     assert stored(owner) == (1, 1)
-    assert activity.drain(owner.tenant.pk) == 1
+    assert processing.drain(owner.tenant.pk) == 1
     assert _runs(owner) == 1
     fresh = sender.deliver(ticket_payload("slack", ticket="2002"), at=at)
     assert fresh.status_code == 202, fresh.content

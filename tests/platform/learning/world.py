@@ -5,7 +5,7 @@ golden path and a playbook."""
 from __future__ import annotations
 
 from agentflow.models import Agent
-from learning import golden_paths, services
+from learning import golden_paths, processing, services
 from learning.models import GraphNode, Playbook
 from learning.webhooks.services import create_endpoint
 from tenants.context import tenant_scope
@@ -36,7 +36,7 @@ def owner_integrations(owner: Persona, agent: Agent) -> tuple[dict[str, str], tu
         },
         source="generic",
     )
-    services.process_event(owner.tenant.pk, str(event.pk))
+    processing.process_event(owner.tenant.pk, str(event.pk))
     customer = GraphNode.unscoped.get(tenant=owner.tenant, kind="customer")
     with tenant_scope(owner.tenant.pk):
         path = golden_paths.record_outcome(
