@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from drf_spectacular.contrib.django_filters import DjangoFilterExtension
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
@@ -51,6 +53,35 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     location=OpenApiParameter.HEADER,
     description="Replays the first response for 24 h; another body with the same key is 422.",
 )
+
+
+class AutoSchema(SpectacularAutoSchema):
+    """Names a list's envelope ``<Item>List`` (``AgentList``), as the API has always had."""
+
+    def get_paginated_name(self, serializer_name: str) -> str:
+        return f"{serializer_name}List"
+
+
+class FilterSetParameters(DjangoFilterExtension):
+    """The query parameters of a list view's FilterSet, read from the FilterSet itself (our
+    views have no class-level queryset to take the model from: it is the FilterSet's)."""
+
+    target_class = "agentflow.core.api.filters.StrictFilterBackend"
+    match_subclasses = True
+    priority = 1
+
+    def get_schema_operation_parameters(self, auto_schema: Any, *args: Any, **kwargs: Any) -> Any:
+        filterset_class = getattr(auto_schema.view, "filterset_class", None)
+        if filterset_class is None:
+            return []
+        model = filterset_class._meta.model
+        return [
+            parameter
+            for name, field in filterset_class.base_filters.items()
+            for parameter in self.resolve_filter_field(
+                auto_schema, model, filterset_class, name, field
+            )
+        ]
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
