@@ -210,3 +210,29 @@ class ZonedDateTimeField(forms.CharField):
 
 class ZonedDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = ZonedDateTimeField
+
+
+class ChoiceListField(forms.CharField):
+    """Comma-separated values, each one of ``choices``."""
+
+    def __init__(self, *, choices: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.choices = list(choices)
+
+    def to_python(self, value: Any) -> list[str] | None:  # type: ignore[override]
+        raw = super().to_python(value)
+        if not raw:
+            return None
+        values = [item.strip() for item in raw.split(",") if item.strip()]
+        if not values or any(item not in self.choices for item in values):
+            raise forms.ValidationError(f"Use one of: {', '.join(self.choices)}.")
+        return values
+
+
+class ChoiceListFilter(django_filters.CharFilter):
+    """Rows whose field is any of the comma-separated values (``?kind=a,b``)."""
+
+    field_class = ChoiceListField
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(lookup_expr="in", **kwargs)
