@@ -177,7 +177,7 @@ def uuid_filter(**kwargs: Any) -> django_filters.UUIDFilter:
     return django_filters.UUIDFilter(error_messages={"invalid": "A UUID."}, **kwargs)
 
 
-def prefix_filter(field_name: str, **kwargs: Any) -> django_filters.CharFilter:
+def prefix_filter(field_name: str, max_length: int = 100, **kwargs: Any) -> Any:
     """An exact value, or a prefix ending in ``*`` (``zendesk.*``)."""
 
     def apply(queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
@@ -185,7 +185,7 @@ def prefix_filter(field_name: str, **kwargs: Any) -> django_filters.CharFilter:
             return queryset.filter(**{f"{field_name}__startswith": value[:-1]})
         return queryset.filter(**{field_name: value})
 
-    return django_filters.CharFilter(method=apply, **kwargs)
+    return text_filter(max_length, method=apply, **kwargs)
 
 
 class ZonedDateTimeField(forms.CharField):
