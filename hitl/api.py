@@ -83,15 +83,15 @@ class QueueFilter(django_filters.FilterSet):
     """The queue's filters; without ``status``, the open requests."""
 
     status = ChoiceListFilter(
-        choices=STATUS_VALUES,
+        allowed=STATUS_VALUES,
         method="filter_status",
         help_text="Comma-separated statuses, `open` (default: pending, assigned, escalated) "
         "or `all`.",
     )
     priority = ChoiceListFilter(
-        choices=list(PRIORITY_RANK), help_text="Comma-separated priorities."
+        allowed=list(PRIORITY_RANK), help_text="Comma-separated priorities."
     )
-    kind = ChoiceListFilter(choices=Kind.values, help_text="Comma-separated kinds.")
+    kind = ChoiceListFilter(allowed=Kind.values, help_text="Comma-separated kinds.")
     assignee = django_filters.CharFilter(
         method="filter_assignee", help_text="`me`, `none` or a user id (integer)."
     )

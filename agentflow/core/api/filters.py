@@ -165,9 +165,11 @@ def flag_filter(field_name: str, *, is_null: bool = False, **kwargs: Any) -> Any
     )
 
 
-def text_filter(max_length: int = 100, **kwargs: Any) -> django_filters.CharFilter:
+def text_filter(max_length: int | None = 100, **kwargs: Any) -> django_filters.CharFilter:
+    """Text as sent (not stripped), at most ``max_length`` characters when given."""
     return django_filters.CharFilter(
         max_length=max_length,
+        strip=False,
         error_messages={"max_length": f"At most {max_length} characters."},
         **kwargs,
     )
@@ -177,7 +179,7 @@ def uuid_filter(**kwargs: Any) -> django_filters.UUIDFilter:
     return django_filters.UUIDFilter(error_messages={"invalid": "A UUID."}, **kwargs)
 
 
-def prefix_filter(field_name: str, max_length: int = 100, **kwargs: Any) -> Any:
+def prefix_filter(field_name: str, max_length: int | None = 100, **kwargs: Any) -> Any:
     """An exact value, or a prefix ending in ``*`` (``zendesk.*``)."""
 
     def apply(queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
@@ -192,6 +194,12 @@ class ZonedDateTimeField(forms.CharField):
     """ISO 8601 with a time zone, compared in UTC (PostgreSQL refuses offsets beyond
     +-15:59 that Python accepts)."""
 
+    default_error_messages = {
+        "invalid": "Use ISO 8601.",
+        "naive": "Add Z or an offset.",
+        "range": "Out of range.",
+    }
+
     def to_python(self, value: Any) -> datetime | None:  # type: ignore[override]
         raw = super().to_python(value)
         if not raw:
@@ -199,13 +207,13 @@ class ZonedDateTimeField(forms.CharField):
         try:
             moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            raise forms.ValidationError("Use ISO 8601.") from None
+            raise forms.ValidationError(self.error_messages["invalid"], "invalid") from None
         if moment.tzinfo is None:
-            raise forms.ValidationError("Add Z or an offset.")
+            raise forms.ValidationError(self.error_messages["naive"], "naive")
         try:
             return moment.astimezone(UTC)
         except OverflowError:
-            raise forms.ValidationError("Out of range.") from None
+            raise forms.ValidationError(self.error_messages["range"], "range") from None
 
 
 class ZonedDateTimeFilter(django_filters.IsoDateTimeFilter):
@@ -213,19 +221,19 @@ class ZonedDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 
 class ChoiceListField(forms.CharField):
-    """Comma-separated values, each one of ``choices``."""
+    """Comma-separated values, each one of ``allowed``."""
 
-    def __init__(self, *, choices: Sequence[str], **kwargs: Any) -> None:
+    def __init__(self, *, allowed: Sequence[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.choices = list(choices)
+        self.allowed = list(allowed)
 
     def to_python(self, value: Any) -> list[str] | None:  # type: ignore[override]
         raw = super().to_python(value)
         if not raw:
             return None
         values = [item.strip() for item in raw.split(",") if item.strip()]
-        if not values or any(item not in self.choices for item in values):
-            raise forms.ValidationError(f"Use one of: {', '.join(self.choices)}.")
+        if not values or any(item not in self.allowed for item in values):
+            raise forms.ValidationError(f"Use one of: {', '.join(self.allowed)}.")
         return values
 
 
