@@ -104,7 +104,7 @@ class QueueFilter(django_filters.FilterSet):
     def filter_queryset(self, queryset: QuerySet[HITLRequest]) -> QuerySet[HITLRequest]:
         if not self.form.cleaned_data.get("status"):
             queryset = queryset.filter(status__in=OPEN_STATUSES)
-        return super().filter_queryset(queryset)  # type: ignore[no-any-return]
+        return super().filter_queryset(queryset)
 
     def filter_status(
         self, queryset: QuerySet[HITLRequest], name: str, value: list[str]

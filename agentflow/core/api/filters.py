@@ -128,10 +128,11 @@ class ListEndpoint:
         serializer_class: Any,
         context: dict[str, Any] | None = None,
     ) -> Response:
+        view: Any = self  # an APIView too, once mixed in
         for backend in self.filter_backends:
-            queryset = backend().filter_queryset(request, queryset, self)
+            queryset = backend().filter_queryset(request, queryset, view)
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(queryset, request, view=self)
+        page = paginator.paginate_queryset(queryset, request, view=view)
         data = serializer_class(page, many=True, context=context or {}).data
         return paginator.get_paginated_response(data)
 

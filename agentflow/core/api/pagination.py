@@ -3,6 +3,7 @@ limit/offset pagination, answering a bad ``limit`` or ``offset`` with a 422)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
@@ -47,7 +48,7 @@ class EnvelopePagination(LimitOffsetPagination):
         return _int_param(request, self.offset_query_param, 0, 0, MAX_OFFSET)
 
     def paginate_queryset(
-        self, queryset: QuerySet[Any], request: Request, view: Any = None
+        self, queryset: QuerySet[Any] | Sequence[Any], request: Request, view: Any = None
     ) -> list[Any]:
         self.request = request
         self.limit = self.get_limit(request)
@@ -57,13 +58,15 @@ class EnvelopePagination(LimitOffsetPagination):
         return self.page
 
     def get_paginated_response(self, data: Any) -> Response:
+        # All set by paginate_queryset (the stubs allow None).
+        offset, total = self.offset or 0, self.count or 0
         return Response(
             {
                 "results": data,
-                "total": self.count,
+                "total": total,
                 "limit": self.limit,
-                "offset": self.offset,
-                "has_more": self.offset + len(self.page) < self.count,
+                "offset": offset,
+                "has_more": offset + len(self.page) < total,
             }
         )
 
@@ -97,24 +100,3 @@ def _query_parameter(name: str, description: str, kind: str) -> dict[str, Any]:
         "description": description,
         "schema": {"type": kind},
     }
-
-
-def paginate(
-    request: Request, queryset: QuerySet[Any], serializer: Any, context: Any = None
-) -> Response:
-    """Transitional: the views not yet on ``filters.ListEndpoint``."""
-    paginator = EnvelopePagination()
-    page = paginator.paginate_queryset(queryset, request)
-    if isinstance(serializer, type):
-        return paginator.get_paginated_response(
-            serializer(page, many=True, context=context or {}).data
-        )
-    return paginator.get_paginated_response(serializer(page))
-
-
-def sort_queryset(request: Request, queryset: QuerySet[Any], sortable: Any, default: str) -> Any:
-    """Transitional: the views not yet on ``filters.ListEndpoint``."""
-    from agentflow.core.api.filters import SortOrdering  # noqa: PLC0415 - transitional
-
-    view = type("View", (), {"ordering_fields": sortable, "ordering": default})()
-    return SortOrdering().filter_queryset(request, queryset, view)

@@ -1,15 +1,14 @@
-"""OpenAPI building blocks: the error body, list envelope, paging parameters, key auth."""
+"""OpenAPI building blocks: the error body, list envelope names, filter parameters, key auth."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from drf_spectacular.contrib.django_filters import DjangoFilterExtension
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 
@@ -27,26 +26,6 @@ class ErrorSerializer(serializers.Serializer):
     retry_after = serializers.IntegerField(required=False)
 
 
-@cache
-def envelope(item: type[serializers.Serializer]) -> Any:
-    return inline_serializer(
-        name=f"{item.__name__.removesuffix('Serializer')}List",
-        fields={
-            "results": item(many=True),
-            "total": serializers.IntegerField(),
-            "limit": serializers.IntegerField(),
-            "offset": serializers.IntegerField(),
-            "has_more": serializers.BooleanField(),
-        },
-    )
-
-
-LIST_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description="1-200, default 50"),
-    OpenApiParameter("offset", OpenApiTypes.INT, description=">= 0"),
-    OpenApiParameter("sort_by", OpenApiTypes.STR),
-    OpenApiParameter("sort_order", OpenApiTypes.STR, enum=["asc", "desc"]),
-]
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
