@@ -96,30 +96,6 @@ class VerificationSerializer(serializers.Serializer):
     )
 
 
-class ChainHeadSerializer(serializers.Serializer):
-    sequence = serializers.IntegerField()
-    hash = serializers.CharField()
-
-
-class ExportTenantSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    slug = serializers.CharField()
-    name = serializers.CharField()
-
-
-class ExportSerializer(serializers.Serializer):
-    tenant = ExportTenantSerializer()
-    generated_at = serializers.CharField()
-    chain_head = ChainHeadSerializer(allow_null=True)
-    end_user = serializers.CharField(allow_null=True)
-
-    def get_fields(self) -> dict[str, serializers.Field]:
-        fields = super().get_fields()
-        for name in exports.PARTS:
-            fields[name] = serializers.ListField(child=serializers.DictField(), required=False)
-        return fields
-
-
 class ErasureRequestSerializer(StrictSerializer):
     user_id = serializers.CharField(max_length=200, help_text="The end user's id in runs.")
 
@@ -372,7 +348,7 @@ class ExportView(TenantScopedAPIView):
         operation_id="governance_export",
         parameters=EXPORT_PARAMETERS,
         responses={
-            (200, "application/json"): ExportSerializer,
+            (200, "application/json"): exports.ExportSerializer,
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="one part as CSV"),
             **errors(401, 403, 422),
         },
@@ -558,7 +534,7 @@ class InvitationAcceptSerializer(StrictSerializer):
 
 
 class JoinedSerializer(serializers.Serializer):
-    tenant = ExportTenantSerializer()
+    tenant = exports.ExportTenantSerializer()
     user_id = serializers.IntegerField()
     username = serializers.CharField()
     role = serializers.CharField()

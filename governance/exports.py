@@ -20,7 +20,9 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import Model, QuerySet
+from rest_framework import serializers
 
+from agentflow.core.api.serializers import AsIsCharField, AsIsIntegerField
 from agentflow.models import (
     Agent,
     AgentSession,
@@ -287,6 +289,33 @@ PARTS: dict[str, Part] = {
 USER_PARTS = tuple(name for name, part in PARTS.items() if part.per_user)
 
 
+class ChainHeadSerializer(serializers.Serializer):
+    sequence = AsIsIntegerField()
+    hash = AsIsCharField()
+
+
+class ExportTenantSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
+class ExportSerializer(serializers.Serializer):
+    """A JSON export: this header, then one list per part (rows written by the part's
+    ``row``, the same rows the CSV has); the schema lists the parts as optional."""
+
+    tenant = ExportTenantSerializer()
+    generated_at = AsIsCharField()
+    chain_head = ChainHeadSerializer(allow_null=True)
+    end_user = AsIsCharField(allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for name in PARTS:
+            fields[name] = serializers.ListField(child=serializers.DictField(), required=False)
+        return fields
+
+
 class ExportError(ValueError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
@@ -434,12 +463,14 @@ def start_export(
             MEDIA_TYPES["csv"],
             f"{tenant.slug}-{selected[0].name}-{stamp}.csv",
         )
-    header = {
-        "tenant": {"id": tenant.pk, "slug": tenant.slug, "name": tenant.name},
-        "generated_at": _iso(datetime.now(UTC)),
-        "chain_head": {"sequence": upto, "hash": head.get("hash")} if upto else None,
-        "end_user": user_id,
-    }
+    header = ExportSerializer(
+        {
+            "tenant": tenant,
+            "generated_at": _iso(datetime.now(UTC)),
+            "chain_head": {"sequence": upto, "hash": head.get("hash")} if upto else None,
+            "end_user": user_id,
+        }
+    ).data
     return Export(
         _json_chunks(tenant, header, selected, user_id, upto),
         upto,
