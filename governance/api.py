@@ -9,7 +9,6 @@ assignment and tool grants need ``admin`` (tenant owners, platform admins, write
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC
 from itertools import chain
 from typing import Any
 
@@ -58,27 +57,6 @@ from governance.verify import verify_chain
 from tenants.views_base import ADMIN, DEFAULT_SCOPE_MAP, READ, TenantScopedAPIView
 
 # --- serializers (shapes of the OpenAPI schema) -------------------------------------------
-
-
-class UtcIsoField(serializers.CharField):
-    """A timestamp in UTC, ISO 8601 with ``Z`` (as the audit chain hashes it)."""
-
-    def to_representation(self, value: Any) -> str:
-        return str(value.astimezone(UTC).isoformat().replace("+00:00", "Z"))
-
-
-class AuditEventSerializer(serializers.Serializer):
-    sequence = AsIsIntegerField()
-    occurred_at = UtcIsoField()
-    actor_type = AsIsCharField()
-    actor_id = AsIsCharField()
-    action = AsIsCharField()
-    target_type = AsIsCharField()
-    target_id = AsIsCharField()
-    changes = AsIsDictField()
-    correlation_id = AsIsCharField()
-    prev_hash = AsIsCharField()
-    hash = AsIsCharField()
 
 
 class VerificationSerializer(serializers.Serializer):
@@ -250,10 +228,10 @@ class AuditListView(ListEndpoint, TenantScopedAPIView):
 
     @extend_schema(
         operation_id="audit_list",
-        responses={200: AuditEventSerializer(many=True), **errors(401, 403, 422)},
+        responses={200: exports.AuditEventSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        return self.list_response(request, AuditEvent.objects.all(), AuditEventSerializer)
+        return self.list_response(request, AuditEvent.objects.all(), exports.AuditEventSerializer)
 
 
 class AuditVerifyView(TenantScopedAPIView):
