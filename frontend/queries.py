@@ -14,8 +14,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
+from rest_framework import serializers
 
 from agentflow.api.serializers import NO_RESULT, RunSerializer
+from agentflow.core.api.serializers import (
+    AsIsCharField,
+    AsIsFloatField,
+    AsIsIntegerField,
+)
 from agentflow.models import Agent, KnowledgeDocument, Run, RunStatus
 from governance.services import restrict_to_visible_agents
 from hitl.models import OPEN_STATUSES, HITLRequest
@@ -227,9 +233,57 @@ def quota_gauges(tenant: Tenant, metrics: dict[str, Any]) -> list[dict[str, Any]
     return gauges
 
 
-def metrics_json(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Decimals as strings, the way every API body carries money."""
-    return {k: str(v) if isinstance(v, Decimal) else v for k, v in metrics.items()}
+class MoneyField(serializers.Field):
+    """Decimals as strings, the way every API body carries money (other numbers as they are)."""
+
+    def to_representation(self, value: Any) -> Any:
+        return str(value) if isinstance(value, Decimal) else value
+
+
+def _figure(field: type[serializers.Field]) -> Any:
+    # Not required: the overview of nobody (no tenant, not a platform admin) has no figures.
+    return field(required=False)
+
+
+class MetricsSerializer(serializers.Serializer):
+    """The figures of ``tenant_metrics`` (or ``summed_metrics``)."""
+
+    runs_window = _figure(AsIsIntegerField)
+    runs_per_minute = _figure(AsIsFloatField)
+    runs_today = _figure(AsIsIntegerField)
+    active_runs = _figure(AsIsIntegerField)
+    escalations_today = _figure(AsIsIntegerField)
+    escalation_rate = _figure(AsIsFloatField)
+    cost_today = _figure(MoneyField)
+    cost_month = _figure(MoneyField)
+    runs_month = _figure(AsIsIntegerField)
+    tokens_month = _figure(AsIsIntegerField)
+    open_hitl = _figure(AsIsIntegerField)
+    breaches = _figure(AsIsIntegerField)
+    agents = _figure(AsIsIntegerField)
+    knowledge_bytes = _figure(AsIsIntegerField)
+
+
+class QuotaGaugeSerializer(serializers.Serializer):
+    """One of ``quota_gauges``: amounts already written as strings."""
+
+    name = AsIsCharField()
+    used = AsIsCharField()
+    limit = AsIsCharField(allow_null=True)
+    percent = AsIsFloatField(allow_null=True)
+
+
+class TenantFiguresSerializer(serializers.Serializer):
+    id = AsIsIntegerField(source="tenant.pk")
+    metrics = MetricsSerializer()
+
+
+class OverviewSerializer(serializers.Serializer):
+    """The overview's live figures (``?fragment=metrics``), from ``overview``."""
+
+    metrics = MetricsSerializer(default=dict)
+    quotas = QuotaGaugeSerializer(many=True, default=list)
+    tenants = TenantFiguresSerializer(many=True, required=False)
 
 
 def overview(
@@ -253,19 +307,6 @@ def overview(
         own = data["metrics"] if not all_tenants else tenant_metrics(tenant, minutes=minutes)
         data["quotas"] = quota_gauges(tenant, own)
     return data
-
-
-def overview_json(data: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "metrics": metrics_json(data.get("metrics") or {}),
-        "quotas": data.get("quotas") or [],
-    }
-    if "tenants" in data:
-        body["tenants"] = [
-            {"id": row["tenant"].pk, "metrics": metrics_json(row["metrics"])}
-            for row in data["tenants"]
-        ]
-    return body
 
 
 # --- agents ---------------------------------------------------------------------------------

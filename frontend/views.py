@@ -77,7 +77,7 @@ class OverviewView(DashboardView):
     def get(self, request: HttpRequest) -> HttpResponse:
         data = queries.overview(self.access.tenant, all_tenants=self.access.is_platform_admin)
         if _fragment(request) == "metrics":
-            return JsonResponse(queries.overview_json(data))
+            return JsonResponse(queries.OverviewSerializer(data).data)
         return self.render_page(
             request, "frontend/overview.html", {"title": "Overview", "data": data}
         )

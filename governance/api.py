@@ -9,15 +9,14 @@ assignment and tool grants need ``admin`` (tenant owners, platform admins, write
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
+import django_filters
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.handlers.asgi import ASGIRequest
-from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -36,8 +35,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentflow.core.api.exceptions import ContractError, conflict, unprocessable
-from agentflow.core.api.pagination import paginate, sort_queryset
-from agentflow.core.api.schema import LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.filters import (
+    ListEndpoint,
+    ZonedDateTimeFilter,
+    prefix_filter,
+    text_filter,
+)
+from agentflow.core.api.schema import errors
 from agentflow.core.api.serializers import (
     AsIsBooleanField,
     AsIsCharField,
@@ -55,27 +59,6 @@ from tenants.views_base import ADMIN, DEFAULT_SCOPE_MAP, READ, TenantScopedAPIVi
 # --- serializers (shapes of the OpenAPI schema) -------------------------------------------
 
 
-class UtcIsoField(serializers.CharField):
-    """A timestamp in UTC, ISO 8601 with ``Z`` (as the audit chain hashes it)."""
-
-    def to_representation(self, value: Any) -> str:
-        return str(value.astimezone(UTC).isoformat().replace("+00:00", "Z"))
-
-
-class AuditEventSerializer(serializers.Serializer):
-    sequence = AsIsIntegerField()
-    occurred_at = UtcIsoField()
-    actor_type = AsIsCharField()
-    actor_id = AsIsCharField()
-    action = AsIsCharField()
-    target_type = AsIsCharField()
-    target_id = AsIsCharField()
-    changes = AsIsDictField()
-    correlation_id = AsIsCharField()
-    prev_hash = AsIsCharField()
-    hash = AsIsCharField()
-
-
 class VerificationSerializer(serializers.Serializer):
     """A :class:`~governance.verify.Verification` (or an unverified chain's answer)."""
 
@@ -91,30 +74,6 @@ class VerificationSerializer(serializers.Serializer):
     )
 
 
-class ChainHeadSerializer(serializers.Serializer):
-    sequence = serializers.IntegerField()
-    hash = serializers.CharField()
-
-
-class ExportTenantSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    slug = serializers.CharField()
-    name = serializers.CharField()
-
-
-class ExportSerializer(serializers.Serializer):
-    tenant = ExportTenantSerializer()
-    generated_at = serializers.CharField()
-    chain_head = ChainHeadSerializer(allow_null=True)
-    end_user = serializers.CharField(allow_null=True)
-
-    def get_fields(self) -> dict[str, serializers.Field]:
-        fields = super().get_fields()
-        for name in exports.PARTS:
-            fields[name] = serializers.ListField(child=serializers.DictField(), required=False)
-        return fields
-
-
 class ErasureRequestSerializer(StrictSerializer):
     user_id = serializers.CharField(max_length=200, help_text="The end user's id in runs.")
 
@@ -126,11 +85,24 @@ class ErasureSerializer(serializers.Serializer):
     erased = AsIsDictField(child=serializers.IntegerField())
 
 
+class MemberListSerializer(serializers.ListSerializer):
+    """A page of memberships with their agent lists, batch-loaded (``member_views``) for
+    the tenant in the context."""
+
+    def to_representation(self, data: Any) -> list[Any]:
+        return super().to_representation(services.member_views(self.context["tenant"], data))
+
+
 class MemberSerializer(serializers.Serializer):
+    """A member (``services.MemberView``); a list of memberships loads its agent lists."""
+
     user_id = serializers.IntegerField()
     username = serializers.CharField()
     role = serializers.CharField(allow_null=True)
     agents = serializers.ListField(child=serializers.CharField(), allow_null=True)
+
+    class Meta:
+        list_serializer_class = MemberListSerializer
 
 
 class RoleAssignSerializer(StrictSerializer):
@@ -182,23 +154,6 @@ class ToolPermissionsSerializer(serializers.Serializer):
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _time_param(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise unprocessable(f"{name} is not a date-time.", {name: ["Use ISO 8601."]}) from None
-    if value.tzinfo is None:
-        raise unprocessable(f"{name} needs a time zone.", {name: ["Add Z or an offset."]})
-    try:
-        # In UTC: PostgreSQL refuses offsets beyond +-15:59 that Python accepts.
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise unprocessable(f"{name} is out of range.", {name: ["Out of range."]}) from None
-
-
 def _text_param(request: Request, name: str, max_length: int = 100) -> str | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -244,45 +199,39 @@ def _validated(serializer: serializers.Serializer) -> dict[str, Any]:
 
 # --- audit ---------------------------------------------------------------------------------
 
-AUDIT_FILTERS = [
-    OpenApiParameter("actor_type", OpenApiTypes.STR, enum=["user", "api_key", "system"]),
-    OpenApiParameter("actor_id", OpenApiTypes.STR),
-    OpenApiParameter("action", OpenApiTypes.STR, description="exact, or a prefix ending in *"),
-    OpenApiParameter("target_type", OpenApiTypes.STR),
-    OpenApiParameter("target_id", OpenApiTypes.STR),
-    OpenApiParameter("since", OpenApiTypes.DATETIME, description="occurred at or after"),
-    OpenApiParameter("until", OpenApiTypes.DATETIME, description="occurred before"),
-]
+ACTOR_TYPE = {"type": "string", "enum": ["user", "api_key", "system"]}
 
 
-class AuditListView(TenantScopedAPIView):
+class AuditFilter(django_filters.FilterSet):
+    actor_type = extend_schema_field(ACTOR_TYPE)(text_filter())
+    actor_id = text_filter()
+    action = prefix_filter("action", help_text="exact, or a prefix ending in *")
+    target_type = text_filter()
+    target_id = text_filter()
+    since = ZonedDateTimeFilter(
+        field_name="occurred_at", lookup_expr="gte", help_text="occurred at or after"
+    )
+    until = ZonedDateTimeFilter(
+        field_name="occurred_at", lookup_expr="lt", help_text="occurred before"
+    )
+
+    class Meta:
+        model = AuditEvent
+        fields: list[str] = []
+
+
+class AuditListView(ListEndpoint, TenantScopedAPIView):
     scope_map = {**DEFAULT_SCOPE_MAP, "GET": READ}
-    sortable = ("sequence", "occurred_at")
+    filterset_class = AuditFilter
+    ordering_fields = ("sequence", "occurred_at")
+    ordering = "sequence"
 
     @extend_schema(
         operation_id="audit_list",
-        parameters=[*LIST_PARAMETERS, *AUDIT_FILTERS],
-        responses={200: envelope(AuditEventSerializer), **errors(401, 403, 422)},
+        responses={200: exports.AuditEventSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset: QuerySet[AuditEvent] = AuditEvent.objects.all()
-        for name in ("actor_type", "actor_id", "target_type", "target_id"):
-            value = _text_param(request, name)
-            if value is not None:
-                queryset = queryset.filter(**{name: value})
-        action = _text_param(request, "action")
-        if action is not None:
-            if action.endswith("*"):
-                queryset = queryset.filter(action__startswith=action[:-1])
-            else:
-                queryset = queryset.filter(action=action)
-        since, until = _time_param(request, "since"), _time_param(request, "until")
-        if since is not None:
-            queryset = queryset.filter(occurred_at__gte=since)
-        if until is not None:
-            queryset = queryset.filter(occurred_at__lt=until)
-        queryset = sort_queryset(request, queryset, self.sortable, "sequence")
-        return paginate(request, queryset, AuditEventSerializer)
+        return self.list_response(request, AuditEvent.objects.all(), exports.AuditEventSerializer)
 
 
 class AuditVerifyView(TenantScopedAPIView):
@@ -377,7 +326,7 @@ class ExportView(TenantScopedAPIView):
         operation_id="governance_export",
         parameters=EXPORT_PARAMETERS,
         responses={
-            (200, "application/json"): ExportSerializer,
+            (200, "application/json"): exports.ExportSerializer,
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="one part as CSV"),
             **errors(401, 403, 422),
         },
@@ -454,24 +403,18 @@ class ErasureView(TenantScopedAPIView):
 # --- roles ----------------------------------------------------------------------------------
 
 
-class RolesView(TenantScopedAPIView):
+class RolesView(ListEndpoint, TenantScopedAPIView):
     scope_map = {**DEFAULT_SCOPE_MAP, "GET": READ, "POST": ADMIN}
-    sortable = ("created_at", "role")
+    ordering_fields = ("created_at", "role")
+    ordering = "created_at"
 
     @extend_schema(
         operation_id="roles_list",
-        parameters=LIST_PARAMETERS,
-        responses={200: envelope(MemberSerializer), **errors(401, 403, 422)},
+        responses={200: MemberSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset = sort_queryset(
-            request, services.members(self.tenant), self.sortable, "created_at"
-        )
-        return paginate(
-            request,
-            queryset,
-            lambda page: MemberSerializer(services.member_views(self.tenant, page), many=True).data,
-        )
+        members = services.members(self.tenant)
+        return self.list_response(request, members, MemberSerializer, {"tenant": self.tenant})
 
     @extend_schema(
         operation_id="roles_assign",
@@ -569,7 +512,7 @@ class InvitationAcceptSerializer(StrictSerializer):
 
 
 class JoinedSerializer(serializers.Serializer):
-    tenant = ExportTenantSerializer()
+    tenant = exports.ExportTenantSerializer()
     user_id = serializers.IntegerField()
     username = serializers.CharField()
     role = serializers.CharField()
@@ -598,20 +541,18 @@ def _accept_url(request: Request) -> str:
     return request.build_absolute_uri(reverse("governance-invitation-accept"))
 
 
-class InvitationsView(TenantScopedAPIView):
+class InvitationsView(ListEndpoint, TenantScopedAPIView):
     scope_map = {**DEFAULT_SCOPE_MAP, "GET": ADMIN, "POST": ADMIN}
-    sortable = ("created_at", "expires_at")
+    ordering_fields = ("created_at", "expires_at")
+    ordering = "created_at"
 
     @extend_schema(
         operation_id="invitations_list",
-        parameters=LIST_PARAMETERS,
-        responses={200: envelope(InvitationSerializer), **errors(401, 403, 422)},
+        responses={200: InvitationSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset = sort_queryset(
-            request, invitations.invitations(self.tenant), self.sortable, "created_at"
-        )
-        return paginate(request, queryset, lambda page: InvitationSerializer(page, many=True).data)
+        queryset = invitations.invitations(self.tenant)
+        return self.list_response(request, queryset, InvitationSerializer)
 
     @extend_schema(
         operation_id="invitations_create",

@@ -13,14 +13,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Model, QuerySet
+from rest_framework import serializers
 
+from agentflow.core.api.serializers import (
+    AsIsBooleanField,
+    AsIsCharField,
+    AsIsDictField,
+    AsIsIntegerField,
+)
 from agentflow.models import (
     Agent,
     AgentSession,
@@ -47,244 +54,199 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
+class UtcIsoField(serializers.CharField):
+    """A timestamp in UTC, ISO 8601 with ``Z`` (as the audit chain hashes it)."""
+
+    def to_representation(self, value: Any) -> str:
+        # Never None here: DRF writes None itself without asking the field.
+        return str(value.astimezone(UTC).isoformat().replace("+00:00", "Z"))
+
+
+class AuditEventSerializer(serializers.Serializer):
+    """An audit event: the API's list item and the export's ``audit`` row."""
+
+    sequence = AsIsIntegerField()
+    occurred_at = UtcIsoField()
+    actor_type = AsIsCharField()
+    actor_id = AsIsCharField()
+    action = AsIsCharField()
+    target_type = AsIsCharField()
+    target_id = AsIsCharField()
+    changes = AsIsDictField()
+    correlation_id = AsIsCharField()
+    prev_hash = AsIsCharField()
+    hash = AsIsCharField()
+
+
+# The rows of the other parts: ids as strings, timestamps in UTC with Z, money as strings
+# (a CharField writes str(Decimal)), the rest as stored. Their fields are the CSV columns.
+
+
+class MemberRowSerializer(serializers.Serializer):
+    user_id = AsIsIntegerField()
+    username = AsIsCharField(source="user.get_username")
+    role = AsIsCharField()
+
+
+class AgentRowSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = AsIsCharField()
+    blueprint = AsIsCharField()
+    config = AsIsDictField()
+    version = AsIsIntegerField()
+    created_at = UtcIsoField()
+    updated_at = UtcIsoField()
+
+
+class ToolPermissionRowSerializer(serializers.Serializer):
+    agent_id = serializers.UUIDField()
+    tool = AsIsCharField()
+    role = AsIsCharField()
+    level = AsIsCharField()
+
+
+class DocumentRowSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    agent_id = serializers.UUIDField()
+    title = AsIsCharField()
+    content_type = AsIsCharField()
+    size_bytes = AsIsIntegerField()
+    created_at = UtcIsoField()
+
+
+class ChunkRowSerializer(serializers.Serializer):
+    document_id = serializers.UUIDField()
+    index = AsIsIntegerField()
+    text = AsIsCharField()
+
+
+class SessionRowSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    agent_id = serializers.UUIDField()
+    user_id = AsIsCharField()
+    message_count = AsIsIntegerField()
+    created_at = UtcIsoField()
+    last_active = UtcIsoField()
+
+
+class ThreadRowSerializer(serializers.Serializer):
+    id = AsIsIntegerField()
+    session_id = serializers.UUIDField()
+    topic = AsIsCharField()
+    intent = AsIsCharField()
+    status = AsIsCharField()
+    escalated = AsIsBooleanField()
+    resolution = AsIsCharField()
+    created_at = UtcIsoField()
+
+
+class MessageRowSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    session_id = serializers.UUIDField()
+    run_id = serializers.UUIDField(allow_null=True)
+    thread_id = AsIsIntegerField(allow_null=True)
+    role = AsIsCharField()
+    content = AsIsCharField()
+    created_at = UtcIsoField()
+
+
+class RunRowSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    agent_id = serializers.UUIDField()
+    session_id = serializers.UUIDField(allow_null=True)
+    user_id = AsIsCharField()
+    status = AsIsCharField()
+    priority = AsIsCharField()
+    input = AsIsCharField()
+    result = AsIsDictField(allow_null=True)
+    error = AsIsCharField()
+    tokens = AsIsIntegerField()
+    cost_usd = serializers.CharField()
+    created_at = UtcIsoField()
+    finished_at = UtcIsoField(allow_null=True)
+
+
+class MemoryCaseRowSerializer(serializers.Serializer):
+    id = AsIsIntegerField()
+    agent_id = serializers.UUIDField()
+    user_id = AsIsCharField()
+    question = AsIsCharField()
+    answer = AsIsCharField()
+    intent = AsIsCharField()
+    resolved = AsIsBooleanField()
+    created_at = UtcIsoField()
+
+
+class UsageRowSerializer(serializers.Serializer):
+    day = serializers.DateField()
+    runs = AsIsIntegerField()
+    tokens = AsIsIntegerField()
+    dollars = serializers.CharField()
+
+
 @dataclass(frozen=True)
 class Part:
-    """One table of the export: rows of ``model`` (scoped) turned into flat dicts."""
+    """One table of the export: rows of ``model`` (scoped), each written by ``serializer``
+    (its fields, in order, are the CSV columns)."""
 
     name: str
     model: type[Model]
-    row: Callable[[Any], dict[str, Any]]
+    serializer: type[serializers.Serializer]
     per_user: str | None = None  # the end-user filter, for a GDPR export of one user
     order: str = "pk"
 
     @property
     def columns(self) -> list[str]:
-        return list(COLUMNS[self.name])
+        return list(self.serializer().fields)
 
-
-def _audit_row(e: AuditEvent) -> dict[str, Any]:
-    return {
-        "sequence": e.sequence,
-        "occurred_at": _iso(e.occurred_at),
-        "actor_type": e.actor_type,
-        "actor_id": e.actor_id,
-        "action": e.action,
-        "target_type": e.target_type,
-        "target_id": e.target_id,
-        "changes": e.changes,
-        "correlation_id": e.correlation_id,
-        "prev_hash": e.prev_hash,
-        "hash": e.hash,
-    }
-
-
-# CSV headers, in the order of each part's row dict (a test holds them equal).
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "audit": (
-        "sequence",
-        "occurred_at",
-        "actor_type",
-        "actor_id",
-        "action",
-        "target_type",
-        "target_id",
-        "changes",
-        "correlation_id",
-        "prev_hash",
-        "hash",
-    ),
-    "members": ("user_id", "username", "role"),
-    "agents": ("id", "name", "blueprint", "config", "version", "created_at", "updated_at"),
-    "tool_permissions": ("agent_id", "tool", "role", "level"),
-    "knowledge_documents": (
-        "id",
-        "agent_id",
-        "title",
-        "content_type",
-        "size_bytes",
-        "created_at",
-    ),
-    "knowledge_chunks": ("document_id", "index", "text"),
-    "sessions": ("id", "agent_id", "user_id", "message_count", "created_at", "last_active"),
-    "threads": (
-        "id",
-        "session_id",
-        "topic",
-        "intent",
-        "status",
-        "escalated",
-        "resolution",
-        "created_at",
-    ),
-    "messages": ("id", "session_id", "run_id", "thread_id", "role", "content", "created_at"),
-    "runs": (
-        "id",
-        "agent_id",
-        "session_id",
-        "user_id",
-        "status",
-        "priority",
-        "input",
-        "result",
-        "error",
-        "tokens",
-        "cost_usd",
-        "created_at",
-        "finished_at",
-    ),
-    "memory_cases": (
-        "id",
-        "agent_id",
-        "user_id",
-        "question",
-        "answer",
-        "intent",
-        "resolved",
-        "created_at",
-    ),
-    "usage": ("day", "runs", "tokens", "dollars"),
-}
 
 PARTS: dict[str, Part] = {
     p.name: p
     for p in (
-        Part("audit", AuditEvent, _audit_row, order="sequence"),
-        Part(
-            "members",
-            Membership,
-            lambda m: {"user_id": m.user_id, "username": m.user.get_username(), "role": m.role},
-        ),
-        Part(
-            "agents",
-            Agent,
-            lambda a: {
-                "id": str(a.pk),
-                "name": a.name,
-                "blueprint": a.blueprint,
-                "config": a.config,
-                "version": a.version,
-                "created_at": _iso(a.created_at),
-                "updated_at": _iso(a.updated_at),
-            },
-        ),
-        Part(
-            "tool_permissions",
-            AgentToolPermission,
-            lambda t: {
-                "agent_id": str(t.agent_id),
-                "tool": t.tool,
-                "role": t.role,
-                "level": t.level,
-            },
-        ),
-        Part(
-            "knowledge_documents",
-            KnowledgeDocument,
-            lambda d: {
-                "id": str(d.pk),
-                "agent_id": str(d.agent_id),
-                "title": d.title,
-                "content_type": d.content_type,
-                "size_bytes": d.size_bytes,
-                "created_at": _iso(d.created_at),
-            },
-        ),
-        Part(
-            "knowledge_chunks",
-            KnowledgeChunk,
-            lambda c: {"document_id": str(c.document_id), "index": c.index, "text": c.text},
-        ),
-        Part(
-            "sessions",
-            AgentSession,
-            lambda s: {
-                "id": str(s.pk),
-                "agent_id": str(s.agent_id),
-                "user_id": s.user_id,
-                "message_count": s.message_count,
-                "created_at": _iso(s.created_at),
-                "last_active": _iso(s.last_active),
-            },
-            per_user="user_id",
-        ),
-        Part(
-            "threads",
-            Thread,
-            lambda t: {
-                "id": t.pk,
-                "session_id": str(t.session_id),
-                "topic": t.topic,
-                "intent": t.intent,
-                "status": t.status,
-                "escalated": t.escalated,
-                "resolution": t.resolution,
-                "created_at": _iso(t.created_at),
-            },
-            per_user="session__user_id",
-        ),
-        Part(
-            "messages",
-            Message,
-            lambda m: {
-                "id": str(m.pk),
-                "session_id": str(m.session_id),
-                "run_id": str(m.run_id) if m.run_id else None,
-                "thread_id": m.thread_id,
-                "role": m.role,
-                "content": m.content,
-                "created_at": _iso(m.created_at),
-            },
-            per_user="session__user_id",
-        ),
-        Part(
-            "runs",
-            Run,
-            lambda r: {
-                "id": str(r.pk),
-                "agent_id": str(r.agent_id),
-                "session_id": str(r.session_id) if r.session_id else None,
-                "user_id": r.user_id,
-                "status": r.status,
-                "priority": r.priority,
-                "input": r.input,
-                "result": r.result,
-                "error": r.error,
-                "tokens": r.tokens,
-                "cost_usd": str(r.cost_usd),
-                "created_at": _iso(r.created_at),
-                "finished_at": _iso(r.finished_at),
-            },
-            per_user="user_id",
-        ),
-        Part(
-            "memory_cases",
-            MemoryCase,
-            lambda c: {
-                "id": c.pk,
-                "agent_id": str(c.agent_id),
-                "user_id": c.user_id,
-                "question": c.question,
-                "answer": c.answer,
-                "intent": c.intent,
-                "resolved": c.resolved,
-                "created_at": _iso(c.created_at),
-            },
-            per_user="user_id",
-        ),
-        Part(
-            "usage",
-            UsageDay,
-            lambda u: {
-                "day": u.day.isoformat(),
-                "runs": u.runs,
-                "tokens": u.tokens,
-                "dollars": str(u.dollars),
-            },
-            order="day",
-        ),
+        Part("audit", AuditEvent, AuditEventSerializer, order="sequence"),
+        Part("members", Membership, MemberRowSerializer),
+        Part("agents", Agent, AgentRowSerializer),
+        Part("tool_permissions", AgentToolPermission, ToolPermissionRowSerializer),
+        Part("knowledge_documents", KnowledgeDocument, DocumentRowSerializer),
+        Part("knowledge_chunks", KnowledgeChunk, ChunkRowSerializer),
+        Part("sessions", AgentSession, SessionRowSerializer, per_user="user_id"),
+        Part("threads", Thread, ThreadRowSerializer, per_user="session__user_id"),
+        Part("messages", Message, MessageRowSerializer, per_user="session__user_id"),
+        Part("runs", Run, RunRowSerializer, per_user="user_id"),
+        Part("memory_cases", MemoryCase, MemoryCaseRowSerializer, per_user="user_id"),
+        Part("usage", UsageDay, UsageRowSerializer, order="day"),
     )
 }
+# CSV headers: each part's serializer fields.
+COLUMNS: dict[str, tuple[str, ...]] = {name: tuple(p.columns) for name, p in PARTS.items()}
 USER_PARTS = tuple(name for name, part in PARTS.items() if part.per_user)
+
+
+class ChainHeadSerializer(serializers.Serializer):
+    sequence = AsIsIntegerField()
+    hash = AsIsCharField()
+
+
+class ExportTenantSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
+class ExportSerializer(serializers.Serializer):
+    """A JSON export: this header, then one list per part (rows written by the part's
+    ``row``, the same rows the CSV has); the schema lists the parts as optional."""
+
+    tenant = ExportTenantSerializer()
+    generated_at = AsIsCharField()
+    chain_head = ChainHeadSerializer(allow_null=True)
+    end_user = AsIsCharField(allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for name in PARTS:
+            fields[name] = serializers.ListField(child=serializers.DictField(), required=False)
+        return fields
 
 
 class ExportError(ValueError):
@@ -326,7 +288,7 @@ def _rows(
             if after is not None:
                 queryset = queryset.filter(**{f"{part.order}__gt": after})
             batch = list(queryset[:_BATCH])
-            rows = [part.row(obj) for obj in batch]
+            rows = part.serializer(batch, many=True).data
         yield from rows
         if len(batch) < _BATCH:
             return
@@ -434,12 +396,14 @@ def start_export(
             MEDIA_TYPES["csv"],
             f"{tenant.slug}-{selected[0].name}-{stamp}.csv",
         )
-    header = {
-        "tenant": {"id": tenant.pk, "slug": tenant.slug, "name": tenant.name},
-        "generated_at": _iso(datetime.now(UTC)),
-        "chain_head": {"sequence": upto, "hash": head.get("hash")} if upto else None,
-        "end_user": user_id,
-    }
+    header = ExportSerializer(
+        {
+            "tenant": tenant,
+            "generated_at": _iso(datetime.now(UTC)),
+            "chain_head": {"sequence": upto, "hash": head.get("hash")} if upto else None,
+            "end_user": user_id,
+        }
+    ).data
     return Export(
         _json_chunks(tenant, header, selected, user_id, upto),
         upto,

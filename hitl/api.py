@@ -15,7 +15,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import F, QuerySet
+import django_filters
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -24,9 +25,9 @@ from rest_framework.response import Response
 
 from agentflow import orchestration
 from agentflow.core.api.exceptions import unprocessable
+from agentflow.core.api.filters import ChoiceListFilter, ListEndpoint, flag_filter
 from agentflow.core.api.lookups import get_or_404
-from agentflow.core.api.pagination import paginate
-from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
 from agentflow.models import Run
 from hitl import services, stats
 from hitl.models import (
@@ -62,21 +63,6 @@ SORTABLE = {
     "decided_at": "decided_at",
     "status": "status",
 }
-QUEUE_PARAMETERS = [
-    *LIST_PARAMETERS,
-    OpenApiParameter(
-        "status",
-        OpenApiTypes.STR,
-        description="Comma-separated statuses, `open` (default: pending, assigned, escalated) "
-        "or `all`.",
-    ),
-    OpenApiParameter("priority", OpenApiTypes.STR, description="Comma-separated priorities."),
-    OpenApiParameter("kind", OpenApiTypes.STR, description="Comma-separated kinds."),
-    OpenApiParameter(
-        "assignee", OpenApiTypes.STR, description="`me`, `none` or a user id (integer)."
-    ),
-    OpenApiParameter("breached", OpenApiTypes.STR, enum=["true", "false"]),
-]
 STATS_PARAMETERS = [OpenApiParameter("days", OpenApiTypes.INT, description="1-90, default 14")]
 # Claim, unclaim and respond check the caller after the lookup (see the module docstring).
 LOOKUP_FIRST = {"GET": READ, "HEAD": READ, "OPTIONS": READ, "POST": READ}
@@ -94,87 +80,79 @@ def reviewer_for(request: Request) -> services.Reviewer:
     return services.Reviewer(actor=actor, user_id=user.pk, role=role)
 
 
-def _choices(request: Request, name: str, allowed: list[str]) -> list[str] | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    values = [value.strip() for value in raw.split(",") if value.strip()]
-    unknown = [value for value in values if value not in allowed]
-    if unknown or not values:
-        raise unprocessable(f"Unknown {name}.", {name: [f"Use one of: {', '.join(allowed)}."]})
-    return values
+class QueueFilter(django_filters.FilterSet):
+    """The queue's filters; without ``status``, the open requests."""
 
+    status = ChoiceListFilter(
+        allowed=STATUS_VALUES,
+        method="filter_status",
+        help_text="Comma-separated statuses, `open` (default: pending, assigned, escalated) "
+        "or `all`.",
+    )
+    priority = ChoiceListFilter(
+        allowed=list(PRIORITY_RANK), help_text="Comma-separated priorities."
+    )
+    kind = ChoiceListFilter(allowed=Kind.values, help_text="Comma-separated kinds.")
+    assignee = django_filters.CharFilter(
+        method="filter_assignee", help_text="`me`, `none` or a user id (integer)."
+    )
+    breached = flag_filter("breached_at", is_null=True)
 
-def _filtered(request: Request) -> QuerySet[HITLRequest]:
-    queryset = HITLRequest.objects.select_related("assignee", "decided_by")
-    statuses = _choices(request, "status", STATUS_VALUES) or ["open"]
-    if "all" not in statuses:
-        wanted = {s for s in statuses if s != "open"}
-        if "open" in statuses:
+    class Meta:
+        model = HITLRequest
+        fields: list[str] = []
+
+    def filter_queryset(self, queryset: QuerySet[HITLRequest]) -> QuerySet[HITLRequest]:
+        if not self.form.cleaned_data.get("status"):
+            queryset = queryset.filter(status__in=OPEN_STATUSES)
+        return super().filter_queryset(queryset)
+
+    def filter_status(
+        self, queryset: QuerySet[HITLRequest], name: str, value: list[str]
+    ) -> QuerySet[HITLRequest]:
+        if "all" in value:
+            return queryset
+        wanted = {s for s in value if s != "open"}
+        if "open" in value:
             wanted |= set(OPEN_STATUSES)
-        queryset = queryset.filter(status__in=wanted)
-    if priorities := _choices(request, "priority", list(PRIORITY_RANK)):
-        queryset = queryset.filter(priority__in=priorities)
-    if kinds := _choices(request, "kind", Kind.values):
-        queryset = queryset.filter(kind__in=kinds)
-    breached = request.query_params.get("breached")
-    if breached not in (None, ""):
-        if breached not in ("true", "false"):
-            raise unprocessable("breached is invalid.", {"breached": ["Use true or false."]})
-        queryset = queryset.filter(breached_at__isnull=breached == "false")
-    assignee = request.query_params.get("assignee")
-    if assignee:
-        queryset = _by_assignee(request, queryset, assignee)
-    return queryset
+        return queryset.filter(status__in=wanted)
 
-
-def _by_assignee(
-    request: Request, queryset: QuerySet[HITLRequest], assignee: str
-) -> QuerySet[HITLRequest]:
-    if assignee == "none":
-        return queryset.filter(assignee__isnull=True)
-    if assignee == "me":
-        if isinstance(request.auth, APIKey):
+    def filter_assignee(
+        self, queryset: QuerySet[HITLRequest], name: str, value: str
+    ) -> QuerySet[HITLRequest]:
+        if value == "none":
+            return queryset.filter(assignee__isnull=True)
+        if value == "me":
+            if isinstance(self.request.auth, APIKey):
+                raise unprocessable(
+                    "An API key is nobody.", {"assignee": ["'me' needs a signed-in member."]}
+                )
+            return queryset.filter(assignee_id=self.request.user.pk)
+        if not value.isdigit() or len(value) > 12:
             raise unprocessable(
-                "An API key is nobody.", {"assignee": ["'me' needs a signed-in member."]}
+                "assignee is invalid.", {"assignee": ["Use me, none or a user id."]}
             )
-        return queryset.filter(assignee_id=request.user.pk)
-    if not assignee.isdigit() or len(assignee) > 12:
-        raise unprocessable("assignee is invalid.", {"assignee": ["Use me, none or a user id."]})
-    return queryset.filter(assignee_id=int(assignee))
-
-
-def _sorted(request: Request, queryset: QuerySet[HITLRequest]) -> QuerySet[HITLRequest]:
-    sort_by = request.query_params.get("sort_by")
-    sort_order = (request.query_params.get("sort_order") or "desc").lower()
-    if sort_order not in {"asc", "desc"}:
-        raise unprocessable("sort_order is invalid.", {"sort_order": ["Use asc or desc."]})
-    if not sort_by:
-        # The queue's natural order: most urgent first, then the nearest deadline.
-        return queryset.order_by("-priority_rank", "sla_deadline", "created_at", "pk")
-    if sort_by not in SORTABLE:
-        raise unprocessable(
-            "sort_by is not sortable.", {"sort_by": [f"Use one of: {', '.join(SORTABLE)}."]}
-        )
-    field = F(SORTABLE[sort_by])
-    if sort_order == "desc":
-        return queryset.order_by(field.desc(nulls_last=True), "-pk")
-    return queryset.order_by(field.asc(nulls_last=True), "pk")
+        return queryset.filter(assignee_id=int(value))
 
 
 def _request_or_404(request_id: Any) -> HITLRequest:
     return get_or_404(HITLRequest.objects.select_related("assignee", "decided_by"), pk=request_id)
 
 
-class QueueView(TenantScopedAPIView):
+class QueueView(ListEndpoint, TenantScopedAPIView):
+    filterset_class = QueueFilter
+    ordering_fields = SORTABLE
+    # The queue's natural order: most urgent first, then the nearest deadline.
+    unsorted_ordering = ("-priority_rank", "sla_deadline", "created_at", "pk")
+    ordering_nulls_last = True
+
     @extend_schema(
         operation_id="hitl_queue",
-        parameters=QUEUE_PARAMETERS,
-        responses={200: envelope(ReviewRequestSerializer), **errors(401, 403, 422)},
+        responses={200: ReviewRequestSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset = _sorted(request, _filtered(request))
-        return paginate(request, queryset, ReviewRequestSerializer)
+        queryset = HITLRequest.objects.select_related("assignee", "decided_by")
+        return self.list_response(request, queryset, ReviewRequestSerializer)
 
 
 class RequestDetailView(TenantScopedAPIView):
@@ -246,19 +224,14 @@ class RespondView(TenantScopedAPIView):
         return Response(request_body(decided))
 
 
-class HistoryView(TenantScopedAPIView):
+class HistoryView(ListEndpoint, TenantScopedAPIView):
     @extend_schema(
         operation_id="hitl_history",
-        parameters=LIST_PARAMETERS[:2],
-        responses={200: envelope(HistoryEntrySerializer), **errors(401, 403, 404, 422)},
+        responses={200: HistoryEntrySerializer(many=True), **errors(401, 403, 404, 422)},
     )
     def get(self, request: Request, request_id: str) -> Response:
         item = _request_or_404(request_id)
-        return paginate(
-            request,
-            item.events.order_by("at", "id"),
-            HistoryEntrySerializer,
-        )
+        return self.list_response(request, item.events.order_by("at", "id"), HistoryEntrySerializer)
 
 
 class EscalateView(TenantScopedAPIView):
@@ -288,11 +261,10 @@ class EscalateView(TenantScopedAPIView):
         )
 
 
-class ReviewersView(TenantScopedAPIView):
+class ReviewersView(ListEndpoint, TenantScopedAPIView):
     @extend_schema(
         operation_id="hitl_reviewers",
-        parameters=LIST_PARAMETERS[:2],
-        responses={200: envelope(ReviewerSerializer), **errors(401, 403, 422)},
+        responses={200: ReviewerSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
         members = (
@@ -300,7 +272,7 @@ class ReviewersView(TenantScopedAPIView):
             .select_related("user")
             .order_by("user__username", "pk")
         )
-        return paginate(request, members, ReviewerSerializer)
+        return self.list_response(request, members, ReviewerSerializer)
 
 
 class StatsView(TenantScopedAPIView):

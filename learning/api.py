@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
+import django_filters
+from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -26,8 +28,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentflow.core.api.exceptions import conflict, unprocessable
-from agentflow.core.api.pagination import paginate, sort_queryset
-from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.filters import (
+    ListEndpoint,
+    ZonedDateTimeFilter,
+    choice_filter,
+    flag_filter,
+    prefix_filter,
+    text_filter,
+)
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
 from agentflow.core.api.serializers import (
     AsIsBooleanField,
     AsIsCharField,
@@ -100,67 +109,46 @@ class EventDetailSerializer(EventSerializer):
         return None if delivery is None else dict(DeliveryInfoSerializer(delivery).data)
 
 
-ACTIVITY_PARAMETERS = [
-    *LIST_PARAMETERS,
-    OpenApiParameter(
-        "kind", OpenApiTypes.STR, description="A kind, or a prefix ending in *: zendesk.*"
-    ),
-    OpenApiParameter("source", OpenApiTypes.STR, enum=ActivitySource.values),
-    OpenApiParameter("processed", OpenApiTypes.STR, enum=["true", "false"]),
-    OpenApiParameter("since", OpenApiTypes.DATETIME, description="occurred_at >= since"),
-]
+def _kind_pattern(value: str) -> None:
+    if "*" in value.removesuffix("*"):
+        raise ValidationError("A kind, or a prefix ending in *.")
 
 
-def _activity_filters(request: Request, queryset: QuerySet[Any]) -> QuerySet[Any]:
-    params = request.query_params
-    kind = params.get("kind")
-    if kind:
-        prefix = kind.removesuffix("*")
-        if "*" in prefix:
-            raise unprocessable("kind is invalid.", {"kind": ["A kind, or a prefix ending in *."]})
-        queryset = (
-            queryset.filter(kind__startswith=prefix)
-            if kind.endswith("*")
-            else (queryset.filter(kind=kind))
-        )
-    source = params.get("source")
-    if source:
-        if source not in ActivitySource.values:
-            raise unprocessable(
-                "Unknown source.", {"source": [f"Use one of: {', '.join(ActivitySource.values)}."]}
-            )
-        queryset = queryset.filter(source=source)
-    processed = params.get("processed")
-    if processed:
-        if processed not in ("true", "false"):
-            raise unprocessable("processed is invalid.", {"processed": ["Use true or false."]})
-        queryset = queryset.filter(processed_at__isnull=processed == "false")
-    since = params.get("since")
-    if since:
-        try:
-            moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
-            # PostgreSQL refuses offsets beyond +-15:59: compare in UTC instead.
-            moment = moment.astimezone(UTC) if moment.tzinfo is not None else moment
-        except (ValueError, OverflowError):
-            moment = None
-        if moment is None or moment.tzinfo is None:
-            raise unprocessable("since is invalid.", {"since": ["An ISO 8601 time with a zone."]})
-        queryset = queryset.filter(occurred_at__gte=moment)
-    return queryset
+SINCE_MESSAGE = "An ISO 8601 time with a zone."
 
 
-class ActivityListView(TenantScopedAPIView):
-    sortable = ("occurred_at", "created_at", "kind")
+class ActivityFilter(django_filters.FilterSet):
+    kind = prefix_filter(
+        "kind",
+        max_length=None,
+        validators=[_kind_pattern],
+        help_text="A kind, or a prefix ending in *: zendesk.*",
+    )
+    source = choice_filter(ActivitySource.values)
+    processed = flag_filter("processed_at", is_null=True)
+    since = ZonedDateTimeFilter(
+        field_name="occurred_at",
+        lookup_expr="gte",
+        help_text="occurred_at >= since",
+        error_messages=dict.fromkeys(("invalid", "naive", "range"), SINCE_MESSAGE),
+    )
+
+    class Meta:
+        model = ActivityEvent
+        fields: list[str] = []
+
+
+class ActivityListView(ListEndpoint, TenantScopedAPIView):
+    filterset_class = ActivityFilter
+    ordering_fields = ("occurred_at", "created_at", "kind")
+    ordering = "occurred_at"
 
     @extend_schema(
         operation_id="activity_list",
-        parameters=ACTIVITY_PARAMETERS,
-        responses={200: envelope(EventSerializer), **errors(401, 403, 422)},
+        responses={200: EventSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset = _activity_filters(request, ActivityEvent.objects.all())
-        queryset = sort_queryset(request, queryset, self.sortable, "occurred_at")
-        return paginate(request, queryset, EventSerializer)
+        return self.list_response(request, ActivityEvent.objects.all(), EventSerializer)
 
 
 class ActivityDetailView(TenantScopedAPIView):
@@ -251,19 +239,17 @@ def _rule_fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     return fields
 
 
-class RuleListView(TenantScopedAPIView):
-    sortable = ("created_at", "name", "event_kind")
+class RuleListView(ListEndpoint, TenantScopedAPIView):
+    ordering_fields = ("created_at", "name", "event_kind")
+    ordering = "created_at"
 
     @extend_schema(
         operation_id="activity_rules_list",
-        parameters=LIST_PARAMETERS,
-        responses={200: envelope(RuleSerializer), **errors(401, 403, 422)},
+        responses={200: RuleSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset = sort_queryset(
-            request, EventRule.objects.select_related("agent"), self.sortable, "created_at"
-        )
-        return paginate(request, queryset, RuleSerializer)
+        rules = EventRule.objects.select_related("agent")
+        return self.list_response(request, rules, RuleSerializer)
 
     @extend_schema(
         operation_id="activity_rules_create",
@@ -423,16 +409,24 @@ class ResolutionSerializer(NodeSerializer):
         list_serializer_class = CitedArticleListSerializer
 
 
-NODE_PARAMETERS = [
-    *LIST_PARAMETERS,
-    OpenApiParameter("kind", OpenApiTypes.STR, enum=NodeKind.values),
-    OpenApiParameter("category", OpenApiTypes.STR),
-    OpenApiParameter("key", OpenApiTypes.STR, description="Exact key, e.g. zendesk:user:123"),
-    OpenApiParameter("q", OpenApiTypes.STR, description="Label contains (case-insensitive)"),
-]
+class NodeFilter(django_filters.FilterSet):
+    kind = choice_filter(NodeKind.values)
+    category = text_filter(None, lookup_expr="iexact")
+    key = text_filter(None, help_text="Exact key, e.g. zendesk:user:123")
+    q = text_filter(
+        None,
+        field_name="label",
+        lookup_expr="icontains",
+        help_text="Label contains (case-insensitive)",
+    )
+
+    class Meta:
+        model = GraphNode
+        fields: list[str] = []
+
+
+# Arguments of graph.similar_resolutions, not filters of a queryset: read by the view.
 SIMILAR_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description="1-200, default 50"),
-    OpenApiParameter("offset", OpenApiTypes.INT, description=">= 0"),
     OpenApiParameter("category", OpenApiTypes.STR, description="Default: every category"),
     OpenApiParameter(
         "ticket", OpenApiTypes.UUID, description="A ticket node: its category, its own excluded"
@@ -440,31 +434,17 @@ SIMILAR_PARAMETERS = [
 ]
 
 
-class NodeListView(TenantScopedAPIView):
-    sortable = ("last_seen", "first_seen", "label", "kind")
+class NodeListView(ListEndpoint, TenantScopedAPIView):
+    filterset_class = NodeFilter
+    ordering_fields = ("last_seen", "first_seen", "label", "kind")
+    ordering = "last_seen"
 
     @extend_schema(
         operation_id="graph_nodes_list",
-        parameters=NODE_PARAMETERS,
-        responses={200: envelope(NodeSerializer), **errors(401, 403, 422)},
+        responses={200: NodeSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        queryset = GraphNode.objects.all()
-        if kind := params.get("kind"):
-            if kind not in NodeKind.values:
-                raise unprocessable(
-                    "Unknown kind.", {"kind": [f"Use one of: {', '.join(NodeKind.values)}."]}
-                )
-            queryset = queryset.filter(kind=kind)
-        if category := params.get("category"):
-            queryset = queryset.filter(category__iexact=category)
-        if key := params.get("key"):
-            queryset = queryset.filter(key=key)
-        if q := params.get("q"):
-            queryset = queryset.filter(label__icontains=q)
-        queryset = sort_queryset(request, queryset, self.sortable, "last_seen")
-        return paginate(request, queryset, NodeSerializer)
+        return self.list_response(request, GraphNode.objects.all(), NodeSerializer)
 
 
 class NodeDetailView(TenantScopedAPIView):
@@ -490,11 +470,11 @@ class JourneyView(TenantScopedAPIView):
         return Response(JourneySerializer(journey).data)
 
 
-class SimilarResolutionsView(TenantScopedAPIView):
+class SimilarResolutionsView(ListEndpoint, TenantScopedAPIView):
     @extend_schema(
         operation_id="graph_similar_resolutions",
         parameters=SIMILAR_PARAMETERS,
-        responses={200: envelope(ResolutionSerializer), **errors(401, 403, 422)},
+        responses={200: ResolutionSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
         category = request.query_params.get("category", "")
@@ -505,8 +485,7 @@ class SimilarResolutionsView(TenantScopedAPIView):
                 raise unprocessable("Unknown ticket.", {"ticket": ["No such ticket node."]})
             category = category or ticket.category
         queryset = graph.similar_resolutions(category, ticket)
-
-        return paginate(request, queryset, ResolutionSerializer)
+        return self.list_response(request, queryset, ResolutionSerializer)
 
 
 def _uuid(raw: str) -> str:

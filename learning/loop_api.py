@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import django_filters
 from django.db.models import Manager, QuerySet
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
@@ -21,8 +22,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agentflow.core.api.exceptions import unprocessable
-from agentflow.core.api.pagination import paginate, sort_queryset
-from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.filters import (
+    ListEndpoint,
+    choice_filter,
+    flag_filter,
+    text_filter,
+    uuid_filter,
+)
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
 from agentflow.core.api.serializers import StrictIntegerField, StrictSerializer
 from agentflow.models import Agent, Run
 from governance.services import restrict_to_visible_agents
@@ -85,36 +92,40 @@ def _flag(request: Request, name: str) -> bool | None:
 # --- golden paths ---------------------------------------------------------------------------
 
 
-GOLDEN_PATH_FILTERS = [
-    *LIST_PARAMETERS,
-    OpenApiParameter("agent_id", OpenApiTypes.UUID),
-    OpenApiParameter("category", OpenApiTypes.STR),
-    OpenApiParameter("source", OpenApiTypes.STR, enum=GoldenPathSource.values),
-    OpenApiParameter("active", OpenApiTypes.STR, enum=["true", "false"]),
-]
+class _AgentFilterSet(django_filters.FilterSet):
+    """``agent_id``: one agent the caller may see; a foreign or missing one is a 422."""
+
+    agent_id = uuid_filter(method="filter_agent")
+    category = text_filter(None)
+
+    def filter_agent(self, queryset: QuerySet[Any], name: str, value: uuid.UUID) -> Any:
+        view = self.request.parser_context["view"]
+        if view.visible(Agent.objects.filter(pk=value)).first() is None:
+            raise unprocessable("Unknown agent.", {name: ["No such agent in this tenant."]})
+        return queryset.filter(agent_id=value)
 
 
-class GoldenPathListView(_LearningView):
-    sortable = ("created_at", "updated_at", "usage_count", "score", "last_used_at")
+class GoldenPathFilter(_AgentFilterSet):
+    source = choice_filter(GoldenPathSource.values)
+    active = flag_filter("is_active")
+
+    class Meta:
+        model = GoldenPath
+        fields: list[str] = []
+
+
+class GoldenPathListView(ListEndpoint, _LearningView):
+    filterset_class = GoldenPathFilter
+    ordering_fields = ("created_at", "updated_at", "usage_count", "score", "last_used_at")
+    ordering = "created_at"
 
     @extend_schema(
         operation_id="golden_paths_list",
-        parameters=GOLDEN_PATH_FILTERS,
-        responses={200: envelope(GoldenPathSerializer), **errors(401, 403, 422)},
+        responses={200: GoldenPathSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        rows = self.visible(GoldenPath.objects.all())
-        agent = self.agent_param(request)
-        if agent is not None:
-            rows = rows.filter(agent=agent)
-        if category := request.query_params.get("category"):
-            rows = rows.filter(category=category)
-        if source := _choice(request, "source", GoldenPathSource.values):
-            rows = rows.filter(source=source)
-        if (active := _flag(request, "active")) is not None:
-            rows = rows.filter(is_active=active)
-        rows = sort_queryset(request, rows.defer("embedding"), self.sortable, "created_at")
-        return paginate(request, rows, GoldenPathSerializer)
+        rows = self.visible(GoldenPath.objects.defer("embedding"))
+        return self.list_response(request, rows, GoldenPathSerializer)
 
 
 class GoldenPathSearchView(_LearningView):
@@ -242,23 +253,26 @@ class FeedbackCreateSerializer(StrictSerializer):
         return attrs
 
 
-class FeedbackView(_LearningView):
-    sortable = ("created_at", "score")
+class FeedbackFilter(django_filters.FilterSet):
+    run_id = uuid_filter()
+
+    class Meta:
+        model = Feedback
+        fields: list[str] = []
+
+
+class FeedbackView(ListEndpoint, _LearningView):
+    filterset_class = FeedbackFilter
+    ordering_fields = ("created_at", "score")
+    ordering = "created_at"
 
     @extend_schema(
         operation_id="feedback_list",
-        parameters=[*LIST_PARAMETERS, OpenApiParameter("run_id", OpenApiTypes.UUID)],
-        responses={200: envelope(FeedbackSerializer), **errors(401, 403, 422)},
+        responses={200: FeedbackSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
         rows = self.visible(Feedback.objects.all(), field="run__agent")
-        if run_id := request.query_params.get("run_id"):
-            try:
-                rows = rows.filter(run_id=uuid.UUID(run_id))
-            except ValueError:
-                raise unprocessable("run_id is invalid.", {"run_id": ["A UUID."]}) from None
-        rows = sort_queryset(request, rows, self.sortable, "created_at")
-        return paginate(request, rows, FeedbackSerializer)
+        return self.list_response(request, rows, FeedbackSerializer)
 
     @extend_schema(
         operation_id="feedback_create",
@@ -289,30 +303,26 @@ class FeedbackView(_LearningView):
 # --- playbooks --------------------------------------------------------------------------------
 
 
-class PlaybookListView(_LearningView):
-    sortable = ("created_at", "version", "success_rate")
+class PlaybookFilter(_AgentFilterSet):
+    status = choice_filter(PlaybookStatus.values)
+
+    class Meta:
+        model = Playbook
+        fields: list[str] = []
+
+
+class PlaybookListView(ListEndpoint, _LearningView):
+    filterset_class = PlaybookFilter
+    ordering_fields = ("created_at", "version", "success_rate")
+    ordering = "created_at"
 
     @extend_schema(
         operation_id="playbooks_list",
-        parameters=[
-            *LIST_PARAMETERS,
-            OpenApiParameter("agent_id", OpenApiTypes.UUID),
-            OpenApiParameter("category", OpenApiTypes.STR),
-            OpenApiParameter("status", OpenApiTypes.STR, enum=PlaybookStatus.values),
-        ],
-        responses={200: envelope(PlaybookSerializer), **errors(401, 403, 422)},
+        responses={200: PlaybookSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
         rows = self.visible(Playbook.objects.all())
-        agent = self.agent_param(request)
-        if agent is not None:
-            rows = rows.filter(agent=agent)
-        if category := request.query_params.get("category"):
-            rows = rows.filter(category=category)
-        if state := _choice(request, "status", PlaybookStatus.values):
-            rows = rows.filter(status=state)
-        rows = sort_queryset(request, rows, self.sortable, "created_at")
-        return paginate(request, rows, PlaybookSerializer)
+        return self.list_response(request, rows, PlaybookSerializer)
 
 
 class PlaybookSuggestView(_LearningView):

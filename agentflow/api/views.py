@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import django_filters
 import redis
 from django.db.models import QuerySet
 from django.http import Http404
@@ -38,10 +39,10 @@ from agentflow.api.serializers import (
     RunWithStepsSerializer,
 )
 from agentflow.core.api.exceptions import ContractError, unprocessable
+from agentflow.core.api.filters import ListEndpoint, choice_filter
 from agentflow.core.api.lookups import get_or_404
-from agentflow.core.api.pagination import paginate, sort_queryset
 from agentflow.core.api.parsers import BoundedJSONParser
-from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
 from agentflow.core.conf import setting_float
 from agentflow.models import Agent, AgentSession, KnowledgeDocument, Message, Run, RunStatus
 from agentflow.pipelines import BLUEPRINTS
@@ -50,7 +51,6 @@ from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
 from tenants.views_base import TenantScopedAPIView
 
-RUN_STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=RunStatus.values)
 PREFER_PARAMETER = OpenApiParameter(
     "Prefer",
     OpenApiTypes.STR,
@@ -106,17 +106,24 @@ class BlueprintListView(TenantScopedAPIView):
         )
 
 
-class AgentListView(TenantScopedAPIView):
-    sortable = ("created_at", "name", "updated_at")
+class RunFilter(django_filters.FilterSet):
+    status = choice_filter(RunStatus.values)
+
+    class Meta:
+        model = Run
+        fields: list[str] = []
+
+
+class AgentListView(ListEndpoint, TenantScopedAPIView):
+    ordering_fields = ("created_at", "name", "updated_at")
+    ordering = "created_at"
 
     @extend_schema(
         operation_id="agents_list",
-        parameters=LIST_PARAMETERS,
-        responses={200: envelope(AgentSerializer), **errors(401, 403, 422)},
+        responses={200: AgentSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset = sort_queryset(request, Agent.objects.all(), self.sortable, "created_at")
-        return paginate(request, queryset, AgentSerializer)
+        return self.list_response(request, Agent.objects.all(), AgentSerializer)
 
     @extend_schema(
         operation_id="agents_create",
@@ -177,18 +184,22 @@ class AgentDetailView(TenantScopedAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class AgentRunsView(TenantScopedAPIView):
+class _RunList(ListEndpoint):
+    filterset_class = RunFilter
+    ordering_fields = ("created_at", "status", "priority")
+    ordering = "created_at"
+
+    def runs_response(self, request: Request, queryset: QuerySet[Run]) -> Response:
+        return self.list_response(request, queryset, RunSerializer, NO_RESULT)
+
+
+class AgentRunsView(_RunList, TenantScopedAPIView):
     """``POST`` starts a run: 201 with the result when it settles in time, else 202."""
 
-    sortable = ("created_at", "status", "priority")
-
-    @extend_schema(
-        parameters=[*LIST_PARAMETERS, RUN_STATUS_PARAM],
-        responses={200: envelope(RunSerializer), **errors(401, 403, 404, 422)},
-    )
+    @extend_schema(responses={200: RunSerializer(many=True), **errors(401, 403, 404, 422)})
     def get(self, request: Request, agent_id: str) -> Response:
         agent = get_or_404(Agent.objects, pk=agent_id)
-        return _list_runs(request, Run.objects.filter(agent=agent), self.sortable)
+        return self.runs_response(request, Run.objects.filter(agent=agent))
 
     @extend_schema(
         request=RunCreateSerializer,
@@ -265,26 +276,13 @@ class _PendingWait:
             self._waiter.close()
 
 
-def _list_runs(request: Request, queryset: QuerySet[Run], sortable: tuple[str, ...]) -> Response:
-    wanted = request.query_params.get("status")
-    if wanted:
-        if wanted not in RunStatus.values:
-            raise unprocessable("Unknown status.", {"status": [f"Use one of: {RunStatus.values}."]})
-        queryset = queryset.filter(status=wanted)
-    queryset = sort_queryset(request, queryset, sortable, "created_at")
-    return paginate(request, queryset, RunSerializer, NO_RESULT)
-
-
-class RunListView(TenantScopedAPIView):
-    sortable = ("created_at", "status", "priority")
-
+class RunListView(_RunList, TenantScopedAPIView):
     @extend_schema(
         operation_id="runs_list",
-        parameters=[*LIST_PARAMETERS, RUN_STATUS_PARAM],
-        responses={200: envelope(RunSerializer), **errors(401, 403, 422)},
+        responses={200: RunSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        return _list_runs(request, Run.objects.all(), self.sortable)
+        return self.runs_response(request, Run.objects.all())
 
 
 class RunDetailView(TenantScopedAPIView):
@@ -331,30 +329,28 @@ class RunResultView(TenantScopedAPIView):
         return Response(RunWithStepsSerializer(run).data)
 
 
-class SessionConversationView(TenantScopedAPIView):
+class SessionConversationView(ListEndpoint, TenantScopedAPIView):
     @extend_schema(
         operation_id="sessions_conversation",
-        parameters=LIST_PARAMETERS[:2],
-        responses={200: envelope(MessageSerializer), **errors(401, 403, 404, 422)},
+        responses={200: MessageSerializer(many=True), **errors(401, 403, 404, 422)},
     )
     def get(self, request: Request, session_id: str) -> Response:
         session = get_or_404(AgentSession.objects, pk=session_id)
         queryset = Message.objects.filter(session=session).order_by("created_at", "id")
-        return paginate(request, queryset, MessageSerializer)
+        return self.list_response(request, queryset, MessageSerializer)
 
 
-class KnowledgeListView(TenantScopedAPIView):
+class KnowledgeListView(ListEndpoint, TenantScopedAPIView):
     parser_classes = [BoundedJSONParser, MultiPartParser]
 
     @extend_schema(
         operation_id="knowledge_list",
-        parameters=LIST_PARAMETERS[:2],
-        responses={200: envelope(DocumentSerializer), **errors(401, 403, 404, 422)},
+        responses={200: DocumentSerializer(many=True), **errors(401, 403, 404, 422)},
     )
     def get(self, request: Request, agent_id: str) -> Response:
         agent = get_or_404(Agent.objects, pk=agent_id)
         queryset = KnowledgeDocument.objects.filter(agent=agent).order_by("-created_at")
-        return paginate(request, queryset, DocumentSerializer)
+        return self.list_response(request, queryset, DocumentSerializer)
 
     @extend_schema(
         operation_id="knowledge_create",

@@ -297,7 +297,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(AGENTFLOW_HOME / "celerybeat-schedule")
 MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 64)
 MAX_QUERY_STRING_BYTES = env_int("MAX_QUERY_STRING_BYTES", 16384)
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "agentflow.core.api.schema.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tenants.authentication.APIKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",

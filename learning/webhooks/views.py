@@ -21,9 +21,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentflow.core.api.exceptions import ContractError, unprocessable
-from agentflow.core.api.pagination import paginate, sort_queryset
+from agentflow.core.api.filters import ListEndpoint
 from agentflow.core.api.parsers import TooDeeplyNested, check_depth
-from agentflow.core.api.schema import LIST_PARAMETERS, envelope, errors
+from agentflow.core.api.schema import errors
 from agentflow.core.api.serializers import (
     AsIsCharField,
     AsIsChoiceField,
@@ -114,20 +114,18 @@ def _endpoint_or_404(endpoint_id: Any) -> WebhookEndpoint:
 ENDPOINT_SCOPES = {**DEFAULT_SCOPE_MAP, "GET": READ, "HEAD": READ, "POST": ADMIN, "DELETE": ADMIN}
 
 
-class EndpointListView(TenantScopedAPIView):
+class EndpointListView(ListEndpoint, TenantScopedAPIView):
     scope_map = ENDPOINT_SCOPES
-    sortable = ("created_at", "provider", "name")
+    ordering_fields = ("created_at", "provider", "name")
+    ordering = "created_at"
 
     @extend_schema(
         operation_id="webhook_endpoints_list",
-        parameters=LIST_PARAMETERS,
-        responses={200: envelope(EndpointSerializer), **errors(401, 403, 422)},
+        responses={200: EndpointSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
-        queryset = sort_queryset(
-            request, WebhookEndpoint.objects.all(), self.sortable, "created_at"
-        )
-        return paginate(request, queryset, EndpointSerializer, {"request": request})
+        endpoints = WebhookEndpoint.objects.all()
+        return self.list_response(request, endpoints, EndpointSerializer, {"request": request})
 
     # No Idempotency-Key: a replay would have to keep the shown-once secret in the database.
     @extend_schema(

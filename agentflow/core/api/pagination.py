@@ -1,19 +1,21 @@
-"""List envelope ``{results, total, limit, offset, has_more}`` with strict paging and sorting."""
+"""List envelope ``{results, total, limit, offset, has_more}`` with strict paging (DRF's
+limit/offset pagination, answering a bad ``limit`` or ``offset`` with a 422)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.serializers import BaseSerializer
 
 from agentflow.core.api.exceptions import unprocessable
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_OFFSET = 10**9
 
 
 def _int_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -32,44 +34,69 @@ def _int_param(request: Request, name: str, default: int, minimum: int, maximum:
     return value
 
 
-def sort_queryset(
-    request: Request, queryset: QuerySet[Any], sortable: Sequence[str], default: str
-) -> QuerySet[Any]:
-    sort_by = request.query_params.get("sort_by") or default
-    sort_order = (request.query_params.get("sort_order") or "desc").lower()
-    if sort_by not in sortable:
-        raise unprocessable(
-            "sort_by is not sortable.", {"sort_by": [f"Use one of: {', '.join(sortable)}."]}
+class EnvelopePagination(LimitOffsetPagination):
+    """DRF's limit/offset paging with our envelope; out-of-range values are 422s, not
+    clamped (a client asking for 1,000 rows must learn it gets at most 200)."""
+
+    default_limit = DEFAULT_LIMIT
+    max_limit = MAX_LIMIT
+
+    def get_limit(self, request: Request) -> int:
+        return _int_param(request, self.limit_query_param, DEFAULT_LIMIT, 1, MAX_LIMIT)
+
+    def get_offset(self, request: Request) -> int:
+        return _int_param(request, self.offset_query_param, 0, 0, MAX_OFFSET)
+
+    def paginate_queryset(
+        self, queryset: QuerySet[Any] | Sequence[Any], request: Request, view: Any = None
+    ) -> list[Any]:
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.offset = self.get_offset(request)
+        self.count = self.get_count(queryset)
+        self.page = list(queryset[self.offset : self.offset + self.limit])
+        return self.page
+
+    def get_paginated_response(self, data: Any) -> Response:
+        # All set by paginate_queryset (the stubs allow None).
+        offset, total = self.offset or 0, self.count or 0
+        return Response(
+            {
+                "results": data,
+                "total": total,
+                "limit": self.limit,
+                "offset": offset,
+                "has_more": offset + len(self.page) < total,
+            }
         )
-    if sort_order not in {"asc", "desc"}:
-        raise unprocessable("sort_order is invalid.", {"sort_order": ["Use asc or desc."]})
-    prefix = "-" if sort_order == "desc" else ""
-    return queryset.order_by(f"{prefix}{sort_by}", f"{prefix}pk")
 
-
-def paginate(
-    request: Request,
-    queryset: QuerySet[Any],
-    serializer: type[BaseSerializer[Any]] | Callable[[list[Any]], Any],
-    context: dict[str, Any] | None = None,
-) -> Response:
-    """One page of ``queryset``, each row written by ``serializer`` (a list serializer of its
-    own may batch-load what the page's rows need); a function of the page still works for
-    the endpoints not yet serializer-sourced."""
-    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
-    total = queryset.count()
-    page = list(queryset[offset : offset + limit])
-    if isinstance(serializer, type):
-        results = serializer(page, many=True, context=context or {}).data
-    else:
-        results = serializer(page)
-    return Response(
-        {
-            "results": results,
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-            "has_more": offset + len(page) < total,
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": ["results", "total", "limit", "offset", "has_more"],
+            "properties": {
+                "results": schema,
+                "total": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+                "has_more": {"type": "boolean"},
+            },
         }
-    )
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            _query_parameter(
+                self.limit_query_param, f"1-{MAX_LIMIT}, default {DEFAULT_LIMIT}", "integer"
+            ),
+            _query_parameter(self.offset_query_param, ">= 0", "integer"),
+        ]
+
+
+def _query_parameter(name: str, description: str, kind: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "required": False,
+        "in": "query",
+        "description": description,
+        "schema": {"type": kind},
+    }

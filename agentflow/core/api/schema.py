@@ -1,13 +1,14 @@
-"""OpenAPI building blocks: the error body, list envelope, paging parameters, key auth."""
+"""OpenAPI building blocks: the error body, list envelope names, filter parameters, key auth."""
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
+from drf_spectacular.contrib.django_filters import DjangoFilterExtension
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 
@@ -25,32 +26,41 @@ class ErrorSerializer(serializers.Serializer):
     retry_after = serializers.IntegerField(required=False)
 
 
-@cache
-def envelope(item: type[serializers.Serializer]) -> Any:
-    return inline_serializer(
-        name=f"{item.__name__.removesuffix('Serializer')}List",
-        fields={
-            "results": item(many=True),
-            "total": serializers.IntegerField(),
-            "limit": serializers.IntegerField(),
-            "offset": serializers.IntegerField(),
-            "has_more": serializers.BooleanField(),
-        },
-    )
-
-
-LIST_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description="1-200, default 50"),
-    OpenApiParameter("offset", OpenApiTypes.INT, description=">= 0"),
-    OpenApiParameter("sort_by", OpenApiTypes.STR),
-    OpenApiParameter("sort_order", OpenApiTypes.STR, enum=["asc", "desc"]),
-]
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
     location=OpenApiParameter.HEADER,
     description="Replays the first response for 24 h; another body with the same key is 422.",
 )
+
+
+class AutoSchema(SpectacularAutoSchema):
+    """Names a list's envelope ``<Item>List`` (``AgentList``), as the API has always had."""
+
+    def get_paginated_name(self, serializer_name: str) -> str:
+        return f"{serializer_name}List"
+
+
+class FilterSetParameters(DjangoFilterExtension):
+    """The query parameters of a list view's FilterSet, read from the FilterSet itself (our
+    views have no class-level queryset to take the model from: it is the FilterSet's)."""
+
+    target_class = "agentflow.core.api.filters.StrictFilterBackend"
+    match_subclasses = True
+    priority = 1
+
+    def get_schema_operation_parameters(self, auto_schema: Any, *args: Any, **kwargs: Any) -> Any:
+        filterset_class = getattr(auto_schema.view, "filterset_class", None)
+        if filterset_class is None:
+            return []
+        model = filterset_class._meta.model
+        return [
+            parameter
+            for name, field in filterset_class.base_filters.items()
+            for parameter in self.resolve_filter_field(
+                auto_schema, model, filterset_class, name, field
+            )
+        ]
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
