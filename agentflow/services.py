@@ -43,6 +43,7 @@ from agentflow.run_result import reply_result
 from agentflow.run_signals import publish_settled
 from governance.audit import Actor, append
 from hitl.services import request_review
+from learning import services as learning_services
 from tenants.context import tenant_scope
 from tenants.models import Tenant, UsageDay
 from tenants.services import record_usage
@@ -271,6 +272,11 @@ def transition(
         RunTransition.objects.create(
             run_id=run_id, from_status=previous, to_status=to_status, reason=reason
         )
+        if not reason.startswith("review:"):
+            # A review's resumption is recorded by agentflow.orchestration.decide_review.
+            learning_services.record_run_settled(
+                run_id, to_status, from_status=previous, reason=reason
+            )
         run_events.publish_transition(row, to_status, fields)
     return True
 

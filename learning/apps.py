@@ -10,11 +10,9 @@ class LearningConfig(AppConfig):
     def ready(self) -> None:
         from learning import (
             erasure,
-            services,
             tasks,  # noqa: F401 - registers the tasks the stream sends by name
         )
 
-        # Runs settling outside a review -> activity stream. A review's events and golden path
-        # are called explicitly by agentflow.orchestration.decide_review.
-        services.connect()
+        # No signal receivers: the run service's transition and agentflow.orchestration
+        # record into the activity stream by direct calls.
         erasure.register()  # the app's GDPR eraser

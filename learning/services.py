@@ -21,11 +21,10 @@ from typing import Any
 
 import structlog
 from django.db import IntegrityError, transaction
-from django.db.models.signals import post_save
 
 from agentflow.core import queueing
 from agentflow.core.context import current_correlation_id
-from agentflow.models import Run, RunTransition
+from agentflow.models import Run
 from governance.audit import Actor, append
 from learning import activity
 from learning.loop import count_golden_path_uses
@@ -140,26 +139,11 @@ def _run_payload(run_id: Any, from_status: str, reason: str) -> tuple[int, dict[
     return int(run["tenant_id"]), payload
 
 
-def _on_run_transition(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    """A run settled outside a review (executed, failed, cancelled): record it.
-
-    A review's resumption (``finish_review``'s transition, reason ``review: <decision>``)
-    is not recorded here: ``agentflow.orchestration`` calls :func:`record_run_settled`
-    for it explicitly, in the decision's transaction.
-    """
-    if not created or kwargs.get("raw") or instance.reason.startswith("review:"):
-        return
-    record_run_settled(
-        instance.run_id,
-        instance.to_status,
-        from_status=instance.from_status,
-        reason=instance.reason,
-    )
-
-
 def record_run_settled(run_id: Any, to_status: str, *, from_status: str, reason: str) -> None:
-    """A run settled: record its event, and count the golden paths its answer used (inside
-    the caller's transaction, never breaking it; the run is read once for both)."""
+    """A run changed status (called by the run service's transition, and by the review
+    orchestration for a review's resumption): when it settled, record its event and count
+    the golden paths its answer used (inside the caller's transaction, never breaking it;
+    the run is read once for both)."""
     kind = RUN_EVENT_KINDS.get(to_status)
     if kind is None:
         return
@@ -210,14 +194,6 @@ def record_review_decided(request: Any) -> None:
             )
     except Exception:
         log.exception("activity.review_event_failed", request_id=str(request.pk))
-
-
-def connect() -> None:
-    """Called once from the app config: subscribe to the run transitions we record (outside
-    the review path)."""
-    post_save.connect(
-        _on_run_transition, sender=RunTransition, dispatch_uid="learning.activity.run_transition"
-    )
 
 
 # --- rules ------------------------------------------------------------------------------------

@@ -142,3 +142,14 @@ def test_an_event_in_detail_with_its_delivery(owner: Persona, outsider: Persona)
     processing.drain(outsider.tenant.pk)  # another tenant's drain leaves it alone
     assert owner.get(f"{ACTIVITY}/{event_id}").json()["processed_at"] is None
     assert_error(outsider.get(f"{ACTIVITY}/{event_id}"), 404, "not_found")
+
+
+def test_no_signal_receiver_sits_on_the_run_path() -> None:
+    """Issue 14: a run's settling reaches the activity stream by the transition's direct
+    call (agentflow.services.transition), not through a post_save receiver."""
+    from django.db.models.signals import post_save
+
+    from agentflow.models import Run, RunTransition
+
+    assert not post_save.has_listeners(RunTransition)
+    assert not post_save.has_listeners(Run)
