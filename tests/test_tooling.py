@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 import tomllib
@@ -122,3 +123,16 @@ def test_no_production_function_exceeds_80_lines() -> None:
     assert len(functions) > 500  # the walk found the code it is meant to measure
     too_long = sorted((item for item in functions if item[0] > MAX_FUNCTION_LINES), reverse=True)
     assert not too_long, "\n".join(f"{length} {where}" for length, where in too_long)
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """Issue 14: no import cycle between project modules, lazy imports inside functions
+    included (grimp sees those too), so no cycle can hide behind a function-level import."""
+    import grimp
+
+    graph = grimp.build_graph(*TYPED_PACKAGES, include_external_packages=False)
+    imports = {module: graph.find_modules_directly_imported_by(module) for module in graph.modules}
+    try:
+        tuple(graphlib.TopologicalSorter(imports).static_order())
+    except graphlib.CycleError as cycle:
+        pytest.fail(f"import cycle: {' -> '.join(cycle.args[1])}")
