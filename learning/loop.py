@@ -39,6 +39,7 @@ _TITLE_CHARS = 80
 # How much a source vouches for an answer (GoldenPath.score): a rewrite is the reviewer's
 # own answer; an approval confirms the agent's.
 _DECISION_SOURCES = {"approve": GoldenPathSource.APPROVED, "edit": GoldenPathSource.EDITED}
+LEARNING_DECISIONS = tuple(_DECISION_SOURCES)  # the decisions a golden path is learnt from
 _DECISION_SCORES = {GoldenPathSource.APPROVED: 0.9, GoldenPathSource.EDITED: 1.0}
 
 

@@ -274,6 +274,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("VECTOR_INDEX_SWEEP_SECONDS", 3600.0),
         "options": {"expires": env_float("VECTOR_INDEX_SWEEP_SECONDS", 3600.0)},
     },
+    # Golden paths of decisions whose learning task was lost (broker down at the decision).
+    "learning.review_outcome_sweep": {
+        "task": "learning.review_outcome_sweep",
+        "schedule": env_float("REVIEW_OUTCOME_SWEEP_SECONDS", 300.0),
+        "options": {"expires": env_float("REVIEW_OUTCOME_SWEEP_SECONDS", 300.0)},
+    },
     # Playbooks are re-extracted from the latest traces of agents that ran since.
     "learning.extract_playbooks": {
         "task": "learning.extract_playbooks",

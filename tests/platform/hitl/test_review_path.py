@@ -12,12 +12,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
 from agentflow import knowledge
+from agentflow.core import queueing
 from agentflow.models import Agent
 from learning.models import GoldenPath
 from learning.tasks import record_review_outcome_task
@@ -120,3 +123,34 @@ def test_the_golden_path_is_learnt_after_commit_once_however_often_the_task_runs
     assert path.source_run_id == run.pk
     assert path.trace_summary["runs"] == [str(run.pk)]
     assert embedder.calls <= 2  # the later run finds it recorded before embedding
+
+
+def test_a_decision_whose_learning_task_was_lost_is_learnt_by_the_sweep(
+    owner: Persona, agent: Agent, reviewer: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker took the decision's task and nobody ran it (as when Redis was down at
+    commit): the beat sweep re-sends it once it is 2 minutes old, and only once learnt."""
+    from hitl.models import HITLRequest
+    from learning.tasks import review_outcome_sweep_task
+
+    edited, rejected = review_of(escalated_run(agent)), review_of(escalated_run(agent))
+    answer = "Open Settings > Security and choose Reset password; the link lasts an hour."
+    assert reviewer.respond(edited.pk, decision="edit", response=answer).status_code == 200
+    assert reviewer.respond(rejected.pk, decision="reject", reason="wrong").status_code == 200
+    sent: list[tuple[Any, ...]] = []
+
+    def run_now(task: Any, *args: Any) -> bool:
+        sent.append(args)
+        task(*args)
+        return True
+
+    monkeypatch.setattr(queueing, "send", run_now)
+    assert review_outcome_sweep_task() == 0  # too recent: its task may still be on its way
+    HITLRequest.unscoped.filter(pk__in=[edited.pk, rejected.pk]).update(
+        decided_at=timezone.now() - timedelta(minutes=3)
+    )
+    assert review_outcome_sweep_task() == 1
+    assert sent == [(owner.tenant.pk, str(edited.pk))]  # a rejection teaches nothing
+    (path,) = _golden_paths(agent)
+    assert path.answer == answer
+    assert review_outcome_sweep_task() == 0  # learnt: nothing more to send
