@@ -431,27 +431,25 @@ def complete_run(run: Run, reply: Any) -> str:
             run.refresh_from_db()
             return run.status  # cancelled meanwhile, or another delivery finished first
         session_id = run.session_id  # None only if the session was erased meanwhile
-        if session_id is not None:
-            Message.objects.create(
-                session_id=session_id,
-                run=run,
-                role=MessageRole.USER,
-                content=run.input,
-                thread_id=reply.thread_id,
-                created_at=run.created_at,
-            )
         if reply.escalated:
             # Queued in this transaction: a run awaiting review always has its request.
             # (Before the audit append below: HITL takes its assignment lock first.)
             request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
-        elif session_id is not None:
-            Message.objects.create(
-                session_id=session_id,
-                run=run,
-                role=MessageRole.ASSISTANT,
-                content=reply.content,
-                thread_id=reply.thread_id,
-                created_at=now,
+        if session_id is not None:
+            # The turn in one INSERT: the question, and the answer unless a person decides it.
+            turn = [(MessageRole.USER, run.input, run.created_at)]
+            if not reply.escalated:
+                turn.append((MessageRole.ASSISTANT, reply.content, now))
+            Message.objects.bulk_create(
+                Message(
+                    session_id=session_id,
+                    run=run,
+                    role=role,
+                    content=content,
+                    thread_id=reply.thread_id,
+                    created_at=at,
+                )
+                for role, content, at in turn
             )
         Step.objects.bulk_create(_steps(run, reply, tokens, cost))
         if session_id is not None:
