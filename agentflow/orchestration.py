@@ -15,7 +15,7 @@ decision of the tenant waits for.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 
@@ -26,6 +26,7 @@ from hitl import services as hitl
 from hitl import sla
 from hitl.models import HITLRequest
 from hitl.services import Reviewer
+from learning import golden_paths
 from learning import loop as learning_loop
 from learning import services as learning
 from learning.tasks import record_review_outcome_task
@@ -114,3 +115,35 @@ def _learn_after_commit(decided: HITLRequest) -> None:
     transaction.on_commit(
         lambda: queueing.send(record_review_outcome_task, tenant_id, request_id), robust=True
     )
+
+
+# A decision's golden-path task is sent when the decision commits; the sweep looks for the
+# ones that never arrived (the broker was down then) within this window.
+LOST_OUTCOME_GRACE = timedelta(minutes=2)
+LOST_OUTCOME_WINDOW = timedelta(hours=24)
+LOST_OUTCOME_BATCH = 200
+
+
+def resend_lost_review_outcomes(now: datetime) -> int:
+    """Re-send the golden-path task of recent approvals and edits that no golden path records
+    yet (the beat sweep; returns how many). The task is idempotent, so one that was merely
+    late is recorded once all the same."""
+    # Every tenant's decisions, knowingly: a platform sweep; each check enters its tenant.
+    decided = (
+        HITLRequest.unscoped.filter(
+            decision__in=learning_loop.LEARNING_DECISIONS,
+            decided_at__gte=now - LOST_OUTCOME_WINDOW,
+            decided_at__lte=now - LOST_OUTCOME_GRACE,
+        )
+        .select_related("run")
+        .order_by("-decided_at")[:LOST_OUTCOME_BATCH]
+    )
+    resent = 0
+    for request in decided:
+        if not learning_loop.learns_from(request):
+            continue
+        with tenant_scope(request.tenant_id):
+            learnt = golden_paths.recorded_for_run(request.run.agent_id, str(request.run_id))
+        if learnt is None:
+            resent += queueing.send(record_review_outcome_task, request.tenant_id, str(request.pk))
+    return resent

@@ -42,3 +42,12 @@ def sla_sweep_task() -> dict[str, int]:
     # Named under hitl (routed to its queue), defined here: an expiry resumes the run and is
     # recorded by the orchestrator (activity), like a reviewer's decision.
     return orchestration.expire_overdue_reviews(datetime.now(UTC)).as_dict()
+
+
+@shared_task(
+    name="learning.review_outcome_sweep", acks_late=True, ignore_result=True, max_retries=0
+)
+def review_outcome_sweep_task() -> int:
+    """Beat: golden paths of decisions whose learning task was lost (broker down at commit).
+    Named under learning (its queue), defined here: the orchestrator reads HITL and learning."""
+    return orchestration.resend_lost_review_outcomes(datetime.now(UTC))

@@ -90,7 +90,7 @@ def _publish(path: GoldenPath, event: str) -> None:
     )
 
 
-def _already_recorded(agent_id: Any, run_id: str) -> GoldenPath | None:
+def recorded_for_run(agent_id: Any, run_id: str) -> GoldenPath | None:
     """The row a run's outcome already went into (a retried task must not count it twice)."""
     return (
         _scope(agent_id, include_inactive=True)
@@ -131,14 +131,14 @@ def record_outcome(
         return None
     run_id = str(run.pk) if run is not None else ""
     summary = {**(trace or {}), "runs": [run_id] if run_id else []}
-    if run_id and (done := _already_recorded(agent.pk, run_id)) is not None:
+    if run_id and (done := recorded_for_run(agent.pk, run_id)) is not None:
         return done  # a redelivered task: not even the embedding is paid twice
     if vector is None:
         vector = embed_query(question)
     threshold = setting_float("GOLDEN_PATH_MERGE_SIMILARITY")
     with transaction.atomic():
         _lock_agent(agent.pk)
-        if run_id and (done := _already_recorded(agent.pk, run_id)) is not None:
+        if run_id and (done := recorded_for_run(agent.pk, run_id)) is not None:
             return done
         candidates = _scope(agent.pk).filter(category=category)
         close = nearest(candidates, vector, limit=1, fields=("id",))

@@ -8,13 +8,11 @@ learning here. Modules below send these tasks by name (``agentflow.core.queueing
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from celery import shared_task
 
-from agentflow.core import queueing
 from agentflow.core.conf import setting_int
 from agentflow.core.retrying import RetryFromSettings
 from agentflow.models import KnowledgeChunk
@@ -89,48 +87,6 @@ def record_review_outcome_task(tenant_id: int, request_id: str) -> str:
     # Inside the tenant's scope (@scoped_to_tenant): HITL's request, handed to learning.
     request = HITLRequest.objects.select_related("run__agent").filter(pk=request_id).first()
     return loop.learn_from_review(request)
-
-
-# A decision's golden-path task is sent when the decision commits; the sweep looks for the
-# ones that never arrived (the broker was down then) within this window.
-REVIEW_OUTCOME_GRACE = timedelta(minutes=2)
-REVIEW_OUTCOME_WINDOW = timedelta(hours=24)
-REVIEW_OUTCOME_BATCH = 200
-
-
-@shared_task(
-    name="learning.review_outcome_sweep", acks_late=True, ignore_result=True, max_retries=0
-)
-def review_outcome_sweep_task() -> int:
-    """Beat: re-send the golden path of recent approvals and edits that none records yet
-    (their task was lost while the broker was down). The task is idempotent, so one that
-    is merely late is recorded once all the same; returns how many were re-sent."""
-    now = datetime.now(UTC)
-    decided = (
-        HITLRequest.unscoped.filter(
-            decision__in=loop.LEARNING_DECISIONS,
-            decided_at__gte=now - REVIEW_OUTCOME_WINDOW,
-            decided_at__lte=now - REVIEW_OUTCOME_GRACE,
-        )
-        .select_related("run")
-        .order_by("-decided_at")[:REVIEW_OUTCOME_BATCH]
-    )
-    resent = 0
-    for request in decided:
-        if not loop.learns_from(request) or _golden_path_of(request):
-            continue
-        resent += queueing.send(record_review_outcome_task, request.tenant_id, str(request.pk))
-    if resent:  # lost tasks, and answers the loop refuses to learn (re-checked cheaply)
-        log.info("learning.review_outcomes_resent", count=resent)
-    return resent
-
-
-def _golden_path_of(request: HITLRequest) -> bool:
-    return GoldenPath.unscoped.filter(
-        tenant_id=request.tenant_id,
-        agent_id=request.run.agent_id,
-        trace_summary__runs__contains=[str(request.run_id)],
-    ).exists()
 
 
 @shared_task(name="learning.extract_playbooks", acks_late=True, ignore_result=True, max_retries=0)

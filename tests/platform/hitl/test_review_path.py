@@ -130,8 +130,8 @@ def test_a_decision_whose_learning_task_was_lost_is_learnt_by_the_sweep(
 ) -> None:
     """The broker took the decision's task and nobody ran it (as when Redis was down at
     commit): the beat sweep re-sends it once it is 2 minutes old, and only once learnt."""
+    from agentflow.tasks import review_outcome_sweep_task
     from hitl.models import HITLRequest
-    from learning.tasks import review_outcome_sweep_task
 
     edited, rejected = review_of(escalated_run(agent)), review_of(escalated_run(agent))
     answer = "Open Settings > Security and choose Reset password; the link lasts an hour."
