@@ -8,8 +8,7 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,6 +23,7 @@ from agentflow.core import queueing, worker_loop
 from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.core.conf import setting_float, setting_int
 from agentflow.core.context import current_correlation_id
+from agentflow.core.leases import AdvisoryLeases
 from agentflow.core.metrics import RUN_PERSISTENCE_FAILURES
 from agentflow.kernel.pipeline import PersistenceError
 from agentflow.models import (
@@ -317,28 +317,18 @@ def _announce(run: Run) -> None:
 # --- executing runs -------------------------------------------------------------------
 
 
-@contextmanager
-def _run_lease(run_id: str) -> Iterator[bool]:
-    """A session-level advisory lock on the run, held while a worker processes it.
-
-    A second delivery of the same run (redelivery, recovery sweep) finds the lease taken
-    and leaves the run to its live worker; when that worker dies, PostgreSQL drops its
-    connection and the lease with it, so the next delivery takes over.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", [_RUN_LEASE, run_id])
-        acquired = bool(cursor.fetchone()[0])
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [_RUN_LEASE, run_id])
+# One connection per worker process holds the leases of all its runs in flight.
+_run_leases = AdvisoryLeases(_RUN_LEASE)
 
 
 def execute_run(run_id: str) -> str:
-    """Process one run (called by the Celery task inside the tenant's scope). Idempotent."""
-    with _run_lease(str(run_id)) as leased:
+    """Process one run (called by the Celery task inside the tenant's scope). Idempotent.
+
+    The lease (an advisory lock) makes a second delivery of the same run (redelivery,
+    recovery sweep) leave it to its live worker; when that worker dies, PostgreSQL drops
+    the lease with the worker's connection, and the next delivery takes over.
+    """
+    with _run_leases.hold(str(run_id)) as leased:
         if not leased:
             return "busy"  # a live worker is processing it right now
         return _execute_leased(str(run_id))
@@ -361,6 +351,7 @@ def _execute_leased(run_id: str) -> str:
         return run.status  # already settled: a duplicate delivery does nothing
     # PROCESSING without our transition, yet the lease was free: the worker that started
     # it died mid-run. Processing again is safe because completion is a compare-and-set.
+    _return_connection()  # while the run waits on its LLM, its connection serves others
     try:
         reply = worker_loop.run(_process(run))
     except Exception as exc:
@@ -392,6 +383,16 @@ def _execute_leased(run_id: str) -> str:
                 _announce(run)
         return RunStatus.FAILED
     return complete_run(run, reply)
+
+
+def _return_connection() -> None:
+    """Give this thread's pooled connection back while the run is on the event loop.
+
+    Hundreds of runs in flight in one worker must not hold hundreds of connections; the
+    next statement of this thread takes one from the pool again (a warm one).
+    """
+    if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
+        connection.close()
 
 
 async def _process(run: Run) -> Any:

@@ -37,9 +37,10 @@ def celery_worker_app() -> Iterator[object]:
 def _close_worker_loops() -> Iterator[None]:
     """Runs executed in the test process itself get loops too: close them at the end."""
     yield
-    from agentflow.core import worker_loop
+    from agentflow.core import leases, worker_loop
 
     worker_loop.close_all()
+    leases.close_all()
 
 
 @pytest.fixture(scope="session")

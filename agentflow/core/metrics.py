@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "agentflow_http_requests_total",
@@ -29,4 +29,14 @@ TASKS_NOT_SENT = Counter(
     "agentflow_tasks_not_sent_total",
     "Tasks the broker could not take when they were sent (their sweep sends them later).",
     ["task"],
+)
+QUEUE_DEPTH = Gauge(
+    "agentflow_queue_depth",
+    "Tasks waiting in each Celery queue, read from the broker when /metrics is scraped.",
+    ["queue"],
+)
+RUNS_UNSETTLED = Gauge(
+    "agentflow_runs_unsettled",
+    "Runs accepted and not settled yet (all tenants), by status, read at scrape time.",
+    ["status"],
 )

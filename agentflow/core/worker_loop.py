@@ -1,14 +1,24 @@
-"""One long-lived event loop per worker thread for the async kernel.
+"""One long-lived event loop per process, in its own thread, for the async kernel.
 
-``asyncio.run`` per task would close the loop after each run, and pipelines that hold
-network clients (the openai SDK's connection pool) are bound to the loop they were built
-on; a persistent loop lets them be cached and reused across tasks. Loops are closed when
-the worker process shuts down (and by the test suite), never left to the garbage collector.
+Every run of a worker process is a task on this one loop: a run waiting two seconds for
+the LLM costs a suspended coroutine, not a process or a thread, so a worker holds hundreds
+of runs in flight (issue 15). Callers in other threads (the Celery threads pool of the run
+worker, sync views, ``realtime.send_now``) submit a coroutine and block on its result;
+their context variables (tenant scope, log bindings) ride along, because
+``run_coroutine_threadsafe`` creates the task in a copy of the caller's context.
+
+Network clients (the openai SDK's pool, the channel layer's Redis connections) are bound to
+the loop they were built on; one loop per process lets them be cached and shared by every
+run. The loop is started lazily and again in a forked child (a thread does not survive a
+fork), and closed when the worker process shuts down (and by the test suite).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -16,35 +26,102 @@ from typing import Any, TypeVar
 from celery.signals import worker_process_shutdown, worker_shutdown
 
 T = TypeVar("T")
-_local = threading.local()
-_loops: list[asyncio.AbstractEventLoop] = []
 _lock = threading.Lock()
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _local.loop = loop
-        with _lock:
-            _loops.append(loop)
-    return loop.run_until_complete(coro)
+class _ProcessLoop:
+    """The loop, the thread that serves it, and the process that started them."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, name="agentflow-event-loop", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @property
+    def usable(self) -> bool:
+        return self.pid == os.getpid() and not self.loop.is_closed() and self.thread.is_alive()
+
+    def close(self, timeout: float) -> None:
+        """Cancel what is still running, stop the loop and close it."""
+        if self.pid != os.getpid() or self.loop.is_closed():
+            return
+        if self.thread.is_alive():
+            with contextlib.suppress(RuntimeError, concurrent.futures.TimeoutError):
+                asyncio.run_coroutine_threadsafe(_cancel_others(), self.loop).result(timeout)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
 
 
-def close_all() -> None:
-    """Close every idle loop this module made (their threads may be gone already)."""
+_current: _ProcessLoop | None = None
+
+
+def loop() -> asyncio.AbstractEventLoop:
+    """This process's loop, started on first use (and again after a fork)."""
+    global _current
     with _lock:
-        loops, _loops[:] = list(_loops), []
-    for loop in loops:
-        if loop.is_closed():
-            continue
-        if loop.is_running():  # still serving a task: keep it for the next close_all
-            with _lock:
-                _loops.append(loop)
-            continue
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
+        if _current is None or not _current.usable:
+            _current = _ProcessLoop()
+        return _current.loop
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on the process loop, in the caller's context; don't wait."""
+    return asyncio.run_coroutine_threadsafe(coro, loop())
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the process loop and wait for it (from any thread but the loop's)."""
+    target = loop()
+    if _running_loop() is target:
+        coro.close()
+        raise RuntimeError("worker_loop.run() called from the process loop itself: await it")
+    future = asyncio.run_coroutine_threadsafe(coro, target)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # the caller is gone (interrupted): don't leave the work running
+        raise
+
+
+def in_flight() -> int:
+    """Tasks alive on this process's loop (runs and what they spawned), for metrics."""
+    current = _current
+    if current is None or not current.usable:
+        return 0
+    return len(asyncio.all_tasks(current.loop))
+
+
+def close_all(timeout: float = 30.0) -> None:
+    """Stop and close this process's loop; the next ``run`` starts a fresh one."""
+    global _current
+    with _lock:
+        current, _current = _current, None
+    if current is not None:
+        current.close(timeout)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _cancel_others() -> None:
+    me = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not me]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 @worker_process_shutdown.connect

@@ -10,14 +10,23 @@ import time
 from collections.abc import Callable
 
 import redis
+import structlog
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from kombu import Connection
+from kombu.exceptions import OperationalError as BrokerError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentflow.core.conf import setting_float
+from agentflow.core.metrics import QUEUE_DEPTH, RUNS_UNSETTLED
+from agentflow.models import Run, RunStatus
+
+log = structlog.get_logger(__name__)
+# kombu's Redis transport keeps a queue's priorities 3, 6 and 9 in lists of their own.
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 def _timeout() -> float:
@@ -77,4 +86,34 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    _observe_backlog()
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _observe_backlog() -> None:
+    """Queue depths and unsettled runs, read now: the backlog a runner has not taken yet.
+
+    A broker or database that is down leaves the last values (and is logged): /metrics
+    itself keeps answering, which is when an operator needs it.
+    """
+    try:
+        with Connection(settings.CELERY_BROKER_URL, connect_timeout=_timeout()) as conn:
+            client = conn.default_channel.client
+            for queue in settings.CELERY_TASK_QUEUES:
+                depth = sum(client.llen(queue.name + suffix) for suffix in _PRIORITY_SUFFIXES)
+                QUEUE_DEPTH.labels(queue.name).set(depth)
+    except (BrokerError, redis.RedisError, OSError) as exc:
+        log.warning("metrics.queue_depth_unavailable", error=f"{type(exc).__name__}: {exc}")
+    try:
+        # Platform-wide on purpose (an operator's gauge, no tenant's data): the unscoped manager.
+        counts = dict(
+            Run.unscoped.filter(status__in=(RunStatus.PENDING, RunStatus.PROCESSING))
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        )
+    except DatabaseError as exc:
+        log.warning("metrics.runs_unavailable", error=f"{type(exc).__name__}: {exc}")
+        return
+    for status in (RunStatus.PENDING, RunStatus.PROCESSING):
+        RUNS_UNSETTLED.labels(status).set(counts.get(status, 0))

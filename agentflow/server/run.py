@@ -3,8 +3,9 @@
 Starts the embedded PostgreSQL+pgvector and Redis (unless ``DATABASE_URL`` /
 ``REDIS_URL`` point elsewhere), migrates, makes sure an admin account exists, seeds
 the demo tenant on the first start (``AGENTFLOW_DEMO=0`` skips it), then supervises
-the ASGI web server, one Celery worker and Celery beat like a process manager: a web,
-worker, beat or Redis that dies is restarted with backoff (logged, counted in
+the ASGI web server, the two Celery workers (``runner`` for runs, ``worker`` for the
+rest: see :func:`worker_commands`) and Celery beat like a process manager: any of them
+or Redis that dies is restarted with backoff (logged, counted in
 ``runtime.json``), and only Ctrl-C (or SIGTERM) stops everything: the children first,
 then Redis, then PostgreSQL, keeping the data under ``AGENTFLOW_HOME`` for the next
 start. A lock file makes a second ``make run`` on the same data folder refuse instead of
@@ -31,11 +32,40 @@ from typing import IO
 from agentflow.server.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUES = "default,runs,hitl,learning,webhooks,maintenance"
+RUN_QUEUE = "runs"
+TASK_QUEUES = "default,hitl,learning,webhooks,maintenance"
 # h11 with a 1 MiB request head: httptools refuses URLs over 64 KiB itself with a plain-text
 # 400, before Django can answer an over-long query string with 414 in the error shape.
 UVICORN_HTTP_OPTIONS = ("--http", "h11", "--h11-max-incomplete-event-size", "1048576")
 _PR_SET_PDEATHSIG = 1
+
+
+def worker_commands(env: dict[str, str], *, loglevel: str = "INFO") -> dict[str, list[str]]:
+    """The two Celery workers of a box, by the work they do (issue 15).
+
+    ``runner`` executes runs: a threads pool whose threads only wait while their runs are
+    coroutines on the process's event loop (``agentflow.core.worker_loop``), so it holds
+    ``RUN_CONCURRENCY`` runs in flight and takes no more (prefetch 1 per slot): an LLM's
+    latency costs memory, not throughput. ``worker`` runs everything else (reviews'
+    follow-ups, learning, webhooks, sweeps) in ``WORKER_CONCURRENCY`` forked processes,
+    which suits their CPU work (embeddings). More of either, on more machines, scales out.
+    """
+    celery = [sys.executable, "-m", "celery", "-A", "agentflow.server.celery", "worker"]
+    host = os.uname().nodename
+    common = ["--loglevel", loglevel]
+    return {
+        "worker": [
+            *celery,
+            *("--queues", TASK_QUEUES, "--concurrency", env.get("WORKER_CONCURRENCY", "2")),
+            *(*common, "--hostname", f"worker@{host}"),
+        ],
+        "runner": [
+            *celery,
+            *("--queues", RUN_QUEUE, "--pool", "threads"),
+            *("--concurrency", env.get("RUN_CONCURRENCY", "200"), "--prefetch-multiplier", "1"),
+            *(*common, "--hostname", f"runner@{host}"),
+        ],
+    }
 
 
 def say(message: str) -> None:
@@ -186,26 +216,8 @@ class Supervisor:
             ],
             env,
         )
-        self.spawn(
-            "worker",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "agentflow.server.celery",
-                "worker",
-                "--queues",
-                QUEUES,
-                "--concurrency",
-                env.get("WORKER_CONCURRENCY", "2"),
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"worker@{os.uname().nodename}",
-            ],
-            env,
-        )
+        for name, argv in worker_commands(env).items():
+            self.spawn(name, argv, env)
         self.spawn(
             "beat",
             [
@@ -298,7 +310,7 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
-        say("stopping web, worker and beat ...")
+        say("stopping web, workers and beat ...")
         running = {n: c.process for n, c in self.children.items() if c.process is not None}
         for process in running.values():
             if process.poll() is None:

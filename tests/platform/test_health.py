@@ -58,6 +58,7 @@ def test_readyz_names_redis_when_it_is_down_and_recovers(
     assert client.get("/readyz").status_code == 200
 
 
+@pytest.mark.django_db
 def test_metrics_are_prometheus_text(client: Client) -> None:
     client.get("/healthz")
     response = client.get("/metrics")
@@ -66,6 +67,26 @@ def test_metrics_are_prometheus_text(client: Client) -> None:
     assert b'agentflow_http_requests_total{method="GET",route="healthz",status="2xx"}' in (
         response.content
     )
+
+
+@pytest.mark.django_db
+def test_metrics_show_the_backlog_of_each_queue_and_of_runs(
+    client: Client, private_redis: EmbeddedRedis, settings: Any
+) -> None:
+    from kombu import Connection
+
+    with Connection(settings.CELERY_BROKER_URL) as conn:
+        queue = conn.SimpleQueue("maintenance")
+        for n in range(3):
+            queue.put({"n": n})
+        queue.close()
+    text = client.get("/metrics").content.decode()
+    assert 'agentflow_queue_depth{queue="maintenance"} 3.0' in text
+    assert 'agentflow_queue_depth{queue="runs"} 0.0' in text
+    assert 'agentflow_runs_unsettled{status="pending"} 0.0' in text
+
+    private_redis.stop()  # the broker gone: /metrics still answers, with the last values
+    assert client.get("/metrics").status_code == 200
 
 
 def test_correlation_id_is_echoed_when_safe(client: Client) -> None:

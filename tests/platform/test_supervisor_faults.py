@@ -216,11 +216,11 @@ def _assert_settled_exactly_once(platform: Platform, run_ids: list[str]) -> None
 def test_a_killed_worker_is_restarted_and_its_runs_settle_once(platform: Platform) -> None:
     with ThreadPoolExecutor(8) as pool:
         run_ids = list(pool.map(lambda n: _accept(platform, n), range(50)))
-    worker = platform.child_pid("worker")
-    os.kill(worker, signal.SIGKILL)
+    runner = platform.child_pid("runner")  # the worker that executes runs
+    os.kill(runner, signal.SIGKILL)
     killed_at = time.monotonic()
 
-    _wait(lambda: platform.seen("worker restarted"), 30, "the worker's restart", platform)
+    _wait(lambda: platform.seen("runner restarted"), 30, "the runner's restart", platform)
     ready_after = _wait(platform.ready, 30, "/readyz 200 after the kill", platform)
     settled_after = _wait(
         lambda: _unsettled(platform, run_ids) == 0, 90, "the burst to settle", platform
@@ -232,7 +232,7 @@ def test_a_killed_worker_is_restarted_and_its_runs_settle_once(platform: Platfor
     _assert_settled_exactly_once(platform, run_ids)
     assert platform.process.poll() is None, "the supervisor stopped"
     runtime = json.loads((platform.home / "runtime.json").read_text())
-    assert runtime["restarts"]["worker"] == 1
+    assert runtime["restarts"]["runner"] == 1
 
 
 def test_redis_down_keeps_reads_and_accepts_work_then_comes_back(platform: Platform) -> None:

@@ -29,6 +29,7 @@ def start_worker(
     pool: str = "solo",
     concurrency: int = 1,
     queues: str = "runs,default",
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """A worker in its own session, so ``os.killpg`` reaches its pool processes too."""
     return subprocess.Popen(
@@ -50,6 +51,7 @@ def start_worker(
             "--without-heartbeat",
             "--without-mingle",
             "--without-gossip",
+            *extra,
         ],
         cwd=ROOT,
         env=env,

@@ -1,0 +1,207 @@
+"""One run worker holds a hundred runs in flight on a slow LLM, and a kill -9 loses none.
+
+Issue 15: runs used to execute one per prefork process, so a worker had two in flight and a
+2-second LLM capped a box at 0.46 runs/s. The run worker is now a threads pool whose threads
+only wait while their runs are coroutines on one event loop per process, and the leases of
+all its runs live on one connection. This drives a real ``celery worker`` (threads pool, as
+``make run`` starts the ``runner``) against a real local OpenAI-compatible server that holds
+every chat completion open for a few seconds, then kills the worker with SIGKILL while more
+than a hundred runs are inside their LLM call, starts another one and sweeps: every run
+settles exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from agentflow import services
+from agentflow.models import Run, RunStatus
+from agentflow.services import RunRequest, create_agent, start_run
+from tenants.context import tenant_scope
+from tests.kernel.fake_openai_server import (
+    FakeOpenAIServer,
+    RecordedRequest,
+    ScriptedResponse,
+    chat_completion,
+    slow,
+)
+from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona
+from tests.platform.workers import database_url_for_workers, start_worker, stop_worker
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+# Runs of one user are serialised by the kernel (a conversation has one order): one
+# user per run, so that all of them can be in flight at once.
+
+RUNS = 120
+IN_FLIGHT_GOAL = 100
+LLM_SECONDS = 6.0  # every chat completion is answered this long after it arrived
+
+
+class HeldLLM:
+    """Answers every chat completion after LLM_SECONDS and notes when each one arrived."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RecordedRequest) -> ScriptedResponse:
+        if not request.path.endswith("/chat/completions"):
+            return ScriptedResponse(404, {"error": {"message": "no such endpoint"}})
+        with self._lock:
+            self.arrivals.append(time.monotonic())
+        return slow(LLM_SECONDS, chat_completion("Open Settings, then Security."))
+
+    def max_in_flight(self) -> int:
+        """Calls open at once: each is answered LLM_SECONDS after it arrived."""
+        with self._lock:
+            times = sorted(self.arrivals)
+        best, start = 0, 0
+        for end, arrived in enumerate(times):
+            while times[start] <= arrived - LLM_SECONDS:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+
+@pytest.fixture
+def held_llm() -> Iterator[tuple[FakeOpenAIServer, HeldLLM]]:
+    held = HeldLLM()
+    with FakeOpenAIServer(default=held) as server:
+        yield server, held
+
+
+def _agent(owner: Persona, base_url: str, settings: Any) -> Any:
+    # An enterprise tenant whose concurrency quota is above the burst.
+    owner.tenant.tier, owner.tenant.quota_overrides = "enterprise", {"concurrent_runs": None}
+    owner.tenant.save(update_fields=["tier", "quota_overrides"])
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "LLM_ALLOWED_BASE_URLS": [base_url]}
+    provider = {
+        "kind": "openai",
+        "model": "gpt-4o-mini",
+        "base_url": base_url,
+        "api_key": "${OPENAI_API_KEY}",
+        "timeout_seconds": 60,
+        "max_retries": 0,
+    }
+    config = {**SUPPORT_CONFIG, "default_threshold": 0.05, "llm": {"providers": [provider]}}
+    return create_agent(
+        actor=ACTOR, tenant=owner.tenant, name="busy", blueprint="support_agent", config=config
+    )
+
+
+def _count(tenant_id: int, *statuses: str) -> int:
+    with tenant_scope(tenant_id):
+        return Run.objects.filter(status__in=statuses).count()
+
+
+def _wait(predicate: Any, timeout: float, what: Any, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    said = what() if callable(what) else what
+    raise AssertionError(f"timed out waiting for {said}\n{log.read_text()[-4000:]}")
+
+
+def _settled_once(tenant_id: int, run_ids: list[str]) -> None:
+    with connection.cursor() as cursor:
+        for sql in (
+            # one settling transition per run
+            "SELECT run_id FROM agentflow_runtransition WHERE run_id::text = ANY(%s) "
+            "AND to_status IN ('completed', 'awaiting_review', 'failed') "
+            "GROUP BY run_id HAVING count(*) <> 1",
+            # one answer per run
+            "SELECT run_id FROM agentflow_message WHERE run_id::text = ANY(%s) "
+            "AND role = 'assistant' GROUP BY run_id HAVING count(*) > 1",
+            # one settling audit event per run
+            "SELECT target_id FROM governance_auditevent WHERE target_id = ANY(%s) "
+            "AND action IN ('run.completed', 'run.escalated', 'run.failed') "
+            "GROUP BY target_id HAVING count(*) <> 1",
+        ):
+            cursor.execute(sql, [run_ids])
+            assert cursor.fetchall() == [], sql
+    with tenant_scope(tenant_id):
+        statuses = set(Run.objects.filter(pk__in=run_ids).values_list("status", flat=True))
+    assert statuses <= {RunStatus.COMPLETED, RunStatus.AWAITING_REVIEW}, statuses
+
+
+def test_a_killed_run_worker_with_a_hundred_runs_in_flight_loses_and_doubles_none(
+    owner: Persona,
+    held_llm: tuple[FakeOpenAIServer, HeldLLM],
+    settings: Any,
+    tmp_path: Path,
+) -> None:
+    server, held = held_llm
+    agent = _agent(owner, server.base_url, settings)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_workers(),
+        "OPENAI_API_KEY": "sk-test",
+        "LLM_ALLOWED_BASE_URLS": server.base_url,
+        # The killed worker's unacked messages come back too: duplicates of the sweep's.
+        "CELERY_VISIBILITY_TIMEOUT": "5",
+        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
+        "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+        "DB_POOL_MAX_SIZE": "10",
+    }
+    runner = ("--prefetch-multiplier", "1")
+    log_path = tmp_path / "runner.log"
+    log = log_path.open("ab")
+    first = start_worker(env, log, pool="threads", concurrency=150, queues="runs", extra=runner)
+    second = None
+    try:
+        with tenant_scope(owner.tenant.pk):
+            run_ids = [
+                str(
+                    start_run(
+                        actor=ACTOR,
+                        agent=agent,
+                        request=RunRequest(user_id=f"user-{n}", message="Reset password?"),
+                    ).pk
+                )
+                for n in range(RUNS)
+            ]
+        _wait(
+            lambda: held.max_in_flight() >= IN_FLIGHT_GOAL,
+            60,
+            lambda: (
+                f"{IN_FLIGHT_GOAL} LLM calls open at once (max {held.max_in_flight()} of "
+                f"{len(held.arrivals)} calls; {_count(owner.tenant.pk, RunStatus.PROCESSING)} "
+                "processing)"
+            ),
+            log_path,
+        )
+        processing = _count(owner.tenant.pk, RunStatus.PROCESSING)
+        assert processing >= IN_FLIGHT_GOAL, processing
+        assert held.max_in_flight() >= IN_FLIGHT_GOAL
+        assert first.poll() is None
+
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        second = start_worker(
+            env, log, pool="threads", concurrency=150, queues="runs", extra=runner
+        )
+        # The sweep as beat runs it: orphaned `processing` runs at once (their leases went
+        # with the dead worker's connection), `pending` ones after the grace period.
+        settings.AGENTFLOW = {**settings.AGENTFLOW, "RUN_PENDING_GRACE_SECONDS": 1}
+
+        def all_settled() -> bool:
+            services.recover_stuck_runs()
+            return _count(owner.tenant.pk, RunStatus.PENDING, RunStatus.PROCESSING) == 0
+
+        _wait(all_settled, 120, "every run to settle after the kill", log_path)
+    finally:
+        stop_worker(first)
+        stop_worker(second)
+        log.close()
+    _settled_once(owner.tenant.pk, run_ids)
