@@ -328,10 +328,13 @@ def execute_run(run_id: str) -> str:
     recovery sweep) leave it to its live worker; when that worker dies, PostgreSQL drops
     the lease with the worker's connection, and the next delivery takes over.
     """
-    with _run_leases.hold(str(run_id)) as leased:
-        if not leased:
-            return "busy"  # a live worker is processing it right now
-        return _execute_leased(str(run_id))
+    try:
+        with _run_leases.hold(str(run_id)) as leased:
+            if not leased:
+                return "busy"  # a live worker is processing it right now
+            return _execute_leased(str(run_id))
+    finally:
+        _return_connection()  # whatever pool of threads called us, it holds none between runs
 
 
 def _execute_leased(run_id: str) -> str:
