@@ -8,6 +8,7 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -213,14 +214,15 @@ def start_run(
     """
     now = datetime.now(UTC)
     with tenant_scope(agent.tenant_id), transaction.atomic():
-        tenant = Tenant.objects.get(pk=agent.tenant_id)
+        tenant = agent.tenant  # the API view loads it with the agent
         if _has_counted_quota(tenant):
             # The tenant row lock serialises this tenant's quota checks: exact, not
-            # approximate. NO KEY UPDATE: it must not block the foreign-key checks that
-            # every insert of a tenant-owned row makes (FOR KEY SHARE), or commits deadlock.
+            # approximate (only tenants with a counted quota take it). NO KEY UPDATE: it
+            # must not block the foreign-key checks that every insert of a tenant-owned row
+            # makes (FOR KEY SHARE), or commits deadlock.
             tenant = Tenant.objects.select_for_update(no_key=True).get(pk=agent.tenant_id)
             _check_quotas(tenant, now)
-        session, _ = AgentSession.objects.get_or_create(agent=agent, user_id=request.user_id)
+        session = _session_of(agent, request.user_id)
         run = Run.objects.create(
             agent=agent,
             session=session,
@@ -231,7 +233,6 @@ def start_run(
             correlation_id=current_correlation_id() or "",
         )
         run_events.publish(run)  # on commit: the dashboard's runs list shows it live
-        # Lock order, everywhere: audit chain lock before the usage-day row (see complete_run).
         append(
             tenant_id=tenant.pk,
             actor=actor,
@@ -239,14 +240,40 @@ def start_run(
             target_type="run",
             target_id=run.pk,
             changes={"agent_id": str(agent.pk), "priority": request.priority},
+            seal_now=False,  # no chain lock on the run path: the sealer chains it
         )
-        record_usage(tenant_id=tenant.pk, runs=1)
         if on_created is not None:
             on_created(run.pk)
+        record_usage(tenant_id=tenant.pk, runs=1)  # the last write: its row lock ends at COMMIT
         tenant_id, run_id = tenant.pk, str(run.pk)
         # Broker down: the run waits in PostgreSQL and the recovery sweep sends it later.
         transaction.on_commit(lambda: queueing.send(EXECUTE_RUN_TASK, tenant_id, run_id))
     return run
+
+
+def _session_of(agent: Agent, user_id: str) -> AgentSession:
+    """The end user's session: one SELECT, and one upsert for a user's first run.
+
+    No savepoint: the upsert cannot fail on the (agent, user) race; it returns the id of
+    the row either way (a concurrent first run of the same user wrote it first).
+    """
+    session = AgentSession.objects.filter(agent=agent, user_id=user_id).first()
+    if session is not None:
+        return session
+    with connection.cursor() as cursor:
+        cursor.execute(_SESSION_UPSERT_SQL, [uuid.uuid4(), agent.tenant_id, agent.pk, user_id])
+        (session_id,) = cursor.fetchone()
+    return AgentSession(id=session_id, tenant_id=agent.tenant_id, agent=agent, user_id=user_id)
+
+
+_SESSION_UPSERT_SQL = """
+INSERT INTO agentflow_agentsession
+    (id, tenant_id, agent_id, user_id, active_thread_id, message_count, state, created_at,
+     last_active)
+VALUES (%s, %s, %s, %s, '', 0, '{}', now(), now())
+ON CONFLICT (agent_id, user_id) DO UPDATE SET user_id = EXCLUDED.user_id
+RETURNING id
+"""
 
 
 # --- the state machine ----------------------------------------------------------------
