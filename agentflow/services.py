@@ -280,31 +280,51 @@ RETURNING id
 
 
 def transition(
-    run_id: Any, from_statuses: tuple[str, ...], to_status: str, *, reason: str = "", **fields: Any
+    run_id: Any,
+    from_statuses: tuple[str, ...],
+    to_status: str,
+    *,
+    reason: str = "",
+    row: Run | None = None,
+    **fields: Any,
 ) -> bool:
-    """Compare-and-set a run's status; records the transition when it wins."""
-    with transaction.atomic():
-        row = (
-            # NO KEY UPDATE: inserts of messages/steps referencing the run must not wait.
-            # The columns of the live event are read here too, so it costs no extra query.
-            Run.objects.select_for_update(no_key=True)
-            .filter(pk=run_id, status__in=from_statuses)
-            .only(*run_events.ROW_FIELDS)
-            .first()
-        )
-        if row is None:
-            return False
-        previous = row.status
-        Run.objects.filter(pk=run_id).update(status=to_status, **fields)
+    """Compare-and-set a run's status; records the transition when it wins.
+
+    With ``row`` (the caller's copy of the run, agent loaded) and one ``from`` status the
+    compare-and-set is a single UPDATE: the previous status is known, and the live event
+    and the activity event are built from ``row``. No savepoint: a failure here fails the
+    caller's transaction anyway.
+    """
+    known = row is not None and len(from_statuses) == 1
+    with transaction.atomic(savepoint=False):
+        if row is not None and known:
+            previous = from_statuses[0]
+            if not Run.objects.filter(pk=run_id, status=previous).update(
+                status=to_status, **fields
+            ):
+                return False
+        else:
+            row = (
+                # NO KEY UPDATE: inserts of messages/steps referencing the run must not wait.
+                # The columns of the live event are read here too: no extra query for it.
+                Run.objects.select_for_update(no_key=True)
+                .filter(pk=run_id, status__in=from_statuses)
+                .only(*run_events.ROW_FIELDS)
+                .first()
+            )
+            if row is None:
+                return False
+            previous = row.status
+            Run.objects.filter(pk=run_id).update(status=to_status, **fields)
         RunTransition.objects.create(
             run_id=run_id, from_status=previous, to_status=to_status, reason=reason
         )
+        run_events.publish_transition(row, to_status, fields)
         if not reason.startswith("review:"):
             # A review's resumption is recorded by agentflow.orchestration.decide_review.
             learning_services.record_run_settled(
-                run_id, to_status, from_status=previous, reason=reason
+                run_id, to_status, from_status=previous, reason=reason, run=row if known else None
             )
-        run_events.publish_transition(row, to_status, fields)
     return True
 
 
@@ -372,18 +392,21 @@ def execute_run(run_id: str) -> str:
 
 
 def _execute_leased(run_id: str) -> str:
-    started = transition(
-        run_id,
-        (RunStatus.PENDING,),
-        RunStatus.PROCESSING,
-        reason="picked up",
-        started_at=datetime.now(UTC),
-        progress=0.1,
-    )
     run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
     if run is None:
         log.warning("run.vanished", run_id=run_id)
         return "missing"
+    started = run.status == RunStatus.PENDING and transition(
+        run_id,
+        (RunStatus.PENDING,),
+        RunStatus.PROCESSING,
+        reason="picked up",
+        row=run,  # one UPDATE as compare-and-set; the row is read once
+        started_at=datetime.now(UTC),
+        progress=0.1,
+    )
+    if not started and run.status == RunStatus.PENDING:
+        run.refresh_from_db()  # lost the race (cancelled meanwhile): its status now
     if not started and run.status != RunStatus.PROCESSING:
         return run.status  # already settled: a duplicate delivery does nothing
     # PROCESSING without our transition, yet the lease was free: the worker that started
@@ -412,6 +435,7 @@ def _execute_leased(run_id: str) -> str:
                     target_type="run",
                     target_id=run.pk,
                     changes={"error": type(exc).__name__},
+                    seal_now=False,
                 )
         if failed:
             run.refresh_from_db()
@@ -448,6 +472,7 @@ def complete_run(run: Run, reply: Any) -> str:
             (RunStatus.PROCESSING,),
             to_status,
             reason=reply.escalation_reason or "answered",
+            row=run,
             result=reply_result(reply),
             progress=1.0,
             tokens=tokens,
@@ -493,9 +518,9 @@ def complete_run(run: Run, reply: Any) -> str:
                 "tokens": tokens,
                 "cost_usd": str(cost),
             },
+            seal_now=False,  # no chain lock on the run path: the sealer chains it
         )
-        # After the audit append: the audit chain lock is always taken before the
-        # usage-day row, or a run being accepted and one completing deadlock.
+        # The last write: the usage shard row's lock ends at COMMIT.
         if tokens or cost:
             record_usage(tenant_id=run.tenant_id, tokens=tokens, dollars=cost)
         run.status = to_status

@@ -277,7 +277,12 @@ def usage_days(tenant_id: int, since: date) -> list[dict[str, Any]]:
             .annotate(n_runs=Sum("runs"), n_tokens=Sum("tokens"), n_dollars=Sum("dollars"))
         )
         return [
-            {"day": r["day"], "runs": r["n_runs"], "tokens": r["n_tokens"], "dollars": r["n_dollars"]}
+            {
+                "day": r["day"],
+                "runs": r["n_runs"],
+                "tokens": r["n_tokens"],
+                "dollars": r["n_dollars"],
+            }
             for r in rows
         ]
 
