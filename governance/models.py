@@ -92,9 +92,7 @@ class AuditCheckpoint(models.Model):
     tenant = models.ForeignKey(
         "tenants.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    # NULL, and an empty hash, until the sealer gives the event its place in the chain
-    # (governance.audit.seal_chain): appends on the run path take no chain lock.
-    sequence = models.PositiveBigIntegerField(null=True, blank=True)
+    sequence = models.PositiveBigIntegerField()
     hash = models.CharField(max_length=64)
     exported_at = models.DateTimeField()
 

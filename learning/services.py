@@ -112,7 +112,7 @@ def _run_payload(run_id: Any, from_status: str, reason: str) -> tuple[int, dict[
     )
     if run is None:
         return None
-    return int(run["tenant_id"]), _payload(run_id, run, from_status, reason)
+    return int(run["tenant_id"]), _payload(run_id, dict(run), from_status, reason)
 
 
 def _payload_of(run: Run, from_status: str, reason: str) -> tuple[int, dict[str, Any]]:
