@@ -8,6 +8,7 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -213,14 +214,15 @@ def start_run(
     """
     now = datetime.now(UTC)
     with tenant_scope(agent.tenant_id), transaction.atomic():
-        tenant = Tenant.objects.get(pk=agent.tenant_id)
+        tenant = agent.tenant  # the API view loads it with the agent
         if _has_counted_quota(tenant):
             # The tenant row lock serialises this tenant's quota checks: exact, not
-            # approximate. NO KEY UPDATE: it must not block the foreign-key checks that
-            # every insert of a tenant-owned row makes (FOR KEY SHARE), or commits deadlock.
+            # approximate (only tenants with a counted quota take it). NO KEY UPDATE: it
+            # must not block the foreign-key checks that every insert of a tenant-owned row
+            # makes (FOR KEY SHARE), or commits deadlock.
             tenant = Tenant.objects.select_for_update(no_key=True).get(pk=agent.tenant_id)
             _check_quotas(tenant, now)
-        session, _ = AgentSession.objects.get_or_create(agent=agent, user_id=request.user_id)
+        session = _session_of(agent, request.user_id)
         run = Run.objects.create(
             agent=agent,
             session=session,
@@ -231,7 +233,6 @@ def start_run(
             correlation_id=current_correlation_id() or "",
         )
         run_events.publish(run)  # on commit: the dashboard's runs list shows it live
-        # Lock order, everywhere: audit chain lock before the usage-day row (see complete_run).
         append(
             tenant_id=tenant.pk,
             actor=actor,
@@ -239,45 +240,91 @@ def start_run(
             target_type="run",
             target_id=run.pk,
             changes={"agent_id": str(agent.pk), "priority": request.priority},
+            seal_now=False,  # no chain lock on the run path: the sealer chains it
         )
-        record_usage(tenant_id=tenant.pk, runs=1)
         if on_created is not None:
             on_created(run.pk)
+        record_usage(tenant_id=tenant.pk, runs=1)  # the last write: its row lock ends at COMMIT
         tenant_id, run_id = tenant.pk, str(run.pk)
         # Broker down: the run waits in PostgreSQL and the recovery sweep sends it later.
         transaction.on_commit(lambda: queueing.send(EXECUTE_RUN_TASK, tenant_id, run_id))
     return run
 
 
+def _session_of(agent: Agent, user_id: str) -> AgentSession:
+    """The end user's session: one SELECT, and one upsert for a user's first run.
+
+    No savepoint: the upsert cannot fail on the (agent, user) race; it returns the id of
+    the row either way (a concurrent first run of the same user wrote it first).
+    """
+    session = AgentSession.objects.filter(agent=agent, user_id=user_id).first()
+    if session is not None:
+        return session
+    with connection.cursor() as cursor:
+        cursor.execute(_SESSION_UPSERT_SQL, [uuid.uuid4(), agent.tenant_id, agent.pk, user_id])
+        (session_id,) = cursor.fetchone()
+    return AgentSession(id=session_id, tenant_id=agent.tenant_id, agent=agent, user_id=user_id)
+
+
+_SESSION_UPSERT_SQL = """
+INSERT INTO agentflow_agentsession
+    (id, tenant_id, agent_id, user_id, active_thread_id, message_count, state, created_at,
+     last_active)
+VALUES (%s, %s, %s, %s, '', 0, '{}', now(), now())
+ON CONFLICT (agent_id, user_id) DO UPDATE SET user_id = EXCLUDED.user_id
+RETURNING id
+"""
+
+
 # --- the state machine ----------------------------------------------------------------
 
 
 def transition(
-    run_id: Any, from_statuses: tuple[str, ...], to_status: str, *, reason: str = "", **fields: Any
+    run_id: Any,
+    from_statuses: tuple[str, ...],
+    to_status: str,
+    *,
+    reason: str = "",
+    row: Run | None = None,
+    **fields: Any,
 ) -> bool:
-    """Compare-and-set a run's status; records the transition when it wins."""
-    with transaction.atomic():
-        row = (
-            # NO KEY UPDATE: inserts of messages/steps referencing the run must not wait.
-            # The columns of the live event are read here too, so it costs no extra query.
-            Run.objects.select_for_update(no_key=True)
-            .filter(pk=run_id, status__in=from_statuses)
-            .only(*run_events.ROW_FIELDS)
-            .first()
-        )
-        if row is None:
-            return False
-        previous = row.status
-        Run.objects.filter(pk=run_id).update(status=to_status, **fields)
+    """Compare-and-set a run's status; records the transition when it wins.
+
+    With ``row`` (the caller's copy of the run, agent loaded) and one ``from`` status the
+    compare-and-set is a single UPDATE: the previous status is known, and the live event
+    and the activity event are built from ``row``. No savepoint: a failure here fails the
+    caller's transaction anyway.
+    """
+    known = row is not None and len(from_statuses) == 1
+    with transaction.atomic(savepoint=False):
+        if row is not None and known:
+            previous = from_statuses[0]
+            if not Run.objects.filter(pk=run_id, status=previous).update(
+                status=to_status, **fields
+            ):
+                return False
+        else:
+            row = (
+                # NO KEY UPDATE: inserts of messages/steps referencing the run must not wait.
+                # The columns of the live event are read here too: no extra query for it.
+                Run.objects.select_for_update(no_key=True)
+                .filter(pk=run_id, status__in=from_statuses)
+                .only(*run_events.ROW_FIELDS)
+                .first()
+            )
+            if row is None:
+                return False
+            previous = row.status
+            Run.objects.filter(pk=run_id).update(status=to_status, **fields)
         RunTransition.objects.create(
             run_id=run_id, from_status=previous, to_status=to_status, reason=reason
         )
+        run_events.publish_transition(row, to_status, fields)
         if not reason.startswith("review:"):
             # A review's resumption is recorded by agentflow.orchestration.decide_review.
             learning_services.record_run_settled(
-                run_id, to_status, from_status=previous, reason=reason
+                run_id, to_status, from_status=previous, reason=reason, run=row if known else None
             )
-        run_events.publish_transition(row, to_status, fields)
     return True
 
 
@@ -338,18 +385,21 @@ def execute_run(run_id: str) -> str:
 
 
 def _execute_leased(run_id: str) -> str:
-    started = transition(
-        run_id,
-        (RunStatus.PENDING,),
-        RunStatus.PROCESSING,
-        reason="picked up",
-        started_at=datetime.now(UTC),
-        progress=0.1,
-    )
     run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
     if run is None:
         log.warning("run.vanished", run_id=run_id)
         return "missing"
+    started = run.status == RunStatus.PENDING and transition(
+        run_id,
+        (RunStatus.PENDING,),
+        RunStatus.PROCESSING,
+        reason="picked up",
+        row=run,  # one UPDATE as compare-and-set; the row is read once
+        started_at=datetime.now(UTC),
+        progress=0.1,
+    )
+    if not started and run.status == RunStatus.PENDING:
+        run.refresh_from_db()  # lost the race (cancelled meanwhile): its status now
     if not started and run.status != RunStatus.PROCESSING:
         return run.status  # already settled: a duplicate delivery does nothing
     # PROCESSING without our transition, yet the lease was free: the worker that started
@@ -379,6 +429,7 @@ def _execute_leased(run_id: str) -> str:
                     target_type="run",
                     target_id=run.pk,
                     changes={"error": type(exc).__name__},
+                    seal_now=False,
                 )
         if failed:
             run.refresh_from_db()
@@ -425,6 +476,7 @@ def complete_run(run: Run, reply: Any) -> str:
             (RunStatus.PROCESSING,),
             to_status,
             reason=reply.escalation_reason or "answered",
+            row=run,
             result=reply_result(reply),
             progress=1.0,
             tokens=tokens,
@@ -470,9 +522,9 @@ def complete_run(run: Run, reply: Any) -> str:
                 "tokens": tokens,
                 "cost_usd": str(cost),
             },
+            seal_now=False,  # no chain lock on the run path: the sealer chains it
         )
-        # After the audit append: the audit chain lock is always taken before the
-        # usage-day row, or a run being accepted and one completing deadlock.
+        # The last write: the usage shard row's lock ends at COMMIT.
         if tokens or cost:
             record_usage(tenant_id=run.tenant_id, tokens=tokens, dollars=cost)
         run.status = to_status
@@ -632,7 +684,7 @@ def _stuck_pending(before: datetime, now: datetime, limit: int) -> list[tuple[in
     )
 
 
-# Processing runs whose lease (the advisory lock of _run_lease: keys (namespace,
+# Processing runs whose lease (the advisory lock of _run_leases: keys (namespace,
 # hashtext(id)), which pg_locks shows as classid/objid) no live session holds.
 _ORPHANED_SQL = """
 SELECT r.tenant_id, r.id FROM agentflow_run r

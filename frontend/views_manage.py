@@ -32,6 +32,7 @@ from frontend.forms import (
     add_service_errors,
 )
 from governance import checkpoints
+from governance.audit import seal_chain
 from governance.models import AuditEvent
 from governance.verify import verify_chain
 from tenants import services as tenant_services
@@ -363,6 +364,7 @@ class AuditView(DashboardView):
         if form.is_bound:
             form.is_valid()
             data = getattr(form, "cleaned_data", {})
+        seal_chain(tenant_id)  # the page shows every event with its place in the chain
         page = Paginator(_audit_events(data), AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
         try:
             verification = verify_chain(tenant_id, checkpoints.read_checkpoints(tenant_id))

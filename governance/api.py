@@ -51,7 +51,7 @@ from agentflow.core.api.serializers import (
 )
 from agentflow.models import Agent
 from governance import checkpoints, erasure, exports, invitations, services
-from governance.audit import Actor, chain_head
+from governance.audit import Actor, chain_head, seal_chain
 from governance.models import AuditEvent, Invitation
 from governance.verify import verify_chain
 from tenants.views_base import ADMIN, DEFAULT_SCOPE_MAP, READ, TenantScopedAPIView
@@ -231,6 +231,7 @@ class AuditListView(ListEndpoint, TenantScopedAPIView):
         responses={200: exports.AuditEventSerializer(many=True), **errors(401, 403, 422)},
     )
     def get(self, request: Request) -> Response:
+        seal_chain(self.tenant.pk)  # every event listed has its sequence and hash
         return self.list_response(request, AuditEvent.objects.all(), exports.AuditEventSerializer)
 
 
@@ -314,6 +315,7 @@ class ExportView(TenantScopedAPIView):
     def head(self, request: Request) -> HttpResponse:
         """What a GET would announce (format, chain head), without exporting anything."""
         fmt = self._format(request)
+        seal_chain(self.tenant.pk)
         head = chain_head(self.tenant.pk) or {}
         response = HttpResponse(content_type=exports.MEDIA_TYPES[fmt])
         for name, value in zip(

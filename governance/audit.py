@@ -1,8 +1,19 @@
-"""Appending to and verifying the per-tenant audit hash chain.
+"""Appending to and sealing the per-tenant audit hash chain.
 
-Appends take a transaction-scoped advisory lock per chain, so concurrent
-writers (any number of processes) produce one linear chain with contiguous
-sequence numbers; the event commits or rolls back with the write it records.
+An event is recorded in two steps, so that recording it never serialises a tenant:
+
+* ``append`` inserts the event *unsealed* (no sequence, no hash) in the caller's
+  transaction: one INSERT, no lock, and it commits or rolls back with the write it records.
+* ``seal_chain`` gives a chain's unsealed events, in id order, their sequence numbers,
+  previous hash and hash, under a transaction-scoped advisory lock per chain, so one linear
+  chain with contiguous sequence numbers results whatever the number of writers.
+
+The run path appends with ``seal_now=False``: the beat task ``maintenance.audit_seal``
+seals every ``AUDIT_SEAL_SECONDS``, and every reader of a chain (verification, exports,
+the audit API and pages, checkpoints and anchors) seals it first, so nobody reads an
+unsealed tail. Administrative writes (``seal_now=True``, the default) seal at once, in
+their own transaction. The database trigger allows exactly one change of a row: sealing
+an unsealed event, with every recorded field unchanged (governance migration 0005).
 """
 
 from __future__ import annotations
@@ -80,9 +91,9 @@ def chain_filter(tenant_id: int | None) -> dict[str, Any]:
 
 
 def chain_head(tenant_id: int | None) -> dict[str, Any] | None:
-    """``{"sequence", "hash"}`` of the chain's last event, or None for an empty chain."""
+    """``{"sequence", "hash"}`` of the chain's last sealed event, or None for an empty chain."""
     head = (
-        AuditEvent.unscoped.filter(**chain_filter(tenant_id))
+        AuditEvent.unscoped.filter(**chain_filter(tenant_id), sequence__isnull=False)
         .order_by("-sequence")
         .values("sequence", "hash")
         .first()
@@ -98,29 +109,96 @@ def append(
     target_type: str = "",
     target_id: str | int | UUID = "",
     changes: dict[str, Any] | None = None,
+    seal_now: bool = True,
 ) -> AuditEvent:
-    """Append one event to the tenant's chain inside the caller's transaction."""
-    with transaction.atomic():
+    """Record one event of the tenant's chain inside the caller's transaction.
+
+    ``seal_now=False`` (the run path): one INSERT and no lock; the sealer chains it within
+    ``AUDIT_SEAL_SECONDS`` of its commit. Otherwise the chain is sealed up to this event
+    before returning (its lock held until the caller commits).
+    """
+    event = AuditEvent(
+        tenant_id=tenant_id,
+        occurred_at=datetime.now(UTC),
+        actor_type=actor.type,
+        actor_id=str(actor.id),
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        # Round-trip through canonical JSON so what we hash is what JSONB returns.
+        changes=json.loads(canonical_json(changes or {})),
+        correlation_id=current_correlation_id() or "",
+    )
+    if not seal_now:
+        event.save(force_insert=True)
+        return event
+    with transaction.atomic(savepoint=False):
+        event.save(force_insert=True)
+        sealed = {e.pk: e for e in seal_chain(tenant_id)}
+    mine = sealed[event.pk]
+    event.sequence, event.prev_hash, event.hash = mine.sequence, mine.prev_hash, mine.hash
+    return event
+
+
+SEAL_BATCH = 1_000
+_SEAL_SQL = """
+UPDATE governance_auditevent AS e
+SET sequence = v.sequence, prev_hash = v.prev_hash, hash = v.hash
+FROM (VALUES {rows}) AS v(id, sequence, prev_hash, hash)
+WHERE e.id = v.id AND e.sequence IS NULL
+"""
+
+
+def seal_chain(tenant_id: int | None) -> list[AuditEvent]:
+    """Chain every unsealed event of one chain that this transaction sees; returns them.
+
+    Events still uncommitted elsewhere are not seen, and are sealed by a later call.
+    """
+    with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_advisory_xact_lock(%s, %s)",
                 [CHAIN_LOCK_CLASS, tenant_id if tenant_id is not None else _PLATFORM_CHAIN],
             )
+        # Read after the lock (a statement of its own): a sealer that held it has committed.
         last = chain_head(tenant_id)
-        event = AuditEvent(
-            tenant_id=tenant_id,
-            sequence=(last["sequence"] + 1) if last else 1,
-            occurred_at=datetime.now(UTC),
-            actor_type=actor.type,
-            actor_id=str(actor.id),
-            action=action,
-            target_type=target_type,
-            target_id=str(target_id),
-            # Round-trip through canonical JSON so what we hash is what JSONB returns.
-            changes=json.loads(canonical_json(changes or {})),
-            correlation_id=current_correlation_id() or "",
-            prev_hash=last["hash"] if last else GENESIS,
-        )
-        event.hash = compute_hash(event.prev_hash, event_payload(event))
-        event.save(force_insert=True)
-    return event
+        sequence, prev_hash = (last["sequence"], last["hash"]) if last else (0, GENESIS)
+        sealed: list[AuditEvent] = []
+        while True:
+            batch = list(
+                AuditEvent.unscoped.filter(
+                    **chain_filter(tenant_id), sequence__isnull=True
+                ).order_by("id")[:SEAL_BATCH]
+            )
+            for event in batch:
+                sequence += 1
+                event.sequence, event.prev_hash = sequence, prev_hash
+                event.hash = prev_hash = compute_hash(prev_hash, event_payload(event))
+            _write_seals(batch)
+            sealed += batch
+            if len(batch) < SEAL_BATCH:
+                return sealed
+
+
+def _write_seals(events: list[AuditEvent]) -> None:
+    if not events:
+        return
+    rows = ", ".join(["(%s::bigint, %s::bigint, %s, %s)"] * len(events))
+    params = [v for e in events for v in (e.pk, e.sequence, e.prev_hash, e.hash)]
+    with connection.cursor() as cursor:
+        cursor.execute(_SEAL_SQL.format(rows=rows), params)
+
+
+def seal_pending() -> int:
+    """Seal every chain with unsealed events, each in a short transaction of its own."""
+    chains = list(
+        AuditEvent.unscoped.filter(sequence__isnull=True)
+        .order_by()
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+    count = 0
+    for tenant_id in chains:
+        with transaction.atomic():
+            count += len(seal_chain(tenant_id))
+    return count

@@ -30,7 +30,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 
-from governance.audit import chain_filter
+from governance.audit import chain_filter, seal_pending
 from governance.models import AuditCheckpoint
 
 log = structlog.get_logger(__name__)
@@ -41,12 +41,12 @@ SELECT t.id, t.slug, head.sequence, head.hash
 FROM tenants_tenant t
 CROSS JOIN LATERAL (
     SELECT sequence, hash FROM governance_auditevent e
-    WHERE e.tenant_id = t.id ORDER BY sequence DESC LIMIT 1
+    WHERE e.tenant_id = t.id AND e.sequence IS NOT NULL ORDER BY sequence DESC LIMIT 1
 ) head
 UNION ALL
 SELECT NULL, NULL, sequence, hash FROM (
     SELECT sequence, hash FROM governance_auditevent
-    WHERE tenant_id IS NULL ORDER BY sequence DESC LIMIT 1
+    WHERE tenant_id IS NULL AND sequence IS NOT NULL ORDER BY sequence DESC LIMIT 1
 ) platform
 """
 
@@ -81,7 +81,11 @@ def configured_directory() -> Path | None:
 
 
 def current_heads() -> list[tuple[int | None, str | None, int, str]]:
-    """(tenant_id, slug, sequence, hash) of every non-empty chain: one index probe each."""
+    """(tenant_id, slug, sequence, hash) of every non-empty chain: one index probe each.
+
+    Unsealed events are sealed first, so a head exported is the chain's newest event.
+    """
+    seal_pending()
     with connection.cursor() as cursor:
         cursor.execute(_HEADS_SQL)
         return [(row[0], row[1], int(row[2]), row[3]) for row in cursor.fetchall()]

@@ -43,6 +43,7 @@ from governance.erasure import subject_digest
 from governance.models import AgentToolPermission, AuditEvent
 from tenants.context import tenant_scope
 from tenants.models import Membership, Tenant, UsageDay
+from tenants.services import usage_days
 
 FORMATS = ("json", "csv")
 MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8"}
@@ -281,6 +282,10 @@ def _rows(
     tenant_id: int, part: Part, user_id: str | None, upto: int | None
 ) -> Iterator[dict[str, Any]]:
     """Rows in batches by keyset on the part's ordering (a unique column)."""
+    if part.model is UsageDay:
+        # A day is split over shard rows: one row per day, their sum (few rows: no batches).
+        yield from part.serializer(usage_days(tenant_id, date.min), many=True).data
+        return
     after: Any = None
     while True:
         with tenant_scope(tenant_id):

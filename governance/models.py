@@ -39,7 +39,9 @@ class AuditEvent(models.Model):
     tenant = models.ForeignKey(
         "tenants.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    sequence = models.PositiveBigIntegerField()
+    # NULL, and an empty hash, until the sealer gives the event its place in the chain
+    # (governance.audit.seal_chain): appends on the run path take no chain lock.
+    sequence = models.PositiveBigIntegerField(null=True, blank=True)
     occurred_at = models.DateTimeField()
     actor_type = models.CharField(max_length=20)  # user | api_key | system
     actor_id = models.CharField(max_length=100, blank=True)
@@ -48,8 +50,8 @@ class AuditEvent(models.Model):
     target_id = models.CharField(max_length=100, blank=True)
     changes = models.JSONField(default=dict)
     correlation_id = models.CharField(max_length=128, blank=True)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    prev_hash = models.CharField(max_length=64, blank=True, default="")
+    hash = models.CharField(max_length=64, blank=True, default="")
 
     objects = TenantAuditManager()
     # Loudly named: every chain, the platform's included (append, verifier, checkpoints,
@@ -65,7 +67,15 @@ class AuditEvent(models.Model):
                 name="audit_platform_chain_sequence",
             ),
         ]
-        indexes = [models.Index(fields=["tenant", "occurred_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "occurred_at"]),
+            # The sealer's work list: small, since events stay unsealed a second or two.
+            models.Index(
+                fields=["tenant", "id"],
+                condition=models.Q(sequence__isnull=True),
+                name="audit_unsealed",
+            ),
+        ]
         ordering = ["tenant_id", "sequence"]
 
     def __str__(self) -> str:

@@ -26,6 +26,9 @@ from governance.models import AuditEvent
 # the audit table, whose owner stays the migrating role.
 APP_OWNED_MODELS = ("learning.GoldenPath", "agentflow.KnowledgeChunk")
 _TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
+# What sealing an audit event writes (the trigger refuses any other change).
+SEALING_COLUMNS = ("sequence", "prev_hash", "hash")
+_SEALING_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in SEALING_COLUMNS)
 _SEQUENCE_PRIVILEGES = "USAGE, SELECT, UPDATE"
 _ROLE_SQL = """
 SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls,
@@ -134,6 +137,9 @@ def provision(using: str = "default") -> dict[str, Any]:
         # The audit table: append and read, nothing else (the trigger stays the backstop).
         sql.SQL("REVOKE ALL ON {} FROM {}").format(audit, name),
         sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(audit, name),
+        # Sealing an appended event (governance.audit.seal_chain): these columns only, and
+        # the trigger allows it once per unsealed row, every recorded field unchanged.
+        sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(_SEALING_COLUMNS, audit, name),
     ]
     owned = [apps.get_model(label)._meta.db_table for label in APP_OWNED_MODELS]
     # CREATE INDEX also needs CREATE on the table's schema (and so does taking ownership).
@@ -148,6 +154,10 @@ def provision(using: str = "default") -> dict[str, Any]:
         "role": role,
         "owner": owner,
         "created": state is None,
-        "audit_table": {"granted": ["SELECT", "INSERT"], "table": AuditEvent._meta.db_table},
+        "audit_table": {
+            "granted": ["SELECT", "INSERT"],
+            "sealing": f"UPDATE ({', '.join(SEALING_COLUMNS)})",
+            "table": AuditEvent._meta.db_table,
+        },
         "owns": owned,
     }

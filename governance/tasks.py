@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from governance.audit import seal_pending
 from governance.checkpoints import CheckpointExportFailed, anchor_heads, export_checkpoints
+
+
+@shared_task(name="maintenance.audit_seal", ignore_result=True, max_retries=0, expires=10)
+def audit_seal() -> int:
+    """Chain the audit events appended unsealed (beat, every ``AUDIT_SEAL_SECONDS``).
+
+    No retries: the next tick seals whatever this one left, and readers seal first anyway.
+    """
+    return seal_pending()
 
 
 @shared_task(

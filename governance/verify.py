@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from governance.audit import GENESIS, chain_filter, compute_hash
+from governance.audit import GENESIS, chain_filter, compute_hash, seal_chain
 from governance.checkpoints import Checkpoint
 from governance.models import AuditEvent
 
@@ -87,7 +87,11 @@ def _rows(tenant_id: int | None) -> Iterable[tuple[Any, ...]]:
 
 
 def verify_chain(tenant_id: int | None, checkpoints: Iterable[Checkpoint] = ()) -> Verification:
-    """Walk one chain (``tenant_id`` None: the platform chain) against its checkpoints."""
+    """Walk one chain (``tenant_id`` None: the platform chain) against its checkpoints.
+
+    The chain is sealed first: events appended unsealed are part of what is verified.
+    """
+    seal_chain(tenant_id)
     expected_hashes = {c.sequence: c.hash for c in checkpoints}
     newest = max(expected_hashes, default=None)
     verified_upto = 0  # the last sequence a checkpoint vouched for

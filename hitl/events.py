@@ -50,6 +50,7 @@ def record(
         target_type="hitl_request",
         target_id=request.pk,
         changes={"run_id": str(request.run_id), **detail},
+        seal_now=False,  # on the run and review path: the sealer chains it (no chain lock)
     )
     if live is not None:
         publish(request, live)

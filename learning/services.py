@@ -71,7 +71,8 @@ def record_event(
     With ``dedup_key`` recording is idempotent: the same key for the same tenant and
     source returns the event already recorded.
     """
-    with tenant_scope(tenant_id), transaction.atomic():
+    # No savepoint of its own: only the insert below may fail, and it has one.
+    with tenant_scope(tenant_id), transaction.atomic(savepoint=False):
         event = ActivityEvent(
             source=source,
             kind=kind[:100],
@@ -111,6 +112,24 @@ def _run_payload(run_id: Any, from_status: str, reason: str) -> tuple[int, dict[
     )
     if run is None:
         return None
+    return int(run["tenant_id"]), _payload(run_id, dict(run), from_status, reason)
+
+
+def _payload_of(run: Run, from_status: str, reason: str) -> tuple[int, dict[str, Any]]:
+    """The same payload from the caller's copy of the run (as the transition wrote it)."""
+    values = {
+        "agent_id": run.agent_id,
+        "agent__name": run.agent.name,
+        "agent__blueprint": run.agent.blueprint,
+        "user_id": run.user_id,
+        "priority": run.priority,
+        "result": run.result,
+        "metadata": run.metadata,
+    }
+    return int(run.tenant_id), _payload(run.pk, values, from_status, reason)
+
+
+def _payload(run_id: Any, run: dict[str, Any], from_status: str, reason: str) -> dict[str, Any]:
     result = run["result"] or {}
     metadata = run["metadata"] or {}
     payload: dict[str, Any] = {
@@ -136,21 +155,30 @@ def _run_payload(run_id: Any, from_status: str, reason: str) -> tuple[int, dict[
     for key in ("activity_event_id", "rule_id", "customer_key", "ticket_key", "ticket_label"):
         if metadata.get(key):
             payload[key] = metadata[key]
-    return int(run["tenant_id"]), payload
+    return payload
 
 
-def record_run_settled(run_id: Any, to_status: str, *, from_status: str, reason: str) -> None:
+def record_run_settled(
+    run_id: Any, to_status: str, *, from_status: str, reason: str, run: Run | None = None
+) -> None:
     """A run changed status (called by the run service's transition, and by the review
     orchestration for a review's resumption): when it settled, record its event and count
     the golden paths its answer used (inside the caller's transaction, never breaking it;
-    the run is read once for both)."""
+    the run is read once for both, or not at all when the caller passes it as written,
+    its agent loaded)."""
     kind = RUN_EVENT_KINDS.get(to_status)
     if kind is None:
         return
     found: tuple[int, dict[str, Any]] | None = None
     try:
-        with transaction.atomic():
-            found = _run_payload(run_id, from_status, reason)
+        # No savepoint: what can fail here is Python before any SQL, or the event's insert,
+        # which has its own (record_event).
+        with transaction.atomic(savepoint=False):
+            found = (
+                _run_payload(run_id, from_status, reason)
+                if run is None
+                else _payload_of(run, from_status, reason)
+            )
             if found is None:
                 return
             tenant_id, payload = found

@@ -35,7 +35,7 @@ from tenants import services
 from tenants.authentication import APIKeyAuthentication
 from tenants.context import tenant_scope
 from tenants.idempotency import idempotent
-from tenants.models import APIKey, Tenant, TenantStatus, UsageDay
+from tenants.models import APIKey, Tenant, TenantStatus
 from tenants.quotas import Quotas, Tier
 from tenants.roles import is_platform_admin
 from tenants.views_base import TenantScopedAPIView
@@ -107,15 +107,13 @@ class Usage:
     tenant_id: int
     quotas: Quotas
     this_month: dict[str, Any]
-    days: list[UsageDay]
+    days: list[dict[str, Any]]
 
     @classmethod
     def of(cls, tenant: Tenant) -> Usage:
         month = services.usage_this_month(tenant.pk)
         since = datetime.now(UTC).date() - timedelta(days=30)
-        with tenant_scope(tenant.pk):
-            days = list(UsageDay.objects.filter(day__gte=since).order_by("day"))
-        return cls(tenant.pk, tenant.quotas, month, days)
+        return cls(tenant.pk, tenant.quotas, month, services.usage_days(tenant.pk, since))
 
 
 class UsageSerializer(serializers.Serializer):

@@ -110,19 +110,27 @@ class APIKey(TenantOwnedModel):
 
 
 class UsageDay(TenantOwnedModel):
-    """What a tenant consumed on one UTC day: the ledger quotas and invoices read."""
+    """What a tenant consumed on one UTC day: the ledger quotas and invoices read.
+
+    A day is split over up to ``USAGE_SHARDS`` rows (``shard``), each writer adding to one
+    chosen at random, so a tenant's concurrent runs do not queue for one row: a day's usage
+    is the sum of its rows (``tenants.services.usage_days``).
+    """
 
     day = models.DateField()
+    shard = models.PositiveSmallIntegerField(default=0)
     runs = models.PositiveIntegerField(default=0)
     tokens = models.PositiveBigIntegerField(default=0)
     dollars = models.DecimalField(max_digits=14, decimal_places=6, default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="usage_day_unique")]
-        ordering = ["day"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "shard"], name="usage_day_shard")
+        ]
+        ordering = ["day", "shard"]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id} {self.day}"
+        return f"{self.tenant_id} {self.day}#{self.shard}"
 
 
 class IdempotencyRecord(models.Model):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Sum
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q, Sum
 from django.utils.text import slugify
 
 from governance.audit import Actor, append
@@ -240,16 +241,50 @@ def authenticate_key(plaintext: str) -> APIKey:
     return key
 
 
+# Rows a tenant's day is split over: concurrent writers rarely pick the same one, so no
+# row is one every run of a tenant waits for in turn (a day's usage is their sum).
+USAGE_SHARDS = 16
+_RECORD_USAGE_SQL = """
+INSERT INTO tenants_usageday AS u (tenant_id, day, shard, runs, tokens, dollars)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, day, shard) DO UPDATE SET
+    runs = u.runs + EXCLUDED.runs,
+    tokens = u.tokens + EXCLUDED.tokens,
+    dollars = u.dollars + EXCLUDED.dollars
+"""
+
+
 def record_usage(
     *, tenant_id: int, runs: int = 0, tokens: int = 0, dollars: Decimal = Decimal(0)
 ) -> None:
-    """Add to today's ledger row atomically (UPSERT then increment)."""
+    """Add to one of today's ledger rows of the tenant: a single UPSERT.
+
+    Callers make it their transaction's last write, so the row lock lasts only to COMMIT.
+    """
     today = datetime.now(UTC).date()
-    # Inside the run's tenant scope (start_run, complete_run): tenant_id names it.
-    UsageDay.objects.get_or_create(day=today)
-    UsageDay.objects.filter(day=today).update(
-        runs=F("runs") + runs, tokens=F("tokens") + tokens, dollars=F("dollars") + dollars
-    )
+    shard = secrets.randbelow(USAGE_SHARDS)
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_USAGE_SQL, [tenant_id, today, shard, runs, tokens, dollars])
+
+
+def usage_days(tenant_id: int, since: date) -> list[dict[str, Any]]:
+    """The tenant's usage per day from ``since`` on, oldest first (shards summed)."""
+    with tenant_scope(tenant_id):
+        rows = (
+            UsageDay.objects.filter(day__gte=since)
+            .order_by("day")
+            .values("day")
+            .annotate(n_runs=Sum("runs"), n_tokens=Sum("tokens"), n_dollars=Sum("dollars"))
+        )
+        return [
+            {
+                "day": r["day"],
+                "runs": r["n_runs"],
+                "tokens": r["n_tokens"],
+                "dollars": r["n_dollars"],
+            }
+            for r in rows
+        ]
 
 
 def month_start(day: date) -> date:

@@ -212,7 +212,8 @@ class AgentRunsView(_RunList, TenantScopedAPIView):
     )
     @idempotent
     def post(self, request: Request, agent_id: str) -> Response:
-        agent = get_or_404(Agent.objects, pk=agent_id)
+        # The tenant with the agent: start_run reads its quotas without another query.
+        agent = get_or_404(Agent.objects.select_related("tenant"), pk=agent_id)
         data = RunCreateSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         max_wait = setting_float("RUN_MAX_WAIT_SECONDS")

@@ -256,6 +256,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "maintenance.audit_checkpoint",
         "schedule": env_float("AUDIT_CHECKPOINT_SECONDS", 300.0),
     },
+    # Events appended unsealed on the run path get their place in the chain this often
+    # (governance/audit.py); readers of a chain seal it first anyway.
+    "maintenance.audit_seal": {
+        "task": "maintenance.audit_seal",
+        "schedule": env_float("AUDIT_SEAL_SECONDS", 1.0),
+        "options": {"expires": 10.0},
+    },
     # Between checkpoints, moved chain heads are anchored in AUDIT_CHECKPOINT_PATH this often:
     # events deleted from a chain's tail later than this are named by verify.
     "maintenance.audit_anchor": {

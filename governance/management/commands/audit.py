@@ -17,6 +17,7 @@ from psycopg import sql
 
 from governance.checkpoints import CheckpointExportFailed, export_checkpoints, read_checkpoints
 from governance.models import AuditEvent
+from governance.roles import SEALING_COLUMNS
 from governance.verify import Verification, verify_chain
 from tenants.models import Tenant
 
@@ -114,6 +115,12 @@ class Command(BaseCommand):
                 ).format(table, grantee)
             )
             cursor.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(table, grantee))
+            # Sealing appended events: these columns only (the trigger guards the rest).
+            cursor.execute(
+                sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(
+                    sql.SQL(", ").join(sql.Identifier(c) for c in SEALING_COLUMNS), table, grantee
+                )
+            )
             cursor.execute(
                 sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(sequence, grantee)
             )
@@ -121,5 +128,6 @@ class Command(BaseCommand):
             "role": role,
             "table": AuditEvent._meta.db_table,
             "granted": ["SELECT", "INSERT"],
+            "sealing": f"UPDATE ({', '.join(SEALING_COLUMNS)})",
             "revoked": ["UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"],
         }

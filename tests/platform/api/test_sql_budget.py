@@ -1,0 +1,166 @@
+"""SQL budgets of the hot path (issue 15): one 202 and one run's execution.
+
+Statements are counted on every thread (the kernel's stores query through
+``sync_to_async`` on another thread with its own connection), by patching Django's
+``CursorWrapper`` like ``bench/api.py`` does; COMMIT is a connection call, not a statement,
+and BEGIN is implicit, so neither counts. A failure prints the statements by purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db.backends import utils
+
+from agentflow import services
+from agentflow.models import Agent, RunStatus
+from tenants.context import tenant_scope
+from tests.platform.api.conftest import Persona, make_agent, make_persona
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ACCEPT_BUDGET = 8  # one POST .../runs answered 202
+EXECUTE_BUDGET = 20  # one services.execute_run, answered or escalated (issue 15's goal)
+# Where execution stands now (was 40 answered, 56 escalated): no regression past these
+# while the goal above is not met (see the xfail below for what is left).
+EXECUTE_NOW = {RunStatus.COMPLETED: 26, RunStatus.AWAITING_REVIEW: 38}
+UNLIMITED = {
+    "requests_per_minute": None,
+    "requests_per_minute_per_key": None,
+    "concurrent_runs": None,
+    "runs_per_month": None,
+    "tokens_per_month": None,
+    "dollars_per_month": None,
+}
+ANSWERED = "How do I reset my password?"
+ESCALATED = "I want to talk to a human please"
+
+
+@contextmanager
+def captured_sql() -> Iterator[list[str]]:
+    """Every statement any thread sends through Django while the block runs."""
+    statements: list[str] = []
+    originals = (utils.CursorWrapper._execute, utils.CursorWrapper._executemany)
+
+    def recording(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(self: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
+            statements.append(sql)
+            return original(self, sql, *args, **kwargs)
+
+        return wrapper
+
+    utils.CursorWrapper._execute = recording(originals[0])  # type: ignore[method-assign]
+    utils.CursorWrapper._executemany = recording(originals[1])  # type: ignore[method-assign]
+    try:
+        yield statements
+    finally:
+        utils.CursorWrapper._execute, utils.CursorWrapper._executemany = originals  # type: ignore[method-assign]
+
+
+def purpose(sql: str) -> str:
+    """A statement's kind and main table: "SELECT agentflow_run FOR NO KEY UPDATE"."""
+    text = " ".join(sql.split())
+    if text.startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")):
+        return text.rsplit(" ", 1)[0]
+    advisory = re.search(r"pg_\w*advisory\w*", text)
+    if advisory:
+        return f"SELECT {advisory.group(0)}"
+    verb = text.split(" ", 1)[0].upper()
+    table = re.search(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', text)
+    label = f"{verb} {table.group(1) if table else '?'}"
+    for lock in ("FOR NO KEY UPDATE", "FOR UPDATE", "ON CONFLICT"):
+        if lock in text:
+            label += f" {lock}"
+    return label
+
+
+def by_purpose(statements: list[str]) -> str:
+    counts = Counter(purpose(sql) for sql in statements)
+    lines = [f"{n:3d}  {what}" for what, n in counts.most_common()]
+    return f"{len(statements)} statements:\n" + "\n".join(lines)
+
+
+@pytest.fixture
+def unlimited() -> Persona:
+    """The benchmark's tenant: no counted quota, so no tenant row lock on accept."""
+    return make_persona("Bench", tier="professional", quota_overrides=UNLIMITED)
+
+
+def _accept(persona: Persona, agent: Agent, user_id: str, message: str = ANSWERED) -> str:
+    response = persona.post(
+        f"/api/v1/agents/{agent.pk}/runs",
+        {"user_id": user_id, "message": message},
+        headers={"Prefer": "respond-async"},
+    )
+    assert response.status_code == 202, response.json()
+    return str(response.json()["id"])
+
+
+def _execute(persona: Persona, run_id: str) -> str:
+    with tenant_scope(persona.tenant.pk):
+        return str(services.execute_run(run_id))
+
+
+def _warm(persona: Persona, agent: Agent) -> None:
+    """Caches, prepared pipeline, the session and the open thread of user "warm"."""
+    for message in (ANSWERED, ESCALATED, ANSWERED):
+        _execute(persona, _accept(persona, agent, "warm", message))
+
+
+def test_a_202_costs_at_most_the_budget(unlimited: Persona) -> None:
+    agent = make_agent(unlimited)
+    _warm(unlimited, agent)
+    for user_id in ("warm", "first-time-user"):
+        with captured_sql() as statements:
+            _accept(unlimited, agent, user_id)
+        assert len(statements) <= ACCEPT_BUDGET, f"202 for {user_id}: {by_purpose(statements)}"
+
+
+def test_a_202_with_counted_quotas_stays_exact_and_small(owner: Persona) -> None:
+    """Counted quotas lock the tenant row and count: a few statements more, still bounded."""
+    agent = make_agent(owner)
+    _warm(owner, agent)
+    with captured_sql() as statements:
+        _accept(owner, agent, "warm")
+    assert len(statements) <= ACCEPT_BUDGET + 3, by_purpose(statements)
+
+
+CASES = pytest.mark.parametrize(
+    ("message", "settles_as"),
+    [(ANSWERED, RunStatus.COMPLETED), (ESCALATED, RunStatus.AWAITING_REVIEW)],
+)
+
+
+def _executed(persona: Persona, message: str, settles_as: str) -> list[str]:
+    agent = make_agent(persona)
+    _warm(persona, agent)
+    run_id = _accept(persona, agent, "warm", message)
+    with captured_sql() as statements:
+        outcome = _execute(persona, run_id)
+    assert outcome == settles_as
+    return statements
+
+
+@CASES
+def test_one_run_executes_without_regressing(
+    unlimited: Persona, message: str, settles_as: str
+) -> None:
+    statements = _executed(unlimited, message, settles_as)
+    assert len(statements) <= EXECUTE_NOW[settles_as], f"{settles_as}: {by_purpose(statements)}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 15: the pipeline's store reads (11) and HITL's request (10) still exceed it",
+)
+@CASES
+def test_one_run_executes_within_the_budget(
+    unlimited: Persona, message: str, settles_as: str
+) -> None:
+    statements = _executed(unlimited, message, settles_as)
+    assert len(statements) <= EXECUTE_BUDGET, f"{settles_as}: {by_purpose(statements)}"
