@@ -1,28 +1,47 @@
-"""API and end-to-end throughput on this machine (SPEC 13): one command, one JSON object.
+"""API and end-to-end throughput on this machine (SPEC 13, issue 15): one command, one JSON object.
 
-    .venv/bin/python bench/api.py [--seconds 30] [--clients 50]
+    .venv/bin/python bench/api.py [--seconds 30] [--clients 50] [--phases ...]
+    .venv/bin/python bench/api.py --llm-latency 2 --runs 300 --phases llm      # quick
 
 Starts everything itself in a temporary folder, on this machine only (unix sockets and
 127.0.0.1): embedded PostgreSQL and Redis, migrations, an enterprise tenant with an API key
 (per-minute, concurrency and monthly run limits lifted for the benchmark, as the JSON says),
-an agent created through the API (``support_agent``, default config), the ASGI web server
-(uvicorn, 1 and 2 workers) and Celery workers; stops all of them at the end.
+an agent created through the API (``support_agent``, default config: the zero-latency
+offline provider), the ASGI web server (uvicorn) and Celery workers; stops all of them at
+the end. ``--phases`` (comma-separated) picks what is measured; setup always runs.
 
 Sections of the output:
 * ``machine``, ``versions``, ``setup``: where and what was measured.
-* ``queries_per_202``: one ``POST .../runs`` (``Prefer: respond-async``) in process through
-  Django's test client: SQL statements and their time, Redis commands, wall time.
-* ``acknowledgement``: per web-worker count, 50 closed-loop clients (each sends its next
-  request as soon as the last one is answered) against ``GET /healthz`` (the framework's
-  floor) and ``POST /api/v1/agents/{id}/runs`` with ``Prefer: respond-async`` (SPEC: 202
-  p95 <= 30 ms); then the same POST paced at half the closed-loop rate (latency from each
-  request's scheduled time, so a stall is not hidden). ``cpu_cores_used`` splits the CPU
-  time of the phase by process group (web, postgres, redis, load generator).
-* ``end_to_end``: per Celery worker concurrency, a burst of runs through the API with the
-  worker already running; runs/s from the database (first ``created_at`` to the last run
-  settled) and latency (settled - created). SPEC: >= 100 runs/s with a zero-latency LLM
-  (the default offline provider).
-* ``targets``: each SPEC budget with the best figure measured and whether it is met.
+* ``queries_per_202`` / ``queries_per_run_execution`` (phase ``queries``): one ``POST
+  .../runs`` (``Prefer: respond-async``) in process through Django's test client, and one
+  ``services.execute_run``: SQL statements and their time, Redis commands, wall time.
+* ``acknowledgement`` (phase ``ack``): per web-worker count, 50 closed-loop clients (each
+  sends its next request as soon as the last one is answered) against ``GET /healthz`` (the
+  framework's floor) and ``POST /api/v1/agents/{id}/runs`` with ``Prefer: respond-async``
+  (SPEC: 202 p95 <= 30 ms); then the same POST paced at half the closed-loop rate (latency
+  from each request's scheduled time, so a stall is not hidden). ``cpu_cores_used`` splits
+  the CPU time of the phase by process group (web, postgres, redis, load generator).
+* ``end_to_end`` (phase ``e2e``): per ``--concurrency``, one prefork worker on every queue
+  (how workers were started before issue 15), a burst of runs through the API; runs/s from
+  the database (first ``created_at`` to the last run settled) and latency (settled -
+  created).
+* The platform's workers (phases ``llm``, ``tenants``, ``sessions``): a run worker
+  ``--pool threads --concurrency RUN_CONCURRENCY --prefetch-multiplier 1 --queues runs``
+  and a prefork worker (concurrency 2) for the other queues, built by ``celery_worker_argv``
+  (the one place a worker's command is built). Each burst samples every 0.2 s the runs in
+  ``processing`` (``max_runs_in_flight``) and the RSS of every web and worker process.
+  - ``llm``: ``--runs`` runs on the zero-latency agent, then on an agent whose openai
+    provider points at ``tests/kernel/fake_openai_server.py``'s ``HeldOpenAIServer`` (its
+    own process, real HTTP and the real ``openai`` SDK) answering each chat completion after
+    ``--llm-latency`` s: ``ratio_latency_vs_zero`` (runs/s), ``max_llm_calls_in_flight``
+    (counted by the server), ``rss_per_in_flight_run_kb`` (run worker's RSS growth / max
+    runs in flight).
+  - ``tenants``: the same ``--runs`` and clients, all on one tenant (``tenants_1``) then
+    alternating over two tenants (``tenants_2``): runs/s and 202 p95 each; a per-tenant
+    hot row or lock would make one tenant slower than two.
+  - ``sessions``: ``--sessions`` distinct user ids, one message each (every request sent
+    once): the largest RSS of each web and worker process (SPEC 13: none past 300 MB).
+* ``targets``: each goal of issue 15 with its measured figure and whether it is met.
 
 Under a closed loop the latency is queueing: p50 ~= clients / throughput (Little's law), so a
 30 ms p95 with 50 back-to-back clients needs roughly 1,700 acknowledgements a second. The
