@@ -378,3 +378,191 @@ def _automatic(request: RecordedRequest) -> ScriptedResponse:
         dims = request.body.get("dimensions") if isinstance(request.body, dict) else None
         return embeddings(dimensions=int(dims or 8))
     return error(404, f"no such endpoint: {request.method} {request.path}")
+
+
+# ------------------------------------------------------- a server that holds calls open
+
+
+class HeldOpenAIServer:
+    """OpenAI-compatible server that answers every chat completion after ``latency`` seconds.
+
+    For load (``bench/api.py --llm-latency 2``): one asyncio loop, a coroutine per
+    connection (HTTP/1.1 keep-alive), so hundreds of calls can be held open at once where
+    a thread per call would not scale. It counts chat completions in flight and the most
+    seen at once; ``GET /_stats`` returns those counters and ``POST /_stats/reset`` zeroes
+    the maximum, so a benchmark can read them when the server runs in another process::
+
+        python -m tests.kernel.fake_openai_server --latency 2 --port 8765
+
+    Embeddings are answered at once (deterministic vectors, as the scripted server does).
+    """
+
+    def __init__(self, latency: float, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.latency = latency
+        self.host = host
+        self.port = port
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.chat_completions = 0
+        self.other_requests = 0
+        self.connections = 0
+        self.max_connections = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "latency_s": self.latency,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "chat_completions": self.chat_completions,
+            "other_requests": self.other_requests,
+            "connections": self.connections,
+            "max_connections": self.max_connections,
+        }
+
+    async def serve(self, ready: Callable[[int], None] | None = None) -> None:
+        """Serve until cancelled; ``ready(port)`` is called once it listens."""
+        import asyncio
+
+        server = await asyncio.start_server(self._connection, self.host, self.port, backlog=4096)
+        self.port = int(server.sockets[0].getsockname()[1])
+        if ready is not None:
+            ready(self.port)
+        async with server:
+            await server.serve_forever()
+
+    async def _connection(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        self.connections += 1
+        self.max_connections = max(self.max_connections, self.connections)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                method, path, headers = _parse_head(head)
+                length = int(headers.get("content-length") or 0)
+                raw = await reader.readexactly(length) if length else b""
+                status, payload = await self._answer(method, path, raw)
+                keep_alive = headers.get("connection", "").lower() != "close"
+                writer.write(_response(status, payload, keep_alive))
+                await writer.drain()
+                if not keep_alive:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            self.connections -= 1
+            writer.close()
+
+    async def _answer(self, method: str, path: str, raw: bytes) -> tuple[int, bytes]:
+        import asyncio
+
+        path = path.split("?", 1)[0].rstrip("/")
+        if path == "/_stats":
+            if method == "POST":
+                self.max_in_flight = self.in_flight
+                self.max_connections = self.connections
+            return 200, json.dumps(self.stats()).encode()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        request = RecordedRequest(method=method, path=path, headers={}, body=body, raw=raw)
+        if method == "POST" and path.endswith("/chat/completions"):
+            self.chat_completions += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.latency)
+            finally:
+                self.in_flight -= 1
+        else:
+            self.other_requests += 1
+        scripted = _automatic(request)
+        content = scripted.body(body) if callable(scripted.body) else scripted.body
+        schema = _response_schema(body)
+        if schema is not None and isinstance(content, dict) and content.get("choices"):
+            # Structured output (e.g. the intent classifier): a valid instance of the schema.
+            content["choices"][0]["message"]["content"] = json.dumps(_schema_instance(schema))
+        return scripted.status, json.dumps(content if content is not None else {}).encode()
+
+
+def _response_schema(body: Any) -> dict[str, Any] | None:
+    if not isinstance(body, dict):
+        return None
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def _schema_instance(schema: Mapping[str, Any]) -> Any:
+    """The first value a JSON schema allows: enums' first member, 0.9 for numbers, ..."""
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: _schema_instance(sub) for name, sub in properties.items()}
+    defaults: dict[str, Any] = {
+        "string": "ok",
+        "number": 0.9,
+        "integer": 1,
+        "boolean": True,
+        "array": [],
+    }
+    return defaults.get(str(kind))
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _version = [*lines[0].split(" ", 2), "", ""][:3]
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return method, path, headers
+
+
+def _response(status: int, payload: bytes, keep_alive: bool) -> bytes:
+    reason = {200: "OK", 404: "Not Found"}.get(status, "Status")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run :class:`HeldOpenAIServer` in the foreground (uvloop when installed)."""
+    import argparse
+    import asyncio
+
+    parser = argparse.ArgumentParser(description=HeldOpenAIServer.__doc__)
+    parser.add_argument("--latency", type=float, default=2.0, help="seconds per chat completion")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = HeldOpenAIServer(args.latency, host=args.host, port=args.port)
+
+    def ready(port: int) -> None:
+        print(json.dumps({"listening": f"http://{args.host}:{port}/v1"}), flush=True)
+
+    try:
+        import uvloop
+
+        uvloop.run(server.serve(ready))
+    except ImportError:
+        asyncio.run(server.serve(ready))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
