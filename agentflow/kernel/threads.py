@@ -205,7 +205,9 @@ class ThreadDetector:
         now: float,
     ) -> ThreadDecision:
         lowered = text.lower()
-        tokens = [token.strip("'") for token in _WORD.findall(lowered)]
+        tokens = _WORD.findall(lowered)
+        if "'" in lowered:  # rare: only then can a token end in a quote to strip
+            tokens = [token.strip("'") for token in tokens]
         words = {w for w in tokens if w not in _STOPWORDS and len(w) > 2}
         keywords = not _TRIGGER_WORDS.isdisjoint(tokens)
         decision = self._decide(
