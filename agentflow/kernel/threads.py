@@ -240,8 +240,7 @@ class ThreadDetector:
         """The rules in order of precedence; the first that applies decides."""
         sims = self.similarities(open_threads, vector)
         threshold = self.similarity_threshold
-        best = max(open_threads, key=lambda t: sims[t.thread_id], default=None)
-        best_sim = sims[best.thread_id] if best is not None else 0.0
+        best, best_sim = _most_similar(open_threads, sims)
         active_sim = sims.get(active.thread_id, 0.0) if active is not None else 0.0
 
         if best is not None and keywords and self._is_resolution(lowered):
@@ -353,6 +352,18 @@ class ThreadDetector:
             return True
         # A bare "thanks!" closes the topic; "thanks, but ..." does not.
         return bool(_GRATITUDE.search(lowered)) and len(lowered.split()) <= 4
+
+
+def _most_similar(
+    threads: list[ConversationThread], sims: dict[str, float]
+) -> tuple[ConversationThread | None, float]:
+    """The first thread of highest similarity (as `max` picks it) and that similarity."""
+    best, best_sim = None, 0.0
+    for thread in threads:
+        sim = sims[thread.thread_id]
+        if best is None or sim > best_sim:
+            best, best_sim = thread, sim
+    return best, best_sim
 
 
 class ThreadManager:
