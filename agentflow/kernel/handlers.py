@@ -225,7 +225,7 @@ def result_from_response(response: LLMResponse, retrieved: Sequence[ContextItem]
     """Turn a provider answer into a result; the provider's own source/confidence win."""
     meta = response.metadata
     source = meta.get("source")
-    if isinstance(source, Mapping):
+    if source is not None and isinstance(source, Mapping):  # skip the ABC check when absent
         sources = [
             SourceRef(
                 str(source.get("kind", "")),

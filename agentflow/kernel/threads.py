@@ -396,9 +396,10 @@ class ThreadManager:
         open_threads = await self.store.list_threads(session.session_id, open_only=True)
         active = None
         if session.active_thread_id is not None:
-            active = next(
-                (t for t in open_threads if t.thread_id == session.active_thread_id), None
-            )
+            for candidate in open_threads:
+                if candidate.thread_id == session.active_thread_id:
+                    active = candidate
+                    break
         decision = self.detector.detect(
             text,
             vector,
