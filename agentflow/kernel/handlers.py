@@ -10,8 +10,9 @@ provider) from the gathered context.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from agentflow.kernel.llm.base import ChatMessage, LLMProvider, LLMResponse
@@ -63,6 +64,10 @@ class HandlerResult:
         raise TypeError(f"a handler returned {type(value).__name__}, not a HandlerResult")
 
 
+# A C-level sort key: every generated answer sorts its retrieved context by score.
+_by_score: Callable[[ContextItem], float] = attrgetter("score")
+
+
 @dataclass(slots=True)
 class ProcessingContext:
     """Everything a handler may use to answer one message.
@@ -94,7 +99,7 @@ class ProcessingContext:
     def retrieved(self) -> list[ContextItem]:
         """Golden paths, knowledge and memory, best score first."""
         items = [*self.golden_paths, *self.knowledge, *self.memory]
-        items.sort(key=lambda item: item.score, reverse=True)
+        items.sort(key=_by_score, reverse=True)
         return items
 
     def best_score(self) -> float | None:
@@ -220,7 +225,7 @@ def result_from_response(response: LLMResponse, retrieved: Sequence[ContextItem]
     """Turn a provider answer into a result; the provider's own source/confidence win."""
     meta = response.metadata
     source = meta.get("source")
-    if isinstance(source, Mapping):
+    if source is not None and isinstance(source, Mapping):  # skip the ABC check when absent
         sources = [
             SourceRef(
                 str(source.get("kind", "")),

@@ -32,6 +32,10 @@ _CACHE_SIZE = 8_192
 _CACHE_MAX_CHARS = 8_192
 
 
+# A run that made no call yet (frozen, so one shared instance does for every run).
+_NO_USAGE = TokenUsage()
+
+
 class RunState:
     """What one `process_message` call spent and which providers answered it."""
 
@@ -51,7 +55,7 @@ class RunState:
     def __init__(self, trace_id: str, tenant_id: str | None = None) -> None:
         self.trace_id = trace_id
         self.tenant_id = tenant_id
-        self.usage = TokenUsage()
+        self.usage = _NO_USAGE
         self.cost_usd = 0.0
         self.calls = 0
         self.provider: str | None = None
@@ -61,7 +65,9 @@ class RunState:
         self.budget_error: BudgetExceeded | None = None
 
     def record(self, response: LLMResponse | EmbeddingResponse) -> None:
-        self.usage = self.usage + response.usage
+        # TokenUsage is frozen: the first call's own usage can stand for the run's total.
+        usage = self.usage
+        self.usage = response.usage if usage is _NO_USAGE else usage + response.usage
         self.cost_usd += response.cost_usd
         if isinstance(response, EmbeddingResponse):
             return

@@ -22,8 +22,9 @@ run concurrently.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -83,6 +84,9 @@ class PersistenceError(RuntimeError):
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+_source_score: Callable[[SourceRef], float] = attrgetter("score")
 
 
 class _Laps:
@@ -423,7 +427,10 @@ class AgentPipeline:
             )
             result = HandlerResult(content="", confidence=0.0)
             forced = EscalationReason.LLM_UNAVAILABLE
-        degraded.extend({"stage": f"handler:{f['handler']}", "error": f["error"]} for f in failures)
+        if failures:
+            degraded.extend(
+                {"stage": f"handler:{f['handler']}", "error": f["error"]} for f in failures
+            )
         template = bool(result.metadata.get("template"))
         if run.budget_error is not None and (forced or template):
             forced = EscalationReason.BUDGET_EXCEEDED
@@ -439,7 +446,7 @@ class AgentPipeline:
         """The confidence verdict, and what the customer is shown and a reviewer proposed."""
         result, forced = generated.result, generated.forced
         sources = result.sources
-        best = max((s.score for s in sources), default=None) if sources else pctx.best_score()
+        best = max(map(_source_score, sources)) if sources else pctx.best_score()
         verdict = self.confidence.evaluate(
             intent.name,
             intent.confidence,

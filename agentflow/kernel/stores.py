@@ -9,7 +9,7 @@ persists whatever the pipeline changed.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,14 +19,20 @@ from agentflow.kernel.llm.base import ChatMessage
 from agentflow.kernel.results import ContextItem
 from agentflow.kernel.vectors import Vector
 
+# The bits `uuid.UUID(..., version=4)` sets: the RFC 4122 variant and version 4.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
 
 def new_id() -> str:
-    """A fresh opaque id (32 hex characters): uuid4, made per call.
+    """A fresh opaque id (32 hex characters): exactly `uuid.uuid4().hex`, made per call.
 
-    Never a prefix or counter made at import: forked worker processes inherit module
-    state, and ids made that way collide across a Celery prefork pool (issue 13).
+    Built from `os.urandom` without the `UUID` object (a third of the cost: two ids are
+    made per message). Never a prefix or counter made at import: forked worker processes
+    inherit module state, and ids made that way collide across a Celery prefork pool
+    (issue 13).
     """
-    return uuid.uuid4().hex
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 @dataclass(slots=True)

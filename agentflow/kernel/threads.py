@@ -205,7 +205,9 @@ class ThreadDetector:
         now: float,
     ) -> ThreadDecision:
         lowered = text.lower()
-        tokens = [token.strip("'") for token in _WORD.findall(lowered)]
+        tokens = _WORD.findall(lowered)
+        if "'" in lowered:  # rare: only then can a token end in a quote to strip
+            tokens = [token.strip("'") for token in tokens]
         words = {w for w in tokens if w not in _STOPWORDS and len(w) > 2}
         keywords = not _TRIGGER_WORDS.isdisjoint(tokens)
         decision = self._decide(
@@ -238,8 +240,7 @@ class ThreadDetector:
         """The rules in order of precedence; the first that applies decides."""
         sims = self.similarities(open_threads, vector)
         threshold = self.similarity_threshold
-        best = max(open_threads, key=lambda t: sims[t.thread_id], default=None)
-        best_sim = sims[best.thread_id] if best is not None else 0.0
+        best, best_sim = _most_similar(open_threads, sims)
         active_sim = sims.get(active.thread_id, 0.0) if active is not None else 0.0
 
         if best is not None and keywords and self._is_resolution(lowered):
@@ -353,6 +354,18 @@ class ThreadDetector:
         return bool(_GRATITUDE.search(lowered)) and len(lowered.split()) <= 4
 
 
+def _most_similar(
+    threads: list[ConversationThread], sims: dict[str, float]
+) -> tuple[ConversationThread | None, float]:
+    """The first thread of highest similarity (as `max` picks it) and that similarity."""
+    best, best_sim = None, 0.0
+    for thread in threads:
+        sim = sims[thread.thread_id]
+        if best is None or sim > best_sim:
+            best, best_sim = thread, sim
+    return best, best_sim
+
+
 class ThreadManager:
     """Applies the detector's decision to the session's threads in a `ThreadStore`.
 
@@ -383,9 +396,10 @@ class ThreadManager:
         open_threads = await self.store.list_threads(session.session_id, open_only=True)
         active = None
         if session.active_thread_id is not None:
-            active = next(
-                (t for t in open_threads if t.thread_id == session.active_thread_id), None
-            )
+            for candidate in open_threads:
+                if candidate.thread_id == session.active_thread_id:
+                    active = candidate
+                    break
         decision = self.detector.detect(
             text,
             vector,

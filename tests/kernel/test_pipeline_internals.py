@@ -178,3 +178,44 @@ async def test_a_custom_intent_classifier_replaces_the_trained_one() -> None:
     assert reply.intent == "BILLING"
     assert reply.metadata["intent_method"] == "custom"
     assert reply.transition == ThreadTransition.NEW_TOPIC.value
+
+
+# ------------------------------------------------ hot-path shortcuts keep their meaning
+
+
+def test_new_id_is_a_version_4_uuid_in_hex() -> None:
+    import uuid
+
+    from agentflow.kernel.stores import new_id
+
+    ids = {new_id() for _ in range(2_000)}
+    assert len(ids) == 2_000
+    for value in list(ids)[:200]:
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_run_usage_starts_empty_and_sums_every_call() -> None:
+    from agentflow.kernel.llm.base import LLMResponse, TokenUsage
+    from agentflow.kernel.metering import RunState
+
+    run, other = RunState("t1"), RunState("t2")
+    assert run.usage == TokenUsage()
+    assert other.usage == TokenUsage()
+    run.record(LLMResponse("a", "m", "p", usage=TokenUsage(10, 2)))
+    assert run.usage == TokenUsage(10, 2)
+    assert other.usage == TokenUsage()
+    run.record(LLMResponse("b", "m", "p", usage=TokenUsage(5, 1)))
+    assert run.usage == TokenUsage(15, 3)
+    assert run.calls == 2
+
+
+def test_most_similar_thread_is_the_first_of_the_highest_similarity() -> None:
+    from agentflow.kernel.threads import _most_similar
+
+    threads = [ConversationThread(f"t{i}", "s", "u", "topic", "I", 0.0, 0.0) for i in range(3)]
+    sims = {"t0": 0.2, "t1": 0.7, "t2": 0.7}
+    assert _most_similar(threads, sims) == (threads[1], 0.7)
+    assert _most_similar([], {}) == (None, 0.0)
