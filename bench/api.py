@@ -1767,7 +1767,7 @@ def main() -> int:
     parser.add_argument(
         "--burst-seconds", type=float, default=12.0, help="stop enqueueing after (e2e variant)"
     )
-    parser.add_argument("--drain-timeout", type=float, default=25.0)
+    parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument(
         "--budget", type=float, default=250.0, help="start no further e2e variant after (s)"
     )
