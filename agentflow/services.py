@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
+from django.db.models.sql import UpdateQuery
 
 from agentflow import run_events
 from agentflow.core import queueing, worker_loop
@@ -299,9 +300,7 @@ def transition(
     with transaction.atomic(savepoint=False):
         if row is not None and known:
             previous = from_statuses[0]
-            if not Run.objects.filter(pk=run_id, status=previous).update(
-                status=to_status, **fields
-            ):
+            if not _move_and_record(run_id, previous, to_status, reason, fields):
                 return False
         else:
             row = (
@@ -316,9 +315,9 @@ def transition(
                 return False
             previous = row.status
             Run.objects.filter(pk=run_id).update(status=to_status, **fields)
-        RunTransition.objects.create(
-            run_id=run_id, from_status=previous, to_status=to_status, reason=reason
-        )
+            RunTransition.objects.create(
+                run_id=run_id, from_status=previous, to_status=to_status, reason=reason
+            )
         run_events.publish_transition(row, to_status, fields)
         if not reason.startswith("review:"):
             # A review's resumption is recorded by agentflow.orchestration.decide_review.
@@ -326,6 +325,29 @@ def transition(
                 run_id, to_status, from_status=previous, reason=reason, run=row if known else None
             )
     return True
+
+
+def _move_and_record(
+    run_id: Any, previous: str, to_status: str, reason: str, fields: dict[str, Any]
+) -> bool:
+    """The compare-and-set UPDATE and its RunTransition INSERT in one statement.
+
+    A data-modifying CTE: the transition is inserted only for the row the UPDATE moved,
+    so a lost race writes nothing. The UPDATE is the scoped manager's own SQL (tenant
+    filter included); the transition takes its tenant from the row it moved.
+    """
+    rows = Run.objects.filter(pk=run_id, status=previous)
+    moved: UpdateQuery = rows.query.chain(UpdateQuery)  # type: ignore[assignment]
+    moved.add_update_values({"status": to_status, **fields})
+    update_sql, update_params = moved.get_compiler(using=rows.db).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH moved AS ({update_sql} RETURNING tenant_id, id) "  # noqa: S608 - Django's SQL
+            "INSERT INTO agentflow_runtransition (tenant_id, run_id, from_status, to_status,"
+            " reason) SELECT tenant_id, id, %s, %s, %s FROM moved",
+            [*update_params, previous, to_status, reason],
+        )
+        return cursor.rowcount == 1
 
 
 def cancel_run(*, actor: Actor, run: Run) -> Run:
@@ -507,9 +529,9 @@ def complete_run(run: Run, reply: Any) -> str:
                 )
                 for role, content, at in turn
             )
+        # No session update here: the pipeline saved the session (last_active, message
+        # count) when it placed the turn, a statement per run less.
         Step.objects.bulk_create(_steps(run, reply, tokens, cost))
-        if session_id is not None:
-            AgentSession.objects.filter(pk=session_id).update(last_active=now)
         append(
             tenant_id=run.tenant_id,
             actor=Actor.system("agent"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,8 +35,8 @@ from typing import Any
 
 import numpy as np
 from asgiref.sync import sync_to_async
-from django.db import IntegrityError, transaction
-from django.db.models import Subquery, Value
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Value
 from django.db.models.expressions import RawSQL
 from pgvector.django import CosineDistance
 
@@ -335,6 +336,46 @@ def _case(row: MemoryCaseRow) -> MemoryCase:
     )
 
 
+_INSERT_AND_TRIM_SQL = """
+WITH keep AS (
+    SELECT id FROM (
+        SELECT id, created_at FROM agentflow_memorycase
+        WHERE tenant_id = %s AND agent_id = %s AND user_id = %s
+        UNION ALL SELECT %s::varchar, %s::timestamptz
+    ) AS cases ORDER BY created_at DESC, id DESC LIMIT %s
+), added AS (
+    INSERT INTO agentflow_memorycase ({columns})
+    SELECT {casts} WHERE %s::varchar IN (SELECT id FROM keep)
+)
+DELETE FROM agentflow_memorycase
+WHERE tenant_id = %s AND agent_id = %s AND user_id = %s AND id NOT IN (SELECT id FROM keep)
+"""
+
+
+def _cast_type(field: Any) -> str:
+    """The column's type without a length: a too-long value fails on assignment, as an
+    INSERT's would, instead of being cut by the cast."""
+    return re.sub(r"^(varchar|character varying)\(\d+\)$", "varchar", field.db_type(connection))
+
+
+def _insert_and_trim(row: MemoryCaseRow, limit: int) -> tuple[str, list[Any]]:
+    """One statement that leaves the user's newest ``limit`` cases, ``row`` counted in.
+
+    The CTEs of one statement share a snapshot, so the trim cannot see the new row: the
+    cases to keep are ranked with it, and it is inserted only if it is among them (a case
+    older than the kept ones was inserted, then trimmed, before: the same end state).
+    """
+    fields = MemoryCaseRow._meta.concrete_fields
+    values = [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+    columns = ", ".join(str(field.column) for field in fields)
+    casts = ", ".join(f"%s::{_cast_type(field)}" for field in fields)
+    owner = [row.tenant_id, row.agent_id, row.user_id]
+    # Only column names and types are formatted in; every value is a parameter.
+    sql = _INSERT_AND_TRIM_SQL.format(columns=columns, casts=casts)
+    ranked = [*owner, row.id, row.created_at, limit]
+    return sql, [*ranked, *values, row.id, *owner]
+
+
 class DjangoMemoryStore:
     """Short-term history from `Message`, episodic cases in `MemoryCase` (one agent).
 
@@ -406,10 +447,11 @@ class DjangoMemoryStore:
         await sync_to_async(self._add_case)(case, case.user_id)
 
     def _add_case(self, case: MemoryCase, user_id: str) -> None:
-        # One thread hop for both statements; no transaction needed: a concurrent trim of
-        # the same user can only delete cases that are beyond the bound either way.
+        # Insert and trim in one statement; no transaction needed: a concurrent trim of the
+        # same user can only delete cases that are beyond the bound either way.
         _require_agent(self.agent_id)
-        MemoryCaseRow.objects.create(
+        row = MemoryCaseRow(
+            tenant_id=require_tenant_id(),
             id=case.case_id,
             agent_id=self.agent_id,
             user_id=user_id,
@@ -422,9 +464,9 @@ class DjangoMemoryStore:
             embedding=None if case.vector is None else np.asarray(case.vector, dtype=np.float32),
             created_at=to_datetime(case.created_at),
         )
-        user_cases = self._cases().filter(user_id=user_id)
-        newest = user_cases.order_by("-created_at", "-id").values("id")[: self.episodic_limit]
-        user_cases.exclude(id__in=Subquery(newest)).delete()
+        sql, params = _insert_and_trim(row, self.episodic_limit)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
         if case.resolved:
             self._shared = None
 

@@ -1,10 +1,18 @@
 """Fair assignment: the least-loaded available member with the required role (or higher).
 
-Assignments of one tenant are serialised by a transaction-scoped advisory lock, so two
-requests queued at once cannot both take a reviewer's last free slot. Lock order, to
-stay deadlock-free: this lock is taken *before* anything that appends to the audit
-chain (whose own advisory lock comes second) in the same transaction; every service
-here takes it first.
+A reviewer's capacity holds under concurrency because :func:`assign` locks the
+reviewer's availability row and re-counts their load under it, in a statement that
+starts after the lock: two requests queued at once cannot both take a reviewer's last
+free slot, and only assignments to the same reviewer wait for each other.
+
+The tenant's assignment lock (an advisory lock) is taken shared by a new request
+(:func:`enter_queue`: escalations never wait for each other) and exclusive by whatever
+frees a slot or a reviewer (decisions, unclaims, availability, the SLA sweep), which
+then dispatches waiting requests: whichever of a new request and a freed reviewer comes
+second sees the other, so no request waits for a reviewer who is free. Lock order, to
+stay deadlock-free: this lock is taken *before* anything that appends to the audit chain
+(whose own advisory lock comes second) in the same transaction; every service here
+takes it first.
 """
 
 from __future__ import annotations
@@ -16,12 +24,13 @@ from typing import Any
 from django.db import connection
 from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.db.models.lookups import GreaterThan
 
 from governance.audit import Actor
 from hitl import events
 from hitl.models import OPEN_STATUSES, HITLRequest, ReviewerAvailability, Status
 from hitl.policy import roles_at_or_above
-from tenants.models import Membership
+from tenants.models import Membership, Tenant
 
 _ASSIGNMENT_LOCK = 7_362  # advisory-lock class of HITL assignment (audit uses 7_361)
 DISPATCH_BATCH = 50
@@ -30,6 +39,25 @@ DISPATCH_BATCH = 50
 def lock_assignments(tenant_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ASSIGNMENT_LOCK, tenant_id])
+
+
+def enter_queue(tenant_id: int) -> str:
+    """Take the tenant's assignment lock shared, and read the tenant's tier: one statement.
+
+    Shared: requests being queued proceed side by side; each waits only for an exclusive
+    holder (a decision, an availability change...) to commit, and its next statements see
+    what that one freed.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tenant.tier FROM pg_advisory_xact_lock_shared(%s, %s) AS lock,"
+            " tenants_tenant AS tenant WHERE tenant.id = %s",
+            [_ASSIGNMENT_LOCK, tenant_id, tenant_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Tenant.DoesNotExist(f"tenant {tenant_id} not found")
+    return str(row[0])
 
 
 def open_load() -> Any:
@@ -59,13 +87,42 @@ def pick_reviewer(required_role: str, *, exclude: Iterable[int] = ()) -> int | N
     return candidate
 
 
-def assign(request: HITLRequest, user_id: int, *, actor: Actor, now: datetime) -> bool:
-    """Give an unassigned open request to ``user_id`` (compare-and-set)."""
+def _load_below(user_id: int, capacity: int) -> GreaterThan:
+    held = (
+        HITLRequest.objects.filter(assignee_id=user_id, status__in=OPEN_STATUSES)
+        .order_by()
+        .values("assignee_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return GreaterThan(Value(capacity), Coalesce(Subquery(held), Value(0)))
+
+
+def assign(
+    request: HITLRequest, user_id: int, *, actor: Actor, now: datetime
+) -> HITLRequest | None:
+    """Give an unassigned open request to ``user_id`` if they still have room (compare-and-set).
+
+    The reviewer's availability row is locked first; the compare-and-set then counts
+    their load in a statement of its own, which sees every assignment committed by
+    whoever held the lock before. The assigned request, or None.
+    """
+    capacity = (
+        ReviewerAvailability.objects.select_for_update(no_key=True)
+        .filter(user_id=user_id, available=True)
+        .values_list("capacity", flat=True)
+        .first()
+    )
+    if capacity is None:
+        return None  # went away meanwhile
     won = HITLRequest.objects.filter(
-        pk=request.pk, status__in=(Status.PENDING, Status.ESCALATED), assignee__isnull=True
+        _load_below(user_id, capacity),
+        pk=request.pk,
+        status__in=(Status.PENDING, Status.ESCALATED),
+        assignee__isnull=True,
     ).update(status=Status.ASSIGNED, assignee_id=user_id, assigned_at=now)
     if not won:
-        return False
+        return None
     ReviewerAvailability.objects.filter(user_id=user_id).update(last_assigned_at=now)
     assigned = events.reload(request.pk)
     events.record(
@@ -76,14 +133,28 @@ def assign(request: HITLRequest, user_id: int, *, actor: Actor, now: datetime) -
         detail={"assignee_id": user_id, "required_role": assigned.required_role},
         live="assigned",
     )
-    return True
+    return assigned
+
+
+# A reviewer picked as free may be full by the time their row is locked (another request
+# took the slot): try the next one, a few times.
+_ASSIGN_ATTEMPTS = 3
 
 
 def auto_assign(
     request: HITLRequest, *, actor: Actor, now: datetime, exclude: Iterable[int] = ()
-) -> bool:
-    user_id = pick_reviewer(request.required_role, exclude=exclude)
-    return user_id is not None and assign(request, user_id, actor=actor, now=now)
+) -> HITLRequest | None:
+    """Assign ``request`` to the least-loaded reviewer with room; the assigned request."""
+    skipped = list(exclude)
+    for _ in range(_ASSIGN_ATTEMPTS):
+        user_id = pick_reviewer(request.required_role, exclude=skipped)
+        if user_id is None:
+            return None
+        assigned = assign(request, user_id, actor=actor, now=now)
+        if assigned is not None:
+            return assigned
+        skipped.append(user_id)
+    return None
 
 
 def dispatch(*, actor: Actor, now: datetime) -> int:
@@ -96,7 +167,7 @@ def dispatch(*, actor: Actor, now: datetime) -> int:
     for request in waiting:
         if request.required_role in full_roles:
             continue
-        if auto_assign(request, actor=actor, now=now):
+        if auto_assign(request, actor=actor, now=now) is not None:
             assigned += 1
         else:
             full_roles.add(request.required_role)

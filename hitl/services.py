@@ -144,13 +144,13 @@ def request_review(
     the decision adds to its conversation instead of resuming it.
     """
     now = now or datetime.now(UTC)
-    with tenant_scope(run.tenant_id), transaction.atomic():
-        assignment.lock_assignments(run.tenant_id)
-        tenant = Tenant.objects.get(pk=run.tenant_id)
+    # No savepoint: every caller's transaction fails with it (escalate_run has its own).
+    with tenant_scope(run.tenant_id), transaction.atomic(savepoint=False):
+        tier = assignment.enter_queue(run.tenant_id)
         kind = kind or kind_of(result.get("escalation_reason"))
         priority = priority or (run.priority if run.priority in PRIORITY_RANK else Priority.MEDIUM)
         intent = str(result.get("intent") or "")
-        config = review_config(tier=tenant.tier, agent_id=run.agent_id)
+        config = review_config(tier=tier, agent_id=run.agent_id)
         policy = resolve_policy(priority=priority, intent=intent, kind=kind)
         request = _create_request(
             run,
@@ -164,10 +164,9 @@ def request_review(
             deadline=sla_deadline(config, priority, now),
             now=now,
         )
-        queued = events.reload(request.pk)
-        _announce_queued(queued, policy, kind=kind, priority=priority, actor=actor, now=now)
-        assignment.auto_assign(queued, actor=SYSTEM, now=now)
-        return events.reload(request.pk)
+        # The created row is the queued request as stored (no assignee, no decider yet).
+        _announce_queued(request, policy, kind=kind, priority=priority, actor=actor, now=now)
+        return assignment.auto_assign(request, actor=SYSTEM, now=now) or request
 
 
 def _create_request(

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from agentflow.core import queueing
 from agentflow.core.context import current_correlation_id
@@ -71,7 +71,8 @@ def record_event(
     With ``dedup_key`` recording is idempotent: the same key for the same tenant and
     source returns the event already recorded.
     """
-    # No savepoint of its own: only the insert below may fail, and it has one.
+    # No savepoint: a keyed insert cannot fail on its duplicate (ON CONFLICT DO NOTHING);
+    # an unkeyed one keeps its own, as the only statement here that may fail.
     with tenant_scope(tenant_id), transaction.atomic(savepoint=False):
         event = ActivityEvent(
             source=source,
@@ -81,15 +82,43 @@ def record_event(
             correlation_id=current_correlation_id() or "",
             occurred_at=occurred_at or datetime.now(UTC),
         )
-        try:
+        if dedup_key:
+            if not _insert_once(event, tenant_id):
+                return ActivityEvent.objects.get(source=source, dedup_key=dedup_key[:200])
+        else:
             with transaction.atomic():
                 event.save(force_insert=True)
-        except IntegrityError:
-            if not dedup_key:
-                raise
-            return ActivityEvent.objects.get(source=source, dedup_key=dedup_key[:200])
         publish_on_commit(tenant_id, event.pk)
     return event
+
+
+# The key's unique index is partial (dedup_key <> ''): ON CONFLICT names it to infer it.
+_INSERT_ONCE_SQL = """
+INSERT INTO learning_activityevent ({columns}) VALUES ({placeholders})
+ON CONFLICT (tenant_id, source, dedup_key) WHERE dedup_key <> '' DO NOTHING
+RETURNING created_at
+"""
+
+
+def _insert_once(event: ActivityEvent, tenant_id: int) -> bool:
+    """Insert ``event`` unless its dedup key was recorded already: one statement, no
+    savepoint (a duplicate is not an error that would abort the caller's transaction)."""
+    event.tenant_id = tenant_id
+    fields = [f for f in ActivityEvent._meta.concrete_fields if f.attname != "created_at"]
+    sql = _INSERT_ONCE_SQL.format(
+        columns=", ".join(str(field.column) for field in fields),
+        placeholders=", ".join("%s" for _ in fields),
+    )
+    params = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = cursor.fetchone()
+    if inserted is None:
+        return False
+    event.created_at = inserted[0]
+    event._state.adding = False
+    event._state.db = connection.alias
+    return True
 
 
 # --- internal events ------------------------------------------------------------------------
@@ -171,8 +200,9 @@ def record_run_settled(
         return
     found: tuple[int, dict[str, Any]] | None = None
     try:
-        # No savepoint: what can fail here is Python before any SQL, or the event's insert,
-        # which has its own (record_event).
+        # No savepoint: what can fail here is Python before any SQL; the event's insert
+        # cannot fail on a duplicate (record_event), and its values were checked already
+        # (the run row holds the same result, the correlation id is validated).
         with transaction.atomic(savepoint=False):
             found = (
                 _run_payload(run_id, from_status, reason)

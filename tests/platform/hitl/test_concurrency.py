@@ -14,13 +14,15 @@ from django.db import connections
 from django.test import Client
 
 from agentflow import services as run_services
-from agentflow.models import Message, RunTransition
+from agentflow.models import AgentSession, Message, Run, RunTransition
 from governance.audit import Actor
+from hitl import services as hitl_services
 from hitl.models import HITLEvent, HITLRequest
 from learning import services as learning_services
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
 from tests.platform.hitl.conftest import (
+    LOW_CONFIDENCE,
     QUEUE,
     Member,
     audit_actions,
@@ -158,3 +160,39 @@ def test_a_claim_racing_a_decision_never_takes_a_decided_item(
     assert HITLRequest.unscoped.filter(run_id=request.run_id).count() == 1
     listed = reviewer.get(QUEUE, status="all").json()
     assert listed["total"] == 1
+
+
+def test_escalations_at_once_fill_reviewers_up_to_their_capacity_only(
+    owner: Persona, agent: Any
+) -> None:
+    """New requests take no tenant-wide turn (issue 15); a reviewer's capacity still holds:
+    the reviewer's row is locked and the load re-counted when a request is assigned."""
+    ann, bob = (make_member(owner.tenant, name, "reviewer") for name in ("ann", "bob"))
+    for member, capacity in ((ann, 2), (bob, 1)):
+        hitl_services.set_availability(
+            actor=Actor.system("test"),
+            tenant_id=owner.tenant.pk,
+            user_id=member.user.pk,
+            available=True,
+            capacity=capacity,
+        )
+    with tenant_scope(owner.tenant.pk):
+        runs = []
+        for i in range(6):
+            session = AgentSession.objects.create(agent=agent, user_id=f"customer-{i}")
+            runs.append(
+                Run.objects.create(
+                    agent=agent, session=session, user_id=session.user_id, input=LOW_CONFIDENCE
+                )
+            )
+
+    def execute(i: int) -> str:
+        with tenant_scope(owner.tenant.pk):
+            return run_services.execute_run(str(runs[i].pk))
+
+    assert concurrently(6, execute) == ["awaiting_review"] * 6
+    requests = HITLRequest.unscoped.filter(run__in=runs)
+    held = Counter(requests.filter(status="assigned").values_list("assignee_id", flat=True))
+    assert held == {ann.user.pk: 2, bob.user.pk: 1}
+    assert requests.filter(status="pending", assignee__isnull=True).count() == 3
+    assert HITLEvent.unscoped.filter(request__in=requests, action="assigned").count() == 3
