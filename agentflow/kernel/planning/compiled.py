@@ -118,49 +118,43 @@ class CompiledFSM(Generic[T]):
         """Walk the plan from its initial state; times in the path are ms since ``origin``."""
         path: list[PlanStep] = []
         node = self._nodes[self._initial]
+        tokens, cost = meter()
         for _ in range(self._max_steps):
-            tokens, cost = meter()
             started = clock()
-            outcome, error = await self._step(node, target, state)
+            outcome: StepOutcomeName = "success"
+            error: str | None = None
+            step = node.step
+            if step is not None:  # inline, not a helper coroutine: this runs per step
+                try:
+                    if node.timeout is None:
+                        output = await step(target, state)
+                    else:
+                        async with asyncio.timeout(node.timeout):
+                            output = await step(target, state)
+                    if output is SKIPPED:
+                        outcome = "skipped"
+                except Exception as exc:  # a step's bug is a failed step, not a crashed message
+                    outcome, error = _failure(exc, node)
             finished = clock()
             spent_tokens, spent_cost = meter()
-            if node.final:
-                path.append(PlanStep(
-                    node.name, node.label, outcome, (started - origin) * 1000.0,
-                    (finished - started) * 1000.0, None, None, None, error,
-                    spent_tokens - tokens, spent_cost - cost,
-                ))  # fmt: skip
-                return CompiledRun(error is None, node.name, path, error)
-            try:
-                edge = _choose(node, state) if error is None else node.on_error
-            except ExpressionEvalError as exc:
-                edge, error = None, str(exc)
+            edge: _Edge | None = None
+            if not node.final:
+                try:
+                    edge = _choose(node, state) if error is None else node.on_error
+                except ExpressionEvalError as exc:
+                    error = str(exc)
             path.append(PlanStep(
                 node.name, node.label, outcome, (started - origin) * 1000.0,
                 (finished - started) * 1000.0, *_described(edge), error,
                 spent_tokens - tokens, spent_cost - cost,
             ))  # fmt: skip
+            tokens, cost = spent_tokens, spent_cost
+            if node.final:
+                return CompiledRun(error is None, node.name, path, error)
             if edge is None:
                 return CompiledRun(False, node.name, path, error or "no transition applies")
             node = self._nodes[edge.target]
         return CompiledRun(False, node.name, path, f"step limit {self._max_steps}")
-
-    @staticmethod
-    async def _step(
-        node: _Node[T], target: T, state: PlanState
-    ) -> tuple[StepOutcomeName, str | None]:
-        step = node.step
-        if step is None:
-            return "success", None
-        try:
-            if node.timeout is None:
-                output = await step(target, state)
-            else:
-                async with asyncio.timeout(node.timeout):
-                    output = await step(target, state)
-        except Exception as exc:  # a step's bug is a failed step, not a crashed message
-            return _failure(exc, node)
-        return ("skipped" if output is SKIPPED else "success"), None
 
 
 def _choose(node: _Node[Any], state: PlanState) -> _Edge | None:
