@@ -16,6 +16,8 @@ from typing import Any, NamedTuple, Self
 from agentflow.kernel.confidence import ConfidenceEvaluator
 from agentflow.kernel.config import (
     AgentFrameworkConfig,
+    ConfigError,
+    ConfigIssue,
     ConfigLoader,
     IntentCategoryConfig,
     escape_env,
@@ -50,6 +52,9 @@ from agentflow.kernel.middleware import (
     RateLimitMiddleware,
 )
 from agentflow.kernel.pipeline import AgentPipeline, IntentClassifier
+from agentflow.kernel.planning.source import PlanValidationError
+from agentflow.kernel.planning.support import load_pipeline_plan
+from agentflow.kernel.planning.validation import Plan
 from agentflow.kernel.plugins import (
     DEFAULT_GROUP,
     PluginContributions,
@@ -326,6 +331,7 @@ class AgentFrameworkBuilder:
         template answer), or an `openai.AsyncOpenAI` client.
         """
         config, contributions, categories = self._resolved_config()
+        plan = _pipeline_plan(config)
         tools = self._tool_bindings({**contributions.tools, **self._tools}, tool_client)
 
         providers = resolve_providers(llm_client, config)
@@ -382,6 +388,7 @@ class AgentFrameworkBuilder:
             cost_tracker=tracker,
             clock=self._clock,
             strict_persistence=self._strict_persistence,
+            plan=plan,
         )
 
     def _resolved_config(
@@ -535,3 +542,20 @@ class AgentFrameworkBuilder:
         for middleware in self._middleware:
             chain.add(middleware)
         return chain
+
+
+def _pipeline_plan(config: AgentFrameworkConfig) -> Plan:
+    """The planner the pipeline follows, loaded and checked once; every error at once."""
+    spec = None if config.planner is None else config.planner.model_dump()
+    try:
+        return load_pipeline_plan(spec)
+    except PlanValidationError as exc:
+        issues = [
+            ConfigIssue(
+                f"planner.definition.{error.path}" if error.path else "planner.definition",
+                str(error),
+                error.pos.line or None,
+            )
+            for error in exc.errors
+        ]
+        raise ConfigError(issues, source="AgentFrameworkBuilder") from exc

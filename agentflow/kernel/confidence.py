@@ -37,6 +37,8 @@ class EscalationReason:
     BUDGET_EXCEEDED = "budget_exceeded"
     LLM_UNAVAILABLE = "llm_unavailable"
     HANDLER_REQUESTED = "handler_requested"
+    # The agent's plan sent the answer to a human where the evaluator would have delivered.
+    PLANNED = "planned"
 
 
 class ConfidenceDecision(NamedTuple):

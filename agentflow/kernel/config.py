@@ -38,8 +38,8 @@ from agentflow.kernel.plugins import PLUGIN_SPEC_RE
 __all__ = [
     "AgentFrameworkConfig", "BudgetConfig", "ConfidenceConfig", "ConfigError", "ConfigIssue",
     "ConfigLoader", "GuardrailsConfig", "IntentCategoryConfig", "IntentsConfig", "LLMConfig",
-    "LoggingConfig", "MemoryConfig", "ProviderConfig", "RateLimitConfig", "SessionConfig",
-    "ThreadsConfig", "TimeoutsConfig", "escape_env",
+    "LoggingConfig", "MemoryConfig", "PlannerConfig", "ProviderConfig", "RateLimitConfig",
+    "SessionConfig", "ThreadsConfig", "TimeoutsConfig", "escape_env",
 ]  # fmt: skip
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -191,6 +191,14 @@ with warnings.catch_warnings():
             return value.upper()
 
 
+class PlannerConfig(_Section):
+    """The plan the pipeline's built-in steps follow (SPEC 4.8), checked when the agent is
+    built. `definition` is a mapping or YAML/JSON text; see docs/planners.md."""
+
+    type: Literal["fsm", "behavior_tree"] = "fsm"
+    definition: dict[str, Any] | str
+
+
 class AgentFrameworkConfig(_Section):
     name: str = Field(default="agent", min_length=1)
     session: SessionConfig = Field(default_factory=SessionConfig)
@@ -206,6 +214,8 @@ class AgentFrameworkConfig(_Section):
     prompts: dict[str, str] = Field(default_factory=dict)
     plugins: list[str] = Field(default_factory=list)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # None: the support FSM (agentflow.kernel.planning.support.SUPPORT_PLANNER).
+    planner: PlannerConfig | None = None
 
     @field_validator("plugins")
     @classmethod

@@ -22,11 +22,12 @@ run concurrently.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
 from operator import attrgetter
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -44,7 +45,12 @@ from agentflow.kernel.llm.base import ChatMessage
 from agentflow.kernel.memory import MemoryManager
 from agentflow.kernel.metering import CURRENT_RUN, GuardedProvider, RunState
 from agentflow.kernel.middleware import MiddlewareChain
-from agentflow.kernel.results import AgentReply, SourceRef
+from agentflow.kernel.planning.compiled import SKIPPED, CompiledFSM, compile_fsm
+from agentflow.kernel.planning.fsm import FSMPlan
+from agentflow.kernel.planning.model import Action, PlanResult, PlanState, StepOutcome
+from agentflow.kernel.planning.support import load_pipeline_plan
+from agentflow.kernel.planning.validation import Plan
+from agentflow.kernel.results import AgentReply, PlanStep, SourceRef
 from agentflow.kernel.sessions import SessionManager
 from agentflow.kernel.stores import (
     ConversationThread,
@@ -92,11 +98,11 @@ _source_score: Callable[[SourceRef], float] = attrgetter("score")
 class _Laps:
     """Per-stage wall time in ms: each lap measures since the previous one."""
 
-    __slots__ = ("_mark", "timings")
+    __slots__ = ("_mark", "origin", "timings")
 
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
-        self._mark = perf_counter()
+        self._mark = self.origin = perf_counter()
 
     def lap(self, stage: str) -> None:
         mark = perf_counter()
@@ -106,7 +112,11 @@ class _Laps:
 
 @dataclass(slots=True)
 class _Turn:
-    """Where one message stands after stages 1-4 (session, intent, thread, context)."""
+    """Where one message stands: what the session stage opened and the steps found so far.
+
+    The defaults stand for a step the plan did not run: no classification (the general
+    intent), no embedding (a zero vector), no thread, no context.
+    """
 
     user_id: str
     text: str  # what models, tools and embeddings may see
@@ -116,12 +126,14 @@ class _Turn:
     created: bool
     persist: bool
     history: list[ChatMessage]
-    intent: IntentResult
     vector: Vector
-    thread: ConversationThread | None
-    transition: ThreadTransition
-    thread_reason: str
-    gathered: Gathered
+    intent: IntentResult = field(
+        default_factory=lambda: IntentResult(GENERAL_INTENT, 1.0, False, method="skipped")
+    )
+    thread: ConversationThread | None = None
+    transition: ThreadTransition = ThreadTransition.CONTINUATION
+    thread_reason: str = ""
+    gathered: Gathered = field(default_factory=Gathered)
 
 
 @dataclass(slots=True)
@@ -130,6 +142,9 @@ class _Generated:
     handler: str | None
     forced: str | None  # the escalation reason the generation forces, if any
     template: bool
+
+
+_NOTHING_GENERATED = _Generated(HandlerResult(content="", confidence=0.0), None, None, False)
 
 
 @dataclass(slots=True)
@@ -163,8 +178,14 @@ class AgentPipeline:
         cost_tracker: CostTracker | None,
         clock: Any = time.time,
         strict_persistence: bool = False,
+        plan: Plan | None = None,
     ) -> None:
         self.config = config
+        # Loaded and checked once: a message only walks the compiled plan.
+        self.plan = plan if plan is not None else _default_plan()
+        self._compiled: CompiledFSM[_TurnSteps] | None = (
+            compile_fsm(self.plan, _STEPS) if isinstance(self.plan, FSMPlan) else None
+        )
         self.strict_persistence = strict_persistence
         self.name = config.name
         self.classifier = classifier
@@ -264,27 +285,40 @@ class AgentPipeline:
     ) -> AgentReply:
         degraded: list[dict[str, str]] = []
         laps = _Laps()
-        turn = await self._understand(user_id, message, run, degraded, laps)  # stages 1-4
-
-        # 5. Handler routing and response generation.
-        pctx = self._processing_context(turn, ctx, run)
-        generated = await self._generate(turn.text, turn.intent, pctx, run, degraded)
-        laps.lap("generate")
-
-        # 6-7. Confidence, then deliver or escalate.
-        verdict, answer = self._decide_delivery(turn.intent, generated, pctx)
-        laps.lap("evaluate")
+        turn = await self._open_turn(user_id, message, run, degraded, laps)  # stage 1
+        # Stages 2-7, in the order and with the branches the planner chooses.
+        steps = _TurnSteps(self, turn, ctx, run, degraded, laps)
+        completed, path = await self._follow_plan(steps, laps.origin)
+        generated = steps.generated or _NOTHING_GENERATED
+        verdict = steps.verdict or steps.decide()
+        escalate = steps.escalate
+        if escalate is None:  # the plan ended before deliver or human review
+            escalate = verdict.escalate or not completed
+        verdict = _final_verdict(verdict, escalate)
+        answer = self._answer(generated, escalate)
 
         # 8. Session, thread and memory update.
         try:
-            await self._update(turn, answer.content, escalated=verdict.escalate)
+            await self._update(turn, answer.content, escalated=escalate)
         except Exception as exc:
             self._persistence_failed("update", exc)
             degraded.append({"stage": "update", "error": _describe(exc)})
         laps.lap("update")
-        return self._reply(turn, run, generated, verdict, answer, degraded, laps.timings)
+        reply = self._reply(turn, run, generated, verdict, answer, degraded, laps.timings)
+        reply.plan_path = path
+        return reply
 
-    async def _understand(
+    async def _follow_plan(self, steps: _TurnSteps, origin: float) -> tuple[bool, list[PlanStep]]:
+        """Run the plan over the message's steps: (completed, the path it took)."""
+        if self._compiled is not None:
+            walked = await self._compiled.run(
+                steps, steps.plan_state, perf_counter, steps.meter, origin
+            )
+            return walked.completed, walked.path
+        result = await self.plan.run(steps.plan_state, steps, clock=perf_counter)
+        return result.status == "completed", _plan_path(result, origin)
+
+    async def _open_turn(
         self,
         user_id: str,
         message: str,
@@ -292,26 +326,13 @@ class AgentPipeline:
         degraded: list[dict[str, str]],
         laps: _Laps,
     ) -> _Turn:
-        """Stages 1-4: session, intent, thread and context of the message."""
+        """Stage 1: the session and short-term memory of the message."""
         now = self._clock()
-        # 1. Session and short-term memory.
         session, created, history, persist = await self._open_session(user_id, run, now, degraded)
         # What models, tools and embeddings may see; what stores keep.
         text = self.llm.redact_text(message)
         stored = text if self._persist_redacted else message
         laps.lap("session")
-        # 2. Intent.
-        intent = await self._classify(text, history, degraded)
-        laps.lap("classify")
-        # 3. Thread.
-        vector = await self._embed(text, degraded)
-        thread, transition, thread_reason = await self._place_in_thread(
-            session, text, vector, intent, now, degraded
-        )
-        laps.lap("thread")
-        # 4. Context, in parallel.
-        gathered = await self._gather(user_id, text, vector, intent, degraded)
-        laps.lap("context")
         return _Turn(
             user_id=user_id,
             text=text,
@@ -321,12 +342,7 @@ class AgentPipeline:
             created=created,
             persist=persist,
             history=history,
-            intent=intent,
-            vector=vector,
-            thread=thread,
-            transition=transition,
-            thread_reason=thread_reason,
-            gathered=gathered,
+            vector=self._zero_vector,
         )
 
     async def _open_session(
@@ -440,34 +456,38 @@ class AgentPipeline:
             forced = result.escalation_reason or EscalationReason.HANDLER_REQUESTED
         return _Generated(result, handler, forced, template)
 
-    def _decide_delivery(
+    def _verdict(
         self, intent: IntentResult, generated: _Generated, pctx: ProcessingContext
-    ) -> tuple[ConfidenceDecision, _Answer]:
-        """The confidence verdict, and what the customer is shown and a reviewer proposed."""
-        result, forced = generated.result, generated.forced
+    ) -> ConfidenceDecision:
+        """The confidence evaluator's verdict on the generated answer."""
+        result = generated.result
         sources = result.sources
         best = max(map(_source_score, sources)) if sources else pctx.best_score()
-        verdict = self.confidence.evaluate(
+        return self.confidence.evaluate(
             intent.name,
             intent.confidence,
             out_of_scope=intent.out_of_scope,
             reported=result.confidence,
             best_retrieval=best,
-            forced_reason=forced,
+            forced_reason=generated.forced,
             skip_check=result.skip_confidence_check,
         )
+
+    def _answer(self, generated: _Generated, escalate: bool) -> _Answer:
+        """What the customer is shown and what a reviewer is asked about."""
+        result, forced = generated.result, generated.forced
         real_answer = bool(result.content) and forced not in (
             EscalationReason.LLM_UNAVAILABLE,
             EscalationReason.BUDGET_EXCEEDED,
         )
-        if verdict.escalate:
+        if escalate:
             # Without an answer to review (no provider, no budget) the customer gets the
             # configured template answer; otherwise the escalation message.
             content = self._escalation_message if real_answer else self._template_answer
             proposed = result.content if real_answer else None
         else:
             content, proposed = result.content, None
-        return verdict, _Answer(content, proposed, list(sources) if real_answer else [])
+        return _Answer(content, proposed, list(result.sources) if real_answer else [])
 
     async def _update(self, turn: _Turn, shown: str, *, escalated: bool) -> None:
         session, thread = turn.session, turn.thread
@@ -564,6 +584,182 @@ class AgentPipeline:
         except Exception as exc:
             degraded.append({"stage": "embed", "error": _describe(exc)})
             return self._zero_vector
+
+
+@cache
+def _default_plan() -> Plan:
+    return load_pipeline_plan(None)
+
+
+_OUTCOMES: dict[str, Literal["success", "error"]] = {"ok": "success"}
+
+
+class _TurnSteps:
+    """The pipeline's built-in steps over one message: the planner's `StepExecutor`.
+
+    Each step reads what earlier steps left in the `_Turn`, adds its own part, and writes
+    what conditions may test into the plan state (`intent`, `response`, `state.threshold`,
+    `state.escalate`). ``deliver`` and ``human_review`` record the plan's decision; the
+    pipeline answers and remembers the exchange after the plan ends.
+    """
+
+    __slots__ = (
+        "ctx",
+        "degraded",
+        "escalate",
+        "generated",
+        "laps",
+        "pctx",
+        "pipeline",
+        "plan_state",
+        "run",
+        "turn",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        pipeline: AgentPipeline,
+        turn: _Turn,
+        ctx: dict[str, Any],
+        run: RunState,
+        degraded: list[dict[str, str]],
+        laps: _Laps,
+    ) -> None:
+        self.pipeline = pipeline
+        self.turn = turn
+        self.ctx = ctx
+        self.run = run
+        self.degraded = degraded
+        self.laps = laps
+        self.plan_state = PlanState(message=turn.text, user={"id": turn.user_id})
+        self.pctx: ProcessingContext | None = None
+        self.generated: _Generated | None = None
+        self.verdict: ConfidenceDecision | None = None
+        self.escalate: bool | None = None
+
+    async def execute(self, action: Action, state: PlanState) -> StepOutcome:
+        step = _STEPS.get(action.name) if action.kind == "step" else None
+        if step is None:
+            return StepOutcome.failed(f"the pipeline has no step `{action}`")
+        run = self.run
+        tokens, cost = run.usage.total_tokens, run.cost_usd
+        output = await step(self, state)
+        return StepOutcome("ok", output, None, run.usage.total_tokens - tokens, run.cost_usd - cost)
+
+    async def classify(self, state: PlanState) -> Any:
+        """Stages 2-3: the intent, then the thread the message belongs to."""
+        pipeline, turn, degraded = self.pipeline, self.turn, self.degraded
+        intent = turn.intent = await pipeline._classify(turn.text, turn.history, degraded)
+        self.laps.lap("classify")
+        turn.vector = await pipeline._embed(turn.text, degraded)
+        turn.thread, turn.transition, turn.thread_reason = await pipeline._place_in_thread(
+            turn.session, turn.text, turn.vector, intent, turn.now, degraded
+        )
+        self.laps.lap("thread")
+        state.intent = {"name": intent.name, "confidence": intent.confidence}
+        return None
+
+    async def context(self, state: PlanState) -> Any:
+        """Stage 4: memory, knowledge, golden paths, tools and playbook, in parallel."""
+        turn = self.turn
+        turn.gathered = await self.pipeline._gather(
+            turn.user_id, turn.text, turn.vector, turn.intent, self.degraded
+        )
+        self.laps.lap("context")
+        return None
+
+    async def generate_response(self, state: PlanState) -> Any:
+        """Stage 5: handler routing and response generation."""
+        self.pctx = pctx = self.pipeline._processing_context(self.turn, self.ctx, self.run)
+        generated = await self.pipeline._generate(
+            self.turn.text, self.turn.intent, pctx, self.run, self.degraded
+        )
+        self.generated = generated
+        self.laps.lap("generate")
+        state.response["content"] = generated.result.content
+        state.response["data_sources"] = [source.id for source in generated.result.sources]
+        return None
+
+    async def evaluate(self, state: PlanState) -> Any:
+        """Stage 6: the confidence verdict, for the plan's conditions to branch on."""
+        if self.generated is None:
+            return SKIPPED
+        verdict = self.decide()
+        self.laps.lap("evaluate")
+        state.response["confidence"] = float(verdict.confidence)
+        # The check the plan makes (none when the handler skips it); any reason but low
+        # confidence sends the answer to a human whatever the check says.
+        skip = self.generated.result.skip_confidence_check
+        state.state["threshold"] = 0.0 if skip else float(verdict.threshold)
+        reason = verdict.reason
+        state.state["escalate"] = reason is not None and reason != EscalationReason.LOW_CONFIDENCE
+        return None
+
+    def meter(self) -> tuple[int, float]:
+        return self.run.usage.total_tokens, self.run.cost_usd
+
+    def decide(self) -> ConfidenceDecision:
+        """The evaluator's verdict on what was generated (nothing, if generation was skipped)."""
+        if self.verdict is None:
+            pctx = self.pctx or self.pipeline._processing_context(self.turn, self.ctx, self.run)
+            generated = self.generated or _NOTHING_GENERATED
+            self.verdict = self.pipeline._verdict(self.turn.intent, generated, pctx)
+        return self.verdict
+
+    async def deliver(self, state: PlanState) -> Any:
+        self.escalate = False
+        return None
+
+    async def human_review(self, state: PlanState) -> Any:
+        self.escalate = True
+        return None
+
+
+_STEPS: dict[str, Callable[[_TurnSteps, PlanState], Awaitable[Any]]] = {
+    "classify": _TurnSteps.classify,
+    "context": _TurnSteps.context,
+    "generate_response": _TurnSteps.generate_response,
+    "evaluate": _TurnSteps.evaluate,
+    "deliver": _TurnSteps.deliver,
+    "human_review": _TurnSteps.human_review,
+}
+
+
+def _final_verdict(verdict: ConfidenceDecision, escalate: bool) -> ConfidenceDecision:
+    """The evaluator's verdict, overruled where the plan decided otherwise."""
+    if verdict.escalate is escalate:
+        return verdict
+    reason = EscalationReason.PLANNED if escalate else None
+    return verdict._replace(escalate=escalate, reason=reason)
+
+
+def _plan_path(result: PlanResult, origin: float) -> list[PlanStep]:
+    return [
+        PlanStep(
+            node=record.node,
+            action=_action_name(record.action),
+            outcome="skipped"
+            if record.output is SKIPPED
+            else _OUTCOMES.get(record.status, "error"),
+            started_ms=(record.started_at - origin) * 1000.0,
+            duration_ms=(record.finished_at - record.started_at) * 1000.0,
+            transition=record.transition,
+            via=record.via,
+            condition=record.condition,
+            error=record.error,
+            tokens=record.tokens,
+            cost_usd=record.cost_usd,
+        )
+        for record in result.path
+    ]
+
+
+def _action_name(described: Mapping[str, Any]) -> str:
+    for kind in ("step", "tool", "agent", "human"):
+        if kind in described:
+            return f"{kind}:{described[kind]}"
+    return "none"
 
 
 __all__ = ["DEFAULT_ESCALATION_MESSAGE", "GENERAL_INTENT", "AgentPipeline", "PersistenceError"]

@@ -7,7 +7,7 @@ gathered context (knowledge article, golden path, memory case, tool output).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from agentflow.kernel.llm.base import TokenUsage
 
@@ -52,12 +52,58 @@ class SourceRef(NamedTuple):
         return {"kind": self.kind, "id": self.id, "title": self.title, "score": self.score}
 
 
+StepOutcomeName = Literal["success", "error", "skipped"]
+
+
+class PlanStep(NamedTuple):
+    """One step of the path the agent's planner took for a message (SPEC 4.8).
+
+    A NamedTuple, like `SourceRef`: several are made per message.
+
+    `node` is the FSM state (or behavior-tree node), `action` what it ran (``"step:classify"``,
+    ``"tool:order_lookup"``, ``"none"``). `started_ms` is the offset from the start of the
+    message's processing. `transition` is the state the planner went to next and `via` the
+    rule that chose it (``on_success``, ``on_error``, ``on_true``, ``on_false``,
+    ``conditional_transitions[i]``), with `condition` the CEL text when a condition decided;
+    all three are None for the step that ended the run. `tokens` and `cost_usd` are what the
+    step's LLM calls spent.
+    """
+
+    node: str
+    action: str
+    outcome: StepOutcomeName
+    started_ms: float
+    duration_ms: float
+    transition: str | None = None
+    via: str | None = None
+    condition: str | None = None
+    error: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "action": self.action,
+            "outcome": self.outcome,
+            "started_ms": self.started_ms,
+            "duration_ms": self.duration_ms,
+            "transition": self.transition,
+            "via": self.via,
+            "condition": self.condition,
+            "error": self.error,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+        }
+
+
 @dataclass(slots=True)
 class AgentReply:
     """The outcome of one message.
 
     When `escalated` is true, `content` is the escalation message shown to the user
     and `proposed_answer` keeps what the agent would have said, for a human to approve.
+    `plan_path` lists the planner's steps for this message, in order.
     """
 
     content: str
@@ -76,6 +122,7 @@ class AgentReply:
     usage: TokenUsage = field(default_factory=TokenUsage)
     cost_usd: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    plan_path: list[PlanStep] = field(default_factory=list)
 
     @property
     def trace_id(self) -> str:
@@ -124,5 +171,6 @@ class AgentReply:
             },
             "cost_usd": self.cost_usd,
             "metadata": dict(self.metadata),
+            "plan_path": [step.to_dict() for step in self.plan_path],
             "trace_id": self.trace_id,
         }

@@ -1,17 +1,26 @@
 """The support pipeline's shape as an FSM (SPEC 4.1): classify → context → generate →
 evaluate → deliver, or human review.
 
-The steps are the kernel's built-in stages; ``evaluate`` decides with the reply's confidence
-(its step writes ``response.confidence`` and, when the intent always escalates or the budget
-refused the call, ``state.escalate``). A failing ``classify`` or ``generate_response`` goes
-to a human, a failing ``context`` still answers (the pipeline degrades the same way).
+The steps are the kernel's built-in stages (`AgentPipeline` runs them as the planner's step
+executor). ``evaluate`` writes the answer's combined confidence to ``response.confidence``,
+the confidence the intent needs to ``state.threshold`` (0 when the handler skips the check)
+and ``state.escalate`` (true when the answer goes to a human whatever its confidence: the
+intent always escalates or is out of scope, the provider or the budget refused, the handler
+asked). A failing ``classify`` or ``generate_response`` goes to a human, a failing
+``context`` still answers (the pipeline degrades the same way).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SUPPORT_FSM", "SUPPORT_PLANNER", "SUPPORT_STEPS"]
+from agentflow.kernel.planning.behavior_tree import BehaviorTreePlan
+from agentflow.kernel.planning.fsm import FSMPlan
+from agentflow.kernel.planning.parsing import Known
+from agentflow.kernel.planning.validation import load_plan
+
+__all__ = ["SUPPORT_FSM", "SUPPORT_PLANNER", "SUPPORT_STEPS", "load_pipeline_plan"]
 
 SUPPORT_STEPS = frozenset(
     {"classify", "context", "generate_response", "evaluate", "deliver", "human_review"}
@@ -29,7 +38,9 @@ SUPPORT_FSM: dict[str, Any] = {
                     "target": "human_review",
                 }
             ],
-            "condition": "response.confidence >= 0.6",
+            # The agent's threshold for the intent when the step wrote it (the pipeline
+            # does); 0.6, the default threshold, for executors that do not.
+            "condition": "response.confidence >= (has(state.threshold) ? state.threshold : 0.6)",
             "on_true": "deliver",
             "on_false": "human_review",
         },
@@ -39,3 +50,12 @@ SUPPORT_FSM: dict[str, Any] = {
 }
 
 SUPPORT_PLANNER: dict[str, Any] = {"type": "fsm", "definition": SUPPORT_FSM}
+
+
+def load_pipeline_plan(spec: Mapping[str, Any] | None) -> FSMPlan | BehaviorTreePlan:
+    """The pipeline's plan from ``{type, definition}`` (None: the support FSM), its actions
+    checked against the built-in steps; raises `PlanValidationError` with every error."""
+    plan: FSMPlan | BehaviorTreePlan = load_plan(
+        dict(spec) if spec is not None else SUPPORT_PLANNER, known=Known(steps=SUPPORT_STEPS)
+    )
+    return plan
