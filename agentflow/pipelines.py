@@ -6,6 +6,9 @@ Django-backed stores and keeps it per worker process, keyed by (agent id, versio
 expensive part of a build is training the intent classifier, so a config change must bump
 `Agent.version` to be picked up.
 
+A config may name its planner (`agentflow.planners`: validated with the kernel's loader, every
+error with its line); runs still go through the support pipeline.
+
 A tenant writes this config, the server runs it: a config may not read the server's
 environment (every `${...}` is escaped, except an LLM `api_key` naming an allowed variable)
 nor point an LLM provider anywhere the operator has not allowed.

@@ -481,3 +481,27 @@ def test_preflight_refuses_bad_bodies(
 def test_preflight_of_malformed_json_is_400(owner: Persona, agent: Agent) -> None:
     response = owner.post(f"{AGENTS}/{agent.pk}/preflight", '{"message": "hi"')
     assert_error(response, 400, "malformed_request")
+
+
+# ------------------------------------------------------------------------------- docs
+
+
+def _doc_examples() -> list[dict[str, Any]]:
+    text = (Path(__file__).parents[3] / "docs" / "api.md").read_text()
+    section = text.split("## Planners in agent config")[1].split("\n## ")[0]
+    return [json.loads(block.split("```")[0]) for block in section.split("```json\n")[1:]]
+
+
+def test_the_docs_examples_run(owner: Persona) -> None:
+    refused, accepted = _doc_examples()
+
+    body = assert_field_errors(owner.post(AGENTS, refused), "planner.definition")
+    assert body["detail"] == (
+        "Agent config is invalid: planner.definition: line 3, column 17: "
+        "transition `on_success: nowhere`: no state named `nowhere`"
+    )
+    agent = owner.post(AGENTS, accepted).json()
+    estimate = _preflight(owner, agent["id"], {"message": "I was charged twice"}).json()
+    assert estimate["planner"] == {"type": "fsm", "source": "agent"}
+    assert estimate["verdict"] == "warn"
+    assert (estimate["tokens"], estimate["max_usd"]) == (1040, 0.0004788), "as documented"
