@@ -53,7 +53,8 @@ DEFAULT_PLANNER: Mapping[str, Any] = SUPPORT_PLANNER
 PLATFORM_KNOWN = Known(steps=SUPPORT_STEPS, tools=frozenset(), agents=frozenset())
 MAX_DEFINITION_CHARS = 100_000
 MAX_DEFINITION_DEPTH = 64  # as deep as a JSON body may nest
-MAX_DEFINITION_NODES = 20_000
+# A real plan has a few hundred; each CEL condition costs about a millisecond to compile.
+MAX_DEFINITION_NODES = 5_000
 VERDICTS = {"ok": "ok", "warn": "warn", "refuse": "refused"}
 
 _FORMAT = (

@@ -505,3 +505,13 @@ def test_the_docs_examples_run(owner: Persona) -> None:
     assert estimate["planner"] == {"type": "fsm", "source": "agent"}
     assert estimate["verdict"] == "warn"
     assert (estimate["tokens"], estimate["max_usd"]) == (1040, 0.0004788), "as documented"
+
+
+def test_a_definition_of_too_many_values_is_refused_before_loading(owner: Persona) -> None:
+    states = {f"s{i}": {"on_success": f"s{i + 1}", "on_error": "x"} for i in range(2000)}
+    definition = {"states": states, "initial_state": "s0", "final_states": ["human_review"]}
+    for given in (definition, yaml.safe_dump(definition, default_flow_style=True)):
+        response = _create(owner, "huge", _config({"type": "fsm", "definition": given}))
+        errors = _planner_errors(assert_field_errors(response, "planner.definition"))
+        assert len(errors) == 1
+        assert "more than 5000 values in the definition" in errors[0]
