@@ -184,7 +184,8 @@ class PreflightSerializer(serializers.Serializer):
         help_text="refused: over the hard budget, the run would be refused before any "
         "call; warn: over the soft budget.",
     )
-    decision = AsIsChoiceField(choices=["ok", "warn", "refuse"], help_text="The kernel's.")
+    # Text, not an enum: "decision" already names the review decisions' enum in the schema.
+    decision = AsIsCharField(help_text="The kernel's: ok | warn | refuse.")
     tokens = AsIsIntegerField(help_text="Prompt and expected completion tokens, all steps.")
     usd = AsIsFloatField()
     max_usd = AsIsFloatField(help_text="What budgets are compared with.")
