@@ -6,6 +6,9 @@ Django-backed stores and keeps it per worker process, keyed by (agent id, versio
 expensive part of a build is training the intent classifier, so a config change must bump
 `Agent.version` to be picked up.
 
+A config may name its planner (`agentflow.planners`: validated with the kernel's loader, every
+error with its line); runs still go through the support pipeline.
+
 A tenant writes this config, the server runs it: a config may not read the server's
 environment (every `${...}` is escaped, except an LLM `api_key` naming an allowed variable)
 nor point an LLM provider anywhere the operator has not allowed.
@@ -44,6 +47,7 @@ from agentflow.kernel.intents import OUT_OF_SCOPE
 from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE, AgentPipeline
 from agentflow.knowledge import get_embedder
 from agentflow.models import Agent
+from agentflow.planners import DEFAULT_PLANNER, PlannerConfig, planner_issues
 from agentflow.stores import (
     DjangoKnowledgeStore,
     DjangoMemoryStore,
@@ -189,6 +193,12 @@ class SupportAgentConfig(BaseModel):
         description="Whose approved answers this agent answers from: its own, or every "
         "agent's of the tenant.",
     )
+    planner: PlannerConfig | None = Field(
+        None,
+        description="{type: fsm | behavior_tree | llm, definition: YAML text or object}, "
+        "validated when saved (errors name their lines); null: the default planner, the "
+        "support FSM (the blueprint's default_planner).",
+    )
 
 
 # Bounds on what a tenant can make a worker train on every build (BANKING77, 77 intents of
@@ -264,15 +274,24 @@ class Blueprint:
     config_model: type[BaseModel]
     default_config: Mapping[str, Any] = field(default_factory=dict)
     config_schema: Mapping[str, Any] = field(default_factory=dict)
+    # The planner an agent runs when its config names none.
+    default_planner: Mapping[str, Any] | None = None
 
     @classmethod
-    def of(cls, name: str, description: str, config_model: type[BaseModel]) -> Blueprint:
+    def of(
+        cls,
+        name: str,
+        description: str,
+        config_model: type[BaseModel],
+        default_planner: Mapping[str, Any] | None = None,
+    ) -> Blueprint:
         return cls(
             name=name,
             description=description,
             config_model=config_model,
             default_config=_dump(config_model()),
             config_schema=config_model.model_json_schema(),
+            default_planner=default_planner,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,6 +302,7 @@ class Blueprint:
                 "description": self.description,
                 "default_config": self.default_config,
                 "config_schema": self.config_schema,
+                "default_planner": self.default_planner,
             }
         )
 
@@ -299,6 +319,7 @@ BLUEPRINTS: Mapping[str, Blueprint] = MappingProxyType(
             "Answers customer-support questions from its knowledge base, past resolutions "
             "and approved answers; asks a human when it is not sure.",
             SupportAgentConfig,
+            default_planner=DEFAULT_PLANNER,
         )
     }
 )
@@ -360,7 +381,7 @@ def validate_agent_config(blueprint: str, config: Mapping[str, Any] | None) -> d
     except ValidationError as exc:
         raise AgentConfigError(_issues(exc, found.config_model), source=source) from None
     if isinstance(model, SupportAgentConfig):
-        issues = _category_issues(model) + _provider_issues(model)
+        issues = _category_issues(model) + _provider_issues(model) + planner_issues(model.planner)
         if issues:
             raise AgentConfigError(issues, source=source)
     return _dump(model)

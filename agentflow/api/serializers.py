@@ -33,11 +33,19 @@ class AgentUpdateSerializer(StrictSerializer):
     config = serializers.DictField(required=False)
 
 
+# A run's message and a preflight's: the same text, the same limits.
+MESSAGE_MAX_CHARS = 20_000
+
+
 class RunCreateSerializer(StrictSerializer):
     user_id = serializers.CharField(max_length=200)
-    message = serializers.CharField(max_length=20_000, trim_whitespace=True)
+    message = serializers.CharField(max_length=MESSAGE_MAX_CHARS, trim_whitespace=True)
     priority = PriorityField(required=False, default="medium")
     metadata = serializers.DictField(required=False, default=dict)
+
+
+class PreflightCreateSerializer(StrictSerializer):
+    message = serializers.CharField(max_length=MESSAGE_MAX_CHARS, trim_whitespace=True)
 
 
 class KnowledgeCreateSerializer(StrictSerializer):
@@ -138,6 +146,53 @@ class BlueprintSerializer(serializers.Serializer):
     description = AsIsCharField()
     default_config = AsIsDictField()
     config_schema = AsIsDictField()
+    default_planner = AsIsDictField(
+        allow_null=True,
+        help_text="The planner {type, definition} of an agent whose config names none.",
+    )
+
+
+class PreflightStepSerializer(serializers.Serializer):
+    node = AsIsCharField(help_text="The FSM state or tree node.")
+    action = AsIsCharField()
+    model = AsIsCharField(allow_null=True, help_text="null: the step calls no model.")
+    prompt_tokens = AsIsIntegerField()
+    completion_tokens = AsIsIntegerField(help_text="The expected answer length.")
+    completion_cap = AsIsIntegerField(help_text="The call's max_tokens.")
+    usd = AsIsFloatField()
+    max_usd = AsIsFloatField(help_text="With the answer at its cap: an upper bound.")
+
+
+class PreflightPlannerSerializer(serializers.Serializer):
+    type = AsIsChoiceField(choices=["fsm", "behavior_tree", "llm"])
+    # DRF's metaclass makes `source` a declared field; the stubs see Field.source.
+    source = AsIsChoiceField(choices=["agent", "default"])  # type: ignore[assignment]
+
+
+class PreflightBudgetSerializer(serializers.Serializer):
+    soft_usd = AsIsFloatField(allow_null=True)
+    hard_usd = AsIsFloatField(allow_null=True)
+
+
+class PreflightSerializer(serializers.Serializer):
+    """The cost estimate of one message along an agent's plan (nothing ran)."""
+
+    agent_id = serializers.UUIDField()
+    planner = PreflightPlannerSerializer()
+    verdict = AsIsChoiceField(
+        choices=["ok", "warn", "refused"],
+        help_text="refused: over the hard budget, the run would be refused before any "
+        "call; warn: over the soft budget.",
+    )
+    # Text, not an enum: "decision" already names the review decisions' enum in the schema.
+    decision = AsIsCharField(help_text="The kernel's: ok | warn | refuse.")
+    tokens = AsIsIntegerField(help_text="Prompt and expected completion tokens, all steps.")
+    usd = AsIsFloatField()
+    max_usd = AsIsFloatField(help_text="What budgets are compared with.")
+    spent_usd = AsIsFloatField()
+    budget = PreflightBudgetSerializer(allow_null=True)
+    method = AsIsCharField()
+    steps = PreflightStepSerializer(many=True)
 
 
 class KnowledgeUploadSerializer(serializers.Serializer):

@@ -8,6 +8,11 @@ urlpatterns = [
     path("blueprints", views.BlueprintListView.as_view(), name="blueprint-list"),
     path("agents", views.AgentListView.as_view(), name="agent-list"),
     path("agents/<uuid:agent_id>", views.AgentDetailView.as_view(), name="agent-detail"),
+    path(
+        "agents/<uuid:agent_id>/preflight",
+        views.AgentPreflightView.as_view(),
+        name="agent-preflight",
+    ),
     path("agents/<uuid:agent_id>/runs", views.AgentRunsView.as_view(), name="agent-runs"),
     path("agents/<uuid:agent_id>/messages", views.AgentRunsView.as_view(), name="agent-messages"),
     path(

@@ -34,6 +34,8 @@ from agentflow.api.serializers import (
     KnowledgeCreateSerializer,
     KnowledgeUploadSerializer,
     MessageSerializer,
+    PreflightCreateSerializer,
+    PreflightSerializer,
     RunCreateSerializer,
     RunSerializer,
     RunWithStepsSerializer,
@@ -45,11 +47,13 @@ from agentflow.core.api.parsers import BoundedJSONParser
 from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
 from agentflow.core.conf import setting_float
 from agentflow.models import Agent, AgentSession, KnowledgeDocument, Message, Run, RunStatus
-from agentflow.pipelines import BLUEPRINTS
+from agentflow.pipelines import BLUEPRINTS, AgentConfigError, validate_agent_config
+from agentflow.planners import preflight_agent
 from agentflow.run_signals import SettledWaiter
 from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
-from tenants.views_base import TenantScopedAPIView
+from tenants.roles import READ
+from tenants.views_base import DEFAULT_SCOPE_MAP, TenantScopedAPIView
 
 PREFER_PARAMETER = OpenApiParameter(
     "Prefer",
@@ -59,8 +63,14 @@ PREFER_PARAMETER = OpenApiParameter(
 )
 
 
-def _config_error(exc: services.AgentConfigInvalid) -> ContractError:
-    return unprocessable("Agent config is invalid.", exc.fields)
+def _config_error(exc: services.AgentConfigInvalid | AgentConfigError) -> ContractError:
+    """422 whose ``detail`` lists every error (a planner's name their lines) and whose
+    ``errors`` group them by field."""
+    fields = exc.fields if isinstance(exc, services.AgentConfigInvalid) else exc.by_field()
+    listed = "; ".join(
+        f"{path}: {reason}" for path, reasons in fields.items() for reason in reasons
+    )
+    return unprocessable(f"Agent config is invalid: {listed}", fields)
 
 
 def _knowledge_error(exc: knowledge.KnowledgeError) -> ContractError:
@@ -182,6 +192,31 @@ class AgentDetailView(TenantScopedAPIView):
             actor=actor_for(request), agent=get_or_404(Agent.objects, pk=agent_id)
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AgentPreflightView(TenantScopedAPIView):
+    """The cost estimate of one message along the agent's plan; nothing runs or is written.
+
+    A read: it changes nothing, so whoever may see the agent may ask (a viewer too).
+    """
+
+    scope_map = {**DEFAULT_SCOPE_MAP, "POST": READ}
+
+    @extend_schema(
+        operation_id="agents_preflight",
+        request=PreflightCreateSerializer,
+        responses={200: PreflightSerializer, **errors(401, 403, 404, 422)},
+    )
+    def post(self, request: Request, agent_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        data = PreflightCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            config = validate_agent_config(agent.blueprint, agent.config)
+        except AgentConfigError as exc:  # stored before a rule it breaks existed
+            raise _config_error(exc) from exc
+        estimate = preflight_agent(str(agent.pk), config, data.validated_data["message"])
+        return Response(PreflightSerializer(estimate).data)
 
 
 class _RunList(ListEndpoint):

@@ -175,6 +175,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("agent-detail", "PATCH"): {"name": "hijacked"},
     ("agent-runs", "POST"): RUN,
     ("agent-messages", "POST"): RUN,
+    ("agent-preflight", "POST"): {"message": "I was charged twice"},
     ("knowledge-list", "POST"): {"title": "planted", "content": "Call 555-0100 for refunds."},
     ("tenant-list", "POST"): {"name": "Hijack Inc"},
     ("tenant-detail", "PATCH"): {"quota_overrides": {"runs_per_month": 1}},

@@ -1,0 +1,238 @@
+"""Planners in agent configs (issue 16): their config model, validation and cost preflight.
+
+A `support_agent` config may hold ``planner: {type: fsm | behavior_tree | llm, definition:
+<YAML text or object>}``. It is loaded with the kernel's own loader (`load_plan`) against
+the steps a support agent knows (`SUPPORT_STEPS`), so the platform refuses exactly what the
+kernel would, with every error at once; a definition given as YAML text has each error
+named by its line and column in that text. Platform agents have no tools or sub-agents yet:
+a plan naming one is refused (its action is unknown).
+
+A tenant writes this text and the server parses it, so YAML aliases (the "billion laughs"
+expansion), deep nesting and huge definitions are refused before the kernel sees them.
+
+`preflight_agent` estimates what one message would cost along the agent's plan (its own or
+the default support FSM) without running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+from agentflow.kernel.config import ConfigIssue
+from agentflow.kernel.costs import Budget
+from agentflow.kernel.intents import IntentCategory
+from agentflow.kernel.planning.parsing import Known
+from agentflow.kernel.planning.preflight import CostProfile, preflight
+from agentflow.kernel.planning.source import (
+    MDict,
+    PlanError,
+    PlanValidationError,
+    Pos,
+    parse_source,
+)
+from agentflow.kernel.planning.support import SUPPORT_PLANNER, SUPPORT_STEPS
+from agentflow.kernel.planning.validation import load_plan
+
+__all__ = [
+    "DEFAULT_PLANNER",
+    "MAX_DEFINITION_CHARS",
+    "PLATFORM_KNOWN",
+    "PlannerConfig",
+    "load_planner",
+    "planner_issues",
+    "preflight_agent",
+]
+
+DEFAULT_PLANNER: Mapping[str, Any] = SUPPORT_PLANNER
+# What a platform agent's plan may name: the support agent's built-in steps, no tools or
+# sub-agents (none can run on the platform yet).
+PLATFORM_KNOWN = Known(steps=SUPPORT_STEPS, tools=frozenset(), agents=frozenset())
+MAX_DEFINITION_CHARS = 100_000
+MAX_DEFINITION_DEPTH = 64  # as deep as a JSON body may nest
+# A real plan has a few hundred; each CEL condition costs about a millisecond to compile.
+MAX_DEFINITION_NODES = 5_000
+VERDICTS = {"ok": "ok", "warn": "warn", "refuse": "refused"}
+
+_FORMAT = (
+    "FSM: {states: {<name>: {action?, on_success?, on_error?, conditional_transitions?: "
+    "[{condition, target}], condition?, on_true?, on_false?, timeout?}}, initial_state, "
+    "final_states}. Behavior tree: {root: <node>}, a node being sequence | selector | "
+    "parallel (success_policy: all | any | <count>) | conditional_selector | condition "
+    "(check) | action (step). LLM: {actions: [<step>], max_steps?, goal?, on_invalid?: "
+    "fallback | human, fallback?: {type, definition}}. Conditions are CEL over message, "
+    "intent, response, state and user. Steps: " + ", ".join(sorted(SUPPORT_STEPS)) + "."
+)
+_DEFINITION_SCHEMA = {
+    "anyOf": [{"type": "string", "maxLength": MAX_DEFINITION_CHARS}, {"type": "object"}],
+    "description": "The plan, as YAML text (errors name its lines) or as an object. " + _FORMAT,
+}
+
+
+class PlannerConfig(BaseModel):
+    """``{type, definition}``: which planner chooses the agent's steps, and its plan."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="planner",
+        json_schema_extra={
+            "description": "The agent's planner (docs/planners.md). Absent or null: the "
+            "default planner, the support FSM classify -> context -> generate_response -> "
+            "evaluate -> deliver | human_review (the blueprint's default_planner)."
+        },
+    )
+
+    type: Literal["fsm", "behavior_tree", "llm"] = Field(description="The planner's kind.")
+    definition: Annotated[Any, WithJsonSchema(_DEFINITION_SCHEMA)]
+
+    @field_validator("definition")
+    @classmethod
+    def _text_or_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if len(value) > MAX_DEFINITION_CHARS:
+                raise ValueError(f"longer than {MAX_DEFINITION_CHARS} characters")
+            return value
+        if isinstance(value, Mapping):
+            return value
+        raise ValueError(f"must be YAML text or an object, not {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def planner_issues(planner: PlannerConfig | None, path: str = "planner") -> list[ConfigIssue]:
+    """Every error of the planner's plan, each naming its line when it came from YAML."""
+    if planner is None:
+        return []
+    try:
+        load_planner(planner)
+    except PlanValidationError as exc:
+        return [
+            ConfigIssue(f"{path}.definition", str(error), line=error.pos.line or None)
+            for error in exc.errors
+        ]
+    return []
+
+
+def load_planner(planner: PlannerConfig) -> Any:
+    """The kernel plan of a planner config; `PlanValidationError` listing every error."""
+    definition = _definition_data(planner.definition)
+    if planner.type == "llm":
+        # The kernel reads an LLM planner's settings next to its type.
+        if isinstance(definition, MDict):
+            definition["type"] = "llm"
+            spec: Any = definition
+        else:
+            spec = {**definition, "type": "llm"}
+    else:
+        spec = {"type": planner.type, "definition": definition}
+    return load_plan(spec, known=PLATFORM_KNOWN)
+
+
+def _definition_data(definition: Any) -> Mapping[str, Any]:
+    """The definition as a mapping (YAML text parsed with its positions), or why not."""
+    if isinstance(definition, str):
+        problems = _hostile_yaml(definition)
+        if problems:
+            raise PlanValidationError(problems)
+        data = parse_source(definition)
+        if not isinstance(data, Mapping):
+            where = getattr(data, "pos", Pos(1, 1))
+            raise PlanValidationError([PlanError("the definition must be a mapping", where)])
+        return data
+    if _node_count(definition) > MAX_DEFINITION_NODES:
+        reason = f"more than {MAX_DEFINITION_NODES} values in the definition"
+        raise PlanValidationError([PlanError(reason)])
+    return dict(definition)
+
+
+def _hostile_yaml(text: str) -> list[PlanError]:
+    """Aliases, nesting deeper than a JSON body's, or too many nodes: refused unparsed.
+
+    PyYAML's event parser is iterative, so this walk is safe on any input; a syntax error
+    is left to `parse_source`, which reports it with its line.
+    """
+    depth = nodes = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            mark = event.start_mark
+            where = Pos(mark.line + 1, mark.column + 1) if mark is not None else Pos()
+            if isinstance(event, yaml.AliasEvent):
+                return [PlanError("YAML aliases (`*name`) are not allowed in a definition", where)]
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEFINITION_DEPTH:
+                    reason = f"nested deeper than {MAX_DEFINITION_DEPTH} levels"
+                    return [PlanError(reason, where)]
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if isinstance(event, yaml.NodeEvent):
+                nodes += 1
+                if nodes > MAX_DEFINITION_NODES:
+                    reason = f"more than {MAX_DEFINITION_NODES} values in the definition"
+                    return [PlanError(reason, where)]
+    except yaml.YAMLError:
+        return []
+    return []
+
+
+def _node_count(value: Any) -> int:
+    """Values in a JSON-shaped object, counted without recursion (stops past the limit)."""
+    count, pending = 0, [value]
+    while pending and count <= MAX_DEFINITION_NODES:
+        item = pending.pop()
+        count += 1
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return count
+
+
+# ---------------------------------------------------------------------------- preflight
+
+
+def preflight_agent(agent_id: str, config: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """The cost estimate of one message along the agent's plan; nothing runs.
+
+    ``config`` is the agent's normalised support_agent config. The prompts are rebuilt as
+    the kernel would send them (its name in prompts is the agent id, as in
+    `pipelines.kernel_config`); knowledge is the typical retrieved length, and the
+    budget is compared with this message alone (the kernel's spend so far lives in
+    each worker).
+    """
+    given = config.get("planner")
+    planner = PlannerConfig.model_validate(given or DEFAULT_PLANNER)
+    plan = load_planner(planner) if given else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
+    estimate = preflight(plan, message, _cost_profile(agent_id, config), budget=_budget(config))
+    return {
+        "agent_id": agent_id,
+        "planner": {"type": planner.type, "source": "agent" if given else "default"},
+        "verdict": VERDICTS[estimate.decision],
+        **estimate.to_dict(),
+    }
+
+
+def _cost_profile(agent_id: str, config: Mapping[str, Any]) -> CostProfile:
+    providers = config.get("llm", {}).get("providers") or []
+    paid = [p for p in providers if p.get("kind") != "offline"]
+    categories = [
+        IntentCategory(c["name"], c.get("description") or "", list(c.get("examples") or []))
+        for c in config.get("intent_categories") or []
+    ]
+    return CostProfile(
+        model=str(paid[0].get("model") or "gpt-4o-mini") if paid else "offline",
+        agent_name=agent_id,
+        categories=categories,
+        knowledge_top_k=int(config.get("memory", {}).get("knowledge_top_k", 3)),
+        classify_with_llm=bool(paid),
+    )
+
+
+def _budget(config: Mapping[str, Any]) -> Budget | None:
+    limits = config.get("budget") or {}
+    soft, hard = limits.get("soft_usd"), limits.get("hard_usd")
+    return None if soft is None and hard is None else Budget(soft, hard)
