@@ -406,6 +406,9 @@ def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
             "budget": config["budget"],
         }
     )
+    if config.get("planner"):
+        # The kernel loads and checks it again when the pipeline is built (validated on save).
+        data["planner"] = config["planner"]
     # The one substitution a tenant may ask for: an allowed API key variable (validated).
     for provider, given in zip(data["llm"]["providers"], config["llm"]["providers"], strict=True):
         if given.get("api_key"):

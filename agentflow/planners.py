@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_PLANNER",
     "MAX_DEFINITION_CHARS",
     "PLATFORM_KNOWN",
+    "RUNNABLE_TYPES",
     "PlannerConfig",
     "load_planner",
     "planner_issues",
@@ -51,6 +52,9 @@ DEFAULT_PLANNER: Mapping[str, Any] = SUPPORT_PLANNER
 # What a platform agent's plan may name: the support agent's built-in steps, no tools or
 # sub-agents (none can run on the platform yet).
 PLATFORM_KNOWN = Known(steps=SUPPORT_STEPS, tools=frozenset(), agents=frozenset())
+# What the platform's support pipeline can follow (the kernel's `AgentPipeline`); an LLM
+# planner drives a library `PlannerAgent` and has no platform runner yet.
+RUNNABLE_TYPES = frozenset({"fsm", "behavior_tree"})
 MAX_DEFINITION_CHARS = 100_000
 MAX_DEFINITION_DEPTH = 64  # as deep as a JSON body may nest
 # A real plan has a few hundred; each CEL condition costs about a millisecond to compile.
@@ -114,6 +118,14 @@ def planner_issues(planner: PlannerConfig | None, path: str = "planner") -> list
             ConfigIssue(f"{path}.definition", str(error), line=error.pos.line or None)
             for error in exc.errors
         ]
+    if planner.type not in RUNNABLE_TYPES:
+        # Checked like the others (its errors above name their lines), but refused rather
+        # than stored and then silently not followed.
+        reason = (
+            f"a valid `{planner.type}` planner, but the support pipeline runs only "
+            f"{' and '.join(sorted(RUNNABLE_TYPES))} planners"
+        )
+        return [ConfigIssue(f"{path}.type", reason)]
     return []
 
 

@@ -121,6 +121,38 @@ class StepSerializer(serializers.Serializer):
     detail = AsIsDictField(help_text="What the stage did: intent, sources, handler, confidence.")
 
 
+class PlanStepSerializer(serializers.Serializer):
+    """One step of the path the agent's planner took (SPEC 4.8)."""
+
+    index = AsIsIntegerField()
+    node = serializers.CharField(help_text="The FSM state or behavior-tree node.")
+    action = serializers.CharField(help_text="What it ran: `step:classify`, ..., or `none`.")
+    outcome = AsIsChoiceField(choices=["success", "error", "skipped"])
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = AsIsFloatField()
+    tokens = AsIsIntegerField()
+    cost_usd = AsIsFloatField()
+    transition = serializers.CharField(
+        allow_null=True, help_text="The state it went to next; null for the last step."
+    )
+    via = serializers.CharField(
+        allow_null=True,
+        help_text="The rule that chose it: on_success, on_error, on_true, on_false, "
+        "conditional_transitions[i].",
+    )
+    condition = serializers.CharField(
+        allow_null=True, help_text="The CEL expression that chose the transition, if one did."
+    )
+    error = serializers.CharField(allow_null=True)
+
+
+class RunStepsSerializer(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    status = serializers.CharField()
+    steps = PlanStepSerializer(many=True)
+
+
 class RunWithStepsSerializer(RunSerializer):
     steps = StepSerializer(many=True, source="steps.all")
 

@@ -26,6 +26,7 @@ urlpatterns = [
     path("runs", views.RunListView.as_view(), name="run-list"),
     path("runs/<uuid:run_id>", views.RunDetailView.as_view(), name="run-detail"),
     path("runs/<uuid:run_id>/result", views.RunResultView.as_view(), name="run-result"),
+    path("runs/<uuid:run_id>/steps", views.RunStepsView.as_view(), name="run-steps"),
     path(
         "sessions/<uuid:session_id>/conversation",
         views.SessionConversationView.as_view(),

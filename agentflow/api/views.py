@@ -38,6 +38,7 @@ from agentflow.api.serializers import (
     PreflightSerializer,
     RunCreateSerializer,
     RunSerializer,
+    RunStepsSerializer,
     RunWithStepsSerializer,
 )
 from agentflow.core.api.exceptions import ContractError, unprocessable
@@ -49,6 +50,7 @@ from agentflow.core.conf import setting_float
 from agentflow.models import Agent, AgentSession, KnowledgeDocument, Message, Run, RunStatus
 from agentflow.pipelines import BLUEPRINTS, AgentConfigError, validate_agent_config
 from agentflow.planners import preflight_agent
+from agentflow.run_result import plan_steps
 from agentflow.run_signals import SettledWaiter
 from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
@@ -363,6 +365,27 @@ class RunResultView(TenantScopedAPIView):
                 extra={"status": run.status},
             )
         return Response(RunWithStepsSerializer(run).data)
+
+
+class RunStepsView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="runs_steps",
+        responses={200: RunStepsSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        """The planner's path of a run, in order; empty (with Retry-After) until it settles."""
+        run = get_or_404(Run.objects, pk=run_id)
+        body = {
+            "run_id": run.pk,
+            "status": run.status,
+            "steps": plan_steps(run.result, run.started_at),
+        }
+        headers = (
+            {}
+            if run.is_terminal or run.status == RunStatus.AWAITING_REVIEW
+            else {"Retry-After": "1"}
+        )
+        return Response(RunStepsSerializer(body).data, headers=headers)
 
 
 class SessionConversationView(ListEndpoint, TenantScopedAPIView):

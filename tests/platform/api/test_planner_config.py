@@ -95,10 +95,8 @@ def _create(owner: Persona, name: str, config: dict[str, Any]) -> Any:
         ("fsm", json.dumps(SUPPORT_FSM, indent=2)),
         ("behavior_tree", BT_OBJECT),
         ("behavior_tree", yaml.safe_dump(BT_OBJECT, sort_keys=False)),
-        ("llm", LLM_TEXT),
-        ("llm", yaml.safe_load(LLM_TEXT)),
     ],
-    ids=["fsm-yaml", "fsm-object", "fsm-json-text", "bt-object", "bt-yaml", "llm-yaml", "llm-obj"],
+    ids=["fsm-yaml", "fsm-object", "fsm-json-text", "bt-object", "bt-yaml"],
 )
 def test_valid_planners_are_accepted_and_stored_as_given(
     owner: Persona, planner_type: str, definition: Any
@@ -110,6 +108,19 @@ def test_valid_planners_are_accepted_and_stored_as_given(
     assert response.json()["config"]["planner"] == planner
     stored = Agent.unscoped.get(pk=response.json()["id"]).config["planner"]
     assert stored == planner, "YAML text stays text, an object stays an object"
+
+
+@pytest.mark.parametrize("definition", [LLM_TEXT, yaml.safe_load(LLM_TEXT)], ids=["yaml", "obj"])
+def test_a_valid_llm_planner_is_refused_because_runs_could_not_follow_it(
+    owner: Persona, definition: Any
+) -> None:
+    response = _create(owner, "llm", _config({"type": "llm", "definition": definition}))
+
+    assert response.status_code == 422, response.json()
+    assert response.json()["errors"]["planner.type"] == [
+        "a valid `llm` planner, but the support pipeline runs only behavior_tree and fsm planners"
+    ]
+    assert not Agent.unscoped.filter(name="llm").exists()
 
 
 def test_no_planner_is_todays_agent(owner: Persona) -> None:
