@@ -23,6 +23,7 @@ from agentflow.core.api.serializers import (
     AsIsIntegerField,
 )
 from agentflow.models import Agent, KnowledgeDocument, Run, RunStatus
+from agentflow.run_result import plan_steps
 from governance.services import restrict_to_visible_agents
 from hitl.models import OPEN_STATUSES, HITLRequest
 from hitl.serializers import ReviewRequestSerializer
@@ -106,6 +107,15 @@ def run_sources(run: Run) -> dict[str, list[dict[str, Any]]]:
         if isinstance(source, dict):
             grouped.setdefault(str(source.get("kind") or "other"), []).append(source)
     return grouped
+
+
+def run_plan_path(run: Run) -> list[dict[str, Any]]:
+    """The planner's path of the run, in order: the steps GET /runs/{id}/steps serves.
+
+    Empty until the run settled, and for runs that settled before runs recorded their
+    planner's path (issue 16).
+    """
+    return plan_steps(run.result, run.started_at)
 
 
 # --- review queue -------------------------------------------------------------------------

@@ -157,6 +157,8 @@ class RunDetailView(DashboardView):
                 ).data,
                 "transitions": RunTransition.objects.filter(run=run).order_by("at", "id"),
                 "sources": queries.run_sources(run),
+                "plan_path": queries.run_plan_path(run),
+                "in_flight": run.status in queries.ACTIVE_RUN_STATUSES,
                 "escalation_reason": reason,
                 "reviews": reviews,
             },
