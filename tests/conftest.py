@@ -33,6 +33,22 @@ def celery_worker_app() -> Iterator[object]:
     worker_loop.close_all()  # the worker's threads are gone; their loops must not leak
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Iterator[None]:
+    """Each test gets its own channel layer object.
+
+    The layer is a process-wide singleton, and channels_redis keeps its receive state (a
+    count, a lock, the loop receiving) on it. Each async test runs on a loop of its own, so
+    a consumer that a test left receiving when its loop closed would otherwise leave that
+    state to the next test, which then fails with "bound to a different event loop".
+    Group membership lives in Redis, so nothing a test expects is lost.
+    """
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _close_worker_loops() -> Iterator[None]:
     """Runs executed in the test process itself get loops too: close them at the end."""
