@@ -48,7 +48,7 @@ from agentflow.kernel.middleware import MiddlewareChain
 from agentflow.kernel.planning.compiled import SKIPPED, CompiledFSM, compile_fsm
 from agentflow.kernel.planning.fsm import FSMPlan
 from agentflow.kernel.planning.model import Action, PlanResult, PlanState, StepOutcome
-from agentflow.kernel.planning.support import load_pipeline_plan
+from agentflow.kernel.planning.support import SUPPORT_NATIVE_CONDITIONS, load_pipeline_plan
 from agentflow.kernel.planning.validation import Plan
 from agentflow.kernel.results import AgentReply, PlanStep, SourceRef
 from agentflow.kernel.sessions import SessionManager
@@ -184,7 +184,9 @@ class AgentPipeline:
         # Loaded and checked once: a message only walks the compiled plan.
         self.plan = plan if plan is not None else _default_plan()
         self._compiled: CompiledFSM[_TurnSteps] | None = (
-            compile_fsm(self.plan, _STEPS) if isinstance(self.plan, FSMPlan) else None
+            compile_fsm(self.plan, _STEPS, SUPPORT_NATIVE_CONDITIONS)
+            if isinstance(self.plan, FSMPlan)
+            else None
         )
         self.strict_persistence = strict_persistence
         self.name = config.name
