@@ -125,6 +125,10 @@ def compile_fsm(
     return CompiledFSM(nodes, plan.initial, plan.max_steps)
 
 
+_NO_EDGE: tuple[None, None, None] = (None, None, None)
+_tuple_new = tuple.__new__
+
+
 def _failure(exc: BaseException, node: _Node[Any]) -> tuple[StepOutcomeName, str]:
     """(outcome, error) of a step that raised, worded as `ActionRunner` words them."""
     if isinstance(exc, TimeoutError):
@@ -178,11 +182,12 @@ class CompiledFSM(Generic[T]):
                 except ExpressionEvalError as exc:
                     error = str(exc)
             transition, via, condition = _NO_EDGE if edge is None else edge.described
-            path.append(PlanStep(
+            # PlanStep's fields in order, made as its generated __new__ would, minus a frame.
+            path.append(_tuple_new(PlanStep, (
                 node.name, node.label, outcome, (started - origin) * 1000.0,
                 (finished - started) * 1000.0, transition, via, condition, error,
                 spent_tokens - tokens, spent_cost - cost,
-            ))  # fmt: skip
+            )))  # fmt: skip
             tokens, cost = spent_tokens, spent_cost
             if node.final:
                 return CompiledRun(error is None, node.name, path, error)
@@ -190,9 +195,6 @@ class CompiledFSM(Generic[T]):
                 return CompiledRun(False, node.name, path, error or "no transition applies")
             node = self._nodes[edge.target]
         return CompiledRun(False, node.name, path, f"step limit {self._max_steps}")
-
-
-_NO_EDGE: tuple[None, None, None] = (None, None, None)
 
 
 def _choose(node: _Node[Any], state: PlanState) -> _Edge | None:
