@@ -48,7 +48,7 @@ from agentflow.kernel.middleware import MiddlewareChain
 from agentflow.kernel.planning.compiled import SKIPPED, CompiledFSM, compile_fsm
 from agentflow.kernel.planning.fsm import FSMPlan
 from agentflow.kernel.planning.model import Action, PlanResult, PlanState, StepOutcome
-from agentflow.kernel.planning.support import load_pipeline_plan
+from agentflow.kernel.planning.support import SUPPORT_NATIVE_CONDITIONS, load_pipeline_plan
 from agentflow.kernel.planning.validation import Plan
 from agentflow.kernel.results import AgentReply, PlanStep, SourceRef
 from agentflow.kernel.sessions import SessionManager
@@ -110,6 +110,10 @@ class _Laps:
         self._mark = mark
 
 
+# Immutable, so every turn can start from the same one (a per-turn factory cost ~1 us).
+_SKIPPED_INTENT = IntentResult(GENERAL_INTENT, 1.0, False, method="skipped")
+
+
 @dataclass(slots=True)
 class _Turn:
     """Where one message stands: what the session stage opened and the steps found so far.
@@ -127,9 +131,7 @@ class _Turn:
     persist: bool
     history: list[ChatMessage]
     vector: Vector
-    intent: IntentResult = field(
-        default_factory=lambda: IntentResult(GENERAL_INTENT, 1.0, False, method="skipped")
-    )
+    intent: IntentResult = _SKIPPED_INTENT
     thread: ConversationThread | None = None
     transition: ThreadTransition = ThreadTransition.CONTINUATION
     thread_reason: str = ""
@@ -184,7 +186,9 @@ class AgentPipeline:
         # Loaded and checked once: a message only walks the compiled plan.
         self.plan = plan if plan is not None else _default_plan()
         self._compiled: CompiledFSM[_TurnSteps] | None = (
-            compile_fsm(self.plan, _STEPS) if isinstance(self.plan, FSMPlan) else None
+            compile_fsm(self.plan, _STEPS, SUPPORT_NATIVE_CONDITIONS)
+            if isinstance(self.plan, FSMPlan)
+            else None
         )
         self.strict_persistence = strict_persistence
         self.name = config.name
@@ -288,7 +292,14 @@ class AgentPipeline:
         turn = await self._open_turn(user_id, message, run, degraded, laps)  # stage 1
         # Stages 2-7, in the order and with the branches the planner chooses.
         steps = _TurnSteps(self, turn, ctx, run, degraded, laps)
-        completed, path = await self._follow_plan(steps, laps.origin)
+        compiled = self._compiled
+        if compiled is not None:  # the hot path, without a coroutine around the walk
+            walked = await compiled.run(
+                steps, steps.plan_state, perf_counter, steps.meter, laps.origin
+            )
+            completed, path = walked.completed, walked.path
+        else:
+            completed, path = await self._follow_plan(steps, laps.origin)
         generated = steps.generated or _NOTHING_GENERATED
         verdict = steps.verdict or steps.decide()
         escalate = steps.escalate
@@ -309,12 +320,7 @@ class AgentPipeline:
         return reply
 
     async def _follow_plan(self, steps: _TurnSteps, origin: float) -> tuple[bool, list[PlanStep]]:
-        """Run the plan over the message's steps: (completed, the path it took)."""
-        if self._compiled is not None:
-            walked = await self._compiled.run(
-                steps, steps.plan_state, perf_counter, steps.meter, origin
-            )
-            return walked.completed, walked.path
+        """Run a plan that is not compiled over the message's steps: (completed, its path)."""
         result = await self.plan.run(steps.plan_state, steps, clock=perf_counter)
         return result.status == "completed", _plan_path(result, origin)
 

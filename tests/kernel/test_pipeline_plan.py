@@ -9,6 +9,11 @@ import pytest
 
 from agentflow import AgentFrameworkBuilder
 from agentflow.kernel.config import ConfigError
+from agentflow.kernel.pipeline import _STEPS
+from agentflow.kernel.planning.compiled import compile_fsm
+from agentflow.kernel.planning.expressions import ExpressionEvalError, compile_expression
+from agentflow.kernel.planning.model import PlanState
+from agentflow.kernel.planning.support import SUPPORT_NATIVE_CONDITIONS
 from tests.kernel.pipeline_fakes import CATEGORIES, KNOWLEDGE
 
 SKIP_CONTEXT = """\
@@ -117,3 +122,56 @@ async def test_an_invalid_plan_fails_the_build_with_every_error_and_its_line() -
     assert "generate_reply" in text
     assert len(info.value.issues) >= 2
     assert all(issue.line for issue in info.value.issues)
+
+
+def _outcome(test: Any, state: PlanState) -> Any:
+    try:
+        return test(state)
+    except ExpressionEvalError:
+        return "error"
+
+
+CONFIDENCES: list[Any] = [0.0, 0.59, 0.6, 0.61, 1.0, float("nan"), 1, None, "0.9", True]
+MISSING = object()  # the key is absent
+ESCALATES: list[Any] = [True, False, None, 1, "true", MISSING]
+
+
+def _states() -> list[PlanState]:
+    states = []
+    for confidence in CONFIDENCES:
+        for threshold in [*CONFIDENCES, MISSING]:
+            for escalate in ESCALATES:
+                state = PlanState(message="hi")
+                state.response["confidence"] = confidence
+                if threshold is not MISSING:
+                    state.state["threshold"] = threshold
+                if escalate is not MISSING:
+                    state.state["escalate"] = escalate
+                states.append(state)
+    without_confidence = PlanState(message="hi")
+    del without_confidence.response["confidence"]
+    return [*states, without_confidence]
+
+
+@pytest.mark.parametrize("source", sorted(SUPPORT_NATIVE_CONDITIONS))
+def test_native_support_conditions_decide_as_cel_or_defer_to_it(source: str) -> None:
+    native = SUPPORT_NATIVE_CONDITIONS[source]
+    expression = compile_expression(source, boolean=True)
+    decided = 0
+    for state in _states():
+        answer = native(state)
+        if answer is None:
+            continue  # CEL decides
+        decided += 1
+        assert answer == _outcome(lambda s: expression.test(s.variables()), state), state
+    assert decided  # the pipeline's own values never reach CEL
+
+
+async def test_the_compiled_walk_takes_the_cel_path_with_or_without_natives() -> None:
+    built = await agent()
+    plain = compile_fsm(built.plan, _STEPS)
+    assert plain is not None
+    messages = ["My login is broken, what can I do?", "What is the meaning of life?"]
+    with_natives = [shape(await built.process_message("u1", m)) for m in messages]
+    built._compiled = plain
+    assert [shape(await built.process_message("u1", m)) for m in messages] == with_natives

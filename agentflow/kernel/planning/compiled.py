@@ -8,6 +8,10 @@ path directly as `PlanStep` tuples. The walk follows `FSMPlan` exactly (a test c
 the first conditional transition that holds, else ``condition`` → ``on_true``/``on_false``,
 else ``on_success``; a failing or timed-out step follows ``on_error``; a final state runs its
 step and ends the run; ``max_steps`` bounds the walk.
+
+A condition may come with a native twin (`NativeCondition`, by its exact source): a plain
+Python test of the state that answers when it can and returns None when CEL must decide (a
+missing or oddly-typed value), so the outcome, errors included, is the CEL one.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from agentflow.kernel.planning.fsm import FSMPlan, FSMState, Transition
 from agentflow.kernel.planning.model import PlanState
 from agentflow.kernel.results import PlanStep, StepOutcomeName
 
-__all__ = ["SKIPPED", "CompiledFSM", "CompiledRun", "compile_fsm"]
+__all__ = ["SKIPPED", "CompiledFSM", "CompiledRun", "NativeCondition", "compile_fsm"]
 
 T = TypeVar("T")
 StepFn = Callable[[T, PlanState], Awaitable[Any]]
 # (tokens, cost in USD) spent so far by the run: a step's share is the difference.
 Meter = Callable[[], tuple[int, float]]
+# A condition's outcome computed in Python, or None to let its CEL expression decide.
+NativeCondition = Callable[[PlanState], bool | None]
+Natives = Mapping[str, NativeCondition]
 
 SKIPPED = "skipped"  # what a step returns when the plan never produced its input
 
@@ -38,6 +45,9 @@ class _Edge:
     target: str
     via: str
     condition: CompiledExpression | None
+    native: NativeCondition | None
+    # (transition, via, condition) as the path records them, made once.
+    described: tuple[str, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +61,10 @@ class _Node(Generic[T]):
     on_error: _Edge | None
     conditional: tuple[_Edge, ...]
     condition: CompiledExpression | None
+    native: NativeCondition | None  # the twin of ``condition``
     on_true: _Edge | None
     on_false: _Edge | None
+    unconditional: bool  # leaves by on_success alone: nothing to evaluate
 
 
 @dataclass(slots=True)
@@ -63,13 +75,24 @@ class CompiledRun:
     error: str | None = None
 
 
-def _edge(transition: Transition | None) -> _Edge | None:
+def _native(condition: CompiledExpression | None, natives: Natives) -> NativeCondition | None:
+    return None if condition is None else natives.get(condition.source)
+
+
+def _edge(transition: Transition | None, natives: Natives) -> _Edge | None:
     if transition is None:
         return None
-    return _Edge(transition.target, transition.via, transition.condition)
+    condition = transition.condition
+    source = None if condition is None else condition.source
+    return _Edge(
+        transition.target, transition.via, condition, _native(condition, natives),
+        (transition.target, transition.via, source),
+    )  # fmt: skip
 
 
-def _node(state: FSMState, steps: Mapping[str, StepFn[T]], final: bool) -> _Node[T] | None:
+def _node(
+    state: FSMState, steps: Mapping[str, StepFn[T]], final: bool, natives: Natives
+) -> _Node[T] | None:
     action = state.action
     if action.kind == "none":
         step, label = None, "none"
@@ -77,24 +100,33 @@ def _node(state: FSMState, steps: Mapping[str, StepFn[T]], final: bool) -> _Node
         step, label = steps[action.name], f"step:{action.name}"
     else:
         return None
+    conditional = tuple(e for e in (_edge(t, natives) for t in state.conditional) if e)
     return _Node(
-        state.name, label, step, state.timeout, final, _edge(state.on_success),
-        _edge(state.on_error), tuple(e for e in map(_edge, state.conditional) if e),
-        state.condition, _edge(state.on_true), _edge(state.on_false),
+        state.name, label, step, state.timeout, final, _edge(state.on_success, natives),
+        _edge(state.on_error, natives), conditional, state.condition,
+        _native(state.condition, natives), _edge(state.on_true, natives),
+        _edge(state.on_false, natives), not conditional and state.condition is None,
     )  # fmt: skip
 
 
-def compile_fsm(plan: FSMPlan, steps: Mapping[str, StepFn[T]]) -> CompiledFSM[T] | None:
+def compile_fsm(
+    plan: FSMPlan, steps: Mapping[str, StepFn[T]], natives: Natives | None = None
+) -> CompiledFSM[T] | None:
     """The plan compiled against ``steps``, or None when a state does anything else (a tool
-    call, a sub-agent, a pause): such plans run through `FSMPlan.run`."""
+    call, a sub-agent, a pause): such plans run through `FSMPlan.run`. ``natives`` maps a
+    condition's source to its native twin."""
     finals = set(plan.final_states)
     nodes: dict[str, _Node[T]] = {}
     for name, state in plan.states.items():
-        node = _node(state, steps, name in finals)
+        node = _node(state, steps, name in finals, natives or {})
         if node is None:
             return None
         nodes[name] = node
     return CompiledFSM(nodes, plan.initial, plan.max_steps)
+
+
+_NO_EDGE: tuple[None, None, None] = (None, None, None)
+_tuple_new = tuple.__new__
 
 
 def _failure(exc: BaseException, node: _Node[Any]) -> tuple[StepOutcomeName, str]:
@@ -138,16 +170,24 @@ class CompiledFSM(Generic[T]):
             finished = clock()
             spent_tokens, spent_cost = meter()
             edge: _Edge | None = None
-            if not node.final:
+            if node.final:
+                pass
+            elif error is not None:
+                edge = node.on_error
+            elif node.unconditional:
+                edge = node.on_success
+            else:
                 try:
-                    edge = _choose(node, state) if error is None else node.on_error
+                    edge = _choose(node, state)
                 except ExpressionEvalError as exc:
                     error = str(exc)
-            path.append(PlanStep(
+            transition, via, condition = _NO_EDGE if edge is None else edge.described
+            # PlanStep's fields in order, made as its generated __new__ would, minus a frame.
+            path.append(_tuple_new(PlanStep, (
                 node.name, node.label, outcome, (started - origin) * 1000.0,
-                (finished - started) * 1000.0, *_described(edge), error,
+                (finished - started) * 1000.0, transition, via, condition, error,
                 spent_tokens - tokens, spent_cost - cost,
-            ))  # fmt: skip
+            )))  # fmt: skip
             tokens, cost = spent_tokens, spent_cost
             if node.final:
                 return CompiledRun(error is None, node.name, path, error)
@@ -158,20 +198,19 @@ class CompiledFSM(Generic[T]):
 
 
 def _choose(node: _Node[Any], state: PlanState) -> _Edge | None:
-    if not node.conditional and node.condition is None:
-        return node.on_success
-    variables = state.variables()
+    """The first conditional edge that holds, else on_true/on_false, else on_success."""
+    variables: dict[str, Any] | None = None  # built once, only if a CEL expression runs
     for edge in node.conditional:
-        assert edge.condition is not None
-        if edge.condition.test(variables):
+        holds = None if edge.native is None else edge.native(state)
+        if holds is None:
+            assert edge.condition is not None
+            variables = variables or state.variables()
+            holds = edge.condition.test(variables)
+        if holds:
             return edge
-    if node.condition is not None:
-        return node.on_true if node.condition.test(variables) else node.on_false
-    return node.on_success
-
-
-def _described(edge: _Edge | None) -> tuple[str | None, str | None, str | None]:
-    """(transition, via, condition) of the edge taken, as the path records them."""
-    if edge is None:
-        return None, None, None
-    return edge.target, edge.via, None if edge.condition is None else edge.condition.source
+    if node.condition is None:
+        return node.on_success
+    holds = None if node.native is None else node.native(state)
+    if holds is None:
+        holds = node.condition.test(variables or state.variables())
+    return node.on_true if holds else node.on_false

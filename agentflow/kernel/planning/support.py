@@ -8,6 +8,11 @@ and ``state.escalate`` (true when the answer goes to a human whatever its confid
 intent always escalates or is out of scope, the provider or the budget refused, the handler
 asked). A failing ``classify`` or ``generate_response`` goes to a human, a failing
 ``context`` still answers (the pipeline degrades the same way).
+
+`SUPPORT_NATIVE_CONDITIONS` gives the compiled walk the two conditions of ``evaluate`` as
+plain Python: they run for every message, and their CEL evaluation cost more than the rest
+of the walk. Each returns None whenever CEL's answer could differ (a missing or non-float
+confidence, a non-boolean ``state.escalate``...), and CEL decides.
 """
 
 from __future__ import annotations
@@ -16,15 +21,56 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentflow.kernel.planning.behavior_tree import BehaviorTreePlan
+from agentflow.kernel.planning.compiled import NativeCondition
 from agentflow.kernel.planning.fsm import FSMPlan
+from agentflow.kernel.planning.model import PlanState
 from agentflow.kernel.planning.parsing import Known
 from agentflow.kernel.planning.validation import load_plan
 
-__all__ = ["SUPPORT_FSM", "SUPPORT_PLANNER", "SUPPORT_STEPS", "load_pipeline_plan"]
+__all__ = [
+    "SUPPORT_FSM",
+    "SUPPORT_NATIVE_CONDITIONS",
+    "SUPPORT_PLANNER",
+    "SUPPORT_STEPS",
+    "load_pipeline_plan",
+]
 
 SUPPORT_STEPS = frozenset(
     {"classify", "context", "generate_response", "evaluate", "deliver", "human_review"}
 )
+
+ESCALATE_CONDITION = "has(state.escalate) && state.escalate == true"
+# The agent's threshold for the intent when the step wrote it (the pipeline does); 0.6, the
+# default threshold, for executors that do not.
+CONFIDENT_CONDITION = "response.confidence >= (has(state.threshold) ? state.threshold : 0.6)"
+_DEFAULT_THRESHOLD = 0.6
+
+
+def _escalate(plan_state: PlanState) -> bool | None:
+    """`ESCALATE_CONDITION`: false without the key, the value when it is a boolean."""
+    section = plan_state.state
+    if type(section) is not dict:
+        return None
+    escalate = section.get("escalate", False)
+    return escalate if type(escalate) is bool else None
+
+
+def _confident(plan_state: PlanState) -> bool | None:
+    """`CONFIDENT_CONDITION` when both sides are floats (CEL compares no other pair alike)."""
+    response, section = plan_state.response, plan_state.state
+    if type(response) is not dict or type(section) is not dict:
+        return None
+    confidence = response.get("confidence")
+    threshold = section.get("threshold", _DEFAULT_THRESHOLD)
+    if type(confidence) is float and type(threshold) is float:
+        return confidence >= threshold
+    return None
+
+
+SUPPORT_NATIVE_CONDITIONS: dict[str, NativeCondition] = {
+    ESCALATE_CONDITION: _escalate,
+    CONFIDENT_CONDITION: _confident,
+}
 
 SUPPORT_FSM: dict[str, Any] = {
     "states": {
@@ -33,14 +79,9 @@ SUPPORT_FSM: dict[str, Any] = {
         "generate_response": {"on_success": "evaluate", "on_error": "human_review"},
         "evaluate": {
             "conditional_transitions": [
-                {
-                    "condition": "has(state.escalate) && state.escalate == true",
-                    "target": "human_review",
-                }
+                {"condition": ESCALATE_CONDITION, "target": "human_review"}
             ],
-            # The agent's threshold for the intent when the step wrote it (the pipeline
-            # does); 0.6, the default threshold, for executors that do not.
-            "condition": "response.confidence >= (has(state.threshold) ? state.threshold : 0.6)",
+            "condition": CONFIDENT_CONDITION,
             "on_true": "deliver",
             "on_false": "human_review",
         },
