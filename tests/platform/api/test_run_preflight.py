@@ -116,7 +116,8 @@ def test_a_soft_budget_runs_with_the_warning_and_records_estimate_and_actual(
     preflight = result["metadata"]["preflight"]
     assert preflight["verdict"] == "warn"
     assert any("soft budget" in w for w in result["metadata"]["warnings"])
-    assert preflight["estimated_tokens"] > 0 and preflight["estimated_usd"] > 0
+    assert preflight["estimated_tokens"] > 0
+    assert preflight["estimated_usd"] > 0
     assert len(llm.requests) >= 1
     assert preflight["actual_tokens"] == body["tokens"] > 0
     assert preflight["actual_usd"] > 0
