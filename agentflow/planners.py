@@ -11,12 +11,15 @@ A tenant writes this text and the server parses it, so YAML aliases (the "billio
 expansion), deep nesting and huge definitions are refused before the kernel sees them.
 
 `preflight_agent` estimates what one message would cost along the agent's plan (its own or
-the default support FSM) without running anything.
+the default support FSM) without running anything. `run_preflight` is the same estimate made
+before every run (the run's worker enforces it); `preflight_accuracy` sums up how close those
+estimates came to what the runs spent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -26,7 +29,7 @@ from agentflow.kernel.config import ConfigIssue
 from agentflow.kernel.costs import Budget
 from agentflow.kernel.intents import IntentCategory
 from agentflow.kernel.planning.parsing import Known
-from agentflow.kernel.planning.preflight import CostProfile, preflight
+from agentflow.kernel.planning.preflight import CostProfile, PreflightEstimate, preflight
 from agentflow.kernel.planning.source import (
     MDict,
     PlanError,
@@ -45,7 +48,10 @@ __all__ = [
     "PlannerConfig",
     "load_planner",
     "planner_issues",
+    "preflight_accuracy",
     "preflight_agent",
+    "preflight_record",
+    "run_preflight",
 ]
 
 DEFAULT_PLANNER: Mapping[str, Any] = SUPPORT_PLANNER
@@ -248,3 +254,48 @@ def _budget(config: Mapping[str, Any]) -> Budget | None:
     limits = config.get("budget") or {}
     soft, hard = limits.get("soft_usd"), limits.get("hard_usd")
     return None if soft is None and hard is None else Budget(soft, hard)
+
+
+def run_preflight(
+    plan: Any, agent_id: str, config: Mapping[str, Any], message: str
+) -> PreflightEstimate:
+    """The estimate of one run's message along the plan its pipeline follows (already loaded).
+
+    An offline agent sends nothing priced: its estimate is empty, without rebuilding prompts
+    (every offline run pays this call).
+    """
+    profile = _cost_profile(agent_id, config)
+    if profile.offline:
+        return PreflightEstimate([], budget=_budget(config))
+    return preflight(plan, message, profile, budget=_budget(config))
+
+
+def preflight_record(estimate: PreflightEstimate) -> dict[str, Any]:
+    """What a run's result keeps of its preflight (``metadata.preflight``)."""
+    return {
+        "estimated_tokens": estimate.tokens,
+        "estimated_usd": round(estimate.usd, 8),
+        "max_usd": round(estimate.max_usd, 8),
+        "verdict": VERDICTS[estimate.decision],
+    }
+
+
+def preflight_accuracy(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """p50/p95 relative error of estimated vs actual tokens over runs that spent tokens.
+
+    ``records`` are runs' ``metadata.preflight``; a run whose LLM spent nothing (offline, or
+    refused before any call) says nothing about the estimate and is left out. None when no
+    run is left.
+    """
+    errors = sorted(
+        abs(int(r["estimated_tokens"]) - int(r["actual_tokens"])) / int(r["actual_tokens"])
+        for r in records
+        if int(r.get("actual_tokens") or 0) > 0 and int(r.get("estimated_tokens") or 0) > 0
+    )
+    if not errors:
+        return None
+    return {
+        "runs": len(errors),
+        "p50_error": round(statistics.median(errors), 4),
+        "p95_error": round(errors[min(len(errors) - 1, int(0.95 * len(errors)))], 4),
+    }

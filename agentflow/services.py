@@ -27,7 +27,9 @@ from agentflow.core.conf import setting_float, setting_int
 from agentflow.core.context import current_correlation_id
 from agentflow.core.leases import AdvisoryLeases
 from agentflow.core.metrics import RUN_PERSISTENCE_FAILURES
-from agentflow.kernel.pipeline import PersistenceError
+from agentflow.kernel.confidence import EscalationReason
+from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE, PersistenceError
+from agentflow.kernel.results import AgentReply
 from agentflow.models import (
     Agent,
     AgentSession,
@@ -41,6 +43,7 @@ from agentflow.models import (
     ThreadStatus,
 )
 from agentflow.pipelines import AgentConfigError, get_pipeline, validate_agent_config
+from agentflow.planners import preflight_accuracy, preflight_record, run_preflight
 from agentflow.run_result import reply_result
 from agentflow.run_signals import publish_settled
 from governance.audit import Actor, append
@@ -149,6 +152,27 @@ def delete_agent(*, actor: Actor, agent: Agent) -> None:
             changes={"name": agent.name},
         )
         agent.delete()
+
+
+# How many of an agent's latest settled runs its preflight accuracy is measured over.
+PREFLIGHT_ACCURACY_RUNS = 200
+
+
+def agent_preflight_accuracy(agent: Agent) -> dict[str, Any] | None:
+    """p50/p95 relative token error of the preflight over the agent's last settled runs.
+
+    Runs whose LLM spent nothing (offline, refused) are left out; None when none is left.
+    """
+    records = (
+        Run.objects.filter(
+            agent=agent,
+            status__in=(RunStatus.COMPLETED, RunStatus.AWAITING_REVIEW),
+            result__metadata__preflight__actual_tokens__gt=0,
+        )
+        .order_by("-created_at")
+        .values_list("result__metadata__preflight", flat=True)[:PREFLIGHT_ACCURACY_RUNS]
+    )
+    return preflight_accuracy(record for record in records if isinstance(record, dict))
 
 
 # --- starting runs ------------------------------------------------------------------
@@ -472,8 +496,18 @@ def _return_connection() -> None:
 
 
 async def _process(run: Run) -> Any:
+    """The run's reply: the cost preflight first, then the pipeline unless it refused.
+
+    The estimate is recorded with what the run actually spent (``metadata.preflight``), so
+    estimate vs actual is kept per run (GET /agents/{id}/preflight sums it up).
+    """
     pipeline = await get_pipeline(run.agent)
-    return await pipeline.process_message(
+    config = run.agent.config
+    estimate = run_preflight(pipeline.plan, str(run.agent_id), config, run.input)
+    record = preflight_record(estimate)
+    if estimate.decision == "refuse":
+        return _refused_by_preflight(run, config, record)
+    reply = await pipeline.process_message(
         user_id=run.user_id,
         message=run.input,
         context={
@@ -483,6 +517,37 @@ async def _process(run: Run) -> Any:
             "priority": run.priority,
             "metadata": run.metadata,
         },
+    )
+    reply.metadata["preflight"] = {
+        **record,
+        "actual_tokens": int(reply.usage.total_tokens),
+        "actual_usd": round(reply.cost_usd, 8),
+    }
+    if estimate.decision == "warn":
+        soft = estimate.budget.soft_usd if estimate.budget is not None else None
+        warning = f"preflight: up to ${estimate.max_usd:.6f}, above the soft budget ${soft}"
+        reply.metadata.setdefault("warnings", []).append(warning)
+    return reply
+
+
+def _refused_by_preflight(run: Run, config: dict[str, Any], record: dict[str, Any]) -> Any:
+    """A person answers instead: the hard budget refused the message before any LLM call.
+
+    The pipeline is not entered, so the kernel's session and memory do not see this turn;
+    the run's messages and its review request (complete_run) keep it.
+    """
+    return AgentReply(
+        content=str(config.get("escalation_message") or DEFAULT_ESCALATION_MESSAGE),
+        user_id=run.user_id,
+        session_id=str(run.session_id or ""),
+        intent="",
+        intent_confidence=0.0,
+        confidence=0.0,
+        thread_id="",
+        transition="",
+        escalated=True,
+        escalation_reason=EscalationReason.BUDGET_PREFLIGHT,
+        metadata={"preflight": {**record, "actual_tokens": 0, "actual_usd": 0.0}},
     )
 
 

@@ -227,6 +227,22 @@ class PreflightSerializer(serializers.Serializer):
     steps = PreflightStepSerializer(many=True)
 
 
+class PreflightErrorSerializer(serializers.Serializer):
+    runs = AsIsIntegerField(help_text="Settled runs that spent tokens, of the last 200.")
+    p50_error = AsIsFloatField(help_text="Median |estimated - actual| / actual tokens.")
+    p95_error = AsIsFloatField()
+
+
+class PreflightAccuracySerializer(serializers.Serializer):
+    """How close the preflight before each run came to what the run spent."""
+
+    agent_id = serializers.UUIDField()
+    window = AsIsIntegerField(help_text="The latest settled runs looked at.")
+    tokens = PreflightErrorSerializer(
+        allow_null=True, help_text="null when none of those runs spent tokens."
+    )
+
+
 class KnowledgeUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="text/plain or text/markdown, UTF-8")
     title = serializers.CharField(required=False)

@@ -34,6 +34,7 @@ from agentflow.api.serializers import (
     KnowledgeCreateSerializer,
     KnowledgeUploadSerializer,
     MessageSerializer,
+    PreflightAccuracySerializer,
     PreflightCreateSerializer,
     PreflightSerializer,
     RunCreateSerializer,
@@ -200,9 +201,23 @@ class AgentPreflightView(TenantScopedAPIView):
     """The cost estimate of one message along the agent's plan; nothing runs or is written.
 
     A read: it changes nothing, so whoever may see the agent may ask (a viewer too).
+    ``GET`` reports how close the estimates made before its runs came to what they spent.
     """
 
     scope_map = {**DEFAULT_SCOPE_MAP, "POST": READ}
+
+    @extend_schema(
+        operation_id="agents_preflight_accuracy",
+        responses={200: PreflightAccuracySerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, agent_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        body = {
+            "agent_id": agent.pk,
+            "window": services.PREFLIGHT_ACCURACY_RUNS,
+            "tokens": services.agent_preflight_accuracy(agent),
+        }
+        return Response(PreflightAccuracySerializer(body).data)
 
     @extend_schema(
         operation_id="agents_preflight",

@@ -35,6 +35,8 @@ class EscalationReason:
     OUT_OF_SCOPE = "out_of_scope"
     LOW_CONFIDENCE = "low_confidence"
     BUDGET_EXCEEDED = "budget_exceeded"
+    # The cost preflight put the message's estimate above the hard budget: nothing was sent.
+    BUDGET_PREFLIGHT = "budget_preflight"
     LLM_UNAVAILABLE = "llm_unavailable"
     HANDLER_REQUESTED = "handler_requested"
     # The agent's plan sent the answer to a human where the evaluator would have delivered.

@@ -1,0 +1,143 @@
+"""The cost preflight before every run, against a real local OpenAI-compatible server (issue 16).
+
+A hard budget below the estimate: the run goes to a person (``budget_preflight``) and the
+server receives no request at all. A soft one: the run answers, with the warning in its
+result. Either way the estimate and what the run spent are recorded in the run's result,
+and ``GET /agents/{id}/preflight`` sums up how close the estimates came.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agentflow.models import Run, RunStatus
+from agentflow.services import create_agent
+from hitl.models import HITLRequest
+from tenants.context import tenant_scope
+from tests.kernel.fake_openai_server import FakeOpenAIServer, RecordedRequest, chat_completion
+from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ANSWER = "Open Settings, then Security, then Reset password."
+
+
+def _answer(request: RecordedRequest) -> Any:
+    # Usage as a server reports it: the prompt it received, counted (about 4 chars a token).
+    return chat_completion(ANSWER, prompt_tokens=max(len(request.text()) // 4, 1))
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(default=_answer) as server:
+        yield server
+
+
+def _agent(
+    owner: Persona, llm: FakeOpenAIServer, settings: Any, monkeypatch: Any, budget: Any
+) -> Any:
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "LLM_ALLOWED_BASE_URLS": [llm.base_url]}
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    provider = {
+        "kind": "openai",
+        "model": "gpt-4o-mini",
+        "base_url": llm.base_url,
+        "api_key": "${OPENAI_API_KEY}",
+        "max_retries": 0,
+    }
+    config = {
+        **copy.deepcopy(SUPPORT_CONFIG),
+        "default_threshold": 0.05,
+        "llm": {"providers": [provider]},
+        "budget": budget,
+    }
+    return create_agent(
+        actor=ACTOR, tenant=owner.tenant, name="budgeted", blueprint="support_agent", config=config
+    )
+
+
+def _run(owner: Persona, agent: Any) -> Any:
+    response = owner.post(
+        f"/api/v1/agents/{agent.pk}/runs",
+        {"user_id": "u1", "message": "how do I reset my password"},
+        headers={"Prefer": "wait=20"},
+    )
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def test_a_hard_budget_below_the_estimate_refuses_before_any_llm_call(
+    owner: Persona,
+    llm: FakeOpenAIServer,
+    settings: Any,
+    monkeypatch: Any,
+    celery_worker_app: object,
+) -> None:
+    agent = _agent(owner, llm, settings, monkeypatch, {"hard_usd": 0.000001})
+
+    body = _run(owner, agent)
+
+    assert body["status"] == RunStatus.AWAITING_REVIEW
+    result = body["result"]
+    assert result["escalated"] is True
+    assert result["escalation_reason"] == "budget_preflight"
+    preflight = result["metadata"]["preflight"]
+    assert preflight["verdict"] == "refused"
+    assert preflight["estimated_tokens"] > 0
+    assert preflight["max_usd"] > 0.000001
+    assert preflight["actual_tokens"] == 0
+    assert preflight["actual_usd"] == 0
+    assert llm.requests == []  # the server never heard of this run
+    with tenant_scope(owner.tenant.pk):
+        assert HITLRequest.objects.filter(run_id=body["id"]).count() == 1
+        assert Run.objects.get(pk=body["id"]).tokens == 0
+    # Nothing was spent, so nothing says how good the estimate was.
+    accuracy = owner.get(f"/api/v1/agents/{agent.pk}/preflight").json()
+    assert accuracy == {"agent_id": str(agent.pk), "window": 200, "tokens": None}
+
+
+def test_a_soft_budget_runs_with_the_warning_and_records_estimate_and_actual(
+    owner: Persona,
+    llm: FakeOpenAIServer,
+    settings: Any,
+    monkeypatch: Any,
+    celery_worker_app: object,
+) -> None:
+    agent = _agent(owner, llm, settings, monkeypatch, {"soft_usd": 0.000001})
+
+    body = _run(owner, agent)
+
+    assert body["status"] == RunStatus.COMPLETED, body
+    result = body["result"]
+    assert result["content"] == ANSWER
+    preflight = result["metadata"]["preflight"]
+    assert preflight["verdict"] == "warn"
+    assert any("soft budget" in w for w in result["metadata"]["warnings"])
+    assert preflight["estimated_tokens"] > 0
+    assert preflight["estimated_usd"] > 0
+    assert len(llm.requests) >= 1
+    assert preflight["actual_tokens"] == body["tokens"] > 0
+    assert preflight["actual_usd"] > 0
+
+    accuracy = owner.get(f"/api/v1/agents/{agent.pk}/preflight").json()
+    error = abs(preflight["estimated_tokens"] - preflight["actual_tokens"])
+    assert accuracy["tokens"]["runs"] == 1
+    assert accuracy["tokens"]["p50_error"] == round(error / preflight["actual_tokens"], 4)
+
+
+def test_an_offline_agents_runs_say_nothing_about_accuracy(
+    owner: Persona, agent: Any, celery_worker_app: object
+) -> None:
+    body = _run(owner, agent)
+    assert body["result"]["metadata"]["preflight"]["estimated_tokens"] == 0
+    assert body["result"]["metadata"]["preflight"]["verdict"] == "ok"
+    assert owner.get(f"/api/v1/agents/{agent.pk}/preflight").json()["tokens"] is None
+
+
+def test_the_accuracy_of_a_foreign_agent_is_404(
+    owner: Persona, outsider: Persona, agent: Any
+) -> None:
+    assert outsider.get(f"/api/v1/agents/{agent.pk}/preflight").status_code == 404
