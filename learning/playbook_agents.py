@@ -17,7 +17,7 @@ from agentflow.models import Agent
 from agentflow.services import update_agent
 from governance.audit import Actor, append
 from learning.models import Playbook, PlaybookStatus
-from learning.playbook_fsm import planner_yaml
+from learning.playbook_fsm import planner_of, planner_yaml
 
 __all__ = ["apply"]
 
@@ -30,7 +30,8 @@ def apply(*, actor: Actor, playbook: Playbook) -> Agent:
         raise conflict("A retired playbook cannot be applied.", "playbook_retired")
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=playbook.agent_id)
-        planner = {"type": playbook.planner["type"], "definition": planner_yaml(playbook.planner)}
+        fsm = planner_of(playbook)
+        planner = {"type": fsm["type"], "definition": planner_yaml(fsm)}
         config: dict[str, Any] = {**agent.config, "planner": planner}
         agent = update_agent(actor=actor, agent=agent, config=config)
         append(

@@ -34,7 +34,14 @@ import yaml
 
 from agentflow.planners import PlannerConfig, planner_issues
 
-__all__ = ["STEP_STATES", "planner_for", "planner_problems", "planner_yaml", "state_of"]
+__all__ = [
+    "STEP_STATES",
+    "planner_for",
+    "planner_of",
+    "planner_problems",
+    "planner_yaml",
+    "state_of",
+]
 
 STEP_STATES: Mapping[str, str] = {
     "classify": "classify",
@@ -107,6 +114,13 @@ def planner_for(name: str, steps: Sequence[str]) -> dict[str, Any]:
         "states": described,
     }
     return {"type": "fsm", "definition": definition}
+
+
+def planner_of(playbook: Any) -> dict[str, Any]:
+    """A playbook's stored planner; a row written without one (not by extraction) gets it
+    built from its steps, the same way."""
+    stored: dict[str, Any] = playbook.planner
+    return stored or planner_for(playbook.name, playbook.steps)
 
 
 def planner_yaml(planner: Mapping[str, Any]) -> str:
