@@ -4,7 +4,8 @@
   scores), ``.../{golden_path_id}``, ``POST .../{golden_path_id}/deactivate|activate``;
 * ``POST /api/v1/learning/feedback`` (score a run's answer), ``GET`` (list);
 * ``GET /api/v1/learning/playbooks`` (list), ``.../suggest?agent_id=&category=``,
-  ``.../{playbook_id}``, ``POST .../{playbook_id}/retire``, ``POST .../extract``.
+  ``.../{playbook_id}``, ``POST .../{playbook_id}/retire``, ``POST .../{playbook_id}/apply``
+  (the agent runs the playbook's FSM), ``POST .../extract``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from agentflow.api.serializers import AgentSerializer
 from agentflow.core.api.exceptions import unprocessable
 from agentflow.core.api.filters import (
     ListEndpoint,
@@ -32,9 +34,10 @@ from agentflow.core.api.filters import (
 from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
 from agentflow.core.api.serializers import StrictIntegerField, StrictSerializer
 from agentflow.models import Agent, Run
+from agentflow.services import AgentConfigInvalid
 from governance.services import restrict_to_visible_agents
 from learning import feedback as feedback_service
-from learning import golden_paths, playbooks
+from learning import golden_paths, playbook_agents, playbooks
 from learning.models import Feedback, GoldenPath, GoldenPathSource, Playbook, PlaybookStatus
 from learning.serializers import (
     FeedbackSerializer,
@@ -373,6 +376,34 @@ class PlaybookRetireView(_LearningView):
         return Response(PlaybookSerializer(playbook).data)
 
 
+class PlaybookApplyView(_LearningView):
+    """Tell the playbook's agent to run it: its FSM becomes the agent's ``config.planner``."""
+
+    scope_map = {"POST": WRITE}
+
+    @extend_schema(
+        operation_id="playbooks_apply",
+        request=NO_BODY,
+        responses={
+            200: inline_serializer(
+                "PlaybookApplied", {"playbook": PlaybookSerializer(), "agent": AgentSerializer()}
+            ),
+            **errors(401, 403, 404, 409, 422),
+        },
+    )
+    def post(self, request: Request, playbook_id: str) -> Response:
+        _no_body(request)
+        playbook = self.one(Playbook.objects, playbook_id)
+        try:
+            agent = playbook_agents.apply(actor=actor_for(request), playbook=playbook)
+        except AgentConfigInvalid as exc:
+            listed = "; ".join(f"{f}: {r}" for f, reasons in exc.fields.items() for r in reasons)
+            raise unprocessable(f"Agent config is invalid: {listed}", exc.fields) from exc
+        return Response(
+            {"playbook": PlaybookSerializer(playbook).data, "agent": AgentSerializer(agent).data}
+        )
+
+
 class ExtractSerializer(StrictSerializer):
     agent_id = serializers.UUIDField()
     categories = serializers.ListField(
@@ -438,6 +469,7 @@ __all__ = [
     "GoldenPathDetailView",
     "GoldenPathListView",
     "GoldenPathSearchView",
+    "PlaybookApplyView",
     "PlaybookDetailView",
     "PlaybookExtractView",
     "PlaybookListView",

@@ -354,6 +354,9 @@ class Playbook(TenantOwnedModel):
     name = models.CharField(max_length=200)
     steps = models.JSONField(default=list)  # ordered step names: the playbook's states
     transitions = models.JSONField(default=list)  # [[from, to], ...]: the FSM's edges
+    # The planner an agent can be told to run: {type: fsm, definition} over the support
+    # steps (learning.playbook_fsm), derived from ``steps`` when extracted.
+    planner = models.JSONField(default=dict)
     sample_count = models.PositiveIntegerField()  # successful traces it was extracted from
     total_count = models.PositiveIntegerField()  # traces of the category considered
     success_rate = models.FloatField()

@@ -7,8 +7,10 @@ low; edited, rejected, expired and failed runs are failures; cancelled and unset
 do not count. With at least ``PLAYBOOK_MIN_SAMPLES`` successes and a success rate of at
 least ``PLAYBOOK_MIN_SUCCESS_RATE``, the steps present in at least
 ``PLAYBOOK_MIN_STEP_SUPPORT`` of the successful traces (:func:`learning.loop.trace_steps`)
-are ordered by their mean relative position in those traces: the playbook's states, and
-consecutive pairs its transitions (a linear FSM).
+are ordered by their mean relative position in those traces: the playbook's steps, and
+consecutive pairs its transitions. Its ``planner`` is the FSM over the support steps that
+an agent can be told to run (:mod:`learning.playbook_fsm`; applying it:
+:mod:`learning.playbook_agents`).
 
 A playbook is versioned: extraction that finds the same steps as the active version
 changes nothing; different steps supersede it with version + 1. A person can retire one;
@@ -34,6 +36,7 @@ from agentflow.models import Agent, Run
 from governance.audit import Actor, append
 from learning.loop import trace_steps
 from learning.models import Feedback, Playbook, PlaybookStatus
+from learning.playbook_fsm import planner_for
 from learning.serializers import PlaybookSerializer
 from tenants.context import tenant_scope
 from tenants.scoping import require_tenant_id
@@ -138,14 +141,16 @@ def extract(agent: Agent, category: str, *, actor: Actor) -> Extraction:
             return extraction(outcome, latest)
         version = (versions.aggregate(v=Max("version"))["v"] or 0) + 1
         versions.filter(status=PlaybookStatus.ACTIVE).update(status=PlaybookStatus.SUPERSEDED)
+        name = f"{category} v{version}"
         playbook = Playbook.objects.create(
             tenant_id=tenant_id,
             agent=agent,
             category=category,
             version=version,
-            name=f"{category} v{version}",
+            name=name,
             steps=steps,
             transitions=[[a, b] for a, b in pairwise(steps)],
+            planner=planner_for(name, steps),
             sample_count=len(successes),
             total_count=total,
             success_rate=rate,

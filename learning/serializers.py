@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from agentflow.core.api.serializers import (
@@ -19,6 +21,7 @@ from agentflow.core.api.serializers import (
     ZDateTimeField,
 )
 from learning.models import GoldenPathSource, PlaybookStatus
+from learning.playbook_fsm import planner_of, planner_problems, planner_yaml
 
 
 class RoundedFloatField(serializers.FloatField):
@@ -91,5 +94,34 @@ class PlaybookSerializer(serializers.Serializer):
     total_count = AsIsIntegerField()
     success_rate = RoundedFloatField()
     status = AsIsChoiceField(choices=PlaybookStatus.values)
+    planner = serializers.SerializerMethodField(
+        help_text="The FSM an agent can be told to run: {type: fsm, definition} over the "
+        "support steps (docs/planners.md)."
+    )
+    planner_yaml = serializers.SerializerMethodField(
+        help_text="The definition as YAML text, as an agent config's planner may hold it."
+    )
+    planner_validation = serializers.SerializerMethodField()
     created_at = ZDateTimeField()
     retired_at = ZDateTimeField(allow_null=True)
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_planner(self, playbook: Any) -> dict[str, Any]:
+        return planner_of(playbook)
+
+    def get_planner_yaml(self, playbook: Any) -> str:
+        return planner_yaml(planner_of(playbook))
+
+    @extend_schema_field(
+        inline_serializer(
+            "PlannerValidation",
+            {
+                "valid": serializers.BooleanField(),
+                "errors": serializers.ListField(child=serializers.CharField()),
+            },
+        )
+    )
+    def get_planner_validation(self, playbook: Any) -> dict[str, Any]:
+        """The agent config's own check of the planner (each error naming its field)."""
+        problems = planner_problems(planner_of(playbook))
+        return {"valid": not problems, "errors": problems}

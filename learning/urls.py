@@ -80,6 +80,11 @@ urlpatterns = [
         name="playbook-retire",
     ),
     path(
+        "learning/playbooks/<uuid:playbook_id>/apply",
+        loop_api.PlaybookApplyView.as_view(),
+        name="playbook-apply",
+    ),
+    path(
         "graph/similar-resolutions",
         api.SimilarResolutionsView.as_view(),
         name="graph-similar-resolutions",

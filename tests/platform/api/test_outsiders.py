@@ -205,6 +205,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("feedback", "POST"): {"run_id": str(uuid.uuid4()), "rating": 5},
     ("playbooks-extract", "POST"): {"agent_id": str(uuid.uuid4())},
     ("playbook-retire", "POST"): {},
+    ("playbook-apply", "POST"): {},
     **{(name, "POST"): {"type": "ticket.created"} for name in SIGNATURE_AUTHENTICATED},
 }
 BODY_METHODS = ("POST", "PUT", "PATCH")
