@@ -34,7 +34,7 @@ def celery_worker_app() -> Iterator[object]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_channel_layer() -> Iterator[None]:
+def _fresh_channel_layer() -> None:
     """Each test gets its own channel layer object.
 
     The layer is a process-wide singleton, and channels_redis keeps its receive state (a
@@ -46,7 +46,6 @@ def _fresh_channel_layer() -> Iterator[None]:
     from channels.layers import channel_layers
 
     channel_layers.backends = {}
-    yield
 
 
 @pytest.fixture(autouse=True, scope="session")
