@@ -8,6 +8,7 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from agentflow.models import (
 from agentflow.pipelines import AgentConfigError, get_pipeline, validate_agent_config
 from agentflow.planners import preflight_accuracy, preflight_record, run_preflight
 from agentflow.run_result import reply_result
-from agentflow.run_signals import publish_settled
+from agentflow.run_signals import in_flight_runs, publish_settled
 from governance.audit import Actor, append
 from hitl.services import request_review
 from learning import services as learning_services
@@ -452,7 +453,11 @@ def _execute_leased(run_id: str) -> str:
     # it died mid-run. Processing again is safe because completion is a compare-and-set.
     _return_connection()  # while the run waits on its LLM, its connection serves others
     try:
-        reply = worker_loop.run(_process(run))
+        reply = _process_interruptibly(run)
+    except concurrent.futures.CancelledError:
+        run.refresh_from_db()
+        log.info("run.stopped", run_id=run_id, status=run.status)
+        return run.status  # settled elsewhere meanwhile (cancelled): its work is moot
     except Exception as exc:
         log.exception("run.failed", run_id=run_id)
         if isinstance(exc, PersistenceError):
@@ -483,6 +488,13 @@ def _execute_leased(run_id: str) -> str:
                 _announce(run)
         return RunStatus.FAILED
     return complete_run(run, reply)
+
+
+def _process_interruptibly(run: Run) -> Any:
+    """Run the pipeline on the process loop; a cancel announced meanwhile interrupts it."""
+    future = worker_loop.submit(_process(run))
+    with in_flight_runs.track(str(run.pk), future):
+        return future.result()
 
 
 def _return_connection() -> None:

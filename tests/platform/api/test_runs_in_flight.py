@@ -55,7 +55,8 @@ class HeldLLM:
     answered in RELEASED_SECONDS.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hold_seconds: float = HOLD_SECONDS) -> None:
+        self.hold_seconds = hold_seconds
         self.arrivals: list[float] = []
         self.released = False
         self._lock = threading.Lock()
@@ -65,7 +66,7 @@ class HeldLLM:
             return ScriptedResponse(404, {"error": {"message": "no such endpoint"}})
         with self._lock:
             self.arrivals.append(time.monotonic())
-            delay = RELEASED_SECONDS if self.released else HOLD_SECONDS
+            delay = RELEASED_SECONDS if self.released else self.hold_seconds
         return slow(delay, chat_completion("Open Settings, then Security."))
 
     def release(self) -> None:
@@ -76,7 +77,7 @@ class HeldLLM:
         """Held calls still open now (each is answered HOLD_SECONDS after it arrived)."""
         now = time.monotonic()
         with self._lock:
-            return sum(1 for arrived in self.arrivals if now - arrived < HOLD_SECONDS)
+            return sum(1 for arrived in self.arrivals if now - arrived < self.hold_seconds)
 
 
 @pytest.fixture
@@ -212,3 +213,41 @@ def test_a_killed_run_worker_with_a_hundred_runs_in_flight_loses_and_doubles_non
         stop_worker(second)
         log.close()
     _settled_once(owner.tenant.pk, run_ids)
+
+
+def test_a_run_cancelled_while_its_llm_call_is_open_is_interrupted_there(
+    owner: Persona, settings: Any, tmp_path: Path
+) -> None:
+    """Cancelling stops the work: the run's coroutine is cancelled inside its first LLM
+    call, so the calls that would follow it (generation, after classification) never
+    reach the LLM. Before, the run finished its work and only then lost the race."""
+    held = HeldLLM(hold_seconds=4.0)
+    with FakeOpenAIServer(default=held) as server:
+        agent = _agent(owner, server.base_url, settings)
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_workers(),
+            "OPENAI_API_KEY": "sk-test",
+            "LLM_ALLOWED_BASE_URLS": server.base_url,
+        }
+        log_path = tmp_path / "runner.log"
+        log = log_path.open("ab")
+        worker = start_worker(env, log, pool="threads", concurrency=4, queues="runs")
+        try:
+            with tenant_scope(owner.tenant.pk):
+                run = start_run(
+                    actor=ACTOR, agent=agent, request=RunRequest("cancel-me", "Reset password?")
+                )
+            _wait(lambda: len(held.arrivals) == 1, 60, "the run's first LLM call", log_path)
+            with tenant_scope(owner.tenant.pk):
+                services.cancel_run(actor=ACTOR, run=run)
+            _wait(
+                lambda: b"run.interrupted" in log_path.read_bytes(), 10, "the interrupt", log_path
+            )
+            time.sleep(held.hold_seconds + 2)  # past the held call's answer
+        finally:
+            stop_worker(worker)
+            log.close()
+    assert len(held.arrivals) == 1, "the cancelled run went on calling its LLM"
+    with tenant_scope(owner.tenant.pk):
+        assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
