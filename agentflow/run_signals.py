@@ -99,7 +99,10 @@ class InFlightRuns:
         prefix = channel("")
         while True:
             try:
-                pubsub = _redis().pubsub(ignore_subscribe_messages=True)
+                # Its own client: a quiet channel is normal, so no read timeout; the health
+                # check notices a dead connection instead.
+                client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(f"{prefix}*")
                 for message in pubsub.listen():
                     name = message.get("channel") or b""
