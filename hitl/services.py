@@ -146,12 +146,12 @@ def request_review(
     now = now or datetime.now(UTC)
     # No savepoint: every caller's transaction fails with it (escalate_run has its own).
     with tenant_scope(run.tenant_id), transaction.atomic(savepoint=False):
-        tier = assignment.enter_queue(run.tenant_id)
+        entry = assignment.enter_queue(run.tenant_id, run.agent_id)
         kind = kind or kind_of(result.get("escalation_reason"))
         priority = priority or (run.priority if run.priority in PRIORITY_RANK else Priority.MEDIUM)
         intent = str(result.get("intent") or "")
-        config = review_config(tier=tier, agent_id=run.agent_id)
-        policy = resolve_policy(priority=priority, intent=intent, kind=kind)
+        config = review_config(tier=entry.tier, agent_id=run.agent_id, settings=entry.settings)
+        policy = resolve_policy(priority=priority, intent=intent, kind=kind, enabled=entry.policies)
         request = _create_request(
             run,
             result,
