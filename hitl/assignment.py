@@ -102,7 +102,7 @@ def rows_of(model: type[M], rows: str | list[dict[str, Any]]) -> list[M]:
     fields = model._meta.concrete_fields
     names = [field.attname for field in fields]
     return [
-        model.from_db(DEFAULT_DB_ALIAS, names, [f.to_python(row[f.column]) for f in fields])
+        model.from_db(DEFAULT_DB_ALIAS, names, [f.to_python(row[str(f.column)]) for f in fields])
         for row in decoded
     ]
 
