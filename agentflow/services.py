@@ -47,7 +47,7 @@ from agentflow.pipelines import AgentConfigError, get_pipeline, validate_agent_c
 from agentflow.planners import preflight_accuracy, preflight_record, run_preflight
 from agentflow.run_result import reply_result
 from agentflow.run_signals import in_flight_runs, publish_settled
-from governance.audit import Actor, append
+from governance.audit import Actor, append, batched_appends
 from hitl.services import request_review
 from learning import services as learning_services
 from tenants.context import tenant_scope
@@ -586,49 +586,55 @@ def complete_run(run: Run, reply: Any) -> str:
             run.refresh_from_db()
             return run.status  # cancelled meanwhile, or another delivery finished first
         session_id = run.session_id  # None only if the session was erased meanwhile
-        if reply.escalated:
-            # Queued in this transaction: a run awaiting review always has its request.
-            # (Before the audit append below: HITL takes its assignment lock first.)
-            request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
-        if session_id is not None:
-            # The turn in one INSERT: the question, and the answer unless a person decides it.
-            turn = [(MessageRole.USER, run.input, run.created_at)]
-            if not reply.escalated:
-                turn.append((MessageRole.ASSISTANT, reply.content, now))
-            Message.objects.bulk_create(
-                Message(
-                    session_id=session_id,
-                    run=run,
-                    role=role,
-                    content=content,
-                    thread_id=reply.thread_id,
-                    created_at=at,
-                )
-                for role, content, at in turn
+        # The escalation's audit events (hitl.queued, hitl.assigned...) and the run's: one INSERT.
+        with batched_appends():
+            if reply.escalated:
+                # Queued in this transaction: a run awaiting review always has its request.
+                # (Before the audit append below: HITL takes its assignment lock first.)
+                request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
+            if session_id is not None:
+                _record_turn(run, reply, session_id, now)
+            # No session update here: the pipeline saved the session (last_active, message
+            # count) when it placed the turn, a statement per run less.
+            Step.objects.bulk_create(_steps(run, reply, tokens, cost))
+            append(
+                tenant_id=run.tenant_id,
+                actor=Actor.system("agent"),
+                action="run.escalated" if reply.escalated else "run.completed",
+                target_type="run",
+                target_id=run.pk,
+                changes={
+                    "intent": reply.intent,
+                    "confidence": round(reply.confidence, 4),
+                    "tokens": tokens,
+                    "cost_usd": str(cost),
+                },
+                seal_now=False,  # no chain lock on the run path: the sealer chains it
             )
-        # No session update here: the pipeline saved the session (last_active, message
-        # count) when it placed the turn, a statement per run less.
-        Step.objects.bulk_create(_steps(run, reply, tokens, cost))
-        append(
-            tenant_id=run.tenant_id,
-            actor=Actor.system("agent"),
-            action="run.escalated" if reply.escalated else "run.completed",
-            target_type="run",
-            target_id=run.pk,
-            changes={
-                "intent": reply.intent,
-                "confidence": round(reply.confidence, 4),
-                "tokens": tokens,
-                "cost_usd": str(cost),
-            },
-            seal_now=False,  # no chain lock on the run path: the sealer chains it
-        )
         # The last write: the usage shard row's lock ends at COMMIT.
         if tokens or cost:
             record_usage(tenant_id=run.tenant_id, tokens=tokens, dollars=cost)
         run.status = to_status
         _announce(run)
     return to_status
+
+
+def _record_turn(run: Run, reply: Any, session_id: Any, now: datetime) -> None:
+    """The turn in one INSERT: the question, and the answer unless a person decides it."""
+    turn = [(MessageRole.USER, run.input, run.created_at)]
+    if not reply.escalated:
+        turn.append((MessageRole.ASSISTANT, reply.content, now))
+    Message.objects.bulk_create(
+        Message(
+            session_id=session_id,
+            run=run,
+            role=role,
+            content=content,
+            thread_id=reply.thread_id,
+            created_at=at,
+        )
+        for role, content, at in turn
+    )
 
 
 # Where a reply's LLM usage was spent: generation, or classification too when the intent

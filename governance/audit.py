@@ -8,6 +8,9 @@ An event is recorded in two steps, so that recording it never serialises a tenan
   previous hash and hash, under a transaction-scoped advisory lock per chain, so one linear
   chain with contiguous sequence numbers results whatever the number of writers.
 
+Inside :func:`batched_appends` (the escalation of a run), unsealed appends are held and
+written together in one INSERT when the block ends, in the order they were made.
+
 The run path appends with ``seal_now=False``: the beat task ``maintenance.audit_seal``
 seals every ``AUDIT_SEAL_SECONDS``, and every reader of a chain (verification, exports,
 the audit API and pages, checkpoints and anchors) seals it first, so nobody reads an
@@ -20,6 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -101,6 +107,10 @@ def chain_head(tenant_id: int | None) -> dict[str, Any] | None:
     return dict(head) if head is not None else None
 
 
+# The unsealed appends held by the innermost batched_appends block (None: none is open).
+_held: ContextVar[list[AuditEvent] | None] = ContextVar("audit_held", default=None)
+
+
 def append(
     *,
     tenant_id: int | None,
@@ -113,9 +123,10 @@ def append(
 ) -> AuditEvent:
     """Record one event of the tenant's chain inside the caller's transaction.
 
-    ``seal_now=False`` (the run path): one INSERT and no lock; the sealer chains it within
-    ``AUDIT_SEAL_SECONDS`` of its commit. Otherwise the chain is sealed up to this event
-    before returning (its lock held until the caller commits).
+    ``seal_now=False`` (the run path): one INSERT and no lock (held for the block's INSERT
+    inside :func:`batched_appends`); the sealer chains it within ``AUDIT_SEAL_SECONDS`` of
+    its commit. Otherwise the chain is sealed up to this event before returning (its lock
+    held until the caller commits).
     """
     event = AuditEvent(
         tenant_id=tenant_id,
@@ -129,6 +140,11 @@ def append(
         changes=json.loads(canonical_json(changes or {})),
         correlation_id=current_correlation_id() or "",
     )
+    held = _held.get()
+    if not seal_now and held is not None:
+        held.append(event)
+        return event
+    _flush_held()  # what was appended before this event is inserted before it
     if not seal_now:
         event.save(force_insert=True)
         return event
@@ -138,6 +154,34 @@ def append(
     mine = sealed[event.pk]
     event.sequence, event.prev_hash, event.hash = mine.sequence, mine.prev_hash, mine.hash
     return event
+
+
+def append_many(events: list[AuditEvent]) -> None:
+    """Insert unsealed events in one statement; their ids (so chain order) follow the list."""
+    if events:
+        AuditEvent.unscoped.bulk_create(events)
+
+
+def _flush_held() -> None:
+    held = _held.get()
+    if held:
+        append_many(held)
+        held.clear()
+
+
+@contextmanager
+def batched_appends() -> Iterator[None]:
+    """Hold the block's unsealed appends and insert them in one statement when it ends.
+
+    Use it inside the transaction that the events record: on an exception nothing is
+    written (the transaction rolls back with the writes they would have recorded).
+    """
+    token = _held.set([])
+    try:
+        yield
+        _flush_held()
+    finally:
+        _held.reset(token)
 
 
 SEAL_BATCH = 1_000

@@ -17,23 +17,33 @@ takes it first.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, models
 from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import GreaterThan
 
 from governance.audit import Actor
 from hitl import events
-from hitl.models import OPEN_STATUSES, HITLRequest, ReviewerAvailability, Status
+from hitl.models import (
+    OPEN_STATUSES,
+    EscalationPolicy,
+    HITLRequest,
+    ReviewerAvailability,
+    ReviewSettings,
+    Status,
+)
 from hitl.policy import roles_at_or_above
 from tenants.models import Membership, Tenant
 
 _ASSIGNMENT_LOCK = 7_362  # advisory-lock class of HITL assignment (audit uses 7_361)
 DISPATCH_BATCH = 50
+M = TypeVar("M", bound=models.Model)
 
 
 def lock_assignments(tenant_id: int) -> None:
@@ -41,23 +51,60 @@ def lock_assignments(tenant_id: int) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ASSIGNMENT_LOCK, tenant_id])
 
 
-def enter_queue(tenant_id: int) -> str:
-    """Take the tenant's assignment lock shared, and read the tenant's tier: one statement.
+@dataclass(frozen=True)
+class QueueEntry:
+    """What queueing a request reads with the lock: the tier, review settings, policies."""
+
+    tier: str
+    settings: list[ReviewSettings]  # the tenant's and the agent's, if any
+    policies: list[EscalationPolicy]  # the enabled ones, in the order they are tried
+
+
+_ENTER_QUEUE_SQL = """
+SELECT tenant.tier,
+    (SELECT COALESCE(json_agg(s), '[]') FROM hitl_reviewsettings AS s
+        WHERE s.tenant_id = %(tenant)s AND (s.agent_id = %(agent)s OR s.agent_id IS NULL)),
+    (SELECT COALESCE(json_agg(p ORDER BY p.position, p.id), '[]')
+        FROM hitl_escalationpolicy AS p
+        WHERE p.tenant_id = %(tenant)s AND p.enabled)
+FROM pg_advisory_xact_lock_shared(%(lock)s, %(tenant)s) AS lock, tenants_tenant AS tenant
+WHERE tenant.id = %(tenant)s
+"""
+
+
+def enter_queue(tenant_id: int, agent_id: Any) -> QueueEntry:
+    """Take the tenant's assignment lock shared, and read what the request's review
+    settings and policy come from (tier, settings rows, enabled policies): one statement.
 
     Shared: requests being queued proceed side by side; each waits only for an exclusive
     holder (a decision, an availability change...) to commit, and its next statements see
-    what that one freed.
+    what that one freed. The reads here may predate that holder's commit: none of them
+    changes settings, policies or tiers.
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT tenant.tier FROM pg_advisory_xact_lock_shared(%s, %s) AS lock,"
-            " tenants_tenant AS tenant WHERE tenant.id = %s",
-            [_ASSIGNMENT_LOCK, tenant_id, tenant_id],
+            _ENTER_QUEUE_SQL, {"lock": _ASSIGNMENT_LOCK, "tenant": tenant_id, "agent": agent_id}
         )
         row = cursor.fetchone()
     if row is None:
         raise Tenant.DoesNotExist(f"tenant {tenant_id} not found")
-    return str(row[0])
+    tier, settings, policies = row
+    return QueueEntry(
+        tier=str(tier),
+        settings=rows_of(ReviewSettings, settings),
+        policies=rows_of(EscalationPolicy, policies),
+    )
+
+
+def rows_of(model: type[M], rows: str | list[dict[str, Any]]) -> list[M]:
+    """Model instances from ``json_agg`` rows (JSON text, or already decoded)."""
+    decoded = json.loads(rows) if isinstance(rows, str) else rows
+    fields = model._meta.concrete_fields
+    names = [field.attname for field in fields]
+    return [
+        model.from_db(DEFAULT_DB_ALIAS, names, [f.to_python(row[str(f.column)]) for f in fields])
+        for row in decoded
+    ]
 
 
 def open_load() -> Any:

@@ -8,6 +8,7 @@ from settings. Pure reads: callers are inside the tenant's scope.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,8 +40,14 @@ def default_policy() -> EscalationPolicy:
     )
 
 
-def resolve_policy(*, priority: str, intent: str, kind: str) -> EscalationPolicy:
-    for policy in EscalationPolicy.objects.filter(enabled=True).order_by("position", "id"):
+def resolve_policy(
+    *, priority: str, intent: str, kind: str, enabled: Iterable[EscalationPolicy] | None = None
+) -> EscalationPolicy:
+    """The first matching policy of ``enabled`` (read now if not given: the tenant's
+    enabled policies by position), else the default one."""
+    if enabled is None:
+        enabled = EscalationPolicy.objects.filter(enabled=True).order_by("position", "id")
+    for policy in enabled:
         if policy.matches(priority=priority, intent=intent, kind=kind):
             return policy
     return default_policy()
@@ -58,11 +65,13 @@ class ReviewConfig:
     on_reject: str
 
 
-def review_config(*, tier: str, agent_id: Any) -> ReviewConfig:
-    rows = {
-        None if row.agent_id is None else str(row.agent_id): row
-        for row in ReviewSettings.objects.filter(Q(agent_id=agent_id) | Q(agent__isnull=True))
-    }
+def review_config(
+    *, tier: str, agent_id: Any, settings: Iterable[ReviewSettings] | None = None
+) -> ReviewConfig:
+    """``settings``: the tenant's and the agent's rows (read now if not given)."""
+    if settings is None:
+        settings = ReviewSettings.objects.filter(Q(agent_id=agent_id) | Q(agent__isnull=True))
+    rows = {None if row.agent_id is None else str(row.agent_id): row for row in settings}
     minutes: dict[str, int] = dict(setting_dict("HITL_SLA_MINUTES")[tier])
     handoff = str(setting("HITL_HANDOFF_MESSAGE"))
     on_reject = OnReject.HANDOFF.value

@@ -146,12 +146,12 @@ def request_review(
     now = now or datetime.now(UTC)
     # No savepoint: every caller's transaction fails with it (escalate_run has its own).
     with tenant_scope(run.tenant_id), transaction.atomic(savepoint=False):
-        tier = assignment.enter_queue(run.tenant_id)
+        entry = assignment.enter_queue(run.tenant_id, run.agent_id)
         kind = kind or kind_of(result.get("escalation_reason"))
         priority = priority or (run.priority if run.priority in PRIORITY_RANK else Priority.MEDIUM)
         intent = str(result.get("intent") or "")
-        config = review_config(tier=tier, agent_id=run.agent_id)
-        policy = resolve_policy(priority=priority, intent=intent, kind=kind)
+        config = review_config(tier=entry.tier, agent_id=run.agent_id, settings=entry.settings)
+        policy = resolve_policy(priority=priority, intent=intent, kind=kind, enabled=entry.policies)
         request = _create_request(
             run,
             result,
@@ -164,7 +164,7 @@ def request_review(
             deadline=sla_deadline(config, priority, now),
             now=now,
         )
-        # The created row is the queued request as stored (no assignee, no decider yet).
+        # Inserted with its "queued" history entry: the queued request as stored.
         _announce_queued(request, policy, kind=kind, priority=priority, actor=actor, now=now)
         return assignment.auto_assign(request, actor=SYSTEM, now=now) or request
 
@@ -191,7 +191,7 @@ def _create_request(
         if policy.expire_after_minutes is None
         else deadline + timedelta(minutes=policy.expire_after_minutes)
     )
-    return HITLRequest.objects.create(
+    return HITLRequest(  # inserted by _announce_queued, with its history
         run=run,
         kind=kind,
         priority=priority,
@@ -228,8 +228,9 @@ def _announce_queued(
     actor: Actor,
     now: datetime,
 ) -> None:
-    """The "queued" event (live to the queue) and, if the policy says so, notifications."""
-    events.record(
+    """Insert the request with its "queued" event (live to the queue) and, if the policy
+    says so, notify."""
+    events.create_with_history(
         queued,
         "queued",
         actor=actor,
