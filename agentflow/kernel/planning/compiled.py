@@ -169,9 +169,10 @@ class CompiledFSM(Generic[T]):
                     outcome, error = _failure(exc, node)
             finished = clock()
             spent_tokens, spent_cost = meter()
-            edge: _Edge | None = None
+            edge: _Edge | None
+            # A final state has no edge: the walk ends there.
             if node.final:
-                pass
+                edge = None
             elif error is not None:
                 edge = node.on_error
             elif node.unconditional:
@@ -180,7 +181,7 @@ class CompiledFSM(Generic[T]):
                 try:
                     edge = _choose(node, state)
                 except ExpressionEvalError as exc:
-                    error = str(exc)
+                    edge, error = None, str(exc)
             transition, via, condition = _NO_EDGE if edge is None else edge.described
             # PlanStep's fields in order, made as its generated __new__ would, minus a frame.
             path.append(_tuple_new(PlanStep, (
