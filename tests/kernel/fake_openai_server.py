@@ -220,6 +220,10 @@ def _b64(row: list[float]) -> str:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's listen backlog is 5: a burst of a hundred runs connecting at once
+    # overflowed it on a loaded machine, the connections failed and the provider's breaker
+    # opened. Real servers listen with a backlog of 1024-2048 (uvicorn, gunicorn, nginx).
+    request_queue_size = 1024
     owner: FakeOpenAIServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

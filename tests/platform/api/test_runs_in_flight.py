@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,17 @@ def _wait(predicate: Any, timeout: float, what: Any, log: Path) -> None:
     raise AssertionError(f"timed out waiting for {said}\n{log.read_text()[-4000:]}")
 
 
+def _outcomes(tenant_id: int) -> str:
+    """Why runs settled early, for a failure message: (status, escalation reason) counts."""
+    with tenant_scope(tenant_id):
+        rows = Run.objects.values_list("status", "result", "error")
+        counts = Counter(
+            (status, (result or {}).get("escalation_reason") or error[:80])
+            for status, result, error in rows
+        )
+    return ", ".join(f"{status}/{why}: {n}" for (status, why), n in counts.most_common(6))
+
+
 def _settled_once(tenant_id: int, run_ids: list[str]) -> None:
     with connection.cursor() as cursor:
         for sql in (
@@ -185,7 +197,7 @@ def test_a_killed_run_worker_with_a_hundred_runs_in_flight_loses_and_doubles_non
             lambda: (
                 f"{IN_FLIGHT_GOAL} LLM calls open at once ({held.open_calls()} open of "
                 f"{len(held.arrivals)} calls; {_count(owner.tenant.pk, RunStatus.PROCESSING)} "
-                "processing)"
+                f"processing; {_outcomes(owner.tenant.pk)})"
             ),
             log_path,
         )
