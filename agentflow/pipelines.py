@@ -7,7 +7,8 @@ expensive part of a build is training the intent classifier, so a config change 
 `Agent.version` to be picked up.
 
 A config may name its planner (`agentflow.planners`: validated with the kernel's loader, every
-error with its line); runs still go through the support pipeline.
+error with its line). The other built-in blueprints (`agentflow.blueprints.catalog`) run a
+kernel `StepAgent` through a `BlueprintRunner` instead of the support pipeline.
 
 A tenant writes this config, the server runs it: a config may not read the server's
 environment (every `${...}` is escaped, except an LLM `api_key` naming an allowed variable)
@@ -25,11 +26,13 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.catalog import SPECS
 from agentflow.kernel.builder import AgentFrameworkBuilder
 from agentflow.kernel.config import (
     BudgetConfig,
@@ -44,7 +47,8 @@ from agentflow.kernel.config import (
     escape_env,
 )
 from agentflow.kernel.intents import OUT_OF_SCOPE
-from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE, AgentPipeline
+from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE
+from agentflow.kernel.results import AgentReply
 from agentflow.knowledge import get_embedder
 from agentflow.models import Agent
 from agentflow.planners import DEFAULT_PLANNER, PlannerConfig, planner_issues
@@ -59,6 +63,7 @@ from learning.stores import DjangoGoldenPathStore, DjangoProceduralStore
 __all__ = [
     "BLUEPRINTS",
     "AgentConfigError",
+    "AgentRunner",
     "Blueprint",
     "SupportAgentConfig",
     "build_pipeline",
@@ -66,6 +71,7 @@ __all__ = [
     "evict_pipeline",
     "get_pipeline",
     "kernel_config",
+    "runs_preflight",
     "validate_agent_config",
 ]
 
@@ -276,6 +282,8 @@ class Blueprint:
     config_schema: Mapping[str, Any] = field(default_factory=dict)
     # The planner an agent runs when its config names none.
     default_planner: Mapping[str, Any] | None = None
+    # A blueprint on a kernel `StepAgent`; None: the support pipeline (`build_pipeline`).
+    spec: BlueprintSpec | None = None
 
     @classmethod
     def of(
@@ -292,6 +300,18 @@ class Blueprint:
             default_config=_dump(config_model()),
             config_schema=config_model.model_json_schema(),
             default_planner=default_planner,
+        )
+
+    @classmethod
+    def of_spec(cls, spec: BlueprintSpec) -> Blueprint:
+        return cls(
+            name=spec.name,
+            description=spec.description,
+            config_model=spec.config_model,
+            default_config=_dump(spec.config_model()),
+            config_schema=spec.config_model.model_json_schema(),
+            default_planner=spec.agent_class.default_planner or None,
+            spec=spec,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -320,7 +340,8 @@ BLUEPRINTS: Mapping[str, Blueprint] = MappingProxyType(
             "and approved answers; asks a human when it is not sure.",
             SupportAgentConfig,
             default_planner=DEFAULT_PLANNER,
-        )
+        ),
+        **{spec.name: Blueprint.of_spec(spec) for spec in SPECS},
     }
 )
 
@@ -382,9 +403,19 @@ def validate_agent_config(blueprint: str, config: Mapping[str, Any] | None) -> d
         raise AgentConfigError(_issues(exc, found.config_model), source=source) from None
     if isinstance(model, SupportAgentConfig):
         issues = _category_issues(model) + _provider_issues(model) + planner_issues(model.planner)
-        if issues:
-            raise AgentConfigError(issues, source=source)
+    elif found.spec is not None and found.spec.check is not None:
+        issues = found.spec.check(model)
+    else:
+        issues = []
+    if issues:
+        raise AgentConfigError(issues, source=source)
     return _dump(model)
+
+
+def runs_preflight(blueprint: str) -> bool:
+    """Whether runs of `blueprint` are priced before they start (the support pipeline's)."""
+    found = BLUEPRINTS.get(blueprint)
+    return found is not None and found.spec is None
 
 
 def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -419,9 +450,21 @@ def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------- cache
 
 
+class AgentRunner(Protocol):
+    """What runs an agent's messages: the support `AgentPipeline` or a `BlueprintRunner`."""
+
+    plan: Any
+
+    async def process_message(
+        self, *, user_id: str, message: str, context: Mapping[str, Any] | None = None
+    ) -> AgentReply: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    pipeline: AgentPipeline
+    pipeline: AgentRunner
     loop: weakref.ref[asyncio.AbstractEventLoop]
 
 
@@ -438,7 +481,7 @@ class _PipelineCache:
         self._items: OrderedDict[tuple[str, int, int], _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int], loop: asyncio.AbstractEventLoop) -> AgentPipeline | None:
+    def get(self, key: tuple[str, int], loop: asyncio.AbstractEventLoop) -> AgentRunner | None:
         slot = (*key, id(loop))
         with self._lock:
             entry = self._items.get(slot)
@@ -448,7 +491,7 @@ class _PipelineCache:
             return entry.pipeline
 
     def put(
-        self, key: tuple[str, int], pipeline: AgentPipeline, loop: asyncio.AbstractEventLoop
+        self, key: tuple[str, int], pipeline: AgentRunner, loop: asyncio.AbstractEventLoop
     ) -> None:
         slot = (*key, id(loop))
         with self._lock:
@@ -476,15 +519,20 @@ class _PipelineCache:
 _cache = _PipelineCache(int(getattr(settings, "AGENTFLOW", {}).get("PIPELINE_CACHE_SIZE", 64)))
 # Builds in progress, so concurrent first messages to an agent train its classifier once.
 # Futures belong to one event loop: a caller on another loop builds on its own.
-_building: dict[
-    tuple[str, int], tuple[asyncio.AbstractEventLoop, asyncio.Future[AgentPipeline]]
-] = {}
+_building: dict[tuple[str, int], tuple[asyncio.AbstractEventLoop, asyncio.Future[AgentRunner]]] = {}
 _building_lock = threading.Lock()
 
 
-async def build_pipeline(agent: Agent) -> AgentPipeline:
-    """A new kernel pipeline for `agent` (no cache); `AgentConfigError` if its config is bad."""
+async def build_pipeline(agent: Agent) -> AgentRunner:
+    """A new runner for `agent` (no cache); `AgentConfigError` if its config is bad.
+
+    The support pipeline for ``support_agent``; a `BlueprintRunner` over the blueprint's
+    kernel agent for the others.
+    """
     config = validate_agent_config(agent.blueprint, agent.config)
+    spec = BLUEPRINTS[agent.blueprint].spec
+    if spec is not None:
+        return spec.build(agent, config)
     agent_id = str(agent.id)
     builder = (
         AgentFrameworkBuilder()
@@ -510,7 +558,7 @@ async def build_pipeline(agent: Agent) -> AgentPipeline:
     return await builder.build()
 
 
-async def get_pipeline(agent: Agent) -> AgentPipeline:
+async def get_pipeline(agent: Agent) -> AgentRunner:
     """The kernel pipeline of `agent`, built once per (id, version) per worker process.
 
     A pipeline that talks to a network LLM is reused only on the event loop it was built
@@ -526,7 +574,7 @@ async def get_pipeline(agent: Agent) -> AgentPipeline:
         pending = _building.get(key)
         if pending is None or pending[0] is not loop:
             pending = None
-            future: asyncio.Future[AgentPipeline] = loop.create_future()
+            future: asyncio.Future[AgentRunner] = loop.create_future()
             _building[key] = (loop, future)
     if pending is not None:
         try:

@@ -43,7 +43,12 @@ from agentflow.models import (
     Thread,
     ThreadStatus,
 )
-from agentflow.pipelines import AgentConfigError, get_pipeline, validate_agent_config
+from agentflow.pipelines import (
+    AgentConfigError,
+    get_pipeline,
+    runs_preflight,
+    validate_agent_config,
+)
 from agentflow.planners import preflight_accuracy, preflight_record, run_preflight
 from agentflow.run_result import reply_result
 from agentflow.run_signals import in_flight_runs, publish_settled
@@ -514,21 +519,17 @@ async def _process(run: Run) -> Any:
     estimate vs actual is kept per run (GET /agents/{id}/preflight sums it up).
     """
     pipeline = await get_pipeline(run.agent)
+    if not runs_preflight(run.agent.blueprint):
+        return await pipeline.process_message(
+            user_id=run.user_id, message=run.input, context=_run_context(run)
+        )
     config = run.agent.config
     estimate = run_preflight(pipeline.plan, str(run.agent_id), config, run.input)
     record = preflight_record(estimate)
     if estimate.decision == "refuse":
         return _refused_by_preflight(run, config, record)
     reply = await pipeline.process_message(
-        user_id=run.user_id,
-        message=run.input,
-        context={
-            "run_id": str(run.pk),
-            "tenant_id": run.tenant_id,
-            "agent_id": str(run.agent_id),
-            "priority": run.priority,
-            "metadata": run.metadata,
-        },
+        user_id=run.user_id, message=run.input, context=_run_context(run)
     )
     reply.metadata["preflight"] = {
         **record,
@@ -540,6 +541,16 @@ async def _process(run: Run) -> Any:
         warning = f"preflight: up to ${estimate.max_usd:.6f}, above the soft budget ${soft}"
         reply.metadata.setdefault("warnings", []).append(warning)
     return reply
+
+
+def _run_context(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": str(run.pk),
+        "tenant_id": run.tenant_id,
+        "agent_id": str(run.agent_id),
+        "priority": run.priority,
+        "metadata": run.metadata,
+    }
 
 
 def _refused_by_preflight(run: Run, config: dict[str, Any], record: dict[str, Any]) -> Any:

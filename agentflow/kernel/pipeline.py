@@ -322,7 +322,7 @@ class AgentPipeline:
     async def _follow_plan(self, steps: _TurnSteps, origin: float) -> tuple[bool, list[PlanStep]]:
         """Run a plan that is not compiled over the message's steps: (completed, its path)."""
         result = await self.plan.run(steps.plan_state, steps, clock=perf_counter)
-        return result.status == "completed", _plan_path(result, origin)
+        return result.status == "completed", plan_path(result, origin)
 
     async def _open_turn(
         self,
@@ -740,7 +740,8 @@ def _final_verdict(verdict: ConfidenceDecision, escalate: bool) -> ConfidenceDec
     return verdict._replace(escalate=escalate, reason=reason)
 
 
-def _plan_path(result: PlanResult, origin: float) -> list[PlanStep]:
+def plan_path(result: PlanResult, origin: float) -> list[PlanStep]:
+    """The path a planner took, as a reply's `PlanStep`s (offsets from ``origin``)."""
     return [
         PlanStep(
             node=record.node,
@@ -768,4 +769,10 @@ def _action_name(described: Mapping[str, Any]) -> str:
     return "none"
 
 
-__all__ = ["DEFAULT_ESCALATION_MESSAGE", "GENERAL_INTENT", "AgentPipeline", "PersistenceError"]
+__all__ = [
+    "DEFAULT_ESCALATION_MESSAGE",
+    "GENERAL_INTENT",
+    "AgentPipeline",
+    "PersistenceError",
+    "plan_path",
+]

@@ -1,0 +1,11 @@
+"""The built-in blueprints besides ``support_agent``, in the order the API lists them.
+
+Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel agent in
+`agentflow.kernel.blueprints.<name>`) and adds its `BlueprintSpec` here.
+"""
+
+from __future__ import annotations
+
+from agentflow.blueprints import BlueprintSpec
+
+SPECS: tuple[BlueprintSpec, ...] = ()
