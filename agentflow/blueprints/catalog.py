@@ -7,5 +7,6 @@ Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel ag
 from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.compliance_auditor import SPEC as COMPLIANCE_AUDITOR
 
-SPECS: tuple[BlueprintSpec, ...] = ()
+SPECS: tuple[BlueprintSpec, ...] = (COMPLIANCE_AUDITOR,)
