@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
 from agentflow.blueprints.compliance_auditor import SPEC as COMPLIANCE_AUDITOR
+from agentflow.blueprints.knowledge_manager import SPEC as KNOWLEDGE_MANAGER
 
-SPECS: tuple[BlueprintSpec, ...] = (COMPLIANCE_AUDITOR,)
+SPECS: tuple[BlueprintSpec, ...] = (COMPLIANCE_AUDITOR, KNOWLEDGE_MANAGER)

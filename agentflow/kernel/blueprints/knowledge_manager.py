@@ -1,0 +1,395 @@
+"""`knowledge_manager_agent`: keeps a tenant's knowledge base honest, offline.
+
+Four tasks, chosen by ``metadata.task`` or the message ("gaps", "duplicates", "stale",
+"draft: <topic>"):
+
+* **gaps**: the questions that escalated or were answered with low confidence, clustered
+  by the similarity of their embeddings; a cluster that no knowledge chunk is similar
+  enough to is a gap (its size says how many customers it cost);
+* **duplicates**: pairs of articles whose embeddings (the mean of their chunks') are
+  nearly the same;
+* **stale**: articles older than ``stale_days``;
+* **draft**: an article written from the approved golden paths (answers reviewers vouched
+  for) about a topic, proposed to a reviewer: the run escalates with the draft as its
+  proposed answer.
+
+Platform data comes through the `KnowledgeBase` port; texts are embedded by the embedder
+the platform hands over (the one its knowledge chunks were embedded with).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from agentflow.kernel.agents import AgentState
+from agentflow.kernel.blueprints.base import StepAgent, finish
+from agentflow.kernel.planning.model import StepOutcome
+from agentflow.kernel.vectors import Embedder, Vector, embed_texts
+
+__all__ = [
+    "TASKS",
+    "Article",
+    "Coverage",
+    "GoldenAnswer",
+    "KnowledgeBase",
+    "KnowledgeManagerAgent",
+    "Question",
+    "cluster",
+    "draft_article",
+    "near_duplicates",
+    "parse_task",
+]
+
+TASKS = ("gaps", "duplicates", "stale", "draft")
+_TASK_RE = re.compile(r"(?is)^\s*(gaps|duplicates|stale|draft)\b\s*:?\s*(.*?)\s*$")
+_EXAMPLES = 5  # example questions shown per gap
+_RUN_IDS = 20  # run ids listed per gap
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    text: str
+    run_id: str
+    escalated: bool
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    document_id: str
+    title: str
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    document_id: str
+    title: str
+    agent_id: str
+    created_at: datetime
+    vector: Vector  # the normalised mean of its chunks' embeddings
+
+
+@dataclass(frozen=True, slots=True)
+class GoldenAnswer:
+    golden_path_id: str
+    question: str
+    answer: str
+    source: str  # approved | edited
+    similarity: float
+
+
+class KnowledgeBase(Protocol):
+    """The tenant's runs, knowledge and golden paths, as the platform reads them."""
+
+    async def questions(
+        self, since: datetime, *, low_confidence: float, limit: int
+    ) -> Sequence[Question]: ...
+
+    async def coverage(self, vector: Vector) -> Coverage | None: ...
+
+    async def articles(self, *, limit: int) -> Sequence[Article]: ...
+
+    async def golden_answers(
+        self, vector: Vector, *, limit: int, min_similarity: float
+    ) -> Sequence[GoldenAnswer]: ...
+
+
+# ------------------------------------------------------------------------ pure parts
+
+
+def parse_task(message: str, metadata: Mapping[str, Any]) -> tuple[str, str]:
+    """(task, topic) from ``metadata.task``/``metadata.topic`` or the message.
+
+    ValueError naming the field when neither says a known task (or a draft has no topic).
+    """
+    given = metadata.get("task")
+    if given is not None:
+        task, topic, where = str(given).strip().lower(), str(metadata.get("topic") or ""), "task"
+        if task not in TASKS:
+            raise ValueError(f"metadata.task: expected one of {', '.join(TASKS)}")
+    else:
+        match = _TASK_RE.match(message or "")
+        if match is None:
+            raise ValueError(
+                "message: say gaps, duplicates, stale or 'draft: <topic>' (or metadata.task)"
+            )
+        task, topic, where = match.group(1).lower(), match.group(2), "message"
+    topic = topic.strip()
+    if task == "draft" and not topic:
+        field_name = "metadata.topic" if where == "task" else "message"
+        raise ValueError(f"{field_name}: a draft needs a topic ('draft: <topic>')")
+    return task, topic[:200]
+
+
+def _unit(vector: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    norm = float(np.linalg.norm(vector))
+    result: npt.NDArray[np.float32] = (vector / norm if norm else vector).astype(np.float32)
+    return result
+
+
+@dataclass
+class _Cluster:
+    members: list[int] = field(default_factory=list)
+    total: npt.NDArray[np.float32] | None = None
+
+    def centroid(self) -> npt.NDArray[np.float32]:
+        assert self.total is not None
+        return _unit(self.total)
+
+
+def cluster(vectors: Vector, threshold: float) -> list[list[int]]:
+    """Greedy centroid clustering: each row joins the most similar cluster centroid at or
+    above `threshold`, else starts its own. Rows are L2-normalised; largest clusters first."""
+    clusters: list[_Cluster] = []
+    for index, row in enumerate(np.asarray(vectors, dtype=np.float32)):
+        if not np.any(row):
+            continue  # an empty embedding is similar to nothing
+        best, best_score = None, threshold
+        for candidate in clusters:
+            score = float(candidate.centroid() @ row)
+            if score >= best_score:
+                best, best_score = candidate, score
+        if best is None:
+            best = _Cluster()
+            clusters.append(best)
+        best.members.append(index)
+        best.total = row.copy() if best.total is None else best.total + row
+    return [c.members for c in sorted(clusters, key=lambda c: -len(c.members))]
+
+
+def near_duplicates(articles: Sequence[Article], threshold: float) -> list[dict[str, Any]]:
+    """Pairs of articles at or above `threshold` cosine similarity, most similar first."""
+    if len(articles) < 2:
+        return []
+    matrix = np.vstack([_unit(np.asarray(a.vector, dtype=np.float32)) for a in articles])
+    similar = matrix @ matrix.T
+    pairs = []
+    for i, j in zip(*np.triu_indices(len(articles), k=1), strict=True):
+        score = float(similar[i, j])
+        if score >= threshold:
+            first, second = articles[int(i)], articles[int(j)]
+            pairs.append(
+                {
+                    "similarity": round(score, 4),
+                    "articles": [
+                        {"document_id": a.document_id, "title": a.title, "agent_id": a.agent_id}
+                        for a in (first, second)
+                    ],
+                }
+            )
+    return sorted(pairs, key=lambda pair: -float(pair["similarity"]))
+
+
+def _title(topic: str) -> str:
+    """The topic as a title: first letter up, the rest as written (CSV stays CSV)."""
+    text = topic.strip()
+    return text[:1].upper() + text[1:]
+
+
+def draft_article(topic: str, answers: Sequence[GoldenAnswer]) -> str:
+    """A markdown article: one section per approved question, its vetted answer as body."""
+    lines = [f"# {_title(topic)}", ""]
+    for answer in answers:
+        lines += [f"## {answer.question.strip().rstrip('?')}?", "", answer.answer.strip(), ""]
+    lines.append(
+        "_Drafted from answers approved by reviewers: "
+        + ", ".join(answer.golden_path_id for answer in answers)
+        + "._"
+    )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ agent
+
+_ROUTE = [{"condition": f"state.task == '{task}'", "target": task} for task in TASKS]
+
+
+class KnowledgeManagerAgent(StepAgent):
+    """select → gaps | duplicates | stale | draft; an unknown task ends in ``rejected``."""
+
+    default_planner: ClassVar[Mapping[str, Any]] = {
+        "type": "fsm",
+        "definition": {
+            "states": {
+                "select": {
+                    "on_success": "rejected",
+                    "on_error": "rejected",
+                    "conditional_transitions": _ROUTE,
+                },
+            },
+            "initial_state": "select",
+            "final_states": [*TASKS, "rejected"],
+        },
+    }
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        *,
+        knowledge: KnowledgeBase,
+        embedder: Embedder,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(config, **kwargs)
+        self.knowledge = knowledge
+        self.embedder = embedder
+
+    def _setting(self, name: str, default: Any) -> Any:
+        value = self.config.get(name)
+        return default if value is None else value
+
+    async def step_select(self, state: AgentState) -> Any:
+        metadata = state.context.get("metadata") or {}
+        try:
+            task, topic = parse_task(state.message, metadata)
+        except ValueError as exc:
+            state.plan_state.state["error"] = str(exc)
+            return StepOutcome.failed(str(exc))
+        state.plan_state.state.update(task=task, topic=topic)
+        return {"task": task}
+
+    async def step_rejected(self, state: AgentState) -> Any:
+        error = str(state.plan_state.state.get("error") or "no task")
+        field_name, _, reason = error.partition(": ")
+        finish(
+            state,
+            content=f"Cannot run: {error}",
+            output={"error": {"field": field_name, "reason": reason or error}},
+            intent="KNOWLEDGE_MANAGEMENT",
+            confidence=0.0,
+        )
+        return {"error": error}
+
+    async def step_gaps(self, state: AgentState) -> Any:
+        since = datetime.now(UTC) - timedelta(days=int(self._setting("lookback_days", 30)))
+        questions = list(
+            await self.knowledge.questions(
+                since,
+                low_confidence=float(self._setting("low_confidence", 0.5)),
+                limit=int(self._setting("max_questions", 500)),
+            )
+        )
+        texts = [q.text for q in questions]
+        vectors: Vector = (
+            await embed_texts(self.embedder, texts) if texts else np.zeros((0, 1), np.float32)
+        )
+        groups = cluster(vectors, float(self._setting("cluster_similarity", 0.35)))
+        minimum = int(self._setting("min_cluster_size", 2))
+        gaps, covered = [], 0
+        for members in (group for group in groups if len(group) >= minimum):
+            gap = await self._gap([questions[i] for i in members], vectors[members])
+            if gap is None:
+                covered += 1
+            else:
+                gaps.append(gap)
+        summary = {"questions": len(questions), "clusters": len(groups), "covered": covered}
+        content = (
+            f"{len(gaps)} knowledge gap(s) among {len(questions)} escalated or low-confidence "
+            "question(s)" + (f"; largest: {gaps[0]['question']!r}." if gaps else ".")
+        )
+        finish(state, content=content, output={"task": "gaps", "summary": summary, "gaps": gaps})
+        return summary
+
+    async def _gap(self, members: list[Question], vectors: Vector) -> dict[str, Any] | None:
+        """The gap a cluster shows, or None when an article covers it."""
+        centroid = _unit(np.asarray(vectors, dtype=np.float32).sum(axis=0))
+        best = await self.knowledge.coverage(centroid)
+        if best is not None and best.similarity >= float(self._setting("coverage_similarity", 0.3)):
+            return None
+        closest = int(np.argmax(np.asarray(vectors) @ centroid))
+        return {
+            "size": len(members),
+            "escalated": sum(1 for q in members if q.escalated),
+            "question": members[closest].text,
+            "examples": [q.text for q in members[:_EXAMPLES]],
+            "run_ids": [q.run_id for q in members[:_RUN_IDS]],
+            "best_match": None
+            if best is None
+            else {
+                "document_id": best.document_id,
+                "title": best.title,
+                "similarity": round(best.similarity, 4),
+            },
+        }
+
+    async def step_duplicates(self, state: AgentState) -> Any:
+        articles = await self.knowledge.articles(limit=int(self._setting("max_articles", 2000)))
+        pairs = near_duplicates(articles, float(self._setting("duplicate_similarity", 0.9)))
+        content = f"{len(pairs)} near-duplicate pair(s) among {len(articles)} article(s)."
+        summary = {"articles": len(articles), "pairs": len(pairs)}
+        finish(
+            state,
+            content=content,
+            output={"task": "duplicates", "summary": summary, "pairs": pairs},
+        )
+        return summary
+
+    async def step_stale(self, state: AgentState) -> Any:
+        days = int(self._setting("stale_days", 180))
+        now = datetime.now(UTC)
+        articles = await self.knowledge.articles(limit=int(self._setting("max_articles", 2000)))
+        stale = [
+            {
+                "document_id": a.document_id,
+                "title": a.title,
+                "agent_id": a.agent_id,
+                "created_at": a.created_at.isoformat(),
+                "age_days": (now - a.created_at).days,
+            }
+            for a in sorted(articles, key=lambda a: a.created_at)
+            if now - a.created_at > timedelta(days=days)
+        ]
+        content = f"{len(stale)} of {len(articles)} article(s) are older than {days} days."
+        summary = {"articles": len(articles), "stale": len(stale), "stale_days": days}
+        finish(state, content=content, output={"task": "stale", "summary": summary, "stale": stale})
+        return summary
+
+    async def step_draft(self, state: AgentState) -> Any:
+        topic = str(state.plan_state.state["topic"])
+        vector = (await embed_texts(self.embedder, [topic]))[0]
+        answers = list(
+            await self.knowledge.golden_answers(
+                vector,
+                limit=int(self._setting("draft_max_answers", 5)),
+                min_similarity=float(self._setting("draft_similarity", 0.3)),
+            )
+        )
+        sources = [
+            {
+                "golden_path_id": a.golden_path_id,
+                "question": a.question,
+                "source": a.source,
+                "similarity": round(a.similarity, 4),
+            }
+            for a in answers
+        ]
+        if not answers:
+            content = f"No approved answers about {topic!r} to draft an article from."
+            empty: dict[str, Any] = {"task": "draft", "topic": topic, "draft": None, "sources": []}
+            finish(state, content=content, output=empty, confidence=0.0)
+            return {"sources": 0}
+        draft = draft_article(topic, answers)
+        output = {
+            "task": "draft",
+            "topic": topic,
+            "title": _title(topic),
+            "draft": draft,
+            "sources": sources,
+        }
+        # A person decides whether the draft becomes an article: the run waits for review.
+        finish(
+            state,
+            content=draft,
+            output=output,
+            escalate=True,
+            reason=f"knowledge draft for review: {topic}",
+        )
+        return {"sources": len(sources)}
