@@ -7,5 +7,6 @@ Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel ag
 from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
 
-SPECS: tuple[BlueprintSpec, ...] = ()
+SPECS: tuple[BlueprintSpec, ...] = (CODE_REVIEW,)
