@@ -7,7 +7,8 @@ Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel ag
 from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
 from agentflow.blueprints.compliance_auditor import SPEC as COMPLIANCE_AUDITOR
 from agentflow.blueprints.knowledge_manager import SPEC as KNOWLEDGE_MANAGER
 
-SPECS: tuple[BlueprintSpec, ...] = (COMPLIANCE_AUDITOR, KNOWLEDGE_MANAGER)
+SPECS: tuple[BlueprintSpec, ...] = (CODE_REVIEW, COMPLIANCE_AUDITOR, KNOWLEDGE_MANAGER)
