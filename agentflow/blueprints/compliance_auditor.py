@@ -113,7 +113,7 @@ class ComplianceAuditorConfig(BaseModel):
         default_factory=lambda: list(POLICY_CHECKS),
         description="Promises beyond policy to look for.",
     )
-    escalate_at: Severity = Field(
+    escalate_on: Literal["high", "medium", "low", "never"] = Field(
         "high", description="A finding of this severity or worse sends the run to a reviewer."
     )
     audited_agents: list[uuid.UUID] = Field(
@@ -123,6 +123,11 @@ class ComplianceAuditorConfig(BaseModel):
         "tenant but this one.",
     )
     max_answers: int = Field(1000, ge=1, le=10_000, description="Answers read per period audit.")
+    schedule: Literal["off", "daily", "weekly"] = Field(
+        "off",
+        description="Audit the last complete UTC day (daily) or Monday-to-Monday week (weekly) "
+        "on the beat, with an ordinary run.",
+    )
 
 
 def _check(model: BaseModel) -> list[ConfigIssue]:

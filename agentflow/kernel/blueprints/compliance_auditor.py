@@ -9,7 +9,7 @@ policy (a refund above ``max_refund``, legal or medical advice, guarantees).
 
 Each finding names its rule, severity, a PII-redacted excerpt and the message/run it was
 found in; a `FindingSink` port records them (the platform: audit events). The run
-escalates when a finding reaches ``escalate_at`` severity.
+escalates when a finding reaches ``escalate_on`` severity (``never``: it only reports).
 """
 
 from __future__ import annotations
@@ -361,7 +361,8 @@ class ComplianceAuditorAgent(StepAgent):
         work = state.context[_WORK]
         findings: list[ComplianceFinding] = work["findings"]
         summary = summarise(findings, len(work["items"]))
-        threshold = _RANK[str(self.config.get("escalate_at", "high"))]
+        # "never": findings are recorded and reported, nobody is asked to look.
+        threshold = _RANK.get(str(self.config.get("escalate_on", "high")), len(SEVERITIES))
         worst = max((_RANK[f.severity] for f in findings), default=-1)
         escalate = worst >= threshold
         counts = ", ".join(f"{n} {s}" for s, n in summary["by_severity"].items() if n)

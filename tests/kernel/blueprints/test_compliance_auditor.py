@@ -36,7 +36,7 @@ RULES: dict[str, Any] = {
     ],
     "max_refund": 100.0,
     "policy_checks": ["legal_advice", "medical_advice", "guarantee"],
-    "escalate_at": "high",
+    "escalate_on": "high",
     "max_answers": 1000,
 }
 
@@ -196,9 +196,13 @@ async def test_a_medium_finding_does_not_escalate_by_default() -> None:
     plan = result.state.plan_state
     assert plan.state["escalate"] is False
     assert plan.response["content"] == "Audited 1 answer(s): 2 finding(s) (1 medium, 1 low)."
-    lowered = ComplianceAuditorAgent({**RULES, "escalate_at": "low"})
+    lowered = ComplianceAuditorAgent({**RULES, "escalate_on": "low"})
     again = await lowered.run("Calm down please.", context={"metadata": {}})
     assert again.state.plan_state.state["escalate"] is True
+    never = ComplianceAuditorAgent({**RULES, "escalate_on": "never"})
+    quiet = await never.run("We will refund $900, you should sue.", context={"metadata": {}})
+    assert quiet.state.plan_state.state["escalate"] is False
+    assert quiet.state.plan_state.state["output"]["summary"]["by_severity"]["high"] == 2
 
 
 async def test_period_audit_reads_the_port_and_reports_per_answer() -> None:

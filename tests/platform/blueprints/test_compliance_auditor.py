@@ -7,13 +7,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import call_command
 
+from agentflow.blueprints.compliance_schedule import SCHEDULE_USER, start_due_audits
 from agentflow.models import Agent, AgentSession, Message, MessageRole, Run, RunStatus
+from agentflow.server.celery import app
 from governance.models import AuditEvent
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_agent, make_persona
@@ -86,7 +90,7 @@ def test_blueprint_is_listed_with_its_schema_and_defaults(owner: Persona) -> Non
     [
         ({"max_refnd": 50}, "max_refnd"),
         ({"max_refund": -1}, "max_refund"),
-        ({"escalate_at": "urgent"}, "escalate_at"),
+        ({"escalate_on": "urgent"}, "escalate_on"),
         (
             {"forbidden_phrases": [{"id": "x", "phrase": "ok", "severity": "dire"}]},
             "forbidden_phrases[0].severity",
@@ -209,3 +213,49 @@ def test_another_tenants_auditor_is_404(owner: Persona, outsider: Persona) -> No
     assert response.status_code == 404
     with tenant_scope(outsider.tenant.pk):
         assert not Run.objects.exists()
+
+
+def test_beat_starts_each_due_period_audit_once_per_tenant(
+    owner: Persona, outsider: Persona, celery_worker_app: object
+) -> None:
+    entry = django_settings.CELERY_BEAT_SCHEDULE["maintenance.compliance_audits"]
+    assert entry["task"] in app.tasks
+    support = make_agent(owner)
+    yesterday = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+    _stored_answer(support, "We guarantee it works, call +1 415 555 0134.", "BILLING", yesterday)
+    _stored_answer(support, "Mail me: bob@acme.example.", "BILLING", yesterday - timedelta(days=2))
+    daily = _create(owner, {**CONFIG, "schedule": "daily"}).json()["id"]
+    weekly = _create(outsider, {"schedule": "weekly"}).json()["id"]
+    _create(owner, CONFIG)  # schedule "off": never started by the beat
+
+    now = datetime(2026, 12, 1, 0, 20, tzinfo=UTC)  # a Tuesday
+    assert start_due_audits(now) == 2
+    assert start_due_audits(now + timedelta(minutes=15)) == 0, "each period once"
+    with tenant_scope(owner.tenant.pk):
+        [run] = Run.objects.filter(user_id=SCHEDULE_USER)
+    assert str(run.agent_id) == daily
+    assert run.metadata["audit"] == {
+        "since": "2026-11-30T00:00:00+00:00",
+        "until": "2026-12-01T00:00:00+00:00",
+    }
+    with tenant_scope(outsider.tenant.pk):
+        [foreign] = Run.objects.filter(user_id=SCHEDULE_USER)
+    assert str(foreign.agent_id) == weekly
+    assert foreign.metadata["audit"]["since"] == "2026-11-23T00:00:00+00:00"
+    settled = _wait_settled(owner, str(run.pk))
+    output = settled["result"]["metadata"]["output"]
+    assert output["summary"]["audited"] == 1, "only the day's answer"
+    assert sorted(f["rule_id"] for f in output["findings"]) == ["pii.phone", "policy.guarantee"]
+
+
+def _wait_settled(persona: Persona, run_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = persona.get(f"/api/v1/runs/{run_id}")
+        if response.status_code == 303:  # completed: the result is one redirect away
+            response = persona.get(response["Location"])
+        body: dict[str, Any] = response.json()
+        if body.get("status") not in ("pending", "processing", None):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not settle")
