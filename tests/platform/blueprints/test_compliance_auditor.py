@@ -174,6 +174,18 @@ def test_period_audit_reads_only_this_tenants_answers_and_reports_them(
     assert str(clean.pk) not in json.dumps(output)
     assert "globex" not in json.dumps(output)
 
+    listed = owner.get(
+        "/api/v1/governance/audit", data={"action": "compliance.finding", **period}
+    ).json()["results"]
+    assert sorted((e["changes"]["rule_id"], e["target_id"]) for e in listed) == [
+        ("disclaimer.tax", str(taxed.pk)),
+        ("pii.phone", str(leaky.pk)),
+    ]
+    assert (
+        outsider.get("/api/v1/governance/audit", data={"action": "compliance.*"}).json()["results"]
+        == []
+    )
+
     out = io.StringIO()
     call_command(
         "compliance_report",
