@@ -155,8 +155,9 @@ class TenantKnowledge:
         approved = GoldenPath.objects.filter(
             is_active=True, source__in=(GoldenPathSource.APPROVED, GoldenPathSource.EDITED)
         )
-        if self.watched:
-            approved = approved.filter(agent_id__in=self.watched)
+        # Not its own: an approved draft becomes a golden path of this agent (the learning
+        # loop), and a draft must come from answers given to customers.
+        approved = approved.filter(agent_id__in=self._agents())
         found = nearest(
             approved, vector, limit=limit, fields=("id", "question", "answer", "source")
         )

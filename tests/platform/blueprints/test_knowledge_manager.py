@@ -171,6 +171,9 @@ def test_a_draft_from_approved_answers_waits_for_a_reviewer(
     _approved(support, "How do I reset my password?", "Use Settings > Security.")
     _approved(make_agent(outsider), "How do I export data to CSV?", "Globex: use the CLI exporter.")
     librarian = _create(owner).json()["id"]
+    with tenant_scope(owner.tenant.pk):
+        # An earlier draft a reviewer approved: a golden path of the librarian itself.
+        _approved(Agent.objects.get(pk=librarian), "draft: export data to CSV", "# Old draft")
 
     body = _run(owner, librarian, "draft: export data to CSV")
     assert body["status"] == "awaiting_review"
@@ -180,6 +183,7 @@ def test_a_draft_from_approved_answers_waits_for_a_reviewer(
     assert result["proposed_answer"] == output["draft"]
     assert "Open Reports, pick the date range" in output["draft"]
     assert "Globex" not in output["draft"]
+    assert "Old draft" not in output["draft"]
     assert result["escalation_reason"] == "knowledge draft for review: export data to CSV"
     with tenant_scope(owner.tenant.pk):
         review = HITLRequest.objects.get(run_id=body["id"])
