@@ -59,6 +59,13 @@ class KnowledgeManagerConfig(BaseModel):
         0.35, ge=0.0, le=1.0, description="Cosine similarity for a question to join a cluster."
     )
     min_cluster_size: int = Field(2, ge=1, le=1000, description="Smallest cluster reported.")
+    max_gaps: int = Field(
+        20,
+        ge=1,
+        le=200,
+        description="Gaps reported (largest first); at most 5 clusters per "
+        "gap are checked for coverage.",
+    )
     coverage_similarity: float = Field(
         0.3, ge=0.0, le=1.0, description="A cluster with a chunk this similar is covered."
     )

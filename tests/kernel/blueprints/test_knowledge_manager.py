@@ -163,8 +163,16 @@ async def test_gaps_are_uncovered_clusters_largest_first() -> None:
     assert gaps[0]["escalated"] == 2
     assert "okta" in gaps[1]["question"].lower()
     # The password questions are covered by the password article; a lone question is noise.
-    assert output["summary"] == {"questions": 9, "clusters": 4, "covered": 1}
+    assert output["summary"] == {"questions": 9, "clusters": 4, "covered": 1, "unexamined": 0}
     assert result.state.plan_state.response["content"].startswith("2 knowledge gap(s) among 9")
+
+
+async def test_gaps_are_bounded_largest_first() -> None:
+    knowledge = FakeKnowledge(QUESTIONS, _help_centre())
+    result = await _agent(knowledge, max_gaps=1).run("gaps")
+    output = result.state.plan_state.state["output"]
+    assert [gap["size"] for gap in output["gaps"]] == [4]
+    assert output["summary"] == {"questions": 9, "clusters": 4, "covered": 0, "unexamined": 2}
 
 
 async def test_no_questions_no_gaps() -> None:
@@ -172,7 +180,7 @@ async def test_no_questions_no_gaps() -> None:
     output = result.state.plan_state.state["output"]
     assert output == {
         "task": "gaps",
-        "summary": {"questions": 0, "clusters": 0, "covered": 0},
+        "summary": {"questions": 0, "clusters": 0, "covered": 0, "unexamined": 0},
         "gaps": [],
     }
 

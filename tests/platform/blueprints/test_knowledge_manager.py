@@ -117,7 +117,7 @@ def test_gaps_come_from_this_tenants_questions_and_knowledge(
     body = _run(owner, created.json()["id"], "gaps")
     assert body["status"] == "completed"
     output = body["result"]["metadata"]["output"]
-    assert output["summary"] == {"questions": 6, "clusters": 2, "covered": 1}
+    assert output["summary"] == {"questions": 6, "clusters": 2, "covered": 1, "unexamined": 0}
     [gap] = output["gaps"]
     assert gap["size"] == 4
     assert set(gap["examples"]) == set(EXPORT_QUESTIONS)
