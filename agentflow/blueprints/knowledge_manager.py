@@ -73,7 +73,7 @@ class KnowledgeManagerConfig(BaseModel):
         0.9, ge=0.0, le=1.0, description="Articles at least this similar are near-duplicates."
     )
     stale_days: int = Field(180, ge=1, le=3650, description="Articles older than this are stale.")
-    max_articles: int = Field(2000, ge=1, le=20_000, description="Articles compared per run.")
+    max_articles: int = Field(2000, ge=1, le=10_000, description="Articles compared per run.")
     draft_similarity: float = Field(
         0.3, ge=0.0, le=1.0, description="Golden paths at least this similar to a topic are used."
     )

@@ -52,6 +52,8 @@ _TASK_RE = re.compile(r"(?is)^\s*(gaps|duplicates|stale|draft)\b\s*:?\s*(.*?)\s*
 _EXAMPLES = 5  # example questions shown per gap
 _RUN_IDS = 20  # run ids listed per gap
 _EXAMINED_PER_GAP = 5  # clusters checked for coverage per gap wanted, at most
+_BLOCK = 512  # article rows compared at once
+_PAIRS = 100  # near-duplicate pairs listed
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,27 +166,39 @@ def cluster(vectors: Vector, threshold: float) -> list[list[int]]:
     return sorted(members, key=lambda group: -len(group))
 
 
-def near_duplicates(articles: Sequence[Article], threshold: float) -> list[dict[str, Any]]:
-    """Pairs of articles at or above `threshold` cosine similarity, most similar first."""
+def _similar_pairs(matrix: Vector, threshold: float) -> list[tuple[float, int, int]]:
+    """(similarity, i, j), i < j, of the rows at or above `threshold`, in row blocks so
+    memory stays ``_BLOCK x n`` whatever the number of articles."""
+    found: list[tuple[float, int, int]] = []
+    for start in range(0, len(matrix), _BLOCK):
+        block = matrix[start : start + _BLOCK] @ matrix.T
+        rows, cols = np.nonzero(block >= threshold)
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+            if start + row < col:
+                found.append((float(block[row, col]), start + row, col))
+    return found
+
+
+def near_duplicates(
+    articles: Sequence[Article], threshold: float, *, limit: int = 100
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many pairs of articles are at or above `threshold` cosine similarity, and the
+    `limit` most similar of them."""
     if len(articles) < 2:
-        return []
+        return 0, []
     matrix = np.vstack([_unit(np.asarray(a.vector, dtype=np.float32)) for a in articles])
-    similar = matrix @ matrix.T
-    pairs = []
-    for i, j in zip(*np.triu_indices(len(articles), k=1), strict=True):
-        score = float(similar[i, j])
-        if score >= threshold:
-            first, second = articles[int(i)], articles[int(j)]
-            pairs.append(
-                {
-                    "similarity": round(score, 4),
-                    "articles": [
-                        {"document_id": a.document_id, "title": a.title, "agent_id": a.agent_id}
-                        for a in (first, second)
-                    ],
-                }
-            )
-    return sorted(pairs, key=lambda pair: -float(pair["similarity"]))
+    found = _similar_pairs(matrix, threshold)
+    found.sort(key=lambda pair: -pair[0])
+    return len(found), [
+        {
+            "similarity": round(score, 4),
+            "articles": [
+                {"document_id": a.document_id, "title": a.title, "agent_id": a.agent_id}
+                for a in (articles[i], articles[j])
+            ],
+        }
+        for score, i, j in found[:limit]
+    ]
 
 
 def _title(topic: str) -> str:
@@ -333,9 +347,10 @@ class KnowledgeManagerAgent(StepAgent):
 
     async def step_duplicates(self, state: AgentState) -> Any:
         articles = await self.knowledge.articles(limit=int(self._setting("max_articles", 2000)))
-        pairs = near_duplicates(articles, float(self._setting("duplicate_similarity", 0.9)))
-        content = f"{len(pairs)} near-duplicate pair(s) among {len(articles)} article(s)."
-        summary = {"articles": len(articles), "pairs": len(pairs)}
+        threshold = float(self._setting("duplicate_similarity", 0.9))
+        total, pairs = near_duplicates(articles, threshold, limit=_PAIRS)
+        content = f"{total} near-duplicate pair(s) among {len(articles)} article(s)."
+        summary = {"articles": len(articles), "pairs": total, "listed": len(pairs)}
         finish(
             state,
             content=content,

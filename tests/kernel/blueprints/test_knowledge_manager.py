@@ -19,6 +19,7 @@ from agentflow.kernel.blueprints.knowledge_manager import (
     Question,
     cluster,
     draft_article,
+    near_duplicates,
     parse_task,
 )
 from agentflow.kernel.llm.embeddings import OfflineEmbedder
@@ -194,10 +195,23 @@ async def test_near_duplicate_articles_are_paired() -> None:
     )
     result = await _agent(FakeKnowledge(articles=articles)).run("duplicates")
     output = result.state.plan_state.state["output"]
-    assert output["summary"] == {"articles": 4, "pairs": 1}
+    assert output["summary"] == {"articles": 4, "pairs": 1, "listed": 1}
     pair = output["pairs"][0]
     assert {a["title"] for a in pair["articles"]} == {"Resetting your password", "Password reset"}
     assert pair["similarity"] >= 0.9
+
+
+def test_all_pairs_are_counted_and_the_most_similar_listed() -> None:
+    same = EMBEDDER.embed_one("Refunds are issued to the original card within 5 days.")
+    close = EMBEDDER.embed_one("Refunds are issued to the original card within 5 business days.")
+    articles = [
+        Article(f"doc-{i}", f"Refunds {i}", "agent-1", NOW, vector)
+        for i, vector in enumerate([same, same, close])
+    ]
+    total, listed = near_duplicates(articles, 0.8, limit=1)
+    assert total == 3
+    assert [[a["document_id"] for a in pair["articles"]] for pair in listed] == [["doc-0", "doc-1"]]
+    assert listed[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
 
 
 async def test_stale_articles_oldest_first() -> None:

@@ -150,7 +150,7 @@ def test_duplicates_and_stale_articles(
     librarian = _create(owner, {"stale_days": 180}).json()["id"]
 
     duplicates = _run(owner, librarian, "duplicates")["result"]["metadata"]["output"]
-    assert duplicates["summary"] == {"articles": 3, "pairs": 1}
+    assert duplicates["summary"] == {"articles": 3, "pairs": 1, "listed": 1}
     titles = {a["title"] for a in duplicates["pairs"][0]["articles"]}
     assert titles == {"Resetting your password", "Password reset"}
 
