@@ -42,6 +42,7 @@ SEVERITIES = ("low", "medium", "high")
 _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 _EXCERPT_RADIUS = 60  # characters kept on each side of what a rule matched
 _WORK = "_compliance"  # the run's working data, kept in the agent state's context
+_LISTED = 500  # findings listed in a run's output (the summary counts them all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +271,10 @@ def summarise(findings: Sequence[ComplianceFinding], audited: int) -> dict[str, 
     }
 
 
+def _worst_first(findings: Sequence[ComplianceFinding]) -> list[ComplianceFinding]:
+    return sorted(findings, key=lambda finding: -_RANK[finding.severity])  # stable
+
+
 def parse_period(value: Any) -> tuple[datetime, datetime]:
     """``{"since": ISO, "until": ISO}`` as aware datetimes; ValueError naming the field."""
     if not isinstance(value, Mapping):
@@ -361,6 +366,7 @@ class ComplianceAuditorAgent(StepAgent):
         work = state.context[_WORK]
         findings: list[ComplianceFinding] = work["findings"]
         summary = summarise(findings, len(work["items"]))
+        summary["listed"] = min(len(findings), _LISTED)
         # "never": findings are recorded and reported, nobody is asked to look.
         threshold = _RANK.get(str(self.config.get("escalate_on", "high")), len(SEVERITIES))
         worst = max((_RANK[f.severity] for f in findings), default=-1)
@@ -376,7 +382,8 @@ class ComplianceAuditorAgent(StepAgent):
                 "mode": "period" if work["period"] else "message",
                 "period": work["period"],
                 "summary": summary,
-                "findings": [finding.as_dict() for finding in findings],
+                # Every finding is in the audit log; the run's result lists the worst ones.
+                "findings": [finding.as_dict() for finding in _worst_first(findings)[:_LISTED]],
             },
             intent="COMPLIANCE_AUDIT",
             escalate=escalate,

@@ -234,3 +234,26 @@ async def test_a_bad_period_ends_rejected_naming_the_field() -> None:
     assert [r.node for r in _plan(result).path] == ["load", "rejected"]
     assert plan.state["output"]["error"]["field"] == "metadata.audit.since"
     assert plan.state["escalate"] is False
+
+
+async def test_the_output_lists_the_worst_findings_first_up_to_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentflow.kernel.blueprints import compliance_auditor
+
+    monkeypatch.setattr(compliance_auditor, "_LISTED", 2)
+    answers = _Answers(
+        [
+            AuditedText("Please calm down.", "", "m1"),
+            AuditedText("It is your fault.", "", "m2"),
+            AuditedText("Write to eve@corp.example.", "", "m3"),
+        ]
+    )
+    agent = ComplianceAuditorAgent(RULES, answers=answers, sink=(sink := _Sink()))
+    period = {"since": "2026-11-01T00:00:00+00:00", "until": "2026-11-08T00:00:00+00:00"}
+    result = await agent.run("audit", context={"metadata": {"audit": period}})
+    output = result.state.plan_state.state["output"]
+    assert [f["message_id"] for f in output["findings"]] == ["m3", "m2"]
+    assert output["summary"]["findings"] == 3
+    assert output["summary"]["listed"] == 2
+    assert len(sink.recorded[0][0]) == 3, "every finding is recorded"

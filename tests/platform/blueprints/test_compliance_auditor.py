@@ -127,11 +127,12 @@ def test_auditing_one_answer_escalates_and_records_audit_events(
     assert result["escalated"] is True
     assert result["escalation_reason"] == "compliance: high severity finding"
     output = result["metadata"]["output"]
-    assert sorted(f["rule_id"] for f in output["findings"]) == [
-        "forbidden.blame",
+    assert [f["rule_id"] for f in output["findings"]] == [  # worst first (docs/blueprints.md)
         "pii.email",
         "policy.refund_above_max",
+        "forbidden.blame",
     ]
+    assert output["summary"]["listed"] == 3
     assert output["summary"]["by_severity"] == {"high": 2, "medium": 1, "low": 0}
     assert all(f["run_id"] == body["id"] for f in output["findings"])
     assert "maria.lopez" not in json.dumps(output)
