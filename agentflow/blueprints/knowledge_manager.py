@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from asgiref.sync import sync_to_async
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentflow.blueprints import BlueprintSpec
@@ -103,9 +103,6 @@ class TenantKnowledge:
             return list(Agent.objects.filter(id__in=self.watched).values_list("id", flat=True))
         return list(Agent.objects.exclude(id=self.agent_id).values_list("id", flat=True))
 
-    def _chunks(self) -> QuerySet[KnowledgeChunk]:
-        return KnowledgeChunk.objects.filter(agent_id__in=self._agents())
-
     def _questions(self, since: datetime, low: float, limit: int) -> list[Question]:
         rows = (
             Run.objects.filter(agent_id__in=self._agents(), created_at__gte=since)
@@ -129,7 +126,11 @@ class TenantKnowledge:
         return await sync_to_async(self._questions)(since, low_confidence, limit)
 
     def _coverage(self, vector: Vector) -> Coverage | None:
-        found = nearest(self._chunks(), vector, limit=1, fields=("document_id", "document__title"))
+        agents = self._agents()
+        if not agents:  # (an empty IN cannot be compiled into the vector search's SQL)
+            return None
+        chunks = KnowledgeChunk.objects.filter(agent_id__in=agents)
+        found = nearest(chunks, vector, limit=1, fields=("document_id", "document__title"))
         if not found:
             return None
         row = found[0]
@@ -164,7 +165,10 @@ class TenantKnowledge:
         )
         # Not its own: an approved draft becomes a golden path of this agent (the learning
         # loop), and a draft must come from answers given to customers.
-        approved = approved.filter(agent_id__in=self._agents())
+        agents = self._agents()
+        if not agents:
+            return []
+        approved = approved.filter(agent_id__in=agents)
         found = nearest(
             approved, vector, limit=limit, fields=("id", "question", "answer", "source")
         )

@@ -272,3 +272,17 @@ def _wait_settled(persona: Persona, run_id: str, timeout: float = 30) -> dict[st
             return body
         time.sleep(0.1)
     raise AssertionError(f"run {run_id} did not settle")
+
+
+def test_naming_another_tenants_agent_audits_nothing_of_it(
+    owner: Persona, outsider: Persona, celery_worker_app: object
+) -> None:
+    support = make_agent(owner)
+    _stored_answer(support, "Reach me at ceo@acme.example.", "BILLING", datetime.now(UTC))
+    config = {"audited_agents": [str(support.pk)]}  # a valid UUID, of someone else's agent
+    auditor = _create(outsider, config).json()["id"]
+    now = datetime.now(UTC)
+    period = {"since": (now - timedelta(days=1)).isoformat(), "until": now.isoformat()}
+    output = _run(outsider, auditor, "audit", {"audit": period})["result"]["metadata"]["output"]
+    assert output["summary"]["audited"] == 0
+    assert output["findings"] == []

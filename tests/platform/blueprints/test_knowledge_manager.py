@@ -197,3 +197,19 @@ def test_another_tenants_librarian_is_404(owner: Persona, outsider: Persona) -> 
     assert response.status_code == 404
     with tenant_scope(outsider.tenant.pk):
         assert not Run.objects.exists()
+
+
+def test_watching_another_tenants_agent_sees_nothing_of_it(
+    owner: Persona, outsider: Persona, celery_worker_app: object
+) -> None:
+    support = make_agent(owner)
+    _escalated(support, EXPORT_QUESTIONS)
+    _approved(support, "How do I export my data to CSV?", "Acme: open Reports > Export.")
+    librarian = _create(outsider, {"watched_agents": [str(support.pk)]}).json()["id"]
+    gaps = _run(outsider, librarian, "gaps")["result"]["metadata"]["output"]
+    assert gaps["summary"]["questions"] == 0
+    stale = _run(outsider, librarian, "stale")["result"]["metadata"]["output"]
+    assert stale["summary"]["articles"] == 0
+    draft = _run(outsider, librarian, "draft: export data")["result"]["metadata"]["output"]
+    assert draft["sources"] == []
+    assert draft["draft"] is None
