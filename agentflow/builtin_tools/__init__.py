@@ -17,9 +17,7 @@ limits, fencing of outputs) apply to them like to any other tool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from agentflow.builtin_tools.config import BuiltinToolSettings
+from agentflow.builtin_tools.config import BuiltinToolContext, BuiltinToolSettings
 from agentflow.builtin_tools.mail import send_email_tool
 from agentflow.builtin_tools.tickets import ticket_tools
 from agentflow.builtin_tools.web import http_request_tool, lookup_order_tool
@@ -37,15 +35,6 @@ BUILTIN_TOOL_IDS = (
     "lookup_order",
     "handoff_to_human",
 )
-
-
-@dataclass(frozen=True)
-class BuiltinToolContext:
-    """Whose tools these are: the tenant scope their data access runs in, and the agent."""
-
-    tenant_id: int
-    agent_id: str
-    settings: BuiltinToolSettings
 
 
 def builtin_tools(ctx: BuiltinToolContext) -> list[Tool]:

@@ -18,18 +18,20 @@ from __future__ import annotations
 import os
 import re
 import string
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from agentflow.core.conf import setting_list
 from agentflow.kernel.tools import ToolError
 from agentflow.kernel.tools.http import url_allowed
 
 __all__ = [
+    "BuiltinToolContext",
     "BuiltinToolSettings",
     "HttpRequestSettings",
     "JiraSettings",
@@ -49,18 +51,14 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 _SECRET_HEADER = re.compile(r"(?i)authorization|cookie|token|secret|api[-_]?key|password")
 
 
-def _options() -> dict[str, Any]:
-    return dict(getattr(settings, "AGENTFLOW", {}))
-
-
 def allowed_urls() -> tuple[str, ...]:
     """The operator's URL prefixes (``TOOL_ALLOWED_URLS``); empty: no URL tool is usable."""
-    return tuple(str(url) for url in _options().get("TOOL_ALLOWED_URLS", ()) if url)
+    return tuple(url for url in setting_list("TOOL_ALLOWED_URLS") if url)
 
 
 def secret_env_vars() -> tuple[str, ...]:
     """Server environment variables a tool setting may reference (``TOOL_SECRET_ENV_VARS``)."""
-    return tuple(str(name) for name in _options().get("TOOL_SECRET_ENV_VARS", ()) if name)
+    return tuple(name for name in setting_list("TOOL_SECRET_ENV_VARS") if name)
 
 
 def resolve_secret(reference: str, what: str) -> str:
@@ -223,3 +221,12 @@ class BuiltinToolSettings(_Strict):
     jira: JiraSettings | None = None
     lookup_order: LookupOrderSettings | None = None
     send_email: SendEmailSettings | None = None
+
+
+@dataclass(frozen=True)
+class BuiltinToolContext:
+    """Whose tools these are: the tenant scope their data access runs in, and the agent."""
+
+    tenant_id: int
+    agent_id: str
+    settings: BuiltinToolSettings

@@ -8,21 +8,19 @@ run id of another tenant is "not found", never data.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
 
 from agentflow import knowledge
+from agentflow.builtin_tools.config import BuiltinToolContext
 from agentflow.kernel.tools import Tool, ToolError
 from agentflow.models import Agent, Run, RunStatus
 from governance.audit import Actor
 from hitl.models import OPEN_STATUSES, HITLRequest, Kind, Priority
 from hitl.services import request_review
 from tenants.context import tenant_scope
-
-if TYPE_CHECKING:
-    from agentflow.builtin_tools import BuiltinToolContext
 
 __all__ = ["handoff_tool", "knowledge_search_tool"]
 
