@@ -25,9 +25,6 @@ from tenants.context import tenant_scope
 __all__ = ["handoff_tool", "knowledge_search_tool"]
 
 HANDOFF_ACTOR = Actor.system("tool:handoff_to_human")
-# A run still being worked on (or waiting for its review) resumes on the decision; a settled
-# one gets a review after the fact.
-_IN_FLIGHT = (RunStatus.PENDING, RunStatus.PROCESSING, RunStatus.AWAITING_REVIEW)
 
 
 # --------------------------------------------------------------------------- knowledge_search
@@ -107,16 +104,23 @@ def _hand_off(ctx: BuiltinToolContext, run_id: str, reason: str, priority: str |
             raise ToolError(f"handoff_to_human: no run {run_id} of this agent")
         if run.status == RunStatus.CANCELLED:
             raise ToolError("handoff_to_human: the run was cancelled")
+        result = dict(run.result or {})
+        # What the customer was told, if anything yet, is what the reviewer sees.
+        delivered = result.get("content") if run.status == RunStatus.COMPLETED else ""
+        result["proposed_answer"] = delivered or ""
         try:
             with transaction.atomic():  # a savepoint: request_review writes without one
+                # After the fact: the run goes on (or has ended) with its own reply, and the
+                # reviewer's answer joins the conversation as a follow-up; a run that ends
+                # up awaiting review resumes on the decision all the same (finish_review).
                 request = request_review(
                     run=run,
-                    result=dict(run.result or {}),
+                    result=result,
                     actor=HANDOFF_ACTOR,
                     kind=Kind.MANUAL,
                     priority=priority,
                     reason=reason,
-                    after_the_fact=run.status not in _IN_FLIGHT,
+                    after_the_fact=True,
                 )
         except IntegrityError:  # one open request per run: the run is with a human already
             existing = HITLRequest.objects.filter(run=run, status__in=OPEN_STATUSES).first()

@@ -10,11 +10,12 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agentflow import knowledge
-from agentflow.models import Agent, AgentSession, Run, RunStatus
+from agentflow.models import Agent, AgentSession, Message, Run, RunStatus
 from hitl.models import HITLRequest, Kind
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_agent
 from tests.platform.builtin_tools.conftest import granted, registry_for
+from tests.platform.hitl.conftest import make_member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,11 +111,47 @@ async def test_handoff_queues_a_review_request_for_the_run(owner: Persona) -> No
     assert outcome.output["status"] == "queued"
     assert (request.kind, request.priority) == (Kind.MANUAL, "high")
     assert request.escalation_reason == "Customer asks for a person"
-    assert request.context["after_the_fact"] is False
+    assert request.context["after_the_fact"] is True  # the run goes on with its own reply
+    assert request.proposed_answer == ""  # nothing to approve: a human writes the answer
     again = await registry.invoke("handoff_to_human", arguments, caller=granted(registry))
     assert again.ok, again
     assert again.output == {**outcome.output, "status": "already_in_review"}
     assert len(await sync_to_async(requests_of)(run)) == 1
+
+
+def finish_and_decide(run: Run, request_id: str, owner: Persona) -> tuple[Any, list[str]]:
+    """The run settles with its own reply; then an operator answers the hand-off in the
+    queue, through the API."""
+    with tenant_scope(run.tenant_id):
+        Run.objects.filter(pk=run.pk).update(
+            status=RunStatus.COMPLETED, result={"content": "A colleague will get back to you."}
+        )
+    operator = make_member(owner.tenant, "otto", "operator")
+    answer = "Hi, Otto here: I refunded the second charge."
+    response = operator.respond(request_id, decision="edit", response=answer)
+    with tenant_scope(run.tenant_id):
+        said = list(
+            Message.objects.filter(session_id=run.session_id).values_list("content", flat=True)
+        )
+    return response, said
+
+
+async def test_a_handed_off_run_gets_the_humans_answer(owner: Persona) -> None:
+    agent = await sync_to_async(make_agent)(owner)
+    run = await sync_to_async(processing_run)(agent)
+    registry = tools_of(agent)
+    outcome = await registry.invoke(
+        "handoff_to_human", {"run_id": str(run.pk), "reason": "Asked for a person"},
+        caller=granted(registry),
+    )  # fmt: skip
+    assert outcome.ok, outcome
+    response, said = await sync_to_async(finish_and_decide)(
+        run, outcome.output["request_id"], owner
+    )
+    assert response.status_code == 200, response.content
+    assert said == ["Hi, Otto here: I refunded the second charge."]
+    [request] = await sync_to_async(requests_of)(run)
+    assert (request.status, request.decision) == ("edited", "edit")
 
 
 async def test_handoff_refuses_runs_of_other_agents_and_tenants(
