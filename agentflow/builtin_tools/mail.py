@@ -41,14 +41,16 @@ def _check_recipients(addresses: list[str], options: SendEmailSettings) -> None:
 def send_email_tool(options: SendEmailSettings) -> Tool:
     def deliver(arguments: dict[str, Any]) -> dict[str, Any]:
         to, cc = list(arguments["to"]), list(arguments.get("cc", []))
+        reply_to = [arguments["reply_to"]] if "reply_to" in arguments else []
         _check_recipients(to + cc, options)
+        _check_recipients(reply_to, options)  # replies must not go elsewhere either
         message = EmailMessage(
             subject=arguments["subject"],
             body=arguments["body"],
             from_email=options.from_address,
             to=to,
             cc=cc,
-            reply_to=arguments.get("reply_to") and [arguments["reply_to"]],
+            reply_to=reply_to,
         )
         sent = message.send(fail_silently=False)
         if not sent:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from agentflow.builtin_tools.config import (
     HttpRequestSettings,
@@ -59,21 +59,30 @@ async def send(
 # ----------------------------------------------------------------------------- http_request
 
 
+def _with_query(url: str, query: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(URL, parameters): the URL's own query joins ``query`` (httpx would replace it)."""
+    if not query:
+        return url, {}
+    parts = urlsplit(url)
+    own = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit(parts._replace(query="")), {**own, **query}
+
+
 def http_request_tool(options: HttpRequestSettings) -> Tool:
     methods = ["GET", "POST"] if options.allow_post else ["GET"]
 
     async def call(arguments: dict[str, Any]) -> dict[str, Any]:
-        method = arguments.get("method", "GET")
+        method, url = arguments.get("method", "GET"), arguments["url"]
         if method == "POST":
             payload = arguments.get("body") or {}
         elif "body" in arguments:
             raise ToolError("http_request: a GET request has no body (use query)")
         else:
-            payload = arguments.get("query") or {}
+            url, payload = _with_query(url, arguments.get("query") or {})
         body = await send(
             "http_request",
             method,
-            arguments["url"],
+            url,
             prefixes=options.allowed_hosts,
             payload=payload,
             max_bytes=options.max_bytes,

@@ -31,9 +31,18 @@ async def test_http_request_gets_an_allowed_url(web: ToolRegistry, site: FakeSer
         "url": f"{site.url}/status",
         "body": {"status": "operational", "query": "region=eu"},
     }
+    both = await web.invoke(
+        "http_request", {"url": f"{site.url}/status?page=2", "query": {"region": "eu"}},
+        caller=granted(web),
+    )  # fmt: skip
+    assert both.output["body"]["query"] == "page=2&region=eu"
+    own = await web.invoke(
+        "http_request", {"url": f"{site.url}/status?page=3"}, caller=granted(web)
+    )
+    assert own.output["body"]["query"] == "page=3"
     text = await web.invoke("http_request", {"url": f"{site.url}/text"}, caller=granted(web))
     assert "all systems go" in text.output["body"]
-    assert [seen.method for seen in site.seen] == ["GET", "GET"]
+    assert [seen.method for seen in site.seen] == ["GET"] * 4
 
 
 async def test_http_request_refuses_hosts_outside_the_allowlist(

@@ -41,7 +41,9 @@ async def test_an_approved_email_is_sent_through_the_mail_backend(mailer: ToolRe
     proposed = await mailer.invoke("send_email", MESSAGE, caller=granted(mailer))
     assert proposed.status == "needs_approval"
     assert mail.outbox == []
-    outcome = await send(mailer, {**MESSAGE, "cc": ["ops@eu.partner.example"]})
+    outcome = await send(
+        mailer, {**MESSAGE, "cc": ["ops@eu.partner.example"], "reply_to": "help@acme.example"}
+    )
     assert outcome.ok, outcome
     assert outcome.output == {
         "sent": True,
@@ -54,6 +56,7 @@ async def test_an_approved_email_is_sent_through_the_mail_backend(mailer: ToolRe
     assert message.cc == ["ops@eu.partner.example"]
     assert message.subject == "Your refund"
     assert message.body == MESSAGE["body"]
+    assert message.reply_to == ["help@acme.example"]
 
 
 async def test_recipients_outside_the_allowed_domains_are_refused(mailer: ToolRegistry) -> None:
@@ -67,6 +70,9 @@ async def test_recipients_outside_the_allowed_domains_are_refused(mailer: ToolRe
         outcome = await send(mailer, {**MESSAGE, "to": recipients})
         assert outcome.status == "error", recipients
         assert says in (outcome.error or "")
+    elsewhere = await send(mailer, {**MESSAGE, "reply_to": "refunds@evil.example"})
+    assert elsewhere.status == "error"
+    assert "'refunds@evil.example' is not at an allowed domain" in (elsewhere.error or "")
     assert mail.outbox == []
 
 
