@@ -264,7 +264,12 @@ def _update_tool(systems: dict[str, Any]) -> Tool:
             "properties": {
                 "ticket_id": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,40}$"},
                 "comment": {"type": "string", "minLength": 1, "maxLength": 20_000},
-                "public": {"type": "boolean", "default": False},
+                "public": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Zendesk: show the comment to the requester (default: an "
+                    "internal note)",
+                },
                 "status": {"enum": list(_ZENDESK_STATUSES)},
                 "priority": {"enum": list(PRIORITIES)},
                 "tags": _TAGS,
