@@ -19,7 +19,6 @@ from typing import Any
 import structlog
 from django.db import transaction
 
-from agentflow.kernel.smalltalk import SMALL_TALK
 from governance.audit import Actor
 from learning import golden_paths
 from learning.models import GoldenPathSource
@@ -114,8 +113,6 @@ def record_review_outcome(request: Any, decision: str, *, actor: Actor) -> Any:
     source = _DECISION_SOURCES.get(decision)
     if source is None or (request.context.get("after_the_fact") and decision == "approve"):
         return None  # a rejection teaches nothing; confirming a settled answer is not new
-    if request.intent == SMALL_TALK:
-        return None  # "thanks!" is answered by every agent; it is no resolution to reuse
     answer = request.response if source == GoldenPathSource.EDITED else request.proposed_answer
     run = request.run
     return golden_paths.record_outcome(
