@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_CATEGORIES",
     "DEFAULT_PRIORITY_CUES",
     "DEFAULT_ROUTING_RULES",
+    "DEFAULT_TIER_BOOST",
     "PRIORITIES",
     "PastTicket",
     "TicketHistory",
@@ -442,7 +443,7 @@ class TriageAgent(StepAgent):
             return []
         matrix = await embed_texts(self.embedder, [text] + [t.text for t in candidates])
         similarities = [float(score) for score in matrix[1:] @ matrix[0]]
-        threshold = float(self.config.get("duplicate_threshold", 0.65))
+        threshold = float(self.config.get("duplicate_threshold", 0.6))
         ranked = sorted(
             (pair for pair in zip(similarities, candidates, strict=True) if pair[0] >= threshold),
             key=lambda pair: -pair[0],
