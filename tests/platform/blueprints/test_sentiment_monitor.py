@@ -84,6 +84,8 @@ def test_a_frustrated_customer_reaches_a_person_with_the_trend_that_shows_it(
     assert angry["status"] == "awaiting_review"
     result = angry["result"]
     assert result["escalated"] is True
+    assert result["escalation_reason"] == "frustration: frustration, rapid_decline"
+    assert result["intent"] == "FRUSTRATED"
     output = result["metadata"]["output"]
     assert output["reasons"] == ["frustration", "rapid_decline"]
     assert output["trend"]["customer"]["messages"] == 3
