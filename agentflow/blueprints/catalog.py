@@ -7,7 +7,8 @@ Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel ag
 from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
 from agentflow.blueprints.sentiment_monitor import SPEC as SENTIMENT_MONITOR
 from agentflow.blueprints.triage import SPEC as TRIAGE
 
-SPECS: tuple[BlueprintSpec, ...] = (TRIAGE, SENTIMENT_MONITOR)
+SPECS: tuple[BlueprintSpec, ...] = (TRIAGE, SENTIMENT_MONITOR, CODE_REVIEW)

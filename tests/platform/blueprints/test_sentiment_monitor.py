@@ -10,7 +10,7 @@ import pytest
 from agentflow.models import Message
 from hitl.models import HITLRequest
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import Persona, make_persona
+from tests.platform.api.conftest import Persona
 from tests.platform.api.test_bad_input import assert_field_errors, nothing_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,16 +22,6 @@ ANGRY = (
     "This is ridiculous. It's still not working after your 'fix' and nobody has called me "
     "back. Third time I'm asking."
 )
-
-
-@pytest.fixture
-def owner(transactional_db: None) -> Persona:
-    return make_persona("Acme", tier="professional")
-
-
-@pytest.fixture
-def outsider(transactional_db: None) -> Persona:
-    return make_persona("Globex", tier="professional")
 
 
 def create(persona: Persona, config: dict[str, Any] | None = None) -> Any:
@@ -86,6 +76,7 @@ def test_a_frustrated_customer_reaches_a_person_with_the_trend_that_shows_it(
     assert result["escalated"] is True
     assert result["escalation_reason"] == "frustration: frustration, rapid_decline"
     assert result["intent"] == "FRUSTRATED"
+    assert result["proposed_answer"].startswith("Sentiment negative")
     output = result["metadata"]["output"]
     assert output["reasons"] == ["frustration", "rapid_decline"]
     assert output["trend"]["customer"]["messages"] == 3

@@ -8,7 +8,7 @@ import pytest
 
 from agentflow.models import Agent, Run
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import Persona, make_persona
+from tests.platform.api.conftest import Persona
 from tests.platform.api.test_bad_input import assert_field_errors, nothing_written
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,16 +24,6 @@ WIDGET_AGAIN = {
     "message": "Our store checkout widget is not loading, customers just see an empty box "
     "instead of the payment form.",
 }
-
-
-@pytest.fixture
-def owner(transactional_db: None) -> Persona:
-    return make_persona("Acme", tier="professional")
-
-
-@pytest.fixture
-def outsider(transactional_db: None) -> Persona:
-    return make_persona("Globex", tier="professional")
 
 
 def create(persona: Persona, config: dict[str, Any] | None = None, name: str = "triage") -> Any:
