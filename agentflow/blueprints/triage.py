@@ -146,6 +146,10 @@ def _check(model: BaseModel) -> list[ConfigIssue]:
     return issues
 
 
+def _subject(metadata: Mapping[str, Any]) -> str:
+    return str(metadata.get("subject") or metadata.get("ticket_label") or "")
+
+
 class DjangoTicketHistory:
     """The tickets one agent triaged (its settled runs), in this tenant."""
 
@@ -165,9 +169,9 @@ class DjangoTicketHistory:
         return [
             PastTicket(
                 run_id=str(run_id),
-                text=f"{metadata.get('subject') or ''}\n{text}".strip(),
+                text=f"{_subject(metadata)}\n{text}".strip(),
                 created_at=at,
-                ticket_id=str(metadata.get("ticket_id") or ""),
+                ticket_id=str(metadata.get("ticket_id") or metadata.get("ticket_key") or ""),
             )
             async for run_id, text, metadata, at in rows
         ]

@@ -36,6 +36,7 @@ __all__ = [
     "Sentiment",
     "SentimentMonitorAgent",
     "assess_messages",
+    "customer_text",
     "score_sentiment",
 ]
 
@@ -79,6 +80,17 @@ _PHRASES = [
     (re.compile(r"\b" + re.escape(phrase) + r"\b", re.IGNORECASE), valence)
     for phrase, valence in SUPPORT_PHRASES.items()
 ]
+
+
+# `agentflow.kernel.guardrails.wrap_untrusted`'s fence around a webhook's text (a rule's run).
+_FENCED = re.compile(r"<<<BEGIN UNTRUSTED ([0-9a-f]{12})>>>\n(.*?)\n<<<END UNTRUSTED \1>>>", re.S)
+
+
+def customer_text(message: str) -> str:
+    """The customer's own words of a run's message: a webhook's fenced text without the
+    fence and its warning (which would read as the same words in every ticket)."""
+    fenced = [match.group(2) for match in _FENCED.finditer(message)]
+    return "\n".join(fenced) if fenced else message
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +267,7 @@ class SentimentMonitorAgent(StepAgent):
         return str(thread) if thread else None
 
     async def step_score(self, state: AgentState) -> dict[str, Any]:
-        sentiment = score_sentiment(state.message, self.settings)
+        sentiment = score_sentiment(customer_text(state.message), self.settings)
         state.plan_state.state["sentiment"] = sentiment.to_dict()
         return sentiment.to_dict()
 
@@ -270,15 +282,15 @@ class SentimentMonitorAgent(StepAgent):
                 state.user_id, thread_id=thread_id, limit=self.history_limit
             )
         state.plan_state.state["history"] = {
-            "customer": [m.text for m in customer],
-            "thread": None if thread is None else [m.text for m in thread],
+            "customer": [customer_text(m.text) for m in customer],
+            "thread": None if thread is None else [customer_text(m.text) for m in thread],
         }
         return {"customer": len(customer), "thread": None if thread is None else len(thread)}
 
     async def step_assess(self, state: AgentState) -> dict[str, Any]:
         history = state.plan_state.state.get("history") or {}
         assessment = assess_messages(
-            state.message,
+            customer_text(state.message),
             history.get("customer") or (),
             thread_previous=history.get("thread"),
             settings=self.settings,

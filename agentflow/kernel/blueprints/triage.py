@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from agentflow.kernel.agents import AgentState
 from agentflow.kernel.blueprints.base import StepAgent, finish
-from agentflow.kernel.blueprints.sentiment_monitor import score_sentiment
+from agentflow.kernel.blueprints.sentiment_monitor import customer_text, score_sentiment
 from agentflow.kernel.vectors import Embedder, embed_texts
 
 __all__ = [
@@ -135,6 +135,7 @@ DEFAULT_PRIORITY_CUES: dict[str, list[str]] = {
         "production down, prod is down, effectively down, all users, all of our users, "
         "all our customers, all of us, none of us, entire team, whole team, "
         "whole company, whole platform, nobody can, no one can, data loss, lost all, "
+        "nobody on our, nobody in our, nobody in the company, no one on our, no one in our, "
         "deleted all, data is gone, hacked, breach, compromised, data leak, leaked, "
         "exposed, ransomware, ransom, lawsuit, legal action, our lawyer, my attorney, "
         "attorney, fraudulent charges, completely down, every request, all requests, "
@@ -364,8 +365,14 @@ class TriageAgent(StepAgent):
         return metadata if isinstance(metadata, Mapping) else {}
 
     def _ticket(self, state: AgentState) -> tuple[str, str]:
-        subject = str(self._metadata(state).get("subject") or "")
-        return subject, state.message
+        """(subject, body); a ticket rule's run names its subject ``ticket_label``."""
+        metadata = self._metadata(state)
+        subject = str(metadata.get("subject") or metadata.get("ticket_label") or "")
+        return subject, customer_text(state.message)
+
+    def _ticket_id(self, state: AgentState) -> str:
+        metadata = self._metadata(state)
+        return str(metadata.get("ticket_id") or metadata.get("ticket_key") or "")
 
     def _tier(self, state: AgentState) -> str | None:
         tier = self._metadata(state).get("tier") or state.plan_state.user.get("tier")
@@ -429,7 +436,7 @@ class TriageAgent(StepAgent):
         since = datetime.now(UTC) - timedelta(days=window)
         limit = int(self.config.get("duplicate_candidates", 200))
         tickets = await self.history.recent_tickets(since=since, limit=limit)
-        ticket_id = str(self._metadata(state).get("ticket_id") or "")
+        ticket_id = self._ticket_id(state)
         # A ticket triaged again (an update of the same ticket) is not its own duplicate.
         candidates = [t for t in tickets if not (ticket_id and t.ticket_id == ticket_id)]
         subject, body = self._ticket(state)
@@ -441,7 +448,8 @@ class TriageAgent(StepAgent):
         """Candidates at or above ``duplicate_threshold`` cosine similarity, most similar first."""
         if not candidates:
             return []
-        matrix = await embed_texts(self.embedder, [text] + [t.text for t in candidates])
+        texts = [text] + [customer_text(t.text) for t in candidates]
+        matrix = await embed_texts(self.embedder, texts)
         similarities = [float(score) for score in matrix[1:] @ matrix[0]]
         threshold = float(self.config.get("duplicate_threshold", 0.6))
         ranked = sorted(

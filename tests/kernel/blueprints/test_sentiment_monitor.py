@@ -12,8 +12,10 @@ from agentflow.kernel.blueprints.sentiment_monitor import (
     PastMessage,
     SentimentMonitorAgent,
     assess_messages,
+    customer_text,
     score_sentiment,
 )
+from agentflow.kernel.guardrails import wrap_untrusted
 from agentflow.kernel.planning.model import StepRecord
 
 CALM = [
@@ -162,3 +164,12 @@ async def test_escalation_on_alert_can_be_turned_off(escalate: bool) -> None:
     result = await agent.run(ANGRY, user_id="cust-7")
     assert result.state.plan_state.state["output"]["alert"] is True
     assert result.state.plan_state.state["escalate"] is escalate
+
+
+async def test_a_webhook_message_is_scored_on_the_customers_words_not_the_fence() -> None:
+    fenced = wrap_untrusted(ANGRY, "zendesk webhook zendesk:ticket:9")
+    assert customer_text(fenced) == ANGRY
+    history = History({"": [wrap_untrusted(text, "zendesk webhook") for text in CALM]})
+    result = await SentimentMonitorAgent({}, history=history).run(fenced, user_id="cust-7")
+    output = result.state.plan_state.state["output"]
+    assert output == assess_messages(ANGRY, CALM).to_dict()

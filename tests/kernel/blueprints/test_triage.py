@@ -13,6 +13,7 @@ import pytest
 
 from agentflow.kernel.agents import AgentRunResult
 from agentflow.kernel.blueprints.triage import PastTicket, TriageAgent
+from agentflow.kernel.guardrails import wrap_untrusted
 from agentflow.kernel.llm.embeddings import OfflineEmbedder
 from agentflow.kernel.planning.model import StepRecord
 
@@ -263,3 +264,25 @@ async def test_an_unavailable_history_still_triages_without_duplicates() -> None
 async def test_typical_tickets(body: str, category: str, priority: str) -> None:
     output = await triage(body)
     assert (output["category"], output["priority"]) == (category, priority)
+
+
+async def test_a_webhook_ticket_is_triaged_on_its_own_words_not_the_fence() -> None:
+    """A ticket rule's run: the text fenced as untrusted data, subject and key in metadata."""
+    ticket = TICKETS[0]
+    fenced = wrap_untrusted(ticket["body"], "zendesk webhook zendesk:ticket:1")
+    direct = await triage(ticket["body"], subject=ticket["subject"], **ticket["metadata"])
+    via_rule = await triage(
+        fenced, ticket_label=ticket["subject"], ticket_key="zendesk:ticket:1", **ticket["metadata"]
+    )
+    for field in ("category", "priority", "queue", "sentiment"):
+        assert via_rule[field] == direct[field]
+    # Every fenced ticket carries the same warning: it must not make them look alike.
+    others = [
+        PastTicket(f"run-{i}", wrap_untrusted(t["body"], f"zendesk webhook {i}"), NOW)
+        for i, t in enumerate(TICKETS[1:40])
+    ]
+    again = await triage(fenced, history=Tickets(others), ticket_key="zendesk:ticket:1")
+    assert again["duplicates"] == []
+    same = [PastTicket("run-0", wrap_untrusted(ticket["body"], "zendesk webhook 0"), NOW, "z:0")]
+    found = await triage(fenced, history=Tickets(same), ticket_key="zendesk:ticket:1")
+    assert found["duplicate_of"] == "run-0"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from agentflow.models import Agent, Run
+from learning import processing
+from learning.models import ActivityEvent
+from learning.services import create_rule
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import Persona
+from tests.platform.api.conftest import ACTOR, Persona
 from tests.platform.api.test_bad_input import assert_field_errors, nothing_written
+from tests.platform.learning.conftest import make_sender, ticket_payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -147,3 +152,41 @@ def test_tenants_never_see_each_others_tickets_or_agents(
     with tenant_scope(outsider.tenant.pk):
         assert Run.objects.count() == 1
         assert Agent.objects.count() == 1
+
+
+def test_a_new_zendesk_ticket_is_triaged_through_a_tenant_rule(
+    owner: Persona, celery_worker_app: object
+) -> None:
+    """The demo's rule, "new Zendesk ticket -> triage": the webhook's text reaches the agent
+    fenced as untrusted data, its subject and key as run metadata."""
+    agent = Agent.unscoped.get(pk=create(owner).json()["id"])
+    create_rule(
+        actor=ACTOR,
+        tenant_id=owner.tenant.pk,
+        agent=agent,
+        name="new Zendesk ticket -> triage",
+        event_kind="zendesk.ticket.created",
+    )
+    payload = ticket_payload(
+        "zendesk",
+        ticket="2001",
+        text="Since this morning nobody on our team can log in, SSO returns a SAML error.",
+    )
+    payload["detail"]["subject"] = "SSO login broken for everyone"
+    assert make_sender(owner, "zendesk").deliver(payload).status_code == 202
+    processing.drain(owner.tenant.pk)  # (or the worker's stream consumer, first)
+    deadline = time.monotonic() + 30
+    while not (runs := list(Run.unscoped.filter(agent=agent))):
+        assert time.monotonic() < deadline, list(ActivityEvent.unscoped.values("kind", "outcome"))
+        time.sleep(0.1)
+    (run,) = runs
+    assert run.metadata["ticket_key"] == "zendesk:ticket:2001"
+    while (body := owner.get(f"/api/v1/runs/{run.pk}/result")).status_code != 200:
+        assert time.monotonic() < deadline, body.json()
+        time.sleep(0.1)
+    output = body.json()["result"]["metadata"]["output"]
+    assert (output["category"], output["priority"], output["queue"]) == (
+        "account",
+        "critical",
+        "accounts",
+    )
