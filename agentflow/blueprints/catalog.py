@@ -8,5 +8,7 @@ from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
 from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
+from agentflow.blueprints.sentiment_monitor import SPEC as SENTIMENT_MONITOR
+from agentflow.blueprints.triage import SPEC as TRIAGE
 
-SPECS: tuple[BlueprintSpec, ...] = (CODE_REVIEW,)
+SPECS: tuple[BlueprintSpec, ...] = (TRIAGE, SENTIMENT_MONITOR, CODE_REVIEW)
