@@ -52,6 +52,7 @@ __all__ = [
     "RUNNABLE_TYPES",
     "PlannerConfig",
     "has_budget",
+    "kernel_plan_spec",
     "load_planner",
     "planner_issues",
     "preflight_accuracy",
@@ -121,41 +122,54 @@ class PlannerConfig(BaseModel):
 # --------------------------------------------------------------------------- validation
 
 
-def planner_issues(planner: PlannerConfig | None, path: str = "planner") -> list[ConfigIssue]:
-    """Every error of the planner's plan, each naming its line when it came from YAML."""
+def planner_issues(
+    planner: PlannerConfig | None,
+    path: str = "planner",
+    *,
+    known: Known = PLATFORM_KNOWN,
+    runnable: frozenset[str] = RUNNABLE_TYPES,
+    runner: str = "the support pipeline",
+) -> list[ConfigIssue]:
+    """Every error of the planner's plan, each naming its line when it came from YAML.
+
+    ``known``: the steps, tools and agents its actions may name; ``runnable``: the planner
+    types ``runner`` follows.
+    """
     if planner is None:
         return []
     try:
-        load_planner(planner)
+        load_planner(planner, known=known)
     except PlanValidationError as exc:
         return [
             ConfigIssue(f"{path}.definition", str(error), line=error.pos.line or None)
             for error in exc.errors
         ]
-    if planner.type not in RUNNABLE_TYPES:
+    if planner.type not in runnable:
         # Checked like the others (its errors above name their lines), but refused rather
         # than stored and then silently not followed.
         reason = (
-            f"a valid `{planner.type}` planner, but the support pipeline runs only "
-            f"{' and '.join(sorted(RUNNABLE_TYPES))} planners"
+            f"a valid `{planner.type}` planner, but {runner} runs only "
+            f"{' and '.join(sorted(runnable))} planners"
         )
         return [ConfigIssue(f"{path}.type", reason)]
     return []
 
 
-def load_planner(planner: PlannerConfig) -> Any:
-    """The kernel plan of a planner config; `PlanValidationError` listing every error."""
+def kernel_plan_spec(planner: PlannerConfig) -> Mapping[str, Any]:
+    """The plan spec the kernel's `load_plan` reads, from a platform planner config."""
     definition = _definition_data(planner.definition)
     if planner.type == "llm":
         # The kernel reads an LLM planner's settings next to its type.
         if isinstance(definition, MDict):
             definition["type"] = "llm"
-            spec: Any = definition
-        else:
-            spec = {**definition, "type": "llm"}
-    else:
-        spec = {"type": planner.type, "definition": definition}
-    return load_plan(spec, known=PLATFORM_KNOWN)
+            return definition
+        return {**definition, "type": "llm"}
+    return {"type": planner.type, "definition": definition}
+
+
+def load_planner(planner: PlannerConfig, *, known: Known = PLATFORM_KNOWN) -> Any:
+    """The kernel plan of a planner config; `PlanValidationError` listing every error."""
+    return load_plan(kernel_plan_spec(planner), known=known)
 
 
 def _definition_data(definition: Any) -> Mapping[str, Any]:

@@ -13,16 +13,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db.models import Q
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints import BlueprintConfig, BlueprintSpec
 from agentflow.kernel.blueprints.sentiment_monitor import PastMessage, SentimentMonitorAgent
 from agentflow.models import Agent, Message, MessageRole
 
 __all__ = ["SPEC", "DjangoMessageHistory", "SentimentMonitorConfig"]
 
 
-class SentimentMonitorConfig(BaseModel):
+class SentimentMonitorConfig(BlueprintConfig):
     """Config of the `sentiment_monitor_agent` blueprint; unknown keys are errors."""
 
     model_config = ConfigDict(

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints import BlueprintConfig, BlueprintSpec
 from agentflow.kernel.blueprints.triage import (
     DEFAULT_CATEGORIES,
     DEFAULT_PRIORITY_CUES,
@@ -79,7 +79,7 @@ class RoutingRule(BaseModel):
         return tier.lower() if tier else tier
 
 
-class TriageConfig(BaseModel):
+class TriageConfig(BlueprintConfig):
     """Config of the `triage_agent` blueprint; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="triage_agent config")
