@@ -31,13 +31,14 @@ from typing import Annotated, Any, Literal, Protocol
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints import STEP_AGENT_PLANNERS, BlueprintConfig, BlueprintSpec
 from agentflow.blueprints.catalog import SPECS
 from agentflow.kernel.builder import AgentFrameworkBuilder
 from agentflow.kernel.config import (
     BudgetConfig,
     ConfigError,
     ConfigIssue,
+    ConfigLoader,
     GuardrailsConfig,
     IntentCategoryConfig,
     LLMConfig,
@@ -47,6 +48,8 @@ from agentflow.kernel.config import (
     escape_env,
 )
 from agentflow.kernel.intents import OUT_OF_SCOPE
+from agentflow.kernel.llm.base import LLMProvider
+from agentflow.kernel.llm_chain import guarded_chain, provider_from_config
 from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE
 from agentflow.kernel.results import AgentReply
 from agentflow.knowledge import get_embedder
@@ -193,7 +196,11 @@ class SupportAgentConfig(BaseModel):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig,
+        description="Dollars the agent's runs may spend per UTC day, across every worker: "
+        "over soft_usd a run warns; over hard_usd it goes to a person before any LLM call.",
+    )
     golden_paths_scope: Literal["agent", "tenant"] = Field(
         "agent",
         description="Whose approved answers this agent answers from: its own, or every "
@@ -239,7 +246,7 @@ def _category_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
     return issues
 
 
-def _provider_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
+def _provider_issues(config: SupportAgentConfig | BlueprintConfig) -> list[ConfigIssue]:
     """Providers may only use the API keys and endpoints the operator allows."""
     options = getattr(settings, "AGENTFLOW", {})
     key_vars = tuple(options.get("LLM_API_KEY_ENV_VARS", _DEFAULT_KEY_ENV_VARS))
@@ -403,13 +410,49 @@ def validate_agent_config(blueprint: str, config: Mapping[str, Any] | None) -> d
         raise AgentConfigError(_issues(exc, found.config_model), source=source) from None
     if isinstance(model, SupportAgentConfig):
         issues = _category_issues(model) + _provider_issues(model) + planner_issues(model.planner)
-    elif found.spec is not None and found.spec.check is not None:
-        issues = found.spec.check(model)
+    elif found.spec is not None:
+        issues = _blueprint_issues(found.spec, model)
     else:
         issues = []
     if issues:
         raise AgentConfigError(issues, source=source)
     return _dump(model)
+
+
+def _blueprint_issues(spec: BlueprintSpec, model: BaseModel) -> list[ConfigIssue]:
+    """A StepAgent blueprint's own checks, and its planner and LLM providers' if it has them."""
+    issues: list[ConfigIssue] = []
+    if isinstance(model, BlueprintConfig):
+        issues += _provider_issues(model)
+        issues += planner_issues(
+            model.planner,
+            known=spec.known,
+            runnable=STEP_AGENT_PLANNERS,
+            runner=f"the {spec.name} blueprint",
+        )
+    if spec.check is not None:
+        issues += spec.check(model)
+    return issues
+
+
+def blueprint_llm(agent_id: str, config: Mapping[str, Any]) -> LLMProvider | None:
+    """The failover chain of a StepAgent's configured providers; None when all are offline.
+
+    Built like the support pipeline's: the tenant's text never reaches the server's
+    environment (every ``$`` escaped) except an allowed ``api_key`` reference.
+    """
+    llm = config.get("llm") or {}
+    providers = list(llm.get("providers") or [])
+    if all(p.get("kind") == "offline" for p in providers):
+        return None
+    data = escape_env({"name": agent_id, "llm": llm})
+    for provider, given in zip(data["llm"]["providers"], providers, strict=True):
+        if given.get("api_key"):
+            provider["api_key"] = given["api_key"]
+    framework = ConfigLoader.load(data)
+    chain = [provider_from_config(i, framework) for i in range(len(framework.llm.providers))]
+    guarded, _ = guarded_chain(chain, framework)
+    return guarded
 
 
 def runs_preflight(blueprint: str) -> bool:
@@ -434,7 +477,9 @@ def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
             "memory": config["memory"],
             "threads": config["threads"],
             "guardrails": config["guardrails"],
-            "budget": config["budget"],
+            # No kernel budget: the kernel's guard counts one process's spend since it
+            # started; the platform enforces the agent's budget per day across every
+            # worker before the run (`agentflow.budgets`).
         }
     )
     if config.get("planner"):
@@ -532,7 +577,7 @@ async def build_pipeline(agent: Agent) -> AgentRunner:
     config = validate_agent_config(agent.blueprint, agent.config)
     spec = BLUEPRINTS[agent.blueprint].spec
     if spec is not None:
-        return spec.build(agent, config)
+        return spec.build(agent, config, llm=blueprint_llm(str(agent.id), config))
     agent_id = str(agent.id)
     builder = (
         AgentFrameworkBuilder()

@@ -51,6 +51,8 @@ __all__ = [
     "PLATFORM_KNOWN",
     "RUNNABLE_TYPES",
     "PlannerConfig",
+    "has_budget",
+    "kernel_plan_spec",
     "load_planner",
     "planner_issues",
     "preflight_accuracy",
@@ -120,41 +122,54 @@ class PlannerConfig(BaseModel):
 # --------------------------------------------------------------------------- validation
 
 
-def planner_issues(planner: PlannerConfig | None, path: str = "planner") -> list[ConfigIssue]:
-    """Every error of the planner's plan, each naming its line when it came from YAML."""
+def planner_issues(
+    planner: PlannerConfig | None,
+    path: str = "planner",
+    *,
+    known: Known = PLATFORM_KNOWN,
+    runnable: frozenset[str] = RUNNABLE_TYPES,
+    runner: str = "the support pipeline",
+) -> list[ConfigIssue]:
+    """Every error of the planner's plan, each naming its line when it came from YAML.
+
+    ``known``: the steps, tools and agents its actions may name; ``runnable``: the planner
+    types ``runner`` follows.
+    """
     if planner is None:
         return []
     try:
-        load_planner(planner)
+        load_planner(planner, known=known)
     except PlanValidationError as exc:
         return [
             ConfigIssue(f"{path}.definition", str(error), line=error.pos.line or None)
             for error in exc.errors
         ]
-    if planner.type not in RUNNABLE_TYPES:
+    if planner.type not in runnable:
         # Checked like the others (its errors above name their lines), but refused rather
         # than stored and then silently not followed.
         reason = (
-            f"a valid `{planner.type}` planner, but the support pipeline runs only "
-            f"{' and '.join(sorted(RUNNABLE_TYPES))} planners"
+            f"a valid `{planner.type}` planner, but {runner} runs only "
+            f"{' and '.join(sorted(runnable))} planners"
         )
         return [ConfigIssue(f"{path}.type", reason)]
     return []
 
 
-def load_planner(planner: PlannerConfig) -> Any:
-    """The kernel plan of a planner config; `PlanValidationError` listing every error."""
+def kernel_plan_spec(planner: PlannerConfig) -> Mapping[str, Any]:
+    """The plan spec the kernel's `load_plan` reads, from a platform planner config."""
     definition = _definition_data(planner.definition)
     if planner.type == "llm":
         # The kernel reads an LLM planner's settings next to its type.
         if isinstance(definition, MDict):
             definition["type"] = "llm"
-            spec: Any = definition
-        else:
-            spec = {**definition, "type": "llm"}
-    else:
-        spec = {"type": planner.type, "definition": definition}
-    return load_plan(spec, known=PLATFORM_KNOWN)
+            return definition
+        return {**definition, "type": "llm"}
+    return {"type": planner.type, "definition": definition}
+
+
+def load_planner(planner: PlannerConfig, *, known: Known = PLATFORM_KNOWN) -> Any:
+    """The kernel plan of a planner config; `PlanValidationError` listing every error."""
+    return load_plan(kernel_plan_spec(planner), known=known)
 
 
 def _definition_data(definition: Any) -> Mapping[str, Any]:
@@ -221,22 +236,27 @@ def _node_count(value: Any) -> int:
 
 
 def preflight_agent(
-    agent_id: str, config: Mapping[str, Any], message: str, *, token_scale: float = 1.0
+    agent_id: str,
+    config: Mapping[str, Any],
+    message: str,
+    *,
+    token_scale: float = 1.0,
+    spent_usd: float = 0.0,
 ) -> dict[str, Any]:
     """The cost estimate of one message along the agent's plan; nothing runs.
 
     ``config`` is the agent's normalised support_agent config. The prompts are rebuilt as
     the kernel would send them (its name in prompts is the agent id, as in
     `pipelines.kernel_config`); knowledge is the typical retrieved length, and the
-    budget is compared with this message alone (the kernel's spend so far lives in
-    each worker). ``token_scale``: the agent's calibration (`preflight_token_scale`).
+    budget is compared with ``spent_usd`` (the agent's spend today, `budgets.spent_today`)
+    plus this message. ``token_scale``: the agent's calibration (`preflight_token_scale`).
     """
     given = config.get("planner")
     planner = PlannerConfig.model_validate(given or DEFAULT_PLANNER)
     plan = load_planner(planner) if given else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
     profile = _cost_profile(agent_id, config)
     profile.token_scale = token_scale
-    estimate = preflight(plan, message, profile, budget=_budget(config))
+    estimate = preflight(plan, message, profile, budget=_budget(config), spent_usd=spent_usd)
     return {
         "agent_id": agent_id,
         "planner": {"type": planner.type, "source": "agent" if given else "default"},
@@ -259,6 +279,11 @@ def _cost_profile(agent_id: str, config: Mapping[str, Any]) -> CostProfile:
         knowledge_top_k=int(config.get("memory", {}).get("knowledge_top_k", 3)),
         classify_with_llm=bool(paid),
     )
+
+
+def has_budget(config: Mapping[str, Any]) -> bool:
+    """Whether the agent's config sets a soft or hard budget (per UTC day, `budgets`)."""
+    return _budget(config) is not None
 
 
 def _budget(config: Mapping[str, Any]) -> Budget | None:
@@ -301,6 +326,7 @@ def preflight_record(estimate: PreflightEstimate) -> dict[str, Any]:
         "token_scale": estimate.token_scale,
         "estimated_usd": round(estimate.usd, 8),
         "max_usd": round(estimate.max_usd, 8),
+        "spent_today_usd": round(estimate.spent_usd, 8),
         "verdict": VERDICTS[estimate.decision],
     }
 

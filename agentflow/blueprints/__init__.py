@@ -17,13 +17,41 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentflow.kernel.blueprints import BlueprintRunner, StepAgent, reply_of
-from agentflow.kernel.config import ConfigIssue
+from agentflow.kernel.config import ConfigIssue, LLMConfig
+from agentflow.kernel.llm.base import LLMProvider
+from agentflow.kernel.planning.parsing import Known
 from agentflow.models import Agent
+from agentflow.planners import PlannerConfig, kernel_plan_spec
 
-__all__ = ["BlueprintRunner", "BlueprintSpec", "reply_of"]
+__all__ = ["BlueprintConfig", "BlueprintRunner", "BlueprintSpec", "reply_of"]
+
+
+class BlueprintConfig(BaseModel):
+    """What every StepAgent blueprint's config may set besides its own fields.
+
+    Subclass it for a blueprint's config (unknown keys stay errors). ``planner`` replaces
+    the blueprint's default plan over the same steps; ``llm`` gives the agent a model, which
+    steps use when there is one (the default, offline, does the work without).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    planner: PlannerConfig | None = Field(
+        None,
+        description="{type: fsm | behavior_tree | llm, definition: YAML text or object} over "
+        "the blueprint's steps, validated when saved; null: the blueprint's default_planner.",
+    )
+    llm: LLMConfig = Field(
+        default_factory=LLMConfig,
+        description="Providers in failover order, as for support_agent; offline by default.",
+    )
+
+
+# Every planner type runs on a StepAgent (an llm planner with the agent's model).
+STEP_AGENT_PLANNERS = frozenset({"fsm", "behavior_tree", "llm"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +68,16 @@ class BlueprintSpec:
     # Checks pydantic cannot express (cross-field, allowlists); each issue names its field.
     check: Callable[[BaseModel], list[ConfigIssue]] | None = None
 
-    def build(self, agent: Agent, config: dict[str, Any]) -> BlueprintRunner:
+    @property
+    def known(self) -> Known:
+        """What a tenant's planner for this blueprint may name: its steps."""
+        return Known(steps=self.agent_class.known_steps, tools=frozenset(), agents=frozenset())
+
+    def build(
+        self, agent: Agent, config: dict[str, Any], *, llm: LLMProvider | None = None
+    ) -> BlueprintRunner:
         ports = dict(self.ports(agent, config)) if self.ports is not None else {}
-        return BlueprintRunner(self.agent_class(config, **ports))
+        given = dict(config)
+        if given.get("planner"):  # validated on save; the kernel reads its own spec shape
+            given["planner"] = kernel_plan_spec(PlannerConfig.model_validate(given["planner"]))
+        return BlueprintRunner(self.agent_class(given, llm=llm, **ports))

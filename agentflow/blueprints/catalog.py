@@ -10,5 +10,13 @@ from agentflow.blueprints import BlueprintSpec
 from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
 from agentflow.blueprints.compliance_auditor import SPEC as COMPLIANCE_AUDITOR
 from agentflow.blueprints.knowledge_manager import SPEC as KNOWLEDGE_MANAGER
+from agentflow.blueprints.sentiment_monitor import SPEC as SENTIMENT_MONITOR
+from agentflow.blueprints.triage import SPEC as TRIAGE
 
-SPECS: tuple[BlueprintSpec, ...] = (CODE_REVIEW, COMPLIANCE_AUDITOR, KNOWLEDGE_MANAGER)
+SPECS: tuple[BlueprintSpec, ...] = (
+    TRIAGE,
+    SENTIMENT_MONITOR,
+    CODE_REVIEW,
+    COMPLIANCE_AUDITOR,
+    KNOWLEDGE_MANAGER,
+)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints import BlueprintConfig, BlueprintSpec
 from agentflow.kernel.blueprints.code_review import RULE_IDS, CodeReviewAgent
 
 RuleId = Literal[
@@ -21,7 +21,7 @@ RuleId = Literal[
 ]
 
 
-class CodeReviewConfig(BaseModel):
+class CodeReviewConfig(BlueprintConfig):
     """Config of the `code_review_agent` blueprint; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="code_review_agent config")

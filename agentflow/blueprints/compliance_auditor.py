@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints import BlueprintConfig, BlueprintSpec
 from agentflow.kernel.blueprints.compliance_auditor import (
     AuditedText,
     ComplianceAuditorAgent,
@@ -85,7 +85,7 @@ DEFAULT_DISCLAIMERS = (
 )
 
 
-class ComplianceAuditorConfig(BaseModel):
+class ComplianceAuditorConfig(BlueprintConfig):
     """Config of the `compliance_auditor_agent` blueprint; unknown keys are errors."""
 
     model_config = ConfigDict(

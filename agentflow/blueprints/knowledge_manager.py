@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.db.models import Q
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints import BlueprintConfig, BlueprintSpec
 from agentflow.kernel.blueprints.knowledge_manager import (
     Article,
     Coverage,
@@ -37,7 +37,7 @@ from learning.models import GoldenPath, GoldenPathSource
 __all__ = ["SPEC", "KnowledgeManagerConfig", "TenantKnowledge"]
 
 
-class KnowledgeManagerConfig(BaseModel):
+class KnowledgeManagerConfig(BlueprintConfig):
     """Config of the `knowledge_manager_agent` blueprint; unknown keys are errors."""
 
     model_config = ConfigDict(

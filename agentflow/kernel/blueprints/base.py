@@ -23,9 +23,11 @@ from time import perf_counter
 from typing import Any, ClassVar
 
 from agentflow.kernel.agents import AgentRunResult, AgentState, BlueprintError, PlannerAgent
+from agentflow.kernel.metering import CURRENT_RUN, RunState
 from agentflow.kernel.pipeline import plan_path
 from agentflow.kernel.planning.model import Action, StepOutcome
 from agentflow.kernel.results import AgentReply
+from agentflow.kernel.stores import new_id
 
 __all__ = ["BlueprintRunner", "StepAgent", "finish", "reply_of"]
 
@@ -107,8 +109,23 @@ class BlueprintRunner:
         self, *, user_id: str, message: str, context: Mapping[str, Any] | None = None
     ) -> AgentReply:
         origin = perf_counter()
-        result = await self.agent.run(message, user_id=user_id, context=context)
-        return reply_of(result, user_id, origin)
+        given = dict(context or {})
+        tenant = given.get("tenant_id")
+        # What the agent's LLM calls spend is metered into this run (as in the pipeline).
+        run = RunState(
+            str(given.get("run_id") or new_id()), None if tenant is None else str(tenant)
+        )
+        token = CURRENT_RUN.set(run)
+        try:
+            result = await self.agent.run(message, user_id=user_id, context=given)
+        finally:
+            CURRENT_RUN.reset(token)
+        reply = reply_of(result, user_id, origin)
+        reply.usage, reply.cost_usd = run.usage, run.cost_usd
+        reply.metadata["offline"] = run.offline
+        if run.model is not None:
+            reply.metadata["model"] = run.model
+        return reply
 
     async def aclose(self) -> None:
         close = getattr(self.agent.llm, "aclose", None)  # network providers hold a pool

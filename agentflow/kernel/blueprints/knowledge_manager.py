@@ -270,7 +270,12 @@ class KnowledgeManagerAgent(StepAgent):
         return {"task": task}
 
     async def step_rejected(self, state: AgentState) -> Any:
-        error = str(state.plan_state.state.get("error") or "no task")
+        task = state.plan_state.state.get("task")
+        error = str(
+            state.plan_state.state.get("error")
+            # A task parsed fine but the tenant's planner does not route it here.
+            or f"message: this agent's planner does not run the {task or 'requested'} task"
+        )
         field_name, _, reason = error.partition(": ")
         finish(
             state,

@@ -24,7 +24,7 @@ def _create(owner: Persona, config: dict[str, Any]) -> Any:
 
 def test_the_config_names_every_kernel_rule() -> None:
     assert set(typing.get_args(RuleId)) == set(RULE_IDS)
-    assert CodeReviewConfig().escalate_on == "high"
+    assert CodeReviewConfig.model_validate({}).escalate_on == "high"
 
 
 def test_the_blueprint_is_listed_with_its_schema_and_defaults(owner: Persona) -> None:
@@ -81,3 +81,51 @@ def test_a_risky_diff_runs_end_to_end_and_goes_to_review(
     assert outsider.get(f"/api/v1/runs/{body['id']}").status_code == 404
     foreign = outsider.post(f"/api/v1/agents/{agent_id}/runs", {"user_id": "x", "message": RISKY})
     assert foreign.status_code == 404
+
+
+SCAN_ONLY_RISKY = """\
+initial_state: parse
+final_states: [report, not_a_diff]
+states:
+  parse: {on_success: scan, on_error: not_a_diff}
+  scan:
+    on_success: report
+"""
+
+
+def test_a_tenant_planner_over_the_blueprints_steps_is_followed(
+    owner: Persona, celery_worker_app: object
+) -> None:
+    created = _create(owner, {"planner": {"type": "fsm", "definition": SCAN_ONLY_RISKY}})
+    assert created.status_code == 201, created.json()
+    run = owner.post(
+        f"/api/v1/agents/{created.json()['id']}/runs",
+        {"user_id": "ci", "message": "this is not a diff"},
+        headers={"Prefer": "wait=20"},
+    ).json()
+    steps = owner.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+    assert [(s["node"], s["outcome"]) for s in steps] == [
+        ("parse", "error"),
+        ("not_a_diff", "success"),
+    ]
+
+
+def test_a_planner_naming_a_step_the_blueprint_lacks_is_a_422_with_its_line(
+    owner: Persona,
+) -> None:
+    definition = SCAN_ONLY_RISKY.replace("on_success: report", "on_success: classify")
+    response = _create(owner, {"planner": {"type": "fsm", "definition": definition}})
+    assert response.status_code == 422, response.json()
+    assert "line 6" in str(response.json())
+    assert "classify" in str(response.json())
+
+
+def test_an_llm_provider_outside_the_operators_allowlist_is_a_422(owner: Persona) -> None:
+    provider = {
+        "kind": "openai",
+        "base_url": "http://evil.example/v1",
+        "api_key": "${OPENAI_API_KEY}",
+    }
+    response = _create(owner, {"llm": {"providers": [provider]}})
+    assert response.status_code == 422, response.json()
+    assert "llm.providers[0].base_url" in str(response.json())

@@ -286,3 +286,39 @@ def test_naming_another_tenants_agent_audits_nothing_of_it(
     output = _run(outsider, auditor, "audit", {"audit": period})["result"]["metadata"]["output"]
     assert output["summary"]["audited"] == 0
     assert output["findings"] == []
+
+
+DRY_RUN = """\
+initial_state: load
+final_states: [report, rejected]
+states:
+  load: {on_success: audit, on_error: rejected}
+  audit:
+    on_success: report
+"""
+
+
+def test_a_tenant_planner_without_record_audits_without_writing_the_log(
+    owner: Persona, celery_worker_app: object
+) -> None:
+    created = _create(owner, {"planner": {"type": "fsm", "definition": DRY_RUN}})
+    assert created.status_code == 201, created.json()
+    body = _run(owner, created.json()["id"], "We will refund $900 today.")
+    assert body["result"]["metadata"]["output"]["summary"]["by_rule"] == {
+        "policy.refund_above_max": 1
+    }
+    steps = owner.get(f"/api/v1/runs/{body['id']}/steps").json()["steps"]
+    assert [s["node"] for s in steps] == ["load", "audit", "report"]
+    with tenant_scope(owner.tenant.pk):
+        assert not AuditEvent.objects.filter(action="compliance.finding").exists()
+
+
+def test_a_planner_naming_a_step_the_auditor_lacks_is_a_422_with_its_line(
+    owner: Persona,
+) -> None:
+    definition = DRY_RUN.replace("on_success: report", "on_success: publish")
+    with nothing_written(owner.tenant):
+        response = _create(owner, {"planner": {"type": "fsm", "definition": definition}})
+    assert response.status_code == 422, response.json()
+    assert "line 6" in str(response.json())
+    assert "publish" in str(response.json())

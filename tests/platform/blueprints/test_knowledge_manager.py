@@ -213,3 +213,39 @@ def test_watching_another_tenants_agent_sees_nothing_of_it(
     draft = _run(outsider, librarian, "draft: export data")["result"]["metadata"]["output"]
     assert draft["sources"] == []
     assert draft["draft"] is None
+
+
+STALE_ONLY = """\
+initial_state: select
+final_states: [stale, rejected]
+states:
+  select:
+    condition: "state.task == 'stale'"
+    on_true: stale
+    on_false: rejected
+    on_error: rejected
+"""
+
+
+def test_a_tenant_planner_can_narrow_the_tasks(owner: Persona, celery_worker_app: object) -> None:
+    make_agent(owner)
+    created = _create(owner, {"planner": {"type": "fsm", "definition": STALE_ONLY}})
+    assert created.status_code == 201, created.json()
+    stale = _run(owner, created.json()["id"], "stale")["result"]["metadata"]["output"]
+    assert stale["summary"]["articles"] == 2
+    refused = _run(owner, created.json()["id"], "gaps")
+    steps = owner.get(f"/api/v1/runs/{refused['id']}/steps").json()["steps"]
+    assert [s["node"] for s in steps] == ["select", "rejected"]
+    error = refused["result"]["metadata"]["output"]["error"]
+    assert error == {
+        "field": "message",
+        "reason": "this agent's planner does not run the gaps task",
+    }
+
+
+def test_a_planner_naming_a_step_the_librarian_lacks_is_a_422(owner: Persona) -> None:
+    definition = STALE_ONLY.replace("on_true: stale", "on_true: publish")
+    with nothing_written(owner.tenant):
+        response = _create(owner, {"planner": {"type": "fsm", "definition": definition}})
+    assert response.status_code == 422, response.json()
+    assert "publish" in str(response.json())
