@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from agentflow.kernel.agents import AgentState
 from agentflow.kernel.blueprints.base import StepAgent, finish
+from agentflow.kernel.llm.base import ChatMessage, LLMError
 from agentflow.kernel.planning.model import StepOutcome
 from agentflow.kernel.vectors import Embedder, Vector, embed_texts
 
@@ -54,6 +55,12 @@ _RUN_IDS = 20  # run ids listed per gap
 _EXAMINED_PER_GAP = 5  # clusters checked for coverage per gap wanted, at most
 _BLOCK = 512  # article rows compared at once
 _PAIRS = 100  # near-duplicate pairs listed
+_DRAFT_PROMPT = (
+    "You write help-centre articles for a support team. Write one markdown article about the "
+    "topic, starting with '# ' and a title, using only the facts in the approved answers "
+    "(a reviewer approved each): no new steps, prices, dates, promises or links. Answer with "
+    "the article only."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,12 +414,14 @@ class KnowledgeManagerAgent(StepAgent):
             empty: dict[str, Any] = {"task": "draft", "topic": topic, "draft": None, "sources": []}
             finish(state, content=content, output=empty, confidence=0.0)
             return {"sources": 0}
-        draft = draft_article(topic, answers)
+        written = await self._written_by_llm(topic, answers) if self.llm is not None else None
+        draft = written or draft_article(topic, answers)
         output = {
             "task": "draft",
             "topic": topic,
             "title": _title(topic),
             "draft": draft,
+            "drafted_by": "llm" if written else "template",
             "sources": sources,
         }
         # A person decides whether the draft becomes an article: the run waits for review.
@@ -424,3 +433,25 @@ class KnowledgeManagerAgent(StepAgent):
             reason=f"knowledge draft for review: {topic}",
         )
         return {"sources": len(sources)}
+
+    async def _written_by_llm(self, topic: str, answers: Sequence[GoldenAnswer]) -> str | None:
+        """The article as the configured model writes it from the approved answers only;
+        None when it fails (the template draft is used: a review needs a draft, not a model)."""
+        assert self.llm is not None
+        approved = "\n\n".join(
+            f"Q{i}: {a.question.strip()}\nA{i}: {a.answer.strip()}"
+            for i, a in enumerate(answers, start=1)
+        )
+        messages = [
+            ChatMessage("system", _DRAFT_PROMPT),
+            ChatMessage("user", f"Topic: {topic}\n\nApproved answers:\n{approved}"),
+        ]
+        try:
+            reply = await self.llm.chat(messages, temperature=0.2, max_tokens=1200)
+        except LLMError:
+            return None
+        text = reply.content.strip()
+        if not text or reply.metadata.get("offline"):
+            return None
+        ids = ", ".join(a.golden_path_id for a in answers)
+        return f"{text}\n\n_Drafted from answers approved by reviewers: {ids}._"

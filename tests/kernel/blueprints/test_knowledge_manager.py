@@ -23,8 +23,10 @@ from agentflow.kernel.blueprints.knowledge_manager import (
     parse_task,
 )
 from agentflow.kernel.llm.embeddings import OfflineEmbedder
+from agentflow.kernel.llm.openai_provider import OpenAIProvider
 from agentflow.kernel.planning.model import PlanResult
 from agentflow.kernel.vectors import Vector
+from tests.kernel.fake_openai_server import FakeOpenAIServer, chat_completion, error
 
 EMBEDDER = OfflineEmbedder()
 NOW = datetime.now(UTC)
@@ -273,3 +275,45 @@ async def test_an_unknown_task_is_rejected_naming_the_field() -> None:
     assert _nodes(result) == ["select", "rejected"]
     assert plan.state["output"]["error"]["field"] == "message"
     assert np.isclose(plan.response["confidence"], 0.0)
+
+
+ARTICLE = "# Exporting data to CSV\n\nOpen **Reports**, pick the date range and click Export > CSV."
+
+
+async def test_with_a_model_the_article_is_written_from_the_approved_answers_only() -> None:
+    with FakeOpenAIServer() as server:
+        server.enqueue(chat_completion(ARTICLE))
+        async with OpenAIProvider(
+            "gpt-4o-mini", api_key="test-key", base_url=server.base_url, timeout_seconds=2
+        ) as llm:
+            agent = KnowledgeManagerAgent(
+                {}, knowledge=FakeKnowledge(golden=GOLDEN), embedder=EMBEDDER, llm=llm
+            )
+            result = await agent.run("draft: export data to CSV")
+        sent = server.sent_text()
+    output = result.state.plan_state.state["output"]
+    assert output["drafted_by"] == "llm"
+    assert output["draft"].startswith(ARTICLE)
+    assert output["draft"].endswith("_Drafted from answers approved by reviewers: gp-0, gp-1._")
+    assert "Open Reports, pick the date range" in sent  # the approved answers went to the model
+    assert "Settings > Security" not in sent, "only the answers about the topic"
+
+
+async def test_a_failing_model_falls_back_to_the_template_draft() -> None:
+    with FakeOpenAIServer() as server:
+        server.enqueue(*[error(500)] * 5)
+        async with OpenAIProvider(
+            "gpt-4o-mini",
+            api_key="test-key",
+            base_url=server.base_url,
+            timeout_seconds=2,
+            max_retries=0,
+        ) as llm:
+            agent = KnowledgeManagerAgent(
+                {}, knowledge=FakeKnowledge(golden=GOLDEN), embedder=EMBEDDER, llm=llm
+            )
+            result = await agent.run("draft: export data to CSV")
+    output = result.state.plan_state.state["output"]
+    assert output["drafted_by"] == "template"
+    assert output["draft"].startswith("# Export data to CSV\n\n## How do I export my data to CSV?")
+    assert result.state.plan_state.state["escalate"] is True
