@@ -181,6 +181,7 @@ def test_a_draft_from_approved_answers_waits_for_a_reviewer(
     output = result["metadata"]["output"]
     assert [s["golden_path_id"] for s in output["sources"]] == [str(used.pk)]
     assert result["proposed_answer"] == output["draft"]
+    assert output["drafted_by"] == "template"  # offline: no model configured
     assert "Open Reports, pick the date range" in output["draft"]
     assert "Globex" not in output["draft"]
     assert "Old draft" not in output["draft"]
