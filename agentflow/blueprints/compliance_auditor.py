@@ -119,8 +119,8 @@ class ComplianceAuditorConfig(BlueprintConfig):
     audited_agents: list[uuid.UUID] = Field(
         default_factory=list,
         max_length=100,
-        description="Agents whose answers a period audit reads; empty: every agent of the "
-        "tenant but this one.",
+        description="Agents whose answers a period audit reads; empty: every support_agent of "
+        "the tenant (the agents that answer customers).",
     )
     max_answers: int = Field(1000, ge=1, le=10_000, description="Answers read per period audit.")
     schedule: Literal["off", "daily", "weekly"] = Field(
@@ -153,8 +153,7 @@ def _check(model: BaseModel) -> list[ConfigIssue]:
 class StoredAnswers:
     """The tenant's assistant answers of a period (runs execute in the tenant's scope)."""
 
-    def __init__(self, agent_id: uuid.UUID, audited: Sequence[str]) -> None:
-        self.agent_id = agent_id
+    def __init__(self, audited: Sequence[str]) -> None:
         self.audited = list(audited)
 
     def _read(self, since: datetime, until: datetime, limit: int) -> list[AuditedText]:
@@ -164,7 +163,8 @@ class StoredAnswers:
         if self.audited:
             rows = rows.filter(session__agent_id__in=self.audited)
         else:
-            rows = rows.exclude(session__agent_id=self.agent_id)
+            # Customers read support agents' answers; other blueprints answer staff.
+            rows = rows.filter(session__agent__blueprint="support_agent")
         found = rows.order_by("created_at", "id").values(
             "id", "content", "run_id", "session__agent_id", "created_at", "run__result__intent"
         )[:limit]
@@ -217,7 +217,7 @@ class AuditLogSink:
 def _ports(agent: Agent, config: dict[str, Any]) -> Mapping[str, Any]:
     audited = [str(value) for value in config.get("audited_agents") or ()]
     return {
-        "answers": StoredAnswers(agent.id, audited),
+        "answers": StoredAnswers(audited),
         "sink": AuditLogSink(agent.tenant_id, agent.id),
     }
 

@@ -34,7 +34,9 @@ from agentflow.models import Agent, KnowledgeChunk, KnowledgeDocument, Run
 from agentflow.vector_search import nearest
 from learning.models import GoldenPath, GoldenPathSource
 
-__all__ = ["SPEC", "KnowledgeManagerConfig", "TenantKnowledge"]
+__all__ = ["SPEC", "SUPPORT_BLUEPRINT", "KnowledgeManagerConfig", "TenantKnowledge"]
+
+SUPPORT_BLUEPRINT = "support_agent"  # what a watched list left empty means
 
 
 class KnowledgeManagerConfig(BlueprintConfig):
@@ -47,8 +49,8 @@ class KnowledgeManagerConfig(BlueprintConfig):
     watched_agents: list[uuid.UUID] = Field(
         default_factory=list,
         max_length=100,
-        description="Agents whose runs and knowledge are managed; empty: every agent of the "
-        "tenant but this one.",
+        description="Agents whose runs and knowledge are managed; empty: every support_agent "
+        "of the tenant (the agents customers ask).",
     )
     lookback_days: int = Field(30, ge=1, le=365, description="Questions of the last N days.")
     low_confidence: float = Field(
@@ -101,7 +103,10 @@ class TenantKnowledge:
     def _agents(self) -> list[Any]:
         if self.watched:
             return list(Agent.objects.filter(id__in=self.watched).values_list("id", flat=True))
-        return list(Agent.objects.exclude(id=self.agent_id).values_list("id", flat=True))
+        # Customers' questions go to support agents; other blueprints' runs (an auditor's,
+        # a code review's) escalate for reasons no article would fix.
+        default = Agent.objects.filter(blueprint=SUPPORT_BLUEPRINT).exclude(id=self.agent_id)
+        return list(default.values_list("id", flat=True))
 
     def _questions(self, since: datetime, low: float, limit: int) -> list[Question]:
         rows = (

@@ -162,6 +162,9 @@ def test_period_audit_reads_only_this_tenants_answers_and_reports_them(
     )
     _stored_answer(foreign, "Reach me at ceo@globex.example.", "BILLING", now)
     auditor = _create(owner, CONFIG).json()["id"]
+    with tenant_scope(owner.tenant.pk):  # staff-facing: not audited by default
+        reviewer = Agent.objects.create(name="reviewer", blueprint="code_review_agent")
+    _stored_answer(reviewer, "Key in diff: ops@acme.example", "", now)
     period = {
         "since": (now - timedelta(days=7)).isoformat(),
         "until": (now + timedelta(minutes=5)).isoformat(),

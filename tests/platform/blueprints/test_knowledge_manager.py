@@ -112,6 +112,9 @@ def test_gaps_come_from_this_tenants_questions_and_knowledge(
     support = make_agent(owner)  # knows password resets and refunds
     _escalated(support, EXPORT_QUESTIONS + PASSWORD_QUESTIONS)
     _escalated(make_agent(outsider), OKTA_QUESTIONS * 3)
+    with tenant_scope(owner.tenant.pk):  # an auditor's escalations are no knowledge gap
+        auditor = Agent.objects.create(name="auditor", blueprint="compliance_auditor_agent")
+    _escalated(auditor, ("We will refund $900.", "We will refund $950."))
     created = _create(owner)
     assert created.status_code == 201, created.json()
     body = _run(owner, created.json()["id"], "gaps")
