@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from agentflow.blueprints.compliance_schedule import SCHEDULE_USER, start_due_audits
 from agentflow.models import Agent, AgentSession, Message, MessageRole, Run, RunStatus
@@ -325,3 +325,25 @@ def test_a_planner_naming_a_step_the_auditor_lacks_is_a_422_with_its_line(
     assert response.status_code == 422, response.json()
     assert "line 6" in str(response.json())
     assert "publish" in str(response.json())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"since": "last week"}, "--since: not an ISO 8601"),
+        ({"until": "2026-12-01"}, "--until: give a timezone"),
+        ({"until": "2026-10-01T00:00:00Z"}, "--until: must be after --since"),
+        ({"tenant": "nobody"}, "--tenant: no tenant 'nobody'"),
+    ],
+)
+def test_the_report_command_names_the_bad_argument(
+    owner: Persona, options: dict[str, str], message: str
+) -> None:
+    given = {
+        "tenant": owner.tenant.slug,
+        "since": "2026-11-01T00:00:00Z",
+        "until": "2026-12-01T00:00:00Z",
+        **options,
+    }
+    with pytest.raises(CommandError, match=message):
+        call_command("compliance_report", **given, stdout=io.StringIO())
