@@ -532,7 +532,7 @@ async def build_pipeline(agent: Agent) -> AgentRunner:
     config = validate_agent_config(agent.blueprint, agent.config)
     spec = BLUEPRINTS[agent.blueprint].spec
     if spec is not None:
-        return spec.build(agent, config)
+        return spec.build(agent, config, runner_of=get_pipeline)
     agent_id = str(agent.id)
     builder = (
         AgentFrameworkBuilder()

@@ -13,7 +13,7 @@ lists them next to ``support_agent``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -26,10 +26,14 @@ from agentflow.kernel.pipeline import plan_path
 from agentflow.kernel.results import AgentReply
 from agentflow.models import Agent
 
-__all__ = ["BlueprintRunner", "BlueprintSpec", "reply_of"]
+__all__ = ["BlueprintRunner", "BlueprintSpec", "RunnerOf", "reply_of"]
 
 # What an escalated reply says to the end user while a person looks at it.
 _ESCALATED = "A member of our team will review this and get back to you."
+
+# The runner of another agent of the tenant (`agentflow.pipelines.get_pipeline`): handed to
+# `build` by the pipelines module, which lists the blueprints and so sits above them.
+RunnerOf = Callable[[Agent], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,17 @@ class BlueprintSpec:
     ports: Callable[[Agent, dict[str, Any]], Mapping[str, Any]] | None = None
     # Checks pydantic cannot express (cross-field, allowlists); each issue names its field.
     check: Callable[[BaseModel], list[ConfigIssue]] | None = None
+    # Ports that talk to other agents of the tenant: ``runner_ports(agent, config, runner_of)``.
+    runner_ports: Callable[[Agent, dict[str, Any], RunnerOf], Mapping[str, Any]] | None = None
 
-    def build(self, agent: Agent, config: dict[str, Any]) -> BlueprintRunner:
+    def build(
+        self, agent: Agent, config: dict[str, Any], runner_of: RunnerOf | None = None
+    ) -> BlueprintRunner:
         ports = dict(self.ports(agent, config)) if self.ports is not None else {}
+        if self.runner_ports is not None:
+            if runner_of is None:
+                raise TypeError(f"{self.name} runs other agents: build it with runner_of")
+            ports.update(self.runner_ports(agent, config, runner_of))
         return BlueprintRunner(self.agent_class(config, **ports))
 
 

@@ -7,5 +7,6 @@ Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel ag
 from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.qa_test import SPEC as QA_TEST
 
-SPECS: tuple[BlueprintSpec, ...] = ()
+SPECS: tuple[BlueprintSpec, ...] = (QA_TEST,)
