@@ -219,11 +219,13 @@ def agent_line(source: str | Mapping[str, Any]) -> int:
 
 def observed(reply: AgentReply) -> dict[str, Any]:
     """What a test compares in a reply: the answer as the user sees it, and how it was made."""
+    # Tools the turn's planner called, then those the support pipeline gathered context from.
     tools = [
         step.action.removeprefix("tool:")
         for step in reply.plan_path
         if step.action.startswith("tool:")
     ]
+    tools += [str(name) for name in reply.metadata.get("tool_calls") or () if name not in tools]
     return {
         "content": reply.content,
         "intent": reply.intent,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -334,4 +334,63 @@ def test_the_text_report_lists_invalid_suites() -> None:
     assert text.splitlines() == [
         "invalid suite: 1 error(s)",
         "line 2, scenarios[0].turns: Field required",
+    ]
+
+
+class OrderBook:
+    """The shop's order lookup, as a tool client (the MCP SDK's `call_tool` shape)."""
+
+    orders: ClassVar[dict[str, str]] = {"42": "shipped on 1 December by DHL"}
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> str:
+        found = [f"order {k}: {v}" for k, v in self.orders.items() if k in arguments["query"]]
+        return "; ".join(found) or "no such order"
+
+
+async def test_tool_call_expectations_see_the_tools_a_turn_used() -> None:
+    pipeline = await (
+        AgentFrameworkBuilder()
+        .with_intent_categories(
+            [
+                IntentCategory(
+                    "ORDER_STATUS",
+                    "Where an order is",
+                    ["where is my order", "has my order shipped", "track my package"],
+                ),
+                *CATEGORIES,
+            ]
+        )
+        .with_knowledge(KNOWLEDGE)
+        .with_tools(
+            {"order_lookup": {"intents": ["ORDER_STATUS"], "arguments": {"query": "message"}}}
+        )
+        .build(tool_client=OrderBook())
+    )
+    target = KernelTarget(pipeline, name="shop")
+    suite = """\
+agent: shop
+scenarios:
+  - name: order questions look the order up
+    turns:
+      - user: Where is my order 42?
+        expect: {intent: ORDER_STATUS, tool_call: order_lookup}
+  - name: password questions do not
+    turns:
+      - user: How do I reset my password?
+        expect: {intent: PASSWORD_RESET, tool_call: order_lookup}
+"""
+    try:
+        report = (await _run(QATestAgent({}, targets=Directory(target)), suite))["output"]
+    finally:
+        await pipeline.aclose()
+    first, second = report["scenarios"]
+    assert first["passed"] is True
+    assert first["turns"][0]["actual"]["tool_calls"] == ["order_lookup"]
+    assert second["turns"][0]["diff"] == [
+        {
+            "field": "tool_call",
+            "expected": "order_lookup",
+            "actual": [],
+            "reason": "the tool was not called",
+        }
     ]
