@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from agentflow.models import Agent, AgentSession, Run
+from hitl.models import HITLRequest
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_agent, make_persona
 
@@ -144,8 +145,10 @@ def test_a_passing_suite_runs_end_to_end(
         "report",
     ]
     with tenant_scope(owner.tenant.pk):
-        # Test turns are no runs, and their conversations are erased after each scenario.
+        # Test turns are no runs (the escalated one is no review item either), and their
+        # conversations are erased after each scenario.
         assert not Run.objects.filter(agent=support).exists()
+        assert not HITLRequest.objects.exists()
         assert not AgentSession.objects.filter(user_id__startswith="qa-test:").exists()
 
 
