@@ -5,6 +5,8 @@ file or the agent is wrong."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,41 @@ def test_an_agent_of_another_tenant_exits_2(
     status = main(["test", str(path)])  # a name without a tenant
     assert status == 2
     assert "is a name; give --tenant" in capsys.readouterr().err
+
+
+def test_the_console_command_exits_2_on_a_missing_or_invalid_file(tmp_path: Path) -> None:
+    """As a user runs it: a process of its own (neither needs the database)."""
+    root = Path(__file__).resolve().parents[3]
+    command = [sys.executable, "-m", "agentflow.cli", "test"]
+    missing = subprocess.run(
+        [*command, str(tmp_path / "nope.yaml"), "--agent", "support"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert "scenario file" in missing.stderr
+    assert "does not exist" in missing.stderr
+    path = _file(
+        tmp_path,
+        "agent: support\nscenarios:\n  - name: a\n"
+        "    turns: [{user: hi, expect: {escalated: maybe}}]\n",
+    )
+    invalid = subprocess.run(
+        [*command, str(path), "--json"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert invalid.returncode == 2, invalid.stderr
+    assert json.loads(invalid.stdout)["errors"] == [
+        {
+            "line": 4,
+            "field": "scenarios[0].turns[0].expect.escalated",
+            "reason": "Input should be a valid boolean",
+        }
+    ]
