@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--tenant", help="slug of the agent's tenant (needed to name it by name)")
     test.add_argument("--json", action="store_true", help="print the report as one JSON object")
     test.add_argument("--timeout", type=float, default=30.0, help="seconds per reply (30)")
+    test.add_argument("--concurrency", type=int, default=1, help="scenarios at once (1)")
     test.add_argument(
         "--keep-conversations", action="store_true", help="keep the test conversations"
     )
@@ -299,6 +300,8 @@ def _test(args: argparse.Namespace, stdout: TextIO) -> int:
     path = _existing_file(args.scenarios, "scenario file")
     if not 0 < args.timeout <= 300:
         raise UsageError("--timeout must be within (0, 300] seconds")
+    if not 1 <= args.concurrency <= 8:
+        raise UsageError("--concurrency must be within 1 and 8")
     try:
         suite = load_suite(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -321,6 +324,7 @@ def _test(args: argparse.Namespace, stdout: TextIO) -> int:
         max_turns=10_000,  # the operator's own file: the run quota's bound does not apply
         turn_timeout_seconds=args.timeout,
         keep_conversations=args.keep_conversations,
+        concurrency=args.concurrency,
     )
     with tenant_scope(tenant_id):
         report = asyncio.run(_run_test(suite, agent_id, limits))

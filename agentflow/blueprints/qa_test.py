@@ -53,6 +53,12 @@ class QATestConfig(BaseModel):
     case_sensitive: bool = Field(
         False, description="Compare intents and `contains`/`not_contains` case-sensitively."
     )
+    concurrency: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Scenarios run at once (each its own conversation); 1 runs them in order.",
+    )
     keep_conversations: bool = Field(
         False,
         description="Keep each scenario's conversation with the target (default: erased after).",

@@ -319,6 +319,7 @@ class RunLimits:
     turn_timeout_seconds: float = 30.0
     case_sensitive: bool = False
     keep_conversations: bool = False
+    concurrency: int = 1  # scenarios in flight at once (each is its own conversation)
 
 
 async def _turn(
@@ -353,14 +354,24 @@ async def _scenario(
             result = await _turn(target, turn, user_id, context, limits)
             turns.append({"index": index, **result})
     finally:
-        if not limits.keep_conversations:
-            await target.forget(user_id)
-    return {
+        erased = limits.keep_conversations or await _forget(target, user_id)
+    outcome = {
         "name": scenario.name,
         "passed": all(turn["passed"] for turn in turns),
         "user_id": user_id,
         "turns": turns,
     }
+    if not erased:
+        outcome["warning"] = "the test conversation could not be erased"
+    return outcome
+
+
+async def _forget(target: Target, user_id: str) -> bool:
+    try:
+        await target.forget(user_id)
+    except Exception:  # the verdict stands; the report says what was left behind
+        return False
+    return True
 
 
 async def run_suite(
@@ -374,10 +385,15 @@ async def run_suite(
     key = run_key or uuid.uuid4().hex[:12]
     origin = perf_counter()
     context = {"metadata": {"qa_test": {"run": key}}}
-    scenarios = []
-    for index, scenario in enumerate(suite.scenarios):
-        user_id = f"qa-test:{key}:{index}"
-        scenarios.append(await _scenario(target, scenario, user_id, context, limits))
+    gate = asyncio.Semaphore(max(1, limits.concurrency))
+
+    async def one(index: int, scenario: Scenario) -> dict[str, Any]:
+        async with gate:
+            user_id = f"qa-test:{key}:{index}"
+            return await _scenario(target, scenario, user_id, context, limits)
+
+    # Reported in the suite's order whatever finishes first.
+    scenarios = await asyncio.gather(*(one(i, s) for i, s in enumerate(suite.scenarios)))
     passed = sum(1 for scenario in scenarios if scenario["passed"])
     turns = [turn for scenario in scenarios for turn in scenario["turns"]]
     return {
@@ -472,6 +488,7 @@ class QATestAgent(StepAgent):
             turn_timeout_seconds=float(self.config.get("turn_timeout_seconds", 30.0)),
             case_sensitive=bool(self.config.get("case_sensitive", False)),
             keep_conversations=bool(self.config.get("keep_conversations", False)),
+            concurrency=int(self.config.get("concurrency", 1)),
         )
 
     def _source(self, state: AgentState) -> str | Mapping[str, Any]:

@@ -171,6 +171,22 @@ async def test_a_passing_suite_reports_every_turn_as_passed(support: KernelTarge
         assert await support.pipeline.session(user) is None
 
 
+async def test_scenarios_run_concurrently_are_reported_in_order(support: KernelTarget) -> None:
+    agent = QATestAgent({"concurrency": 3}, targets=Directory(support))
+    report = (await _run(agent, PASSING, run_id="run-2"))["output"]
+    assert report["passed"] == 3
+    assert [s["user_id"] for s in report["scenarios"]] == [
+        "qa-test:run-2:0",
+        "qa-test:run-2:1",
+        "qa-test:run-2:2",
+    ]
+    assert [s["name"] for s in report["scenarios"]] == [
+        "password reset is answered from the knowledge base",
+        "asking for a person reaches a person",
+        "off-topic questions are not answered",
+    ]
+
+
 async def test_a_failing_suite_names_each_broken_expectation(support: KernelTarget) -> None:
     agent = QATestAgent({"target_agent": "support"}, targets=Directory(support))
     ran = await _run(agent, FAILING)
