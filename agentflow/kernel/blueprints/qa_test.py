@@ -160,15 +160,33 @@ def _validation_issues(error: ValidationError, data: Any) -> list[SuiteIssue]:
     return sorted(issues, key=lambda issue: (issue.line, issue.path))
 
 
-def _refuse_aliases(text: str) -> None:
-    """Aliases let a few lines expand to millions of items once walked: not in a suite."""
+_OPEN = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+MAX_DEPTH = 20  # a suite needs 7 levels; the YAML composer recurses per level
+
+
+def _refuse_hostile(text: str) -> None:
+    """Refuse what would blow up once parsed: aliases (a few lines expand to millions of
+    items when walked) and nesting deep enough to exhaust the parser's recursion."""
+    depth = 0
     try:
         for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, _OPEN):
+                depth += 1
+            elif isinstance(token, _CLOSE):
+                depth -= 1
             if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
-                line = token.start_mark.line + 1
-                raise SuiteError(
-                    [SuiteIssue("suite", "YAML anchors and aliases are not allowed", line)]
-                )
+                reason = "YAML anchors and aliases are not allowed"
+            elif depth > MAX_DEPTH:
+                reason = f"nested more than {MAX_DEPTH} levels deep"
+            else:
+                continue
+            raise SuiteError([SuiteIssue("suite", reason, token.start_mark.line + 1)])
     except yaml.MarkedYAMLError:
         return  # the parser reports it, with its line
 
@@ -177,7 +195,7 @@ def _parse_text(text: str) -> Any:
     if len(text) > MAX_SUITE_CHARS:
         reason = f"the suite has {len(text):,} characters, more than {MAX_SUITE_CHARS:,}"
         raise SuiteError([SuiteIssue("suite", reason)])
-    _refuse_aliases(text)
+    _refuse_hostile(text)
     try:
         return parse_source(text)
     except PlanValidationError as exc:

@@ -259,6 +259,8 @@ scenarios:
         ("scenarios: [\n  {name: a\n", 3, "suite", "not valid YAML"),
         ("x: &a [1]\nscenarios: *a\n", 1, "suite", "anchors and aliases"),
         ("- just a list\n", 1, "suite", "a suite is a mapping"),
+        ("[" * 50_000 + "]" * 50_000, 1, "suite", "nested more than 20 levels deep"),
+        ("scenarios: !!python/object:os.system {}\n", 1, "suite", "could not determine"),
         ("agent: a\nscenarios:\n  - name: a\n    turns:\n      - {}\n", 5, "scenarios[0]", ""),
         (
             "scenarios:\n  - {name: x, turns: [{user: hi}]}\n  - {name: x, turns: [{user: hi}]}\n",
