@@ -7,6 +7,7 @@ Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel ag
 from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
 from agentflow.blueprints.qa_test import SPEC as QA_TEST
 
-SPECS: tuple[BlueprintSpec, ...] = (QA_TEST,)
+SPECS: tuple[BlueprintSpec, ...] = (CODE_REVIEW, QA_TEST)
