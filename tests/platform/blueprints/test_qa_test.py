@@ -10,7 +10,7 @@ import pytest
 from agentflow.models import Agent, AgentSession, Run
 from hitl.models import HITLRequest
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import Persona, make_agent, make_persona
+from tests.platform.api.conftest import Persona, make_agent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,16 +53,6 @@ def _run(persona: Persona, agent_id: str, message: str, **extra: Any) -> dict[st
     assert response.status_code == 201, response.json()
     body: dict[str, Any] = response.json()
     return body
-
-
-@pytest.fixture
-def owner(transactional_db: None) -> Persona:
-    return make_persona("Acme", tier="professional")
-
-
-@pytest.fixture
-def outsider(transactional_db: None) -> Persona:
-    return make_persona("Globex", tier="professional")
 
 
 @pytest.fixture

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def owner(transactional_db: None) -> Persona:
-    return make_persona("Acme", tier="professional")
-
-
-@pytest.fixture
 def support(owner: Persona) -> Agent:
     return make_agent(owner)
 
