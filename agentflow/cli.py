@@ -4,7 +4,7 @@
     agentflow eval-intents --train CSV --test CSV [--oos-label LABEL] [--oos-threshold X]
     agentflow validate FILE [FILE ...] [--steps A,B] [--tools T,U] [--agents X,Y]
     agentflow preflight CONFIG --message TEXT [--knowledge FILE] [--spent USD]
-    agentflow test SCENARIOS [--agent ID|NAME] [--tenant SLUG] [--json] [--keep-conversations]
+    agentflow test SCENARIOS [--agent ID|NAME] [--tenant SLUG] [--scenario NAME] [--json]
 
 `chat` talks to an agent in the terminal (offline unless the config names an LLM);
 it reads one message per line from stdin, so it also works in a pipe. `eval-intents`
@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--json", action="store_true", help="print the report as one JSON object")
     test.add_argument("--timeout", type=float, default=30.0, help="seconds per reply (30)")
     test.add_argument("--concurrency", type=int, default=1, help="scenarios at once (1)")
+    test.add_argument(
+        "--scenario", action="append", help="run only the scenario of this name (repeatable)"
+    )
     test.add_argument(
         "--keep-conversations", action="store_true", help="keep the test conversations"
     )
@@ -286,6 +289,16 @@ async def _run_test(suite: Any, agent_id: str, limits: Any) -> dict[str, Any]:
         await (await get_pipeline(target.agent)).aclose()
 
 
+def _only(suite: Any, names: list[str]) -> Any:
+    """The suite reduced to the named scenarios (seed 002's ``af test --scenario=...``)."""
+    known = [scenario.name for scenario in suite.scenarios]
+    for name in names:
+        if name not in known:
+            raise UsageError(f"--scenario: no scenario {name!r}; the file has: {', '.join(known)}")
+    chosen = [scenario for scenario in suite.scenarios if scenario.name in names]
+    return suite.model_copy(update={"scenarios": chosen})
+
+
 def _test(args: argparse.Namespace, stdout: TextIO) -> int:
     import os
 
@@ -310,6 +323,8 @@ def _test(args: argparse.Namespace, stdout: TextIO) -> int:
         report = invalid_report(exc.issues)
         print(json.dumps(report) if args.json else f"{path}: {format_report(report)}", file=stdout)
         return EXIT_USAGE
+    if args.scenario:
+        suite = _only(suite, args.scenario)
     ref = args.agent or suite.agent
     if not ref:
         raise UsageError("name the agent under test: --agent, or `agent:` in the file")

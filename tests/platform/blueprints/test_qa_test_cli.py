@@ -73,6 +73,24 @@ def test_the_text_report_shows_each_broken_expectation(
     assert out[3].startswith("  turn 1 contains: expected 'within 24 hours', got 'Refunds are")
 
 
+def test_scenario_runs_only_the_named_scenarios(
+    tmp_path: Path, support: Agent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(_file(tmp_path, FAILING))
+    only = "asking for a person reaches a person"
+    status = main(["test", path, "--agent", str(support.pk), "--scenario", only])
+    assert status == 0  # the failing scenario was not run
+    assert capsys.readouterr().out.splitlines() == [
+        "1 of 1 scenario(s) passed against 'support' (0 failing turn(s))",
+        f"PASS {only}",
+    ]
+    status = main(["test", path, "--agent", str(support.pk), "--scenario", "angry customer"])
+    assert status == 2
+    assert "--scenario: no scenario 'angry customer'; the file has: password reset" in (
+        capsys.readouterr().err
+    )
+
+
 def test_bad_yaml_exits_2_naming_the_line(
     tmp_path: Path, support: Agent, capsys: pytest.CaptureFixture[str]
 ) -> None:
