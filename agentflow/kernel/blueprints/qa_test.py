@@ -251,6 +251,8 @@ def observed(reply: AgentReply) -> dict[str, Any]:
         "confidence": round(reply.confidence, 4),
         "escalated": reply.escalated,
         "escalation_reason": reply.escalation_reason,
+        # What it would have said had nobody had to look (`contains` reads `content`).
+        "proposed_answer": reply.proposed_answer,
         "tool_calls": tools,
     }
 

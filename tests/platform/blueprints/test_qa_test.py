@@ -210,3 +210,53 @@ def test_another_tenants_agent_is_never_reached(
     # And the owner's tester is invisible to the outsider.
     response = outsider.post(f"/api/v1/agents/{tester}/runs", {"user_id": "x", "message": SUITE})
     assert response.status_code == 404
+
+
+REVIEW_SUITE = """\
+agent: reviewer
+scenarios:
+  - name: a parameterised query is approved
+    turns:
+      - user: |
+          diff --git a/billing/export.py b/billing/export.py
+          --- a/billing/export.py
+          +++ b/billing/export.py
+          @@ -10,3 +10,4 @@ def export(cursor, customer_id):
+               rows = []
+          +    cursor.execute("SELECT * FROM invoices WHERE customer = %s", [customer_id])
+               return rows
+        expect: {intent: code_review, escalated: false, contains: [No risky patterns]}
+  - name: SQL built from an f-string goes to a person
+    turns:
+      - user: |
+          diff --git a/billing/export.py b/billing/export.py
+          --- a/billing/export.py
+          +++ b/billing/export.py
+          @@ -10,3 +10,4 @@ def export(cursor, customer_id):
+               rows = []
+          +    cursor.execute(f"SELECT * FROM invoices WHERE customer = {customer_id}")
+               return rows
+        expect: {intent: code_review, escalated: true}
+"""
+
+
+def test_any_blueprint_can_be_the_agent_under_test(
+    owner: Persona, tester: str, celery_worker_app: object
+) -> None:
+    created = owner.post(
+        "/api/v1/agents",
+        {
+            "name": "reviewer",
+            "blueprint": "code_review_agent",
+            "config": {"disabled_rules": ["tests_missing"]},
+        },
+    )
+    assert created.status_code == 201, created.json()
+    body = _run(owner, tester, REVIEW_SUITE)
+    report = body["result"]["metadata"]["output"]
+    assert (report["passed"], report["failed"]) == (2, 0), report
+    risky = report["scenarios"][1]["turns"][0]["actual"]
+    assert risky["escalation_reason"] == "risky_change"
+    assert "sql_from_strings" in risky["proposed_answer"]
+    with tenant_scope(owner.tenant.pk):
+        assert not Run.objects.filter(agent_id=created.json()["id"]).exists()
