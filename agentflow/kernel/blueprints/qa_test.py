@@ -254,6 +254,8 @@ def observed(reply: AgentReply) -> dict[str, Any]:
         # What it would have said had nobody had to look (`contains` reads `content`).
         "proposed_answer": reply.proposed_answer,
         "tool_calls": tools,
+        "tokens": int(reply.usage.total_tokens),
+        "cost_usd": round(reply.cost_usd, 8),
     }
 
 
@@ -426,6 +428,11 @@ async def run_suite(
             "passed": sum(1 for turn in turns if turn["passed"]),
             "failed": sum(1 for turn in turns if not turn["passed"]),
         },
+        # What the agent under test spent answering (test turns are no runs of its own).
+        "usage": {
+            "tokens": sum(int(turn["actual"].get("tokens") or 0) for turn in turns),
+            "cost_usd": round(sum(float(turn["actual"].get("cost_usd") or 0) for turn in turns), 8),
+        },
         "duration_ms": round((perf_counter() - origin) * 1000, 1),
         "scenarios": scenarios,
     }
@@ -555,7 +562,12 @@ class QATestAgent(StepAgent):
         except SuiteError as exc:
             return self._fail(state, exc.issues)
         state.context["qa_test.report"] = report
-        return {"passed": report["passed"], "failed": report["failed"]}
+        usage = report["usage"]
+        return StepOutcome.ok(
+            {"passed": report["passed"], "failed": report["failed"]},
+            tokens=usage["tokens"],
+            cost_usd=usage["cost_usd"],
+        )
 
     async def step_report(self, state: AgentState) -> Any:
         report = state.context["qa_test.report"]

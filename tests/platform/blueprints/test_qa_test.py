@@ -128,6 +128,10 @@ def test_a_passing_suite_runs_end_to_end(
     ]
     assert result["content"].startswith("3 of 3 scenario(s) passed against 'support'")
     steps = owner.get(f"/api/v1/runs/{body['id']}/steps").json()
+    # What the agent under test spent is on the step that ran the scenarios.
+    used = sum(turn["actual"]["tokens"] for s in report["scenarios"] for turn in s["turns"])
+    assert report["usage"]["tokens"] == used > 0
+    assert steps["steps"][2]["tokens"] == used
     assert [s["node"] for s in steps["steps"]] == [
         "parse",
         "resolve_target",
