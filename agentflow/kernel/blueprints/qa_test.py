@@ -16,8 +16,8 @@ The outcome is data, ``{valid, passed, failed, scenarios: [...]}``: a failing su
 answer to the question asked, not something for a person to review, so the run never
 escalates. An invalid suite is reported the same way, every error naming its line and field.
 
-The agent under test is reached through a `TargetDirectory` port (the platform's runs its
-pipeline in-process, inside the tenant); this module only parses, runs turns and compares.
+The agent under test is reached through a `TargetDirectory` port (the platform's port runs
+its pipeline in-process, inside the tenant); this module parses, runs turns and compares.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ from agentflow.kernel.results import AgentReply
 
 __all__ = [
     "MAX_SUITE_CHARS",
+    "Expect",
     "QATestAgent",
+    "RunLimits",
     "Scenario",
     "Suite",
     "SuiteError",
@@ -49,9 +51,13 @@ __all__ = [
     "Target",
     "TargetDirectory",
     "TargetError",
+    "Turn",
+    "agent_line",
     "compare",
     "format_report",
+    "invalid_report",
     "load_suite",
+    "looks_like_id",
     "observed",
     "run_suite",
 ]
