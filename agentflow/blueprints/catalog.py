@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
 from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
+from agentflow.blueprints.qa_test import SPEC as QA_TEST
 from agentflow.blueprints.sentiment_monitor import SPEC as SENTIMENT_MONITOR
 from agentflow.blueprints.triage import SPEC as TRIAGE
 
-SPECS: tuple[BlueprintSpec, ...] = (TRIAGE, SENTIMENT_MONITOR, CODE_REVIEW)
+SPECS: tuple[BlueprintSpec, ...] = (TRIAGE, SENTIMENT_MONITOR, CODE_REVIEW, QA_TEST)
