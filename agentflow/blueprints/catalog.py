@@ -7,5 +7,6 @@ Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel ag
 from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.data_analyst import SPEC as DATA_ANALYST
 
-SPECS: tuple[BlueprintSpec, ...] = ()
+SPECS: tuple[BlueprintSpec, ...] = (DATA_ANALYST,)
