@@ -323,7 +323,7 @@ _NUMBERS = {
 }
 _UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "quarter": 91, "year": 365}
 _RELATIVE = re.compile(
-    r"\b(?:last|past|previous|over the last|in the last)\s+(?:(\d{1,5}|[a-z]+)\s+)?"
+    r"\b(?:last|past|previous|over the last|in the last)\s+(?:(\d{1,6}|[a-z]+)\s+)?"
     r"(day|week|month|quarter|year)s?\b"
 )
 _ISO_DATE = r"(\d{4}-\d{2}-\d{2})"
@@ -374,6 +374,12 @@ def _parse_date(text: str) -> datetime | None:
         return None
 
 
+def _count(amount: str | None) -> int:
+    if amount is None:
+        return 1
+    return int(amount) if amount.isdigit() else _NUMBERS.get(amount, 0)
+
+
 def extract_period(
     question: str, now: datetime, *, default_days: int = 30, max_days: int = MAX_DAYS
 ) -> Period:
@@ -385,17 +391,13 @@ def extract_period(
     relative = _RELATIVE.search(text)
     if relative:
         amount, unit = relative.groups()
-        count = (
-            1
-            if amount is None
-            else _NUMBERS.get(amount, 0)
-            if not amount.isdigit()
-            else int(amount)
-        )
+        count = _count(amount)
         if count > 0:
             days = count * _UNIT_DAYS[unit]
             label = f"last {count} {unit}{'s' if count > 1 else ''}"
-            return _bounded(now - timedelta(days=days), now, label, max_days)
+            if days > max_days:  # cut before subtracting: a huge period is no date at all
+                return Period(now - timedelta(days=max_days), now, label, clamped_from_days=days)
+            return Period(now - timedelta(days=days), now, label)
     return _bounded(now - timedelta(days=default_days), now, f"last {default_days} days", max_days)
 
 
