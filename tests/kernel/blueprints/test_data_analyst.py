@@ -174,6 +174,7 @@ async def test_runs_by_agent_is_a_bar_table_biggest_first() -> None:
     assert result.state.plan_state.response["content"] == (
         "Run volume, last 7 days, by agent: runs 4 in total."
     )
+    assert result.plan is not None
     assert [step.node for step in result.plan.path] == [
         "match_template",
         "extract_parameters",
@@ -220,7 +221,7 @@ async def test_an_unknown_question_lists_what_can_be_answered_without_querying()
     assert plan.response["content"].startswith("I can answer questions about your own support")
     assert plan.state["escalate"] is False
     assert data.calls == []
-    assert result.plan.status == "completed"
+    assert result.status == "completed"
 
 
 async def test_a_failing_query_is_an_answer_not_a_crash() -> None:
@@ -228,7 +229,7 @@ async def test_a_failing_query_is_an_answer_not_a_crash() -> None:
     result = await _agent(data).run("cost by agent last week")
 
     plan = result.state.plan_state
-    assert result.plan.status == "completed"
+    assert result.status == "completed"
     assert plan.state["output"] == {"template": "cost", "error": "query failed"}
     assert "could not read the data" in plan.response["content"]
 
