@@ -8,5 +8,9 @@ from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
 from agentflow.blueprints.data_analyst import SPEC as DATA_ANALYST
+from agentflow.blueprints.onboarding import SPEC as ONBOARDING
 
-SPECS: tuple[BlueprintSpec, ...] = (DATA_ANALYST,)
+SPECS: tuple[BlueprintSpec, ...] = (
+    DATA_ANALYST,
+    ONBOARDING,
+)
