@@ -29,7 +29,12 @@ from agentflow.kernel.config import ConfigIssue
 from agentflow.kernel.costs import Budget
 from agentflow.kernel.intents import IntentCategory
 from agentflow.kernel.planning.parsing import Known
-from agentflow.kernel.planning.preflight import CostProfile, PreflightEstimate, preflight
+from agentflow.kernel.planning.preflight import (
+    CostProfile,
+    PreflightEstimate,
+    calibrated_scale,
+    preflight,
+)
 from agentflow.kernel.planning.source import (
     MDict,
     PlanError,
@@ -51,6 +56,8 @@ __all__ = [
     "preflight_accuracy",
     "preflight_agent",
     "preflight_record",
+    "preflight_token_scale",
+    "prices_runs",
     "run_preflight",
 ]
 
@@ -213,19 +220,23 @@ def _node_count(value: Any) -> int:
 # ---------------------------------------------------------------------------- preflight
 
 
-def preflight_agent(agent_id: str, config: Mapping[str, Any], message: str) -> dict[str, Any]:
+def preflight_agent(
+    agent_id: str, config: Mapping[str, Any], message: str, *, token_scale: float = 1.0
+) -> dict[str, Any]:
     """The cost estimate of one message along the agent's plan; nothing runs.
 
     ``config`` is the agent's normalised support_agent config. The prompts are rebuilt as
     the kernel would send them (its name in prompts is the agent id, as in
     `pipelines.kernel_config`); knowledge is the typical retrieved length, and the
     budget is compared with this message alone (the kernel's spend so far lives in
-    each worker).
+    each worker). ``token_scale``: the agent's calibration (`preflight_token_scale`).
     """
     given = config.get("planner")
     planner = PlannerConfig.model_validate(given or DEFAULT_PLANNER)
     plan = load_planner(planner) if given else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
-    estimate = preflight(plan, message, _cost_profile(agent_id, config), budget=_budget(config))
+    profile = _cost_profile(agent_id, config)
+    profile.token_scale = token_scale
+    estimate = preflight(plan, message, profile, budget=_budget(config))
     return {
         "agent_id": agent_id,
         "planner": {"type": planner.type, "source": "agent" if given else "default"},
@@ -257,27 +268,56 @@ def _budget(config: Mapping[str, Any]) -> Budget | None:
 
 
 def run_preflight(
-    plan: Any, agent_id: str, config: Mapping[str, Any], message: str
+    plan: Any,
+    agent_id: str,
+    config: Mapping[str, Any],
+    message: str,
+    *,
+    token_scale: float = 1.0,
 ) -> PreflightEstimate:
     """The estimate of one run's message along the plan its pipeline follows (already loaded).
 
     An offline agent sends nothing priced: its estimate is empty, without rebuilding prompts
-    (every offline run pays this call).
+    (every offline run pays this call). ``token_scale``: see `preflight_token_scale`.
     """
     profile = _cost_profile(agent_id, config)
     if profile.offline:
         return PreflightEstimate([], budget=_budget(config))
+    profile.token_scale = token_scale
     return preflight(plan, message, profile, budget=_budget(config))
+
+
+def prices_runs(config: Mapping[str, Any]) -> bool:
+    """Whether an agent's runs call a priced LLM (and so have a preflight worth calibrating)."""
+    providers = config.get("llm", {}).get("providers") or []
+    return any(p.get("kind") != "offline" for p in providers)
 
 
 def preflight_record(estimate: PreflightEstimate) -> dict[str, Any]:
     """What a run's result keeps of its preflight (``metadata.preflight``)."""
     return {
         "estimated_tokens": estimate.tokens,
+        "raw_estimated_tokens": estimate.raw_tokens,
+        "token_scale": estimate.token_scale,
         "estimated_usd": round(estimate.usd, 8),
         "max_usd": round(estimate.max_usd, 8),
         "verdict": VERDICTS[estimate.decision],
     }
+
+
+def preflight_token_scale(records: Iterable[Mapping[str, Any]]) -> float:
+    """The agent's token scale learnt from its runs' ``metadata.preflight`` records.
+
+    Learnt from the uncalibrated estimate (``raw_estimated_tokens``; older records have only
+    ``estimated_tokens``, made before any calibration), so a scale never compounds itself.
+    """
+    return calibrated_scale(
+        (
+            int(r.get("raw_estimated_tokens") or r.get("estimated_tokens") or 0),
+            int(r.get("actual_tokens") or 0),
+        )
+        for r in records
+    )
 
 
 def preflight_accuracy(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -9,6 +9,8 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
+from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.db.models.sql import UpdateQuery
@@ -49,7 +52,13 @@ from agentflow.pipelines import (
     runs_preflight,
     validate_agent_config,
 )
-from agentflow.planners import preflight_accuracy, preflight_record, run_preflight
+from agentflow.planners import (
+    preflight_accuracy,
+    preflight_record,
+    preflight_token_scale,
+    prices_runs,
+    run_preflight,
+)
 from agentflow.run_result import reply_result
 from agentflow.run_signals import in_flight_runs, publish_settled
 from governance.audit import Actor, append, batched_appends
@@ -164,21 +173,73 @@ def delete_agent(*, actor: Actor, agent: Agent) -> None:
 PREFLIGHT_ACCURACY_RUNS = 200
 
 
-def agent_preflight_accuracy(agent: Agent) -> dict[str, Any] | None:
-    """p50/p95 relative token error of the preflight over the agent's last settled runs.
-
-    Runs whose LLM spent nothing (offline, refused) are left out; None when none is left.
-    """
+def _preflight_records(agent_id: uuid.UUID | str) -> list[dict[str, Any]]:
+    """The ``metadata.preflight`` of the agent's latest settled runs that spent tokens."""
     records = (
         Run.objects.filter(
-            agent=agent,
+            agent_id=agent_id,
             status__in=(RunStatus.COMPLETED, RunStatus.AWAITING_REVIEW),
             result__metadata__preflight__actual_tokens__gt=0,
         )
         .order_by("-created_at")
         .values_list("result__metadata__preflight", flat=True)[:PREFLIGHT_ACCURACY_RUNS]
     )
-    return preflight_accuracy(record for record in records if isinstance(record, dict))
+    return [record for record in records if isinstance(record, dict)]
+
+
+def agent_preflight_accuracy(agent: Agent) -> dict[str, Any] | None:
+    """p50/p95 relative token error of the preflight over the agent's last settled runs.
+
+    Runs whose LLM spent nothing (offline, refused) are left out; None when none is left.
+    """
+    return preflight_accuracy(_preflight_records(agent.pk))
+
+
+# How long a worker keeps an agent's learnt token scale before reading its runs again.
+TOKEN_SCALE_TTL_SECONDS = 300.0
+
+
+class _TokenScales:
+    """Agent id → (token scale, when learnt), shared by the threads of one process."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._items: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, agent_id: str) -> float | None:
+        with self._lock:
+            found = self._items.get(agent_id)
+        if found is None or time.monotonic() - found[1] > self.ttl_seconds:
+            return None
+        return found[0]
+
+    def put(self, agent_id: str, scale: float) -> None:
+        with self._lock:
+            self._items[agent_id] = (scale, time.monotonic())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_token_scales = _TokenScales(TOKEN_SCALE_TTL_SECONDS)
+
+
+def agent_token_scale(agent: Agent) -> float:
+    """Actual ÷ estimated tokens learnt from the agent's runs; 1.0 when it prices nothing.
+
+    Kept per process for `TOKEN_SCALE_TTL_SECONDS`: one read of its recent runs per agent
+    per worker every few minutes, not one per run.
+    """
+    if not prices_runs(agent.config):
+        return 1.0
+    key = str(agent.pk)
+    scale = _token_scales.get(key)
+    if scale is None:
+        scale = preflight_token_scale(_preflight_records(agent.pk))
+        _token_scales.put(key, scale)
+    return scale
 
 
 # --- starting runs ------------------------------------------------------------------
@@ -524,7 +585,10 @@ async def _process(run: Run) -> Any:
             user_id=run.user_id, message=run.input, context=_run_context(run)
         )
     config = run.agent.config
-    estimate = run_preflight(pipeline.plan, str(run.agent_id), config, run.input)
+    scale = _token_scales.get(str(run.agent_id))
+    if scale is None:
+        scale = await sync_to_async(agent_token_scale)(run.agent)
+    estimate = run_preflight(pipeline.plan, str(run.agent_id), config, run.input, token_scale=scale)
     record = preflight_record(estimate)
     if estimate.decision == "refuse":
         return _refused_by_preflight(run, config, record)

@@ -14,7 +14,12 @@ a BPE pre-tokenizer, no BPE merges: tiktoken is not installed), plus OpenAI's do
 tokens per message and 3 to prime the reply. It answers the classifier with a short intent
 JSON and the answer call with a reply built from the context it was sent.
 
-Prints one JSON object: p50/p95 relative error |estimated - actual| / actual per run.
+Before each message the estimate is scaled by what the agent's earlier runs taught
+(`agentflow.planners.preflight_token_scale`: the median of actual ÷ uncalibrated estimate,
+from the 21st run on), exactly as a run worker does.
+
+Prints one JSON object: p50/p95 relative error |estimated - actual| / actual per run, over
+every run (as GET /agents/{id}/preflight reports), uncalibrated, and after calibration.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentflow.kernel.builder import AgentFrameworkBuilder
-from agentflow.planners import run_preflight
+from agentflow.planners import preflight_record, preflight_token_scale, run_preflight
 from tests.kernel.fake_openai_server import FakeOpenAIServer, RecordedRequest, chat_completion
 
 DATA = Path("/work/shared/data/banking77")
@@ -100,13 +105,27 @@ async def _replay(base_url: str, categories: list[dict[str, Any]], messages: lis
         .build()
     )
     config = {"llm": {"providers": [provider]}, "intent_categories": categories}
-    rows = []
+    rows, records = [], []
     for index, message in enumerate(messages):
-        estimate = run_preflight(pipeline.plan, AGENT, config, message)
+        # What a run worker does: the scale learnt from the agent's earlier runs.
+        scale = preflight_token_scale(records)
+        estimate = run_preflight(pipeline.plan, AGENT, config, message, token_scale=scale)
         reply = await pipeline.process_message(f"user-{index}", message)
-        rows.append((estimate.tokens, int(reply.usage.total_tokens)))
+        actual = int(reply.usage.total_tokens)
+        records.append({**preflight_record(estimate), "actual_tokens": actual})
+        rows.append((estimate.raw_tokens, estimate.tokens, actual, scale))
     await pipeline.aclose()
     return rows
+
+
+def _errors(pairs: list[tuple[int, int]]) -> dict[str, float]:
+    errors = sorted(abs(e - a) / a for e, a in pairs if a > 0)
+    signed = [(e - a) / a for e, a in pairs if a > 0]
+    return {
+        "p50_error": round(statistics.median(errors), 4),
+        "p95_error": round(errors[min(len(errors) - 1, int(0.95 * len(errors)))], 4),
+        "mean_signed_error": round(statistics.fmean(signed), 4),
+    }
 
 
 def main() -> None:
@@ -117,18 +136,22 @@ def main() -> None:
     categories, messages = _load(args.data, args.messages)
     with FakeOpenAIServer(default=_answer) as server:
         rows = asyncio.run(_replay(server.base_url, categories, messages))
-    errors = sorted(abs(e - a) / a for e, a in rows if a > 0)
-    signed = [(e - a) / a for e, a in rows if a > 0]
+    learnt = [row for row in rows if row[3] != 1.0]
     result = {
         "bench": "preflight_accuracy",
         "messages": len(rows),
-        "runs_with_tokens": len(errors),
-        "p50_error": round(statistics.median(errors), 4),
-        "p95_error": round(errors[min(len(errors) - 1, int(0.95 * len(errors)))], 4),
-        "mean_signed_error": round(statistics.fmean(signed), 4),
-        "estimated_tokens_median": statistics.median(e for e, _ in rows),
-        "actual_tokens_median": statistics.median(a for _, a in rows),
-        "token_rule": "server: words+punctuation, 3/message + 3; estimator: chars/4 + 4/message",
+        # every run, as GET /agents/{id}/preflight reports them (the first ones uncalibrated)
+        **_errors([(calibrated, actual) for _, calibrated, actual, _ in rows]),
+        "uncalibrated": _errors([(raw, actual) for raw, _, actual, _ in rows]),
+        "after_calibration": {
+            "runs": len(learnt),
+            **(_errors([(c, a) for _, c, a, _ in learnt]) if learnt else {}),
+        },
+        "token_scale_last": rows[-1][3] if rows else 1.0,
+        "estimated_tokens_median": statistics.median(c for _, c, _, _ in rows),
+        "actual_tokens_median": statistics.median(a for _, _, a, _ in rows),
+        "token_rule": "server: words+punctuation, 3/message + 3; estimator: chars/4 + 4/message"
+        ", scaled by the median actual/estimate of the agent's earlier runs (from the 21st)",
     }
     print(json.dumps(result))
 

@@ -224,6 +224,10 @@ class PreflightSerializer(serializers.Serializer):
     spent_usd = AsIsFloatField()
     budget = PreflightBudgetSerializer(allow_null=True)
     method = AsIsCharField()
+    token_scale = AsIsFloatField(
+        help_text="Actual ÷ estimated tokens learnt from the agent's last 200 runs that spent "
+        "tokens (1.0 until 20 of them did); every token count above is scaled by it."
+    )
     steps = PreflightStepSerializer(many=True)
 
 

@@ -232,7 +232,12 @@ class AgentPreflightView(TenantScopedAPIView):
             config = validate_agent_config(agent.blueprint, agent.config)
         except AgentConfigError as exc:  # stored before a rule it breaks existed
             raise _config_error(exc) from exc
-        estimate = preflight_agent(str(agent.pk), config, data.validated_data["message"])
+        estimate = preflight_agent(
+            str(agent.pk),
+            config,
+            data.validated_data["message"],
+            token_scale=services.agent_token_scale(agent),
+        )
         return Response(PreflightSerializer(estimate).data)
 
 

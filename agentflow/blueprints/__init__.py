@@ -15,21 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from time import perf_counter
 from typing import Any
 
 from pydantic import BaseModel
 
-from agentflow.kernel.blueprints import StepAgent
+from agentflow.kernel.blueprints import BlueprintRunner, StepAgent, reply_of
 from agentflow.kernel.config import ConfigIssue
-from agentflow.kernel.pipeline import plan_path
-from agentflow.kernel.results import AgentReply
 from agentflow.models import Agent
 
 __all__ = ["BlueprintRunner", "BlueprintSpec", "reply_of"]
-
-# What an escalated reply says to the end user while a person looks at it.
-_ESCALATED = "A member of our team will review this and get back to you."
 
 
 @dataclass(frozen=True)
@@ -49,53 +43,3 @@ class BlueprintSpec:
     def build(self, agent: Agent, config: dict[str, Any]) -> BlueprintRunner:
         ports = dict(self.ports(agent, config)) if self.ports is not None else {}
         return BlueprintRunner(self.agent_class(config, **ports))
-
-
-class BlueprintRunner:
-    """Runs a `StepAgent` for one message at a time; what `get_pipeline` hands out."""
-
-    def __init__(self, agent: StepAgent) -> None:
-        self.agent = agent
-        self.plan = agent.planner
-
-    async def process_message(
-        self, *, user_id: str, message: str, context: Mapping[str, Any] | None = None
-    ) -> AgentReply:
-        origin = perf_counter()
-        result = await self.agent.run(message, user_id=user_id, context=context)
-        return reply_of(result, user_id, origin)
-
-    async def aclose(self) -> None:
-        close = getattr(self.agent.llm, "aclose", None)  # network providers hold a pool
-        if close is not None:
-            await close()
-
-
-def reply_of(result: Any, user_id: str, origin: float) -> AgentReply:
-    """The reply of a `StepAgent` run, read from the plan state's conventions."""
-    plan = result.state.plan_state
-    flags = plan.state
-    content = str(plan.response.get("content") or "")
-    unfinished = result.plan is not None and result.plan.status != "completed"
-    escalate = bool(flags.get("escalate")) or unfinished
-    reason = flags.get("escalation_reason") or (
-        (result.plan.error or f"plan {result.plan.status}") if unfinished else None
-    )
-    metadata: dict[str, Any] = {}
-    if flags.get("output") is not None:
-        metadata["output"] = flags["output"]
-    return AgentReply(
-        content=_ESCALATED if escalate else content,
-        user_id=user_id,
-        session_id="",
-        intent=str(plan.intent.get("name") or ""),
-        intent_confidence=float(plan.intent.get("confidence") or 0.0),
-        confidence=float(plan.response.get("confidence") or 0.0),
-        thread_id="",
-        transition="",
-        escalated=escalate,
-        escalation_reason=str(reason)[:200] if escalate and reason else None,
-        proposed_answer=content if escalate else None,
-        metadata=metadata,
-        plan_path=plan_path(result.plan, origin) if result.plan is not None else [],
-    )

@@ -7,10 +7,8 @@ Each blueprint lives in its own module (`agentflow.blueprints.<name>`, kernel ag
 from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
+from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
 from agentflow.blueprints.data_analyst import SPEC as DATA_ANALYST
 from agentflow.blueprints.onboarding import SPEC as ONBOARDING
 
-SPECS: tuple[BlueprintSpec, ...] = (
-    DATA_ANALYST,
-    ONBOARDING,
-)
+SPECS: tuple[BlueprintSpec, ...] = (CODE_REVIEW, DATA_ANALYST, ONBOARDING)

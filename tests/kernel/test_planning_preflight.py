@@ -12,6 +12,7 @@ from agentflow.kernel.planning.preflight import (
     CostProfile,
     PreflightLedger,
     PreflightRefused,
+    calibrated_scale,
     enforce,
     preflight,
 )
@@ -147,3 +148,30 @@ async def test_hard_budget_refuses_before_any_request_reaches_a_local_openai_ser
             assert await guarded(Budget(hard_usd=1.0)) == "completed"
             assert len(server.requests) == 1
         assert server.errors == []
+
+
+def test_a_token_scale_scales_prompts_and_expected_answers_but_not_the_cap() -> None:
+    plain = preflight(support(), MESSAGE, PROFILE)
+    scaled_profile = CostProfile(
+        model="gpt-4o-mini", categories=CATEGORIES, knowledge=KNOWLEDGE, token_scale=1.5
+    )
+    scaled = preflight(support(), MESSAGE, scaled_profile)
+    for before, after in zip(plain.steps, scaled.steps, strict=True):
+        assert after.prompt_tokens == round(before.prompt_tokens * 1.5)
+        assert after.completion_tokens == round(before.completion_tokens * 1.5)
+        assert after.completion_cap == before.completion_cap
+    assert scaled.token_scale == 1.5
+    assert abs(scaled.raw_tokens - plain.tokens) <= 2  # rounding of each step
+    assert "scaled by 1.500" in scaled.method
+    answer = scaled.steps[2]
+    assert answer.max_usd == pytest.approx(
+        PriceTable().cost("gpt-4o-mini", TokenUsage(answer.prompt_tokens, 512))
+    )
+
+
+def test_the_scale_is_the_median_ratio_once_enough_runs_spent_tokens() -> None:
+    assert calibrated_scale([(1000, 1200)] * 19) == 1.0  # too few runs to tell
+    runs = [(1000, 1200)] * 15 + [(1000, 900)] * 4 + [(0, 500), (800, 0)] + [(1000, 5000)]
+    assert calibrated_scale(runs) == 1.2  # an outlier moves a median little
+    assert calibrated_scale([(100, 10_000)] * 30) == 4.0  # clamped
+    assert calibrated_scale([(1000, 1)] * 30) == 0.25

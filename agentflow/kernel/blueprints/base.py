@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from time import perf_counter
 from typing import Any, ClassVar
 
-from agentflow.kernel.agents import AgentState, BlueprintError, PlannerAgent
+from agentflow.kernel.agents import AgentRunResult, AgentState, BlueprintError, PlannerAgent
+from agentflow.kernel.pipeline import plan_path
 from agentflow.kernel.planning.model import Action, StepOutcome
+from agentflow.kernel.results import AgentReply
 
-__all__ = ["StepAgent", "finish"]
+__all__ = ["BlueprintRunner", "StepAgent", "finish", "reply_of"]
+
+# What an escalated reply says to the end user while a person looks at it.
+_ESCALATED = "A member of our team will review this and get back to you."
 
 _STEP_PREFIX = "step_"
 
@@ -88,3 +94,54 @@ def finish(
     plan.state["escalate"] = bool(escalate)
     if reason:
         plan.state["escalation_reason"] = reason
+
+
+class BlueprintRunner:
+    """Runs a `StepAgent` for one message at a time; what `get_pipeline` hands out."""
+
+    def __init__(self, agent: StepAgent) -> None:
+        self.agent = agent
+        self.plan = agent.planner
+
+    async def process_message(
+        self, *, user_id: str, message: str, context: Mapping[str, Any] | None = None
+    ) -> AgentReply:
+        origin = perf_counter()
+        result = await self.agent.run(message, user_id=user_id, context=context)
+        return reply_of(result, user_id, origin)
+
+    async def aclose(self) -> None:
+        close = getattr(self.agent.llm, "aclose", None)  # network providers hold a pool
+        if close is not None:
+            await close()
+
+
+def reply_of(result: AgentRunResult, user_id: str, origin: float) -> AgentReply:
+    """The reply of a `StepAgent` run, read from the plan state's conventions."""
+    plan = result.state.plan_state
+    flags = plan.state
+    content = str(plan.response.get("content") or "")
+    walked = result.plan
+    unfinished = walked is not None and walked.status != "completed"
+    escalate = bool(flags.get("escalate")) or unfinished
+    reason = flags.get("escalation_reason")
+    if reason is None and walked is not None and unfinished:
+        reason = walked.error or f"plan {walked.status}"  # failed, or paused for a person
+    metadata: dict[str, Any] = {}
+    if flags.get("output") is not None:
+        metadata["output"] = flags["output"]
+    return AgentReply(
+        content=_ESCALATED if escalate else content,
+        user_id=user_id,
+        session_id="",
+        intent=str(plan.intent.get("name") or ""),
+        intent_confidence=float(plan.intent.get("confidence") or 0.0),
+        confidence=float(plan.response.get("confidence") or 0.0),
+        thread_id="",
+        transition="",
+        escalated=escalate,
+        escalation_reason=str(reason)[:200] if escalate and reason else None,
+        proposed_answer=content if escalate else None,
+        metadata=metadata,
+        plan_path=plan_path(walked, origin) if walked is not None else [],
+    )

@@ -13,6 +13,12 @@ Which steps are counted: an FSM's costliest path from the initial state to a fin
 (each state once); every action of a behavior tree; an LLM plan's planning call plus the
 costliest of its allowed actions ``max_steps`` times. Tool steps add their ``cost_per_call``.
 
+Calibration: four characters a token is one rule for every model and language; a provider
+counts with its own tokenizer. ``token_scale`` multiplies every estimated token count (prompt
+and expected completion; never the completion cap, which the provider enforces), and
+`calibrated_scale` learns it from an agent's own runs: the median of actual ÷ uncalibrated
+estimate over its recent runs, once there are enough of them.
+
 Budgets: ``max_usd`` (plus what the scope already spent) above a hard limit → ``refuse``,
 raised as `PreflightRefused` by `enforce` before any call; above the soft limit → ``warn``.
 """
@@ -20,7 +26,7 @@ raised as `PreflightRefused` by `enforce` before any call; above the soft limit 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -41,6 +47,7 @@ __all__ = [
     "PreflightLedger",
     "PreflightRefused",
     "StepEstimate",
+    "calibrated_scale",
     "enforce",
     "preflight",
 ]
@@ -72,6 +79,8 @@ class CostProfile:
     )
     tool_costs: Mapping[str, float] = field(default_factory=dict)
     step_prompts: Mapping[str, str] = field(default_factory=dict)
+    # Actual ÷ estimated tokens, learnt from the agent's runs (`calibrated_scale`).
+    token_scale: float = 1.0
 
     @property
     def offline(self) -> bool:
@@ -109,10 +118,16 @@ class PreflightEstimate:
     budget: Budget | None = None
     spent_usd: float = 0.0
     method: str = "chars/4 + 4 per message; costliest path"
+    token_scale: float = 1.0
 
     @property
     def tokens(self) -> int:
         return sum(s.prompt_tokens + s.completion_tokens for s in self.steps)
+
+    @property
+    def raw_tokens(self) -> int:
+        """The estimate before calibration: what `calibrated_scale` learns from."""
+        return round(self.tokens / self.token_scale) if self.token_scale else self.tokens
 
     @property
     def usd(self) -> float:
@@ -134,6 +149,7 @@ class PreflightEstimate:
             "spent_usd": self.spent_usd,
             "budget": budget,
             "method": self.method,
+            "token_scale": self.token_scale,
             "steps": [s.to_dict() for s in self.steps],
         }
 
@@ -206,14 +222,16 @@ def _estimate_step(
     if found is None or profile.offline:
         return estimate
     messages, expected, cap, _ = found
-    usage = estimate_usage(messages, cap)
+    scale = profile.token_scale
+    prompt = round(estimate_usage(messages, cap).prompt_tokens * scale)
+    expected = round(expected * scale)
     estimate.model = profile.model
-    estimate.prompt_tokens = usage.prompt_tokens
+    estimate.prompt_tokens = prompt
     estimate.completion_tokens = expected
     estimate.completion_cap = cap
     price = profile.price_table
-    estimate.usd = price.cost(profile.model, TokenUsage(usage.prompt_tokens, expected))
-    estimate.max_usd = price.cost(profile.model, usage)
+    estimate.usd = price.cost(profile.model, TokenUsage(prompt, expected))
+    estimate.max_usd = price.cost(profile.model, TokenUsage(prompt, cap))
     return estimate
 
 
@@ -236,7 +254,11 @@ def preflight(
         steps = [
             _estimate_step(node, action, message, profile, plan) for node, action in plan.actions()
         ]
-    result = PreflightEstimate(steps, budget=budget, spent_usd=spent_usd)
+    result = PreflightEstimate(
+        steps, budget=budget, spent_usd=spent_usd, token_scale=profile.token_scale
+    )
+    if profile.token_scale != 1.0:
+        result.method += f"; scaled by {profile.token_scale:.3f}, learnt from the agent's runs"
     if budget is not None:
         total = spent_usd + result.max_usd
         if budget.hard_usd is not None and total > budget.hard_usd:
@@ -288,12 +310,14 @@ def _llm_steps(plan: Any, message: str, profile: CostProfile) -> list[StepEstima
     planning = StepEstimate("plan", "llm:plan")
     if not profile.offline:
         messages = plan.prompt(state)
-        usage = estimate_usage(messages, plan.max_tokens)
-        expected = profile.expected_completion.get("plan", 80)
+        scale = profile.token_scale
+        prompt = round(estimate_usage(messages, plan.max_tokens).prompt_tokens * scale)
+        expected = round(profile.expected_completion.get("plan", 80) * scale)
         planning = StepEstimate(
-            "plan", "llm:plan", usage.prompt_tokens, expected, plan.max_tokens,
-            profile.price_table.cost(profile.model, TokenUsage(usage.prompt_tokens, expected)),
-            profile.price_table.cost(profile.model, usage), profile.model,
+            "plan", "llm:plan", prompt, expected, plan.max_tokens,
+            profile.price_table.cost(profile.model, TokenUsage(prompt, expected)),
+            profile.price_table.cost(profile.model, TokenUsage(prompt, plan.max_tokens)),
+            profile.model,
         )  # fmt: skip
     candidates = [
         _estimate_step(name, Action(kind, name), message, profile, plan)
@@ -307,6 +331,24 @@ def _llm_steps(plan: Any, message: str, profile: CostProfile) -> list[StepEstima
             step.usd, step.max_usd = costliest.usd, costliest.max_usd
             steps.append(step)
     return steps
+
+
+def calibrated_scale(
+    pairs: Iterable[tuple[int, int]],
+    *,
+    minimum_runs: int = 20,
+    bounds: tuple[float, float] = (0.25, 4.0),
+) -> float:
+    """Actual ÷ uncalibrated estimated tokens, the median over ``pairs`` of (estimate, actual).
+
+    1.0 until ``minimum_runs`` runs spent tokens (a few runs are noise, not a tokenizer);
+    clamped to ``bounds`` so that a few broken runs cannot make the estimate absurd.
+    """
+    ratios = [actual / estimated for estimated, actual in pairs if estimated > 0 and actual > 0]
+    if len(ratios) < minimum_runs:
+        return 1.0
+    low, high = bounds
+    return round(min(max(statistics.median(ratios), low), high), 4)
 
 
 class PreflightLedger:

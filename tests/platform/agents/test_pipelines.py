@@ -128,9 +128,9 @@ def test_the_error_is_a_value_error_naming_the_field_in_its_message() -> None:
 
 
 def test_unknown_blueprint_and_non_object_config() -> None:
-    assert (
-        "unknown blueprint 'nope'; available: support_agent" in issues_of({}, "nope")["blueprint"]
-    )
+    (reason,) = issues_of({}, "nope")["blueprint"]
+    assert reason == f"unknown blueprint 'nope'; available: {', '.join(BLUEPRINTS)}"
+    assert reason.startswith("unknown blueprint 'nope'; available: support_agent, ")
     assert issues_of(["not", "an", "object"])["config"] == ["must be an object, not list"]
 
 

@@ -9,11 +9,13 @@ and ``GET /agents/{id}/preflight`` sums up how close the estimates came.
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from agentflow import services
 from agentflow.models import Run, RunStatus
 from agentflow.services import create_agent
 from hitl.models import HITLRequest
@@ -141,3 +143,50 @@ def test_the_accuracy_of_a_foreign_agent_is_404(
     owner: Persona, outsider: Persona, agent: Any
 ) -> None:
     assert outsider.get(f"/api/v1/agents/{agent.pk}/preflight").status_code == 404
+
+
+def _settled_copies(run_id: str, count: int, raw: int, actual: int) -> None:
+    """Earlier runs of the agent whose estimates were off by actual/raw."""
+    template = Run.objects.get(pk=run_id)
+    for _ in range(count):
+        copy_ = Run.objects.get(pk=template.pk)
+        copy_.pk = uuid.uuid4()
+        copy_.result = {
+            **template.result,
+            "metadata": {
+                "preflight": {"estimated_tokens": raw, "raw_estimated_tokens": raw,
+                              "token_scale": 1.0, "actual_tokens": actual},
+            },
+        }  # fmt: skip
+        copy_.save(force_insert=True)
+
+
+def test_the_estimate_learns_the_providers_token_count_from_the_agents_runs(
+    owner: Persona,
+    llm: FakeOpenAIServer,
+    settings: Any,
+    monkeypatch: Any,
+    celery_worker_app: object,
+) -> None:
+    """After 20 runs whose provider counted 1.25 tokens per estimated token, the next run's
+    estimate is scaled by 1.25 (and records what it was before, so scales never compound)."""
+    agent = _agent(owner, llm, settings, monkeypatch, {"soft_usd": 100.0})
+    first = _run(owner, agent)["result"]["metadata"]["preflight"]
+    assert first["token_scale"] == 1.0  # nothing learnt yet: fewer than 20 runs
+    assert first["raw_estimated_tokens"] == first["estimated_tokens"]
+    with tenant_scope(owner.tenant.pk):
+        run_id = Run.objects.get(agent=agent).pk
+        _settled_copies(str(run_id), 20, raw=1000, actual=1250)
+    services._token_scales.clear()  # the worker would read them again within minutes
+
+    learnt = _run(owner, agent)["result"]["metadata"]["preflight"]
+
+    assert learnt["token_scale"] == 1.25
+    assert learnt["raw_estimated_tokens"] == first["raw_estimated_tokens"]
+    assert learnt["estimated_tokens"] == pytest.approx(first["estimated_tokens"] * 1.25, abs=3)
+    # The dry-run endpoint estimates with the same scale.
+    dry = owner.post(
+        f"/api/v1/agents/{agent.pk}/preflight", {"message": "how do I reset my password"}
+    ).json()
+    assert dry["token_scale"] == 1.25
+    assert dry["tokens"] == learnt["estimated_tokens"]

@@ -1,7 +1,5 @@
-"""Blueprint tests use the API personas: an owner tenant and an outsider tenant."""
+"""Blueprint tests use the API's personas: a tenant's owner and an outsider tenant."""
 
-from __future__ import annotations
-
-from tests.platform.api.conftest import outsider, owner
-
-__all__ = ["outsider", "owner"]
+from tests.platform.api.conftest import agent as agent
+from tests.platform.api.conftest import outsider as outsider
+from tests.platform.api.conftest import owner as owner
