@@ -45,7 +45,11 @@ BLUEPRINT = "data_analyst_agent"
 
 
 class DataAnalystConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Config of the `data_analyst_agent` blueprint; unknown keys are errors."""
+
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, title="data_analyst_agent config"
+    )
 
     default_days: int = Field(
         30, ge=1, le=MAX_DAYS, description="The period when a question names none, in days."

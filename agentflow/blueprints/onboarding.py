@@ -54,7 +54,9 @@ _DONE_WHEN_SCHEMA = {
 
 
 class ChecklistStep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One checklist step."""
+
+    model_config = ConfigDict(extra="forbid", title="onboarding step")
 
     id: str = Field(
         pattern=r"^[a-z][a-z0-9_]{0,63}$", description="The step's id (lower_snake_case)."
@@ -129,7 +131,9 @@ def default_steps() -> list[ChecklistStep]:
 
 
 class OnboardingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Config of the `onboarding_agent` blueprint; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="onboarding_agent config")
 
     steps: list[ChecklistStep] = Field(
         default_factory=default_steps,
