@@ -145,6 +145,8 @@ def test_runs_by_agent_count_only_the_tenants_own_runs(
     # Tenant B's 8 runs of its own "billing-bot" are not here; nor the analyst's own run.
     assert output["rows"] == [["access-bot", 3, 1, 1], ["billing-bot", 2, 2, 0]]
     assert result["escalated"] is False
+    assert result["intent"] == "run_volume"
+    # The worked example of docs/blueprints.md.
     assert result["content"] == "Run volume, last 7 days, by agent: runs 5 in total."
 
 

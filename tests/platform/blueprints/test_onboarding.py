@@ -60,7 +60,12 @@ def _say(persona: Persona, agent_id: str, message: str, user: str = "maria") -> 
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["status"] == "completed", body
-    return {"content": body["result"]["content"], **body["result"]["metadata"]["output"]}
+    result = body["result"]
+    return {
+        "content": result["content"],
+        "intent": result["intent"],
+        **result["metadata"]["output"],
+    }
 
 
 def test_the_blueprint_lists_its_schema_and_default_checklist(owner: Persona) -> None:
@@ -85,10 +90,20 @@ def test_a_journey_through_the_api_is_remembered_between_runs(
 
     answer = _say(owner, agent_id, "Which scope does the token need?")
     assert answer["event"] == "question"
-    assert answer["content"].startswith("The token needs the 'tickets:write' scope.")
+    assert answer["content"] == (
+        "The token needs the 'tickets:write' scope. You are on step 1 of 2: Connect your helpdesk."
+    )
 
     advanced = _say(owner, agent_id, "OK, Zendesk connected")
     assert advanced["event"] == "advanced"
+    assert advanced["intent"] == "onboarding.done"
+    assert advanced["content"] == (  # the worked example of docs/blueprints.md
+        "Great, 'Connect your helpdesk' is done. Step 2 of 2: Import your articles. Click "
+        "'Import from Zendesk Guide' on the Knowledge page. Large help centres take a few "
+        "minutes. Tell me when it is done."
+    )
+    assert advanced["remaining_steps"] == ["import_articles"]
+    assert advanced["nudge"] is False
     assert advanced["current_step"]["id"] == "import_articles"
     assert advanced["progress"] == {"done": 1, "total": 2}
 
