@@ -113,16 +113,20 @@ def _analyst(persona: Persona, config: dict[str, Any] | None = None) -> str:
     return str(response.json()["id"])
 
 
-def _ask(persona: Persona, agent_id: str, question: str) -> dict[str, Any]:
+def _ask_run(persona: Persona, agent_id: str, question: str) -> dict[str, Any]:
     response = persona.post(
         f"{AGENTS}/{agent_id}/runs",
         {"user_id": "analyst-user", "message": question},
         headers={"Prefer": "wait=20"},
     )
     assert response.status_code == 201, response.json()
-    body = response.json()
+    body = dict(response.json())
     assert body["status"] == "completed", body
-    return dict(body["result"])
+    return body
+
+
+def _ask(persona: Persona, agent_id: str, question: str) -> dict[str, Any]:
+    return dict(_ask_run(persona, agent_id, question)["result"])
 
 
 def _table(output: dict[str, Any]) -> dict[Any, dict[str, Any]]:
@@ -203,7 +207,8 @@ def test_sla_breaches_by_priority(owner: Persona, seeded: None, celery_worker_ap
 def test_a_question_no_template_answers_lists_what_can_be_answered(
     owner: Persona, seeded: None, celery_worker_app: object
 ) -> None:
-    result = _ask(owner, _analyst(owner), "What's the weather like in Paris?")
+    run = _ask_run(owner, _analyst(owner), "What's the weather like in Paris?")
+    result = run["result"]
 
     assert result["escalated"] is False
     assert result["metadata"]["output"]["template"] is None
@@ -211,6 +216,8 @@ def test_a_question_no_template_answers_lists_what_can_be_answered(
     assert answerable == {"run_volume", "escalation_rate", "csat", "cost", "sla_breaches"}
     assert "Escalation rate" in result["content"]
     assert "by agent" in result["content"]
+    steps = owner.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+    assert [step["node"] for step in steps] == ["match_template", "list_capabilities"]
 
 
 def test_a_period_longer_than_the_limit_is_cut_and_says_so(
