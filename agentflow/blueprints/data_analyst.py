@@ -42,6 +42,7 @@ from learning.models import Feedback
 __all__ = ["BLUEPRINT", "SPEC", "DataAnalystConfig", "OrmSupportData"]
 
 BLUEPRINT = "data_analyst_agent"
+_MAX_AGENT_NAMES = 1000
 
 
 class DataAnalystConfig(BaseModel):
@@ -97,15 +98,23 @@ def _ratio(part: Any, whole: Any) -> Any:
     return Case(When(**{f"{whole}__gt": 0}, then=Cast(part, FloatField()) / F(whole)))
 
 
-def _runs(start: datetime, end: datetime) -> QuerySet[Run]:
+def _runs(start: datetime, end: datetime, agent: str | None) -> QuerySet[Run]:
     # The analyst's own questions are not support traffic: its runs are left out.
-    return Run.objects.filter(created_at__gte=start, created_at__lt=end).exclude(
+    runs = Run.objects.filter(created_at__gte=start, created_at__lt=end).exclude(
         agent__blueprint=BLUEPRINT
     )
+    return runs.filter(agent__name=agent) if agent else runs
 
 
-def _run_volume(group_by: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    runs = _runs(start, end)
+def _of_agent(rows: QuerySet[Any], agent: str | None) -> QuerySet[Any]:
+    """Feedback or reviews of one agent's runs (by name), or all of them."""
+    return rows.filter(run__agent__name=agent) if agent else rows
+
+
+def _run_volume(
+    group_by: str, start: datetime, end: datetime, agent: str | None
+) -> list[dict[str, Any]]:
+    runs = _runs(start, end, agent)
     dimension = _dimension(group_by, run_prefix="", day_field="created_at")
     return list(
         _grouped(runs, group_by, dimension).annotate(
@@ -116,10 +125,12 @@ def _run_volume(group_by: str, start: datetime, end: datetime) -> list[dict[str,
     )
 
 
-def _escalation_rate(group_by: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _escalation_rate(
+    group_by: str, start: datetime, end: datetime, agent: str | None
+) -> list[dict[str, Any]]:
     # Escalated: a person was asked to look at the run (every HITL request is one).
     reviewed = Exists(HITLRequest.objects.filter(run=OuterRef("pk")))
-    runs = _runs(start, end).annotate(was_escalated=reviewed)
+    runs = _runs(start, end, agent).annotate(was_escalated=reviewed)
     dimension = _dimension(group_by, run_prefix="", day_field="created_at")
     return list(
         _grouped(runs, group_by, dimension)
@@ -128,9 +139,9 @@ def _escalation_rate(group_by: str, start: datetime, end: datetime) -> list[dict
     )
 
 
-def _csat(group_by: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def _csat(group_by: str, start: datetime, end: datetime, agent: str | None) -> list[dict[str, Any]]:
     # CSAT: the share of positive answers (a 4 or 5 rating, a thumbs up: score >= 0.75).
-    feedback = Feedback.objects.filter(created_at__gte=start, created_at__lt=end)
+    feedback = _of_agent(Feedback.objects.filter(created_at__gte=start, created_at__lt=end), agent)
     dimension = _dimension(group_by, run_prefix="run__", day_field="created_at")
     return list(
         _grouped(feedback, group_by, dimension)
@@ -144,8 +155,8 @@ def _csat(group_by: str, start: datetime, end: datetime) -> list[dict[str, Any]]
     )
 
 
-def _cost(group_by: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    runs = _runs(start, end)
+def _cost(group_by: str, start: datetime, end: datetime, agent: str | None) -> list[dict[str, Any]]:
+    runs = _runs(start, end, agent)
     dimension = _dimension(group_by, run_prefix="", day_field="created_at")
     rows = list(
         _grouped(runs, group_by, dimension).annotate(
@@ -158,8 +169,12 @@ def _cost(group_by: str, start: datetime, end: datetime) -> list[dict[str, Any]]
     return rows
 
 
-def _sla_breaches(group_by: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    reviews = HITLRequest.objects.filter(created_at__gte=start, created_at__lt=end)
+def _sla_breaches(
+    group_by: str, start: datetime, end: datetime, agent: str | None
+) -> list[dict[str, Any]]:
+    reviews = _of_agent(
+        HITLRequest.objects.filter(created_at__gte=start, created_at__lt=end), agent
+    )
     dimension = _dimension(group_by, run_prefix="run__", day_field="created_at")
     return list(
         _grouped(reviews, group_by, dimension)
@@ -168,7 +183,8 @@ def _sla_breaches(group_by: str, start: datetime, end: datetime) -> list[dict[st
     )
 
 
-QUERIES: Mapping[str, Callable[[str, datetime, datetime], list[dict[str, Any]]]] = {
+Query = Callable[[str, datetime, datetime, str | None], list[dict[str, Any]]]
+QUERIES: Mapping[str, Query] = {
     "run_volume": _run_volume,
     "escalation_rate": _escalation_rate,
     "csat": _csat,
@@ -178,10 +194,10 @@ QUERIES: Mapping[str, Callable[[str, datetime, datetime], list[dict[str, Any]]]]
 
 
 def _run_template(
-    template: str, group_by: str, start: datetime, end: datetime
+    template: str, group_by: str, start: datetime, end: datetime, agent: str | None
 ) -> list[dict[str, Any]]:
     query = QUERIES[template]  # a KeyError is a template the catalogue does not have
-    rows = query(group_by, start, end)
+    rows = query(group_by, start, end, agent)
     for row in rows:
         key = row.pop("group_key")
         # A run without intent (a failed one), a review whose run's agent has no name...
@@ -189,13 +205,28 @@ def _run_template(
     return rows
 
 
+def _agent_names() -> list[str]:
+    """The names a question may narrow to: the tenant's agents but the analysts."""
+    names = Agent.objects.exclude(blueprint=BLUEPRINT).values_list("name", flat=True)
+    return sorted(set(names[:_MAX_AGENT_NAMES]))
+
+
 class OrmSupportData:
     """`SupportData` over the current tenant's rows (the run's scope), read-only."""
 
+    async def agent_names(self) -> list[str]:
+        return await sync_to_async(_agent_names)()
+
     async def query(
-        self, template: str, group_by: str, start: datetime, end: datetime
+        self,
+        template: str,
+        group_by: str,
+        start: datetime,
+        end: datetime,
+        *,
+        agent: str | None = None,
     ) -> list[dict[str, Any]]:
-        return await sync_to_async(_run_template)(template, group_by, start, end)
+        return await sync_to_async(_run_template)(template, group_by, start, end, agent)
 
 
 def _ports(agent: Agent, config: dict[str, Any]) -> Mapping[str, Any]:

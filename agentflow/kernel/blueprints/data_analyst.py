@@ -39,6 +39,7 @@ __all__ = [
     "extract_group_by",
     "extract_period",
     "match_template",
+    "mentioned_agent",
 ]
 
 log = structlog.get_logger(__name__)
@@ -140,11 +141,20 @@ class SupportData(Protocol):
     """Runs one catalogue template, read-only, over the current tenant's data.
 
     Rows are mappings keyed by the grouping dimension (a ``date`` for "day", a label
-    otherwise) and the template's measures; the order does not matter.
+    otherwise) and the template's measures; the order does not matter. ``agent`` narrows
+    to one agent, by one of the names `agent_names` returned.
     """
 
+    async def agent_names(self) -> list[str]: ...
+
     async def query(
-        self, template: str, group_by: str, start: datetime, end: datetime
+        self,
+        template: str,
+        group_by: str,
+        start: datetime,
+        end: datetime,
+        *,
+        agent: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
 
@@ -277,6 +287,18 @@ def match_template(question: str, *, min_score: float = 0.12) -> Match:
     if scores[best.id] < min_score:
         return Match(None, scores[best.id], scores)
     return Match(best, scores[best.id], scores)
+
+
+def mentioned_agent(question: str, names: Sequence[str]) -> str | None:
+    """The agent the question names ("CSAT of billing-bot"), the longest name if several."""
+    text = question.lower()
+    found = [
+        name
+        for name in names
+        if len(name) >= 3
+        and re.search(r"(?<![\w-])" + re.escape(name.lower()) + r"(?![\w-])", text)
+    ]
+    return max(found, key=len) if found else None
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -479,10 +501,13 @@ def build_table(
     }
 
 
-def _summary(template: QueryTemplate, table: Mapping[str, Any], period: Period) -> str:
+def _summary(
+    template: QueryTemplate, table: Mapping[str, Any], period: Period, agent: str | None = None
+) -> str:
     columns = table["columns"]
     rows = table["rows"]
-    head = f"{template.title}, {period.label}, by {columns[0]}"
+    head = f"{template.title}" + (f" of {agent}" if agent else "")
+    head += f", {period.label}, by {columns[0]}"
     if period.clamped_from_days is not None:
         head += f" (limited to {period.days} days; {period.clamped_from_days} were asked)"
     if not rows or all(all(v in (0, None) for v in row[1:]) for row in rows):
@@ -556,8 +581,19 @@ class DataAnalystAgent(StepAgent):
         self.clock = clock
 
     async def step_match_template(self, state: AgentState) -> Any:
-        found = match_template(state.message, min_score=float(self.config.get("min_score", 0.12)))
         plan = state.plan_state.state
+        try:
+            names = await self.data.agent_names()
+        except Exception:  # no agent filter then; the query itself will say if data is down
+            log.exception("data_analyst.agent_names_failed")
+            names = []
+        agent = mentioned_agent(state.message, names)
+        plan["agent"] = agent
+        # An agent's name says which rows, not which question: it must not pick the template.
+        question = state.message
+        if agent is not None:
+            question = re.sub(re.escape(agent), " ", question, flags=re.IGNORECASE)
+        found = match_template(question, min_score=float(self.config.get("min_score", 0.12)))
         plan["matched"] = found.template is not None
         plan["template"] = found.template.id if found.template is not None else None
         plan["match_scores"] = found.scores
@@ -576,6 +612,8 @@ class DataAnalystAgent(StepAgent):
         asked = extract_group_by(state.message)
         group_by = asked if asked in template.dimensions else template.dimensions[0]
         parameters: dict[str, Any] = {"period": period.as_dict(), "group_by": group_by}
+        if state.plan_state.state.get("agent"):
+            parameters["agent"] = state.plan_state.state["agent"]
         if asked is not None and asked != group_by:
             parameters["group_by_refused"] = asked
         state.plan_state.state["parameters"] = parameters
@@ -587,7 +625,13 @@ class DataAnalystAgent(StepAgent):
         period = _period_of(plan["parameters"]["period"])
         group_by = plan["parameters"]["group_by"]
         try:
-            rows = await self.data.query(template.id, group_by, period.start, period.end)
+            rows = await self.data.query(
+                template.id,
+                group_by,
+                period.start,
+                period.end,
+                agent=plan["parameters"].get("agent"),
+            )
         except Exception as exc:  # a failed query is an answer that says so, never a 5xx
             log.exception("data_analyst.query_failed", template=template.id, group_by=group_by)
             return StepOutcome.failed(f"{template.id}: {type(exc).__name__}")
@@ -600,7 +644,7 @@ class DataAnalystAgent(StepAgent):
         parameters = plan["parameters"]
         period = _period_of(parameters["period"])
         table = plan["table"]
-        content = _summary(template, table, period)
+        content = _summary(template, table, period, parameters.get("agent"))
         if "group_by_refused" in parameters:
             content += (
                 f" ({template.title} cannot be grouped by {parameters['group_by_refused']}; "

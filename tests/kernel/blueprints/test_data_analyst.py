@@ -21,6 +21,7 @@ from agentflow.kernel.blueprints.data_analyst import (
     extract_group_by,
     extract_period,
     match_template,
+    mentioned_agent,
 )
 
 NOW = datetime(2026, 12, 3, 15, 30, tzinfo=UTC)
@@ -33,18 +34,31 @@ class InMemorySupportData:
         self.runs = runs
         self.fail = fail
         self.calls: list[tuple[Any, ...]] = []
+        self.agent_filters: list[str | None] = []
+
+    async def agent_names(self) -> list[str]:
+        if self.fail:
+            raise ConnectionError("database unavailable")
+        return sorted({run["agent"] for run in self.runs})
 
     async def query(
-        self, template: str, group_by: str, start: datetime, end: datetime
+        self,
+        template: str,
+        group_by: str,
+        start: datetime,
+        end: datetime,
+        *,
+        agent: str | None = None,
     ) -> list[dict[str, Any]]:
         self.calls.append((template, group_by, start, end))
+        self.agent_filters.append(agent)
         if self.fail:
             raise ConnectionError("database unavailable")
         groups: dict[Any, dict[str, Any]] = defaultdict(
             lambda: {"runs": 0, "completed": 0, "failed": 0, "tokens": 0, "cost_usd": 0.0}
         )
         for run in self.runs:
-            if not start <= run["at"] < end:
+            if not start <= run["at"] < end or agent not in (None, run["agent"]):
                 continue
             key = run["at"].date() if group_by == "day" else run[group_by]
             row = groups[key]
@@ -244,6 +258,38 @@ async def test_question_text_never_reaches_a_query() -> None:
     assert (template, group_by) == ("cost", "agent")
     assert isinstance(start, datetime)
     assert isinstance(end, datetime)
+
+
+async def test_a_question_naming_an_agent_narrows_to_it() -> None:
+    data = InMemorySupportData(_runs())
+    result = await _agent(data).run("How many runs did Billing-Bot handle per intent last week?")
+
+    output = result.state.plan_state.state["output"]
+    assert output["template"] == "run_volume"
+    assert output["parameters"]["agent"] == "billing-bot"
+    assert data.agent_filters == ["billing-bot"]
+    assert output["rows"] == [["BILLING", 1, 1, 0], ["REFUND", 1, 1, 0]]
+    assert result.state.plan_state.response["content"].startswith(
+        "Run volume of billing-bot, last 1 week, by intent"
+    )
+
+
+def test_agent_names_match_as_whole_names_and_the_longest_wins() -> None:
+    names = ["bot", "billing", "billing-bot", "access-bot"]
+    assert mentioned_agent("cost of billing-bot", names) == "billing-bot"
+    assert mentioned_agent("cost of billing", names) == "billing"
+    assert mentioned_agent("cost of billing-botany", names) is None
+    assert mentioned_agent("escalations per day", names) is None
+
+
+async def test_an_agent_named_like_a_metric_does_not_pick_the_template() -> None:
+    runs = [{**run, "agent": "csat survey"} for run in _runs()]
+    data = InMemorySupportData(runs)
+    result = await _agent(data).run("what did csat survey cost last week?")
+
+    output = result.state.plan_state.state["output"]
+    assert output["template"] == "cost"
+    assert output["parameters"]["agent"] == "csat survey"
 
 
 async def test_config_bounds_the_period_and_the_default() -> None:

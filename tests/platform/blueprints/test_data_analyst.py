@@ -192,6 +192,20 @@ def test_escalation_rate_and_csat_by_intent(
     assert rows["PASSWORD_RESET"]["csat"] == 0.0
 
 
+def test_a_named_agent_narrows_to_the_tenants_agent_of_that_name(
+    owner: Persona, seeded: None, celery_worker_app: object
+) -> None:
+    result = _ask(owner, _analyst(owner), "What is the CSAT of billing-bot in the last 7 days?")
+
+    output = result["metadata"]["output"]
+    assert output["template"] == "csat"
+    assert output["parameters"]["agent"] == "billing-bot"
+    # Tenant B's agent is also called billing-bot: its eight 1-star ratings stay out.
+    rows = [dict(zip(output["columns"], row, strict=True)) for row in output["rows"]]
+    assert sum(row["responses"] for row in rows) == 2
+    assert {row["csat"] for row in rows if row["responses"]} == {1.0}
+
+
 def test_sla_breaches_by_priority(owner: Persona, seeded: None, celery_worker_app: object) -> None:
     result = _ask(
         owner, _analyst(owner), "Which reviews breached their SLA last week, by priority?"
