@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from agentflow.kernel.blueprints.data_analyst import (
 )
 
 NOW = datetime(2026, 12, 3, 15, 30, tzinfo=UTC)
+QUESTIONS = Path(__file__).parent / "data_analyst_questions.txt"
 
 
 class InMemorySupportData:
@@ -119,6 +121,19 @@ def test_questions_select_the_template_that_answers_them(
 ) -> None:
     found = match_template(question)
     assert (found.template.id if found.template else None) == template, found.scores
+
+
+def test_template_accuracy_on_the_labelled_questions() -> None:
+    lines = QUESTIONS.read_text().splitlines()
+    labelled = [line.split("|", 1) for line in lines if line and not line.startswith("#")]
+    got = {question: match_template(question).template for _, question in labelled}
+    right = sum(
+        (got[question].id if got[question] else "none") == label for label, question in labelled
+    )
+    assert len(labelled) == 78
+    assert right / len(labelled) >= 0.95, right
+    # Out-of-scope questions never get a table.
+    assert all(got[question] is None for label, question in labelled if label == "none")
 
 
 @pytest.mark.parametrize(
