@@ -193,7 +193,11 @@ class SupportAgentConfig(BaseModel):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
     guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig,
+        description="Dollars the agent's runs may spend per UTC day, across every worker: "
+        "over soft_usd a run warns; over hard_usd it goes to a person before any LLM call.",
+    )
     golden_paths_scope: Literal["agent", "tenant"] = Field(
         "agent",
         description="Whose approved answers this agent answers from: its own, or every "
@@ -434,7 +438,9 @@ def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
             "memory": config["memory"],
             "threads": config["threads"],
             "guardrails": config["guardrails"],
-            "budget": config["budget"],
+            # No kernel budget: the kernel's guard counts one process's spend since it
+            # started; the platform enforces the agent's budget per day across every
+            # worker before the run (`agentflow.budgets`).
         }
     )
     if config.get("planner"):

@@ -51,6 +51,7 @@ __all__ = [
     "PLATFORM_KNOWN",
     "RUNNABLE_TYPES",
     "PlannerConfig",
+    "has_budget",
     "load_planner",
     "planner_issues",
     "preflight_accuracy",
@@ -221,22 +222,27 @@ def _node_count(value: Any) -> int:
 
 
 def preflight_agent(
-    agent_id: str, config: Mapping[str, Any], message: str, *, token_scale: float = 1.0
+    agent_id: str,
+    config: Mapping[str, Any],
+    message: str,
+    *,
+    token_scale: float = 1.0,
+    spent_usd: float = 0.0,
 ) -> dict[str, Any]:
     """The cost estimate of one message along the agent's plan; nothing runs.
 
     ``config`` is the agent's normalised support_agent config. The prompts are rebuilt as
     the kernel would send them (its name in prompts is the agent id, as in
     `pipelines.kernel_config`); knowledge is the typical retrieved length, and the
-    budget is compared with this message alone (the kernel's spend so far lives in
-    each worker). ``token_scale``: the agent's calibration (`preflight_token_scale`).
+    budget is compared with ``spent_usd`` (the agent's spend today, `budgets.spent_today`)
+    plus this message. ``token_scale``: the agent's calibration (`preflight_token_scale`).
     """
     given = config.get("planner")
     planner = PlannerConfig.model_validate(given or DEFAULT_PLANNER)
     plan = load_planner(planner) if given else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
     profile = _cost_profile(agent_id, config)
     profile.token_scale = token_scale
-    estimate = preflight(plan, message, profile, budget=_budget(config))
+    estimate = preflight(plan, message, profile, budget=_budget(config), spent_usd=spent_usd)
     return {
         "agent_id": agent_id,
         "planner": {"type": planner.type, "source": "agent" if given else "default"},
@@ -259,6 +265,11 @@ def _cost_profile(agent_id: str, config: Mapping[str, Any]) -> CostProfile:
         knowledge_top_k=int(config.get("memory", {}).get("knowledge_top_k", 3)),
         classify_with_llm=bool(paid),
     )
+
+
+def has_budget(config: Mapping[str, Any]) -> bool:
+    """Whether the agent's config sets a soft or hard budget (per UTC day, `budgets`)."""
+    return _budget(config) is not None
 
 
 def _budget(config: Mapping[str, Any]) -> Budget | None:
@@ -301,6 +312,7 @@ def preflight_record(estimate: PreflightEstimate) -> dict[str, Any]:
         "token_scale": estimate.token_scale,
         "estimated_usd": round(estimate.usd, 8),
         "max_usd": round(estimate.max_usd, 8),
+        "spent_today_usd": round(estimate.spent_usd, 8),
         "verdict": VERDICTS[estimate.decision],
     }
 

@@ -24,7 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.db.models.sql import UpdateQuery
 
-from agentflow import run_events
+from agentflow import budgets, run_events
 from agentflow.core import queueing, worker_loop
 from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.core.conf import setting_float, setting_int
@@ -33,6 +33,7 @@ from agentflow.core.leases import AdvisoryLeases
 from agentflow.core.metrics import RUN_PERSISTENCE_FAILURES
 from agentflow.kernel.confidence import EscalationReason
 from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE, PersistenceError
+from agentflow.kernel.planning.preflight import PreflightEstimate, decide
 from agentflow.kernel.results import AgentReply
 from agentflow.models import (
     Agent,
@@ -577,7 +578,8 @@ async def _process(run: Run) -> Any:
     """The run's reply: the cost preflight first, then the pipeline unless it refused.
 
     The estimate is recorded with what the run actually spent (``metadata.preflight``), so
-    estimate vs actual is kept per run (GET /agents/{id}/preflight sums it up).
+    estimate vs actual is kept per run (GET /agents/{id}/preflight sums it up). An agent
+    with a budget reserves the estimate's upper bound against its day first (`budgets`).
     """
     pipeline = await get_pipeline(run.agent)
     if not runs_preflight(run.agent.blueprint):
@@ -585,16 +587,15 @@ async def _process(run: Run) -> Any:
             user_id=run.user_id, message=run.input, context=_run_context(run)
         )
     config = run.agent.config
-    scale = _token_scales.get(str(run.agent_id))
-    if scale is None:
-        scale = await sync_to_async(agent_token_scale)(run.agent)
-    estimate = run_preflight(pipeline.plan, str(run.agent_id), config, run.input, token_scale=scale)
+    estimate, reservation = await _priced(run, pipeline.plan)
     record = preflight_record(estimate)
     if estimate.decision == "refuse":
         return _refused_by_preflight(run, config, record)
     reply = await pipeline.process_message(
         user_id=run.user_id, message=run.input, context=_run_context(run)
     )
+    if reservation is not None:
+        await sync_to_async(budgets.settle)(reservation, reply.cost_usd)
     reply.metadata["preflight"] = {
         **record,
         "actual_tokens": int(reply.usage.total_tokens),
@@ -602,9 +603,28 @@ async def _process(run: Run) -> Any:
     }
     if estimate.decision == "warn":
         soft = estimate.budget.soft_usd if estimate.budget is not None else None
-        warning = f"preflight: up to ${estimate.max_usd:.6f}, above the soft budget ${soft}"
+        warning = (
+            f"preflight: ${estimate.spent_usd:.6f} spent today plus up to "
+            f"${estimate.max_usd:.6f}, above the soft budget ${soft}"
+        )
         reply.metadata.setdefault("warnings", []).append(warning)
     return reply
+
+
+async def _priced(run: Run, plan: Any) -> tuple[PreflightEstimate, budgets.DayReservation | None]:
+    """The run's estimate, and its reservation against the agent's day when it has a budget."""
+    config = run.agent.config
+    scale = _token_scales.get(str(run.agent_id))
+    if scale is None:
+        scale = await sync_to_async(agent_token_scale)(run.agent)
+    estimate = run_preflight(plan, str(run.agent_id), config, run.input, token_scale=scale)
+    if estimate.budget is None or estimate.max_usd <= 0:
+        return estimate, None
+    reservation = await sync_to_async(budgets.reserve)(
+        run.agent, estimate.max_usd, estimate.budget.hard_usd
+    )
+    decide(estimate, reservation.spent_before_usd)
+    return estimate, (reservation if reservation.admitted else None)
 
 
 def _run_context(run: Run) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentflow import knowledge, services
+from agentflow import budgets, knowledge, services
 from agentflow.api.prefer import parse_prefer
 from agentflow.api.serializers import (
     NO_RESULT,
@@ -50,7 +50,7 @@ from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
 from agentflow.core.conf import setting_float
 from agentflow.models import Agent, AgentSession, KnowledgeDocument, Message, Run, RunStatus
 from agentflow.pipelines import BLUEPRINTS, AgentConfigError, validate_agent_config
-from agentflow.planners import preflight_agent
+from agentflow.planners import has_budget, preflight_agent
 from agentflow.run_result import plan_steps
 from agentflow.run_signals import SettledWaiter
 from tenants.authentication import actor_for
@@ -237,6 +237,7 @@ class AgentPreflightView(TenantScopedAPIView):
             config,
             data.validated_data["message"],
             token_scale=services.agent_token_scale(agent),
+            spent_usd=budgets.spent_today(agent) if has_budget(config) else 0.0,
         )
         return Response(PreflightSerializer(estimate).data)
 

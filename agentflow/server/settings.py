@@ -460,6 +460,10 @@ AGENTFLOW = {
     # reference API keys by these server environment variables, never hold keys themselves.
     "LLM_ALLOWED_BASE_URLS": env_list("LLM_ALLOWED_BASE_URLS", []),
     "LLM_API_KEY_ENV_VARS": env_list("LLM_API_KEY_ENV_VARS", ["OPENAI_API_KEY"]),
+    # Built-in tools (docs/tools.md): the URL prefixes their settings may point at (empty:
+    # no URL tool is usable) and the environment variables their secrets may reference.
+    "TOOL_ALLOWED_URLS": env_list("TOOL_ALLOWED_URLS", []),
+    "TOOL_SECRET_ENV_VARS": env_list("TOOL_SECRET_ENV_VARS", []),
     # Governance (docs/operations.md). Audit chain heads are exported on a schedule to this
     # directory (one JSON-lines file per chain) and/or POSTed to this URL: both belong
     # outside the database's reach (another host, a write-once bucket).

@@ -48,6 +48,7 @@ __all__ = [
     "PreflightRefused",
     "StepEstimate",
     "calibrated_scale",
+    "decide",
     "enforce",
     "preflight",
 ]
@@ -254,18 +255,24 @@ def preflight(
         steps = [
             _estimate_step(node, action, message, profile, plan) for node, action in plan.actions()
         ]
-    result = PreflightEstimate(
-        steps, budget=budget, spent_usd=spent_usd, token_scale=profile.token_scale
-    )
+    result = PreflightEstimate(steps, budget=budget, token_scale=profile.token_scale)
     if profile.token_scale != 1.0:
         result.method += f"; scaled by {profile.token_scale:.3f}, learnt from the agent's runs"
+    return decide(result, spent_usd)
+
+
+def decide(estimate: PreflightEstimate, spent_usd: float) -> PreflightEstimate:
+    """Compare ``spent_usd`` plus the estimate's ``max_usd`` with its budget; set its decision."""
+    estimate.spent_usd = spent_usd
+    estimate.decision = "ok"
+    budget = estimate.budget
     if budget is not None:
-        total = spent_usd + result.max_usd
+        total = spent_usd + estimate.max_usd
         if budget.hard_usd is not None and total > budget.hard_usd:
-            result.decision = "refuse"
+            estimate.decision = "refuse"
         elif budget.soft_usd is not None and total > budget.soft_usd:
-            result.decision = "warn"
-    return result
+            estimate.decision = "warn"
+    return estimate
 
 
 def enforce(estimate: PreflightEstimate, scope: str = "plan") -> PreflightEstimate:

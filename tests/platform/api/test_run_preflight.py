@@ -11,11 +11,13 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from agentflow import services
+from agentflow import budgets, services
 from agentflow.models import Run, RunStatus
 from agentflow.services import create_agent
 from hitl.models import HITLRequest
@@ -190,3 +192,66 @@ def test_the_estimate_learns_the_providers_token_count_from_the_agents_runs(
     ).json()
     assert dry["token_scale"] == 1.25
     assert dry["tokens"] == learnt["estimated_tokens"]
+
+
+def _spent_earlier_today(run_id: str, usd: str) -> None:
+    """A settled run of the agent earlier today that cost ``usd``."""
+    template = Run.objects.get(pk=run_id)
+    template.pk = uuid.uuid4()
+    template.cost_usd = Decimal(usd)
+    template.save(force_insert=True)
+
+
+def test_a_hard_budget_counts_what_the_agent_spent_today_across_workers(
+    owner: Persona,
+    llm: FakeOpenAIServer,
+    settings: Any,
+    monkeypatch: Any,
+    celery_worker_app: object,
+) -> None:
+    """The day's spend (seeded from PostgreSQL when the day's counter is missing) plus the
+    run's upper bound passes the hard budget: refused before any LLM call."""
+    agent = _agent(owner, llm, settings, monkeypatch, {"hard_usd": 0.01})
+    first = _run(owner, agent)
+    assert first["status"] == RunStatus.COMPLETED
+    assert first["result"]["metadata"]["preflight"]["spent_today_usd"] == 0.0
+    spent_first = float(first["result"]["metadata"]["preflight"]["actual_usd"])
+    assert budgets.spent_today(agent) == pytest.approx(spent_first, abs=1e-6)
+    with tenant_scope(owner.tenant.pk):
+        _spent_earlier_today(first["id"], "0.0099")
+    budgets._Counter.get()[0].delete(budgets._key(agent, budgets._today().strftime("%Y%m%d")))
+    calls = len(llm.requests)
+
+    refused = _run(owner, agent)
+
+    assert refused["status"] == RunStatus.AWAITING_REVIEW
+    assert refused["result"]["escalation_reason"] == "budget_preflight"
+    preflight = refused["result"]["metadata"]["preflight"]
+    assert preflight["verdict"] == "refused"
+    assert preflight["spent_today_usd"] == pytest.approx(0.0099 + spent_first, abs=1e-6)
+    assert len(llm.requests) == calls  # the LLM never heard of it
+    dry = owner.post(f"/api/v1/agents/{agent.pk}/preflight", {"message": "hi"}).json()
+    assert dry["verdict"] == "refused"
+    assert dry["spent_usd"] == pytest.approx(0.0099 + spent_first, abs=1e-6)
+
+
+def test_concurrent_reservations_admit_exactly_what_the_hard_budget_holds(
+    owner: Persona, agent: Any
+) -> None:
+    """40 runs at once, each bounded at $0.03, against $0.50 a day: exactly 16 go."""
+
+    def reserve(_: int) -> budgets.DayReservation:
+        with tenant_scope(owner.tenant.pk):  # as in a run worker
+            return budgets.reserve(agent, 0.03, 0.5)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = list(pool.map(reserve, range(40)))
+    admitted = [r for r in outcomes if r.admitted]
+    assert len(admitted) == 16
+    assert all(r.exact for r in outcomes)
+    with tenant_scope(owner.tenant.pk):
+        assert budgets.spent_today(agent) == pytest.approx(0.48)
+        for reservation in admitted:  # each actually spent a third of its bound
+            budgets.settle(reservation, 0.01)
+        assert budgets.spent_today(agent) == pytest.approx(0.16)
+        assert budgets.reserve(agent, 0.03, 0.5).admitted  # room again
