@@ -1,9 +1,10 @@
 """``onboarding_agent`` on the platform: its checklist config, progress store and stall list.
 
-Progress is kept in the end user's `AgentSession` row (``state["onboarding"]``) through
-the kernel session store `DjangoSessionStore`: one row per agent and user, tenant-owned,
-created by the run service before the agent runs, kept across conversations and erased
-with the user (GDPR). No new table is needed.
+Progress is kept in the end user's `AgentSession` row (``state["onboarding"]``) by
+`DjangoProgressStore`: one row per agent and user, tenant-owned, created by the run service
+before the agent runs, kept across conversations and erased with the user (GDPR). No new
+table is needed. A save locks the row and checks the revision it loaded (compare-and-set),
+so two messages of one user handled at once by two workers cannot lose a completed step.
 
 `stalled_users` lists the users of an onboarding agent whose current step has not
 changed for ``nudge_after_hours`` (a scheduled job may call it to send reminders; none is
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -25,12 +28,12 @@ from agentflow.blueprints import BlueprintSpec
 from agentflow.kernel.blueprints.onboarding import CONFIRM, PROGRESS_KEY, OnboardingAgent, stalled
 from agentflow.kernel.config import ConfigIssue
 from agentflow.models import Agent, AgentSession
-from agentflow.stores import DjangoSessionStore
 
 __all__ = [
     "BLUEPRINT",
     "SPEC",
     "ChecklistStep",
+    "DjangoProgressStore",
     "OnboardingConfig",
     "StalledUser",
     "stalled_users",
@@ -160,8 +163,54 @@ def _check(model: BaseModel) -> list[ConfigIssue]:
     return issues
 
 
+def _load(agent_id: Any, user_id: str) -> dict[str, Any] | None:
+    rows = AgentSession.objects.filter(agent_id=agent_id, user_id=user_id)
+    state = rows.values_list("state", flat=True).first()
+    found = (state or {}).get(PROGRESS_KEY)
+    return dict(found) if isinstance(found, dict) and found else None
+
+
+def _save(agent_id: Any, user_id: str, progress: Mapping[str, Any], revision: int) -> bool:
+    stored = {**progress, "revision": revision + 1}
+    with transaction.atomic():
+        rows = AgentSession.objects.select_for_update().filter(agent_id=agent_id, user_id=user_id)
+        row = rows.first()
+        if row is None:  # the run service makes the row first; a user erased meanwhile
+            return revision == 0 and _create(agent_id, user_id, stored)
+        state = dict(row.state or {})
+        if int((state.get(PROGRESS_KEY) or {}).get("revision") or 0) != revision:
+            return False  # another message of this user saved first: the agent reloads
+        state[PROGRESS_KEY] = stored
+        AgentSession.objects.filter(pk=row.pk).update(state=state)
+        return True
+
+
+def _create(agent_id: Any, user_id: str, stored: dict[str, Any]) -> bool:
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent first save wins, this reloads
+            AgentSession.objects.create(
+                agent_id=agent_id, user_id=user_id, state={PROGRESS_KEY: stored}
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+class DjangoProgressStore:
+    """The kernel's `ProgressStore` in `AgentSession.state`, for one agent (tenant-scoped)."""
+
+    def __init__(self, agent_id: Any) -> None:
+        self.agent_id = agent_id
+
+    async def load(self, user_id: str) -> dict[str, Any] | None:
+        return await sync_to_async(_load)(self.agent_id, user_id)
+
+    async def save(self, user_id: str, progress: Mapping[str, Any], *, revision: int) -> bool:
+        return await sync_to_async(_save)(self.agent_id, user_id, progress, revision)
+
+
 def _ports(agent: Agent, config: dict[str, Any]) -> Mapping[str, Any]:
-    return {"sessions": DjangoSessionStore(agent.pk)}
+    return {"progress": DjangoProgressStore(agent.pk)}
 
 
 @dataclass(frozen=True)

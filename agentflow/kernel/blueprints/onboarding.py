@@ -6,30 +6,36 @@ user says it is done). Each message moves one user's journey through the agent's
 load the user's progress, notice a stalled step, interpret the message (done, a question,
 a restart, anything else), advance or answer, save, respond.
 
-Progress lives in the kernel `SessionStore` (the session's ``metadata["onboarding"]``), so
-it survives across sessions and worker restarts wherever the store persists (the platform
-hands in its database-backed store, keyed per agent and end user). A step unchanged for
+Progress lives in a `ProgressStore` keyed per end user (`SessionProgressStore` keeps it in
+the kernel session's ``metadata["onboarding"]``; the platform hands in a database-backed
+one), so it survives across sessions and worker restarts wherever the store persists. Saves
+are compare-and-set on a revision: when another message of the same user saved first, the
+journey reloads and this message is applied to the newer progress. A step unchanged for
 ``nudge_after_hours`` is "stalled": the next reply carries ``nudge: true`` and a reminder,
 and `stalled` lets a scheduled job list such users.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from agentflow.kernel.agents import AgentState
 from agentflow.kernel.blueprints.base import StepAgent, finish
+from agentflow.kernel.planning.model import StepOutcome
 from agentflow.kernel.stores import Session, SessionStore
 
 __all__ = [
     "PROGRESS_KEY",
     "OnboardingAgent",
     "Progress",
+    "ProgressStore",
+    "SessionProgressStore",
     "Step",
     "answer_question",
     "interpret",
@@ -160,6 +166,49 @@ class Progress:
         }
 
 
+class ProgressStore(Protocol):
+    """One progress record per end user, saved compare-and-set on its ``revision``."""
+
+    async def load(self, user_id: str) -> dict[str, Any] | None:
+        """The user's stored progress (with its ``revision``), or None for a new user."""
+        ...
+
+    async def save(self, user_id: str, progress: Mapping[str, Any], *, revision: int) -> bool:
+        """Store ``progress`` as revision ``revision + 1`` if the stored revision is still
+        ``revision`` (0: nothing stored); False, storing nothing, when it is not."""
+        ...
+
+
+def _revision(progress: Mapping[str, Any] | None) -> int:
+    return int((progress or {}).get("revision") or 0)
+
+
+class SessionProgressStore:
+    """`ProgressStore` in a kernel `SessionStore`, atomic within this process."""
+
+    def __init__(self, sessions: SessionStore) -> None:
+        self.sessions = sessions
+        self._lock = asyncio.Lock()
+
+    async def load(self, user_id: str) -> dict[str, Any] | None:
+        session = await self.sessions.get(user_id)
+        found = session.metadata.get(PROGRESS_KEY) if session is not None else None
+        return dict(found) if found else None
+
+    async def save(self, user_id: str, progress: Mapping[str, Any], *, revision: int) -> bool:
+        async with self._lock:
+            session = await self.sessions.get(user_id)
+            if session is None:
+                now = time.time()
+                session = Session(str(uuid.uuid4()), user_id, now, now)
+            if _revision(session.metadata.get(PROGRESS_KEY)) != revision:
+                return False
+            stored = {**progress, "revision": revision + 1}
+            session.metadata = {**session.metadata, PROGRESS_KEY: stored}
+            await self.sessions.save(session)
+            return True
+
+
 def stalled(progress: Mapping[str, Any], now: float, nudge_after_hours: float) -> bool:
     """Whether a stored journey sits on one step for ``nudge_after_hours`` (counted again
     from the last nudge, so a returning user is not reminded at every message)."""
@@ -269,7 +318,8 @@ class OnboardingAgent(StepAgent):
                 "answer_question": {"on_success": "save_progress"},
                 "restart": {"on_success": "save_progress"},
                 "show_step": {"on_success": "save_progress"},
-                "save_progress": {"on_success": "respond"},
+                # Another message of the user saved first: apply this one to its progress.
+                "save_progress": {"on_success": "respond", "on_error": "load_progress"},
             },
             "final_states": ["respond"],
         },
@@ -279,7 +329,7 @@ class OnboardingAgent(StepAgent):
         self,
         config: Mapping[str, Any] | None = None,
         *,
-        sessions: SessionStore,
+        progress: ProgressStore,
         clock: Callable[[], float] = time.time,
         **kwargs: Any,
     ) -> None:
@@ -289,18 +339,20 @@ class OnboardingAgent(StepAgent):
             raise ValueError("an onboarding checklist needs at least one step")
         self.by_id = {step.id: step for step in self.steps}
         self.nudge_after_hours = float(self.config.get("nudge_after_hours", 48))
-        self.sessions = sessions
+        self.progress = progress
         self.clock = clock
 
     # -------------------------------------------------------------- the journey's steps
 
     async def step_load_progress(self, state: AgentState) -> Any:
         now = self.clock()
-        session = await self.sessions.get(state.user_id)
-        stored = (session.metadata.get(PROGRESS_KEY) if session is not None else None) or None
+        stored = await self.progress.load(state.user_id)
         progress = Progress.of(stored, self.steps, now) if stored else Progress.new(self.steps, now)
         plan = state.plan_state.state
+        for key in ("answer", "just_completed", "stalled_hours"):  # a reload starts afresh
+            plan.pop(key, None)
         plan["progress"] = progress.as_dict()
+        plan["revision"] = _revision(stored)
         plan["new_user"] = stored is None
         plan["events"] = ["started"] if stored is None else []
         return {"current": progress.current, "new_user": stored is None}
@@ -365,12 +417,9 @@ class OnboardingAgent(StepAgent):
         progress["updated_at"] = now
         if plan.get("nudge"):
             progress["nudged_at"] = now
-        session = await self.sessions.get(state.user_id)
-        if session is None:
-            session = Session(str(uuid.uuid4()), state.user_id, now, now)
-        session.metadata = {**session.metadata, PROGRESS_KEY: dict(progress)}
-        await self.sessions.save(session)
-        return {"saved": True}
+        if not await self.progress.save(state.user_id, progress, revision=plan["revision"]):
+            return StepOutcome.failed("progress changed meanwhile")
+        return {"saved": True, "revision": plan["revision"] + 1}
 
     async def step_respond(self, state: AgentState) -> Any:
         plan = state.plan_state.state
@@ -420,7 +469,9 @@ class OnboardingAgent(StepAgent):
         if "question" in events:
             answer = plan["answer"]
             if current is not None and answer["step"] != current.id:
-                parts.append(f"That is part of '{answer['title']}', a later step:")
+                about = self.steps.index(self.by_id[answer["step"]])
+                when = "a later" if about > self.steps.index(current) else "an earlier"
+                parts.append(f"That is part of '{answer['title']}', {when} step:")
             parts.append(answer["answer"])
         if current is None:
             parts.append("You have completed every onboarding step. You are all set!")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,12 +10,14 @@ import pytest
 from agentflow.kernel.blueprints.onboarding import (
     PROGRESS_KEY,
     OnboardingAgent,
+    SessionProgressStore,
     Step,
     answer_question,
     interpret,
     stalled,
 )
 from agentflow.kernel.inmemory import InMemorySessionStore
+from agentflow.kernel.stores import Session
 
 HOUR = 3600.0
 STEPS: list[dict[str, Any]] = [
@@ -62,7 +65,9 @@ def store(clock: Clock) -> InMemorySessionStore:
 
 
 def _agent(store: InMemorySessionStore, clock: Clock, **config: Any) -> OnboardingAgent:
-    return OnboardingAgent({"steps": STEPS, **config}, sessions=store, clock=clock)
+    return OnboardingAgent(
+        {"steps": STEPS, **config}, progress=SessionProgressStore(store), clock=clock
+    )
 
 
 async def _say(agent: OnboardingAgent, message: str, user: str = "maria") -> dict[str, Any]:
@@ -228,7 +233,7 @@ async def test_restart_and_an_edited_checklist(store: InMemorySessionStore, cloc
     assert restarted["current_step"]["id"] == "api_key"
 
     await _say(agent, "done")
-    fewer = OnboardingAgent({"steps": STEPS[1:]}, sessions=store, clock=clock)
+    fewer = OnboardingAgent({"steps": STEPS[1:]}, progress=SessionProgressStore(store), clock=clock)
     out = await _say(fewer, "hello")  # api_key left the checklist: progress follows it
     assert out["completed_steps"] == []
     assert out["current_step"]["id"] == "connect_zendesk"
@@ -248,3 +253,54 @@ async def test_the_planner_path_is_the_journey(store: InMemorySessionStore, cloc
         "save_progress",
         "respond",
     ]
+
+
+class YieldingStore(InMemorySessionStore):
+    """Gives the event loop away at every read and write, as a database store does."""
+
+    async def get(self, user_id: str) -> Session | None:
+        await asyncio.sleep(0)
+        found = await super().get(user_id)
+        # A copy, as a row read from a database is: runs must not share one object.
+        return (
+            None
+            if found is None
+            else Session(**{**vars_of(found), "metadata": dict(found.metadata)})
+        )
+
+    async def save(self, session: Session) -> None:
+        await asyncio.sleep(0)
+        await super().save(session)
+
+
+def vars_of(session: Session) -> dict[str, Any]:
+    return {name: getattr(session, name) for name in Session.__dataclass_fields__}
+
+
+async def test_concurrent_messages_of_one_user_keep_each_others_completion(clock: Clock) -> None:
+    store = YieldingStore(ttl_seconds=30 * 24 * HOUR, clock=clock)
+    agent = _agent(store, clock)
+    await _say(agent, "hi")
+
+    done, question = await asyncio.gather(
+        agent.run("done", user_id="maria"), agent.run("where do I store the key?", user_id="maria")
+    )
+    assert done.state.plan_state.state["output"]["event"] == "advanced"
+    # The question loaded before the completion was saved: its save lost the race, and it
+    # was applied again to the saved progress instead of overwriting it.
+    assert question.plan is not None
+    nodes = [step.node for step in question.plan.path]
+    assert nodes.count("load_progress") == 2
+    assert [s.status for s in question.plan.path if s.node == "save_progress"] == [
+        "error",
+        "ok",
+    ]
+    assert question.state.plan_state.response["content"] == (
+        "That is part of 'Create an API key', an earlier step: Store it in your secret "
+        "manager, never in source code. You are on step 2 of 3: Connect Zendesk."
+    )
+    session = await store.get("maria")
+    assert session is not None
+    assert session.metadata[PROGRESS_KEY]["completed"] == ["api_key"]
+    assert session.metadata[PROGRESS_KEY]["current"] == "connect_zendesk"
+    assert session.metadata[PROGRESS_KEY]["revision"] == 3

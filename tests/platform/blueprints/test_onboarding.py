@@ -3,13 +3,15 @@ the stall list a scheduled job can read."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from agentflow.blueprints.onboarding import stalled_users
+from agentflow.blueprints.onboarding import DjangoProgressStore, stalled_users
 from agentflow.models import Agent, AgentSession
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
@@ -164,6 +166,55 @@ def test_progress_is_per_tenant_and_another_tenants_agent_is_404(
         assert (
             stalled_users(Agent.unscoped.get(pk=mine), now=timezone.now() + timedelta(days=9)) == []
         )
+
+
+def test_progress_saves_are_compare_and_set_on_the_revision(
+    owner: Persona, celery_worker_app: object
+) -> None:
+    agent_id = _agent(owner)
+    _say(owner, agent_id, "hello")  # revision 1
+    store = DjangoProgressStore(agent_id)
+    with tenant_scope(owner.tenant.pk):
+        loaded = async_to_sync(store.load)("maria")
+        assert loaded is not None
+        assert loaded["revision"] == 1
+        assert async_to_sync(store.save)("maria", {**loaded, "completed": ["x"]}, revision=1)
+        # A writer that loaded revision 1 too is refused, and changes nothing.
+        assert not async_to_sync(store.save)("maria", {**loaded, "current": None}, revision=1)
+        kept = async_to_sync(store.load)("maria")
+        assert kept is not None
+        assert (kept["revision"], kept["completed"]) == (2, ["x"])
+        assert async_to_sync(store.load)("nobody") is None
+
+
+def test_two_messages_of_one_user_at_once_lose_no_step(
+    owner: Persona, celery_worker_app: object
+) -> None:
+    agent_id = _agent(owner)
+    _say(owner, agent_id, "hello")
+    runs = [
+        owner.post(
+            f"{AGENTS}/{agent_id}/runs",
+            {"user_id": "maria", "message": message},
+            headers={"Prefer": "respond-async"},
+        ).json()["id"]
+        for message in ("zendesk connected", "Which scope does the token need?")
+    ]
+    for run_id in runs:
+        _wait(owner, run_id)
+    with tenant_scope(owner.tenant.pk):
+        session = AgentSession.objects.get(agent_id=agent_id, user_id="maria")
+    assert session.state["onboarding"]["completed"] == ["connect_helpdesk"]
+    assert session.state["onboarding"]["revision"] == 3
+
+
+def _wait(persona: Persona, run_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if persona.get(f"/api/v1/runs/{run_id}").status_code == 303:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not complete")
 
 
 def test_the_default_checklist_runs_with_an_empty_config(
