@@ -43,7 +43,7 @@ BLUEPRINT = "onboarding_agent"
 _MAX_KEYWORDS = 20
 _DONE_WHEN_SCHEMA = {
     "description": '"confirm": the user says the step is done; or keywords, any of which in '
-    "the user's message marks it done (whole words, in order, case-insensitive).",
+    "the user's message marks it done (all of its words, whole, in any order, any case).",
     "oneOf": [
         {"const": CONFIRM},
         {

@@ -225,12 +225,10 @@ def _words(text: str) -> list[str]:
 
 
 def _mentions(text: str, phrase: str) -> bool:
-    """The phrase's words appear in the text in order, as whole words."""
-    words = _words(phrase)
-    if not words:
-        return False
-    pattern = r"\b" + r"\W+".join(re.escape(word) for word in words) + r"\b"
-    return re.search(pattern, text.lower()) is not None
+    """Every word of the phrase is in the text, as a whole word, in any order: "zendesk
+    connected" matches "I connected Zendesk"."""
+    words = set(_words(phrase))
+    return bool(words) and words <= set(_words(text))
 
 
 def interpret(message: str, step: Step | None) -> str:

@@ -87,6 +87,8 @@ async def _say(agent: OnboardingAgent, message: str, user: str = "maria") -> dic
         ("How do I copy the key?", "api_key", "question"),
         ("where do I find the API keys page", "api_key", "question"),
         ("Zendesk connected and the webhook added", "connect_zendesk", "done"),
+        ("I connected zendesk", "connect_zendesk", "done"),
+        ("zendesk is not connected", "connect_zendesk", "other"),
         ("done", "connect_zendesk", "other"),  # this step asks for one of its keywords
         ("I haven't connected zendesk, the webhook added failed", "connect_zendesk", "other"),
         ("what's my progress?", "connect_zendesk", "status"),
