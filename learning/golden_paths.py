@@ -31,6 +31,7 @@ from django.db.models import F
 from agentflow import non_answers
 from agentflow.core.conf import setting_float
 from agentflow.core.realtime import send_to_group_on_commit, tenant_group
+from agentflow.kernel.smalltalk import SMALL_TALK, small_talk_kind
 from agentflow.kernel.vectors import Vector
 from agentflow.knowledge import embed_query
 from agentflow.models import Agent, Run
@@ -119,13 +120,15 @@ def record_outcome(
     others wait for (a HITL decision's learning runs after it commits). Returns None when
     there is nothing to learn: an empty question, or an answer that is none (empty, a
     hand-off, the agent's escalation message or template answer: learnt, it would promise
-    every similar question a person who never comes). Recording the same run twice changes
-    nothing (and does not embed again).
+    every similar question a person who never comes), or small talk. Recording the same run
+    twice changes nothing (and does not embed again).
     """
     tenant_id = require_tenant_id()
     question, answer = question.strip(), answer.strip()
     if not question or source not in _SOURCE_RANK:
         return None
+    if category == SMALL_TALK or small_talk_kind(question) is not None:
+        return None  # "thanks!" is answered by every agent: no resolution to reuse
     if (why := non_answers.check(answer, agent=agent)) is not None:
         log.info("golden_path.refused", reason=why.kind, run_id=str(run.pk) if run else None)
         return None

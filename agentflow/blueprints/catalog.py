@@ -10,5 +10,13 @@ from agentflow.blueprints import BlueprintSpec
 from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
 from agentflow.blueprints.data_analyst import SPEC as DATA_ANALYST
 from agentflow.blueprints.onboarding import SPEC as ONBOARDING
+from agentflow.blueprints.sentiment_monitor import SPEC as SENTIMENT_MONITOR
+from agentflow.blueprints.triage import SPEC as TRIAGE
 
-SPECS: tuple[BlueprintSpec, ...] = (CODE_REVIEW, DATA_ANALYST, ONBOARDING)
+SPECS: tuple[BlueprintSpec, ...] = (
+    TRIAGE,
+    SENTIMENT_MONITOR,
+    CODE_REVIEW,
+    DATA_ANALYST,
+    ONBOARDING,
+)

@@ -62,6 +62,7 @@ from agentflow.kernel.plugins import (
     PluginManager,
 )
 from agentflow.kernel.sessions import SessionManager
+from agentflow.kernel.smalltalk import SmallTalkHandler
 from agentflow.kernel.stores import (
     GoldenPath,
     GoldenPathStore,
@@ -358,7 +359,9 @@ class AgentFrameworkBuilder:
             timeout_seconds=config.timeouts.context_branch_seconds,
             redact=redactor.redact_mapping if config.guardrails.redact_pii else None,
         )
-        handlers = HandlerRegistry([ResolutionHandler(), *contributions.handlers, *self._handlers])
+        handlers = HandlerRegistry(
+            [SmallTalkHandler(), ResolutionHandler(), *contributions.handlers, *self._handlers]
+        )
         confidence = ConfidenceEvaluator(
             default_threshold=config.confidence.default_threshold,
             thresholds=config.confidence.thresholds,

@@ -52,6 +52,7 @@ from agentflow.kernel.planning.support import SUPPORT_NATIVE_CONDITIONS, load_pi
 from agentflow.kernel.planning.validation import Plan
 from agentflow.kernel.results import AgentReply, PlanStep, SourceRef
 from agentflow.kernel.sessions import SessionManager
+from agentflow.kernel.smalltalk import SMALL_TALK, small_talk_kind
 from agentflow.kernel.stores import (
     ConversationThread,
     GoldenPathStore,
@@ -572,6 +573,8 @@ class AgentPipeline:
     async def _classify(
         self, text: str, history: list[ChatMessage], degraded: list[dict[str, str]]
     ) -> IntentResult:
+        if small_talk_kind(text) is not None:  # nothing to classify, nobody to bother
+            return IntentResult(SMALL_TALK, 1.0, False, method="small_talk")
         if self.classifier is None:
             return IntentResult(GENERAL_INTENT, 1.0, False, method="none")
         try:

@@ -190,6 +190,6 @@ async def test_auth_middleware_refuses_unknown_users() -> None:
         .build(ScriptedLLM("welcome"))
     )
 
-    assert (await agent.process_message("u1", "hi", {"token": "s3cret"})).content == "welcome"
+    assert (await agent.process_message("u1", "my order", {"token": "s3cret"})).content == "welcome"
     with pytest.raises(Unauthorized):
-        await agent.process_message("u1", "hi", {"token": "guess"})
+        await agent.process_message("u1", "my order", {"token": "guess"})

@@ -154,8 +154,8 @@ async def test_costs_and_usage_are_recorded_per_run_and_per_agent() -> None:
         .build(llm)
     )
 
-    first = await agent.process_message("u1", "hello")
-    second = await agent.process_message("u1", "hello again")
+    first = await agent.process_message("u1", "where is my parcel")
+    second = await agent.process_message("u1", "where is my parcel now")
 
     assert first.usage.total_tokens == 150
     assert first.cost_usd == pytest.approx(0.01)
@@ -228,7 +228,7 @@ async def test_a_hung_handler_hits_the_stage_deadline() -> None:
         .build(ScriptedLLM())
     )
 
-    reply = await asyncio.wait_for(agent.process_message("u1", "hello"), timeout=5)
+    reply = await asyncio.wait_for(agent.process_message("u1", "where is my parcel"), timeout=5)
 
     assert reply.escalation_reason == "llm_unavailable"
     assert reply.metadata["degraded"] == [{"stage": "handler:*", "error": "timeout after 0.05s"}]
@@ -239,7 +239,7 @@ async def test_failover_to_the_second_provider_is_reported() -> None:
     second = ScriptedLLM("From the backup.", confidence=0.9)
     agent = await AgentFrameworkBuilder().build([ScriptedLLM(fail=True), second])
 
-    reply = await agent.process_message("u1", "hello")
+    reply = await agent.process_message("u1", "where is my parcel")
 
     assert reply.content == "From the backup."
     assert reply.metadata["offline"] is False
@@ -308,7 +308,7 @@ async def test_a_failing_session_store_gives_a_one_off_session() -> None:
         AgentFrameworkBuilder().with_stores(sessions=BrokenSessions()).build(ScriptedLLM("Hi."))
     )
 
-    reply = await agent.process_message("u1", "hello")
+    reply = await agent.process_message("u1", "where is my parcel")
 
     assert reply.content == "Hi."
     assert reply.session_id.startswith("ephemeral-")
@@ -407,7 +407,7 @@ async def test_tool_output_is_gathered_as_untrusted_data_with_redacted_arguments
 async def test_reply_without_categories_uses_the_general_intent() -> None:
     agent = await AgentFrameworkBuilder().build(ScriptedLLM("Hello!"))
 
-    reply = await agent.process_message("u1", "hi")
+    reply = await agent.process_message("u1", "can you help me")
 
     assert reply.intent == "GENERAL"
     assert reply.intent_confidence == 1.0

@@ -129,9 +129,9 @@ async def test_a_failing_message_releases_the_user_lock() -> None:
     original = agent._stages
     agent._stages = explode
     with pytest.raises(Boom):
-        await agent.process_message("u1", "hello")
+        await agent.process_message("u1", "where is my parcel")
     agent._stages = original
 
     assert agent.sessions.locked_users == 0
-    reply = await asyncio.wait_for(agent.process_message("u1", "hello"), timeout=5)
+    reply = await asyncio.wait_for(agent.process_message("u1", "where is my parcel"), timeout=5)
     assert reply.content == "Scripted answer."

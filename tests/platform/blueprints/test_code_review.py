@@ -24,7 +24,7 @@ def _create(owner: Persona, config: dict[str, Any]) -> Any:
 
 def test_the_config_names_every_kernel_rule() -> None:
     assert set(typing.get_args(RuleId)) == set(RULE_IDS)
-    assert CodeReviewConfig().escalate_on == "high"
+    assert CodeReviewConfig.model_validate({}).escalate_on == "high"
 
 
 def test_the_blueprint_is_listed_with_its_schema_and_defaults(owner: Persona) -> None:

@@ -99,3 +99,24 @@ def test_a_thumbs_up_for_a_hand_off_teaches_nothing(owner: Persona, agent: Agent
     assert liked.status_code == 201, liked.json()
     assert liked.json()["golden_path_id"] is None
     assert not GoldenPath.unscoped.filter(agent=agent).exists()
+
+
+@pytest.mark.parametrize(
+    ("question", "category"), [("thanks so much!", "BILLING"), ("where is it", "SMALL_TALK")]
+)
+def test_record_outcome_never_learns_small_talk(
+    owner: Persona, agent: Agent, question: str, category: str
+) -> None:
+    """A reviewer who edits the reply to "thanks!" teaches nothing: every agent answers it."""
+    with tenant_scope(owner.tenant.pk):
+        path = golden_paths.record_outcome(
+            actor=ACTOR,
+            agent=agent,
+            question=question,
+            answer="You're welcome, glad we could help with your invoice.",
+            source=GoldenPathSource.EDITED,
+            score=1,
+            category=category,
+        )
+        assert path is None
+        assert not GoldenPath.objects.exists()
