@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from agentflow.blueprints import BlueprintSpec
 from agentflow.blueprints.code_review import SPEC as CODE_REVIEW
+from agentflow.blueprints.data_analyst import SPEC as DATA_ANALYST
+from agentflow.blueprints.onboarding import SPEC as ONBOARDING
 from agentflow.blueprints.qa_test import SPEC as QA_TEST
 from agentflow.blueprints.sentiment_monitor import SPEC as SENTIMENT_MONITOR
 from agentflow.blueprints.triage import SPEC as TRIAGE
 
-SPECS: tuple[BlueprintSpec, ...] = (TRIAGE, SENTIMENT_MONITOR, CODE_REVIEW, QA_TEST)
+SPECS: tuple[BlueprintSpec, ...] = (
+    TRIAGE,
+    SENTIMENT_MONITOR,
+    CODE_REVIEW,
+    DATA_ANALYST,
+    ONBOARDING,
+    QA_TEST,
+)
