@@ -4,13 +4,16 @@
     agentflow eval-intents --train CSV --test CSV [--oos-label LABEL] [--oos-threshold X]
     agentflow validate FILE [FILE ...] [--steps A,B] [--tools T,U] [--agents X,Y]
     agentflow preflight CONFIG --message TEXT [--knowledge FILE] [--spent USD]
+    agentflow test SCENARIOS [--agent ID|NAME] [--tenant SLUG] [--scenario NAME] [--json]
 
 `chat` talks to an agent in the terminal (offline unless the config names an LLM);
 it reads one message per line from stdin, so it also works in a pipe. `eval-intents`
 trains the offline intent classifier and prints one JSON object of metrics. `validate`
 checks planner definitions (FSM, behavior tree, LLM) and prints every error with its line;
 `preflight` prints the cost estimate of an agent's plan for one message, without running it.
-Bad paths, configs or data (and invalid plans) exit with status 2 and a one-line reason.
+`test` runs a scenario file (the qa_test_agent's format) against an agent of the local
+database and exits 1 when a scenario fails.
+Bad paths, configs or data (and invalid plans or suites) exit with status 2 and a reason.
 """
 
 from __future__ import annotations
@@ -66,6 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     preflight.add_argument("--message", required=True, help="the message to estimate for")
     preflight.add_argument("--knowledge", type=Path, help="knowledge articles (JSON/YAML list)")
     preflight.add_argument("--spent", type=float, default=0.0, help="USD already spent")
+
+    test = commands.add_parser(
+        "test", help="run scenario tests against an agent of the local database"
+    )
+    test.add_argument("scenarios", type=Path, help="scenario file (YAML or JSON)")
+    test.add_argument("--agent", help="id or name of the agent under test (else the file's)")
+    test.add_argument("--tenant", help="slug of the agent's tenant (needed to name it by name)")
+    test.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    test.add_argument("--timeout", type=float, default=30.0, help="seconds per reply (30)")
+    test.add_argument("--concurrency", type=int, default=1, help="scenarios at once (1)")
+    test.add_argument(
+        "--scenario", action="append", help="run only the scenario of this name (repeatable)"
+    )
+    test.add_argument(
+        "--keep-conversations", action="store_true", help="keep the test conversations"
+    )
     return parser
 
 
@@ -230,6 +249,104 @@ def _preflight(args: argparse.Namespace, stdout: TextIO) -> int:
     return 0
 
 
+def _test_target(ref: str, tenant_slug: str | None) -> tuple[int, str]:
+    """(tenant id, agent id) of the agent under test; one tenant's agent, looked up in it."""
+    from agentflow.blueprints.qa_test import find_target
+    from agentflow.kernel.blueprints.qa_test import TargetError, looks_like_id
+    from agentflow.models import Agent
+    from tenants.context import tenant_scope
+    from tenants.models import Tenant
+
+    if tenant_slug is not None:
+        tenant = Tenant.objects.filter(slug=tenant_slug).first()
+        if tenant is None:
+            raise UsageError(f"--tenant: no tenant {tenant_slug!r}")
+        tenant_id = tenant.pk
+    elif looks_like_id(ref):
+        # The operator's own database: the agent's id says which tenant it belongs to.
+        owner = Agent.unscoped.filter(pk=ref).values_list("tenant_id", flat=True).first()
+        if owner is None:
+            raise UsageError(f"--agent: no agent {ref!r}")
+        tenant_id = owner
+    else:
+        raise UsageError(f"--agent: {ref!r} is a name; give --tenant too, or the agent's id")
+    with tenant_scope(tenant_id):
+        try:
+            return tenant_id, str(find_target(ref).pk)
+        except TargetError as exc:
+            raise UsageError(f"--agent: {exc}") from exc
+
+
+async def _run_test(suite: Any, agent_id: str, limits: Any) -> dict[str, Any]:
+    from agentflow.blueprints.qa_test import AgentTargets
+    from agentflow.kernel.blueprints.qa_test import run_suite
+    from agentflow.pipelines import get_pipeline
+
+    target = await AgentTargets(get_pipeline).open(agent_id)
+    try:
+        return await run_suite(suite, target, limits=limits)
+    finally:
+        await (await get_pipeline(target.agent)).aclose()
+
+
+def _only(suite: Any, names: list[str]) -> Any:
+    """The suite reduced to the named scenarios (seed 002's ``af test --scenario=...``)."""
+    known = [scenario.name for scenario in suite.scenarios]
+    for name in names:
+        if name not in known:
+            raise UsageError(f"--scenario: no scenario {name!r}; the file has: {', '.join(known)}")
+    chosen = [scenario for scenario in suite.scenarios if scenario.name in names]
+    return suite.model_copy(update={"scenarios": chosen})
+
+
+def _test(args: argparse.Namespace, stdout: TextIO) -> int:
+    import os
+
+    from agentflow.kernel.blueprints.qa_test import (
+        RunLimits,
+        SuiteError,
+        format_report,
+        invalid_report,
+        load_suite,
+    )
+
+    path = _existing_file(args.scenarios, "scenario file")
+    if not 0 < args.timeout <= 300:
+        raise UsageError("--timeout must be within (0, 300] seconds")
+    if not 1 <= args.concurrency <= 8:
+        raise UsageError("--concurrency must be within 1 and 8")
+    try:
+        suite = load_suite(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+    except SuiteError as exc:
+        report = invalid_report(exc.issues)
+        print(json.dumps(report) if args.json else f"{path}: {format_report(report)}", file=stdout)
+        return EXIT_USAGE
+    if args.scenario:
+        suite = _only(suite, args.scenario)
+    ref = args.agent or suite.agent
+    if not ref:
+        raise UsageError("name the agent under test: --agent, or `agent:` in the file")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
+    import django
+
+    django.setup()
+    from tenants.context import tenant_scope
+
+    tenant_id, agent_id = _test_target(ref, args.tenant)
+    limits = RunLimits(
+        max_turns=10_000,  # the operator's own file: the run quota's bound does not apply
+        turn_timeout_seconds=args.timeout,
+        keep_conversations=args.keep_conversations,
+        concurrency=args.concurrency,
+    )
+    with tenant_scope(tenant_id):
+        report = asyncio.run(_run_test(suite, agent_id, limits))
+    print(json.dumps(report) if args.json else format_report(report), file=stdout)
+    return 0 if report["failed"] == 0 else 1
+
+
 def main(
     argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None
 ) -> int:
@@ -243,6 +360,8 @@ def main(
             return _validate(args, stdout)
         if args.command == "preflight":
             return _preflight(args, stdout)
+        if args.command == "test":
+            return _test(args, stdout)
         return _eval_intents(args, stdout)
     except UsageError as exc:
         print(f"agentflow {args.command}: error: {exc}", file=sys.stderr)

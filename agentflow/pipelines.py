@@ -577,7 +577,8 @@ async def build_pipeline(agent: Agent) -> AgentRunner:
     config = validate_agent_config(agent.blueprint, agent.config)
     spec = BLUEPRINTS[agent.blueprint].spec
     if spec is not None:
-        return spec.build(agent, config, llm=blueprint_llm(str(agent.id), config))
+        llm = blueprint_llm(str(agent.id), config)
+        return spec.build(agent, config, llm=llm, runner_of=get_pipeline)
     agent_id = str(agent.id)
     builder = (
         AgentFrameworkBuilder()

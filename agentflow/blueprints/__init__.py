@@ -13,7 +13,7 @@ lists them next to ``support_agent``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,11 @@ from agentflow.kernel.planning.parsing import Known
 from agentflow.models import Agent
 from agentflow.planners import PlannerConfig, kernel_plan_spec
 
-__all__ = ["BlueprintConfig", "BlueprintRunner", "BlueprintSpec", "reply_of"]
+__all__ = ["BlueprintConfig", "BlueprintRunner", "BlueprintSpec", "RunnerOf", "reply_of"]
+
+# The runner of another agent of the tenant (`agentflow.pipelines.get_pipeline`): handed to
+# `build` by the pipelines module, which lists the blueprints and so sits above them.
+RunnerOf = Callable[[Agent], Awaitable[Any]]
 
 
 class BlueprintConfig(BaseModel):
@@ -67,6 +71,8 @@ class BlueprintSpec:
     ports: Callable[[Agent, dict[str, Any]], Mapping[str, Any]] | None = None
     # Checks pydantic cannot express (cross-field, allowlists); each issue names its field.
     check: Callable[[BaseModel], list[ConfigIssue]] | None = None
+    # Ports that talk to other agents of the tenant: ``runner_ports(agent, config, runner_of)``.
+    runner_ports: Callable[[Agent, dict[str, Any], RunnerOf], Mapping[str, Any]] | None = None
 
     @property
     def known(self) -> Known:
@@ -74,9 +80,18 @@ class BlueprintSpec:
         return Known(steps=self.agent_class.known_steps, tools=frozenset(), agents=frozenset())
 
     def build(
-        self, agent: Agent, config: dict[str, Any], *, llm: LLMProvider | None = None
+        self,
+        agent: Agent,
+        config: dict[str, Any],
+        *,
+        llm: LLMProvider | None = None,
+        runner_of: RunnerOf | None = None,
     ) -> BlueprintRunner:
         ports = dict(self.ports(agent, config)) if self.ports is not None else {}
+        if self.runner_ports is not None:
+            if runner_of is None:
+                raise TypeError(f"{self.name} runs other agents: build it with runner_of")
+            ports.update(self.runner_ports(agent, config, runner_of))
         given = dict(config)
         if given.get("planner"):  # validated on save; the kernel reads its own spec shape
             given["planner"] = kernel_plan_spec(PlannerConfig.model_validate(given["planner"]))

@@ -543,6 +543,8 @@ class AgentPipeline:
         if turn.gathered.playbook is not None:
             # The procedure suggested before the answer, named in the trace (SPEC 9).
             metadata["playbook"] = turn.gathered.playbook.summary()
+        if turn.gathered.tools:  # the tools whose output the answer could use (qa_test_agent)
+            metadata["tool_calls"] = [item.title for item in turn.gathered.tools]
         if degraded:
             metadata["degraded"] = degraded
         if run.budget_error is not None:
