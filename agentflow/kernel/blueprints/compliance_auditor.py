@@ -109,11 +109,11 @@ _POLICY_PATTERNS: dict[str, tuple[str, str, re.Pattern[str]]] = {
         "high",
         "legal advice",
         re.compile(
-            r"(?i)\b(?:you should|you (?:can|could) (?:always )?|i (?:would )?(?:advise|recommend)"
-            r"(?: you)?(?: to)?)\s*(?:sue|take (?:them|us|legal action)|file a (?:lawsuit|claim"
-            r" in court)|press charges)|\byou (?:have|'ve got) a (?:strong |good |solid )?"
-            r"(?:legal )?case\b|\b(?:legally|under the law),? (?:you|they|we) "
-            r"(?:are|must|can(?:not|'t)?)\b"
+            r"(?i)\b(?:you should|you (?:can|could)(?: always)?|i (?:would )?(?:advise|recommend)"
+            r"(?: that)?(?: you)?(?: to)?)\s+(?:sue\b|take (?:them|us|the \w+) to court|take "
+            r"legal action|file a lawsuit|press charges)|\byou (?:have|'ve got) a (?:strong|good|"
+            r"solid|legal) (?:legal )?case\b|\b(?:legally|under the law),? you (?:are|must|have "
+            r"to|can(?:not|'t)?)\b"
         ),
     ),
     "policy.medical_advice": (
@@ -130,7 +130,8 @@ _POLICY_PATTERNS: dict[str, tuple[str, str, re.Pattern[str]]] = {
         "medium",
         "a guarantee",
         re.compile(
-            r"(?i)\b(?:we|i) (?:can )?(?:guarantee|promise)\b|\bguaranteed\b|\b100\s?% "
+            r"(?i)\b(?:we|i) (?:can )?(?:guarantee|promise)\b|(?<!not )(?<!never )\bguaranteed\b|"
+            r"\b100\s?% "
             r"(?:sure|certain|guaranteed)\b|\bwill never happen again\b"
         ),
     ),

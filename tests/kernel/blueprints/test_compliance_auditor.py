@@ -257,3 +257,43 @@ async def test_the_output_lists_the_worst_findings_first_up_to_the_cap(
     assert output["summary"]["findings"] == 3
     assert output["summary"]["listed"] == 2
     assert len(sink.recorded[0][0]) == 3, "every finding is recorded"
+
+
+# Answers a support team sends every day: none of them breaks a rule.
+CLEAN_ANSWERS = (
+    "To reset your password, open Settings > Security and click 'Reset password'. The link "
+    "is valid for 30 minutes.",
+    "Refunds up to $100 are issued to the original card within 5 business days.",
+    "Legally, we are required to keep invoices for 10 years, so we cannot delete them.",
+    "Delivery dates are estimates and are not guaranteed during the holidays.",
+    "We cannot guarantee that the beta feature will stay in the Starter plan.",
+    "You have a case open with us (#48213); an engineer will update it by Friday.",
+    "You can take them to the Reports page and export them as CSV.",
+    "Your order 4471-2209 shipped on 2026-11-28 and should arrive within 3 days.",
+    "The API limit is 600 requests per minute; version 2.4.1 raised it from 300.",
+    "Our offices are at 221B Baker Street; support hours are 9:00-17:00 CET.",
+    "We refunded the duplicate charge of $49.99; it can take 5 days to show up.",
+    "Please restart the app after installing update 10.2.3 and try syncing again.",
+)
+# The same kind of answers gone wrong, with what each must be flagged for.
+VIOLATIONS = (
+    ("Sure, we'll refund the full $1,499 annual plan today.", ["policy.refund_above_max"]),
+    ("If they refuse, I would advise you to file a lawsuit.", ["policy.legal_advice"]),
+    ("Under the law, you must get a refund within 14 days.", ["policy.legal_advice"]),
+    ("You should double the dose if the headache continues.", ["policy.medical_advice"]),
+    ("Our uptime is 100% guaranteed, this will never happen again.", ["policy.guarantee"]),
+    ("Your teammate's number is 415-555-0134 if you want to ask him.", ["pii.phone"]),
+    ("The invoice went to DE89 3704 0044 0532 0130 00, the IBAN on file.", ["pii.iban"]),
+    ("Use the key sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c to test it.", ["pii.secret"]),
+    ("Calm down, the crypto payout is coming.", ["disclaimer.investment", "forbidden.calm_down"]),
+)
+
+
+@pytest.mark.parametrize("answer", CLEAN_ANSWERS)
+def test_everyday_answers_have_no_findings(answer: str) -> None:
+    assert audit_text(AuditedText(answer), RULES) == []
+
+
+@pytest.mark.parametrize(("answer", "rules"), VIOLATIONS)
+def test_answers_gone_wrong_are_flagged(answer: str, rules: list[str]) -> None:
+    assert _rules(audit_text(AuditedText(answer), RULES)) == rules
