@@ -317,3 +317,55 @@ async def test_a_failing_model_falls_back_to_the_template_draft() -> None:
     assert output["drafted_by"] == "template"
     assert output["draft"].startswith("# Export data to CSV\n\n## How do I export my data to CSV?")
     assert result.state.plan_state.state["escalate"] is True
+
+
+# 25 escalated questions of five topics; the help centre covers passwords and refunds only.
+TOPICS = {
+    "export": (
+        "How do I export my data to CSV?",
+        "Can I export reports as a CSV file?",
+        "export to csv is not working",
+        "Is there a way to export data to Excel or CSV?",
+        "where is the CSV export button",
+    ),
+    "sso": (
+        "Do you support single sign-on with Okta?",
+        "SAML single sign-on with Okta fails",
+        "how to configure SSO single sign-on",
+        "single sign-on login with Azure AD",
+        "Okta SSO integration setup",
+    ),
+    "delete": (
+        "How do I delete my account and all my data?",
+        "please delete my account",
+        "GDPR request to delete my data",
+        "can I permanently delete my account",
+        "delete account and personal data",
+    ),
+    "password": (
+        "How do I reset my password?",
+        "I forgot my password and the reset link expired",
+        "password reset email never arrives",
+        "reset password link not working",
+        "change my password",
+    ),
+    "refund": (
+        "I want a refund for last month",
+        "how long does a refund take",
+        "refund to my card please",
+        "can I get a refund on my annual plan",
+        "refund not received yet",
+    ),
+}
+
+
+async def test_gaps_on_a_labelled_set_are_the_uncovered_topics() -> None:
+    questions = [q for topic in TOPICS.values() for q in topic]
+    topic_of = {q: name for name, topic in TOPICS.items() for q in topic}
+    result = await _agent(FakeKnowledge(questions, _help_centre())).run("gaps")
+    output = result.state.plan_state.state["output"]
+    found = [{topic_of[q] for q in gap["examples"]} for gap in output["gaps"]]
+    # Every cluster is one topic; the uncovered topics are the gaps, largest first.
+    assert found == [{"export"}, {"delete"}, {"sso"}]
+    assert [gap["size"] for gap in output["gaps"]] == [5, 5, 4]  # one SSO phrasing stands alone
+    assert output["summary"]["covered"] == 2  # passwords and refunds
