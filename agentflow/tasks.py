@@ -8,6 +8,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from agentflow import orchestration, services
+from agentflow.blueprints import compliance_schedule
 from tenants.scoping import scoped_to_tenant
 
 # Transient database faults (a deadlock victim, a dropped connection, a full pool) are
@@ -51,3 +52,9 @@ def review_outcome_sweep_task() -> int:
     """Beat: golden paths of decisions whose learning task was lost (broker down at commit).
     Named under learning (its queue), defined here: the orchestrator reads HITL and learning."""
     return orchestration.resend_lost_review_outcomes(datetime.now(UTC))
+
+
+@shared_task(name="maintenance.compliance_audits", ignore_result=True, max_retries=0)
+def compliance_audits_task() -> int:
+    """Beat: start the due period audit of each scheduled compliance_auditor_agent."""
+    return compliance_schedule.start_due_audits(datetime.now(UTC))

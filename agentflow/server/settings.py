@@ -293,6 +293,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("PLAYBOOK_EXTRACT_SECONDS", 900.0),
         "options": {"expires": env_float("PLAYBOOK_EXTRACT_SECONDS", 900.0)},
     },
+    # Scheduled compliance audits (docs/blueprints.md): each due period is audited once.
+    "maintenance.compliance_audits": {
+        "task": "maintenance.compliance_audits",
+        "schedule": env_float("COMPLIANCE_AUDIT_SECONDS", 900.0),
+        "options": {"expires": env_float("COMPLIANCE_AUDIT_SECONDS", 900.0)},
+    },
     # Breaches are marked within one sweep interval of the deadline (SPEC 6: <= 1 minute).
     "hitl.sla_sweep": {
         "task": "hitl.sla_sweep",
