@@ -81,6 +81,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's files, served from our static files: /api/docs/ works offline.
+    "drf_spectacular_sidecar",
     "guardian",
     "channels",
     "agentflow.apps.AgentsConfig",
@@ -326,6 +328,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Run customer-support AI agents under human oversight.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # From drf-spectacular-sidecar (pinned in pyproject.toml), never a CDN's @latest.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
