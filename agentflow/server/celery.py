@@ -13,9 +13,11 @@ from typing import Any
 import structlog
 from celery import Celery, Task
 from celery.signals import before_task_publish
+from django.conf import settings
 
 from agentflow.core.context import bind_correlation_id, correlation_id_var, current_correlation_id
 from agentflow.core.metrics import CELERY_TASKS
+from agentflow.server.env import ImproperlyConfiguredEnv
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
 
@@ -65,6 +67,18 @@ def _carry_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 
 app = Celery("agentflow", task_cls=ContextTask)
+
+
+@app.on_configure.connect
+def _load_settings_or_say_why(**_: Any) -> None:
+    """Load Django's settings before Celery reads them: a missing or malformed variable is
+    one line naming it, not the settings module's traceback inside Celery's CLI."""
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - the access loads the settings module
+    except ImproperlyConfiguredEnv as exc:
+        raise SystemExit(f"agentflow: configuration error: {exc}") from None
+
+
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.autodiscover_tasks(["agentflow.server"], related_name="tasks")
