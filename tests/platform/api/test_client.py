@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import re
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +39,7 @@ from tenants.context import tenant_scope
 from tests.platform.api.conftest import KNOWLEDGE, SUPPORT_CONFIG, Persona, make_persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -309,3 +313,35 @@ def test_the_client_imports_no_django() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def _python_block(path: Path, marker: str) -> str:
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.DOTALL)
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"{path.name}: {len(found)} python blocks with {marker!r}"
+    return found[0]
+
+
+def test_readme_client_quick_start_runs_against_the_server(
+    live_server: Any, owner: Persona, tmp_path: Path
+) -> None:
+    script = tmp_path / "client_quickstart.py"
+    script.write_text(_python_block(ROOT / "README.md", "AgentFlowClient(url"), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KEY": owner.key}
+    env["AGENTFLOW_URL"] = live_server.url
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("completed "), result.stdout
+    assert "Reset password" in result.stdout
+
+
+def test_api_md_client_example_runs_against_the_server(live_server: Any, owner: Persona) -> None:
+    code = _python_block(ROOT / "docs" / "api.md", "AgentFlowClient(")
+    code = code.replace('"http://127.0.0.1:8000"', repr(live_server.url))
+    namespace: dict[str, Any] = {"api_key": owner.key}
+    exec(compile(code, "docs/api.md", "exec"), namespace)
+
+    assert namespace["run"]["status"] == "completed"
+    assert [m["role"] for m in namespace["messages"]] == ["user", "assistant"]
