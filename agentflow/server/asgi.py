@@ -7,9 +7,11 @@ import os
 from django.core.asgi import get_asgi_application
 
 from agentflow.server.env import ImproperlyConfiguredEnv
+from agentflow.server.telemetry import configure_tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
 try:
+    configure_tracing("web")  # a no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     django_asgi_app = get_asgi_application()  # must run before importing consumers
 except ImproperlyConfiguredEnv as exc:
     # uvicorn would print the settings module's traceback: one line naming the variable.
