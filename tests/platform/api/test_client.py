@@ -31,12 +31,14 @@ from agentflow.client import (
     AuthenticationError,
     ConflictError,
     NotFoundError,
+    RateLimitedError,
     RetryPolicy,
     ValidationError,
 )
 from agentflow.models import Agent
+from tenants import services as tenant_services
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import KNOWLEDGE, SUPPORT_CONFIG, Persona, make_persona
+from tests.platform.api.conftest import ACTOR, KNOWLEDGE, SUPPORT_CONFIG, Persona, make_persona
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[3]
@@ -345,3 +347,25 @@ def test_api_md_client_example_runs_against_the_server(live_server: Any, owner: 
 
     assert namespace["run"]["status"] == "completed"
     assert [m["role"] for m in namespace["messages"]] == ["user", "assistant"]
+
+
+def test_a_rate_limit_longer_than_the_policy_allows_is_raised_with_its_retry_after(
+    live_server: Any, owner: Persona, recorder: Recorder
+) -> None:
+    tenant_services.update_quotas(
+        actor=ACTOR, tenant=owner.tenant, tier=None, overrides={"requests_per_minute": 0}
+    )
+    hooks = {"request": [recorder.on_request], "response": [recorder.on_response]}
+    http = httpx.Client(timeout=30, event_hooks=hooks)  # type: ignore[arg-type]
+    retry = RetryPolicy(max_retries=3, max_delay_seconds=0.5)
+    with (
+        AgentFlowClient(live_server.url, owner.key, retry=retry, http_client=http) as af,
+        pytest.raises(RateLimitedError) as limited,
+    ):
+        af.list_agents()
+
+    assert limited.value.status_code == 429
+    assert limited.value.error_type == "quota_exceeded"
+    assert limited.value.retry_after is not None
+    assert 1 <= limited.value.retry_after <= 60
+    assert len(recorder.requests) == 1  # the wait it asked for is beyond the policy: not resent
