@@ -9,12 +9,20 @@ it for one test and takes it out again, so the rest of the suite runs untraced.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -31,6 +39,7 @@ from agentflow.services import create_agent
 from tests.kernel.fake_openai_server import FakeOpenAIServer, chat_completion
 from tests.platform.api.conftest import ACTOR, SUPPORT_CONFIG, Persona
 
+ROOT = Path(__file__).resolve().parents[3]
 ANSWER = "Open Settings, then Security, then Reset password."
 
 
@@ -212,3 +221,58 @@ async def test_spans_are_exported_over_otlp_http_when_the_endpoint_is_set(
     assert resource["agentflow.component"] == "web"
     run = next(span for _, span in exported if span.name == "agentflow.run")
     assert {a.key: a.value.string_value for a in run.attributes}["agentflow.run_id"] == "r9"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_web_server_exports_its_request_spans(receiver: str, tmp_path: Path) -> None:
+    """The deployment's own wiring: uvicorn on agentflow.server.asgi with the endpoint set
+    exports a SERVER span per request, in the batch processor's next export (the standard
+    OTEL_BSP_SCHEDULE_DELAY, shortened here)."""
+    port = _free_port()
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "PYTHONWARNINGS": "ignore"}
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # milliseconds
+    log = (tmp_path / "web.log").open("w", encoding="utf-8")
+    command = [sys.executable, "-m", "uvicorn", "agentflow.server.asgi:application"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--lifespan", "off", "--no-access-log"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            assert server.poll() is None, (tmp_path / "web.log").read_text()
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.1)
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 15
+        while not _Receiver.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+    spans = [
+        (span, resource_spans.resource)
+        for request in _Receiver.received
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    server_spans = [span for span, _ in spans if span.kind == span.SPAN_KIND_SERVER]
+    assert [span.name for span in server_spans] == ["GET healthz"]
+    attributes = {a.key: a.value.string_value for a in server_spans[0].attributes}
+    assert attributes["agentflow.correlation_id"] == answer.headers["X-Correlation-ID"]
+    resource = {a.key: a.value.string_value for a in spans[0][1].attributes}
+    assert resource["agentflow.component"] == "web"
