@@ -8,6 +8,7 @@ so the server's threads and the worker see them.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import re
@@ -369,3 +370,20 @@ def test_a_rate_limit_longer_than_the_policy_allows_is_raised_with_its_retry_aft
     assert limited.value.retry_after is not None
     assert 1 <= limited.value.retry_after <= 60
     assert len(recorder.requests) == 1  # the wait it asked for is beyond the policy: not resent
+
+
+def test_the_sync_and_async_clients_offer_the_same_calls() -> None:
+    """The async client is the sync one awaited: same methods, same parameters."""
+
+    def calls(cls: type) -> dict[str, list[str]]:
+        return {
+            name: list(inspect.signature(member).parameters)
+            for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_") and name not in {"close", "aclose"}
+        }
+
+    sync, asynchronous = calls(AgentFlowClient), calls(AsyncAgentFlowClient)
+    assert sync == asynchronous
+    assert len(sync) >= 17
+    for name in sync:
+        assert inspect.iscoroutinefunction(getattr(AsyncAgentFlowClient, name)), name
