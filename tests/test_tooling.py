@@ -17,6 +17,7 @@ BIN = Path(sys.executable).parent
 
 CONTRACTS = [
     "The agent kernel never imports Django",
+    "The API client is a pure HTTP client: never Django, never the platform",
     "Layers: imports run one way",
     "HITL's domain imports neither learning's nor governance's",
     "Learning's domain imports neither HITL's nor governance's",

@@ -7,7 +7,10 @@ environment are coerced as before, and a value of the wrong kind is a configurat
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -57,3 +60,14 @@ def setting_dict(name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ImproperlyConfigured(f'AGENTFLOW["{name}"] must be a mapping, not {value!r}')
     return value
+
+
+def site_url() -> str:
+    """Where ``make run`` serves: the running one's address (its runtime file), else the
+    ``HOST``/``PORT`` it would use. Management commands print links with it."""
+    try:
+        runtime = json.loads(Path(settings.RUNTIME_FILE).read_text(encoding="utf-8"))
+        return str(runtime["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        host = os.environ.get("HOST", "127.0.0.1")
+        return f"http://{host}:{os.environ.get('PORT', '8000')}"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from agentflow.kernel import tracing
 from agentflow.kernel.llm.base import (
     BudgetExceeded,
     ChatMessage,
@@ -164,20 +165,22 @@ class GuardedProvider:
         run = CURRENT_RUN.get()
         if self.redactor is not None:
             messages = [self._redact_message(m) for m in messages]
-        try:
-            response = await self.inner.chat(
-                messages,
-                model=model,
-                tools=tools,
-                json_schema=json_schema,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                metadata=self._scoped(metadata, run),
-            )
-        except BudgetExceeded as exc:
-            if run is not None:
-                run.budget_error = exc
-            raise
+        with tracing.llm_span("chat", model or self.model) as span:
+            try:
+                response = await self.inner.chat(
+                    messages,
+                    model=model,
+                    tools=tools,
+                    json_schema=json_schema,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    metadata=self._scoped(metadata, run),
+                )
+            except BudgetExceeded as exc:
+                if run is not None:
+                    run.budget_error = exc
+                raise
+            tracing.record_llm_response(span, response)
         if run is not None:
             run.record(response)
         return response

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from agentflow.kernel import tracing
 from agentflow.kernel.confidence import ConfidenceDecision, ConfidenceEvaluator, EscalationReason
 from agentflow.kernel.context import ContextGatherer, Gathered
 from agentflow.kernel.deadlines import Deadlines
@@ -278,12 +279,15 @@ class AgentPipeline:
         tenant = ctx.get("tenant_id")
         run = RunState(str(trace) if trace else new_id(), None if tenant is None else str(tenant))
         token = CURRENT_RUN.set(run)
-        await self.sessions.acquire(user_id)
-        try:
-            return await self._stages(user_id, message, ctx, run)
-        finally:
-            self.sessions.release(user_id)
-            CURRENT_RUN.reset(token)
+        with tracing.run_span(ctx) as span:
+            await self.sessions.acquire(user_id)
+            try:
+                reply = await self._stages(user_id, message, ctx, run)
+            finally:
+                self.sessions.release(user_id)
+                CURRENT_RUN.reset(token)
+            tracing.record_reply(span, reply)
+            return reply
 
     async def _stages(
         self, user_id: str, message: str, ctx: dict[str, Any], run: RunState

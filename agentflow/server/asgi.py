@@ -6,14 +6,23 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from agentflow.server.env import ImproperlyConfiguredEnv
+from agentflow.server.telemetry import configure_tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
-django_asgi_app = get_asgi_application()  # must run before importing consumers
+try:
+    configure_tracing("web")  # a no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
+    django_asgi_app = get_asgi_application()  # must run before importing consumers
+except ImproperlyConfiguredEnv as exc:
+    # uvicorn would print the settings module's traceback: one line naming the variable.
+    raise SystemExit(f"agentflow: configuration error: {exc}") from None
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+# After the Django app: the consumers' modules need the app registry.
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
 
-from frontend.routing import websocket_urlpatterns  # noqa: E402
+from frontend.routing import websocket_urlpatterns
 
 application = ProtocolTypeRouter(
     {

@@ -12,10 +12,14 @@ from typing import Any
 
 import structlog
 from celery import Celery, Task
-from celery.signals import before_task_publish
+from celery.signals import before_task_publish, worker_init, worker_shutdown
+from django.conf import settings
+from opentelemetry import trace
 
 from agentflow.core.context import bind_correlation_id, correlation_id_var, current_correlation_id
 from agentflow.core.metrics import CELERY_TASKS
+from agentflow.server.env import ImproperlyConfiguredEnv
+from agentflow.server.telemetry import configure_tracing, shutdown_tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
 
@@ -35,6 +39,7 @@ class ContextTask(Task):
         structlog.contextvars.bind_contextvars(
             task=self.name, task_id=request.id, tenant_id=getattr(request, TENANT_HEADER, None)
         )
+        _describe_span(correlation_id, getattr(request, TENANT_HEADER, None))
         try:
             result = super().__call__(*args, **kwargs)
         except Exception:
@@ -45,6 +50,29 @@ class ContextTask(Task):
             structlog.contextvars.clear_contextvars()
         CELERY_TASKS.labels(self.name, "ok").inc()
         return result
+
+
+def _describe_span(correlation_id: str | None, tenant_id: str | None) -> None:
+    """Our attributes on the task's span (the Celery instrumentation's), when tracing is on."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    if correlation_id:
+        span.set_attribute("agentflow.correlation_id", correlation_id)
+    if tenant_id is not None:
+        span.set_attribute("agentflow.tenant_id", str(tenant_id))
+
+
+@worker_init.connect
+def _trace_the_worker(**_: Any) -> None:
+    """Tracing on when OTEL_EXPORTER_OTLP_ENDPOINT is set (before the pool forks: the SDK's
+    batch exporter restarts its thread in each child)."""
+    configure_tracing("worker")
+
+
+@worker_shutdown.connect
+def _flush_traces(**_: Any) -> None:
+    shutdown_tracing()
 
 
 @before_task_publish.connect
@@ -65,6 +93,18 @@ def _carry_context(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 
 app = Celery("agentflow", task_cls=ContextTask)
+
+
+@app.on_configure.connect
+def _load_settings_or_say_why(**_: Any) -> None:
+    """Load Django's settings before Celery reads them: a missing or malformed variable is
+    one line naming it, not the settings module's traceback inside Celery's CLI."""
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - the access loads the settings module
+    except ImproperlyConfiguredEnv as exc:
+        raise SystemExit(f"agentflow: configuration error: {exc}") from None
+
+
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.autodiscover_tasks(["agentflow.server"], related_name="tasks")

@@ -9,6 +9,7 @@ from urllib.parse import unquote_to_bytes
 import structlog
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from opentelemetry import trace
 
 from agentflow.core.conf import setting_int
 from agentflow.core.context import accept_correlation_id, bind_correlation_id, correlation_id_var
@@ -37,6 +38,9 @@ class CorrelationIdMiddleware:
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
         structlog.contextvars.clear_contextvars()
         token = bind_correlation_id(correlation_id)
+        span = trace.get_current_span()  # the request's, when tracing is on
+        if span.is_recording():
+            span.set_attribute("agentflow.correlation_id", correlation_id)
         try:
             response = self.get_response(request)
         finally:

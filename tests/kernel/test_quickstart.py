@@ -9,7 +9,10 @@ block that calls `asyncio.run` itself runs in a worker thread, and `llm_client` 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -82,3 +85,40 @@ async def test_docs_quick_start_answers_from_its_knowledge_base() -> None:
     assert reply.knowledge_ids == ["kb-reset"]
     assert not reply.escalated
     assert "Forgot password" in reply.content
+
+
+def readme_library_script() -> str:
+    """The README's library quick start: the python block after its heading."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Library quick start") :]
+    match = BLOCK.search(section)
+    assert match is not None, "README's library quick start has no python block"
+    return match.group(1)
+
+
+def test_readme_library_quick_start_runs_as_a_script_and_answers(tmp_path: Path) -> None:
+    """Saved as a file and run with the project's Python, as the README says: it answers
+    from its knowledge, without escalating."""
+    script = tmp_path / "quickstart.py"
+    script.write_text(readme_library_script(), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    answer, summary = result.stdout.strip().splitlines()
+    assert "choose 'Forgot password'" in answer
+    assert summary == "PASSWORD_RESET 0.67 False ['kb-reset']"
+    assert summary in (ROOT / "README.md").read_text(encoding="utf-8")  # what it says it prints
+
+
+def test_docs_never_say_pip_install_agentflow() -> None:
+    """`agentflow` on PyPI is someone else's package: the docs install from this repository."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"pip install\s+agentflow\b(?![\[ ]*@)", text), path.name

@@ -127,6 +127,26 @@ def test_once_does_nothing_after_the_first_seed() -> None:
     assert "log in at http://demo.test/login/" in output
 
 
+@pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
+def test_links_without_url_name_where_make_run_serves(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch, running: bool
+) -> None:
+    """No --url: the running platform's address, else the HOST and PORT make run would use
+    (a `PORT=9000 make run` user is not sent to port 8000)."""
+    settings.RUNTIME_FILE = tmp_path / "runtime.json"
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("PORT", "9123")
+    if running:
+        settings.RUNTIME_FILE.write_text('{"url": "http://127.0.0.1:9555"}', encoding="utf-8")
+    out = io.StringIO()
+    call_command("demo_seed", stdout=out)
+
+    expected = "http://127.0.0.1:9555" if running else "http://0.0.0.0:9123"
+    assert f"demo logins at {expected}/login/" in out.getvalue()
+    assert f"log in at {expected}/admin/" in out.getvalue()
+    assert ":8000" not in out.getvalue()
+
+
 def test_a_revoked_key_is_replaced_and_the_password_comes_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

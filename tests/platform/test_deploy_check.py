@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,3 +54,32 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> Non
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["manage.py", "check"],
+        ["-m", "uvicorn", "agentflow.server.asgi:application", "--port", "0"],
+        ["-m", "celery", "-A", "agentflow.server.celery", "worker"],
+    ],
+    ids=["manage.py", "uvicorn", "celery"],
+)
+def test_a_missing_variable_in_production_is_one_line_naming_it(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Web, worker and management commands alike: no traceback for an operator's typo."""
+    env = _production_env(tmp_path)
+    env.pop("DATABASE_URL")
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "agentflow: configuration error: DATABASE_URL is required in production"
+    ]

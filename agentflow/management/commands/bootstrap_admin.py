@@ -11,17 +11,21 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from agentflow.core.conf import site_url
+
 
 class Command(BaseCommand):
     help = "Create the first superuser (ADMIN_USERNAME / ADMIN_PASSWORD, else a generated one)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--url", default="http://127.0.0.1:8000", help="where the site runs")
+        parser.add_argument(
+            "--url", default=None, help="where the site runs (default: HOST and PORT, as make run)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         user_model = get_user_model()
         credentials_file = Path(settings.AGENTFLOW_HOME) / "admin-credentials.txt"
-        login_url = f"{options['url']}/admin/"
+        login_url = f"{(options['url'] or site_url()).rstrip('/')}/admin/"
         if user_model.objects.filter(is_superuser=True).exists():
             hint = ""
             if credentials_file.exists():

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from agentflow.core.conf import site_url
 from frontend import demo
 
 
@@ -20,7 +21,9 @@ class Command(BaseCommand):
     help = "Create the demo tenant Acme with a support agent, a reviewer and an operator."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--url", default="http://127.0.0.1:8000", help="where the site runs")
+        parser.add_argument(
+            "--url", default=None, help="where the site runs (default: HOST and PORT, as make run)"
+        )
         parser.add_argument(
             "--once",
             action="store_true",
@@ -34,7 +37,7 @@ class Command(BaseCommand):
         self.stdout.write(f"agentflow | {message}")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        url = options["url"].rstrip("/")
+        url = (options["url"] or site_url()).rstrip("/")
         flag = demo.home() / demo.SEEDED_FLAG
         if options["once"] and flag.exists():
             self.say(f"demo: tenant {demo.TENANT_NAME} was seeded before ({flag})")

@@ -23,13 +23,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from agentflow.core.conf import site_url
 from frontend import demo
 
 # Paraphrases of what the demo's help articles answer, each with the article that does.
@@ -244,14 +243,6 @@ class AutoReviewer:
         return {"decision": "edit", "response": ARTICLE_TEXT[intended]}
 
 
-def _default_url() -> str:
-    runtime = Path(settings.RUNTIME_FILE)
-    try:
-        return str(json.loads(runtime.read_text(encoding="utf-8"))["url"])
-    except (OSError, ValueError, KeyError):
-        return "http://127.0.0.1:8000"
-
-
 class Command(BaseCommand):
     help = "Send demo customer traffic to the demo agent through the REST API."
 
@@ -281,7 +272,7 @@ class Command(BaseCommand):
                 f"no API key: pass --key, or run `manage.py demo_seed` first "
                 f"(it saves one in {demo.key_file()})"
             )
-        url = (options["url"] or _default_url()).rstrip("/")
+        url = (options["url"] or site_url()).rstrip("/")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per message is ours
         write_lock = threading.Lock()
 
