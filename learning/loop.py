@@ -26,6 +26,9 @@ from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
 
+# Blueprints whose reviewed answers are answers to customers, reused as golden paths.
+ANSWERING_BLUEPRINTS = frozenset({"support_agent"})
+
 __all__ = [
     "cited_golden_paths",
     "learn_from_review",
@@ -115,6 +118,10 @@ def record_review_outcome(request: Any, decision: str, *, actor: Actor) -> Any:
         return None  # a rejection teaches nothing; confirming a settled answer is not new
     answer = request.response if source == GoldenPathSource.EDITED else request.proposed_answer
     run = request.run
+    if run.agent.blueprint not in ANSWERING_BLUEPRINTS:
+        # A reviewed code review, triage or audit is no answer to a customer's question:
+        # learnt, a support agent sharing the tenant's golden paths could quote it.
+        return None
     return golden_paths.record_outcome(
         actor=actor,
         agent=run.agent,

@@ -9,6 +9,11 @@ import pytest
 
 from agentflow.blueprints.code_review import CodeReviewConfig, RuleId
 from agentflow.kernel.blueprints.code_review import RULE_IDS
+from governance.audit import Actor
+from hitl.models import HITLRequest
+from learning.loop import record_review_outcome
+from learning.models import GoldenPath
+from tenants.context import tenant_scope
 from tests.kernel.blueprints.test_code_review import RISKY
 from tests.platform.api.conftest import Persona
 
@@ -129,3 +134,22 @@ def test_an_llm_provider_outside_the_operators_allowlist_is_a_422(owner: Persona
     response = _create(owner, {"llm": {"providers": [provider]}})
     assert response.status_code == 422, response.json()
     assert "llm.providers[0].base_url" in str(response.json())
+
+
+def test_a_reviewed_code_review_never_becomes_a_golden_path(
+    owner: Persona, celery_worker_app: object
+) -> None:
+    """Support agents that share the tenant's golden paths must never quote a diff review."""
+    agent_id = _create(owner, {}).json()["id"]
+    run = owner.post(
+        f"/api/v1/agents/{agent_id}/runs",
+        {"user_id": "ci-bot", "message": RISKY},
+        headers={"Prefer": "wait=20"},
+    ).json()
+    assert run["status"] == "awaiting_review"
+    with tenant_scope(owner.tenant.pk):
+        request = HITLRequest.objects.get(run_id=run["id"])
+        request.response = "Looks fine to me."
+        for decision in ("approve", "edit"):
+            assert record_review_outcome(request, decision, actor=Actor.system("t")) is None
+        assert not GoldenPath.objects.exists()
