@@ -16,6 +16,7 @@ urlpatterns = [
     path("hitl/", views.QueueView.as_view(), name="dashboard-hitl"),
     path("hitl/<uuid:request_id>/", views.RequestDetailView.as_view(), name="dashboard-request"),
     path("agents/", views_manage.AgentListView.as_view(), name="dashboard-agents"),
+    path("agents/new/<str:blueprint>/", views_manage.AgentNewView.as_view(), name="agent-new"),
     path("agents/<uuid:agent_id>/", views_manage.AgentDetailView.as_view(), name="dashboard-agent"),
     path("tenants/", views_manage.TenantListView.as_view(), name="dashboard-tenants"),
     path(

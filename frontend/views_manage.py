@@ -31,6 +31,7 @@ from frontend.forms import (
     TenantCreateForm,
     add_service_errors,
 )
+from frontend.schema_forms import add_config_errors, config_form
 from governance import checkpoints
 from governance.audit import seal_chain
 from governance.models import AuditEvent
@@ -92,6 +93,52 @@ class AgentListView(DashboardView):
         except ContractError as exc:
             _service_refusal(form, exc)
             return self.get(request, form)
+        messages.success(request, f"Agent {agent.name} created.")
+        return redirect(f"/agents/{agent.pk}/")
+
+
+class AgentNewView(DashboardView):
+    """Create an agent of one blueprint with a form built from its config schema."""
+
+    page = "agents"
+
+    def _blueprint(self, name: str) -> Any:
+        self.require(self.access.can_manage)
+        found = BLUEPRINTS.get(name)
+        if found is None:
+            raise Http404
+        return found
+
+    def get(self, request: HttpRequest, blueprint: str, form: Any = None) -> HttpResponse:
+        found = self._blueprint(blueprint)
+        form_class = config_form(found.config_schema, found.default_config)
+        return self.render_page(
+            request,
+            "frontend/agent_new.html",
+            {"title": f"New {found.name}", "blueprint": found, "form": form or form_class()},
+            status=422 if form is not None else 200,
+        )
+
+    def post(self, request: HttpRequest, blueprint: str) -> HttpResponse:
+        found = self._blueprint(blueprint)
+        assert self.access.tenant is not None
+        form = config_form(found.config_schema, found.default_config)(request.POST)
+        if not form.is_valid():
+            return self.get(request, blueprint, form)
+        try:
+            agent = agent_services.create_agent(
+                actor=self.access.actor,
+                tenant=self.access.tenant,
+                name=form.cleaned_data["name"],
+                blueprint=found.name,
+                config=form.config(),
+            )
+        except agent_services.AgentConfigInvalid as exc:
+            add_config_errors(form, exc.fields)
+            return self.get(request, blueprint, form)
+        except ContractError as exc:
+            _service_refusal(form, exc)
+            return self.get(request, blueprint, form)
         messages.success(request, f"Agent {agent.name} created.")
         return redirect(f"/agents/{agent.pk}/")
 
