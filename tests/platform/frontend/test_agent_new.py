@@ -22,7 +22,7 @@ def test_every_blueprint_has_a_form_whose_defaults_create_a_valid_agent(
     form = page.context["form"]
     # What the page shows as initial values is posted back as a person would.
     data = {"name": f"my {blueprint}"}
-    for name, field in form.fields.items():
+    for name in form.fields:
         value = form[name].value()
         if isinstance(value, list):
             data[name] = value
