@@ -36,7 +36,6 @@ from tenants.roles import (
     READ,
     REVIEW,
     WRITE,
-    browsing_roles,
     is_platform_admin,
     roles_with,
 )
@@ -47,17 +46,20 @@ ALL_ROLES = roles_with(READ)
 MANAGERS = roles_with(WRITE)
 REVIEWERS = roles_with(REVIEW)
 
-# Which roles see which page (and its nav link). Reviewers work the queue; viewers read
-# everything but tenants and keys; owners, operators and platform admins manage.
+# Which roles see which page (and its nav link): the scope the page's API asks for, so a
+# page and its API never disagree (agents and the audit trail are ``read`` in the API, so
+# reviewers read them here too). Tenants and keys are for those who manage them.
 PAGE_ROLES: dict[str, frozenset[str]] = {
     "overview": ALL_ROLES,
     "runs": ALL_ROLES,
     "hitl": ALL_ROLES,
-    "agents": ALL_ROLES & browsing_roles(),
+    "agents": ALL_ROLES,
     "tenants": MANAGERS,
-    "audit": ALL_ROLES & browsing_roles(),
+    "audit": ALL_ROLES,
     "learning": ALL_ROLES,
 }
+# Roles whose work is the review queue and nothing else they may change: they land there.
+QUEUE_FIRST = REVIEWERS - MANAGERS
 NAV: tuple[tuple[str, str, str], ...] = (
     ("overview", "Overview", "/"),
     ("runs", "Runs", "/runs/"),
@@ -104,6 +106,11 @@ class Access:
     @property
     def can_review(self) -> bool:
         return self.role in REVIEWERS
+
+    @property
+    def landing_page(self) -> str:
+        """Where signing in leads when no ``next`` says otherwise."""
+        return "/hitl/" if self.role in QUEUE_FIRST else "/"
 
     def nav(self) -> list[dict[str, str]]:
         return [

@@ -7,6 +7,7 @@ from django.urls import path
 from frontend import views, views_learning, views_manage
 
 urlpatterns = [
+    path("favicon.ico", views.favicon, name="favicon"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("tenant/select/", views.TenantSelectView.as_view(), name="tenant-select"),

@@ -14,6 +14,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from rest_framework.request import Request
@@ -23,7 +24,7 @@ from agentflow.api.serializers import NO_RESULT, RunSerializer, StepSerializer
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.models import RunTransition, Step
 from frontend import queries
-from frontend.access import DashboardView, select_tenant
+from frontend.access import DashboardView, resolve, select_tenant
 from frontend.forms import DecisionForm, RunFilterForm
 from hitl import services as hitl_services
 from hitl.api import reviewer_for
@@ -34,11 +35,19 @@ from hitl.serializers import request_body
 class LoginView(auth_views.LoginView):
     template_name = "frontend/login.html"
     redirect_authenticated_user = True
-    next_page = "/"
+
+    def get_default_redirect_url(self) -> str:
+        # Signed in by now: reviewers start at their queue, everyone else at the overview.
+        return resolve(self.request).landing_page
 
 
 class LogoutView(auth_views.LogoutView):
     next_page = "/login/"  # Django's LogoutView answers POST only: a link cannot sign out
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask /favicon.ico of every site: point them at the static one."""
+    return redirect(static("frontend/favicon.ico"), permanent=True)
 
 
 def _safe_next(request: HttpRequest, default: str = "/") -> str:

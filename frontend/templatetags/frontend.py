@@ -34,10 +34,13 @@ def quota_label(name: str) -> str:
 
 @register.filter
 def get(mapping: Any, key: Any) -> Any:
-    """``mapping|get:key`` for dicts in templates."""
+    """``mapping|get:key`` for dicts in templates: the key as given, else as a string
+    (ids keyed by int, e.g. tenant roles, and by str, e.g. agent names, both work)."""
     try:
+        if key in mapping:
+            return mapping[key]
         return mapping.get(str(key), "")
-    except AttributeError:
+    except (AttributeError, TypeError):
         return ""
 
 

@@ -300,10 +300,12 @@
       const target = event.target;
       const typing = target && /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName);
       if (typing) {
-        // Ctrl/Cmd+Enter sends the form being typed in (edit or reject).
+        // Ctrl/Cmd+Enter sends the form being typed in (edit or reject); Esc leaves the field.
         if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && target.form) {
           event.preventDefault();
           target.form.requestSubmit();
+        } else if (event.key === "Escape") {
+          target.blur();
         }
         return;
       }
@@ -323,11 +325,25 @@
           }
         }
       } else if (key === "e" || key === "r") {
+        // e edits, r rejects: the first press opens the field (the draft to edit, the
+        // reason to give); once it holds an edit or a reason, the press sends it. Esc
+        // leaves a field, Ctrl/Cmd+Enter sends from inside it.
         const field = document.getElementById(key === "e" ? "id_response" : "id_reason");
-        if (field) {
-          event.preventDefault();
+        if (!field) return;
+        event.preventDefault();
+        if (key === "e" ? field.value.trim() && field.value !== field.defaultValue : field.value.trim()) {
+          field.form.requestSubmit();
+        } else {
           field.focus();
-          field.select();
+          if (key === "e") field.select();
+          const hint = document.querySelector('[data-testid="shortcut-hint"]');
+          if (hint) {
+            hint.textContent =
+              key === "e"
+                ? "Edit the answer, then Ctrl+Enter (or Esc, then e) to send it."
+                : "Give the reason, then Ctrl+Enter (or Esc, then r) to reject.";
+            hint.hidden = false;
+          }
         }
       }
     });

@@ -105,7 +105,8 @@ def test_csrf_is_enforced_on_every_form(acme: Persona, agent: Agent) -> None:
 EXPECTED_NAV = {
     "owner": {"overview", "runs", "hitl", "agents", "tenants", "audit", "learning"},
     "operator": {"overview", "runs", "hitl", "agents", "tenants", "audit", "learning"},
-    "reviewer": {"overview", "runs", "hitl", "learning"},
+    # Agents and the audit trail are `read` in the API: reviewers read them here too.
+    "reviewer": {"overview", "runs", "hitl", "agents", "audit", "learning"},
     "viewer": {"overview", "runs", "hitl", "agents", "audit", "learning"},
 }
 PAGE_OF = {
