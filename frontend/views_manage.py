@@ -373,6 +373,7 @@ class AuditView(DashboardView):
             chain = {"ok": False, "reason": "checkpoints_unreadable", "first_bad": None}
         query = request.GET.copy()
         query.pop("page", None)
+        names = queries.actor_names(page.object_list)
         return self.render_page(
             request,
             "frontend/audit.html",
@@ -380,6 +381,7 @@ class AuditView(DashboardView):
                 "title": "Audit trail",
                 "form": form,
                 "page_obj": page,
+                "names": names,
                 "chain": chain,
                 "query": query.urlencode(),
             },
