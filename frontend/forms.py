@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 
+from agentflow.api.serializers import MESSAGE_MAX_CHARS
 from agentflow.core.api.parsers import loads_bounded
 from agentflow.models import RunStatus
 from agentflow.pipelines import BLUEPRINTS
@@ -83,6 +84,15 @@ class AgentEditForm(forms.Form):
         if not name:
             raise forms.ValidationError("A name is required.")
         return name
+
+
+class PlaygroundForm(forms.Form):
+    """A message to try an agent with (the API's own limit on a message's length)."""
+
+    message = forms.CharField(
+        max_length=MESSAGE_MAX_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Ask what a customer would ask"}),
+    )
 
 
 class KnowledgeUploadForm(forms.Form):

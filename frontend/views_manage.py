@@ -20,7 +20,7 @@ from agentflow import services as agent_services
 from agentflow.core.api.exceptions import ContractError
 from agentflow.models import Agent
 from agentflow.pipelines import BLUEPRINTS
-from frontend import queries
+from frontend import playground, queries
 from frontend.access import MANAGERS, PLATFORM_ADMIN, DashboardView
 from frontend.forms import (
     AgentCreateForm,
@@ -28,6 +28,7 @@ from frontend.forms import (
     AuditFilterForm,
     KeyCreateForm,
     KnowledgeUploadForm,
+    PlaygroundForm,
     TenantCreateForm,
     add_service_errors,
 )
@@ -99,6 +100,9 @@ class AgentListView(DashboardView):
 class AgentDetailView(DashboardView):
     page = "agents"
 
+    def live_events(self) -> tuple[str, ...]:
+        return ("run.updated",)  # the playground follows a run that outlived the wait
+
     def _agent(self, request: HttpRequest, agent_id: Any) -> Agent:
         assert self.access.tenant is not None
         agent = queries.agent_detail(agent_id, user=request.user, tenant_id=self.access.tenant.pk)
@@ -114,6 +118,8 @@ class AgentDetailView(DashboardView):
         self.require(self.access.can_manage)
         if request.POST.get("form") == "upload":
             return self._upload(request, agent)
+        if request.POST.get("form") == "playground":
+            return self._try(request, agent)
         form = AgentEditForm(request.POST)
         if not form.is_valid():
             return self._render(request, agent, edit_form=form, status=422)
@@ -150,6 +156,39 @@ class AgentDetailView(DashboardView):
         messages.success(request, f"Document {document.title} added to the knowledge base.")
         return redirect(f"/agents/{agent.pk}/")
 
+    def _try(self, request: HttpRequest, agent: Agent) -> HttpResponse:
+        """The playground: one message as the user's test user, answered on this page."""
+        form = PlaygroundForm(request.POST)
+        if not form.is_valid():
+            return self._render(request, agent, playground_form=form, status=422)
+        try:
+            run = playground.send(
+                actor=self.access.actor,
+                agent=Agent.objects.select_related("tenant").get(pk=agent.pk),
+                user=request.user,
+                message=form.cleaned_data["message"],
+            )
+        except ContractError as exc:  # a quota or rate limit: said on the form, nothing runs
+            _service_refusal(form, exc)
+            return self._render(request, agent, playground_form=form, status=exc.status_code)
+        return redirect(f"/agents/{agent.pk}/?run={run.pk}#playground")
+
+    def _playground(self, request: HttpRequest, agent: Agent) -> dict[str, Any]:
+        runs = playground.history(agent, request.user)
+        wanted = request.GET.get("run", "")
+        shown = next((r for r in runs if str(r.pk) == wanted), runs[0] if runs else None)
+        return {
+            "runs": runs,
+            "shown": shown,
+            "result": (shown.result or {}) if shown else {},
+            "sources": queries.readable_sources(
+                (shown.result or {}).get("sources") if shown else None, str(agent.pk)
+            ),
+            "plan_path": queries.run_plan_path(shown) if shown else [],
+            "in_flight": shown is not None and shown.status in queries.ACTIVE_RUN_STATUSES,
+            "user_id": playground.user_id(request.user),
+        }
+
     def _render(
         self,
         request: HttpRequest,
@@ -157,6 +196,7 @@ class AgentDetailView(DashboardView):
         *,
         edit_form: AgentEditForm | None = None,
         upload_form: KnowledgeUploadForm | None = None,
+        playground_form: PlaygroundForm | None = None,
         status: int = 200,
     ) -> HttpResponse:
         blueprint = BLUEPRINTS.get(agent.blueprint)
@@ -172,6 +212,9 @@ class AgentDetailView(DashboardView):
                 "edit_form": edit_form
                 or AgentEditForm(initial={"name": agent.name, "config": agent.config}),
                 "upload_form": upload_form or KnowledgeUploadForm(),
+                "playground_form": playground_form or PlaygroundForm(),
+                "playground": self._playground(request, agent),
+                "offline": queries.is_offline(agent.config),
             },
             status=status,
         )

@@ -404,6 +404,33 @@
     });
   }
 
+  /* --- agent page: the playground follows a run that outlived the wait ------------------ */
+
+  register("agents", function () {
+    const message = document.getElementById("id_message");
+    if (message) {
+      message.addEventListener("keydown", function (event) {
+        // Ctrl/Cmd+Enter sends the playground message.
+        if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+          event.preventDefault();
+          message.form.requestSubmit();
+        }
+      });
+    }
+    const pending = document.querySelector('[data-testid="playground-pending"]');
+    if (!pending) return;
+    const runId = pending.closest("[data-run-id]").getAttribute("data-run-id");
+    function settled(run) {
+      if (run && run.id === runId && RUN_RANK[run.status] >= 2) window.location.reload();
+    }
+    AgentFlowLive.on("run.updated", (event) => settled(event.run));
+    AgentFlowLive.onResync(function () {
+      fetch("/runs/" + runId + "/?fragment=run", { credentials: "same-origin" })
+        .then((response) => (response.ok ? response.json() : null))
+        .then((data) => settled(data && data.run));
+    });
+  });
+
   /* --- overview: counters refetched (debounced) when something they count changes -------- */
 
   function percent(value) {
