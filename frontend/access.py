@@ -32,6 +32,7 @@ from governance.audit import Actor
 from tenants.context import tenant_scope
 from tenants.models import Membership, Tenant, TenantStatus
 from tenants.roles import (
+    ADMIN,
     PLATFORM_ADMIN,
     READ,
     REVIEW,
@@ -45,6 +46,7 @@ SESSION_TENANT = "frontend.tenant_id"
 ALL_ROLES = roles_with(READ)
 MANAGERS = roles_with(WRITE)
 REVIEWERS = roles_with(REVIEW)
+ADMINS = roles_with(ADMIN)
 
 # Which roles see which page (and its nav link): the scope the page's API asks for, so a
 # page and its API never disagree (agents and the audit trail are ``read`` in the API, so
@@ -57,6 +59,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "tenants": MANAGERS,
     "audit": ALL_ROLES,
     "learning": ALL_ROLES,
+    "webhooks": ALL_ROLES,  # GET /webhooks/endpoints is `read`; changing them is `admin`
 }
 # Roles whose work is the review queue and nothing else they may change: they land there.
 QUEUE_FIRST = REVIEWERS - MANAGERS
@@ -68,6 +71,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("tenants", "Tenants & keys", "/tenants/"),
     ("audit", "Audit trail", "/audit/"),
     ("learning", "Learning", "/learning/"),
+    ("webhooks", "Webhooks", "/webhooks/"),
 )
 # Pages that work without any tenant (a platform admin before the first tenant exists).
 TENANTLESS_PAGES = frozenset({"tenants"})
@@ -102,6 +106,11 @@ class Access:
     def can_manage(self) -> bool:
         """Create and change agents, knowledge and keys of the current tenant."""
         return self.role in MANAGERS
+
+    @property
+    def can_administer(self) -> bool:
+        """Tenant administration (the API's ``admin`` scope): owners and platform admins."""
+        return self.role in ADMINS
 
     @property
     def can_review(self) -> bool:

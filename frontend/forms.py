@@ -17,6 +17,8 @@ from agentflow.api.serializers import MESSAGE_MAX_CHARS
 from agentflow.core.api.parsers import loads_bounded
 from agentflow.models import RunStatus
 from agentflow.pipelines import BLUEPRINTS
+from learning.models import WebhookProvider
+from learning.webhooks import services as webhook_services
 from tenants.quotas import Tier
 from tenants.services import ALL_SCOPES
 
@@ -84,6 +86,38 @@ class AgentEditForm(forms.Form):
         if not name:
             raise forms.ValidationError("A name is required.")
         return name
+
+
+class WebhookCreateForm(forms.Form):
+    """A webhook endpoint, as ``POST /api/v1/webhooks/endpoints`` takes it."""
+
+    provider = forms.ChoiceField(choices=WebhookProvider.choices)
+    name = forms.CharField(max_length=200, required=False)
+    secret = forms.CharField(
+        required=False,
+        min_length=webhook_services.MIN_SECRET_CHARS,
+        max_length=webhook_services.MAX_SECRET_CHARS,
+        help_text="The provider's signing secret (e.g. Slack's); leave empty to have one made.",
+        widget=forms.PasswordInput(render_value=False),
+    )
+
+    def clean_secret(self) -> str:
+        secret: str = self.cleaned_data.get("secret") or ""
+        if secret:
+            try:
+                webhook_services.validate_secret(secret)
+            except webhook_services.InvalidSecret as exc:
+                raise forms.ValidationError(str(exc)) from exc
+        return secret
+
+
+class WebhookRotateForm(forms.Form):
+    overlap_seconds = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=webhook_services.MAX_OVERLAP_SECONDS,
+        help_text="How long the current secret keeps verifying (empty: the default, 24 h).",
+    )
 
 
 class PlaygroundForm(forms.Form):

@@ -102,12 +102,13 @@ def test_csrf_is_enforced_on_every_form(acme: Persona, agent: Agent) -> None:
     assert review_of(run).status == "assigned"
 
 
+READERS = {"overview", "runs", "hitl", "agents", "audit", "learning", "webhooks"}
 EXPECTED_NAV = {
-    "owner": {"overview", "runs", "hitl", "agents", "tenants", "audit", "learning"},
-    "operator": {"overview", "runs", "hitl", "agents", "tenants", "audit", "learning"},
-    # Agents and the audit trail are `read` in the API: reviewers read them here too.
-    "reviewer": {"overview", "runs", "hitl", "agents", "audit", "learning"},
-    "viewer": {"overview", "runs", "hitl", "agents", "audit", "learning"},
+    "owner": READERS | {"tenants"},
+    "operator": READERS | {"tenants"},
+    # Agents, the audit trail and webhooks are `read` in the API: reviewers read them too.
+    "reviewer": READERS,
+    "viewer": READERS,
 }
 PAGE_OF = {
     "/": "overview",
@@ -116,6 +117,7 @@ PAGE_OF = {
     "/agents/": "agents",
     "/tenants/": "tenants",
     "/audit/": "audit",
+    "/webhooks/": "webhooks",
 }
 
 
