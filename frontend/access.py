@@ -60,6 +60,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "audit": ALL_ROLES,
     "learning": ALL_ROLES,
     "webhooks": ALL_ROLES,  # GET /webhooks/endpoints is `read`; changing them is `admin`
+    "members": ALL_ROLES,  # GET /governance/roles is `read`; changes and invitations `admin`
 }
 # Roles whose work is the review queue and nothing else they may change: they land there.
 QUEUE_FIRST = REVIEWERS - MANAGERS
@@ -71,6 +72,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("tenants", "Tenants & keys", "/tenants/"),
     ("audit", "Audit trail", "/audit/"),
     ("learning", "Learning", "/learning/"),
+    ("members", "Members", "/members/"),
     ("webhooks", "Webhooks", "/webhooks/"),
 )
 # Pages that work without any tenant (a platform admin before the first tenant exists).

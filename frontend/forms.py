@@ -17,8 +17,10 @@ from agentflow.api.serializers import MESSAGE_MAX_CHARS
 from agentflow.core.api.parsers import loads_bounded
 from agentflow.models import RunStatus
 from agentflow.pipelines import BLUEPRINTS
+from governance import invitations as invitation_rules
 from learning.models import WebhookProvider
 from learning.webhooks import services as webhook_services
+from tenants.models import Role
 from tenants.quotas import Tier
 from tenants.services import ALL_SCOPES
 
@@ -118,6 +120,40 @@ class WebhookRotateForm(forms.Form):
         max_value=webhook_services.MAX_OVERLAP_SECONDS,
         help_text="How long the current secret keeps verifying (empty: the default, 24 h).",
     )
+
+
+class RoleChangeForm(forms.Form):
+    """A member's role and agent restriction, as ``POST /api/v1/governance/roles`` takes it."""
+
+    username = forms.CharField(max_length=150, widget=forms.HiddenInput)
+    role = forms.ChoiceField(choices=Role.choices)
+    agents = forms.MultipleChoiceField(
+        required=False,
+        help_text="Restrict the member to these agents; none selected: every agent.",
+    )
+
+    def __init__(self, *args: Any, agent_choices: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        agents = self.fields["agents"]
+        assert isinstance(agents, forms.MultipleChoiceField)
+        agents.choices = agent_choices  # the agents the person managing may see
+
+
+class InviteForm(forms.Form):
+    """An invitation, as ``POST /api/v1/governance/invitations`` takes it."""
+
+    email = forms.EmailField(required=False, max_length=254)
+    username = forms.CharField(required=False, max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=invitation_rules.MAX_DAYS, initial=invitation_rules.DEFAULT_DAYS
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if bool(data.get("email")) == bool(data.get("username")) and not self.errors:
+            self.add_error("email", "Give either an e-mail address or a username.")
+        return data
 
 
 class PlaygroundForm(forms.Form):

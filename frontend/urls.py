@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from frontend import views, views_learning, views_manage, views_webhooks
+from frontend import views, views_learning, views_manage, views_members, views_webhooks
 
 urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
@@ -27,4 +27,5 @@ urlpatterns = [
     path("audit/", views_manage.AuditView.as_view(), name="dashboard-audit"),
     path("learning/", views_learning.LearningView.as_view(), name="dashboard-learning"),
     path("webhooks/", views_webhooks.WebhooksView.as_view(), name="dashboard-webhooks"),
+    path("members/", views_members.MembersView.as_view(), name="dashboard-members"),
 ]

@@ -327,6 +327,7 @@ def test_every_page_renders_live_without_script_errors(
         "audit": ("/audit/", "audit"),
         "learning": ("/learning/", "learning"),
         "webhooks": ("/webhooks/", "webhooks"),
+        "members": ("/members/", "members"),
     }
     if not page_exists(live_url, "/learning/"):
         del pages["learning"]

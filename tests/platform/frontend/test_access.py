@@ -102,7 +102,7 @@ def test_csrf_is_enforced_on_every_form(acme: Persona, agent: Agent) -> None:
     assert review_of(run).status == "assigned"
 
 
-READERS = {"overview", "runs", "hitl", "agents", "audit", "learning", "webhooks"}
+READERS = {"overview", "runs", "hitl", "agents", "audit", "learning", "webhooks", "members"}
 EXPECTED_NAV = {
     "owner": READERS | {"tenants"},
     "operator": READERS | {"tenants"},
@@ -118,6 +118,7 @@ PAGE_OF = {
     "/tenants/": "tenants",
     "/audit/": "audit",
     "/webhooks/": "webhooks",
+    "/members/": "members",
 }
 
 
