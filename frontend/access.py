@@ -32,11 +32,11 @@ from governance.audit import Actor
 from tenants.context import tenant_scope
 from tenants.models import Membership, Tenant, TenantStatus
 from tenants.roles import (
+    ADMIN,
     PLATFORM_ADMIN,
     READ,
     REVIEW,
     WRITE,
-    browsing_roles,
     is_platform_admin,
     roles_with,
 )
@@ -46,18 +46,24 @@ SESSION_TENANT = "frontend.tenant_id"
 ALL_ROLES = roles_with(READ)
 MANAGERS = roles_with(WRITE)
 REVIEWERS = roles_with(REVIEW)
+ADMINS = roles_with(ADMIN)
 
-# Which roles see which page (and its nav link). Reviewers work the queue; viewers read
-# everything but tenants and keys; owners, operators and platform admins manage.
+# Which roles see which page (and its nav link): the scope the page's API asks for, so a
+# page and its API never disagree (agents and the audit trail are ``read`` in the API, so
+# reviewers read them here too). Tenants and keys are for those who manage them.
 PAGE_ROLES: dict[str, frozenset[str]] = {
     "overview": ALL_ROLES,
     "runs": ALL_ROLES,
     "hitl": ALL_ROLES,
-    "agents": ALL_ROLES & browsing_roles(),
+    "agents": ALL_ROLES,
     "tenants": MANAGERS,
-    "audit": ALL_ROLES & browsing_roles(),
+    "audit": ALL_ROLES,
     "learning": ALL_ROLES,
+    "webhooks": ALL_ROLES,  # GET /webhooks/endpoints is `read`; changing them is `admin`
+    "members": ALL_ROLES,  # GET /governance/roles is `read`; changes and invitations `admin`
 }
+# Roles whose work is the review queue and nothing else they may change: they land there.
+QUEUE_FIRST = REVIEWERS - MANAGERS
 NAV: tuple[tuple[str, str, str], ...] = (
     ("overview", "Overview", "/"),
     ("runs", "Runs", "/runs/"),
@@ -66,6 +72,8 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("tenants", "Tenants & keys", "/tenants/"),
     ("audit", "Audit trail", "/audit/"),
     ("learning", "Learning", "/learning/"),
+    ("members", "Members", "/members/"),
+    ("webhooks", "Webhooks", "/webhooks/"),
 )
 # Pages that work without any tenant (a platform admin before the first tenant exists).
 TENANTLESS_PAGES = frozenset({"tenants"})
@@ -102,8 +110,18 @@ class Access:
         return self.role in MANAGERS
 
     @property
+    def can_administer(self) -> bool:
+        """Tenant administration (the API's ``admin`` scope): owners and platform admins."""
+        return self.role in ADMINS
+
+    @property
     def can_review(self) -> bool:
         return self.role in REVIEWERS
+
+    @property
+    def landing_page(self) -> str:
+        """Where signing in leads when no ``next`` says otherwise."""
+        return "/hitl/" if self.role in QUEUE_FIRST else "/"
 
     def nav(self) -> list[dict[str, str]]:
         return [

@@ -13,9 +13,14 @@ from typing import Any
 
 from django import forms
 
+from agentflow.api.serializers import MESSAGE_MAX_CHARS
 from agentflow.core.api.parsers import loads_bounded
 from agentflow.models import RunStatus
 from agentflow.pipelines import BLUEPRINTS
+from governance import invitations as invitation_rules
+from learning.models import WebhookProvider
+from learning.webhooks import services as webhook_services
+from tenants.models import Role
 from tenants.quotas import Tier
 from tenants.services import ALL_SCOPES
 
@@ -83,6 +88,81 @@ class AgentEditForm(forms.Form):
         if not name:
             raise forms.ValidationError("A name is required.")
         return name
+
+
+class WebhookCreateForm(forms.Form):
+    """A webhook endpoint, as ``POST /api/v1/webhooks/endpoints`` takes it."""
+
+    provider = forms.ChoiceField(choices=WebhookProvider.choices)
+    name = forms.CharField(max_length=200, required=False)
+    secret = forms.CharField(
+        required=False,
+        min_length=webhook_services.MIN_SECRET_CHARS,
+        max_length=webhook_services.MAX_SECRET_CHARS,
+        help_text="The provider's signing secret (e.g. Slack's); leave empty to have one made.",
+        widget=forms.PasswordInput(render_value=False),
+    )
+
+    def clean_secret(self) -> str:
+        secret: str = self.cleaned_data.get("secret") or ""
+        if secret:
+            try:
+                webhook_services.validate_secret(secret)
+            except webhook_services.InvalidSecret as exc:
+                raise forms.ValidationError(str(exc)) from exc
+        return secret
+
+
+class WebhookRotateForm(forms.Form):
+    overlap_seconds = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=webhook_services.MAX_OVERLAP_SECONDS,
+        help_text="How long the current secret keeps verifying (empty: the default, 24 h).",
+    )
+
+
+class RoleChangeForm(forms.Form):
+    """A member's role and agent restriction, as ``POST /api/v1/governance/roles`` takes it."""
+
+    username = forms.CharField(max_length=150, widget=forms.HiddenInput)
+    role = forms.ChoiceField(choices=Role.choices)
+    agents = forms.MultipleChoiceField(
+        required=False,
+        help_text="Restrict the member to these agents; none selected: every agent.",
+    )
+
+    def __init__(self, *args: Any, agent_choices: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        agents = self.fields["agents"]
+        assert isinstance(agents, forms.MultipleChoiceField)
+        agents.choices = agent_choices  # the agents the person managing may see
+
+
+class InviteForm(forms.Form):
+    """An invitation, as ``POST /api/v1/governance/invitations`` takes it."""
+
+    email = forms.EmailField(required=False, max_length=254)
+    username = forms.CharField(required=False, max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=invitation_rules.MAX_DAYS, initial=invitation_rules.DEFAULT_DAYS
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if bool(data.get("email")) == bool(data.get("username")) and not self.errors:
+            self.add_error("email", "Give either an e-mail address or a username.")
+        return data
+
+
+class PlaygroundForm(forms.Form):
+    """A message to try an agent with (the API's own limit on a message's length)."""
+
+    message = forms.CharField(
+        max_length=MESSAGE_MAX_CHARS,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Ask what a customer would ask"}),
+    )
 
 
 class KnowledgeUploadForm(forms.Form):

@@ -8,12 +8,16 @@ events all carry the same dicts, so applying events to a page gives what a fresh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Left
 from rest_framework import serializers
 
 from agentflow.api.serializers import NO_RESULT, RunSerializer
@@ -59,7 +63,13 @@ def _visible(queryset: QuerySet[Any], user: Any, tenant_id: int, field: str) -> 
     return restrict_to_visible_agents(queryset, user, tenant_id, field)
 
 
+EXCERPT_CHARS = 100
+
+
 def run_rows(filters: RunFilters, *, user: Any, tenant_id: int) -> list[dict[str, Any]]:
+    """The API's run rows, each with what a person scans a list for: the message's first
+    words (``excerpt``), and the ``intent`` and ``confidence`` it settled with (null until
+    then). Read from the database, not by loading whole inputs and results."""
     queryset = _visible(Run.objects.all(), user, tenant_id, "agent")
     if filters.status:
         queryset = queryset.filter(status=filters.status)
@@ -67,8 +77,30 @@ def run_rows(filters: RunFilters, *, user: Any, tenant_id: int) -> list[dict[str
         queryset = queryset.filter(agent_id=filters.agent)
     if filters.since:
         queryset = queryset.filter(created_at__gte=filters.since)
-    runs = queryset.only(*_RUN_ROW_FIELDS).order_by("-created_at", "-id")[:RUNS_LIMIT]
-    return list(RunSerializer(runs, many=True, context=NO_RESULT).data)
+    runs = list(
+        queryset.only(*_RUN_ROW_FIELDS)
+        .annotate(
+            head=Left("input", EXCERPT_CHARS + 1),
+            intent=KT("result__intent"),
+            confidence_text=KT("result__confidence"),
+        )
+        .order_by("-created_at", "-id")[:RUNS_LIMIT]
+    )
+    rows = list(RunSerializer(runs, many=True, context=NO_RESULT).data)
+    for row, run in zip(rows, runs, strict=True):
+        row.update(_glance(run))
+    return rows
+
+
+def _glance(run: Any) -> dict[str, Any]:
+    head = " ".join(str(run.head or "").split())
+    if len(head) > EXCERPT_CHARS:
+        head = head[: EXCERPT_CHARS - 1].rstrip() + "…"
+    try:
+        confidence = round(float(run.confidence_text), 4) if run.confidence_text else None
+    except ValueError:
+        confidence = None
+    return {"excerpt": head, "intent": run.intent or None, "confidence": confidence}
 
 
 _RUN_ROW_FIELDS = (
@@ -94,6 +126,33 @@ def agents_by_id(*, user: Any, tenant_id: int) -> dict[str, str]:
     return {str(pk): name for pk, name in queryset.values_list("pk", "name")}
 
 
+def is_offline(config: dict[str, Any] | None) -> bool:
+    """Whether an agent calls no paid model: every provider is the offline one (an agent
+    config without providers gets the offline one, as the kernel's config does)."""
+    providers = ((config or {}).get("llm") or {}).get("providers") or [{"kind": "offline"}]
+    return all(isinstance(p, dict) and p.get("kind", "offline") == "offline" for p in providers)
+
+
+def offline_agents(*, user: Any, tenant_id: int) -> list[str]:
+    """Ids of the visible agents that run on the offline provider only (free)."""
+    queryset = _visible(Agent.objects.all(), user, tenant_id, "pk")
+    return [str(pk) for pk, config in queryset.values_list("pk", "config") if is_offline(config)]
+
+
+def tenant_is_offline(*, user: Any, tenant_id: int) -> bool:
+    """Whether every visible agent runs offline (so the tenant's cost is zero by design)."""
+    queryset = _visible(Agent.objects.all(), user, tenant_id, "pk")
+    configs = list(queryset.values_list("config", flat=True))
+    return bool(configs) and all(is_offline(config) for config in configs)
+
+
+def actor_names(events: Iterable[Any]) -> dict[str, str]:
+    """User id -> username for the user actors of ``events`` (audit or review history)."""
+    ids = {e.actor_id for e in events if e.actor_type == "user" and str(e.actor_id).isdigit()}
+    users = get_user_model().objects.filter(pk__in=ids).values_list("pk", "username")
+    return {str(pk): username for pk, username in users}
+
+
 def run_detail(run_id: Any, *, user: Any, tenant_id: int) -> Run | None:
     queryset = _visible(Run.objects.select_related("agent"), user, tenant_id, "agent")
     return queryset.filter(pk=run_id).first()
@@ -103,10 +162,27 @@ def run_sources(run: Run) -> dict[str, list[dict[str, Any]]]:
     """What the answer was built from, by kind (golden paths, knowledge, memory)."""
     result = run.result or {}
     grouped: dict[str, list[dict[str, Any]]] = {"golden_path": [], "knowledge": [], "memory": []}
-    for source in result.get("sources") or []:
-        if isinstance(source, dict):
-            grouped.setdefault(str(source.get("kind") or "other"), []).append(source)
+    for source in readable_sources(result.get("sources"), str(run.agent_id)):
+        grouped.setdefault(source["kind"], []).append(source)
     return grouped
+
+
+def readable_sources(sources: Any, agent_id: str) -> list[dict[str, Any]]:
+    """Sources as a person reads them: the article's title, which part of it, a link to it
+    on the agent's page (knowledge), the score; the raw id kept for the hover."""
+    readable = []
+    for source in sources or []:
+        if not isinstance(source, dict):
+            continue
+        kind = str(source.get("kind") or "other")
+        ident = str(source.get("id") or "")
+        document, _, part = ident.partition("#")
+        entry = {**source, "kind": kind, "id": ident, "title": source.get("title") or ident}
+        if kind == "knowledge" and document:
+            entry["href"] = f"/agents/{agent_id}/#doc-{document}"
+            entry["part"] = int(part) + 1 if part.isdigit() else None
+        readable.append(entry)
+    return readable
 
 
 def run_plan_path(run: Run) -> list[dict[str, Any]]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from frontend import views, views_learning, views_manage
+from frontend import views, views_learning, views_manage, views_members, views_webhooks
 
 urlpatterns = [
+    path("favicon.ico", views.favicon, name="favicon"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("tenant/select/", views.TenantSelectView.as_view(), name="tenant-select"),
@@ -26,4 +27,6 @@ urlpatterns = [
     ),
     path("audit/", views_manage.AuditView.as_view(), name="dashboard-audit"),
     path("learning/", views_learning.LearningView.as_view(), name="dashboard-learning"),
+    path("webhooks/", views_webhooks.WebhooksView.as_view(), name="dashboard-webhooks"),
+    path("members/", views_members.MembersView.as_view(), name="dashboard-members"),
 ]

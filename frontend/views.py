@@ -14,6 +14,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from rest_framework.request import Request
@@ -23,7 +24,7 @@ from agentflow.api.serializers import NO_RESULT, RunSerializer, StepSerializer
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.models import RunTransition, Step
 from frontend import queries
-from frontend.access import DashboardView, select_tenant
+from frontend.access import DashboardView, resolve, select_tenant
 from frontend.forms import DecisionForm, RunFilterForm
 from hitl import services as hitl_services
 from hitl.api import reviewer_for
@@ -34,11 +35,19 @@ from hitl.serializers import request_body
 class LoginView(auth_views.LoginView):
     template_name = "frontend/login.html"
     redirect_authenticated_user = True
-    next_page = "/"
+
+    def get_default_redirect_url(self) -> str:
+        # Signed in by now: reviewers start at their queue, everyone else at the overview.
+        return resolve(self.request).landing_page
 
 
 class LogoutView(auth_views.LogoutView):
     next_page = "/login/"  # Django's LogoutView answers POST only: a link cannot sign out
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask /favicon.ico of every site: point them at the static one."""
+    return redirect(static("frontend/favicon.ico"), permanent=True)
 
 
 def _safe_next(request: HttpRequest, default: str = "/") -> str:
@@ -78,8 +87,13 @@ class OverviewView(DashboardView):
         data = queries.overview(self.access.tenant, all_tenants=self.access.is_platform_admin)
         if _fragment(request) == "metrics":
             return JsonResponse(queries.OverviewSerializer(data).data)
+        offline = None
+        if self.access.tenant is not None and not self.access.is_platform_admin:
+            offline = queries.tenant_is_offline(user=request.user, tenant_id=self.access.tenant.pk)
         return self.render_page(
-            request, "frontend/overview.html", {"title": "Overview", "data": data}
+            request,
+            "frontend/overview.html",
+            {"title": "Overview", "data": data, "offline": offline},
         )
 
 
@@ -105,6 +119,9 @@ class RunListView(DashboardView):
         )
         tenant_id = self._tenant_id()
         rows = queries.run_rows(filters, user=request.user, tenant_id=tenant_id)
+        offline = queries.offline_agents(user=request.user, tenant_id=tenant_id)
+        for row in rows:
+            row["offline"] = row["agent_id"] in offline
         if _fragment(request) == "rows":
             return JsonResponse({"rows": rows, "filters": filters.as_data()})
         return self.render_page(
@@ -116,6 +133,7 @@ class RunListView(DashboardView):
                 "rows": rows,
                 "filters": filters.as_data(),
                 "agents": queries.agents_by_id(user=request.user, tenant_id=tenant_id),
+                "offline_agents": offline,
                 "limit": queries.RUNS_LIMIT,
             },
             status=400 if form.is_bound and form.errors else 200,
@@ -157,6 +175,7 @@ class RunDetailView(DashboardView):
                 ).data,
                 "transitions": RunTransition.objects.filter(run=run).order_by("at", "id"),
                 "sources": queries.run_sources(run),
+                "offline": queries.is_offline(run.agent.config),
                 "plan_path": queries.run_plan_path(run),
                 "in_flight": run.status in queries.ACTIVE_RUN_STATUSES,
                 "escalation_reason": reason,
@@ -276,6 +295,7 @@ class RequestDetailView(DashboardView):
         row = request_body(item)
         # Judged against the agent's own texts: a draft that is no answer offers no Approve.
         blocked = hitl_services.approval_block(item) if item.is_open else None
+        history = list(HITLEvent.objects.filter(request=item).order_by("at", "id"))
         return self.render_page(
             request,
             "frontend/hitl_detail.html",
@@ -284,7 +304,9 @@ class RequestDetailView(DashboardView):
                 "item": item,
                 "row": row,
                 "form": form,
-                "history": HITLEvent.objects.filter(request=item).order_by("at", "id"),
+                "history": history,
+                "names": queries.actor_names(history),
+                "sources": queries.readable_sources(row.get("sources"), str(item.run.agent_id)),
                 "is_open": item.is_open,
                 "mine": item.assignee_id == request.user.pk,
                 "approve_block": blocked,

@@ -20,7 +20,7 @@ from agentflow import services as agent_services
 from agentflow.core.api.exceptions import ContractError
 from agentflow.models import Agent
 from agentflow.pipelines import BLUEPRINTS
-from frontend import queries
+from frontend import playground, queries
 from frontend.access import MANAGERS, PLATFORM_ADMIN, DashboardView
 from frontend.forms import (
     AgentCreateForm,
@@ -28,6 +28,7 @@ from frontend.forms import (
     AuditFilterForm,
     KeyCreateForm,
     KnowledgeUploadForm,
+    PlaygroundForm,
     TenantCreateForm,
     add_service_errors,
 )
@@ -146,6 +147,9 @@ class AgentNewView(DashboardView):
 class AgentDetailView(DashboardView):
     page = "agents"
 
+    def live_events(self) -> tuple[str, ...]:
+        return ("run.updated",)  # the playground follows a run that outlived the wait
+
     def _agent(self, request: HttpRequest, agent_id: Any) -> Agent:
         assert self.access.tenant is not None
         agent = queries.agent_detail(agent_id, user=request.user, tenant_id=self.access.tenant.pk)
@@ -161,6 +165,8 @@ class AgentDetailView(DashboardView):
         self.require(self.access.can_manage)
         if request.POST.get("form") == "upload":
             return self._upload(request, agent)
+        if request.POST.get("form") == "playground":
+            return self._try(request, agent)
         form = AgentEditForm(request.POST)
         if not form.is_valid():
             return self._render(request, agent, edit_form=form, status=422)
@@ -197,6 +203,39 @@ class AgentDetailView(DashboardView):
         messages.success(request, f"Document {document.title} added to the knowledge base.")
         return redirect(f"/agents/{agent.pk}/")
 
+    def _try(self, request: HttpRequest, agent: Agent) -> HttpResponse:
+        """The playground: one message as the user's test user, answered on this page."""
+        form = PlaygroundForm(request.POST)
+        if not form.is_valid():
+            return self._render(request, agent, playground_form=form, status=422)
+        try:
+            run = playground.send(
+                actor=self.access.actor,
+                agent=Agent.objects.select_related("tenant").get(pk=agent.pk),
+                user=request.user,
+                message=form.cleaned_data["message"],
+            )
+        except ContractError as exc:  # a quota or rate limit: said on the form, nothing runs
+            _service_refusal(form, exc)
+            return self._render(request, agent, playground_form=form, status=exc.status_code)
+        return redirect(f"/agents/{agent.pk}/?run={run.pk}#playground")
+
+    def _playground(self, request: HttpRequest, agent: Agent) -> dict[str, Any]:
+        runs = playground.history(agent, request.user)
+        wanted = request.GET.get("run", "")
+        shown = next((r for r in runs if str(r.pk) == wanted), runs[0] if runs else None)
+        return {
+            "runs": runs,
+            "shown": shown,
+            "result": (shown.result or {}) if shown else {},
+            "sources": queries.readable_sources(
+                (shown.result or {}).get("sources") if shown else None, str(agent.pk)
+            ),
+            "plan_path": queries.run_plan_path(shown) if shown else [],
+            "in_flight": shown is not None and shown.status in queries.ACTIVE_RUN_STATUSES,
+            "user_id": playground.user_id(request.user),
+        }
+
     def _render(
         self,
         request: HttpRequest,
@@ -204,6 +243,7 @@ class AgentDetailView(DashboardView):
         *,
         edit_form: AgentEditForm | None = None,
         upload_form: KnowledgeUploadForm | None = None,
+        playground_form: PlaygroundForm | None = None,
         status: int = 200,
     ) -> HttpResponse:
         blueprint = BLUEPRINTS.get(agent.blueprint)
@@ -219,6 +259,9 @@ class AgentDetailView(DashboardView):
                 "edit_form": edit_form
                 or AgentEditForm(initial={"name": agent.name, "config": agent.config}),
                 "upload_form": upload_form or KnowledgeUploadForm(),
+                "playground_form": playground_form or PlaygroundForm(),
+                "playground": self._playground(request, agent),
+                "offline": queries.is_offline(agent.config),
             },
             status=status,
         )
@@ -420,6 +463,7 @@ class AuditView(DashboardView):
             chain = {"ok": False, "reason": "checkpoints_unreadable", "first_bad": None}
         query = request.GET.copy()
         query.pop("page", None)
+        names = queries.actor_names(page.object_list)
         return self.render_page(
             request,
             "frontend/audit.html",
@@ -427,6 +471,7 @@ class AuditView(DashboardView):
                 "title": "Audit trail",
                 "form": form,
                 "page_obj": page,
+                "names": names,
                 "chain": chain,
                 "query": query.urlencode(),
             },

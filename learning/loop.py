@@ -103,11 +103,19 @@ def trace_summary(run: Any, *, decision: str = "", request_id: str = "") -> dict
     }
 
 
+def is_playground(run: Any) -> bool:
+    """A run sent from the dashboard's playground (issue 19): an operator trying the
+    agent, not a customer; nothing is learnt from it."""
+    return bool((getattr(run, "metadata", None) or {}).get("playground"))
+
+
 def learns_from(request: Any) -> bool:
     """Whether a decided request teaches anything: a rejection does not, nor does
-    confirming a settled run's answer (it is not new)."""
-    return request.decision in _DECISION_SOURCES and not (
-        request.context.get("after_the_fact") and request.decision == "approve"
+    confirming a settled run's answer (it is not new), nor a playground run."""
+    return (
+        request.decision in _DECISION_SOURCES
+        and not (request.context.get("after_the_fact") and request.decision == "approve")
+        and not is_playground(request.run)
     )
 
 
@@ -116,6 +124,8 @@ def record_review_outcome(request: Any, decision: str, *, actor: Actor) -> Any:
     source = _DECISION_SOURCES.get(decision)
     if source is None or (request.context.get("after_the_fact") and decision == "approve"):
         return None  # a rejection teaches nothing; confirming a settled answer is not new
+    if is_playground(request.run):
+        return None
     answer = request.response if source == GoldenPathSource.EDITED else request.proposed_answer
     run = request.run
     if run.agent.blueprint not in ANSWERING_BLUEPRINTS:

@@ -101,6 +101,7 @@ def _outcomes(agent: Agent, category: str) -> tuple[list[list[str]], int]:
     window = setting_int("PLAYBOOK_WINDOW_RUNS")
     runs = list(
         Run.objects.filter(agent=agent, status__in=_SETTLED, result__intent=category)
+        .exclude(metadata__contains={"playground": True})  # an operator trying it (issue 19)
         .order_by("-created_at")
         .values("id", "status", "result")[:window]
     )

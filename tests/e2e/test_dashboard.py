@@ -326,6 +326,8 @@ def test_every_page_renders_live_without_script_errors(
         "agent-detail": (f"/agents/{seeded.agent.pk}/", "agents"),
         "audit": ("/audit/", "audit"),
         "learning": ("/learning/", "learning"),
+        "webhooks": ("/webhooks/", "webhooks"),
+        "members": ("/members/", "members"),
     }
     if not page_exists(live_url, "/learning/"):
         del pages["learning"]

@@ -56,7 +56,8 @@
    * options: table (element), template (<template> element), rows (initial JSON list),
    * key(row) -> id, attr (the tr attribute holding the id, e.g. "data-run-id"),
    * fill(tr, row), accept(row, current) -> true (keep/insert) | false (remove) | null (ignore),
-   * compare(a, b) for the order, limit, empty (element shown when there are no rows). */
+   * compare(a, b) for the order, limit, empty (element shown when there are no rows),
+   * merge(row, known) (optional) -> what to keep when an update carries fewer fields. */
   function liveTable(options) {
     const tbody = options.table.tBodies[0];
     let state = new Map();
@@ -92,7 +93,7 @@
         const id = options.key(row);
         const verdict = options.accept(row, state.get(id));
         if (verdict === null) return;
-        if (verdict) state.set(id, row);
+        if (verdict) state.set(id, options.merge ? options.merge(row, state.get(id)) : row);
         else state.delete(id);
         settle();
       },
@@ -140,6 +141,45 @@
     }
   }
 
+  /* --- moments: <time datetime> in the viewer's time zone, with a relative hint ---------- */
+
+  const RELATIVE = [
+    ["year", 365 * 86400],
+    ["month", 30 * 86400],
+    ["day", 86400],
+    ["hour", 3600],
+    ["minute", 60],
+  ];
+  const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
+  const absoluteFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+  function relative(ms) {
+    const seconds = Math.round((ms - Date.now()) / 1000);
+    for (const [unit, size] of RELATIVE) {
+      if (Math.abs(seconds) >= size) return relativeFormat.format(Math.round(seconds / size), unit);
+    }
+    return Math.abs(seconds) < 10 ? "just now" : relativeFormat.format(seconds, "second");
+  }
+
+  function formatTimes(root) {
+    for (const node of (root || document).querySelectorAll("time[datetime]")) {
+      const value = node.getAttribute("datetime");
+      const at = value ? Date.parse(value) : NaN;
+      if (Number.isNaN(at)) continue;
+      const text = absoluteFormat.format(at) + " · " + relative(at);
+      if (node.textContent !== text) node.textContent = text;
+      node.title = new Date(at).toISOString().replace(".000Z", "Z") + " (UTC)";
+    }
+  }
+
+  function money(value, offline) {
+    const amount = Number(value);
+    if (offline && !amount) return "offline provider: free";
+    if (Number.isNaN(amount)) return String(value);
+    if (amount > 0 && amount < 0.01) return "< $0.01";
+    return "$" + amount.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+
   /* --- runs list --------------------------------------------------------------------------- */
 
   function runAccepts(filters) {
@@ -167,6 +207,12 @@
 
   function runsList(table) {
     const agents = readJson("agents-data", {});
+    const offline = new Set(readJson("offline-agents-data", []));
+    // Events carry the API's run, without the list's excerpt, intent and confidence: a row
+    // keeps what it knew, and a new or newly settled row refetches the list once (debounced).
+    const refetch = debounce(function () {
+      AgentFlowLive.fetchFragment("rows").then((data) => list.replace(data.rows));
+    }, 500);
     const list = liveTable({
       table: table,
       template: document.getElementById("run-row-template"),
@@ -181,20 +227,26 @@
         agent: table.dataset.filterAgent || "",
         since: table.dataset.filterSince || "",
       }),
+      merge: (run, known) => Object.assign({}, known || {}, run),
       fill: function (tr, run) {
         const link = tr.querySelector('[data-field="link"]');
         link.setAttribute("href", "/runs/" + run.id + "/");
-        link.textContent = run.id.slice(0, 8);
+        link.textContent = run.excerpt || run.id.slice(0, 8);
         setField(tr, "agent", agents[run.agent_id] || run.agent_id);
+        setField(tr, "intent", run.intent || "");
+        setField(tr, "confidence", run.confidence === null || run.confidence === undefined ? "" : Number(run.confidence).toFixed(2));
         setField(tr, "status", run.status).setAttribute("data-status", run.status);
-        setField(tr, "priority", run.priority);
         setField(tr, "user_id", run.user_id);
-        setField(tr, "created_at", run.created_at).setAttribute("datetime", run.created_at || "");
-        setField(tr, "tokens", run.tokens);
-        setField(tr, "cost_usd", run.cost_usd);
+        tr.querySelector("time").setAttribute("datetime", run.created_at || "");
+        setField(tr, "cost_usd", money(run.cost_usd, offline.has(run.agent_id)));
+        formatTimes(tr);
       },
     });
-    AgentFlowLive.on("run.updated", (event) => list.apply(event.run));
+    AgentFlowLive.on("run.updated", function (event) {
+      list.apply(event.run);
+      const row = list.rows().find((each) => each.id === event.run.id);
+      if (row && (row.excerpt === undefined || (RUN_RANK[row.status] >= 2 && row.intent === undefined))) refetch();
+    });
     AgentFlowLive.onResync(function () {
       AgentFlowLive.fetchFragment("rows").then((data) => list.replace(data.rows));
     });
@@ -211,7 +263,10 @@
       status.textContent = run.status;
       status.setAttribute("data-status", run.status);
       const finished = document.querySelector('[data-testid="run-finished"]');
-      if (finished && run.finished_at) finished.textContent = run.finished_at;
+      if (finished && run.finished_at) {
+        finished.setAttribute("datetime", run.finished_at);
+        formatTimes(finished.parentNode);
+      }
       const note = document.querySelector('[data-testid="run-settled-note"]');
       if (note) note.hidden = run.status === initial;
     }
@@ -300,10 +355,12 @@
       const target = event.target;
       const typing = target && /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName);
       if (typing) {
-        // Ctrl/Cmd+Enter sends the form being typed in (edit or reject).
+        // Ctrl/Cmd+Enter sends the form being typed in (edit or reject); Esc leaves the field.
         if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && target.form) {
           event.preventDefault();
           target.form.requestSubmit();
+        } else if (event.key === "Escape") {
+          target.blur();
         }
         return;
       }
@@ -323,24 +380,61 @@
           }
         }
       } else if (key === "e" || key === "r") {
+        // e edits, r rejects: the first press opens the field (the draft to edit, the
+        // reason to give); once it holds an edit or a reason, the press sends it. Esc
+        // leaves a field, Ctrl/Cmd+Enter sends from inside it.
         const field = document.getElementById(key === "e" ? "id_response" : "id_reason");
-        if (field) {
-          event.preventDefault();
+        if (!field) return;
+        event.preventDefault();
+        if (key === "e" ? field.value.trim() && field.value !== field.defaultValue : field.value.trim()) {
+          field.form.requestSubmit();
+        } else {
           field.focus();
-          field.select();
+          if (key === "e") field.select();
+          const hint = document.querySelector('[data-testid="shortcut-hint"]');
+          if (hint) {
+            hint.textContent =
+              key === "e"
+                ? "Edit the answer, then Ctrl+Enter (or Esc, then e) to send it."
+                : "Give the reason, then Ctrl+Enter (or Esc, then r) to reject.";
+            hint.hidden = false;
+          }
         }
       }
     });
   }
 
+  /* --- agent page: the playground follows a run that outlived the wait ------------------ */
+
+  register("agents", function () {
+    const message = document.getElementById("id_message");
+    if (message) {
+      message.addEventListener("keydown", function (event) {
+        // Ctrl/Cmd+Enter sends the playground message.
+        if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+          event.preventDefault();
+          message.form.requestSubmit();
+        }
+      });
+    }
+    const pending = document.querySelector('[data-testid="playground-pending"]');
+    if (!pending) return;
+    const runId = pending.closest("[data-run-id]").getAttribute("data-run-id");
+    function settled(run) {
+      if (run && run.id === runId && RUN_RANK[run.status] >= 2) window.location.reload();
+    }
+    AgentFlowLive.on("run.updated", (event) => settled(event.run));
+    AgentFlowLive.onResync(function () {
+      fetch("/runs/" + runId + "/?fragment=run", { credentials: "same-origin" })
+        .then((response) => (response.ok ? response.json() : null))
+        .then((data) => settled(data && data.run));
+    });
+  });
+
   /* --- overview: counters refetched (debounced) when something they count changes -------- */
 
   function percent(value) {
     return value === null || value === undefined ? "—" : (Number(value) * 100).toFixed(1) + "%";
-  }
-
-  function money(value) {
-    return Number(value).toFixed(4);
   }
 
   register("overview", function () {
@@ -355,7 +449,7 @@
       set("escalation-rate", percent(m.escalation_rate));
       set("escalations-today", m.escalations_today);
       set("runs-today", m.runs_today);
-      set("cost-today", "$" + money(m.cost_today));
+      set("cost-today", money(m.cost_today));
       set("cost-month", money(m.cost_month));
       set("open-hitl", m.open_hitl);
       set("breaches", m.breaches);
@@ -373,7 +467,7 @@
         setField(tr, "runs_per_minute", Number(row.metrics.runs_per_minute).toFixed(2));
         setField(tr, "runs_today", row.metrics.runs_today);
         setField(tr, "escalation_rate", percent(row.metrics.escalation_rate));
-        setField(tr, "cost_today", "$" + money(row.metrics.cost_today));
+        setField(tr, "cost_today", money(row.metrics.cost_today));
         setField(tr, "open_hitl", row.metrics.open_hitl);
         setField(tr, "breaches", row.metrics.breaches);
       }
@@ -395,10 +489,19 @@
   function start() {
     for (const init of pages[document.body.dataset.page] || []) init();
     tickCountdowns();
+    formatTimes();
     window.setInterval(tickCountdowns, 1000);
+    // Relative hints age, and rows other scripts fill (learning.js) get formatted too.
+    window.setInterval(() => formatTimes(), 1000);
   }
 
-  window.AgentFlowPages = { register: register, liveTable: liveTable, tickCountdowns: tickCountdowns };
+  window.AgentFlowPages = {
+    register: register,
+    liveTable: liveTable,
+    tickCountdowns: tickCountdowns,
+    formatTimes: formatTimes,
+    money: money,
+  };
   // Scripts sit at the end of <body>: the DOM is there; page scripts loaded after this
   // one may still register until DOMContentLoaded.
   if (document.readyState === "loading") {

@@ -125,6 +125,7 @@ def test_every_role_table_is_a_view_of_the_one() -> None:
     assert ROLE_CEILING[Role.OPERATOR] == "execute"
     assert {Role.OWNER, Role.OPERATOR, PLATFORM_ADMIN} == MANAGERS
     assert every - {Role.VIEWER} == REVIEWERS
-    assert PAGE_ROLES["agents"] == PAGE_ROLES["audit"] == every - {Role.REVIEWER}
+    # Pages follow the API's scopes (issue 19): agents and the audit trail are `read`.
+    assert PAGE_ROLES["agents"] == PAGE_ROLES["audit"] == every
     assert PAGE_ROLES["hitl"] == PAGE_ROLES["runs"] == every
     assert PAGE_ROLES["tenants"] == MANAGERS
