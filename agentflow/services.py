@@ -21,7 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.db.models.sql import UpdateQuery
 
-from agentflow import run_events
+from agentflow import run_events, tooling
 from agentflow.core import queueing, worker_loop
 from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.core.conf import setting_float, setting_int
@@ -152,7 +152,10 @@ def delete_agent(*, actor: Actor, agent: Agent) -> None:
             target_id=agent.pk,
             changes={"name": agent.name},
         )
+        agent_id = agent.pk
         agent.delete()
+        # Its MCP servers' sessions (subprocesses) in this process close with it.
+        transaction.on_commit(lambda: tooling.evict_registry(agent_id))
 
 
 # How many of an agent's latest settled runs its preflight accuracy is measured over.

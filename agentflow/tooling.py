@@ -1,0 +1,493 @@
+"""Agents' tools on the platform: registries, callers, rate limits and recorded calls.
+
+The kernel's `ToolRegistry` decides every call (deny by default, schemas both ways, fencing);
+this module gives it what only the platform knows:
+
+- the tools an agent can see: its config's MCP servers plus every registered tool source
+  (`register_tool_source`: built-in tools plug in here), in a registry built once per
+  (agent, version) per event loop and reused (MCP sessions stay open between calls; an
+  evicted registry closes them);
+- who is calling (`tool_caller`): the config's grants and the governance level of the
+  calling role (`governance.services.effective_tool_permissions`). A run calls as the
+  config's ``tool_role`` (default ``operator``, whose ceiling is ``execute``); an operator's
+  "try this tool" calls as their own role (an API key as ``operator``);
+- rate limits per tenant and tool in Redis (`RedisRateLimiter`), exact across workers;
+- the `ToolCall` rows: arguments and results redacted by the agent's guardrails, results
+  bounded, each call audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import redis
+import structlog
+from django.conf import settings
+from django.db import transaction
+
+from agentflow.core import worker_loop
+from agentflow.core.conf import setting_float, setting_int
+from agentflow.kernel.guardrails import PIIRedactor
+from agentflow.kernel.tools import (
+    RateLimit,
+    Tool,
+    ToolCaller,
+    ToolOutcome,
+    ToolRegistry,
+    ToolSource,
+    ToolView,
+    parse_grants,
+)
+from agentflow.kernel.tools.mcp import McpServerConfig, McpSource
+from agentflow.models import Agent, ToolCall, ToolCallStatus
+from agentflow.pipelines import validate_agent_config
+from governance.audit import Actor, append
+from governance.services import effective_tool_permissions
+
+__all__ = [
+    "RedisRateLimiter",
+    "ToolArgumentsInvalid",
+    "ToolContext",
+    "ToolDenied",
+    "ToolFactory",
+    "ToolInvocationError",
+    "ToolNeedsApproval",
+    "ToolNotFound",
+    "ToolRateLimited",
+    "agent_tools",
+    "clear_registry_cache",
+    "clear_tool_sources",
+    "evict_registry",
+    "get_registry",
+    "invoke_as_operator",
+    "record_call",
+    "register_tool_source",
+    "tool_caller",
+]
+
+log = structlog.get_logger(__name__)
+
+# An API key is the tenant's machine credential: it tries tools as an operator would.
+API_KEY_ROLE = "operator"
+# The outcomes that ran the tool (and are recorded); the others refused before it ran.
+_EXECUTED = frozenset({"ok", "error", "timeout", "invalid_output"})
+
+
+# --------------------------------------------------------------------- tool sources
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool factory knows of the agent whose registry it fills."""
+
+    tenant_id: int
+    agent_id: str
+    config: Mapping[str, Any]
+
+
+ToolFactory = Callable[[ToolContext], Iterable[Tool]]
+_factories: list[ToolFactory] = []
+
+
+def register_tool_source(factory: ToolFactory) -> None:
+    """Add tools to every agent's registry: ``factory(ctx) -> [Tool]`` runs at each build.
+
+    The seam for built-in tools (``agentflow.builtin_tools.builtin_tools``) and plugins;
+    register at app start-up (AppConfig.ready). A tool is visible to every agent but callable
+    only by those whose config grants it (and whose role's level allows it).
+    """
+    if factory not in _factories:
+        _factories.append(factory)
+
+
+def clear_tool_sources() -> None:
+    _factories.clear()
+
+
+# ------------------------------------------------------------------- rate limiting
+
+_RATE_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if count > tonumber(ARGV[1]) then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 1 then ttl = 1 end
+  return ttl
+end
+return 0
+"""
+
+
+class RedisRateLimiter:
+    """The kernel `RateLimiter` on a fixed window per key in Redis.
+
+    One Lua script counts and checks atomically, so N concurrent calls against a limit of
+    L admit exactly L in a window, across every worker. While Redis is unreachable calls are
+    refused (``retry_after`` 1 s): a tool's limit protects someone else's API or money.
+    """
+
+    def __init__(self, url: str | None = None, *, prefix: str = "agentflow:tool-rate") -> None:
+        self._url = url or settings.REDIS_URL
+        self._prefix = prefix
+        self._client: redis.Redis | None = None
+        self._script: Any = None
+        self._lock = threading.Lock()
+
+    def _script_fn(self) -> Any:
+        with self._lock:
+            if self._script is None:
+                self._client = redis.Redis.from_url(self._url, socket_timeout=2)
+                self._script = self._client.register_script(_RATE_SCRIPT)
+            return self._script
+
+    def try_acquire(self, key: str, limit: RateLimit) -> float | None:
+        window = int(time.time() // limit.period_seconds)
+        name = f"{self._prefix}:{key}:{limit.period_seconds}:{window}"
+        try:
+            wait = int(self._script_fn()(keys=[name], args=[limit.count, limit.period_seconds]))
+        except redis.RedisError as exc:
+            log.warning("tools.rate_limit_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return 1.0
+        return None if wait == 0 else float(wait)
+
+    async def acquire(self, key: str, limit: RateLimit) -> float | None:
+        # A round trip to Redis: off the event loop, which serves every run of the worker.
+        return await asyncio.to_thread(self.try_acquire, key, limit)
+
+
+_rate_limiter: RedisRateLimiter | None = None
+
+
+def _shared_rate_limiter() -> RedisRateLimiter:
+    global _rate_limiter
+    if _rate_limiter is None:
+        _rate_limiter = RedisRateLimiter()
+    return _rate_limiter
+
+
+# ------------------------------------------------------------------------ registries
+
+
+def _resolve_env(values: Mapping[str, str]) -> dict[str, str]:
+    """``${VAR}`` values (validated against MCP_SECRET_ENV_VARS on save) from the server's
+    environment; anything else as written."""
+    resolved = {}
+    for name, value in values.items():
+        if value.startswith("${") and value.endswith("}"):
+            value = os.environ.get(value[2:-1], "")
+        resolved[name] = value
+    return resolved
+
+
+def _mcp_source(entry: Mapping[str, Any]) -> McpSource:
+    config = McpServerConfig(
+        name=entry["name"],
+        transport=entry["transport"],
+        command=tuple(entry.get("command") or ()),
+        env=_resolve_env(entry.get("env") or {}),
+        url=entry.get("url") or "",
+        headers=_resolve_env(entry.get("headers") or {}),
+        timeout=float(entry.get("timeout_seconds", 30.0)),
+        connect_timeout=setting_float("MCP_CONNECT_TIMEOUT_SECONDS"),
+    )
+    return McpSource(config)
+
+
+async def build_registry(ctx: ToolContext) -> ToolRegistry:
+    """A new registry with the sources' tools and the config's MCP servers, loaded."""
+    tools = [tool for factory in list(_factories) for tool in factory(ctx)]
+    sources: list[ToolSource] = [_mcp_source(entry) for entry in ctx.config["mcp_servers"]]
+    registry = ToolRegistry(tools, sources=sources, rate_limiter=_shared_rate_limiter())
+    errors = await registry.load()
+    for error in errors:
+        # A server that did not start is retried by the next call's `load`.
+        log.warning("tools.source_unavailable", agent=ctx.agent_id, error=error)
+    return registry
+
+
+@dataclass(slots=True)
+class _Slot:
+    registry: ToolRegistry
+    loop: weakref.ref[asyncio.AbstractEventLoop]
+
+
+def _close_on_its_loop(slot: _Slot) -> concurrent.futures.Future[None] | None:
+    """Close a registry's sources (MCP sessions, subprocesses) on the loop they live on."""
+    loop = slot.loop()
+    if loop is None or loop.is_closed():
+        return None
+    try:
+        return asyncio.run_coroutine_threadsafe(slot.registry.aclose(), loop)
+    except RuntimeError:  # the loop stopped meanwhile: its sessions went with it
+        log.info("tools.registry_close_skipped")
+        return None
+
+
+class _RegistryCache:
+    """Built registries per (agent, version, loop): MCP sessions belong to their loop."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, int, int], _Slot] = OrderedDict()
+        self._building: dict[tuple[str, int, int], asyncio.Future[ToolRegistry]] = {}
+        self._lock = threading.Lock()
+
+    async def get(self, ctx: ToolContext, version: int) -> ToolRegistry:
+        loop = asyncio.get_running_loop()
+        key = (ctx.agent_id, version, id(loop))
+        with self._lock:
+            slot = self._items.get(key)
+            if slot is not None and slot.loop() is loop:
+                self._items.move_to_end(key)
+                return slot.registry
+            pending = self._building.get(key)
+            if pending is None or pending.get_loop() is not loop:
+                pending = None
+                self._building[key] = loop.create_future()
+        if pending is not None:
+            return await asyncio.shield(pending)
+        return await self._build(ctx, key, loop)
+
+    async def _build(
+        self, ctx: ToolContext, key: tuple[str, int, int], loop: asyncio.AbstractEventLoop
+    ) -> ToolRegistry:
+        future = self._building[key]
+        try:
+            registry = await build_registry(ctx)
+        except BaseException as exc:
+            with self._lock:
+                self._building.pop(key, None)
+            if not isinstance(exc, asyncio.CancelledError):
+                future.set_exception(exc)
+                future.exception()  # retrieved: nobody else may be waiting
+            else:
+                future.cancel()
+            raise
+        evicted: list[_Slot] = []
+        with self._lock:
+            self._building.pop(key, None)
+            stale = [k for k in self._items if k[0] == key[0] and k[1] < key[1]]
+            evicted += [self._items.pop(k) for k in stale]
+            self._items[key] = _Slot(registry, weakref.ref(loop))
+            while len(self._items) > self.size:
+                evicted.append(self._items.popitem(last=False)[1])
+        for slot in evicted:
+            _close_on_its_loop(slot)
+        future.set_result(registry)
+        return registry
+
+    def evict(self, agent_id: str | None = None) -> list[concurrent.futures.Future[None]]:
+        with self._lock:
+            keys = [k for k in self._items if agent_id is None or k[0] == agent_id]
+            evicted = [self._items.pop(k) for k in keys]
+        closing = [_close_on_its_loop(slot) for slot in evicted]
+        return [future for future in closing if future is not None]
+
+
+_cache = _RegistryCache(int(getattr(settings, "AGENTFLOW", {}).get("PIPELINE_CACHE_SIZE", 64)))
+
+
+def _context(agent: Agent, config: Mapping[str, Any]) -> ToolContext:
+    return ToolContext(tenant_id=agent.tenant_id, agent_id=str(agent.pk), config=config)
+
+
+async def get_registry(agent: Agent, config: Mapping[str, Any]) -> ToolRegistry:
+    """The agent's registry (``config``: its validated config), built once per version."""
+    return await _cache.get(_context(agent, config), int(agent.version))
+
+
+def evict_registry(agent_id: object) -> None:
+    """Close and forget an agent's registries (deleted, or changed without a version bump)."""
+    _cache.evict(str(agent_id))
+
+
+def clear_registry_cache(wait_seconds: float = 0.0) -> None:
+    """Close and forget every registry; wait up to ``wait_seconds`` for them to close."""
+    closing = _cache.evict()
+    if wait_seconds > 0 and closing:
+        concurrent.futures.wait(closing, timeout=wait_seconds)
+
+
+# --------------------------------------------------------------------------- callers
+
+
+def tool_caller(
+    agent: Agent,
+    config: Mapping[str, Any],
+    role: str,
+    *,
+    approver_role: str | None = None,
+) -> ToolCaller:
+    """Who calls: the config's grants, ``role``'s governance level for each (one query),
+    and the tenant's policy on ``dangerous`` tools (``preferences.allow_dangerous_tools``)."""
+    grants = parse_grants(config["tools"])
+    levels = effective_tool_permissions(agent, role, grants) if grants else {}
+    return ToolCaller(
+        grants=grants,
+        levels=levels,
+        allow_dangerous=bool(agent.tenant.preferences.get("allow_dangerous_tools", False)),
+        approver_role=approver_role,
+        tenant_id=str(agent.tenant_id),
+        agent_id=str(agent.pk),
+    )
+
+
+def agent_tools(agent: Agent, role: str) -> list[ToolView]:
+    """Every tool ``agent`` can see, with whether it is granted and at ``role``'s level."""
+    config = validate_agent_config(agent.blueprint, agent.config)
+    caller = tool_caller(agent, config, role)
+    registry = worker_loop.run(get_registry(agent, config))
+    return registry.visible_tools(caller)
+
+
+# ----------------------------------------------------------------------------- calls
+
+
+class ToolInvocationError(Exception):
+    """A call refused before the tool ran (nothing is recorded)."""
+
+
+class ToolNotFound(ToolInvocationError):
+    pass
+
+
+class ToolDenied(ToolInvocationError):
+    pass
+
+
+class ToolNeedsApproval(ToolInvocationError):
+    pass
+
+
+class ToolRateLimited(ToolInvocationError):
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ToolArgumentsInvalid(ToolInvocationError):
+    def __init__(self, message: str, fields: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+def _argument_fields(error: str) -> dict[str, list[str]]:
+    """``"arguments $.a.b: msg; $.c: msg"`` (the registry's message) by field path."""
+    fields: dict[str, list[str]] = {}
+    for part in error.removeprefix("arguments ").split("; $"):
+        path, _, reason = part.partition(": ")
+        path = "arguments" + path.lstrip("$")
+        fields.setdefault(path, []).append(reason or error)
+    return fields
+
+
+def _refusal(outcome: ToolOutcome) -> ToolInvocationError | None:
+    error = outcome.error or outcome.status
+    if outcome.status == "unknown_tool":
+        return ToolNotFound(error)
+    if outcome.status == "denied":
+        return ToolDenied(error)
+    if outcome.status == "invalid_arguments":
+        return ToolArgumentsInvalid(error, _argument_fields(error))
+    if outcome.status == "needs_approval":
+        return ToolNeedsApproval(error)
+    if outcome.status == "rate_limited":
+        seconds = error.rsplit("retry in ", 1)[-1].rstrip("s")
+        try:
+            retry_after = max(1, round(float(seconds)))
+        except ValueError:
+            retry_after = 1
+        return ToolRateLimited(error, retry_after)
+    return None
+
+
+_redactor = PIIRedactor()
+
+
+def _redacted(value: Any, config: Mapping[str, Any]) -> Any:
+    """PII out of what is stored, unless the agent's guardrails turned redaction off."""
+    if value is None or not config["guardrails"].get("redact_pii", True):
+        return value
+    return _redactor.redact_mapping(value)
+
+
+def _bounded(value: Any) -> Any:
+    """A stored result: at most TOOL_RESULT_MAX_CHARS of JSON, else a marked preview."""
+    limit = setting_int("TOOL_RESULT_MAX_CHARS")
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if len(text) <= limit:
+        return json.loads(text)
+    return {"truncated": True, "chars": len(text), "preview": text[:limit]}
+
+
+def record_call(
+    *,
+    agent: Agent,
+    config: Mapping[str, Any],
+    outcome: ToolOutcome,
+    arguments: Mapping[str, Any],
+    actor: Actor,
+    run_id: Any = None,
+    step: str = "",
+) -> ToolCall:
+    """Persist one executed call and audit it, in one transaction."""
+    status = outcome.status if outcome.status in ToolCallStatus.values else ToolCallStatus.ERROR
+    with transaction.atomic():
+        call = ToolCall.objects.create(
+            tenant_id=agent.tenant_id,
+            agent=agent,
+            run_id=run_id,
+            step=step[:100],
+            tool=outcome.tool_id,
+            arguments=_redacted(dict(arguments), config),
+            result=_bounded(_redacted(outcome.output, config)),
+            status=status,
+            error=(outcome.error or "")[:2000],
+            duration_ms=outcome.duration_ms,
+            cost_usd=Decimal(outcome.cost_usd),
+            idempotency_key=outcome.call_id or uuid.uuid4().hex,
+            actor="run" if run_id is not None else f"{actor.type}:{actor.id}",
+            finished_at=datetime.now(UTC),
+        )
+        append(
+            tenant_id=agent.tenant_id,
+            actor=actor,
+            action="tool.called",
+            target_type="tool_call",
+            target_id=call.pk,
+            changes={"agent": str(agent.pk), "tool": call.tool, "status": call.status},
+            seal_now=run_id is None,
+        )
+    return call
+
+
+def invoke_as_operator(
+    *, actor: Actor, agent: Agent, role: str, tool_id: str, arguments: Any
+) -> ToolCall:
+    """An operator's "try this tool": the rules of a run, as ``role``; the executed call
+    is recorded (ToolCall, audit) and returned. A refusal raises and records nothing."""
+    config = validate_agent_config(agent.blueprint, agent.config)
+    caller = tool_caller(agent, config, role)
+    registry = worker_loop.run(get_registry(agent, config))
+    outcome = worker_loop.run(registry.invoke(tool_id, arguments, caller=caller))
+    refusal = _refusal(outcome)
+    if refusal is not None:
+        raise refusal
+    if outcome.status not in _EXECUTED:  # a status this module does not know yet
+        raise ToolDenied(outcome.error or outcome.status)
+    return record_call(
+        agent=agent, config=config, outcome=outcome, arguments=arguments, actor=actor
+    )
