@@ -333,6 +333,10 @@ def _tool_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
     return issues
 
 
+def _granted_ids(config: SupportAgentConfig) -> list[str]:
+    return [entry if isinstance(entry, str) else entry.id for entry in config.tools]
+
+
 _SECRET_NAME = re.compile(r"(?i)authorization|key|token|secret|password|cookie|credential")
 
 
@@ -519,7 +523,9 @@ def validate_agent_config(blueprint: str, config: Mapping[str, Any] | None) -> d
         issues = [
             *_category_issues(model),
             *_provider_issues(model),
-            *planner_issues(model.planner),
+            *planner_issues(
+                model.planner, tools=[t if isinstance(t, str) else t.id for t in model.tools]
+            ),
             *_tool_issues(model),
             *_mcp_issues(model),
         ]

@@ -55,9 +55,19 @@ __all__ = [
 ]
 
 DEFAULT_PLANNER: Mapping[str, Any] = SUPPORT_PLANNER
-# What a platform agent's plan may name: the support agent's built-in steps, no tools or
-# sub-agents (none can run on the platform yet).
+# What a platform agent's plan may name: the support agent's built-in steps and the tools
+# its config grants (`granted_tools`), no sub-agents (none can run on the platform yet).
 PLATFORM_KNOWN = Known(steps=SUPPORT_STEPS, tools=frozenset(), agents=frozenset())
+
+
+def granted_tools(config: Mapping[str, Any]) -> frozenset[str]:
+    """The tool ids an agent config grants (``tools``: ids or {id, safety_level})."""
+    return frozenset(
+        entry if isinstance(entry, str) else str(entry.get("id", ""))
+        for entry in config.get("tools") or ()
+    )
+
+
 # What the platform's support pipeline can follow (the kernel's `AgentPipeline`); an LLM
 # planner drives a library `PlannerAgent` and has no platform runner yet.
 RUNNABLE_TYPES = frozenset({"fsm", "behavior_tree"})
@@ -113,12 +123,15 @@ class PlannerConfig(BaseModel):
 # --------------------------------------------------------------------------- validation
 
 
-def planner_issues(planner: PlannerConfig | None, path: str = "planner") -> list[ConfigIssue]:
-    """Every error of the planner's plan, each naming its line when it came from YAML."""
+def planner_issues(
+    planner: PlannerConfig | None, path: str = "planner", tools: Iterable[str] = ()
+) -> list[ConfigIssue]:
+    """Every error of the planner's plan, each naming its line when it came from YAML; its
+    tool states may call only ``tools`` (the config's grants)."""
     if planner is None:
         return []
     try:
-        load_planner(planner)
+        load_planner(planner, tools)
     except PlanValidationError as exc:
         return [
             ConfigIssue(f"{path}.definition", str(error), line=error.pos.line or None)
@@ -135,8 +148,10 @@ def planner_issues(planner: PlannerConfig | None, path: str = "planner") -> list
     return []
 
 
-def load_planner(planner: PlannerConfig) -> Any:
-    """The kernel plan of a planner config; `PlanValidationError` listing every error."""
+def load_planner(planner: PlannerConfig, tools: Iterable[str] = ()) -> Any:
+    """The kernel plan of a planner config; `PlanValidationError` listing every error.
+
+    ``tools``: the tool ids its tool states may call (the agent's grants)."""
     definition = _definition_data(planner.definition)
     if planner.type == "llm":
         # The kernel reads an LLM planner's settings next to its type.
@@ -147,7 +162,8 @@ def load_planner(planner: PlannerConfig) -> Any:
             spec = {**definition, "type": "llm"}
     else:
         spec = {"type": planner.type, "definition": definition}
-    return load_plan(spec, known=PLATFORM_KNOWN)
+    known = Known(steps=SUPPORT_STEPS, tools=frozenset(tools), agents=frozenset())
+    return load_plan(spec, known=known)
 
 
 def _definition_data(definition: Any) -> Mapping[str, Any]:
@@ -224,7 +240,11 @@ def preflight_agent(agent_id: str, config: Mapping[str, Any], message: str) -> d
     """
     given = config.get("planner")
     planner = PlannerConfig.model_validate(given or DEFAULT_PLANNER)
-    plan = load_planner(planner) if given else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
+    plan = (
+        load_planner(planner, granted_tools(config))
+        if given
+        else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
+    )
     estimate = preflight(plan, message, _cost_profile(agent_id, config), budget=_budget(config))
     return {
         "agent_id": agent_id,

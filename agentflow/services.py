@@ -522,6 +522,8 @@ async def _process(run: Run) -> Any:
     record = preflight_record(estimate)
     if estimate.decision == "refuse":
         return _refused_by_preflight(run, config, record)
+    # Tool states of the agent's plan call through it; each call is a ToolCall of the run.
+    tools = tooling.RunToolInvoker(run.agent, run.pk)
     reply = await pipeline.process_message(
         user_id=run.user_id,
         message=run.input,
@@ -531,8 +533,12 @@ async def _process(run: Run) -> Any:
             "agent_id": str(run.agent_id),
             "priority": run.priority,
             "metadata": run.metadata,
+            "tool_invoker": tools,
         },
     )
+    if tools.calls:
+        reply.cost_usd += float(tools.cost_usd)  # tools' prices count in the run's cost
+        reply.metadata["tool_calls"] = tools.calls
     reply.metadata["preflight"] = {
         **record,
         "actual_tokens": int(reply.usage.total_tokens),

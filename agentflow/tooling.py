@@ -35,6 +35,7 @@ from typing import Any
 
 import redis
 import structlog
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 
@@ -56,9 +57,11 @@ from agentflow.models import Agent, ToolCall, ToolCallStatus
 from agentflow.pipelines import validate_agent_config
 from governance.audit import Actor, append
 from governance.services import effective_tool_permissions
+from tenants.context import tenant_scope
 
 __all__ = [
     "RedisRateLimiter",
+    "RunToolInvoker",
     "ToolArgumentsInvalid",
     "ToolContext",
     "ToolDenied",
@@ -444,7 +447,12 @@ def record_call(
     step: str = "",
 ) -> ToolCall:
     """Persist one executed call and audit it, in one transaction."""
-    status = outcome.status if outcome.status in ToolCallStatus.values else ToolCallStatus.ERROR
+    awaiting = outcome.status == "needs_approval"
+    status = (
+        ToolCallStatus.AWAITING_APPROVAL
+        if awaiting
+        else (outcome.status if outcome.status in ToolCallStatus.values else ToolCallStatus.ERROR)
+    )
     with transaction.atomic():
         call = ToolCall.objects.create(
             tenant_id=agent.tenant_id,
@@ -453,14 +461,15 @@ def record_call(
             step=step[:100],
             tool=outcome.tool_id,
             arguments=_redacted(dict(arguments), config),
+            pending_arguments=dict(arguments) if awaiting else None,
             result=_bounded(_redacted(outcome.output, config)),
             status=status,
-            error=(outcome.error or "")[:2000],
+            error="" if awaiting else (outcome.error or "")[:2000],
             duration_ms=outcome.duration_ms,
             cost_usd=Decimal(outcome.cost_usd),
             idempotency_key=outcome.call_id or uuid.uuid4().hex,
             actor="run" if run_id is not None else f"{actor.type}:{actor.id}",
-            finished_at=datetime.now(UTC),
+            finished_at=None if awaiting else datetime.now(UTC),
         )
         append(
             tenant_id=agent.tenant_id,
@@ -472,6 +481,57 @@ def record_call(
             seal_now=run_id is None,
         )
     return call
+
+
+class RunToolInvoker:
+    """The kernel `ToolInvoker` of one run: calls go through the agent's registry as the
+    config's ``tool_role`` and each becomes a `ToolCall` of the run.
+
+    Built lazily on the first call, so a plan without tool states (the default) costs
+    nothing. A ``needs_approval`` call is recorded ``awaiting_approval`` with its exact
+    arguments (what approving would execute) and the plan pauses, sending the run to review.
+    ``cost_usd`` sums the run's executed calls (added to the run's cost).
+    """
+
+    def __init__(self, agent: Agent, run_id: Any) -> None:
+        self.agent = agent
+        self.run_id = run_id
+        self.cost_usd = Decimal(0)
+        self.calls = 0
+        self._ready: tuple[Mapping[str, Any], ToolCaller, ToolRegistry] | None = None
+
+    async def _prepare(self) -> tuple[Mapping[str, Any], ToolCaller, ToolRegistry]:
+        if self._ready is None:
+            config = validate_agent_config(self.agent.blueprint, self.agent.config)
+            caller = await sync_to_async(_run_caller)(self.agent, config)
+            self._ready = (config, caller, await get_registry(self.agent, config))
+        return self._ready
+
+    async def __call__(self, tool_id: str, arguments: dict[str, Any]) -> ToolOutcome:
+        config, caller, registry = await self._prepare()
+        outcome = await registry.invoke(tool_id, arguments, caller=caller)
+        if outcome.status in _EXECUTED or outcome.status == "needs_approval":
+            self.calls += 1
+            self.cost_usd += outcome.cost_usd
+            await sync_to_async(_record_in_scope)(
+                agent=self.agent,
+                config=config,
+                outcome=outcome,
+                arguments=arguments,
+                actor=Actor.system("agent"),
+                run_id=self.run_id,
+            )
+        return outcome
+
+
+def _run_caller(agent: Agent, config: Mapping[str, Any]) -> ToolCaller:
+    with tenant_scope(agent.tenant_id):
+        return tool_caller(agent, config, str(config.get("tool_role") or "operator"))
+
+
+def _record_in_scope(**kwargs: Any) -> ToolCall:
+    with tenant_scope(kwargs["agent"].tenant_id):
+        return record_call(**kwargs)
 
 
 def invoke_as_operator(

@@ -25,7 +25,7 @@ MCP_SERVER = str(Path(__file__).parents[2] / "kernel" / "mcp_servers" / "demo_se
 CONNECT_SECONDS = 120.0
 
 
-@tool(description="Look an order up.")
+@tool(description="Look an order up.", cost_per_call="0.0125")
 async def lookup_order(order_id: str) -> dict[str, Any]:
     return {
         "order_id": order_id,

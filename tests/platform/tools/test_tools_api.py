@@ -225,7 +225,7 @@ def test_run_tool_calls_list_and_foreign_run(owner: Persona, outsider: Persona) 
             )
     response = owner.get(f"/api/v1/runs/{run.pk}/tool-calls?sort_order=asc")
     assert response.status_code == 200, response.content
-    rows = response.json()["data"] if "data" in response.json() else response.json()["results"]
+    rows = response.json()["results"]
     assert [row["arguments"]["order_id"] for row in rows] == ["A-0", "A-1"]
     assert all(row["run_id"] == str(run.pk) for row in rows)
     assert outsider.get(f"/api/v1/runs/{run.pk}/tool-calls").status_code == 404
