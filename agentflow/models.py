@@ -273,8 +273,11 @@ class ToolCallStatus(models.TextChoices):
     ERROR = "error"
     TIMEOUT = "timeout"
     INVALID_OUTPUT = "invalid_output"
-    # An approval's states (issue 17, stage C): proposed, then claimed once for execution.
+    # An approval's states: proposed; approved (claimed once, queued for execution); taken
+    # by one worker (executing); or rejected. An executing call whose worker died is not
+    # run again (its outcome is unknown): the sweep marks it an error.
     AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
     EXECUTING = "executing"
     REJECTED = "rejected"
 
@@ -305,17 +308,27 @@ class ToolCall(TenantOwnedModel):
     duration_ms = models.FloatField(default=0.0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     idempotency_key = models.CharField(max_length=64, unique=True)
-    # The HITL action request that approves this call (stage C), by id.
+    # The HITL action request that approves this call, by id, and the approver's role
+    # (a dangerous call runs only when an operator or owner approved it).
     approval_id = models.UUIDField(null=True, blank=True)
+    approver_role = models.CharField(max_length=20, blank=True)
     # Who made the call: "run" or the operator's actor ("api_key:<prefix>", "user:<id>").
     actor = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(db_default=Now())
+    # When it was approved / taken by a worker (the recovery sweep's clock).
+    approved_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [
             models.Index(fields=["run", "created_at"]),
+            # The sweep reads only approved calls not finished yet, platform-wide.
+            models.Index(
+                fields=["status", "approved_at"],
+                condition=models.Q(status__in=["approved", "executing"]),
+                name="toolcall_unfinished_approved",
+            ),
             models.Index(fields=["tenant", "agent", "created_at"]),
         ]
 

@@ -539,6 +539,9 @@ async def _process(run: Run) -> Any:
     if tools.calls:
         reply.cost_usd += float(tools.cost_usd)  # tools' prices count in the run's cost
         reply.metadata["tool_calls"] = tools.calls
+    if tools.pending_action is not None and reply.escalated:
+        # Not stored with the run's result (exact arguments): complete_run hands it to review.
+        reply.metadata[_ACTION_KEY] = tools.pending_action
     reply.metadata["preflight"] = {
         **record,
         "actual_tokens": int(reply.usage.total_tokens),
@@ -549,6 +552,22 @@ async def _process(run: Run) -> Any:
         warning = f"preflight: up to ${estimate.max_usd:.6f}, above the soft budget ${soft}"
         reply.metadata.setdefault("warnings", []).append(warning)
     return reply
+
+
+def _request_review(run: Run, reply: Any, action: dict[str, Any] | None) -> None:
+    """The run's review request: of kind ``action`` when its plan paused on a tool call
+    that needs approval (the request carries the call; the call links to the request)."""
+    if action is None:
+        request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
+        return
+    request = request_review(
+        run=run,
+        result={**reply_result(reply), "action": action},
+        actor=Actor.system("agent"),
+        kind="action",
+        reason=f"tool call {action['tool']} needs approval",
+    )
+    tooling.link_approval(action["tool_call_id"], request.pk)
 
 
 def _refused_by_preflight(run: Run, config: dict[str, Any], record: dict[str, Any]) -> Any:
@@ -572,8 +591,12 @@ def _refused_by_preflight(run: Run, config: dict[str, Any], record: dict[str, An
     )
 
 
+_ACTION_KEY = "pending_tool_action"
+
+
 def complete_run(run: Run, reply: Any) -> str:
     """Settle a processed run exactly once: messages, steps, usage, audit, events."""
+    action = reply.metadata.pop(_ACTION_KEY, None)
     to_status = RunStatus.AWAITING_REVIEW if reply.escalated else RunStatus.COMPLETED
     now = datetime.now(UTC)
     tokens = int(reply.usage.total_tokens)
@@ -600,7 +623,7 @@ def complete_run(run: Run, reply: Any) -> str:
             if reply.escalated:
                 # Queued in this transaction: a run awaiting review always has its request.
                 # (Before the audit append below: HITL takes its assignment lock first.)
-                request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
+                _request_review(run, reply, action)
             if session_id is not None:
                 _record_turn(run, reply, session_id, now)
             # No session update here: the pipeline saved the session (last_active, message

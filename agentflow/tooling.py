@@ -29,7 +29,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +43,7 @@ from agentflow.core import worker_loop
 from agentflow.core.conf import setting_float, setting_int
 from agentflow.kernel.guardrails import PIIRedactor
 from agentflow.kernel.tools import (
+    APPROVER_ROLES,
     RateLimit,
     Tool,
     ToolCaller,
@@ -53,6 +54,7 @@ from agentflow.kernel.tools import (
     parse_grants,
 )
 from agentflow.kernel.tools.mcp import McpServerConfig, McpSource
+from agentflow.kernel.tools.schemas import compile_schema, schema_error
 from agentflow.models import Agent, ToolCall, ToolCallStatus
 from agentflow.pipelines import validate_agent_config
 from governance.audit import Actor, append
@@ -498,6 +500,8 @@ class RunToolInvoker:
         self.run_id = run_id
         self.cost_usd = Decimal(0)
         self.calls = 0
+        # The proposed call the plan paused on (the run's review request is about it).
+        self.pending_action: dict[str, Any] | None = None
         self._ready: tuple[Mapping[str, Any], ToolCaller, ToolRegistry] | None = None
 
     async def _prepare(self) -> tuple[Mapping[str, Any], ToolCaller, ToolRegistry]:
@@ -511,9 +515,10 @@ class RunToolInvoker:
         config, caller, registry = await self._prepare()
         outcome = await registry.invoke(tool_id, arguments, caller=caller)
         if outcome.status in _EXECUTED or outcome.status == "needs_approval":
+            awaiting = outcome.status == "needs_approval"
             self.calls += 1
-            self.cost_usd += outcome.cost_usd
-            await sync_to_async(_record_in_scope)(
+            self.cost_usd += Decimal(0) if awaiting else outcome.cost_usd
+            call = await sync_to_async(_record_in_scope)(
                 agent=self.agent,
                 config=config,
                 outcome=outcome,
@@ -521,6 +526,10 @@ class RunToolInvoker:
                 actor=Actor.system("agent"),
                 run_id=self.run_id,
             )
+            if awaiting:  # the plan pauses here: the run's review is this action
+                tool = registry.get(tool_id)
+                safety = registry.safety_level(tool, caller) if tool else "requires_confirmation"
+                self.pending_action = action_context(call, tool, safety)
         return outcome
 
 
@@ -550,4 +559,173 @@ def invoke_as_operator(
         raise ToolDenied(outcome.error or outcome.status)
     return record_call(
         agent=agent, config=config, outcome=outcome, arguments=arguments, actor=actor
+    )
+
+
+# ------------------------------------------------------------------------- approvals
+#
+# A run's call that needs approval is recorded `awaiting_approval` with its exact arguments
+# and an HITL request of kind `action` (its context carries `action_context`). A decision
+# claims the call by compare-and-set (awaiting_approval → approved, or → rejected), inside
+# the decision's transaction; the Celery task then claims it once more (approved →
+# executing) before running it. Two concurrent approvals: one decision wins (the other is
+# a 409). A worker killed before it took the call: the sweep re-sends it. A worker killed
+# while the tool ran: its outcome is unknown, so it is never run again (the sweep marks it).
+
+APPROVED_GRACE_SECONDS = 30.0
+EXECUTING_STALE_SECONDS = 600.0
+
+
+def action_context(call: ToolCall, tool: Tool | None, safety_level: str) -> dict[str, Any]:
+    """What a reviewer sees and decides on: the call, its exact arguments and schema."""
+    return {
+        "tool_call_id": str(call.pk),
+        "tool": call.tool,
+        "arguments": call.pending_arguments or {},
+        "input_schema": dict(tool.input_schema) if tool is not None else {"type": "object"},
+        "safety_level": safety_level,
+        "description": tool.description if tool is not None else "",
+    }
+
+
+def check_action_decision(
+    action: Mapping[str, Any], decision: str, arguments: Any, approver_role: str
+) -> None:
+    """Refuse a decision on an action before anything changes: a dangerous call needs an
+    operator or owner (403); an edit needs arguments matching the input schema (422)."""
+    if decision == "reject":
+        return
+    if action.get("safety_level") == "dangerous" and approver_role not in APPROVER_ROLES:
+        raise ToolDenied("a dangerous tool call may be approved only by an operator or owner")
+    if decision != "edit":
+        return
+    if arguments is None:
+        raise ToolArgumentsInvalid(
+            "An edit of an action request needs the call's new arguments.",
+            {"arguments": ["An edit of an action request needs the call's new arguments."]},
+        )
+    validator = compile_schema(action.get("input_schema") or {"type": "object"})
+    problem = schema_error(arguments, validator, "arguments")
+    if problem is not None:
+        raise ToolArgumentsInvalid(problem, _argument_fields(problem))
+
+
+def link_approval(call_id: Any, request_id: Any) -> None:
+    ToolCall.objects.filter(pk=call_id).update(approval_id=request_id)
+
+
+def claim_approval(
+    call_id: Any, *, approve: bool, arguments: Mapping[str, Any] | None, approver_role: str
+) -> ToolCall | None:
+    """Compare-and-set a proposed call to approved (with edited arguments) or rejected;
+    None when it is not awaiting approval any more. In the decision's transaction."""
+    now = datetime.now(UTC)
+    changes: dict[str, Any] = {"approver_role": approver_role[:20]}
+    if approve:
+        changes |= {"status": ToolCallStatus.APPROVED, "approved_at": now}
+        if arguments is not None:
+            changes["pending_arguments"] = dict(arguments)
+    else:
+        changes |= {
+            "status": ToolCallStatus.REJECTED,
+            "pending_arguments": None,
+            "finished_at": now,
+        }
+    won = ToolCall.objects.filter(pk=call_id, status=ToolCallStatus.AWAITING_APPROVAL).update(
+        **changes
+    )
+    return (
+        ToolCall.objects.select_related("agent", "agent__tenant").get(pk=call_id) if won else None
+    )
+
+
+def _take_for_execution(call_id: Any) -> ToolCall | None:
+    """approved → executing, once: the one worker that wins runs the tool."""
+    won = ToolCall.objects.filter(pk=call_id, status=ToolCallStatus.APPROVED).update(
+        status=ToolCallStatus.EXECUTING, approved_at=datetime.now(UTC)
+    )
+    if not won:
+        return None
+    return ToolCall.objects.select_related("agent", "agent__tenant").get(pk=call_id)
+
+
+def execute_approved(call_id: Any) -> ToolCall | None:
+    """Run an approved call exactly once and record its outcome (None: not this worker's,
+    e.g. already executed, rejected, or taken by another worker)."""
+    call = _take_for_execution(call_id)
+    if call is None:
+        return None
+    agent = call.agent
+    config = validate_agent_config(agent.blueprint, agent.config)
+    role = str(config.get("tool_role") or "operator")
+    caller = tool_caller(agent, config, role, approver_role=call.approver_role or None)
+    registry = worker_loop.run(get_registry(agent, config))
+    arguments = dict(call.pending_arguments or {})
+    outcome = worker_loop.run(
+        registry.invoke(
+            call.tool, arguments, caller=caller, call_id=call.idempotency_key, approved=True
+        )
+    )
+    return _finish_call(call, config, outcome, arguments)
+
+
+def _finish_call(
+    call: ToolCall, config: Mapping[str, Any], outcome: ToolOutcome, arguments: dict[str, Any]
+) -> ToolCall:
+    executed = outcome.status in _EXECUTED
+    call.status = outcome.status if executed else ToolCallStatus.ERROR
+    call.arguments = _redacted(arguments, config)
+    call.pending_arguments = None
+    call.result = _bounded(_redacted(outcome.output, config))
+    call.error = "" if outcome.ok else (outcome.error or outcome.status)[:2000]
+    call.duration_ms = outcome.duration_ms
+    call.cost_usd = Decimal(outcome.cost_usd) if executed else Decimal(0)
+    call.finished_at = datetime.now(UTC)
+    with transaction.atomic():
+        call.save(
+            update_fields=[
+                "status",
+                "arguments",
+                "pending_arguments",
+                "result",
+                "error",
+                "duration_ms",
+                "cost_usd",
+                "finished_at",
+            ]
+        )
+        append(
+            tenant_id=call.tenant_id,
+            actor=Actor.system("agent"),
+            action="tool.executed",
+            target_type="tool_call",
+            target_id=call.pk,
+            changes={"tool": call.tool, "status": call.status, "approval": str(call.approval_id)},
+        )
+    return call
+
+
+def lost_approved_calls(now: datetime) -> tuple[list[ToolCall], list[ToolCall]]:
+    """Platform-wide: approved calls no worker took (to re-send), and calls whose worker
+    died while the tool ran (not to be run again)."""
+    approved = ToolCall.unscoped.filter(
+        status=ToolCallStatus.APPROVED,
+        approved_at__lte=now - timedelta(seconds=APPROVED_GRACE_SECONDS),
+    ).order_by("approved_at")[:500]
+    stale = ToolCall.unscoped.filter(
+        status=ToolCallStatus.EXECUTING,
+        approved_at__lte=now - timedelta(seconds=EXECUTING_STALE_SECONDS),
+    ).order_by("approved_at")[:500]
+    return list(approved), list(stale)
+
+
+def abandon_call(call: ToolCall) -> bool:
+    """An executing call whose worker died: its outcome is unknown; never run it again."""
+    return bool(
+        ToolCall.unscoped.filter(pk=call.pk, status=ToolCallStatus.EXECUTING).update(
+            status=ToolCallStatus.ERROR,
+            pending_arguments=None,
+            error="interrupted while executing: the outcome is unknown, so it is not run again",
+            finished_at=datetime.now(UTC),
+        )
     )

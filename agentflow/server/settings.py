@@ -246,6 +246,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "maintenance.recover_runs",
         "schedule": env_float("RUN_RECOVERY_SECONDS", 15.0),
     },
+    "maintenance.recover_tool_calls": {
+        "task": "maintenance.recover_tool_calls",
+        "schedule": env_float("RUN_RECOVERY_SECONDS", 15.0),
+    },
     "maintenance.heartbeat": {
         "task": "maintenance.heartbeat",
         "schedule": env_float("HEARTBEAT_SECONDS", 15.0),

@@ -34,8 +34,13 @@ async def lookup_order(order_id: str) -> dict[str, Any]:
     }
 
 
+# Every execution of `refund` (approval tests count them: exactly once).
+REFUNDS: list[tuple[str, float]] = []
+
+
 @tool(safety_level="requires_confirmation", description="Refund an order.")
 async def refund(order_id: str, amount: float) -> str:
+    REFUNDS.append((order_id, amount))
     return f"refunded {amount} on {order_id}"
 
 
