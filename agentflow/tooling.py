@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -208,7 +209,9 @@ def _mcp_source(entry: Mapping[str, Any]) -> McpSource:
         timeout=float(entry.get("timeout_seconds", 30.0)),
         connect_timeout=setting_float("MCP_CONNECT_TIMEOUT_SECONDS"),
     )
-    return McpSource(config)
+    # The server's stderr goes to the process's real one: a Celery worker replaces
+    # sys.stderr with a logging proxy that has no file descriptor for a subprocess.
+    return McpSource(config, errlog=sys.__stderr__)
 
 
 async def build_registry(ctx: ToolContext) -> ToolRegistry:
