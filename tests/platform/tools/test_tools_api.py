@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -229,3 +230,23 @@ def test_run_tool_calls_list_and_foreign_run(owner: Persona, outsider: Persona) 
     assert [row["arguments"]["order_id"] for row in rows] == ["A-0", "A-1"]
     assert all(row["run_id"] == str(run.pk) for row in rows)
     assert outsider.get(f"/api/v1/runs/{run.pk}/tool-calls").status_code == 404
+
+
+def test_one_steps_calls_run_concurrently_through_the_agents_registry(owner: Persona) -> None:
+    """Four calls of half a second each, with one that fails, finish in about half a second
+    together: one slow or failing tool does not stall the others."""
+    from agentflow import tooling
+    from agentflow.core import worker_loop
+    from agentflow.pipelines import validate_agent_config
+
+    agent = tool_agent(owner, tools=["nap", "lookup_order"])
+    config = validate_agent_config(agent.blueprint, agent.config)
+    with tenant_scope(owner.tenant.pk):
+        caller = tooling.tool_caller(agent, config, "operator")
+    registry = worker_loop.run(tooling.get_registry(agent, config))
+    calls = [("nap", {"seconds": 0.5})] * 3 + [("lookup_order", {"order_id": 5})]
+    started = time.perf_counter()
+    outcomes = worker_loop.run(registry.invoke_many(calls, caller=caller))
+    elapsed = time.perf_counter() - started
+    assert [o.status for o in outcomes] == ["ok", "ok", "ok", "invalid_arguments"]
+    assert elapsed < 1.2, elapsed
