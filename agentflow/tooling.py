@@ -43,6 +43,7 @@ from django.db import transaction
 from agentflow.core import worker_loop
 from agentflow.core.conf import setting_float, setting_int
 from agentflow.kernel.guardrails import PIIRedactor
+from agentflow.kernel.planning.runtime import CURRENT_NODE
 from agentflow.kernel.tools import (
     APPROVER_ROLES,
     RateLimit,
@@ -528,6 +529,7 @@ class RunToolInvoker:
                 arguments=arguments,
                 actor=Actor.system("agent"),
                 run_id=self.run_id,
+                step=CURRENT_NODE.get(),
             )
             if awaiting:  # the plan pauses here: the run's review is this action
                 tool = registry.get(tool_id)

@@ -91,6 +91,7 @@ def test_a_tool_state_calls_the_tool_and_records_it(
     assert act["action"] == "tool:lookup_order"
     [call] = tool_calls(owner, run["id"])
     assert call["tool"] == "lookup_order"
+    assert call["step"] == "act"  # the plan's state that made the call
     assert call["status"] == "ok"
     assert call["actor"] == "run"
     assert call["result"]["status"] == "shipped"
