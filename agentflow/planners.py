@@ -229,7 +229,12 @@ def _node_count(value: Any) -> int:
 # ---------------------------------------------------------------------------- preflight
 
 
-def preflight_agent(agent_id: str, config: Mapping[str, Any], message: str) -> dict[str, Any]:
+def preflight_agent(
+    agent_id: str,
+    config: Mapping[str, Any],
+    message: str,
+    tool_costs: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """The cost estimate of one message along the agent's plan; nothing runs.
 
     ``config`` is the agent's normalised support_agent config. The prompts are rebuilt as
@@ -245,7 +250,8 @@ def preflight_agent(agent_id: str, config: Mapping[str, Any], message: str) -> d
         if given
         else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
     )
-    estimate = preflight(plan, message, _cost_profile(agent_id, config), budget=_budget(config))
+    profile = _cost_profile(agent_id, config, tool_costs)
+    estimate = preflight(plan, message, profile, budget=_budget(config))
     return {
         "agent_id": agent_id,
         "planner": {"type": planner.type, "source": "agent" if given else "default"},
@@ -254,7 +260,9 @@ def preflight_agent(agent_id: str, config: Mapping[str, Any], message: str) -> d
     }
 
 
-def _cost_profile(agent_id: str, config: Mapping[str, Any]) -> CostProfile:
+def _cost_profile(
+    agent_id: str, config: Mapping[str, Any], tool_costs: Mapping[str, float] | None = None
+) -> CostProfile:
     providers = config.get("llm", {}).get("providers") or []
     paid = [p for p in providers if p.get("kind") != "offline"]
     categories = [
@@ -267,6 +275,7 @@ def _cost_profile(agent_id: str, config: Mapping[str, Any]) -> CostProfile:
         categories=categories,
         knowledge_top_k=int(config.get("memory", {}).get("knowledge_top_k", 3)),
         classify_with_llm=bool(paid),
+        tool_costs=dict(tool_costs or {}),
     )
 
 
@@ -277,15 +286,20 @@ def _budget(config: Mapping[str, Any]) -> Budget | None:
 
 
 def run_preflight(
-    plan: Any, agent_id: str, config: Mapping[str, Any], message: str
+    plan: Any,
+    agent_id: str,
+    config: Mapping[str, Any],
+    message: str,
+    tool_costs: Mapping[str, float] | None = None,
 ) -> PreflightEstimate:
     """The estimate of one run's message along the plan its pipeline follows (already loaded).
 
-    An offline agent sends nothing priced: its estimate is empty, without rebuilding prompts
+    ``tool_costs``: the prices of the tools its plan may call. An offline agent without
+    priced tools sends nothing priced: its estimate is empty, without rebuilding prompts
     (every offline run pays this call).
     """
-    profile = _cost_profile(agent_id, config)
-    if profile.offline:
+    profile = _cost_profile(agent_id, config, tool_costs)
+    if profile.offline and not profile.tool_costs:
         return PreflightEstimate([], budget=_budget(config))
     return preflight(plan, message, profile, budget=_budget(config))
 

@@ -518,7 +518,8 @@ async def _process(run: Run) -> Any:
     """
     pipeline = await get_pipeline(run.agent)
     config = run.agent.config
-    estimate = run_preflight(pipeline.plan, str(run.agent_id), config, run.input)
+    costs = tooling.tool_costs(run.agent, config)
+    estimate = run_preflight(pipeline.plan, str(run.agent_id), config, run.input, costs)
     record = preflight_record(estimate)
     if estimate.decision == "refuse":
         return _refused_by_preflight(run, config, record)

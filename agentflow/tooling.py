@@ -83,6 +83,7 @@ __all__ = [
     "record_call",
     "register_tool_source",
     "tool_caller",
+    "tool_costs",
 ]
 
 log = structlog.get_logger(__name__)
@@ -316,6 +317,21 @@ def _context(agent: Agent, config: Mapping[str, Any]) -> ToolContext:
 async def get_registry(agent: Agent, config: Mapping[str, Any]) -> ToolRegistry:
     """The agent's registry (``config``: its validated config), built once per version."""
     return await _cache.get(_context(agent, config), int(agent.version))
+
+
+def tool_costs(agent: Agent, config: Mapping[str, Any]) -> dict[str, float]:
+    """Prices of the granted tools of the registered sources, for the cost preflight (MCP
+    tools are unpriced); empty, without building anything, when the config grants none."""
+    granted = set(parse_grants(config.get("tools") or ()))
+    if not granted:
+        return {}
+    ctx = _context(agent, config)
+    return {
+        tool.id: float(tool.cost_per_call)
+        for factory in list(_factories)
+        for tool in factory(ctx)
+        if tool.id in granted and tool.cost_per_call
+    }
 
 
 def evict_registry(agent_id: object) -> None:

@@ -243,7 +243,10 @@ class AgentPreflightView(TenantScopedAPIView):
             config = validate_agent_config(agent.blueprint, agent.config)
         except AgentConfigError as exc:  # stored before a rule it breaks existed
             raise _config_error(exc) from exc
-        estimate = preflight_agent(str(agent.pk), config, data.validated_data["message"])
+        message = data.validated_data["message"]
+        estimate = preflight_agent(
+            str(agent.pk), config, message, tooling.tool_costs(agent, config)
+        )
         return Response(PreflightSerializer(estimate).data)
 
 

@@ -137,3 +137,13 @@ def test_a_plan_may_call_only_granted_tools(owner: Persona) -> None:
     )
     assert response.status_code == 422
     assert "planner.definition" in response.json()["errors"]
+
+
+def test_the_preflight_prices_the_plans_tool_calls(owner: Persona) -> None:
+    agent = planned_agent(owner, LOOKUP)
+    response = owner.post(f"/api/v1/agents/{agent.pk}/preflight", {"message": "Where is it?"})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    act = next(step for step in body["steps"] if step["node"] == "act")
+    assert act["usd"] == pytest.approx(0.0125)
+    assert body["max_usd"] >= 0.0125
