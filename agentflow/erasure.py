@@ -40,7 +40,7 @@ def erase_agent_data(subject: ErasureSubject) -> dict[str, int]:
         "step_details": Step.objects.filter(run__in=runs).exclude(detail={}).update(detail={}),
         # A run's tool calls carry what the user asked for (order ids, addresses).
         "tool_calls": ToolCall.objects.filter(run__in=runs).update(
-            arguments={}, result=None, error=""
+            arguments={}, pending_arguments=None, result=None, error=""
         ),
     }
     counts["sessions"] = sessions.delete()[0]
