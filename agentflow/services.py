@@ -571,6 +571,44 @@ def _request_review(run: Run, reply: Any, action: dict[str, Any] | None) -> None
     tooling.link_approval(action["tool_call_id"], request.pk)
 
 
+def propose_tool_action(*, actor: Actor, agent: Agent, proposal: dict[str, Any]) -> tuple[Run, Any]:
+    """An operator's "try this tool" of a tool that needs approval: a run of the agent
+    awaiting review with an action request for the call, as a run's plan would propose it.
+    Returns (run, request); approving executes the call once and completes the run."""
+    outcome = proposal["outcome"]
+    now = datetime.now(UTC)
+    with tenant_scope(agent.tenant_id), transaction.atomic():
+        run = Run.objects.create(
+            tenant_id=agent.tenant_id,
+            agent=agent,
+            user_id=f"{actor.type}:{actor.id}"[:200],
+            input=f"tool call {outcome.tool_id} proposed by {actor.type} {actor.id}"[:2000],
+            metadata={"tool_invocation": True},
+            status=RunStatus.PROCESSING,
+            started_at=now,
+        )
+        call = tooling.record_call(
+            agent=agent,
+            config=proposal["config"],
+            outcome=outcome,
+            arguments=proposal["arguments"],
+            actor=actor,
+            run_id=run.pk,
+        )
+        action = tooling.action_context(call, proposal["tool"], proposal["safety_level"])
+        transition(run.pk, (RunStatus.PROCESSING,), RunStatus.AWAITING_REVIEW, reason="action")
+        result = {"escalation_reason": "action", "action": action}
+        request = request_review(
+            run=run,
+            result=result,
+            actor=actor,
+            kind="action",
+            reason=f"tool call {outcome.tool_id} needs approval",
+        )
+        tooling.link_approval(call.pk, request.pk)
+    return run, request
+
+
 def _refused_by_preflight(run: Run, config: dict[str, Any], record: dict[str, Any]) -> Any:
     """A person answers instead: the hard budget refused the message before any LLM call.
 

@@ -394,7 +394,10 @@ class ToolDenied(ToolInvocationError):
 
 
 class ToolNeedsApproval(ToolInvocationError):
-    pass
+    """The call is valid and allowed but needs a human's approval: ``proposal`` holds what
+    `agentflow.services.propose_tool_action` needs to queue it."""
+
+    proposal: dict[str, Any] | None = None
 
 
 class ToolRateLimited(ToolInvocationError):
@@ -574,6 +577,15 @@ def invoke_as_operator(
     registry = worker_loop.run(get_registry(agent, config))
     outcome = worker_loop.run(registry.invoke(tool_id, arguments, caller=caller))
     refusal = _refusal(outcome)
+    if isinstance(refusal, ToolNeedsApproval):
+        tool = registry.get(tool_id)
+        refusal.proposal = {
+            "config": config,
+            "outcome": outcome,
+            "arguments": dict(arguments),
+            "tool": tool,
+            "safety_level": registry.safety_level(tool, caller) if tool else "dangerous",
+        }
     if refusal is not None:
         raise refusal
     if outcome.status not in _EXECUTED:  # a status this module does not know yet

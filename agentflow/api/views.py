@@ -526,7 +526,7 @@ def _tool_refusal(exc: tooling.ToolInvocationError) -> ContractError | Http404:
         )
     if isinstance(exc, tooling.ToolNeedsApproval):
         return ContractError(
-            f"{exc}; approval requests are not available yet, so it cannot run from here.",
+            f"{exc}; it could not be queued for approval.",
             status_code=status.HTTP_409_CONFLICT,
             error_type="approval_required",
         )
@@ -560,7 +560,11 @@ class AgentToolInvokeView(TenantScopedAPIView):
             )
         ],
         request=ToolInvokeSerializer,
-        responses={200: ToolCallSerializer, **errors(401, 403, 404, 409, 422, 429)},
+        responses={
+            200: ToolCallSerializer,
+            202: ToolCallSerializer,
+            **errors(401, 403, 404, 409, 422, 429),
+        },
     )
     def post(self, request: Request, agent_id: str, tool_id: str) -> Response:
         """An operator's "try this tool", under the rules of a run; the call is recorded."""
@@ -577,9 +581,25 @@ class AgentToolInvokeView(TenantScopedAPIView):
             )
         except AgentConfigError as exc:
             raise _config_error(exc) from exc
+        except tooling.ToolNeedsApproval as exc:
+            if exc.proposal is None:
+                raise _tool_refusal(exc) from exc
+            return self._proposed(request, agent, exc.proposal)
         except tooling.ToolInvocationError as exc:
             raise _tool_refusal(exc) from exc
         return Response(ToolCallSerializer(call).data)
+
+    def _proposed(self, request: Request, agent: Agent, proposal: dict[str, Any]) -> Response:
+        """202: the call waits for approval in the review queue (Location: the request)."""
+        run, review = services.propose_tool_action(
+            actor=actor_for(request), agent=agent, proposal=proposal
+        )
+        call = ToolCall.objects.get(run=run)
+        return Response(
+            ToolCallSerializer(call).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/api/v1/hitl/queue/{review.pk}"},
+        )
 
 
 class RunToolCallsView(ListEndpoint, TenantScopedAPIView):

@@ -217,3 +217,28 @@ def test_dangerous_calls_need_an_operator_or_owner() -> None:
         tooling.check_action_decision(action, "approve", None, "reviewer")
     tooling.check_action_decision(action, "approve", None, "operator")
     tooling.check_action_decision(action, "reject", None, "reviewer")
+
+
+def test_an_operators_proposal_is_approved_and_runs_once(
+    owner: Persona, celery_worker_app: object
+) -> None:
+    from tests.platform.tools.conftest import tool_agent
+
+    agent = tool_agent(owner, tools=["refund"], name="try")
+    proposed = owner.post(
+        f"/api/v1/agents/{agent.pk}/tools/refund/invoke",
+        {"arguments": {"order_id": "B-7", "amount": 3}},
+    )
+    assert proposed.status_code == 202, proposed.content
+    request_path = proposed.headers["Location"]
+    assert REFUNDS == []
+    approved = owner.post(f"{request_path}/respond", {"decision": "approve"})
+    assert approved.status_code == 200, approved.content
+    with tenant_scope(owner.tenant.pk):
+        call = ToolCall.objects.get(pk=proposed.json()["tool_call_id"])
+    wait_for(owner, call, ("ok",))
+    assert REFUNDS == [("B-7", 3)]
+    deadline = time.monotonic() + 10
+    while run_status(owner, str(call.run_id)) != "completed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run_status(owner, str(call.run_id)) == "completed"

@@ -10,9 +10,10 @@ import pytest
 
 from agentflow.models import Run, ToolCall
 from governance.models import AuditEvent
+from hitl.models import HITLRequest
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
-from tests.platform.tools.conftest import stdio_server, tool_agent
+from tests.platform.tools.conftest import REFUNDS, stdio_server, tool_agent
 
 pytestmark = pytest.mark.django_db
 
@@ -112,14 +113,25 @@ def test_mcp_http_tool_through_the_agent_config(owner: Persona, http_mcp_url: st
     assert response.json()["result"] == {"result": "hello"}
 
 
-def test_requires_confirmation_is_not_run_from_here(owner: Persona) -> None:
+def test_requires_confirmation_is_proposed_for_approval(owner: Persona) -> None:
     agent = tool_agent(owner, tools=["refund", "demo.echo"], mcp_servers=[stdio_server()])
     response = invoke(owner, agent, "refund", {"order_id": "A-1", "amount": 5})
-    assert response.status_code == 409
-    assert response.json()["error_type"] == "approval_required"
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "awaiting_approval"
+    assert body["run_id"] is not None
+    location = response.headers["Location"]
+    assert location.startswith("/api/v1/hitl/queue/")
+    review = owner.get(location).json()
+    assert review["kind"] == "action"
+    with tenant_scope(owner.tenant.pk):
+        request = HITLRequest.objects.get(pk=location.rsplit("/", 1)[-1])
+        run = Run.objects.get(pk=body["run_id"])
+    assert request.context["action"]["arguments"] == {"order_id": "A-1", "amount": 5}
+    assert run.status == "awaiting_review"
     # An MCP tool the config did not lower stays requires_confirmation.
-    assert invoke(owner, agent, "demo.echo", {"text": "x"}).status_code == 409
-    assert calls(owner) == 0
+    assert invoke(owner, agent, "demo.echo", {"text": "x"}).status_code == 202
+    assert REFUNDS == []
 
 
 def test_deny_by_default_at_both_layers(owner: Persona) -> None:
@@ -149,8 +161,9 @@ def test_dangerous_tools_need_the_tenant_policy(owner: Persona) -> None:
     owner.tenant.preferences = {"allow_dangerous_tools": True}
     owner.tenant.save(update_fields=["preferences"])
     # Allowed by policy: still never without an approval.
-    assert invoke(owner, agent, "wipe").status_code == 409
-    assert calls(owner) == 0
+    proposed = invoke(owner, agent, "wipe")
+    assert proposed.status_code == 202
+    assert proposed.json()["status"] == "awaiting_approval"
 
 
 def test_unknown_tool_and_foreign_agent_are_404(owner: Persona, outsider: Persona) -> None:
