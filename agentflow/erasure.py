@@ -9,7 +9,7 @@ a run's row stays for accounting (status, tokens and cost) with its content empt
 from __future__ import annotations
 
 from agentflow.core.api.exceptions import ContractError
-from agentflow.models import AgentSession, MemoryCase, Message, Run, Step, Thread
+from agentflow.models import AgentSession, MemoryCase, Message, Run, Step, Thread, ToolCall
 from agentflow.services import CANCELLABLE, cancel_run
 from tenants.erasers import ERASED, ErasureSubject, Stage, register_eraser
 
@@ -38,6 +38,10 @@ def erase_agent_data(subject: ErasureSubject) -> dict[str, int]:
         "threads": Thread.objects.filter(session__in=sessions).delete()[0],
         "memory_cases": MemoryCase.objects.filter(user_id=user_id).delete()[0],
         "step_details": Step.objects.filter(run__in=runs).exclude(detail={}).update(detail={}),
+        # A run's tool calls carry what the user asked for (order ids, addresses).
+        "tool_calls": ToolCall.objects.filter(run__in=runs).update(
+            arguments={}, pending_arguments=None, result=None, error=""
+        ),
     }
     counts["sessions"] = sessions.delete()[0]
     # Runs stay (usage, quotas and the audit trail refer to them); their content goes.

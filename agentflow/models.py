@@ -266,3 +266,71 @@ class MemoryCase(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.question[:50]
+
+
+class ToolCallStatus(models.TextChoices):
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    INVALID_OUTPUT = "invalid_output"
+    # An approval's states: proposed; approved (claimed once, queued for execution); taken
+    # by one worker (executing); or rejected. An executing call whose worker died is not
+    # run again (its outcome is unknown): the sweep marks it an error.
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    REJECTED = "rejected"
+
+
+class ToolCall(TenantOwnedModel):
+    """One call of a tool by a run's planner or an operator's "try this tool" (SPEC 3).
+
+    ``arguments`` and ``result`` are stored redacted when the agent's guardrails redact PII,
+    and ``result`` is bounded. ``idempotency_key`` is the call's id in the kernel registry:
+    an approval executes the call under it exactly once.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="tool_calls")
+    # Null for an operator's invocation, which belongs to no run.
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.CASCADE, related_name="tool_calls"
+    )
+    step = models.CharField(max_length=100, blank=True)
+    tool = models.CharField(max_length=200)
+    arguments = models.JSONField(default=dict)
+    # The exact arguments of a call awaiting approval (what approving executes); cleared
+    # when it executes or is rejected, so only the redacted copy stays.
+    pending_arguments = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=ToolCallStatus.choices)
+    error = models.TextField(blank=True)
+    duration_ms = models.FloatField(default=0.0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    # The HITL action request that approves this call, by id, and the approver's role
+    # (a dangerous call runs only when an operator or owner approved it).
+    approval_id = models.UUIDField(null=True, blank=True)
+    approver_role = models.CharField(max_length=20, blank=True)
+    # Who made the call: "run" or the operator's actor ("api_key:<prefix>", "user:<id>").
+    actor = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    # When it was approved / taken by a worker (the recovery sweep's clock).
+    approved_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["run", "created_at"]),
+            # The sweep reads only approved calls not finished yet, platform-wide.
+            models.Index(
+                fields=["status", "approved_at"],
+                condition=models.Q(status__in=["approved", "executing"]),
+                name="toolcall_unfinished_approved",
+            ),
+            models.Index(fields=["tenant", "agent", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} ({self.status})"

@@ -16,15 +16,19 @@ decision of the tenant waits for.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 
+from agentflow import tooling
 from agentflow.core import queueing
-from agentflow.models import RunStatus
+from agentflow.core.api.exceptions import ContractError, unprocessable
+from agentflow.models import Run, RunStatus
 from agentflow.services import finish_review
 from hitl import services as hitl
 from hitl import sla
-from hitl.models import HITLRequest
+from hitl.models import Decision, HITLRequest, Kind
 from hitl.services import Reviewer
 from learning import golden_paths
 from learning import loop as learning_loop
@@ -32,7 +36,12 @@ from learning import services as learning
 from learning.tasks import record_review_outcome_task
 from tenants.context import tenant_scope
 
-__all__ = ["decide_review", "expire_overdue_reviews"]
+__all__ = [
+    "decide_review",
+    "execute_approved_tool_call",
+    "expire_overdue_reviews",
+    "recover_tool_calls",
+]
 
 
 def decide_review(
@@ -42,8 +51,11 @@ def decide_review(
     decision: str,
     response: str | None = None,
     reason: str = "",
+    arguments: dict[str, Any] | None = None,
 ) -> HITLRequest:
     """Approve, edit or reject a review request; its run resumes exactly once.
+
+    A request of kind ``action`` (a proposed tool call) goes to `_decide_action` instead.
 
     1. HITL refuses what may not be decided (403, 422), then takes the decision by
        compare-and-set under the tenant's assignment lock (409 when someone else won);
@@ -53,6 +65,19 @@ def decide_review(
        (learning: ``run.completed``, ``hitl.decided``) are recorded, all in one transaction;
     4. learning from it (embedding, golden path) is scheduled for after the commit.
     """
+    if request.kind == Kind.ACTION:
+        return _decide_action(
+            reviewer=reviewer,
+            request=request,
+            decision=decision,
+            reason=reason,
+            arguments=arguments,
+        )
+    if arguments is not None:
+        raise unprocessable(
+            "Only an action request's edit carries arguments.",
+            {"arguments": ["This request is about an answer: edit its response."]},
+        )
     with tenant_scope(request.tenant_id):  # callers outside a request (tasks, tests) too
         hitl.check_decision(
             reviewer=reviewer, request=request, decision=decision, response=response
@@ -146,4 +171,114 @@ def resend_lost_review_outcomes(now: datetime) -> int:
             learnt = golden_paths.recorded_for_run(request.run.agent_id, str(request.run_id))
         if learnt is None:
             resent += queueing.send(record_review_outcome_task, request.tenant_id, str(request.pk))
+    return resent
+
+
+# --- approved tool calls (issue 17) -----------------------------------------------------
+
+EXECUTE_TOOL_CALL_TASK = "agentflow.runs.execute_tool_call"
+
+
+def _action_refusal(exc: tooling.ToolInvocationError) -> ContractError:
+    if isinstance(exc, tooling.ToolArgumentsInvalid):
+        return unprocessable(f"The edited arguments are invalid: {exc}", exc.fields)
+    return ContractError(str(exc), status_code=403, error_type="permission_denied")
+
+
+def _decide_action(
+    *,
+    reviewer: Reviewer,
+    request: HITLRequest,
+    decision: str,
+    reason: str,
+    arguments: dict[str, Any] | None,
+) -> HITLRequest:
+    """A proposed tool call: approve or edit claims it once and queues its execution (the
+    run settles when it ran); reject settles the run with the hand-off and the reason."""
+    action = request.context.get("action") or {}
+    approver_role = reviewer.role or tooling.API_KEY_ROLE
+    with tenant_scope(request.tenant_id):
+        hitl.check_decision(reviewer=reviewer, request=request, decision=decision, response=None)
+    try:
+        tooling.check_action_decision(action, decision, arguments, approver_role)
+    except tooling.ToolInvocationError as exc:
+        raise _action_refusal(exc) from exc
+    now = datetime.now(UTC)
+    with tenant_scope(request.tenant_id), transaction.atomic():
+        decided = hitl.take_decision(
+            reviewer=reviewer,
+            request=request,
+            decision=decision,
+            response=None,
+            reason=reason,
+            now=now,
+        )
+        call = tooling.claim_approval(
+            action.get("tool_call_id"),
+            approve=decision != Decision.REJECT,
+            arguments=arguments,
+            approver_role=approver_role,
+        )
+        if call is None:
+            raise hitl.run_not_waiting(decided)  # rolls the decision back: nothing changed
+        if decision == Decision.REJECT:
+            delivery = hitl.review_delivery(decided, decision, reason=reason)
+            if not finish_review(actor=reviewer.actor, **delivery):
+                raise hitl.run_not_waiting(decided)
+        else:
+            tenant_id, call_id = call.tenant_id, str(call.pk)
+            transaction.on_commit(
+                lambda: queueing.send(EXECUTE_TOOL_CALL_TASK, tenant_id, call_id), robust=True
+            )
+        hitl.record_decision(decided, reviewer=reviewer, response=None, reason=reason, now=now)
+        learning.record_review_decided(decided)
+    return decided
+
+
+def execute_approved_tool_call(call_id: str) -> str:
+    """Run an approved call once, then settle its run with the outcome (the task)."""
+    call = tooling.execute_approved(call_id)
+    if call is None:
+        return "not_approved"  # executed already, rejected, or another worker has it
+    if call.run_id is not None and call.approval_id is not None:
+        _settle_after_action(call)
+    return call.status
+
+
+def _settle_after_action(call: Any) -> None:
+    """The run completes with the call's outcome in its result; its price joins the run's."""
+    request = HITLRequest.objects.filter(pk=call.approval_id).first()
+    review = {
+        "request_id": str(call.approval_id),
+        "decision": request.decision if request else "approve",
+        "status": request.status if request else "approved",
+        "reason": None,
+        "reviewer_id": request.decided_by_id if request else None,
+        "tool_call": {"id": str(call.pk), "tool": call.tool, "status": call.status},
+    }
+    with transaction.atomic():
+        Run.objects.filter(pk=call.run_id).update(cost_usd=F("cost_usd") + call.cost_usd)
+        resumed = finish_review(actor=hitl.SYSTEM, run_id=call.run_id, review=review, content=None)
+        if resumed:
+            learning.record_run_settled(
+                call.run_id,
+                RunStatus.COMPLETED,
+                from_status=RunStatus.AWAITING_REVIEW,
+                reason=f"action: {call.status}",
+            )
+
+
+def recover_tool_calls(now: datetime | None = None) -> int:
+    """Beat: re-send approved calls no worker took; settle calls whose worker died while the
+    tool ran, without running them again. Returns how many were re-sent."""
+    now = now or datetime.now(UTC)
+    approved, stale = tooling.lost_approved_calls(now)
+    resent = sum(
+        queueing.send(EXECUTE_TOOL_CALL_TASK, call.tenant_id, str(call.pk)) for call in approved
+    )
+    for call in stale:
+        with tenant_scope(call.tenant_id):
+            if tooling.abandon_call(call) and call.run_id is not None:
+                call.refresh_from_db()
+                _settle_after_action(call)
     return resent

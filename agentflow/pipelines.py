@@ -11,8 +11,10 @@ error with its line). The other built-in blueprints (`agentflow.blueprints.catal
 kernel `StepAgent` through a `BlueprintRunner` instead of the support pipeline.
 
 A tenant writes this config, the server runs it: a config may not read the server's
-environment (every `${...}` is escaped, except an LLM `api_key` naming an allowed variable)
-nor point an LLM provider anywhere the operator has not allowed.
+environment (every `${...}` is escaped, except an LLM `api_key` naming an allowed variable,
+and MCP servers' `env`/`headers` values naming a variable of `MCP_SECRET_ENV_VARS`)
+nor point an LLM provider or an MCP server anywhere the operator has not allowed
+(`LLM_ALLOWED_BASE_URLS`, `MCP_ALLOWED_COMMANDS`, `MCP_ALLOWED_URLS`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentflow.blueprints import STEP_AGENT_PLANNERS, BlueprintConfig, BlueprintSpec
 from agentflow.blueprints.catalog import SPECS
+from agentflow.builtin_tools import BuiltinToolSettings
 from agentflow.kernel.builder import AgentFrameworkBuilder
 from agentflow.kernel.config import (
     BudgetConfig,
@@ -52,6 +55,7 @@ from agentflow.kernel.llm.base import LLMProvider
 from agentflow.kernel.llm_chain import guarded_chain, provider_from_config
 from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE
 from agentflow.kernel.results import AgentReply
+from agentflow.kernel.tools import ToolGrant
 from agentflow.knowledge import get_embedder
 from agentflow.models import Agent
 from agentflow.planners import DEFAULT_PLANNER, PlannerConfig, planner_issues
@@ -68,7 +72,9 @@ __all__ = [
     "AgentConfigError",
     "AgentRunner",
     "Blueprint",
+    "McpServerEntry",
     "SupportAgentConfig",
+    "ToolGrantConfig",
     "build_pipeline",
     "clear_pipeline_cache",
     "evict_pipeline",
@@ -170,6 +176,35 @@ DEFAULT_SUPPORT_CATEGORIES = (
 )
 
 
+class ToolGrantConfig(BaseModel):
+    """One granted tool with this agent's safety level for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100)
+    safety_level: Literal["safe", "requires_confirmation", "dangerous"] | None = None
+
+
+class McpServerEntry(BaseModel):
+    """An MCP server whose tools the agent may be granted (as ``<name>.<tool>``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_-]+$")
+    transport: Literal["stdio", "http"]
+    command: list[Annotated[str, Field(min_length=1, max_length=500)]] | None = Field(
+        None, max_length=50, description="stdio: [executable, *args]."
+    )
+    env: dict[str, Annotated[str, Field(max_length=2_000)]] = Field(
+        default_factory=dict, description="stdio: extra environment of the server."
+    )
+    url: str | None = Field(None, max_length=2_000, description="http: the MCP endpoint.")
+    headers: dict[str, Annotated[str, Field(max_length=2_000)]] = Field(
+        default_factory=dict, description="http: request headers (secrets as ${VAR})."
+    )
+    timeout_seconds: float = Field(30.0, gt=0, le=300, description="Bound of one call.")
+
+
 class SupportAgentConfig(BaseModel):
     """Config of the `support_agent` blueprint; unknown keys are errors."""
 
@@ -211,6 +246,29 @@ class SupportAgentConfig(BaseModel):
         description="{type: fsm | behavior_tree | llm, definition: YAML text or object}, "
         "validated when saved (errors name their lines); null: the default planner, the "
         "support FSM (the blueprint's default_planner).",
+    )
+    tools: list[str | ToolGrantConfig] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Tools the agent may call (deny by default): an id, or {id, safety_level} "
+        "to set this agent's safety level for it (never below a tool's own 'dangerous').",
+    )
+    mcp_servers: list[McpServerEntry] = Field(
+        default_factory=list,
+        max_length=20,
+        description="MCP servers (stdio or http) whose tools the agent sees as <name>.<tool>; "
+        "commands and URLs must be allowed by the operator (MCP_ALLOWED_COMMANDS/URLS).",
+    )
+    tool_role: Literal["viewer", "reviewer", "operator", "owner"] = Field(
+        "operator",
+        description="The governance role a run calls tools as: its tool permission levels "
+        "(PUT /agents/{id}/tool-permissions, capped by the role's ceiling) apply.",
+    )
+    tool_settings: BuiltinToolSettings = Field(
+        default_factory=BuiltinToolSettings,
+        description="Settings of the built-in tools (http_request, zendesk / jira tickets, "
+        "send_email, lookup_order): a tool whose section is absent is not offered; URLs must "
+        "be under TOOL_ALLOWED_URLS and secrets ${VAR} of TOOL_SECRET_ENV_VARS.",
     )
 
 
@@ -274,6 +332,94 @@ def _provider_issues(config: SupportAgentConfig | BlueprintConfig) -> list[Confi
                     f"{where}.base_url", f"not an allowed LLM endpoint (allowed: {allowed})"
                 )
             )
+    return issues
+
+
+def _tool_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
+    """Grants: well-formed ids, each granted once."""
+    issues = []
+    seen: set[str] = set()
+    for index, entry in enumerate(config.tools):
+        tool_id = entry if isinstance(entry, str) else entry.id
+        where = f"tools[{index}]" if isinstance(entry, str) else f"tools[{index}].id"
+        try:
+            ToolGrant(tool_id)
+        except ValueError as exc:
+            issues.append(ConfigIssue(where, str(exc)))
+            continue
+        if tool_id in seen:
+            issues.append(ConfigIssue(where, f"{tool_id!r} is granted twice"))
+        seen.add(tool_id)
+    return issues
+
+
+def _granted_ids(config: SupportAgentConfig) -> list[str]:
+    return [entry if isinstance(entry, str) else entry.id for entry in config.tools]
+
+
+_SECRET_NAME = re.compile(r"(?i)authorization|key|token|secret|password|cookie|credential")
+
+
+def _secret_issues(where: str, values: Mapping[str, str]) -> list[ConfigIssue]:
+    """A ``${VAR}`` must name an allowed variable; a secret-looking entry must be one."""
+    allowed = tuple(getattr(settings, "AGENTFLOW", {}).get("MCP_SECRET_ENV_VARS", ()))
+    listed = ", ".join(f"${{{name}}}" for name in allowed) or "none"
+    issues = []
+    for name, value in values.items():
+        reference = _ENV_REFERENCE.match(value)
+        if reference is not None and reference.group(1) in allowed:
+            continue
+        if reference is not None or "${" in value or _SECRET_NAME.search(name):
+            reason = f"secrets only as an allowed ${{VAR}} reference (allowed: {listed})"
+            issues.append(ConfigIssue(f"{where}.{name}", reason))
+    return issues
+
+
+def _mcp_server_issues(index: int, server: McpServerEntry) -> list[ConfigIssue]:
+    options = getattr(settings, "AGENTFLOW", {})
+    where = f"mcp_servers[{index}]"
+    if server.transport == "stdio":
+        commands = tuple(options.get("MCP_ALLOWED_COMMANDS", ()))
+        misplaced = {"url": server.url is not None, "headers": bool(server.headers)}
+        issues = [
+            ConfigIssue(f"{where}.{key}", "only for the http transport")
+            for key, given in misplaced.items()
+            if given
+        ]
+        if not server.command:
+            issues.append(ConfigIssue(f"{where}.command", "stdio needs [executable, *args]"))
+        elif server.command[0] not in commands:
+            allowed = ", ".join(commands) or "none (MCP_ALLOWED_COMMANDS is empty)"
+            reason = f"not an allowed executable (allowed: {allowed})"
+            issues.append(ConfigIssue(f"{where}.command", reason))
+        return issues + _secret_issues(f"{where}.env", server.env)
+    prefixes = tuple(options.get("MCP_ALLOWED_URLS", ()))
+    misplaced = {"command": server.command is not None, "env": bool(server.env)}
+    issues = [
+        ConfigIssue(f"{where}.{key}", "only for the stdio transport")
+        for key, given in misplaced.items()
+        if given
+    ]
+    if not server.url:
+        issues.append(ConfigIssue(f"{where}.url", "http needs the server's URL"))
+    elif not server.url.startswith(("http://", "https://")) or not any(
+        server.url.startswith(prefix) for prefix in prefixes
+    ):
+        allowed = ", ".join(prefixes) or "none (MCP_ALLOWED_URLS is empty)"
+        issues.append(ConfigIssue(f"{where}.url", f"not an allowed MCP URL (allowed: {allowed})"))
+    return issues + _secret_issues(f"{where}.headers", server.headers)
+
+
+def _mcp_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
+    """Servers run only what the operator allows; names are unique."""
+    issues = []
+    seen: set[str] = set()
+    for index, server in enumerate(config.mcp_servers):
+        if server.name in seen:
+            reason = f"duplicate server name {server.name!r}"
+            issues.append(ConfigIssue(f"mcp_servers[{index}].name", reason))
+        seen.add(server.name)
+        issues += _mcp_server_issues(index, server)
     return issues
 
 
@@ -409,7 +555,15 @@ def validate_agent_config(blueprint: str, config: Mapping[str, Any] | None) -> d
     except ValidationError as exc:
         raise AgentConfigError(_issues(exc, found.config_model), source=source) from None
     if isinstance(model, SupportAgentConfig):
-        issues = _category_issues(model) + _provider_issues(model) + planner_issues(model.planner)
+        issues = [
+            *_category_issues(model),
+            *_provider_issues(model),
+            *planner_issues(
+                model.planner, tools=[t if isinstance(t, str) else t.id for t in model.tools]
+            ),
+            *_tool_issues(model),
+            *_mcp_issues(model),
+        ]
     elif found.spec is not None:
         issues = _blueprint_issues(found.spec, model)
     else:

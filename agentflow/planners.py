@@ -61,12 +61,23 @@ __all__ = [
     "preflight_token_scale",
     "prices_runs",
     "run_preflight",
+    "support_known",
 ]
 
 DEFAULT_PLANNER: Mapping[str, Any] = SUPPORT_PLANNER
-# What a platform agent's plan may name: the support agent's built-in steps, no tools or
-# sub-agents (none can run on the platform yet).
+# What a platform agent's plan may name: the support agent's built-in steps and the tools
+# its config grants (`granted_tools`), no sub-agents (none can run on the platform yet).
 PLATFORM_KNOWN = Known(steps=SUPPORT_STEPS, tools=frozenset(), agents=frozenset())
+
+
+def granted_tools(config: Mapping[str, Any]) -> frozenset[str]:
+    """The tool ids an agent config grants (``tools``: ids or {id, safety_level})."""
+    return frozenset(
+        entry if isinstance(entry, str) else str(entry.get("id", ""))
+        for entry in config.get("tools") or ()
+    )
+
+
 # What the platform's support pipeline can follow (the kernel's `AgentPipeline`); an LLM
 # planner drives a library `PlannerAgent` and has no platform runner yet.
 RUNNABLE_TYPES = frozenset({"fsm", "behavior_tree"})
@@ -125,20 +136,22 @@ class PlannerConfig(BaseModel):
 def planner_issues(
     planner: PlannerConfig | None,
     path: str = "planner",
+    tools: Iterable[str] = (),
     *,
-    known: Known = PLATFORM_KNOWN,
+    known: Known | None = None,
     runnable: frozenset[str] = RUNNABLE_TYPES,
     runner: str = "the support pipeline",
 ) -> list[ConfigIssue]:
     """Every error of the planner's plan, each naming its line when it came from YAML.
 
-    ``known``: the steps, tools and agents its actions may name; ``runnable``: the planner
-    types ``runner`` follows.
+    ``known``: the steps, tools and agents its actions may name (default: the support
+    steps, and ``tools``, the config's grants, for its tool states); ``runnable``: the
+    planner types ``runner`` follows.
     """
     if planner is None:
         return []
     try:
-        load_planner(planner, known=known)
+        load_planner(planner, tools, known=known)
     except PlanValidationError as exc:
         return [
             ConfigIssue(f"{path}.definition", str(error), line=error.pos.line or None)
@@ -167,9 +180,19 @@ def kernel_plan_spec(planner: PlannerConfig) -> Mapping[str, Any]:
     return {"type": planner.type, "definition": definition}
 
 
-def load_planner(planner: PlannerConfig, *, known: Known = PLATFORM_KNOWN) -> Any:
-    """The kernel plan of a planner config; `PlanValidationError` listing every error."""
-    return load_plan(kernel_plan_spec(planner), known=known)
+def support_known(tools: Iterable[str] = ()) -> Known:
+    """What a support agent's plan may name: its built-in steps and its granted tools."""
+    return Known(steps=SUPPORT_STEPS, tools=frozenset(tools), agents=frozenset())
+
+
+def load_planner(
+    planner: PlannerConfig, tools: Iterable[str] = (), *, known: Known | None = None
+) -> Any:
+    """The kernel plan of a planner config; `PlanValidationError` listing every error.
+
+    ``tools``: the tool ids its tool states may call (the agent's grants); ``known``:
+    what it may name instead of a support agent's steps and tools."""
+    return load_plan(kernel_plan_spec(planner), known=known or support_known(tools))
 
 
 def _definition_data(definition: Any) -> Mapping[str, Any]:
@@ -239,6 +262,7 @@ def preflight_agent(
     agent_id: str,
     config: Mapping[str, Any],
     message: str,
+    tool_costs: Mapping[str, float] | None = None,
     *,
     token_scale: float = 1.0,
     spent_usd: float = 0.0,
@@ -253,8 +277,12 @@ def preflight_agent(
     """
     given = config.get("planner")
     planner = PlannerConfig.model_validate(given or DEFAULT_PLANNER)
-    plan = load_planner(planner) if given else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
-    profile = _cost_profile(agent_id, config)
+    plan = (
+        load_planner(planner, granted_tools(config))
+        if given
+        else load_plan(DEFAULT_PLANNER, known=PLATFORM_KNOWN)
+    )
+    profile = _cost_profile(agent_id, config, tool_costs)
     profile.token_scale = token_scale
     estimate = preflight(plan, message, profile, budget=_budget(config), spent_usd=spent_usd)
     return {
@@ -265,7 +293,9 @@ def preflight_agent(
     }
 
 
-def _cost_profile(agent_id: str, config: Mapping[str, Any]) -> CostProfile:
+def _cost_profile(
+    agent_id: str, config: Mapping[str, Any], tool_costs: Mapping[str, float] | None = None
+) -> CostProfile:
     providers = config.get("llm", {}).get("providers") or []
     paid = [p for p in providers if p.get("kind") != "offline"]
     categories = [
@@ -278,6 +308,7 @@ def _cost_profile(agent_id: str, config: Mapping[str, Any]) -> CostProfile:
         categories=categories,
         knowledge_top_k=int(config.get("memory", {}).get("knowledge_top_k", 3)),
         classify_with_llm=bool(paid),
+        tool_costs=dict(tool_costs or {}),
     )
 
 
@@ -297,16 +328,18 @@ def run_preflight(
     agent_id: str,
     config: Mapping[str, Any],
     message: str,
+    tool_costs: Mapping[str, float] | None = None,
     *,
     token_scale: float = 1.0,
 ) -> PreflightEstimate:
     """The estimate of one run's message along the plan its pipeline follows (already loaded).
 
-    An offline agent sends nothing priced: its estimate is empty, without rebuilding prompts
+    ``tool_costs``: the prices of the tools its plan may call. An offline agent without
+    priced tools sends nothing priced: its estimate is empty, without rebuilding prompts
     (every offline run pays this call). ``token_scale``: see `preflight_token_scale`.
     """
-    profile = _cost_profile(agent_id, config)
-    if profile.offline:
+    profile = _cost_profile(agent_id, config, tool_costs)
+    if profile.offline and not profile.tool_costs:
         return PreflightEstimate([], budget=_budget(config))
     profile.token_scale = token_scale
     return preflight(plan, message, profile, budget=_budget(config))

@@ -24,7 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.db.models.sql import UpdateQuery
 
-from agentflow import budgets, run_events
+from agentflow import budgets, run_events, tooling
 from agentflow.core import queueing, worker_loop
 from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.core.conf import setting_float, setting_int
@@ -63,6 +63,7 @@ from agentflow.planners import (
 from agentflow.run_result import reply_result
 from agentflow.run_signals import in_flight_runs, publish_settled
 from governance.audit import Actor, append, batched_appends
+from hitl.models import OPEN_STATUSES, HITLRequest
 from hitl.services import request_review
 from learning import services as learning_services
 from tenants.context import tenant_scope
@@ -167,7 +168,10 @@ def delete_agent(*, actor: Actor, agent: Agent) -> None:
             target_id=agent.pk,
             changes={"name": agent.name},
         )
+        agent_id = agent.pk
         agent.delete()
+        # Its MCP servers' sessions (subprocesses) in this process close with it.
+        transaction.on_commit(lambda: tooling.evict_registry(agent_id))
 
 
 # How many of an agent's latest settled runs its preflight accuracy is measured over.
@@ -591,9 +595,20 @@ async def _process(run: Run) -> Any:
     record = preflight_record(estimate)
     if estimate.decision == "refuse":
         return _refused_by_preflight(run, config, record)
+    # Tool states of the agent's plan call through it; each call is a ToolCall of the run.
+    tools = tooling.RunToolInvoker(run.agent, run.pk)
     reply = await pipeline.process_message(
-        user_id=run.user_id, message=run.input, context=_run_context(run)
+        user_id=run.user_id,
+        message=run.input,
+        context={**_run_context(run), "tool_invoker": tools},
     )
+    if tools.calls:
+        reply.cost_usd += float(tools.cost_usd)  # tools' prices count in the run's cost
+        # (``tool_calls`` already names the context tools whose output the answer used.)
+        reply.metadata["planned_tool_calls"] = tools.calls
+    if tools.pending_action is not None and reply.escalated:
+        # Not stored with the run's result (exact arguments): complete_run hands it to review.
+        reply.metadata[_ACTION_KEY] = tools.pending_action
     if reservation is not None:
         await sync_to_async(budgets.settle)(reservation, reply.cost_usd)
     reply.metadata["preflight"] = {
@@ -617,7 +632,8 @@ async def _priced(run: Run, plan: Any) -> tuple[PreflightEstimate, budgets.DayRe
     scale = _token_scales.get(str(run.agent_id))
     if scale is None:
         scale = await sync_to_async(agent_token_scale)(run.agent)
-    estimate = run_preflight(plan, str(run.agent_id), config, run.input, token_scale=scale)
+    costs = tooling.tool_costs(run.agent, config)
+    estimate = run_preflight(plan, str(run.agent_id), config, run.input, costs, token_scale=scale)
     if estimate.budget is None or estimate.max_usd <= 0:
         return estimate, None
     reservation = await sync_to_async(budgets.reserve)(
@@ -635,6 +651,66 @@ def _run_context(run: Run) -> dict[str, Any]:
         "priority": run.priority,
         "metadata": run.metadata,
     }
+
+
+def _request_review(run: Run, reply: Any, action: dict[str, Any] | None) -> None:
+    """The run's review request: of kind ``action`` when its plan paused on a tool call
+    that needs approval (the request carries the call; the call links to the request)."""
+    if action is None:
+        if reply.metadata.get("planned_tool_calls") and _in_review(run):
+            return  # a tool of its plan (handoff_to_human) already put it before a person
+        request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
+        return
+    request = request_review(
+        run=run,
+        result={**reply_result(reply), "action": action},
+        actor=Actor.system("agent"),
+        kind="action",
+        reason=f"tool call {action['tool']} needs approval",
+    )
+    tooling.link_approval(action["tool_call_id"], request.pk)
+
+
+def _in_review(run: Run) -> bool:
+    return HITLRequest.objects.filter(run_id=run.pk, status__in=OPEN_STATUSES).exists()
+
+
+def propose_tool_action(*, actor: Actor, agent: Agent, proposal: dict[str, Any]) -> tuple[Run, Any]:
+    """An operator's "try this tool" of a tool that needs approval: a run of the agent
+    awaiting review with an action request for the call, as a run's plan would propose it.
+    Returns (run, request); approving executes the call once and completes the run."""
+    outcome = proposal["outcome"]
+    now = datetime.now(UTC)
+    with tenant_scope(agent.tenant_id), transaction.atomic():
+        run = Run.objects.create(
+            tenant_id=agent.tenant_id,
+            agent=agent,
+            user_id=f"{actor.type}:{actor.id}"[:200],
+            input=f"tool call {outcome.tool_id} proposed by {actor.type} {actor.id}"[:2000],
+            metadata={"tool_invocation": True},
+            status=RunStatus.PROCESSING,
+            started_at=now,
+        )
+        call = tooling.record_call(
+            agent=agent,
+            config=proposal["config"],
+            outcome=outcome,
+            arguments=proposal["arguments"],
+            actor=actor,
+            run_id=run.pk,
+        )
+        action = tooling.action_context(call, proposal["tool"], proposal["safety_level"])
+        transition(run.pk, (RunStatus.PROCESSING,), RunStatus.AWAITING_REVIEW, reason="action")
+        result = {"escalation_reason": "action", "action": action}
+        request = request_review(
+            run=run,
+            result=result,
+            actor=actor,
+            kind="action",
+            reason=f"tool call {outcome.tool_id} needs approval",
+        )
+        tooling.link_approval(call.pk, request.pk)
+    return run, request
 
 
 def _refused_by_preflight(run: Run, config: dict[str, Any], record: dict[str, Any]) -> Any:
@@ -658,8 +734,12 @@ def _refused_by_preflight(run: Run, config: dict[str, Any], record: dict[str, An
     )
 
 
+_ACTION_KEY = "pending_tool_action"
+
+
 def complete_run(run: Run, reply: Any) -> str:
     """Settle a processed run exactly once: messages, steps, usage, audit, events."""
+    action = reply.metadata.pop(_ACTION_KEY, None)
     to_status = RunStatus.AWAITING_REVIEW if reply.escalated else RunStatus.COMPLETED
     now = datetime.now(UTC)
     tokens = int(reply.usage.total_tokens)
@@ -686,7 +766,7 @@ def complete_run(run: Run, reply: Any) -> str:
             if reply.escalated:
                 # Queued in this transaction: a run awaiting review always has its request.
                 # (Before the audit append below: HITL takes its assignment lock first.)
-                request_review(run=run, result=reply_result(reply), actor=Actor.system("agent"))
+                _request_review(run, reply, action)
             if session_id is not None:
                 _record_turn(run, reply, session_id, now)
             # No session update here: the pipeline saved the session (last_active, message

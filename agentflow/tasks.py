@@ -58,3 +58,25 @@ def review_outcome_sweep_task() -> int:
 def compliance_audits_task() -> int:
     """Beat: start the due period audit of each scheduled compliance_auditor_agent."""
     return compliance_schedule.start_due_audits(datetime.now(UTC))
+
+
+@shared_task(
+    name=orchestration.EXECUTE_TOOL_CALL_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=_TRANSIENT,
+    retry_backoff=1,
+    retry_backoff_max=60,
+    max_retries=8,
+)
+@scoped_to_tenant
+def execute_tool_call_task(tenant_id: int, call_id: str) -> str:
+    """An approved tool call, executed once (the call's claim decides who runs it)."""
+    return orchestration.execute_approved_tool_call(call_id)
+
+
+@shared_task(name="maintenance.recover_tool_calls", ignore_result=True)
+def recover_tool_calls_task() -> int:
+    """Beat: re-send approved tool calls whose task was lost."""
+    return orchestration.recover_tool_calls()

@@ -220,6 +220,7 @@ class RespondView(TenantScopedAPIView):
             decision=data.validated_data["decision"],
             response=data.validated_data.get("response"),
             reason=data.validated_data.get("reason", ""),
+            arguments=data.validated_data.get("arguments"),
         )
         return Response(request_body(decided))
 

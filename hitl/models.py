@@ -26,6 +26,7 @@ class Kind(models.TextChoices):
     ALWAYS_REVIEW = "always_review"  # an intent whose threshold is 0.0
     POLICY = "policy"  # a rule, a risky action, no usable answer (provider or budget)
     MANUAL = "manual"  # someone escalated the run by hand
+    ACTION = "action"  # a tool call that needs approval (context["action"]: tool, arguments)
 
 
 class Priority(models.TextChoices):

@@ -33,11 +33,25 @@ class RespondSerializer(StrictSerializer):
         required=False, allow_blank=True, max_length=20_000, trim_whitespace=False
     )
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2_000)
+    arguments = serializers.DictField(
+        required=False,
+        help_text="An edit of an action request: the tool call's new arguments (checked "
+        "against its input schema).",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         decision = attrs["decision"]
         response = attrs.get("response")
-        if decision == Decision.EDIT:
+        if "arguments" in attrs:
+            if decision != Decision.EDIT:
+                raise serializers.ValidationError(
+                    {"arguments": [f"Only an edit carries arguments, not {decision!r}."]}
+                )
+            if response is not None:
+                raise serializers.ValidationError(
+                    {"response": ["An edit of arguments carries no response text."]}
+                )
+        elif decision == Decision.EDIT:
             if response is None or not response.strip():
                 raise serializers.ValidationError({"response": ["An edit needs the new text."]})
         elif response is not None:

@@ -209,6 +209,8 @@ def _create_request(
             "thread_id": result.get("thread_id") or "",
             "after_the_fact": after_the_fact,
             "non_answer": non_answer.as_json() if non_answer else None,
+            # A proposed tool call (kind action): tool, arguments, input schema, safety.
+            **({"action": result["action"]} if result.get("action") else {}),
         },
         policy=policy if policy.pk else None,
         required_role=policy.chain[0],
@@ -452,6 +454,8 @@ def check_decision(
 ) -> None:
     """Refuse a decision before anything is locked: 403 for who decides, 422 for what."""
     _require_reviewer(reviewer, request)
+    if request.kind == Kind.ACTION:
+        return  # a proposed tool call, not an answer: agentflow.tooling checks its decision
     if decision == Decision.APPROVE and (why := approval_block(request)) is not None:
         raise _nothing_to_approve(why)
     if decision == Decision.EDIT:

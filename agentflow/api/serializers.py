@@ -18,7 +18,7 @@ from agentflow.core.api.serializers import (
     PriorityField,
     StrictSerializer,
 )
-from agentflow.models import Run, RunStatus
+from agentflow.models import Run, RunStatus, ToolCallStatus
 from agentflow.run_result import StoredResultField
 
 
@@ -250,3 +250,44 @@ class PreflightAccuracySerializer(serializers.Serializer):
 class KnowledgeUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="text/plain or text/markdown, UTF-8")
     title = serializers.CharField(required=False)
+
+
+class ToolSerializer(serializers.Serializer):
+    """A tool as an agent sees it (GET /agents/{id}/tools)."""
+
+    id = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    provider = serializers.CharField(source="source", help_text="python, http or mcp:<server>.")
+    input_schema = AsIsDictField()
+    output_schema = AsIsDictField(allow_null=True)
+    safety_level = AsIsChoiceField(choices=["safe", "requires_confirmation", "dangerous"])
+    required_permissions = AsIsChoiceField(choices=["read", "execute", "admin"])
+    granted = serializers.BooleanField(help_text="Whether the agent's config grants it.")
+    level = AsIsChoiceField(
+        choices=["none", "read", "execute", "admin"],
+        help_text="The caller's governance level for it (tool permissions, role ceiling).",
+    )
+    can_call = serializers.BooleanField(help_text="Granted, at a sufficient level, allowed.")
+
+
+class ToolInvokeSerializer(StrictSerializer):
+    arguments = serializers.DictField(required=False, default=dict)
+
+
+class ToolCallSerializer(serializers.Serializer):
+    tool_call_id = serializers.UUIDField(source="pk")
+    agent_id = serializers.UUIDField()
+    run_id = serializers.UUIDField(allow_null=True)
+    step = serializers.CharField()
+    tool = serializers.CharField()
+    arguments = AsIsDictField(help_text="As stored: PII redacted by the agent's guardrails.")
+    result = serializers.JSONField(allow_null=True, help_text="Untrusted data, fenced.")
+    status = AsIsChoiceField(choices=[choice.value for choice in ToolCallStatus])
+    error = serializers.CharField()
+    duration_ms = AsIsFloatField()
+    cost_usd = serializers.CharField()
+    actor = serializers.CharField()
+    approval_id = serializers.UUIDField(allow_null=True)
+    created_at = IsoDateTimeField()
+    finished_at = IsoDateTimeField(allow_null=True)

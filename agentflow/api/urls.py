@@ -23,10 +23,17 @@ urlpatterns = [
         views.KnowledgeDetailView.as_view(),
         name="knowledge-detail",
     ),
+    path("agents/<uuid:agent_id>/tools", views.AgentToolsView.as_view(), name="agent-tools"),
+    path(
+        "agents/<uuid:agent_id>/tools/<str:tool_id>/invoke",
+        views.AgentToolInvokeView.as_view(),
+        name="agent-tool-invoke",
+    ),
     path("runs", views.RunListView.as_view(), name="run-list"),
     path("runs/<uuid:run_id>", views.RunDetailView.as_view(), name="run-detail"),
     path("runs/<uuid:run_id>/result", views.RunResultView.as_view(), name="run-result"),
     path("runs/<uuid:run_id>/steps", views.RunStepsView.as_view(), name="run-steps"),
+    path("runs/<uuid:run_id>/tool-calls", views.RunToolCallsView.as_view(), name="run-tool-calls"),
     path(
         "sessions/<uuid:session_id>/conversation",
         views.SessionConversationView.as_view(),

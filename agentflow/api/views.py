@@ -22,7 +22,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentflow import budgets, knowledge, services
+from agentflow import budgets, knowledge, services, tooling
 from agentflow.api.prefer import parse_prefer
 from agentflow.api.serializers import (
     NO_RESULT,
@@ -41,6 +41,9 @@ from agentflow.api.serializers import (
     RunSerializer,
     RunStepsSerializer,
     RunWithStepsSerializer,
+    ToolCallSerializer,
+    ToolInvokeSerializer,
+    ToolSerializer,
 )
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.core.api.filters import ListEndpoint, choice_filter
@@ -48,7 +51,15 @@ from agentflow.core.api.lookups import get_or_404
 from agentflow.core.api.parsers import BoundedJSONParser
 from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
 from agentflow.core.conf import setting_float
-from agentflow.models import Agent, AgentSession, KnowledgeDocument, Message, Run, RunStatus
+from agentflow.models import (
+    Agent,
+    AgentSession,
+    KnowledgeDocument,
+    Message,
+    Run,
+    RunStatus,
+    ToolCall,
+)
 from agentflow.pipelines import BLUEPRINTS, AgentConfigError, validate_agent_config
 from agentflow.planners import has_budget, preflight_agent
 from agentflow.run_result import plan_steps
@@ -232,10 +243,12 @@ class AgentPreflightView(TenantScopedAPIView):
             config = validate_agent_config(agent.blueprint, agent.config)
         except AgentConfigError as exc:  # stored before a rule it breaks existed
             raise _config_error(exc) from exc
+        message = data.validated_data["message"]
         estimate = preflight_agent(
             str(agent.pk),
             config,
-            data.validated_data["message"],
+            message,
+            tooling.tool_costs(agent, config),
             token_scale=services.agent_token_scale(agent),
             spent_usd=budgets.spent_today(agent) if has_budget(config) else 0.0,
         )
@@ -496,3 +509,113 @@ class KnowledgeDetailView(TenantScopedAPIView):
         if not knowledge.delete_document(agent=agent, document_id=document_id):
             raise Http404
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _tool_role(view: TenantScopedAPIView) -> str:
+    """The governance role whose tool levels apply to this caller (an API key: operator)."""
+    return view.role or tooling.API_KEY_ROLE
+
+
+def _tool_refusal(exc: tooling.ToolInvocationError) -> ContractError | Http404:
+    if isinstance(exc, tooling.ToolNotFound):
+        return Http404(str(exc))
+    if isinstance(exc, tooling.ToolArgumentsInvalid):
+        return unprocessable(f"Tool arguments are invalid: {exc}", exc.fields)
+    if isinstance(exc, tooling.ToolRateLimited):
+        return ContractError(
+            str(exc),
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            error_type="rate_limited",
+            extra={"retry_after": exc.retry_after},
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    if isinstance(exc, tooling.ToolNeedsApproval):
+        return ContractError(
+            f"{exc}; it could not be queued for approval.",
+            status_code=status.HTTP_409_CONFLICT,
+            error_type="approval_required",
+        )
+    return ContractError(
+        str(exc), status_code=status.HTTP_403_FORBIDDEN, error_type="permission_denied"
+    )
+
+
+class AgentToolsView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="agents_tools",
+        responses={200: ToolSerializer(many=True), **errors(401, 403, 404, 422)},
+    )
+    def get(self, request: Request, agent_id: str) -> Response:
+        """Every tool the agent can see, whether its config grants it, and the caller's
+        governance level for it; tools are denied by default."""
+        agent = get_or_404(Agent.objects.select_related("tenant"), pk=agent_id)
+        try:
+            views = tooling.agent_tools(agent, _tool_role(self))
+        except AgentConfigError as exc:  # stored before a rule it breaks existed
+            raise _config_error(exc) from exc
+        return Response(ToolSerializer(views, many=True).data)
+
+
+class AgentToolInvokeView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="agents_tools_invoke",
+        parameters=[
+            OpenApiParameter(
+                "tool_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="e.g. demo.add"
+            )
+        ],
+        request=ToolInvokeSerializer,
+        responses={
+            200: ToolCallSerializer,
+            202: ToolCallSerializer,
+            **errors(401, 403, 404, 409, 422, 429),
+        },
+    )
+    def post(self, request: Request, agent_id: str, tool_id: str) -> Response:
+        """An operator's "try this tool", under the rules of a run; the call is recorded."""
+        agent = get_or_404(Agent.objects.select_related("tenant"), pk=agent_id)
+        data = ToolInvokeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            call = tooling.invoke_as_operator(
+                actor=actor_for(request),
+                agent=agent,
+                role=_tool_role(self),
+                tool_id=tool_id,
+                arguments=data.validated_data["arguments"],
+            )
+        except AgentConfigError as exc:
+            raise _config_error(exc) from exc
+        except tooling.ToolNeedsApproval as exc:
+            if exc.proposal is None:
+                raise _tool_refusal(exc) from exc
+            return self._proposed(request, agent, exc.proposal)
+        except tooling.ToolInvocationError as exc:
+            raise _tool_refusal(exc) from exc
+        return Response(ToolCallSerializer(call).data)
+
+    def _proposed(self, request: Request, agent: Agent, proposal: dict[str, Any]) -> Response:
+        """202: the call waits for approval in the review queue (Location: the request)."""
+        run, review = services.propose_tool_action(
+            actor=actor_for(request), agent=agent, proposal=proposal
+        )
+        call = ToolCall.objects.get(run=run)
+        return Response(
+            ToolCallSerializer(call).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/api/v1/hitl/queue/{review.pk}"},
+        )
+
+
+class RunToolCallsView(ListEndpoint, TenantScopedAPIView):
+    ordering_fields = ("created_at",)
+    ordering = "created_at"
+
+    @extend_schema(
+        operation_id="runs_tool_calls",
+        responses={200: ToolCallSerializer(many=True), **errors(401, 403, 404, 422)},
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        """The tool calls of a run (by created_at; sort_order=asc: in call order)."""
+        run = get_or_404(Run.objects, pk=run_id)
+        return self.list_response(request, ToolCall.objects.filter(run=run), ToolCallSerializer)

@@ -325,8 +325,14 @@ class AgentPipeline:
         return reply
 
     async def _follow_plan(self, steps: _TurnSteps, origin: float) -> tuple[bool, list[PlanStep]]:
-        """Run a plan that is not compiled over the message's steps: (completed, its path)."""
-        result = await self.plan.run(steps.plan_state, steps, clock=perf_counter)
+        """Run a plan that is not compiled over the message's steps: (completed, its path).
+
+        Tool states call through the context's ``tool_invoker`` (a `ToolInvoker` the caller
+        supplies, e.g. the platform's, which records each call); without one a tool state is
+        an error outcome. Compiled plans have no tool states.
+        """
+        tools = steps.ctx.get("tool_invoker")
+        result = await self.plan.run(steps.plan_state, steps, clock=perf_counter, tools=tools)
         return result.status == "completed", plan_path(result, origin)
 
     async def _open_turn(

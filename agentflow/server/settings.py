@@ -248,6 +248,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "maintenance.recover_runs",
         "schedule": env_float("RUN_RECOVERY_SECONDS", 15.0),
     },
+    "maintenance.recover_tool_calls": {
+        "task": "maintenance.recover_tool_calls",
+        "schedule": env_float("RUN_RECOVERY_SECONDS", 15.0),
+    },
     "maintenance.heartbeat": {
         "task": "maintenance.heartbeat",
         "schedule": env_float("HEARTBEAT_SECONDS", 15.0),
@@ -482,6 +486,16 @@ AGENTFLOW = {
     # no URL tool is usable) and the environment variables their secrets may reference.
     "TOOL_ALLOWED_URLS": env_list("TOOL_ALLOWED_URLS", []),
     "TOOL_SECRET_ENV_VARS": env_list("TOOL_SECRET_ENV_VARS", []),
+    # Agent tools (docs/configuration.md): the executables an agent's stdio MCP server may
+    # start and the URL prefixes of its http ones (empty: none), and the server environment
+    # variables its env/headers may reference as ${VAR} (secrets never sit in a config).
+    "MCP_ALLOWED_COMMANDS": env_list("MCP_ALLOWED_COMMANDS", []),
+    "MCP_ALLOWED_URLS": env_list("MCP_ALLOWED_URLS", []),
+    "MCP_SECRET_ENV_VARS": env_list("MCP_SECRET_ENV_VARS", []),
+    # Bound of starting an MCP server and listing its tools.
+    "MCP_CONNECT_TIMEOUT_SECONDS": env_float("MCP_CONNECT_TIMEOUT_SECONDS", 30.0),
+    # A tool call's stored result is cut to this many characters of JSON.
+    "TOOL_RESULT_MAX_CHARS": env_int("TOOL_RESULT_MAX_CHARS", 16_384),
     # Governance (docs/operations.md). Audit chain heads are exported on a schedule to this
     # directory (one JSON-lines file per chain) and/or POSTed to this URL: both belong
     # outside the database's reach (another host, a write-once bucket).

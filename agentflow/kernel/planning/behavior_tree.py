@@ -450,7 +450,7 @@ class _Tick:
                 if self.steps >= self.plan.max_steps:
                     raise _Abort("failed", f"step limit {self.plan.max_steps}")
                 self.steps += 1
-                outcome = await self.runner.run(node.action, self.state, node.timeout)
+                outcome = await self.runner.run(node.action, self.state, node.timeout, node.id)
                 action = node.action.describe()
             record = StepRecord(
                 len(path), node.label, action, outcome.status, started, self.runner.clock(),

@@ -486,7 +486,9 @@ class _Drive:
                 if self.steps >= self.plan.max_steps:
                     return self._result("failed", current, f"step limit {self.plan.max_steps}")
                 self.steps += 1
-                outcome = await self.runner.run(state_def.action, self.state, state_def.timeout)
+                outcome = await self.runner.run(
+                    state_def.action, self.state, state_def.timeout, current
+                )
                 action = state_def.action.describe()
             record = StepRecord(
                 len(self.path), current, action, outcome.status, started, clock(),

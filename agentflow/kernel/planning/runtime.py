@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -29,6 +30,7 @@ from agentflow.kernel.planning.model import (
 )
 
 __all__ = [
+    "CURRENT_NODE",
     "ActionRunner",
     "AlreadyResumed",
     "InMemoryResumeLedger",
@@ -39,6 +41,10 @@ __all__ = [
     "digest",
     "trigger_of",
 ]
+
+# The plan node whose tool call is running: a `ToolInvoker` reads it to say which step of
+# the plan made the call (the platform records it on the call).
+CURRENT_NODE: ContextVar[str] = ContextVar("agentflow_plan_node", default="")
 
 # Tool statuses (agentflow.kernel.tools) and what a plan does with them.
 _TOOL_ERRORS = {"error", "timeout", "denied", "invalid_arguments", "invalid_output"}
@@ -117,17 +123,19 @@ class ActionRunner:
         self.tools = tools
         self.clock = clock
 
-    async def run(self, action: Action, state: PlanState, limit_s: float | None) -> StepOutcome:
+    async def run(
+        self, action: Action, state: PlanState, limit_s: float | None, node: str = ""
+    ) -> StepOutcome:
         if action.kind == "none":
             return StepOutcome.ok()
         if action.kind == "human":
             return StepOutcome("paused", error=action.name or "waiting for a human")
         try:
             if limit_s is None:
-                return await self._run(action, state)
+                return await self._run(action, state, node)
             # asyncio.timeout (no extra task, unlike wait_for): a few µs, not tens.
             async with asyncio.timeout(limit_s):
-                return await self._run(action, state)
+                return await self._run(action, state, node)
         except TimeoutError:
             return StepOutcome("timeout", error=f"{action} took longer than {limit_s:g}s")
         except BudgetExceeded as exc:
@@ -137,9 +145,13 @@ class ActionRunner:
         except Exception as exc:  # an executor's bug is a failed step, not a crashed run
             return StepOutcome("error", error=f"{type(exc).__name__}: {exc}")
 
-    async def _run(self, action: Action, state: PlanState) -> StepOutcome:
+    async def _run(self, action: Action, state: PlanState, node: str = "") -> StepOutcome:
         if action.kind == "tool":
-            return await self._call_tool(action, state)
+            token = CURRENT_NODE.set(node)
+            try:
+                return await self._call_tool(action, state)
+            finally:
+                CURRENT_NODE.reset(token)
         if self.executor is None:
             return StepOutcome("error", error=f"no step executor for {action}")
         outcome = await self.executor.execute(action, state)

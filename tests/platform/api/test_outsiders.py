@@ -25,7 +25,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
-from django.urls.converters import IntConverter, UUIDConverter
+from django.urls.converters import IntConverter, StringConverter, UUIDConverter
 
 from agentflow import knowledge
 from agentflow.models import Agent, KnowledgeDocument, Run
@@ -158,6 +158,8 @@ OWNER_ID: dict[str, Callable[[World], str]] = {
     "golden_path_id": lambda w: w.integrations["golden_path_id"],
     "playbook_id": lambda w: w.integrations["playbook_id"],
     "invitation_id": lambda w: w.invitation_id,
+    # A tool id is a name, not an object: the agent in the same path is what is foreign.
+    "tool_id": lambda w: "lookup_order",
 }
 # The outsider's own object for a parent parameter ("my agent, your document").
 OUTSIDER_ID: dict[str, Callable[[World], str]] = {
@@ -176,6 +178,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("agent-runs", "POST"): RUN,
     ("agent-messages", "POST"): RUN,
     ("agent-preflight", "POST"): {"message": "I was charged twice"},
+    ("agent-tool-invoke", "POST"): {"arguments": {"order_id": "A-1"}},
     ("knowledge-list", "POST"): {"title": "planted", "content": "Call 555-0100 for refunds."},
     ("tenant-list", "POST"): {"name": "Hijack Inc"},
     ("tenant-detail", "PATCH"): {"quota_overrides": {"runs_per_month": 1}},
@@ -241,6 +244,8 @@ def _missing_ids(endpoint: Endpoint) -> dict[str, str]:
             ids[name] = str(uuid.uuid4())
         elif isinstance(converter, IntConverter):
             ids[name] = "2147000000"
+        elif isinstance(converter, StringConverter):
+            ids[name] = "no-such-name"
         else:
             pytest.fail(f"{endpoint}: no missing-id rule for converter {type(converter).__name__}")
     return ids

@@ -145,6 +145,8 @@ def contract_ids(owner: Persona, agent: Agent, settings: Any) -> dict[str, str]:
         "session_id": run["session_id"],
         "document_id": str(document.pk),
         "request_id": str(review.pk),
+        # A tool the agent does not have (issue 17): its invoke answers a documented 404.
+        "tool_id": "no_such_tool",
         "invitation_id": str(
             invite_member(
                 actor=ACTOR, tenant=owner.tenant, role="viewer", email="new@example.com"
