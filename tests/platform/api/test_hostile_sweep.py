@@ -413,6 +413,7 @@ def dashboard(owner: Persona) -> tuple[Sweep, dict[str, str], Client]:
         "request_id": str(review.pk),
         "agent_id": str(agent.pk),
         "tenant_id": str(owner.tenant.pk),
+        "blueprint": "triage_agent",
     }
     return Sweep(None, clients[1]), ids, clients[0]
 

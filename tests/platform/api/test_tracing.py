@@ -198,7 +198,9 @@ async def test_spans_are_exported_over_otlp_http_when_the_endpoint_is_set(
     try:
         assert telemetry.configure_tracing("web") is not None
         agent = await AgentFrameworkBuilder().build()
-        reply = await agent.process_message(user_id="u1", message="hello", context={"run_id": "r9"})
+        reply = await agent.process_message(
+            user_id="u1", message="where is my parcel", context={"run_id": "r9"}
+        )
         await agent.aclose()
         telemetry.shutdown_tracing()  # flushes the batch
     finally:
