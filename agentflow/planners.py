@@ -80,7 +80,7 @@ def granted_tools(config: Mapping[str, Any]) -> frozenset[str]:
 
 # What the platform's support pipeline can follow (the kernel's `AgentPipeline`); an LLM
 # planner drives a library `PlannerAgent` and has no platform runner yet.
-RUNNABLE_TYPES = frozenset({"fsm", "behavior_tree"})
+RUNNABLE_TYPES = frozenset({"fsm", "behavior_tree", "llm"})
 MAX_DEFINITION_CHARS = 100_000
 MAX_DEFINITION_DEPTH = 64  # as deep as a JSON body may nest
 # A real plan has a few hundred; each CEL condition costs about a millisecond to compile.

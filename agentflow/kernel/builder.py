@@ -53,8 +53,7 @@ from agentflow.kernel.middleware import (
 )
 from agentflow.kernel.pipeline import AgentPipeline, IntentClassifier
 from agentflow.kernel.planning.source import PlanValidationError
-from agentflow.kernel.planning.support import load_pipeline_plan
-from agentflow.kernel.planning.validation import Plan
+from agentflow.kernel.planning.support import PipelinePlan, load_pipeline_plan
 from agentflow.kernel.plugins import (
     DEFAULT_GROUP,
     PluginContributions,
@@ -547,7 +546,7 @@ class AgentFrameworkBuilder:
         return chain
 
 
-def _pipeline_plan(config: AgentFrameworkConfig) -> Plan:
+def _pipeline_plan(config: AgentFrameworkConfig) -> PipelinePlan:
     """The planner the pipeline follows, loaded and checked once; every error at once."""
     spec = None if config.planner is None else config.planner.model_dump()
     try:

@@ -195,7 +195,7 @@ class PlannerConfig(_Section):
     """The plan the pipeline's built-in steps follow (SPEC 4.8), checked when the agent is
     built. `definition` is a mapping or YAML/JSON text; see docs/planners.md."""
 
-    type: Literal["fsm", "behavior_tree"] = "fsm"
+    type: Literal["fsm", "behavior_tree", "llm"] = "fsm"
     definition: dict[str, Any] | str
 
 

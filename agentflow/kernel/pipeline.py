@@ -48,9 +48,13 @@ from agentflow.kernel.metering import CURRENT_RUN, GuardedProvider, RunState
 from agentflow.kernel.middleware import MiddlewareChain
 from agentflow.kernel.planning.compiled import SKIPPED, CompiledFSM, compile_fsm
 from agentflow.kernel.planning.fsm import FSMPlan
+from agentflow.kernel.planning.llm_planner import LLMPlanner
 from agentflow.kernel.planning.model import Action, PlanResult, PlanState, StepOutcome
-from agentflow.kernel.planning.support import SUPPORT_NATIVE_CONDITIONS, load_pipeline_plan
-from agentflow.kernel.planning.validation import Plan
+from agentflow.kernel.planning.support import (
+    SUPPORT_NATIVE_CONDITIONS,
+    PipelinePlan,
+    load_pipeline_plan,
+)
 from agentflow.kernel.results import AgentReply, PlanStep, SourceRef
 from agentflow.kernel.sessions import SessionManager
 from agentflow.kernel.smalltalk import SMALL_TALK, small_talk_kind
@@ -182,7 +186,7 @@ class AgentPipeline:
         cost_tracker: CostTracker | None,
         clock: Any = time.time,
         strict_persistence: bool = False,
-        plan: Plan | None = None,
+        plan: PipelinePlan | None = None,
     ) -> None:
         self.config = config
         # Loaded and checked once: a message only walks the compiled plan.
@@ -332,6 +336,12 @@ class AgentPipeline:
         an error outcome. Compiled plans have no tool states.
         """
         tools = steps.ctx.get("tool_invoker")
+        if isinstance(self.plan, LLMPlanner):
+            # The agent's model proposes the plan (metered into the run like any call); the
+            # LLM planner records its steps on the wall clock.
+            wall_origin = origin + (time.time() - perf_counter())
+            planned = await self.plan.run(steps.plan_state, self.llm, steps, tools=tools)
+            return planned.status == "completed", plan_path(planned, wall_origin)
         result = await self.plan.run(steps.plan_state, steps, clock=perf_counter, tools=tools)
         return result.status == "completed", plan_path(result, origin)
 
@@ -608,7 +618,7 @@ class AgentPipeline:
 
 
 @cache
-def _default_plan() -> Plan:
+def _default_plan() -> PipelinePlan:
     return load_pipeline_plan(None)
 
 

@@ -23,8 +23,10 @@ from typing import Any
 from agentflow.kernel.planning.behavior_tree import BehaviorTreePlan
 from agentflow.kernel.planning.compiled import NativeCondition
 from agentflow.kernel.planning.fsm import FSMPlan
+from agentflow.kernel.planning.llm_planner import LLMPlanner
 from agentflow.kernel.planning.model import PlanState
 from agentflow.kernel.planning.parsing import Known
+from agentflow.kernel.planning.source import parse_source
 from agentflow.kernel.planning.validation import load_plan
 
 __all__ = [
@@ -93,10 +95,22 @@ SUPPORT_FSM: dict[str, Any] = {
 SUPPORT_PLANNER: dict[str, Any] = {"type": "fsm", "definition": SUPPORT_FSM}
 
 
-def load_pipeline_plan(spec: Mapping[str, Any] | None) -> FSMPlan | BehaviorTreePlan:
+# What a pipeline may follow: a declarative plan, or a model's plan inside fixed limits.
+PipelinePlan = FSMPlan | BehaviorTreePlan | LLMPlanner
+
+
+def load_pipeline_plan(spec: Mapping[str, Any] | None) -> PipelinePlan:
     """The pipeline's plan from ``{type, definition}`` (None: the support FSM), its actions
-    checked against the built-in steps; raises `PlanValidationError` with every error."""
-    plan: FSMPlan | BehaviorTreePlan = load_plan(
-        dict(spec) if spec is not None else SUPPORT_PLANNER, known=Known(steps=SUPPORT_STEPS)
-    )
+    checked against the built-in steps; raises `PlanValidationError` with every error.
+
+    An ``llm`` planner's settings sit next to its type in the kernel's own format: its
+    ``definition`` (a mapping or YAML/JSON text) is read and laid out so.
+    """
+    given: Mapping[str, Any] = dict(spec) if spec is not None else SUPPORT_PLANNER
+    if given.get("type") == "llm":
+        definition = given.get("definition")
+        if isinstance(definition, str):
+            definition = parse_source(definition)
+        given = {**(definition or {}), "type": "llm"}
+    plan: PipelinePlan = load_plan(given, known=Known(steps=SUPPORT_STEPS))
     return plan

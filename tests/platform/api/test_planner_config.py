@@ -14,6 +14,7 @@ import yaml
 
 from agentflow.kernel.planning.support import SUPPORT_FSM, SUPPORT_PLANNER
 from agentflow.models import Agent, Run
+from tests.kernel.fake_openai_server import FakeOpenAIServer, RecordedRequest, chat_completion
 from tests.platform.api.conftest import SUPPORT_CONFIG, Persona
 from tests.platform.api.test_bad_input import assert_error, assert_field_errors, nothing_written
 
@@ -110,17 +111,29 @@ def test_valid_planners_are_accepted_and_stored_as_given(
     assert stored == planner, "YAML text stays text, an object stays an object"
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("definition", [LLM_TEXT, yaml.safe_load(LLM_TEXT)], ids=["yaml", "obj"])
-def test_a_valid_llm_planner_is_refused_because_runs_could_not_follow_it(
-    owner: Persona, definition: Any
+def test_an_llm_planner_is_accepted_and_its_runs_fall_back_without_a_model_that_plans(
+    owner: Persona, definition: Any, celery_worker_app: object
 ) -> None:
+    """Before, a valid llm planner was refused: the support pipeline could not follow it.
+    The offline provider writes no JSON plan, so after the repair the fallback FSM runs."""
     response = _create(owner, "llm", _config({"type": "llm", "definition": definition}))
+    assert response.status_code == 201, response.json()
 
-    assert response.status_code == 422, response.json()
-    assert response.json()["errors"]["planner.type"] == [
-        "a valid `llm` planner, but the support pipeline runs only behavior_tree and fsm planners"
+    run = owner.post(
+        f"{AGENTS}/{response.json()['id']}/runs",
+        {"user_id": "u1", "message": "How do I reset my password?"},
+        headers={"Prefer": "wait=20"},
+    ).json()
+    steps = owner.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+    assert [(s["node"], s["outcome"]) for s in steps] == [
+        ("plan", "error"),  # not a plan
+        ("plan", "error"),  # nor after the repair
+        ("classify", "success"),
+        ("deliver", "success"),
     ]
-    assert not Agent.unscoped.filter(name="llm").exists()
+    assert run["status"] == "completed"
 
 
 def test_no_planner_is_todays_agent(owner: Persona) -> None:
@@ -526,3 +539,49 @@ def test_a_definition_of_too_many_values_is_refused_before_loading(owner: Person
         errors = _planner_errors(assert_field_errors(response, "planner.definition"))
         assert len(errors) == 1
         assert "more than 5000 values in the definition" in errors[0]
+
+
+PLANNED = {"steps": [{"action": "classify"}, {"action": "deliver"}]}
+
+
+def _planning_model(request: RecordedRequest) -> Any:
+    schema = ((request.body or {}).get("response_format") or {}).get("json_schema") or {}
+    if (schema.get("schema") or {}).get("required") == ["steps"]:
+        return chat_completion(json.dumps(PLANNED))  # the plan the model proposes
+    if schema:
+        return chat_completion('{"intent": "PASSWORD_RESET", "confidence": 0.9}')
+    return chat_completion("Open Settings, then Security.")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_llm_planners_plan_from_a_real_model_is_followed_and_metered(
+    owner: Persona, settings: Any, monkeypatch: Any, celery_worker_app: object
+) -> None:
+    with FakeOpenAIServer(default=_planning_model) as server:
+        settings.AGENTFLOW = {**settings.AGENTFLOW, "LLM_ALLOWED_BASE_URLS": [server.base_url]}
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        provider = {
+            "kind": "openai",
+            "model": "gpt-4o-mini",
+            "base_url": server.base_url,
+            "api_key": "${OPENAI_API_KEY}",
+            "max_retries": 0,
+        }
+        config = _config({"type": "llm", "definition": LLM_TEXT}, llm={"providers": [provider]})
+        created = _create(owner, "planned-by-model", config)
+        assert created.status_code == 201, created.json()
+        run = owner.post(
+            f"{AGENTS}/{created.json()['id']}/runs",
+            {"user_id": "u1", "message": "How do I reset my password?"},
+            headers={"Prefer": "wait=20"},
+        ).json()
+        plan_calls = [
+            r for r in server.requests if "steps" in json.dumps(r.body.get("response_format"))
+        ]
+    steps = owner.get(f"/api/v1/runs/{run['id']}/steps").json()["steps"]
+    assert (steps[0]["node"], steps[0]["action"]) == ("plan", "none")
+    # the two planned steps, then the compiled plan's closing state
+    assert [s["action"] for s in steps[1:]] == ["step:classify", "step:deliver", "none"]
+    assert len(plan_calls) == 1  # valid at once: no repair
+    assert steps[0]["tokens"] > 0  # the planning call is metered into the run
+    assert run["tokens"] >= steps[0]["tokens"]

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from agentflow import budgets, services
 from agentflow.models import Run, RunStatus
@@ -241,10 +242,13 @@ def test_concurrent_reservations_admit_exactly_what_the_hard_budget_holds(
     """40 runs at once, each bounded at $0.03, against $0.50 a day: exactly 16 go."""
 
     def reserve(_: int) -> budgets.DayReservation:
-        with tenant_scope(owner.tenant.pk):  # as in a run worker
-            return budgets.reserve(agent, 0.03, 0.5)
+        try:
+            with tenant_scope(owner.tenant.pk):  # as in a run worker
+                return budgets.reserve(agent, 0.03, 0.5)
+        finally:
+            connection.close()  # back to the pool, as a run worker's thread gives it back
 
-    with ThreadPoolExecutor(max_workers=20) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:  # fewer than the pool's connections
         outcomes = list(pool.map(reserve, range(40)))
     admitted = [r for r in outcomes if r.admitted]
     assert len(admitted) == 16
