@@ -14,6 +14,7 @@ import pytest
 from django.utils.html import escape
 
 from agentflow.models import Agent, AgentSession, Run, ToolCall
+from frontend import queries
 from hitl.models import HITLRequest
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
@@ -228,3 +229,26 @@ def test_a_viewer_cannot_decide_and_another_tenant_gets_404(
     assert request.status == "pending"
     assert call.status == "awaiting_approval"
     assert REFUNDS == []
+
+
+def test_a_long_result_is_shown_bounded_and_says_so() -> None:
+    text_ = queries.pretty_json({"body": "x" * 10_000})
+    assert len(text_) < queries.TOOL_JSON_CHARS + 100
+    assert text_.endswith("more characters)")
+    assert "truncated" in text_
+
+
+def test_schema_fields_read_the_top_level_properties() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string", "description": "The order."},
+            "amount": {"type": ["number", "null"]},
+        },
+        "required": ["order_id"],
+    }
+    assert queries.schema_fields(schema) == [
+        {"name": "order_id", "type": "string", "required": True, "description": "The order."},
+        {"name": "amount", "type": "number | null", "required": False, "description": ""},
+    ]
+    assert queries.schema_fields({"type": "object"}) == []
