@@ -193,9 +193,11 @@ class KnowledgeUploadForm(forms.Form):
 
 
 class DecisionForm(forms.Form):
-    """Edit carries the new answer, reject its reason; the HITL service checks the rest."""
+    """Edit carries the new answer (an action request's: its call's arguments, as JSON),
+    reject its reason; the HITL service and the tool's input schema check the rest."""
 
     response = forms.CharField(required=False, strip=False, max_length=20_000)
+    arguments = forms.CharField(required=False, strip=False, max_length=100_000)
     reason = forms.CharField(required=False, max_length=2_000)
 
 

@@ -8,6 +8,7 @@ events all carry the same dicts, so applying events to a page gives what a fresh
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,10 +27,10 @@ from agentflow.core.api.serializers import (
     AsIsFloatField,
     AsIsIntegerField,
 )
-from agentflow.models import Agent, KnowledgeDocument, Run, RunStatus
+from agentflow.models import Agent, KnowledgeDocument, Run, RunStatus, ToolCall
 from agentflow.run_result import plan_steps
 from governance.services import restrict_to_visible_agents
-from hitl.models import OPEN_STATUSES, HITLRequest
+from hitl.models import OPEN_STATUSES, HITLRequest, Kind
 from hitl.serializers import ReviewRequestSerializer
 from tenants.context import tenant_scope
 from tenants.models import Tenant, UsageDay
@@ -428,3 +429,84 @@ def thresholds(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 def documents(agent: Agent) -> QuerySet[KnowledgeDocument]:
     return KnowledgeDocument.objects.filter(agent=agent).order_by("-created_at")
+
+
+# --- tool calls and action requests (issue 17) ------------------------------------------------
+
+# A result is shown bounded: the stored one is bounded already, but a page lists many.
+TOOL_JSON_CHARS = 4_000
+# ToolCall.status of a call whose approval is not over yet (a pending review).
+_AWAITING = "awaiting_approval"
+
+
+def pretty_json(value: Any, limit: int = TOOL_JSON_CHARS) -> str:
+    """``value`` as indented JSON for a <pre>, cut at ``limit`` characters (said so)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n… (truncated: {len(text) - limit} more characters)"
+
+
+def run_tool_calls(run: Run) -> list[dict[str, Any]]:
+    """The run's tool calls in order, each with its approval request's status, if any."""
+    calls = list(ToolCall.objects.filter(run=run).order_by("created_at", "id"))
+    approval_ids = [call.approval_id for call in calls if call.approval_id is not None]
+    approvals = dict(HITLRequest.objects.filter(pk__in=approval_ids).values_list("pk", "status"))
+    return [
+        {
+            "id": str(call.pk),
+            "tool": call.tool,
+            "step": call.step,
+            "status": call.status,
+            "awaiting": call.status == _AWAITING,
+            "error": call.error,
+            "duration_ms": call.duration_ms,
+            "cost_usd": call.cost_usd,
+            "arguments": pretty_json(call.arguments),
+            "result": None if call.result is None else pretty_json(call.result),
+            "approval_id": str(call.approval_id) if call.approval_id else None,
+            "approval_status": approvals.get(call.approval_id) if call.approval_id else None,
+            "approver_role": call.approver_role,
+        }
+        for call in calls
+    ]
+
+
+def schema_fields(schema: Any) -> list[dict[str, Any]]:
+    """The top-level properties of a JSON schema, as a reviewer reads them."""
+    if not isinstance(schema, dict):
+        return []
+    properties = schema.get("properties")
+    required = set(schema.get("required") or ())
+    if not isinstance(properties, dict):
+        return []
+    rows = []
+    for name, spec in properties.items():
+        spec = spec if isinstance(spec, dict) else {}
+        kind = spec.get("type") or ("enum" if "enum" in spec else "any")
+        rows.append(
+            {
+                "name": str(name),
+                "type": " | ".join(map(str, kind)) if isinstance(kind, list) else str(kind),
+                "required": name in required,
+                "description": str(spec.get("description") or spec.get("title") or ""),
+            }
+        )
+    return rows
+
+
+def proposed_action(request: HITLRequest) -> dict[str, Any] | None:
+    """The tool call an ``action`` request proposes (None for any other kind)."""
+    if request.kind != Kind.ACTION:
+        return None
+    action = request.context.get("action") or {}
+    arguments = action.get("arguments") or {}
+    return {
+        "tool_call_id": action.get("tool_call_id"),
+        "tool": str(action.get("tool") or ""),
+        "description": str(action.get("description") or ""),
+        "safety_level": str(action.get("safety_level") or ""),
+        # Unbounded: the reviewer decides on exactly these arguments, and edits them.
+        "arguments": json.dumps(arguments, indent=2, ensure_ascii=False, sort_keys=True),
+        "fields": schema_fields(action.get("input_schema")),
+    }

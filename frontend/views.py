@@ -7,6 +7,7 @@ reads, the apps' services write. A page that updates live also answers
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from django.contrib import messages
@@ -28,7 +29,7 @@ from frontend.access import DashboardView, resolve, select_tenant
 from frontend.forms import DecisionForm, RunFilterForm
 from hitl import services as hitl_services
 from hitl.api import reviewer_for
-from hitl.models import HITLEvent, HITLRequest
+from hitl.models import HITLEvent, HITLRequest, Kind
 from hitl.serializers import request_body
 
 
@@ -180,6 +181,7 @@ class RunDetailView(DashboardView):
                 "in_flight": run.status in queries.ACTIVE_RUN_STATUSES,
                 "escalation_reason": reason,
                 "reviews": reviews,
+                "tool_calls": queries.run_tool_calls(run),
             },
         )
 
@@ -217,6 +219,13 @@ DONE = {
     "edit": "Your edited answer went to the customer.",
     "reject": "Rejected.",
 }
+# An action request's decision is about a tool call, not an answer.
+ACTION_DONE = {
+    **DONE,
+    "approve": "Approved: the tool call runs once, then the run continues.",
+    "edit": "Approved with your arguments: the tool call runs once, then the run continues.",
+    "reject": "Rejected: the tool call will not run.",
+}
 
 
 class RequestDetailView(DashboardView):
@@ -253,13 +262,12 @@ class RequestDetailView(DashboardView):
         try:
             self._act(request, item, action, form.cleaned_data)
         except ContractError as exc:
-            for name, reasons in (exc.extra.get("errors") or {}).items():
-                for reason in reasons:
-                    form.add_error(name if name in form.fields else None, reason)
+            _form_errors(form, exc)
             if not form.errors:
                 form.add_error(None, str(exc.detail))
             return self._render(request, self._item(request, request_id), form, exc.status_code)
-        messages.success(request, DONE[action])
+        done = ACTION_DONE if item.kind == Kind.ACTION else DONE
+        messages.success(request, done[action])
         return redirect(f"/hitl/{item.pk}/")
 
     def _act(
@@ -274,6 +282,13 @@ class RequestDetailView(DashboardView):
             hitl_services.unclaim(reviewer=reviewer, request=item, reason=data["reason"])
         elif action == "approve":
             orchestration.decide_review(reviewer=reviewer, request=item, decision="approve")
+        elif action == "edit" and item.kind == Kind.ACTION:
+            orchestration.decide_review(
+                reviewer=reviewer,
+                request=item,
+                decision="edit",
+                arguments=_edited_arguments(data["arguments"]),
+            )
         elif action == "edit":
             response = data["response"]
             if not response.strip():
@@ -294,7 +309,8 @@ class RequestDetailView(DashboardView):
     ) -> HttpResponse:
         row = request_body(item)
         # Judged against the agent's own texts: a draft that is no answer offers no Approve.
-        blocked = hitl_services.approval_block(item) if item.is_open else None
+        action = queries.proposed_action(item)
+        blocked = hitl_services.approval_block(item) if item.is_open and action is None else None
         history = list(HITLEvent.objects.filter(request=item).order_by("at", "id"))
         return self.render_page(
             request,
@@ -310,6 +326,7 @@ class RequestDetailView(DashboardView):
                 "is_open": item.is_open,
                 "mine": item.assignee_id == request.user.pk,
                 "approve_block": blocked,
+                "action": action,
             },
             status=status,
         )
@@ -317,3 +334,31 @@ class RequestDetailView(DashboardView):
 
 def _field_error(name: str, reason: str) -> ContractError:
     return unprocessable(reason, {name: [reason]})
+
+
+def _form_errors(form: DecisionForm, exc: ContractError) -> None:
+    """A refusal's field errors on the form; a path inside the edited arguments
+    (``arguments.amount``) goes on the arguments field, named."""
+    for name, reasons in (exc.extra.get("errors") or {}).items():
+        for reason in reasons:
+            if name in form.fields:
+                form.add_error(name, reason)
+            elif name.startswith("arguments."):
+                form.add_error("arguments", f"{name}: {reason}")
+            else:
+                form.add_error(None, reason)
+
+
+def _edited_arguments(raw: str) -> dict[str, Any]:
+    """The reviewer's JSON text as the call's arguments; the tool's input schema is checked
+    by the decision itself (the same check the API's edit gets)."""
+    if not raw.strip():
+        raise _field_error("arguments", "An edit needs the call's arguments (a JSON object).")
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        reason = f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+        raise _field_error("arguments", reason) from exc
+    if not isinstance(parsed, dict):
+        raise _field_error("arguments", "The arguments must be a JSON object: {...}.")
+    return parsed

@@ -383,7 +383,11 @@
         // e edits, r rejects: the first press opens the field (the draft to edit, the
         // reason to give); once it holds an edit or a reason, the press sends it. Esc
         // leaves a field, Ctrl/Cmd+Enter sends from inside it.
-        const field = document.getElementById(key === "e" ? "id_response" : "id_reason");
+        // An action request's edit is of the call's arguments (id_arguments).
+        const field =
+          key === "e"
+            ? document.getElementById("id_response") || document.getElementById("id_arguments")
+            : document.getElementById("id_reason");
         if (!field) return;
         event.preventDefault();
         if (key === "e" ? field.value.trim() && field.value !== field.defaultValue : field.value.trim()) {
