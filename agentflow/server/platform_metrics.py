@@ -5,8 +5,8 @@ counters nobody scrapes. Their rows are in the database already, so this collect
 it at scrape time: the figures cover every worker process, and survive restarts. Each
 family is one aggregate query over a bounded window through an index: the last hour or
 day of runs and tool calls by ``created_at``, the open review requests by their partial
-index. Labels are bounded: blueprints, statuses, priorities, models and tools (the last
-two capped to the busiest), never a tenant.
+index. Labels are bounded: blueprints, statuses, priorities, stages, models and tools (the
+last three capped to the busiest), never a tenant.
 
 A family whose query fails is left out of that scrape and logged (a broken family must
 never cost the whole ``/metrics``); a database that is down leaves out the rest too (one
@@ -40,7 +40,7 @@ from django.db.models.functions import Coalesce
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agentflow.models import Run, RunStatus, ToolCall
+from agentflow.models import Run, RunStatus, Step, ToolCall
 from hitl.models import OPEN_STATUSES, HITLRequest
 from hitl.stats import Median
 
@@ -100,6 +100,25 @@ def _durations(now: datetime) -> Iterator[Metric]:
         seconds.add_metric([blueprint, "0.5"], row["p50"] or 0.0)
         seconds.add_metric([blueprint, "0.95"], row["p95"] or 0.0)
         seconds.add_metric([blueprint, "max"], row["top"] or 0.0)
+    yield seconds
+
+
+def _stage_durations(now: datetime) -> Iterator[Metric]:
+    seconds = GaugeMetricFamily(
+        "agentflow_run_stage_duration_seconds_last_hour",
+        "Duration of each pipeline stage or planner step of the runs created in the last "
+        "hour that settled, by stage: quantile 0.5 and 0.95.",
+        labels=["stage", "quantile"],
+    )
+    rows = (
+        Step.unscoped.filter(run__created_at__gte=now - HOUR)
+        .values("name")
+        .annotate(p50=Median("duration_ms"), p95=_Quantile("duration_ms"), n=Count("id"))
+        .order_by("-n")[:MAX_LABEL_VALUES]
+    )
+    for row in rows:
+        seconds.add_metric([row["name"], "0.5"], (row["p50"] or 0.0) / 1000)
+        seconds.add_metric([row["name"], "0.95"], (row["p95"] or 0.0) / 1000)
     yield seconds
 
 
@@ -227,6 +246,7 @@ def _golden_paths(now: datetime) -> Iterator[Metric]:
 FAMILIES: dict[str, Callable[[datetime], Iterator[Metric]]] = {
     "runs": _runs,
     "run_durations": _durations,
+    "stage_durations": _stage_durations,
     "llm_usage": _llm_usage,
     "tool_calls": _tool_calls,
     "review_queue": _review_queue,

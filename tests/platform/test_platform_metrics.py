@@ -14,7 +14,7 @@ from django.db import OperationalError, connection
 from django.test import Client
 from prometheus_client import REGISTRY
 
-from agentflow.models import Agent, Run, RunStatus, ToolCall
+from agentflow.models import Agent, Run, RunStatus, Step, ToolCall
 from hitl.models import PRIORITY_RANK, HITLRequest
 from tests.platform.api.conftest import Persona
 from tests.platform.api.conftest import owner as owner
@@ -73,14 +73,22 @@ def test_runs_by_blueprint_and_status_with_durations(client: Client, owner: Pers
         _run(support, RunStatus.COMPLETED, seconds=seconds)
     _run(support, RunStatus.FAILED, seconds=10.0)
     _run(analyst, RunStatus.PENDING)
+    settled = _run(support, RunStatus.COMPLETED, seconds=0.5)
+    for index, (stage, ms) in enumerate((("classify", 10.0), ("generate", 200.0))):
+        Step.unscoped.create(
+            tenant=owner.tenant, run=settled, index=index, name=stage, duration_ms=ms
+        )
     text = _scrape(client)
+    stage = "agentflow_run_stage_duration_seconds_last_hour"
+    assert _value(text, f'{stage}{{quantile="0.5",stage="generate"}}') == pytest.approx(0.2)
+    assert _value(text, f'{stage}{{quantile="0.95",stage="classify"}}') == pytest.approx(0.01)
     runs = "agentflow_runs_last_hour"
-    assert _value(text, f'{runs}{{blueprint="support_agent",status="completed"}}') == 3
+    assert _value(text, f'{runs}{{blueprint="support_agent",status="completed"}}') == 4
     assert _value(text, f'{runs}{{blueprint="support_agent",status="failed"}}') == 1
     assert _value(text, f'{runs}{{blueprint="data_analyst",status="pending"}}') == 1
     duration = "agentflow_run_duration_seconds_last_hour"
     p50 = _value(text, f'{duration}{{blueprint="support_agent",quantile="0.5"}}')
-    assert p50 == pytest.approx(2.5, abs=0.05)  # median of 1, 2, 3 and 10
+    assert p50 == pytest.approx(2.0, abs=0.05)  # median of 0.5, 1, 2, 3 and 10
     assert _value(text, f'{duration}{{blueprint="support_agent",quantile="max"}}') == (
         pytest.approx(10.0, abs=0.05)
     )
