@@ -137,7 +137,7 @@ def _llm_usage(now: datetime) -> Iterator[Metric]:
     hour = Q(created_at__gte=now - HOUR)
     day = Q(created_at__gte=today)
     rows = (
-        Run.unscoped.filter(hour | day, tokens__gt=0)
+        Run.unscoped.filter(created_at__gte=min(today, now - HOUR), tokens__gt=0)
         .annotate(
             model=Coalesce(
                 KeyTextTransform("model", "result__metadata"),
