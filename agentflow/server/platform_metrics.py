@@ -48,7 +48,7 @@ log = structlog.get_logger(__name__)
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-# At most this many models / tools get a series each (the busiest); a bounded label set.
+# At most this many models, tools or stages get a series each (the busiest): bounded labels.
 MAX_LABEL_VALUES = 50
 
 
