@@ -330,6 +330,8 @@ class ToolCall(TenantOwnedModel):
                 name="toolcall_unfinished_approved",
             ),
             models.Index(fields=["tenant", "agent", "created_at"]),
+            # /metrics counts the last hour's calls, platform-wide.
+            models.Index(fields=["created_at"], name="toolcall_created"),
         ]
 
     def __str__(self) -> str:

@@ -302,6 +302,12 @@ class HITLRequest(TenantOwnedModel):
                 condition=models.Q(next_check_at__isnull=False),
                 name="hitl_request_due",
             ),
+            # /metrics reads the open queue by priority, platform-wide.
+            models.Index(
+                fields=["priority", "created_at"],
+                condition=models.Q(status__in=["pending", "assigned", "escalated"]),
+                name="hitl_request_open",
+            ),
         ]
 
     def __str__(self) -> str:

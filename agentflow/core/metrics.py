@@ -40,3 +40,8 @@ RUNS_UNSETTLED = Gauge(
     "Runs accepted and not settled yet (all tenants), by status, read at scrape time.",
     ["status"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "agentflow_webhook_deliveries_total",
+    "Webhook deliveries received by this web process, by provider and verdict.",
+    ["provider", "verdict"],
+)

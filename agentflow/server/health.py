@@ -23,8 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agentflow.core.conf import setting_float
 from agentflow.core.metrics import QUEUE_DEPTH, RUNS_UNSETTLED
 from agentflow.models import Run, RunStatus
+from agentflow.server import platform_metrics
 
 log = structlog.get_logger(__name__)
+platform_metrics.register()  # runs, reviews, LLM usage: read from PostgreSQL at scrape time
 # kombu's Redis transport keeps a queue's priorities 3, 6 and 9 in lists of their own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 

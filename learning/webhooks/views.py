@@ -31,6 +31,7 @@ from agentflow.core.api.serializers import (
     ZDateTimeField,
 )
 from agentflow.core.conf import setting_int
+from agentflow.core.metrics import WEBHOOK_DELIVERIES
 from learning.models import WebhookEndpoint, WebhookProvider
 from learning.webhooks import services
 from learning.webhooks.providers import BadPayload, Rejected
@@ -208,15 +209,19 @@ class DeliveryView(APIView):
         limit = setting_int("WEBHOOK_MAX_BODY_BYTES")
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if declared.isdigit() and int(declared) > limit:
+            self._count("too_large")
             raise _too_large(limit)
         body = request.body
         if len(body) > limit:
+            self._count("too_large")
             raise _too_large(limit)
         if (too_deep := _too_deeply_nested(body, request.headers)) is not None:
+            self._count("bad_payload")
             raise unprocessable("The payload cannot be accepted.", {"body": [too_deep]})
         try:
             accepted = services.receive(self.provider, endpoint_id, request.headers, body)
         except Rejected as exc:
+            self._count("rejected")
             log.info(
                 "webhooks.rejected", provider=self.provider, endpoint=endpoint_id, why=str(exc)
             )
@@ -227,19 +232,27 @@ class DeliveryView(APIView):
                 headers={"WWW-Authenticate": f'Signature realm="{self.provider} webhooks"'},
             ) from None
         except services.TenantInactive:
+            self._count("tenant_inactive")
             raise ContractError(
                 "The endpoint's tenant is not active.",
                 status_code=status.HTTP_403_FORBIDDEN,
                 error_type="tenant_inactive",
             ) from None
         except BadPayload as exc:
+            self._count("bad_payload")
             raise unprocessable("The payload cannot be accepted.", {"body": [str(exc)]}) from None
         if accepted.challenge is not None:
+            self._count("challenge")
             return Response({"challenge": accepted.challenge})
+        self._count("duplicate" if accepted.duplicate else "accepted")
         return Response(
             {"event_id": accepted.event_id, "duplicate": accepted.duplicate},
             status=status.HTTP_200_OK if accepted.duplicate else status.HTTP_202_ACCEPTED,
         )
+
+    def _count(self, verdict: str) -> None:
+        # Deliveries arrive at the web process, whose /metrics is scraped: a plain counter.
+        WEBHOOK_DELIVERIES.labels(self.provider, verdict).inc()
 
 
 def _too_deeply_nested(body: bytes, headers: Any) -> str | None:
