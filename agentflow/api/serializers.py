@@ -37,11 +37,24 @@ class AgentUpdateSerializer(StrictSerializer):
 MESSAGE_MAX_CHARS = 20_000
 
 
+# Metadata keys the platform itself sets on runs (the dashboard's playground, an operator's
+# tool try): from a client they would hide runs from learning or pass for an operator's.
+RESERVED_METADATA_KEYS = ("playground", "tool_invocation")
+
+
 class RunCreateSerializer(StrictSerializer):
     user_id = serializers.CharField(max_length=200)
     message = serializers.CharField(max_length=MESSAGE_MAX_CHARS, trim_whitespace=True)
     priority = PriorityField(required=False, default="medium")
     metadata = serializers.DictField(required=False, default=dict)
+
+    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted(key for key in RESERVED_METADATA_KEYS if key in value)
+        if reserved:
+            raise serializers.ValidationError(
+                f"{', '.join(reserved)}: reserved for the platform's own runs"
+            )
+        return value
 
 
 class PreflightCreateSerializer(StrictSerializer):

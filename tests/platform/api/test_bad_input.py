@@ -185,6 +185,9 @@ WRONG_TYPES = [
     (RUNS, {"user_id": True, "message": "hi"}, "user_id"),
     (RUNS, {"user_id": "u", "message": "hi", "metadata": ["a"]}, "metadata"),
     (RUNS, {"user_id": "u", "message": "hi", "metadata": "a=b"}, "metadata"),
+    # Markers only the platform sets: a client's would hide its runs from learning.
+    (RUNS, {"user_id": "u", "message": "hi", "metadata": {"playground": True}}, "metadata"),
+    (RUNS, {"user_id": "u", "message": "hi", "metadata": {"tool_invocation": 1}}, "metadata"),
     (RUNS, {"user_id": "u", "message": "hi", "priority": 3}, "priority"),
     (RUNS, ["user_id", "message"], "non_field_errors"),
     (RUNS, '"just a string"', "non_field_errors"),
