@@ -393,11 +393,11 @@ class ToolInvocationError(Exception):
 
 
 class ToolNotFound(ToolInvocationError):
-    pass
+    """No tool of that id in the agent's registry (404)."""
 
 
 class ToolDenied(ToolInvocationError):
-    pass
+    """Not granted, or above the caller's level (403)."""
 
 
 class ToolNeedsApproval(ToolInvocationError):

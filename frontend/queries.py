@@ -225,19 +225,27 @@ def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+PLAYGROUND = {"playground": True}  # the marker of the dashboard's playground runs
+
+
 def tenant_metrics(tenant: Tenant, *, minutes: int = OVERVIEW_MINUTES) -> dict[str, Any]:
     """One tenant's live figures (call inside or outside its scope: it enters it)."""
     now = datetime.now(UTC)
     window_start = now - timedelta(minutes=minutes)
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    # Customer traffic: an operator's playground messages are no customer's (issue 19).
+    customers = ~Q(metadata__contains=PLAYGROUND)
     with tenant_scope(tenant.pk):
         runs = Run.objects.aggregate(
-            window=Count("pk", filter=Q(created_at__gte=window_start)),
-            today=Count("pk", filter=Q(created_at__gte=day_start)),
+            window=Count("pk", filter=Q(created_at__gte=window_start) & customers),
+            today=Count("pk", filter=Q(created_at__gte=day_start) & customers),
             active=Count("pk", filter=Q(status__in=ACTIVE_RUN_STATUSES)),
         )
         reviews = HITLRequest.objects.aggregate(
-            today=Count("pk", filter=Q(created_at__gte=day_start)),
+            today=Count(
+                "pk",
+                filter=Q(created_at__gte=day_start) & ~Q(run__metadata__contains=PLAYGROUND),
+            ),
             open=Count("pk", filter=Q(status__in=OPEN_STATUSES)),
             breached=Count(
                 "pk",

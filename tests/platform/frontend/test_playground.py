@@ -10,6 +10,7 @@ import pytest
 from agentflow import orchestration
 from agentflow.models import Agent, Run, RunStatus
 from frontend import playground
+from frontend.queries import tenant_metrics
 from governance.audit import Actor
 from hitl import services as hitl_services
 from learning import loop, playbooks
@@ -122,3 +123,23 @@ def test_playbooks_are_not_extracted_from_playground_runs(acme: Persona, agent: 
         extracted = playbooks.extract(agent, CATEGORY, actor=ACTOR).playbook
     assert extracted is not None
     assert extracted.sample_count == 5  # the customers' five, not ten
+
+
+@pytest.mark.django_db(transaction=True)
+def test_playground_runs_are_no_customer_traffic_on_the_overview(
+    celery_worker_app: object, acme: Persona, agent: Agent, operator: User_
+) -> None:
+    before = tenant_metrics(acme.tenant)
+    operator.post(f"/agents/{agent.pk}/", {"form": "playground", "message": "Reset password?"})
+    assert len(playground_runs(agent)) == 1
+    after = tenant_metrics(acme.tenant)
+    assert (after["runs_today"], after["runs_window"]) == (
+        before["runs_today"],
+        before["runs_window"],
+    )
+    acme.post(  # a customer's message through the API does count
+        f"/api/v1/agents/{agent.pk}/runs",
+        {"user_id": "customer", "message": "Reset password?"},
+        headers={"Prefer": "wait=20"},
+    )
+    assert tenant_metrics(acme.tenant)["runs_today"] == before["runs_today"] + 1
