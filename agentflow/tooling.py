@@ -333,21 +333,46 @@ def tool_costs(agent: Agent, config: Mapping[str, Any]) -> dict[str, float]:
     granted = set(parse_grants(config.get("tools") or ()))
     if not granted:
         return {}
+    # Building the sources' tools costs milliseconds (their schemas are compiled) and every
+    # run's preflight asks: once per agent version per process (a config change bumps it).
+    key = (str(agent.pk), int(agent.version))
+    with _costs_lock:
+        known = _costs.get(key)
+    if known is not None:
+        return dict(known)
     ctx = _context(agent, config)
-    return {
+    costs = {
         tool.id: float(tool.cost_per_call)
         for tool in _source_tools(ctx)
         if tool.id in granted and tool.cost_per_call
     }
+    with _costs_lock:
+        _costs[key] = costs
+        while len(_costs) > _COSTS_SIZE:
+            _costs.popitem(last=False)
+    return dict(costs)
+
+
+_COSTS_SIZE = 256
+_costs: OrderedDict[tuple[str, int], dict[str, float]] = OrderedDict()
+_costs_lock = threading.Lock()
+
+
+def _forget_costs(agent_id: str | None = None) -> None:
+    with _costs_lock:
+        for key in [k for k in _costs if agent_id is None or k[0] == agent_id]:
+            del _costs[key]
 
 
 def evict_registry(agent_id: object) -> None:
     """Close and forget an agent's registries (deleted, or changed without a version bump)."""
     _cache.evict(str(agent_id))
+    _forget_costs(str(agent_id))
 
 
 def clear_registry_cache(wait_seconds: float = 0.0) -> None:
     """Close and forget every registry; wait up to ``wait_seconds`` for them to close."""
+    _forget_costs()
     closing = _cache.evict()
     if wait_seconds > 0 and closing:
         concurrent.futures.wait(closing, timeout=wait_seconds)

@@ -171,12 +171,10 @@ class ProgressStore(Protocol):
 
     async def load(self, user_id: str) -> dict[str, Any] | None:
         """The user's stored progress (with its ``revision``), or None for a new user."""
-        ...
 
     async def save(self, user_id: str, progress: Mapping[str, Any], *, revision: int) -> bool:
         """Store ``progress`` as revision ``revision + 1`` if the stored revision is still
         ``revision`` (0: nothing stored); False, storing nothing, when it is not."""
-        ...
 
 
 def _revision(progress: Mapping[str, Any] | None) -> int:
