@@ -140,7 +140,7 @@ class PlanStepSerializer(serializers.Serializer):
     index = AsIsIntegerField()
     node = serializers.CharField(help_text="The FSM state or behavior-tree node.")
     action = serializers.CharField(help_text="What it ran: `step:classify`, ..., or `none`.")
-    outcome = AsIsChoiceField(choices=["success", "error", "skipped"])
+    outcome = AsIsChoiceField(choices=["success", "error", "skipped", "paused"])
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     duration_ms = AsIsFloatField()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from operator import attrgetter
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -49,13 +49,14 @@ from agentflow.kernel.middleware import MiddlewareChain
 from agentflow.kernel.planning.compiled import SKIPPED, CompiledFSM, compile_fsm
 from agentflow.kernel.planning.fsm import FSMPlan
 from agentflow.kernel.planning.llm_planner import LLMPlanner
-from agentflow.kernel.planning.model import Action, PlanResult, PlanState, StepOutcome
+from agentflow.kernel.planning.model import Action, PlanResult, PlanState, Snapshot, StepOutcome
 from agentflow.kernel.planning.support import (
     SUPPORT_NATIVE_CONDITIONS,
     PipelinePlan,
     load_pipeline_plan,
+    pauses_for_review,
 )
-from agentflow.kernel.results import AgentReply, PlanStep, SourceRef
+from agentflow.kernel.results import AgentReply, PlanStep, SourceRef, StepOutcomeName
 from agentflow.kernel.sessions import SessionManager
 from agentflow.kernel.smalltalk import SMALL_TALK, small_talk_kind
 from agentflow.kernel.stores import (
@@ -191,9 +192,11 @@ class AgentPipeline:
         self.config = config
         # Loaded and checked once: a message only walks the compiled plan.
         self.plan = plan if plan is not None else _default_plan()
+        # A plan that waits at human_review runs through FSMPlan.run, which pauses.
+        self.pauses_for_review = pauses_for_review(self.plan)
         self._compiled: CompiledFSM[_TurnSteps] | None = (
             compile_fsm(self.plan, _STEPS, SUPPORT_NATIVE_CONDITIONS)
-            if isinstance(self.plan, FSMPlan)
+            if isinstance(self.plan, FSMPlan) and not self.pauses_for_review
             else None
         )
         self.strict_persistence = strict_persistence
@@ -326,6 +329,8 @@ class AgentPipeline:
         laps.lap("update")
         reply = self._reply(turn, run, generated, verdict, answer, degraded, laps.timings)
         reply.plan_path = path
+        if steps.snapshot is not None:  # paused for a person: the plan continues after
+            reply.plan_snapshot = steps.snapshot.to_dict()
         return reply
 
     async def _follow_plan(self, steps: _TurnSteps, origin: float) -> tuple[bool, list[PlanStep]]:
@@ -343,6 +348,7 @@ class AgentPipeline:
             planned = await self.plan.run(steps.plan_state, self.llm, steps, tools=tools)
             return planned.status == "completed", plan_path(planned, wall_origin)
         result = await self.plan.run(steps.plan_state, steps, clock=perf_counter, tools=tools)
+        steps.snapshot = result.snapshot if result.status == "paused" else None
         return result.status == "completed", plan_path(result, origin)
 
     async def _open_turn(
@@ -622,7 +628,9 @@ def _default_plan() -> PipelinePlan:
     return load_pipeline_plan(None)
 
 
-_OUTCOMES: dict[str, Literal["success", "error"]] = {"ok": "success"}
+_OUTCOMES: dict[str, StepOutcomeName] = {"ok": "success", "paused": "paused"}
+# What the human_review step returns when the plan waits there for the decision.
+_PAUSED_FOR_REVIEW = object()
 
 
 class _TurnSteps:
@@ -644,6 +652,7 @@ class _TurnSteps:
         "pipeline",
         "plan_state",
         "run",
+        "snapshot",
         "turn",
         "verdict",
     )
@@ -668,6 +677,7 @@ class _TurnSteps:
         self.generated: _Generated | None = None
         self.verdict: ConfidenceDecision | None = None
         self.escalate: bool | None = None
+        self.snapshot: Snapshot | None = None  # where the plan paused, if it did
 
     async def execute(self, action: Action, state: PlanState) -> StepOutcome:
         step = _STEPS.get(action.name) if action.kind == "step" else None
@@ -676,6 +686,8 @@ class _TurnSteps:
         run = self.run
         tokens, cost = run.usage.total_tokens, run.cost_usd
         output = await step(self, state)
+        if output is _PAUSED_FOR_REVIEW:
+            return StepOutcome("paused", None, "waiting for a human review")
         return StepOutcome("ok", output, None, run.usage.total_tokens - tokens, run.cost_usd - cost)
 
     async def classify(self, state: PlanState) -> Any:
@@ -744,6 +756,8 @@ class _TurnSteps:
 
     async def human_review(self, state: PlanState) -> Any:
         self.escalate = True
+        if self.pipeline.pauses_for_review:  # the plan goes on after the decision
+            return _PAUSED_FOR_REVIEW
         return None
 
 

@@ -52,7 +52,7 @@ class SourceRef(NamedTuple):
         return {"kind": self.kind, "id": self.id, "title": self.title, "score": self.score}
 
 
-StepOutcomeName = Literal["success", "error", "skipped"]
+StepOutcomeName = Literal["success", "error", "skipped", "paused"]
 
 
 class PlanStep(NamedTuple):
@@ -123,6 +123,9 @@ class AgentReply:
     cost_usd: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
     plan_path: list[PlanStep] = field(default_factory=list)
+    # Where the plan paused for a person, when it goes on after the decision
+    # (`agentflow.kernel.continuation`); kept by the caller, never shown to the customer.
+    plan_snapshot: dict[str, Any] | None = None
 
     @property
     def trace_id(self) -> str:

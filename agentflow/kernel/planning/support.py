@@ -35,6 +35,7 @@ __all__ = [
     "SUPPORT_PLANNER",
     "SUPPORT_STEPS",
     "load_pipeline_plan",
+    "pauses_for_review",
 ]
 
 SUPPORT_STEPS = frozenset(
@@ -114,3 +115,20 @@ def load_pipeline_plan(spec: Mapping[str, Any] | None) -> PipelinePlan:
         given = {**(definition or {}), "type": "llm"}
     plan: PipelinePlan = load_plan(given, known=Known(steps=SUPPORT_STEPS))
     return plan
+
+
+REVIEW_STEP = "human_review"
+
+
+def pauses_for_review(plan: object) -> bool:
+    """Whether ``plan`` waits at ``human_review`` for the decision and continues after it
+    (`agentflow.kernel.continuation`): an FSM with a ``human_review`` state that is not
+    final. A plan whose reviews end it (the support FSM) hands the run to a person without
+    a snapshot."""
+    if not isinstance(plan, FSMPlan):
+        return False
+    finals = set(plan.final_states)
+    return any(
+        state.action.kind == "step" and state.action.name == REVIEW_STEP and name not in finals
+        for name, state in plan.states.items()
+    )
