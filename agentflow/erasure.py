@@ -46,7 +46,13 @@ def erase_agent_data(subject: ErasureSubject) -> dict[str, int]:
     counts["sessions"] = sessions.delete()[0]
     # Runs stay (usage, quotas and the audit trail refer to them); their content goes.
     counts["runs"] = runs.update(
-        user_id=ERASED, input="", result=None, metadata={}, error="", session=None
+        user_id=ERASED,
+        input="",
+        result=None,
+        plan_snapshot=None,
+        metadata={},
+        error="",
+        session=None,
     )
     return counts
 

@@ -137,6 +137,10 @@ class Run(TenantOwnedModel):
     )
     progress = models.FloatField(default=0.0)
     result = models.JSONField(null=True, blank=True)
+    # Where the run's plan paused for a person, when it goes on after the decision
+    # (agentflow.kernel.continuation); with "resume", the decision it goes on with.
+    # Plan state (the customer's message among it): never shown, erased with the run.
+    plan_snapshot = models.JSONField(null=True, blank=True, editable=False)
     error = models.TextField(blank=True)
     tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)

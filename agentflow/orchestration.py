@@ -25,7 +25,7 @@ from agentflow import tooling
 from agentflow.core import queueing
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.models import Run, RunStatus
-from agentflow.services import finish_review
+from agentflow.services import Delivered, finish_review
 from hitl import services as hitl
 from hitl import sla
 from hitl.models import Decision, HITLRequest, Kind
@@ -93,10 +93,12 @@ def decide_review(
             now=now,
         )
         delivery = hitl.review_delivery(decided, decision, reason=reason)
-        if not finish_review(actor=reviewer.actor, **delivery):
+        delivered = finish_review(actor=reviewer.actor, **delivery)
+        if not delivered:
             raise hitl.run_not_waiting(decided)  # rolls the decision back: nothing changed
         hitl.record_decision(decided, reviewer=reviewer, response=response, reason=reason, now=now)
-        _record_activity(decided, resumed=not delivery["after_the_fact"])
+        # A run whose plan goes on settles later, in its worker (which records it).
+        _record_activity(decided, resumed=delivered == Delivered.COMPLETED)
         _learn_after_commit(decided)
     return decided
 
@@ -111,11 +113,13 @@ def deliver_expired_review(expired: HITLRequest, decision: str, reason: str) -> 
     """Resume the run of a request its SLA expired (the system rejects it); False when the
     run no longer waits (it was cancelled). Inside the expiry's transaction."""
     delivery = hitl.review_delivery(expired, decision, reason=reason)
-    return finish_review(actor=hitl.SYSTEM, **delivery)
+    return bool(finish_review(actor=hitl.SYSTEM, **delivery))
 
 
 def _after_expiry(expired: HITLRequest, resumed: bool) -> None:
-    _record_activity(expired, resumed=resumed)
+    # A rejection its plan goes on from (the run is back in the queue) has not settled yet.
+    completed = Run.objects.filter(pk=expired.run_id, status=RunStatus.COMPLETED).exists()
+    _record_activity(expired, resumed=resumed and completed)
     _learn_after_commit(expired)  # a rejection teaches nothing today; the rule is learning's
 
 
@@ -222,8 +226,9 @@ def _decide_action(
         if call is None:
             raise hitl.run_not_waiting(decided)  # rolls the decision back: nothing changed
         if decision == Decision.REJECT:
+            # The run ends with the hand-off, or its plan takes its rejection branch.
             delivery = hitl.review_delivery(decided, decision, reason=reason)
-            if not finish_review(actor=reviewer.actor, **delivery):
+            if not finish_review(actor=reviewer.actor, **delivery, tool_call=call):
                 raise hitl.run_not_waiting(decided)
         else:
             tenant_id, call_id = call.tenant_id, str(call.pk)
@@ -246,7 +251,8 @@ def execute_approved_tool_call(call_id: str) -> str:
 
 
 def _settle_after_action(call: Any) -> None:
-    """The run completes with the call's outcome in its result; its price joins the run's."""
+    """The run completes with the call's outcome in its result (or its plan goes on with
+    it); the call's price joins the run's."""
     request = HITLRequest.objects.filter(pk=call.approval_id).first()
     review = {
         "request_id": str(call.approval_id),
@@ -258,8 +264,10 @@ def _settle_after_action(call: Any) -> None:
     }
     with transaction.atomic():
         Run.objects.filter(pk=call.run_id).update(cost_usd=F("cost_usd") + call.cost_usd)
-        resumed = finish_review(actor=hitl.SYSTEM, run_id=call.run_id, review=review, content=None)
-        if resumed:
+        delivered = finish_review(
+            actor=hitl.SYSTEM, run_id=call.run_id, review=review, content=None, tool_call=call
+        )
+        if delivered == Delivered.COMPLETED:
             learning.record_run_settled(
                 call.run_id,
                 RunStatus.COMPLETED,

@@ -12,11 +12,12 @@ import concurrent.futures
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import structlog
 from asgiref.sync import sync_to_async
@@ -24,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.db.models.sql import UpdateQuery
 
-from agentflow import budgets, run_events, tooling
+from agentflow import budgets, continuations, run_events, tooling
 from agentflow.core import queueing, worker_loop
 from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.core.conf import setting_float, setting_int
@@ -71,6 +72,7 @@ from tenants.models import Tenant, UsageDay
 from tenants.services import record_usage
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.PROCESSING)
 _RUN_LEASE = 7_362  # advisory-lock namespace of run leases (audit chains use 7_361)
@@ -517,7 +519,8 @@ def _execute_leased(run_id: str) -> str:
         RunStatus.PROCESSING,
         reason="picked up",
         row=run,  # one UPDATE as compare-and-set; the row is read once
-        started_at=datetime.now(UTC),
+        # A run going on after a review keeps its start: its plan path is timed from it.
+        started_at=run.started_at or datetime.now(UTC),
         progress=0.1,
     )
     if not started and run.status == RunStatus.PENDING:
@@ -528,7 +531,10 @@ def _execute_leased(run_id: str) -> str:
     # it died mid-run. Processing again is safe because completion is a compare-and-set.
     _return_connection()  # while the run waits on its LLM, its connection serves others
     try:
-        reply = _process_interruptibly(run)
+        if continuations.continues(run):  # decided: its plan goes on from where it paused
+            done = _interruptibly(run, continuations.run_continuation(run))
+            return settle_continuation(run, done)
+        reply = _interruptibly(run, _process(run))
     except concurrent.futures.CancelledError:
         run.refresh_from_db()
         log.info("run.stopped", run_id=run_id, status=run.status)
@@ -565,9 +571,9 @@ def _execute_leased(run_id: str) -> str:
     return complete_run(run, reply)
 
 
-def _process_interruptibly(run: Run) -> Any:
-    """Run the pipeline on the process loop; a cancel announced meanwhile interrupts it."""
-    future = worker_loop.submit(_process(run))
+def _interruptibly(run: Run, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` on the process loop; a cancel announced meanwhile interrupts it."""
+    future = worker_loop.submit(work)
     with in_flight_runs.track(str(run.pk), future):
         return future.result()
 
@@ -748,6 +754,8 @@ def complete_run(run: Run, reply: Any) -> str:
     now = datetime.now(UTC)
     tokens = int(reply.usage.total_tokens)
     cost = Decimal(str(round(reply.cost_usd, 6)))
+    # Where its plan waits for the decision, when the plan goes on after it.
+    paused = {"plan_snapshot": reply.plan_snapshot} if reply.plan_snapshot else {}
     with transaction.atomic():
         won = transition(
             run.pk,
@@ -760,6 +768,7 @@ def complete_run(run: Run, reply: Any) -> str:
             tokens=tokens,
             cost_usd=cost,
             finished_at=None if reply.escalated else now,
+            **paused,
         )
         if not won:
             run.refresh_from_db()
@@ -856,6 +865,16 @@ def _steps(run: Run, reply: Any, tokens: int, cost: Decimal) -> list[Step]:
 # --- resuming after a review --------------------------------------------------------------
 
 
+class Delivered(StrEnum):
+    """What ``finish_review`` did: nothing (the run no longer waits), completed the run,
+    sent it on to its plan's continuation, or added to a run that had already settled."""
+
+    NOTHING = ""
+    COMPLETED = "completed"
+    CONTINUING = "continuing"
+    FOLLOW_UP = "follow_up"
+
+
 def finish_review(
     *,
     actor: Actor,
@@ -864,22 +883,29 @@ def finish_review(
     content: str | None,
     close_thread: bool = False,
     after_the_fact: bool = False,
-) -> bool:
+    tool_call: Any = None,
+) -> Delivered:
     """Deliver a reviewer's outcome, inside the decision's transaction (habit 6).
 
     A run awaiting review completes by compare-and-set, with ``review`` in its result
     and ``content`` (when there is one) as its single assistant message: a decision
-    posted twice, or handled by two workers, completes it once. With ``after_the_fact``
+    posted twice, or handled by two workers, completes it once. A run whose plan waits
+    for the decision to go on is sent to its continuation instead (`agentflow.continuations`;
+    ``tool_call``: the decided call it paused on). With ``after_the_fact``
     (a manual review of a run that already settled), the run keeps its status and
     ``content`` joins the conversation as a follow-up. ``close_thread`` resolves the
-    conversation thread instead of answering. False, with nothing written, when the
+    conversation thread instead of answering. Falsy, with nothing written, when the
     run is in neither situation (e.g. it was cancelled while waiting).
     """
     now = datetime.now(UTC)
     with transaction.atomic():
         run = Run.objects.filter(pk=run_id).first()
         if run is None:
-            return False
+            return Delivered.NOTHING
+        snapshot = None if after_the_fact else continuations.waiting_snapshot(run)
+        if snapshot is not None:
+            delivery = {"review": review, "content": content, "close_thread": close_thread}
+            return _continue_after_review(run, snapshot, delivery, actor, tool_call, now)
         result = {**(run.result or {}), "review": review}
         if content is not None:
             result["content"] = content
@@ -894,27 +920,8 @@ def finish_review(
         if not resumed and not (
             after_the_fact and run.status in (RunStatus.COMPLETED, RunStatus.FAILED)
         ):
-            return False
-        thread_id = str((run.result or {}).get("thread_id") or "")
-        session_id = run.session_id  # None only if the session was erased meanwhile
-        if content is not None and session_id is not None:
-            Message.objects.create(
-                session_id=session_id,
-                # A follow-up is not the run's answer: the run keeps the one it had.
-                run=run if resumed else None,
-                role=MessageRole.ASSISTANT,
-                content=content,
-                thread_id=thread_id,
-                created_at=now,
-            )
-        if session_id is not None:
-            if close_thread and thread_id:
-                Thread.objects.filter(pk=thread_id, session_id=session_id).update(
-                    status=ThreadStatus.RESOLVED,
-                    resolution=f"closed by review: {review.get('reason') or ''}"[:2000],
-                    last_active=now,
-                )
-            AgentSession.objects.filter(pk=session_id).update(last_active=now)
+            return Delivered.NOTHING
+        _deliver(run, content, close_thread, review, resumed=resumed, now=now)
         append(
             tenant_id=run.tenant_id,
             actor=actor,
@@ -931,7 +938,177 @@ def finish_review(
         if resumed:
             run.status = RunStatus.COMPLETED
             _announce(run)
-    return True
+    return Delivered.COMPLETED if resumed else Delivered.FOLLOW_UP
+
+
+def _deliver(
+    run: Run,
+    content: str | None,
+    close_thread: bool,
+    review: dict[str, Any],
+    *,
+    resumed: bool,
+    now: datetime,
+) -> None:
+    """A review's outcome in the conversation: the answer, or the thread closed."""
+    thread_id = str((run.result or {}).get("thread_id") or "")
+    session_id = run.session_id  # None only if the session was erased meanwhile
+    if content is not None and session_id is not None:
+        Message.objects.create(
+            session_id=session_id,
+            # A follow-up is not the run's answer: the run keeps the one it had.
+            run=run if resumed else None,
+            role=MessageRole.ASSISTANT,
+            content=content,
+            thread_id=thread_id,
+            created_at=now,
+        )
+    if session_id is None:
+        return
+    if close_thread and thread_id:
+        Thread.objects.filter(pk=thread_id, session_id=session_id).update(
+            status=ThreadStatus.RESOLVED,
+            resolution=f"closed by review: {review.get('reason') or ''}"[:2000],
+            last_active=now,
+        )
+    AgentSession.objects.filter(pk=session_id).update(last_active=now)
+
+
+def _continue_after_review(
+    run: Run,
+    snapshot: dict[str, Any],
+    delivery: dict[str, Any],
+    actor: Actor,
+    tool_call: Any,
+    now: datetime,
+) -> Delivered:
+    """The decided run goes back to the queue with what its plan goes on with (once: the
+    compare-and-set); the worker that takes it continues the plan (`settle_continuation`)."""
+    grace = timedelta(seconds=setting_int("RUN_PENDING_GRACE_SECONDS"))
+    moved = transition(
+        run.pk,
+        (RunStatus.AWAITING_REVIEW,),
+        RunStatus.PENDING,
+        reason=f"review: {delivery['review'].get('decision')}, the plan goes on",
+        plan_snapshot=continuations.resume_state(snapshot, delivery=delivery, tool_call=tool_call),
+        recover_after=now + grace,  # sent on commit: the sweep only finds it if that was lost
+    )
+    if not moved:
+        return Delivered.NOTHING
+    append(
+        tenant_id=run.tenant_id,
+        actor=actor,
+        action="run.resumed",
+        target_type="run",
+        target_id=run.pk,
+        changes={
+            "review": delivery["review"].get("decision"),
+            "request_id": delivery["review"].get("request_id"),
+            "at_state": snapshot.get("node"),
+        },
+    )
+    tenant_id, run_id = run.tenant_id, str(run.pk)
+    transaction.on_commit(lambda: queueing.send(EXECUTE_RUN_TASK, tenant_id, run_id))
+    return Delivered.CONTINUING
+
+
+def settle_continuation(run: Run, done: continuations.ContinuedRun) -> str:
+    """Settle a run whose plan went on after a review: completed with the review's text
+    when the plan ends, or awaiting review again (a new request) when it asks a person."""
+    continued, delivery = done.continued, done.delivery
+    now = datetime.now(UTC)
+    result = dict(run.result or {})
+    result["plan_path"] = [*(result.get("plan_path") or []), *(s.to_dict() for s in continued.path)]
+    if done.plan_error:
+        result["plan_error"] = done.plan_error
+    cost = run.cost_usd + done.tool_cost_usd
+    with transaction.atomic():
+        if continued.status == "deliver":
+            settled = _complete_continued(run, result, delivery, cost, now)
+        else:
+            settled = _review_continued(run, result, done, cost)
+    run.refresh_from_db(fields=["status"])
+    return settled or run.status
+
+
+def _complete_continued(
+    run: Run, result: dict[str, Any], delivery: dict[str, Any], cost: Decimal, now: datetime
+) -> str | None:
+    review, content = delivery.get("review") or {}, delivery.get("content")
+    close_thread = bool(delivery.get("close_thread"))
+    if content is None and not close_thread:
+        # Only tool calls were decided (no text of a reviewer's): the agent's answer stands.
+        content = result.get("proposed_answer") or None
+    result["review"] = review
+    if content is not None:
+        result["content"] = content
+    won = transition(
+        run.pk,
+        (RunStatus.PROCESSING,),
+        RunStatus.COMPLETED,
+        reason="plan: ended after review",
+        result=result,
+        plan_snapshot=None,
+        cost_usd=cost,
+        progress=1.0,
+        finished_at=now,
+    )
+    if not won:
+        return None  # cancelled meanwhile
+    _deliver(run, content, close_thread, review, resumed=True, now=now)
+    append(
+        tenant_id=run.tenant_id,
+        actor=Actor.system("agent"),
+        action="run.completed",
+        target_type="run",
+        target_id=run.pk,
+        changes={"review": review.get("decision"), "delivered": content is not None},
+    )
+    run.status = RunStatus.COMPLETED
+    _announce(run)
+    return RunStatus.COMPLETED
+
+
+def _review_continued(
+    run: Run, result: dict[str, Any], done: continuations.ContinuedRun, cost: Decimal
+) -> str | None:
+    """The plan asks a person again: at a review state or a tool call that needs approval
+    (it waits again, with a new snapshot), or because it could not go on (it ends there)."""
+    continued, delivery = done.continued, done.delivery
+    content = delivery.get("content")
+    if content is not None:
+        result["proposed_answer"] = content
+    result["escalation_reason"] = EscalationReason.PLANNED
+    snapshot = continued.snapshot
+    if snapshot is not None:  # the review's text waits with it, to be delivered at the end
+        snapshot = {**snapshot, "delivery": continuations.carried(delivery)}
+    won = transition(
+        run.pk,
+        (RunStatus.PROCESSING,),
+        RunStatus.AWAITING_REVIEW,
+        reason=f"plan: {continued.error or 'asks a person'}"[:200],
+        result=result,
+        plan_snapshot=snapshot,
+        cost_usd=cost,
+        progress=1.0,
+    )
+    if not won:
+        return None
+    action = done.pending_action
+    if action is None:
+        request_review(run=run, result=result, actor=Actor.system("agent"))
+    else:
+        request = request_review(
+            run=run,
+            result={**result, "action": action},
+            actor=Actor.system("agent"),
+            kind="action",
+            reason=f"tool call {action['tool']} needs approval",
+        )
+        tooling.link_approval(action["tool_call_id"], request.pk)
+    run.status = RunStatus.AWAITING_REVIEW
+    _announce(run)
+    return RunStatus.AWAITING_REVIEW
 
 
 # --- recovery -------------------------------------------------------------------------

@@ -116,9 +116,10 @@ async def continue_plan(
     """Resume ``plan`` at ``snapshot``'s state with ``decision`` as its outcome, and run it on.
 
     For the plan's conditions, a review's decision (`review_outcome`) is written to
-    ``state.review``; with ``tool_id``, the approved call's output to ``tool.<tool_id>``. Path times are ms since ``origin`` on
-    ``clock``. Raises `ResumeError` when the snapshot is not this plan's (the agent's plan
-    changed while the run waited), `AlreadyResumed` when ``ledger`` refuses its token.
+    ``state.review``; with ``tool_id``, the approved call's output to ``tool.<tool_id>``.
+    Path times are ms since ``origin`` on ``clock``. Raises `ResumeError` when the snapshot
+    is not this plan's (the agent's plan changed while the run waited), `AlreadyResumed`
+    when ``ledger`` refuses its token.
     """
     paused = Snapshot.from_dict(dict(snapshot))
     data = PlanState.from_dict(paused.data)

@@ -53,6 +53,7 @@ from agentflow.kernel.planning.model import Action, PlanResult, PlanState, Snaps
 from agentflow.kernel.planning.support import (
     SUPPORT_NATIVE_CONDITIONS,
     PipelinePlan,
+    goes_on_without_the_turn,
     load_pipeline_plan,
     pauses_for_review,
 )
@@ -348,7 +349,8 @@ class AgentPipeline:
             planned = await self.plan.run(steps.plan_state, self.llm, steps, tools=tools)
             return planned.status == "completed", plan_path(planned, wall_origin)
         result = await self.plan.run(steps.plan_state, steps, clock=perf_counter, tools=tools)
-        steps.snapshot = result.snapshot if result.status == "paused" else None
+        if result.status == "paused" and goes_on_without_the_turn(self.plan, result.node or ""):
+            steps.snapshot = result.snapshot  # the plan goes on after the decision
         return result.status == "completed", plan_path(result, origin)
 
     async def _open_turn(

@@ -12,7 +12,11 @@ import pytest
 from agentflow import AgentFrameworkBuilder
 from agentflow.kernel.continuation import continue_plan, review_outcome, tool_outcome
 from agentflow.kernel.planning.runtime import AlreadyResumed, InMemoryResumeLedger, ResumeError
-from agentflow.kernel.planning.support import load_pipeline_plan, pauses_for_review
+from agentflow.kernel.planning.support import (
+    goes_on_without_the_turn,
+    load_pipeline_plan,
+    pauses_for_review,
+)
 from tests.kernel.pipeline_fakes import CATEGORIES, KNOWLEDGE
 from tests.kernel.planning_helpers import ScriptedTools, ToolResult
 
@@ -87,7 +91,8 @@ async def test_the_pipeline_pauses_at_the_review_with_a_snapshot() -> None:
 async def test_the_support_plan_ends_at_its_review_without_a_snapshot() -> None:
     agent = await AgentFrameworkBuilder().with_intent_categories(CATEGORIES).build()
     reply = await agent.process_message("u1", "What is the meaning of life?")
-    assert reply.escalated and reply.plan_snapshot is None
+    assert reply.escalated
+    assert reply.plan_snapshot is None
 
 
 async def test_approval_goes_on_from_the_review_state() -> None:
@@ -164,16 +169,32 @@ async def test_a_failed_plan_asks_a_person_again() -> None:
     assert done.error == "note: error: CRM down"
 
 
-async def test_a_step_that_needs_the_turn_fails_after_a_review_and_says_why() -> None:
+async def test_a_plan_that_needs_the_turn_after_the_pause_keeps_no_snapshot() -> None:
+    # After the review it would evaluate again: the turn is gone by then, so the decision
+    # ends the run (as with a plan that never pauses) rather than fail half way.
     plan = REVIEWED.replace(
         '{tool: crm_note, arguments: {text: "response.content", by: "state.review.decision"}}',
         "evaluate",
     )
     reply = await paused_reply(plan)
 
+    assert reply.escalated
+    assert reply.plan_path[-1].outcome == "paused"
+    assert reply.plan_snapshot is None
+    assert goes_on_without_the_turn(plan_of(), "human_review")
+    assert not goes_on_without_the_turn(plan_of(plan), "human_review")
+
+
+async def test_a_step_that_needs_the_turn_fails_after_a_review_and_says_why() -> None:
+    plan = REVIEWED.replace(
+        '{tool: crm_note, arguments: {text: "response.content", by: "state.review.decision"}}',
+        "evaluate",
+    )
+    reply = await paused_reply()  # the snapshot of the plan that can go on
+
     done = await continue_plan(
         plan_of(plan),
-        reply.plan_snapshot,
+        {**reply.plan_snapshot, "plan_digest": plan_of(plan).digest},
         review_outcome("approve"),
         tools=None,
         ledger=InMemoryResumeLedger(),
@@ -192,7 +213,8 @@ async def test_a_tool_that_needs_approval_pauses_the_plan_again() -> None:
     done = await go_on(reply.plan_snapshot, review_outcome("edit"), tools)
 
     assert done.status == "paused"
-    assert done.snapshot is not None and done.snapshot["node"] == "note"
+    assert done.snapshot is not None
+    assert done.snapshot["node"] == "note"
     assert done.snapshot["token"] != reply.plan_snapshot["token"]
     approved = await go_on(
         done.snapshot, tool_outcome("ok", {"id": "n-2"}), tools, tool_id="crm_note"

@@ -128,11 +128,18 @@ class StepExecutor(Protocol):
 
 
 class ToolResultLike(Protocol):
-    status: (
-        str  # ok | error | timeout | denied | invalid_arguments | invalid_output | needs_approval
-    )
-    output: Any
-    error: Any
+    """Read-only, so the registry's frozen `ToolOutcome` is one."""
+
+    @property
+    def status(self) -> str:
+        """ok | error | timeout | denied | invalid_arguments | invalid_output | needs_approval"""
+        ...
+
+    @property
+    def output(self) -> Any: ...
+
+    @property
+    def error(self) -> Any: ...
 
 
 @runtime_checkable

@@ -34,6 +34,7 @@ __all__ = [
     "SUPPORT_NATIVE_CONDITIONS",
     "SUPPORT_PLANNER",
     "SUPPORT_STEPS",
+    "goes_on_without_the_turn",
     "load_pipeline_plan",
     "pauses_for_review",
 ]
@@ -132,3 +133,29 @@ def pauses_for_review(plan: object) -> bool:
         state.action.kind == "step" and state.action.name == REVIEW_STEP and name not in finals
         for name, state in plan.states.items()
     )
+
+
+# What a plan can still do once its message's turn has ended (`kernel.continuation`).
+AFTER_THE_TURN_STEPS = frozenset({"deliver", REVIEW_STEP})
+
+
+def goes_on_without_the_turn(plan: object, node: str) -> bool:
+    """Whether every state ``plan`` can reach from ``node`` runs without the message's turn
+    (tool calls, pauses, ``deliver``, ``human_review``): only then does a pause there keep a
+    snapshot to go on from. A plan that would generate or classify again after the pause
+    ends with the decision, as a plan without pauses does."""
+    if not isinstance(plan, FSMPlan) or node not in plan.states:
+        return False
+    seen, todo = set(), [node]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        action = plan.states[name].action
+        if action.kind == "step" and action.name not in AFTER_THE_TURN_STEPS:
+            return False
+        if action.kind == "agent":
+            return False
+        todo.extend(t.target for t in plan.states[name].transitions())
+    return True

@@ -122,12 +122,13 @@ def test_two_workers_resuming_one_run_complete_it_once(owner: Persona, agent: An
 
     def resume(_: int) -> bool:
         with tenant_scope(owner.tenant.pk):
-            return run_services.finish_review(
+            delivered = run_services.finish_review(
                 actor=Actor.system("worker"),
                 run_id=run.pk,
                 review={"decision": "approve"},
                 content="The approved answer.",
             )
+            return bool(delivered)
 
     outcomes = concurrently(2, resume)
 
