@@ -57,8 +57,8 @@ def tree(value: Any) -> SafeString:
 def step_label(step: Any) -> str:
     """A journey's edge kind as a person says it."""
     return {
-        "opened": "opened",
-        "followed_up": "followed up on",
+        "opened": "opened by",
+        "followed_up": "followed up by",
         "handled": "handled by",
         "resolved_by": "resolved by",
         "cites": "cites",
