@@ -61,6 +61,12 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "learning": ALL_ROLES,
     "webhooks": ALL_ROLES,  # GET /webhooks/endpoints is `read`; changing them is `admin`
     "members": ALL_ROLES,  # GET /governance/roles is `read`; changes and invitations `admin`
+    "activity": ALL_ROLES,  # GET /activity is `read`
+    "graph": ALL_ROLES,  # GET /graph/... is `read`
+    "rules": ALL_ROLES,  # GET /activity/rules is `read`; changing them is `write`
+    # Policies and SLA settings: everyone reads; `write` (operators, owners) changes them.
+    # Availability: reviewers set their own, `write` anyone's.
+    "policies": ALL_ROLES,
 }
 # Roles whose work is the review queue and nothing else they may change: they land there.
 QUEUE_FIRST = REVIEWERS - MANAGERS
@@ -74,6 +80,10 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("learning", "Learning", "/learning/"),
     ("members", "Members", "/members/"),
     ("webhooks", "Webhooks", "/webhooks/"),
+    ("activity", "Activity", "/activity/"),
+    ("graph", "Journeys", "/graph/"),
+    ("rules", "Rules", "/rules/"),
+    ("policies", "Policies", "/policies/"),
 )
 # Pages that work without any tenant (a platform admin before the first tenant exists).
 TENANTLESS_PAGES = frozenset({"tenants"})

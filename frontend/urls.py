@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from django.urls import path
 
-from frontend import views, views_learning, views_manage, views_members, views_webhooks
+from frontend import (
+    views,
+    views_activity,
+    views_learning,
+    views_manage,
+    views_members,
+    views_policies,
+    views_rules,
+    views_webhooks,
+)
 
 urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
@@ -29,4 +38,19 @@ urlpatterns = [
     path("learning/", views_learning.LearningView.as_view(), name="dashboard-learning"),
     path("webhooks/", views_webhooks.WebhooksView.as_view(), name="dashboard-webhooks"),
     path("members/", views_members.MembersView.as_view(), name="dashboard-members"),
+    path("activity/", views_activity.ActivityView.as_view(), name="dashboard-activity"),
+    path(
+        "activity/<uuid:event_id>/",
+        views_activity.ActivityDetailView.as_view(),
+        name="dashboard-activity-event",
+    ),
+    path("graph/", views_activity.GraphView.as_view(), name="dashboard-graph"),
+    path("rules/", views_rules.RulesView.as_view(), name="dashboard-rules"),
+    path("rules/<uuid:rule_id>/", views_rules.RuleEditView.as_view(), name="dashboard-rule"),
+    path("policies/", views_policies.PoliciesView.as_view(), name="dashboard-policies"),
+    path(
+        "policies/<int:policy_id>/",
+        views_policies.PolicyEditView.as_view(),
+        name="dashboard-policy",
+    ),
 ]

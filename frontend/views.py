@@ -27,6 +27,7 @@ from agentflow.models import RunTransition, Step
 from frontend import queries
 from frontend.access import DashboardView, resolve, select_tenant
 from frontend.forms import DecisionForm, RunFilterForm
+from hitl import configuration as hitl_configuration
 from hitl import services as hitl_services
 from hitl.api import reviewer_for
 from hitl.models import HITLEvent, HITLRequest, Kind
@@ -40,6 +41,13 @@ class LoginView(auth_views.LoginView):
     def get_default_redirect_url(self) -> str:
         # Signed in by now: reviewers start at their queue, everyone else at the overview.
         return resolve(self.request).landing_page
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        response = super().form_valid(form)
+        # Reviewers are available by default once they sign in (issue 19): an explicit
+        # call here, not a user_logged_in signal; a choice made since ("away") is kept.
+        hitl_configuration.available_on_sign_in(user_id=form.get_user().pk)
+        return response
 
 
 class LogoutView(auth_views.LogoutView):

@@ -112,7 +112,8 @@ def test_reviewer_sees_an_escalation_live_approves_it_and_the_run_completes(
     run_id = ask(live_url, acme.key, agent.pk, LOW_CONFIDENCE, wait=False)["id"]
     row = f'tr[data-run-id="{run_id}"]'
     queue.wait_for_selector(row)
-    wait_text(queue, f"{row} [data-field=status]", "pending")
+    # Signing in made rita available (issue 19): the escalation is assigned to her at once.
+    wait_text(queue, f"{row} [data-field=status]", "assigned")
     wait_text(runs, f"{row} [data-field=status]", "awaiting_review")
     assert LOW_CONFIDENCE[:40] in queue.text_content(row)
     assert queue.get_attribute(f"{row} [data-deadline]", "data-deadline")

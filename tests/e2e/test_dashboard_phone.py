@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 
 from agentflow.models import Run
+from hitl import services as hitl_services
 from tests.e2e.conftest import UI
 from tests.e2e.test_dashboard import ask, live, member, wait_text
-from tests.platform.api.conftest import make_agent, make_persona
+from tests.platform.api.conftest import ACTOR, make_agent, make_persona
 from tests.platform.frontend.conftest import PASSWORD
 from tests.platform.hitl.conftest import LOW_CONFIDENCE, review_of
 
@@ -40,6 +42,11 @@ def test_a_reviewer_works_the_queue_on_a_phone_with_the_keyboard(
     page.click("button[type=submit]")
     page.wait_for_url("**/hitl/")  # reviewers land on their queue
     live(page)
+    # Signing in made rita available (issue 19); away, the request waits for her `c`.
+    rita = User.objects.get(username="rita")
+    hitl_services.set_availability(
+        actor=ACTOR, tenant_id=acme.tenant.pk, user_id=rita.pk, available=False
+    )
 
     run_id = ask(live_url, acme.key, agent.pk, LOW_CONFIDENCE, wait=False)["id"]
     row = f'tr[data-run-id="{run_id}"]'

@@ -9,6 +9,7 @@ from django.test import Client
 
 from agentflow.models import Agent
 from frontend.access import _served
+from hitl import services as hitl_services
 from tenants import services as tenant_services
 from tenants.models import TenantStatus
 from tests.platform.api.conftest import ACTOR, Persona
@@ -81,6 +82,11 @@ def test_csrf_is_enforced_on_every_form(acme: Persona, agent: Agent) -> None:
         "/login/", {"username": "casey", "password": PASSWORD, "csrfmiddlewaretoken": token}
     )
     assert signed.status_code == 302
+    # Signing in made the owner available (issue 19); away, the request below waits
+    # unassigned for the claim this test makes.
+    hitl_services.set_availability(
+        actor=ACTOR, tenant_id=acme.tenant.pk, user_id=user.pk, available=False
+    )
     run = escalated_run(agent)
     request_id = review_of(run).pk
     posts = [
@@ -103,6 +109,7 @@ def test_csrf_is_enforced_on_every_form(acme: Persona, agent: Agent) -> None:
 
 
 READERS = {"overview", "runs", "hitl", "agents", "audit", "learning", "webhooks", "members"}
+READERS |= {"activity", "graph", "rules", "policies"}  # issue 19: integrations and policies
 EXPECTED_NAV = {
     "owner": READERS | {"tenants"},
     "operator": READERS | {"tenants"},
@@ -119,6 +126,10 @@ PAGE_OF = {
     "/audit/": "audit",
     "/webhooks/": "webhooks",
     "/members/": "members",
+    "/activity/": "activity",
+    "/graph/": "graph",
+    "/rules/": "rules",
+    "/policies/": "policies",
 }
 
 
