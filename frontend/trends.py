@@ -180,28 +180,42 @@ def _review_series(
     return _by_bucket(breaches, ("breaches",)), _by_bucket(decisions, ("decisions", "p50", "p90"))
 
 
-def queue_depths(scope: Scope, ends: list[datetime]) -> list[int]:
-    """Open review requests at each instant of ``ends``: one query, one count per instant."""
+def queue_depths(scope: Scope, window: Window, starts: list[datetime]) -> list[int]:
+    """Open review requests at each bucket's end: those open at the window's start, plus
+    those queued, less those closed, bucket by bucket (three small grouped queries; one
+    filtered count per instant made Django compile 24 CASE filters, 160 ms a page)."""
     closed_at = Case(
         When(status__in=OPEN_STATUSES, then=None),
-        default=Coalesce("decided_at", "updated_at"),
+        default=Coalesce("decided_at", "updated_at"),  # an expiry may leave decided_at empty
         output_field=DateTimeField(),
     )
-    queryset = (
-        scope.reviews()
-        .filter(created_at__lt=ends[-1])
-        .filter(Q(status__in=OPEN_STATUSES) | Q(decided_at__gte=ends[0]) | Q(decided_at=None))
-        .annotate(closed_at=closed_at)
+    first = starts[0]
+    reviews = scope.reviews().annotate(closed_at=closed_at)
+    base = (
+        reviews.filter(created_at__lt=first)
+        .filter(Q(closed_at=None) | Q(closed_at__gte=first))
+        .count()
     )
-    counts = queryset.aggregate(
-        **{
-            f"at{i}": Count(
-                "pk", filter=Q(created_at__lt=end) & (Q(closed_at=None) | Q(closed_at__gte=end))
-            )
-            for i, end in enumerate(ends)
-        }
+    queued = _by_bucket(
+        reviews.filter(created_at__gte=first)
+        .annotate(bucket=_bucket("created_at", window))
+        .values("bucket")
+        .annotate(n=Count("pk")),
+        ("n",),
     )
-    return [int(counts[f"at{i}"]) for i in range(len(ends))]
+    closed = _by_bucket(
+        reviews.filter(Q(decided_at__gte=first) | Q(decided_at=None, updated_at__gte=first))
+        .filter(closed_at__gte=first)
+        .annotate(bucket=_bucket("closed_at", window))
+        .values("bucket")
+        .annotate(n=Count("pk")),
+        ("n",),
+    )
+    depths, depth = [], base
+    for start in starts:
+        depth += queued.get(start, {}).get("n", 0) - closed.get(start, {}).get("n", 0)
+        depths.append(depth)
+    return depths
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -217,7 +231,6 @@ def series(scope: Scope, window: Window, now: datetime) -> dict[str, Any]:
     starts = bucket_starts(window, now)
     runs = _run_series(scope, window, starts[0])
     breaches, decisions = _review_series(scope, window, starts[0])
-    ends = [*starts[1:], now]
     out: dict[str, list[Any]] = {name: [] for name in _SERIES}
     for start in starts:
         run = runs.get(start, {})
@@ -234,7 +247,7 @@ def series(scope: Scope, window: Window, now: datetime) -> dict[str, Any]:
         out["decisions"].append(decided.get("decisions", 0))
         out["decision_p50_s"].append(_seconds(decided.get("p50")))
         out["decision_p90_s"].append(_seconds(decided.get("p90")))
-    out["queue_depth"] = queue_depths(scope, ends)
+    out["queue_depth"] = queue_depths(scope, window, starts)
     return {"buckets": [_iso(start) for start in starts], **out}
 
 

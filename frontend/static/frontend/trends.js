@@ -100,7 +100,9 @@
     const scales = { x: { grid: { display: false }, ticks: { maxRotation: 0, autoSkip: true } } };
     scales.y = axis(spec.axes.y, "left");
     if (spec.axes.y2) scales.y2 = axis(spec.axes.y2, "right");
-    if (spec.axes.y === "%") scales.y.suggestedMax = 100;
+    for (const name of ["y", "y2"]) {
+      if (spec.axes[name] === "%") scales[name].suggestedMax = 100; // a rate reads on 0-100
+    }
     return {
       responsive: true, maintainAspectRatio: false, animation: { duration: 250 },
       interaction: { mode: "index", intersect: false },

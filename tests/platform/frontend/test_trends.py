@@ -76,8 +76,15 @@ def seed(agent: Agent) -> None:
         decided_at=NOW - 3 * h + timedelta(minutes=20),
         breached_at=NOW - 2 * h + timedelta(minutes=15),
     )
-    # Outside the 24-hour window.
-    run(agent, NOW - 30 * h)
+    # Outside the 24-hour window; its review waited until 10:10 (open at the window's start).
+    old = run(agent, NOW - 30 * h)
+    review(
+        old,
+        NOW - 30 * h,
+        status="approved",
+        decision="approve",
+        decided_at=NOW - 2 * h - timedelta(minutes=20),
+    )
 
 
 def scope_of(persona: Persona, user: User_, agent: Agent | None = None) -> trends.Scope:
@@ -101,10 +108,11 @@ def test_hourly_buckets_and_rates(acme: Persona, agent: Agent, owner: User_) -> 
     assert tail["tokens"] == [0, 0, 0, 100]
     assert tail["cost"][-1] == "0.530000"  # the playground's spend counts
     assert tail["breaches"] == [0, 1, 0, 0]
-    assert tail["decisions"] == [1, 0, 0, 0]
-    assert tail["decision_p50_s"] == [600.0, None, None, None]
-    # Open at each bucket's end: the 09:40 request until 09:50, the 10:31 one from then on.
-    assert tail["queue_depth"] == [0, 1, 1, 1]
+    assert tail["decisions"] == [1, 1, 0, 0]
+    assert tail["decision_p50_s"] == [600.0, (27 * 60 + 40) * 60.0, None, None]
+    # Open at each bucket's end: yesterday's request until 10:10 (the 09:40 one was open
+    # for ten minutes only), then the 10:31 one.
+    assert data["queue_depth"] == [1] * 24
     assert sum(data["runs"]) == 6  # the run 30 hours ago is outside the window
     totals = trends.totals(data)
     assert totals["runs"] == 6
