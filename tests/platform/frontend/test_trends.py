@@ -3,6 +3,7 @@ filter, access, and bad filter input (issue 19)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -225,3 +226,19 @@ def test_anonymous_is_sent_to_sign_in(client: Any) -> None:
     response = client.get("/", {"fragment": "trends"})
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
+
+
+@pytest.mark.django_db
+def test_a_platform_admin_sees_the_selected_tenants_trends(
+    acme: Persona, globex: Persona, agent: Agent, foreign_agent: Agent, admin: User_
+) -> None:
+    run(agent, datetime.now(UTC))
+    run(foreign_agent, datetime.now(UTC))
+    run(foreign_agent, datetime.now(UTC))
+    admin.post("/tenant/select/", {"tenant_id": str(globex.tenant.pk)})
+    page = admin.get("/")
+    assert b'data-testid="tenants-overview"' in page.content  # the cards: every tenant
+    label = re.search(rb'data-testid="trends-label">([^<]+)<', page.content)
+    assert label is not None
+    assert label.group(1).startswith(b"Globex,")
+    assert admin.get("/", fragment="trends").json()["totals"]["runs"] == 2
