@@ -3,9 +3,11 @@ filter, access, and bad filter input (issue 19)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,3 +244,22 @@ def test_a_platform_admin_sees_the_selected_tenants_trends(
     assert label is not None
     assert label.group(1).startswith(b"Globex,")
     assert admin.get("/", fragment="trends").json()["totals"]["runs"] == 2
+
+
+@pytest.mark.django_db
+def test_the_chart_library_is_served_from_the_apps_own_static_files(owner: User_) -> None:
+    """No CDN: the page's scripts are all local, and the vendored file is the pinned one
+    whose checksum its README records."""
+    from django.contrib.staticfiles import finders
+
+    page = owner.get("/").content.decode()
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', page)
+    assert "/static/frontend/vendor/chart.js/chart.umd.min.js" in scripts
+    assert all(src.startswith("/static/") for src in scripts), scripts
+    found = finders.find("frontend/vendor/chart.js/chart.umd.min.js")
+    assert isinstance(found, str)
+    library = Path(found)
+    assert library.read_text(encoding="utf-8").startswith("/*!\n * Chart.js v4.6.1\n")
+    readme = (library.parent / "README.md").read_text(encoding="utf-8")
+    assert hashlib.sha256(library.read_bytes()).hexdigest() in readme
+    assert "sourceMappingURL" not in library.read_text(encoding="utf-8")
