@@ -35,9 +35,11 @@
 
   function labels(data) {
     const hourly = data.unit === "hour";
+    // Hours in the viewer's time zone; days are UTC days (the server buckets them so), and
+    // named as such: UTC midnight is the evening before west of Greenwich.
     const format = new Intl.DateTimeFormat(undefined, hourly
       ? { hour: "2-digit", minute: "2-digit" }
-      : { weekday: "short", day: "numeric", month: "short" });
+      : { weekday: "short", day: "numeric", month: "short", timeZone: "UTC" });
     return data.series.buckets.map((iso) => format.format(new Date(iso)));
   }
 
