@@ -156,6 +156,9 @@ class Run(TenantOwnedModel):
     class Meta:
         indexes = [
             models.Index(fields=["tenant", "status"]),
+            # The dashboard's runs list (a tenant's newest) and overview trends (its runs
+            # since a moment) without walking other tenants' rows on created_at (issue 19).
+            models.Index(fields=["tenant", "-created_at"], name="run_tenant_created"),
             # The recovery sweep reads only unsettled runs, platform-wide.
             models.Index(
                 fields=["status", "created_at"],

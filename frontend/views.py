@@ -24,7 +24,7 @@ from agentflow import orchestration
 from agentflow.api.serializers import NO_RESULT, RunSerializer, StepSerializer
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.models import RunTransition, Step
-from frontend import queries
+from frontend import queries, trends
 from frontend.access import DashboardView, resolve, select_tenant
 from frontend.forms import DecisionForm, RunFilterForm
 from hitl import configuration as hitl_configuration
@@ -93,17 +93,47 @@ class OverviewView(DashboardView):
         return ("run.updated", "hitl.*")
 
     def get(self, request: HttpRequest) -> HttpResponse:
+        fragment = _fragment(request)
+        if fragment == "trends":
+            return self._trends_fragment(request)
         data = queries.overview(self.access.tenant, all_tenants=self.access.is_platform_admin)
-        if _fragment(request) == "metrics":
+        if fragment == "metrics":
             return JsonResponse(queries.OverviewSerializer(data).data)
         offline = None
         if self.access.tenant is not None and not self.access.is_platform_admin:
             offline = queries.tenant_is_offline(user=request.user, tenant_id=self.access.tenant.pk)
-        return self.render_page(
-            request,
-            "frontend/overview.html",
-            {"title": "Overview", "data": data, "offline": offline},
-        )
+        context: dict[str, Any] = {"title": "Overview", "data": data, "offline": offline}
+        status = 200
+        if self.access.tenant is not None:  # trends are one tenant's (the current one)
+            form, chart = self._trends(request)
+            context.update(
+                trend_form=form,
+                trends=chart,
+                trend_windows=list(trends.WINDOWS),
+                agents=form.agent_choices,
+            )
+            status = 400 if form.errors else 200
+        return self.render_page(request, "frontend/overview.html", context, status=status)
+
+    def _trends(self, request: HttpRequest) -> tuple[trends.TrendFilterForm, dict[str, Any]]:
+        """The trend filter (invalid fields fall back to their defaults) and its figures."""
+        assert self.access.tenant is not None
+        tenant_id = self.access.tenant.pk
+        agents = queries.agents_by_id(user=request.user, tenant_id=tenant_id)
+        form = trends.TrendFilterForm(request.GET, agents=agents)
+        form.is_valid()
+        cleaned = getattr(form, "cleaned_data", {})  # valid fields only
+        window = trends.WINDOWS[cleaned.get("window") or trends.DEFAULT_WINDOW]
+        scope = trends.Scope(request.user, tenant_id, cleaned.get("agent") or None)
+        return form, trends.trends(scope, window, agents)
+
+    def _trends_fragment(self, request: HttpRequest) -> HttpResponse:
+        if self.access.tenant is None:
+            return JsonResponse({"errors": {"tenant": ["Select a tenant first."]}}, status=400)
+        form, chart = self._trends(request)
+        if form.errors:
+            return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        return JsonResponse(chart)
 
 
 # --- runs -------------------------------------------------------------------------------------

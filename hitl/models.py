@@ -296,6 +296,12 @@ class HITLRequest(TenantOwnedModel):
             models.Index(fields=["tenant", "assignee", "status"]),
             models.Index(fields=["tenant", "created_at"]),
             models.Index(fields=["tenant", "decided_at"]),
+            # The overview's SLA-breach trend and latest breaches (issue 19): few rows.
+            models.Index(
+                fields=["tenant", "-breached_at"],
+                condition=models.Q(breached_at__isnull=False),
+                name="hitl_request_breached",
+            ),
             # The SLA sweep's scan: only open requests with a timer, across tenants.
             models.Index(
                 fields=["next_check_at"],
