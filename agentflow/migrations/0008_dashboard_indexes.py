@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("agentflow", "0006_metrics_indexes")]
+    dependencies = [("agentflow", "0007_run_plan_snapshot")]
 
     operations = [
         migrations.AddIndex(
