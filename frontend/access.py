@@ -61,6 +61,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "learning": ALL_ROLES,
     "webhooks": ALL_ROLES,  # GET /webhooks/endpoints is `read`; changing them is `admin`
     "members": ALL_ROLES,  # GET /governance/roles is `read`; changes and invitations `admin`
+    "sessions": ALL_ROLES,  # GET /sessions/{id} is `read`; taking over needs `review`
 }
 # Roles whose work is the review queue and nothing else they may change: they land there.
 QUEUE_FIRST = REVIEWERS - MANAGERS

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from django.urls import path
 
-from frontend import views, views_learning, views_manage, views_members, views_webhooks
+from frontend import (
+    views,
+    views_learning,
+    views_manage,
+    views_members,
+    views_sessions,
+    views_webhooks,
+)
 
 urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
@@ -29,4 +36,10 @@ urlpatterns = [
     path("learning/", views_learning.LearningView.as_view(), name="dashboard-learning"),
     path("webhooks/", views_webhooks.WebhooksView.as_view(), name="dashboard-webhooks"),
     path("members/", views_members.MembersView.as_view(), name="dashboard-members"),
+    # Human takeover (issue 19): a conversation, live, taken over and handed back.
+    path(
+        "sessions/<uuid:session_id>/",
+        views_sessions.SessionDetailView.as_view(),
+        name="dashboard-session",
+    ),
 ]
