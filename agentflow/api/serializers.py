@@ -210,6 +210,10 @@ class SessionSerializer(serializers.Serializer):
         return str(channel) if channel else None
 
 
+class SessionActionSerializer(StrictSerializer):
+    """Taking over and handing back carry nothing (an empty object or no body at all)."""
+
+
 class SessionReplySerializer(StrictSerializer):
     content = serializers.CharField(max_length=MESSAGE_MAX_CHARS, trim_whitespace=True)
 

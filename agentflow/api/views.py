@@ -41,6 +41,7 @@ from agentflow.api.serializers import (
     RunSerializer,
     RunStepsSerializer,
     RunWithStepsSerializer,
+    SessionActionSerializer,
     SessionReplySerializer,
     SessionSerializer,
     ToolCallSerializer,
@@ -52,6 +53,7 @@ from agentflow.core.api.filters import ListEndpoint, choice_filter
 from agentflow.core.api.lookups import get_or_404
 from agentflow.core.api.parsers import BoundedJSONParser
 from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
+from agentflow.core.api.serializers import StrictSerializer
 from agentflow.core.conf import setting_float
 from agentflow.models import (
     Agent,
@@ -447,10 +449,14 @@ _TAKERS = roles_with(REVIEW)
 
 class _SessionAction(TenantScopedAPIView):
     scope_map = _LOOKUP_FIRST
+    body: type[StrictSerializer] = SessionActionSerializer
 
-    def taker_session(self, request: Request, session_id: str) -> AgentSession:
-        """The session (404 when not the tenant's), once the caller may take it over (403)."""
+    def taker_session(self, request: Request, session_id: str) -> tuple[AgentSession, Any]:
+        """The session (404 when not the tenant's) and the checked body (413/415/422), once
+        the caller may take it over (403)."""
         session = get_or_404(AgentSession.objects, pk=session_id)
+        data = self.body(data=request.data)
+        data.is_valid(raise_exception=True)
         if request.auth is not None:
             raise takeover.person_required()
         if self.role not in _TAKERS:
@@ -459,7 +465,7 @@ class _SessionAction(TenantScopedAPIView):
                 status_code=status.HTTP_403_FORBIDDEN,
                 error_type="permission_denied",
             )
-        return session
+        return session, data.validated_data
 
 
 class SessionDetailView(TenantScopedAPIView):
@@ -475,12 +481,13 @@ class SessionDetailView(TenantScopedAPIView):
 class SessionTakeoverView(_SessionAction):
     @extend_schema(
         operation_id="sessions_takeover",
-        request=None,
-        responses={200: SessionSerializer, **errors(401, 403, 404, 409)},
+        request=SessionActionSerializer,
+        # An empty body has no schema to attach the hook's 413/415 to: documented here.
+        responses={200: SessionSerializer, **errors(401, 403, 404, 409, 413, 415, 422)},
     )
     def post(self, request: Request, session_id: str) -> Response:
         """Take the conversation over: the agent stays silent until it is handed back."""
-        session = self.taker_session(request, session_id)
+        session, _ = self.taker_session(request, session_id)
         taken = takeover.take_over(actor=actor_for(request), user=request.user, session=session)
         return Response(takeover.session_body(taken))
 
@@ -488,17 +495,19 @@ class SessionTakeoverView(_SessionAction):
 class SessionHandbackView(_SessionAction):
     @extend_schema(
         operation_id="sessions_handback",
-        request=None,
-        responses={200: SessionSerializer, **errors(401, 403, 404, 409)},
+        request=SessionActionSerializer,
+        responses={200: SessionSerializer, **errors(401, 403, 404, 409, 413, 415, 422)},
     )
     def post(self, request: Request, session_id: str) -> Response:
         """Hand the conversation back: the agent answers the next message again."""
-        session = self.taker_session(request, session_id)
+        session, _ = self.taker_session(request, session_id)
         back = takeover.hand_back(actor=actor_for(request), user=request.user, session=session)
         return Response(takeover.session_body(back))
 
 
 class SessionMessagesView(_SessionAction):
+    body = SessionReplySerializer
+
     @extend_schema(
         operation_id="sessions_reply",
         request=SessionReplySerializer,
@@ -508,14 +517,9 @@ class SessionMessagesView(_SessionAction):
     @idempotent
     def post(self, request: Request, session_id: str) -> Response:
         """The taker's reply to the end user (an assistant message authored by them)."""
-        session = self.taker_session(request, session_id)
-        data = SessionReplySerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        session, data = self.taker_session(request, session_id)
         message = takeover.reply(
-            actor=actor_for(request),
-            user=request.user,
-            session=session,
-            content=data.validated_data["content"],
+            actor=actor_for(request), user=request.user, session=session, content=data["content"]
         )
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 

@@ -29,6 +29,7 @@ from tests.platform.learning.conftest import make_sender, ticket_payload
 pytestmark = pytest.mark.django_db(transaction=True)
 ANSWERED = "how do I reset my password"  # the offline support agent answers it
 CUSTOMER = "customer-1"
+HI = {"content": "hi"}
 SETTLED = ("completed", "awaiting_review", "failed")
 
 
@@ -218,8 +219,8 @@ def test_who_may_take_over(owner: Persona, agent: Agent, outsider: Persona) -> N
 
     # Viewers read the session and its conversation, and may not take it over.
     assert viewer.get(url["detail"]).status_code == 200
-    for path in (url["takeover"], url["handback"], url["messages"]):
-        refused = viewer.post(path, {"content": "hi"})
+    for path, body in ((url["takeover"], {}), (url["handback"], {}), (url["messages"], HI)):
+        refused = viewer.post(path, body)
         assert (refused.status_code, refused.json()["error_type"]) == (403, "permission_denied")
     # An API key is no person.
     keyed = owner.post(url["takeover"])
@@ -227,8 +228,8 @@ def test_who_may_take_over(owner: Persona, agent: Agent, outsider: Persona) -> N
     # Another tenant's operator: the session does not exist for them.
     assert stranger.get(url["detail"]).status_code == 404
     assert stranger.get(f"{url['detail']}/conversation").status_code == 404
-    for path in (url["takeover"], url["handback"], url["messages"]):
-        assert stranger.post(path, {"content": "hi"}).status_code == 404
+    for path, body in ((url["takeover"], {}), (url["handback"], {}), (url["messages"], HI)):
+        assert stranger.post(path, body).status_code == 404
     assert rita_like_roles_take_over(owner, session) == ["reviewer", "operator", "owner"]
     with tenant_scope(owner.tenant.pk):
         session.refresh_from_db()
@@ -275,6 +276,20 @@ def test_a_bad_reply_is_refused_naming_the_field_and_changes_nothing(
     assert field in refused.json()["errors"]
     assert conversation(owner, session) == before
     assert audit_actions(owner.tenant)["session.replied"] == 0
+
+
+def test_a_takeover_with_a_body_is_refused_and_changes_nothing(
+    owner: Persona, agent: Agent, rita: Member
+) -> None:
+    customer_says(agent, ANSWERED)
+    session = session_of(agent)
+
+    refused = rita.post(paths(session)["takeover"], {"mode": "human"})
+
+    assert refused.status_code == 422
+    assert "mode" in refused.json()["errors"]
+    assert rita.get(paths(session)["detail"]).json()["mode"] == "agent"
+    assert audit_actions(owner.tenant)["session.taken_over"] == 0
 
 
 def test_an_unknown_session_is_404_and_a_malformed_body_is_422(rita: Member) -> None:
