@@ -35,12 +35,15 @@ from agentflow.models import AgentSession, Message, MessageRole, Run, RunStatus,
 from agentflow.run_signals import publish_settled
 from governance.audit import Actor, append
 from learning.services import REPLY_TASK
+from tenants.models import Membership
+from tenants.roles import REVIEW, is_platform_admin, roles_with
 
 # The transition reason (and result.metadata.handled_by) of a run a person handles.
 HUMAN_TAKEOVER = "human_takeover"
 HANDLED_BY_HUMAN = "human"
 SESSION_UPDATED = "session.updated"
 SESSION_MESSAGE = "session.message"
+_REVIEWING = roles_with(REVIEW)
 
 
 def person_required() -> ContractError:
@@ -128,11 +131,26 @@ def _not_yours(session: AgentSession, user: Any) -> ContractError | None:
     return None
 
 
+def _taker_gone(session: AgentSession) -> bool:
+    """Whether the taker left (deleted, or no longer a reviewing member of the tenant): then
+    any person who may take over hands the session back, or it would stay silent for good."""
+    taker = session.taken_by
+    if taker is None:
+        return True
+    if is_platform_admin(taker):
+        return False
+    return not Membership.objects.filter(user_id=taker.pk, role__in=_REVIEWING).exists()
+
+
 def hand_back(*, actor: Actor, user: Any, session: AgentSession) -> AgentSession:
-    """Return ``session`` to the agent; only its taker may (409 otherwise)."""
+    """Return ``session`` to the agent; only its taker may (409 otherwise), or anyone allowed
+    to take over once the taker left."""
     with transaction.atomic():
+        before = _loaded(session.pk)
+        holder = before.taken_by_id
+        expected = holder if holder != user.pk and _taker_gone(before) else user.pk
         won = AgentSession.objects.filter(
-            pk=session.pk, mode=SessionMode.HUMAN, taken_by=user
+            pk=session.pk, mode=SessionMode.HUMAN, taken_by=expected
         ).update(mode=SessionMode.AGENT, taken_by=None, taken_at=None)
         current = _loaded(session.pk)
         if not won:
@@ -145,7 +163,7 @@ def hand_back(*, actor: Actor, user: Any, session: AgentSession) -> AgentSession
             action="session.handed_back",
             target_type="session",
             target_id=current.pk,
-            changes={"agent_id": str(current.agent_id)},
+            changes={"agent_id": str(current.agent_id), "taken_by": holder},
         )
         _announce(current)
     return current

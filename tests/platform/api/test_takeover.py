@@ -17,8 +17,10 @@ from django.test import Client
 
 from agentflow import services, takeover
 from agentflow.models import Agent, AgentSession, Message, Run, RunTransition
+from governance.models import AuditEvent
 from learning import services as learning_services
 from tenants.context import tenant_scope
+from tenants.models import Membership
 from tests.kernel.fake_openai_server import FakeOpenAIServer, RecordedRequest, ScriptedResponse
 from tests.platform.api.conftest import ACTOR, Persona, make_agent
 from tests.platform.hitl.conftest import Member, audit_actions, eventually, make_member
@@ -180,6 +182,27 @@ def test_replies_and_hand_backs_need_the_session_to_be_yours(
     detail = rita.get(url["detail"]).json()
     assert (detail["mode"], detail["taken_by"]["username"]) == ("human", "rita")
     assert audit_actions(owner.tenant)["session.taken_over"] == 1
+
+
+def test_a_session_whose_taker_left_can_be_handed_back_by_another_reviewer(
+    owner: Persona, agent: Agent, rita: Member
+) -> None:
+    customer_says(agent, ANSWERED)
+    session = session_of(agent)
+    url = paths(session)
+    olga = make_member(owner.tenant, "olga", "operator")
+    assert rita.post(url["takeover"]).status_code == 200
+    assert olga.post(url["handback"]).json()["error_type"] == "taken_by_another"
+
+    with tenant_scope(owner.tenant.pk):
+        Membership.objects.filter(user=rita.user).delete()  # rita left the team
+    released = olga.post(url["handback"])
+
+    assert released.status_code == 200, released.content
+    assert released.json()["mode"] == "agent"
+    with tenant_scope(owner.tenant.pk):
+        event = AuditEvent.unscoped.get(tenant=owner.tenant, action="session.handed_back")
+    assert (event.actor_id, event.changes["taken_by"]) == (str(olga.user.pk), rita.user.pk)
 
 
 def test_two_people_taking_over_at_once_one_wins(owner: Persona, agent: Agent) -> None:
