@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 from pgvector.django import HnswIndex, VectorField
@@ -33,6 +34,13 @@ class Agent(TenantOwnedModel):
         return self.name
 
 
+class SessionMode(models.TextChoices):
+    """Who answers the end user: the agent, or a person who took the conversation over."""
+
+    AGENT = "agent"
+    HUMAN = "human"
+
+
 class AgentSession(TenantOwnedModel):
     """One end user's conversation with one agent (the kernel's Session, persisted)."""
 
@@ -44,6 +52,14 @@ class AgentSession(TenantOwnedModel):
     state = models.JSONField(default=dict)  # the kernel session's metadata
     created_at = models.DateTimeField(db_default=Now())
     last_active = models.DateTimeField(db_default=Now())
+    # Human takeover (agentflow.takeover). db_default: the run path upserts sessions in SQL.
+    mode = models.CharField(
+        max_length=10, choices=SessionMode.choices, default="agent", db_default="agent"
+    )
+    taken_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    taken_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -92,6 +108,10 @@ class Message(TenantOwnedModel):
     )
     role = models.CharField(max_length=20, choices=MessageRole.choices)
     content = models.TextField()
+    # The person who wrote an assistant message in human mode (agentflow.takeover); else null.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:

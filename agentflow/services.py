@@ -25,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.db.models.sql import UpdateQuery
 
-from agentflow import budgets, continuations, run_events, tooling
+from agentflow import budgets, continuations, run_events, takeover, tooling
 from agentflow.core import queueing, worker_loop
 from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
 from agentflow.core.conf import setting_float, setting_int
@@ -529,6 +529,10 @@ def _execute_leased(run_id: str) -> str:
         return run.status  # already settled: a duplicate delivery does nothing
     # PROCESSING without our transition, yet the lease was free: the worker that started
     # it died mid-run. Processing again is safe because completion is a compare-and-set.
+    if not continuations.continues(run) and takeover.in_human_mode(run):
+        # A person answers this session (agentflow.takeover): the agent stays silent. (A
+        # reviewed run going on delivers its review: that is a person's answer already.)
+        return takeover.hold_for_person(run, transition=transition)
     _return_connection()  # while the run waits on its LLM, its connection serves others
     try:
         if continuations.continues(run):  # decided: its plan goes on from where it paused

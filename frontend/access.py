@@ -67,6 +67,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     # Policies and SLA settings: everyone reads; `write` (operators, owners) changes them.
     # Availability: reviewers set their own, `write` anyone's.
     "policies": ALL_ROLES,
+    "sessions": ALL_ROLES,  # GET /sessions/{id} is `read`; taking over needs `review`
 }
 # Roles whose work is the review queue and nothing else they may change: they land there.
 QUEUE_FIRST = REVIEWERS - MANAGERS

@@ -31,7 +31,7 @@ from tenants.roles import is_platform_admin
 # 4401 mirrors HTTP 401 in the 4000-4999 range the WebSocket RFC leaves to applications.
 CLOSE_UNAUTHENTICATED = 4401
 # Where each event type carries the agent it belongs to.
-_AGENT_OF = {"run": "run", "hitl": "request", "learning": "golden_path"}
+_AGENT_OF = {"run": "run", "hitl": "request", "learning": "golden_path", "session": "session"}
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):

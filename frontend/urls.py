@@ -12,6 +12,7 @@ from frontend import (
     views_members,
     views_policies,
     views_rules,
+    views_sessions,
     views_webhooks,
 )
 
@@ -52,5 +53,11 @@ urlpatterns = [
         "policies/<int:policy_id>/",
         views_policies.PolicyEditView.as_view(),
         name="dashboard-policy",
+    ),
+    # Human takeover (issue 19): a conversation, live, taken over and handed back.
+    path(
+        "sessions/<uuid:session_id>/",
+        views_sessions.SessionDetailView.as_view(),
+        name="dashboard-session",
     ),
 ]

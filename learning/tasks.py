@@ -66,8 +66,9 @@ class ReplyTask(RetryFromSettings):
     ignore_result=True,
 )
 @scoped_to_tenant
-def reply_task(tenant_id: int, run_id: str) -> str:
-    return webhook_services.send_reply(run_id)
+def reply_task(tenant_id: int, run_id: str, message_id: str | None = None) -> str:
+    """The run's answer, or (``message_id``) a person's reply in a taken-over session."""
+    return webhook_services.send_reply(run_id, message_id)
 
 
 @shared_task(

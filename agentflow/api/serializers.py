@@ -170,11 +170,52 @@ class RunWithStepsSerializer(RunSerializer):
     steps = StepSerializer(many=True, source="steps.all")
 
 
+class AuthorSerializer(serializers.Serializer):
+    id = AsIsIntegerField(source="pk")
+    username = AsIsCharField(source="get_username")
+
+
 class MessageSerializer(serializers.Serializer):
     message_id = serializers.UUIDField(source="pk")
     role = AsIsChoiceField(choices=["user", "assistant"])
     content = serializers.CharField()
     created_at = IsoDateTimeField()
+    author = AuthorSerializer(
+        allow_null=True,
+        help_text="The person who wrote an assistant message in human mode; null for the "
+        "agent's answers and the end user's messages.",
+    )
+
+
+class SessionSerializer(serializers.Serializer):
+    """An end user's session and who answers it (``mode``); context ``channel``."""
+
+    id = serializers.UUIDField()
+    agent_id = serializers.UUIDField()
+    user_id = AsIsCharField()
+    mode = AsIsChoiceField(
+        choices=["agent", "human"], help_text="human: a person took it over; the agent is silent."
+    )
+    taken_by = AuthorSerializer(allow_null=True)
+    taken_at = IsoDateTimeField(allow_null=True)
+    channel = serializers.SerializerMethodField(
+        help_text="slack, zendesk or jira when an event rule started its runs (the taker's "
+        "replies go to the rule's reply URL too); null for API sessions."
+    )
+    created_at = IsoDateTimeField(allow_null=True)
+    last_active = IsoDateTimeField(allow_null=True)
+
+    def get_channel(self, session: Any) -> str | None:
+        channel = self.context.get("channel")
+        return str(channel) if channel else None
+
+
+class SessionActionSerializer(StrictSerializer):
+    """Taking over and handing back carry nothing (an empty object or no body at all)."""
+
+
+class SessionReplySerializer(StrictSerializer):
+    content = serializers.CharField(max_length=MESSAGE_MAX_CHARS, trim_whitespace=True)
 
 
 class DocumentSerializer(serializers.Serializer):

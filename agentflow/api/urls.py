@@ -39,4 +39,21 @@ urlpatterns = [
         views.SessionConversationView.as_view(),
         name="session-conversation",
     ),
+    # Human takeover (issue 19): the session's mode, take over, hand back, the taker's replies.
+    path("sessions/<uuid:session_id>", views.SessionDetailView.as_view(), name="session-detail"),
+    path(
+        "sessions/<uuid:session_id>/takeover",
+        views.SessionTakeoverView.as_view(),
+        name="session-takeover",
+    ),
+    path(
+        "sessions/<uuid:session_id>/handback",
+        views.SessionHandbackView.as_view(),
+        name="session-handback",
+    ),
+    path(
+        "sessions/<uuid:session_id>/messages",
+        views.SessionMessagesView.as_view(),
+        name="session-messages",
+    ),
 ]

@@ -22,7 +22,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentflow import budgets, knowledge, services, tooling
+from agentflow import budgets, knowledge, services, takeover, tooling
 from agentflow.api.prefer import parse_prefer
 from agentflow.api.serializers import (
     NO_RESULT,
@@ -41,6 +41,9 @@ from agentflow.api.serializers import (
     RunSerializer,
     RunStepsSerializer,
     RunWithStepsSerializer,
+    SessionActionSerializer,
+    SessionReplySerializer,
+    SessionSerializer,
     ToolCallSerializer,
     ToolInvokeSerializer,
     ToolSerializer,
@@ -50,6 +53,7 @@ from agentflow.core.api.filters import ListEndpoint, choice_filter
 from agentflow.core.api.lookups import get_or_404
 from agentflow.core.api.parsers import BoundedJSONParser
 from agentflow.core.api.schema import IDEMPOTENCY_PARAMETER, errors
+from agentflow.core.api.serializers import StrictSerializer
 from agentflow.core.conf import setting_float
 from agentflow.models import (
     Agent,
@@ -66,7 +70,7 @@ from agentflow.run_result import plan_steps
 from agentflow.run_signals import SettledWaiter
 from tenants.authentication import actor_for
 from tenants.idempotency import idempotent
-from tenants.roles import READ
+from tenants.roles import READ, REVIEW, roles_with
 from tenants.views_base import DEFAULT_SCOPE_MAP, TenantScopedAPIView
 
 PREFER_PARAMETER = OpenApiParameter(
@@ -429,8 +433,95 @@ class SessionConversationView(ListEndpoint, TenantScopedAPIView):
     )
     def get(self, request: Request, session_id: str) -> Response:
         session = get_or_404(AgentSession.objects, pk=session_id)
-        queryset = Message.objects.filter(session=session).order_by("created_at", "id")
+        queryset = (
+            Message.objects.filter(session=session)
+            .select_related("author")
+            .order_by("created_at", "id")
+        )
         return self.list_response(request, queryset, MessageSerializer)
+
+
+# Taking a conversation over: a lookup first (a foreign id is 404 whatever the caller's
+# role), then the caller must be a person whose role reviews (reviewer, operator, owner).
+_LOOKUP_FIRST = {**DEFAULT_SCOPE_MAP, "POST": READ}
+_TAKERS = roles_with(REVIEW)
+
+
+class _SessionAction(TenantScopedAPIView):
+    scope_map = _LOOKUP_FIRST
+    body: type[StrictSerializer] = SessionActionSerializer
+
+    def taker_session(self, request: Request, session_id: str) -> tuple[AgentSession, Any]:
+        """The session (404 when not the tenant's) and the checked body (413/415/422), once
+        the caller may take it over (403)."""
+        session = get_or_404(AgentSession.objects, pk=session_id)
+        data = self.body(data=request.data)
+        data.is_valid(raise_exception=True)
+        if request.auth is not None:
+            raise takeover.person_required()
+        if self.role not in _TAKERS:
+            raise ContractError(
+                "Taking over a conversation needs the review role (reviewer, operator, owner).",
+                status_code=status.HTTP_403_FORBIDDEN,
+                error_type="permission_denied",
+            )
+        return session, data.validated_data
+
+
+class SessionDetailView(TenantScopedAPIView):
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        responses={200: SessionSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        session = get_or_404(AgentSession.objects.select_related("taken_by"), pk=session_id)
+        return Response(takeover.session_body(session))
+
+
+class SessionTakeoverView(_SessionAction):
+    @extend_schema(
+        operation_id="sessions_takeover",
+        request=SessionActionSerializer,
+        # An empty body has no schema to attach the hook's 413/415 to: documented here.
+        responses={200: SessionSerializer, **errors(401, 403, 404, 409, 413, 415, 422)},
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        """Take the conversation over: the agent stays silent until it is handed back."""
+        session, _ = self.taker_session(request, session_id)
+        taken = takeover.take_over(actor=actor_for(request), user=request.user, session=session)
+        return Response(takeover.session_body(taken))
+
+
+class SessionHandbackView(_SessionAction):
+    @extend_schema(
+        operation_id="sessions_handback",
+        request=SessionActionSerializer,
+        responses={200: SessionSerializer, **errors(401, 403, 404, 409, 413, 415, 422)},
+    )
+    def post(self, request: Request, session_id: str) -> Response:
+        """Hand the conversation back: the agent answers the next message again."""
+        session, _ = self.taker_session(request, session_id)
+        back = takeover.hand_back(actor=actor_for(request), user=request.user, session=session)
+        return Response(takeover.session_body(back))
+
+
+class SessionMessagesView(_SessionAction):
+    body = SessionReplySerializer
+
+    @extend_schema(
+        operation_id="sessions_reply",
+        request=SessionReplySerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={201: MessageSerializer, **errors(401, 403, 404, 409, 422)},
+    )
+    @idempotent
+    def post(self, request: Request, session_id: str) -> Response:
+        """The taker's reply to the end user (an assistant message authored by them)."""
+        session, data = self.taker_session(request, session_id)
+        message = takeover.reply(
+            actor=actor_for(request), user=request.user, session=session, content=data["content"]
+        )
+        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
 class KnowledgeListView(ListEndpoint, TenantScopedAPIView):

@@ -58,11 +58,18 @@ class Run(TypedDict):
     result: NotRequired[dict[str, Any]]
 
 
+class Author(TypedDict):
+    id: int
+    username: str
+
+
 class Message(TypedDict):
     message_id: str
     role: Literal["user", "assistant"]
     content: str
     created_at: str
+    # The person who wrote an assistant message in a taken-over session; None otherwise.
+    author: Author | None
 
 
 class Feedback(TypedDict):

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from agentflow.core.api.serializers import unstorable_text
 from agentflow.core.conf import setting_float, setting_int
 from agentflow.core.context import current_correlation_id
-from agentflow.models import Run, RunStatus
+from agentflow.models import Message, MessageRole, Run, RunStatus
 from governance.audit import Actor, append
 from learning.models import EventRule, WebhookEndpoint
 from learning.rules import reply_url_allowed
@@ -319,10 +320,14 @@ class ReplyFailed(Exception):
     """The reply URL answered an error or could not be reached (retried by the task)."""
 
 
-def send_reply(run_id: str) -> str:
-    """POST a completed rule run's answer to the rule's reply URL (inside the tenant scope)."""
-    run = Run.objects.filter(pk=run_id).values("status", "result", "metadata").first()
-    if run is None or run["status"] != RunStatus.COMPLETED:
+def send_reply(run_id: str, message_id: str | None = None) -> str:
+    """POST a completed rule run's answer to the rule's reply URL (inside the tenant scope).
+
+    With ``message_id``: that message of the run's session instead, a person's reply in a
+    conversation taken over from the agent (``agentflow.takeover``), whatever the run's status.
+    """
+    run = Run.objects.filter(pk=run_id).values("status", "result", "metadata", "session").first()
+    if run is None or (message_id is None and run["status"] != RunStatus.COMPLETED):
         return "not_completed"
     metadata = run["metadata"] or {}
     rule_id = metadata.get("rule_id")
@@ -332,7 +337,7 @@ def send_reply(run_id: str) -> str:
     if not reply_url_allowed(rule.reply_url):
         log.warning("webhooks.reply_url_refused", rule_id=str(rule.pk))
         return "url_not_allowed"
-    text = str((run["result"] or {}).get("content") or "")
+    text = _reply_text(run, message_id)
     if not text:
         return "no_answer"
     body = {
@@ -340,6 +345,7 @@ def send_reply(run_id: str) -> str:
         **{k: v for k, v in (metadata.get("reply") or {}).items() if k in ("channel", "thread_ts")},
         "run_id": str(run_id),
         "event_id": metadata.get("activity_event_id"),
+        **({"message_id": message_id, "from": "human"} if message_id else {}),
     }
     post = urllib.request.Request(  # noqa: S310 - allowlisted http(s) URL
         rule.reply_url,
@@ -361,3 +367,14 @@ def send_reply(run_id: str) -> str:
         log.warning("webhooks.reply_refused", run_id=str(run_id), status=status)
         return f"refused:{status}"
     return "sent"
+
+
+def _reply_text(run: Mapping[str, Any], message_id: str | None) -> str:
+    if message_id is None:
+        return str((run["result"] or {}).get("content") or "")
+    content = (
+        Message.objects.filter(pk=message_id, session_id=run["session"], role=MessageRole.ASSISTANT)
+        .values_list("content", flat=True)
+        .first()
+    )
+    return str(content or "")

@@ -410,6 +410,7 @@ def dashboard(owner: Persona) -> tuple[Sweep, dict[str, str], Client]:
         clients.append(client)
     ids = {
         "run_id": run["id"],
+        "session_id": run["session_id"],
         "request_id": str(review.pk),
         "agent_id": str(agent.pk),
         "tenant_id": str(owner.tenant.pk),
