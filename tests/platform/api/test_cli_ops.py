@@ -4,6 +4,7 @@ live server through agentflow.client), with the usage endpoints behind it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -17,7 +18,8 @@ import pytest
 import yaml
 
 from agentflow.cli import main
-from agentflow.client import AgentFlowClient, NotFoundError, ValidationError
+from agentflow.client import AgentFlowClient, AsyncAgentFlowClient, NotFoundError, ValidationError
+from agentflow.client.types import AgentUsage
 from agentflow.models import Agent, Run, RunStatus
 from agentflow.pipelines import BLUEPRINTS, validate_agent_config
 from tenants.context import tenant_scope
@@ -180,6 +182,12 @@ def test_costs_of_another_tenants_agent_is_a_404_and_exit_2(
         assert list(raised.value.errors) == ["days"]
         everyone = client.agent_usage(days=1)
     assert {row["agent_name"] for row in everyone["results"]} == {"alpha", "beta"}
+
+    async def beta_usage() -> AgentUsage:
+        async with AsyncAgentFlowClient(live_server.url, os.environ["AGENTFLOW_API_KEY"]) as af:
+            return await af.agent_usage(days=10, agent_id=spend["beta"])
+
+    assert asyncio.run(beta_usage())["totals"]["tokens"] == 1007
 
 
 def test_costs_usage_errors_and_an_unreachable_platform(
