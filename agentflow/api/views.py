@@ -99,6 +99,13 @@ def _knowledge_error(exc: knowledge.KnowledgeError) -> ContractError:
         )
     if isinstance(exc, knowledge.KnowledgeTooLarge):
         return ContractError(str(exc), status_code=413, error_type="payload_too_large")
+    if isinstance(exc, knowledge.EmbedderUnavailable):  # the operator's server, not the input
+        return ContractError(
+            str(exc),
+            status_code=503,
+            error_type="embedder_unavailable",
+            headers={"Retry-After": "30"},
+        )
     if isinstance(exc, knowledge.KnowledgeQuotaExceeded):
         return ContractError(
             str(exc),
