@@ -164,6 +164,26 @@ def _openai_embedder(model: str, options: dict[str, Any]) -> OpenAICompatibleEmb
     return OpenAICompatibleEmbedder(model, base_url=base_url, api_key=api_key)
 
 
+_EMBEDDER_KINDS = '"offline", "sentence-transformers[:model]" or "openai:model"'
+
+
+def embedder_issues() -> list[str]:
+    """What is wrong with the embedder's settings, found without building it (no model is
+    loaded, no server asked): the start-up check (`agentflow.checks`)."""
+    options = dict(getattr(settings, "AGENTFLOW", {}))
+    spec = str(options.get("EMBEDDER") or "offline")
+    kind, _, model = spec.partition(":")
+    if kind == "openai" and model:
+        try:
+            _openai_embedder(model, options)
+        except ValueError as exc:
+            return [str(exc)]
+        return []
+    if kind in ("offline", "sentence-transformers"):
+        return []
+    return [f"EMBEDDER = {spec!r}: expected {_EMBEDDER_KINDS}"]
+
+
 @functools.cache
 def get_embedder() -> Embedder:
     """The embedder of knowledge chunks and of the messages searched against them.
@@ -185,10 +205,7 @@ def get_embedder() -> Embedder:
     elif kind == "openai" and model:
         embedder = _openai_embedder(model, options)
     else:
-        raise ValueError(
-            f'AGENTFLOW["EMBEDDER"] = {spec!r}: expected "offline", '
-            '"sentence-transformers[:model]" or "openai:model"'
-        )
+        raise ValueError(f"EMBEDDER = {spec!r}: expected {_EMBEDDER_KINDS}")
     dimensions = getattr(embedder, "dimensions", EMBEDDING_DIMENSIONS)
     if dimensions != EMBEDDING_DIMENSIONS:
         raise ValueError(

@@ -10,8 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 
 from agentflow import knowledge
+from agentflow.checks import check_embedder
 from agentflow.kernel.vectors import as_matrix
 from agentflow.models import EMBEDDING_DIMENSIONS, KnowledgeChunk, KnowledgeDocument
 from tenants.context import tenant_scope
@@ -142,3 +145,19 @@ def test_a_server_that_is_down_is_a_503_naming_it(owner: Persona, use_embedder: 
     assert response.json()["detail"].startswith(f"embeddings server {url} (all-minilm): ")
     with pytest.raises(knowledge.EmbedderUnavailable, match="embeddings server"):
         knowledge.embed_query("hello")
+
+
+def test_a_bad_embedder_setting_fails_the_start_up_check(
+    settings: Any, use_embedder: Any, server: FakeOpenAIServer
+) -> None:
+    use_embedder(server.base_url)
+    assert check_embedder() == []
+
+    use_embedder(server.base_url, EMBEDDER_API_KEY="sk-literal-key")
+    (error,) = check_embedder()
+    assert error.id == "agentflow.E001"
+    assert "EMBEDDER_API_KEY must name one of LLM_API_KEY_ENV_VARS" in error.msg
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "EMBEDDER": "openai"}  # no model
+    with pytest.raises(SystemCheckError, match="EMBEDDER = 'openai': expected"):
+        call_command("check")
+    assert server.requests == []  # checked without asking the server
