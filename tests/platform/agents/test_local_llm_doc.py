@@ -4,6 +4,7 @@ Celery worker, up to an answer from the model with knowledge embedded by the sam
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agentflow import knowledge
+from agentflow.cli import main
 from agentflow.kernel.llm.embeddings import OfflineEmbedder
 from agentflow.models import EMBEDDING_DIMENSIONS
 from tests.kernel.fake_openai_server import (
@@ -113,3 +116,26 @@ def test_the_page_takes_an_agent_to_an_answer_from_the_local_model(
     assert "/v1/chat/completions" in paths
     embedded = [r for r in local_server.requests if r.path == "/v1/embeddings"]
     assert {r.body["model"] for r in embedded} == {"all-minilm"}
+
+
+def test_the_pages_llm_block_in_an_init_file_validates(
+    local_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """`agentflow init support_agent -o agent.yaml`, the page's `llm` block put in, and
+    `agentflow validate agent.yaml` under the page's allowlist."""
+    path = tmp_path / "agent.yaml"
+    assert main(["init", "support_agent", "-o", str(path)], stdout=io.StringIO()) == 0
+    (agent_file,) = [block for block in _blocks("json") if '"blueprint"' in block]
+    llm = json.loads(agent_file.replace(OLLAMA, local_server.base_url))["config"]["llm"]
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["config"]["llm"] = llm
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+    out = io.StringIO()
+    assert main(["validate", str(path)], stdout=out) == 0, out.getvalue()
+
+    document["config"]["llm"]["providers"][0]["base_url"] = "http://10.0.0.9:11434/v1"
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    out = io.StringIO()
+    assert main(["validate", str(path)], stdout=out) == 2
+    assert "config.llm.providers[0].base_url: not an allowed LLM endpoint" in out.getvalue()
