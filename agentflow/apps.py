@@ -14,6 +14,7 @@ class AgentsConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI description of API-key authentication.
         from agentflow import (
+            checks,  # noqa: F401 - registers the embedder's start-up check
             erasure,
             tasks,  # noqa: F401 - registers the tasks services send by name
         )

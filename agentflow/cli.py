@@ -5,6 +5,8 @@
     agentflow validate FILE [FILE ...] [--steps A,B] [--tools T,U] [--agents X,Y]
     agentflow preflight CONFIG --message TEXT [--knowledge FILE] [--spent USD]
     agentflow test SCENARIOS [--agent ID|NAME] [--tenant SLUG] [--scenario NAME] [--json]
+    agentflow init BLUEPRINT [--name NAME] [-o FILE] [--json]
+    agentflow costs [--days N] [--agent ID] [--json] [--url URL]
 
 `chat` talks to an agent in the terminal (offline unless the config names an LLM);
 it reads one message per line from stdin, so it also works in a pipe. `eval-intents`
@@ -12,8 +14,13 @@ trains the offline intent classifier and prints one JSON object of metrics. `val
 checks planner definitions (FSM, behavior tree, LLM) and prints every error with its line;
 `preflight` prints the cost estimate of an agent's plan for one message, without running it.
 `test` runs a scenario file (the qa_test_agent's format) against an agent of the local
-database and exits 1 when a scenario fails.
-Bad paths, configs or data (and invalid plans or suites) exit with status 2 and a reason.
+database and exits 1 when a scenario fails. `init` writes a new agent's file (YAML, or JSON
+with --json or a .json name) from a blueprint's defaults: the body of `POST /api/v1/agents`,
+which `validate` checks as the API does. `costs` prints tokens and dollars per agent and UTC
+day from a running platform (AGENTFLOW_URL, AGENTFLOW_API_KEY), through `agentflow.client`;
+it exits 1 when the platform cannot be reached or fails.
+Bad paths, configs or data (and invalid plans, agent configs or suites, a rejected request)
+exit with status 2 and a reason.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,7 +93,26 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument(
         "--keep-conversations", action="store_true", help="keep the test conversations"
     )
+    _ops_parsers(commands)
     return parser
+
+
+def _ops_parsers(commands: Any) -> None:
+    init = commands.add_parser("init", help="write a new agent's config from a blueprint")
+    init.add_argument("blueprint", help="blueprint name (GET /api/v1/blueprints lists them)")
+    init.add_argument("--name", help="the agent's name (default: the blueprint's)")
+    init.add_argument("-o", "--output", type=Path, help="file to create (default: stdout)")
+    init.add_argument("--json", action="store_true", help="JSON instead of YAML")
+
+    costs = commands.add_parser("costs", help="tokens and dollars per agent and day")
+    costs.add_argument("--days", type=int, default=7, help="the last N UTC days, 1-90 (7)")
+    costs.add_argument("--agent", help="one agent's id (default: every agent)")
+    costs.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    costs.add_argument(
+        "--url",
+        default=os.environ.get("AGENTFLOW_URL", "http://127.0.0.1:8000"),
+        help="the platform (AGENTFLOW_URL, default http://127.0.0.1:8000)",
+    )
 
 
 def _existing_file(path: Path, what: str) -> Path:
@@ -185,6 +212,9 @@ def _validate(args: argparse.Namespace, stdout: TextIO) -> int:
             text = _existing_file(path, "plan file").read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from exc
+        if _is_agent_document(text):
+            status = max(status, _validate_agent(path, text, stdout))
+            continue
         try:
             plans = load_document(text, known=known)
         except PlanValidationError as exc:
@@ -196,6 +226,46 @@ def _validate(args: argparse.Namespace, stdout: TextIO) -> int:
         summary = "; ".join(plan.summary() for plan in plans)
         print(f"{path}: ok ({summary})", file=stdout)
     return status
+
+
+def _setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
+    import django
+
+    django.setup()
+
+
+def _is_agent_document(text: str) -> bool:
+    """An agent's create body (`agentflow init`'s file): ``blueprint`` and ``config``."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False  # the plan loader reports it with its line
+    return isinstance(data, dict) and "blueprint" in data and "config" in data
+
+
+def _validate_agent(path: Path, text: str, stdout: TextIO) -> int:
+    """The agent's config checked by the API's own validation (422 on create otherwise)."""
+    import yaml
+
+    _setup_django()
+    from agentflow.pipelines import AgentConfigError, validate_agent_config
+
+    data = yaml.safe_load(text)
+    try:
+        validate_agent_config(data["blueprint"], data["config"])
+    except AgentConfigError as exc:
+        fields = exc.by_field()
+        for field, reasons in fields.items():
+            label = field if field in ("blueprint", "config") else f"config.{field}"
+            for reason in reasons:
+                print(f"{path}: {label}: {reason}", file=stdout)
+        print(f"{path}: {sum(len(r) for r in fields.values())} error(s)", file=stdout)
+        return EXIT_USAGE
+    print(f"{path}: ok ({data['blueprint']} agent {data.get('name')!r})", file=stdout)
+    return 0
 
 
 def _preflight(args: argparse.Namespace, stdout: TextIO) -> int:
@@ -300,8 +370,6 @@ def _only(suite: Any, names: list[str]) -> Any:
 
 
 def _test(args: argparse.Namespace, stdout: TextIO) -> int:
-    import os
-
     from agentflow.kernel.blueprints.qa_test import (
         RunLimits,
         SuiteError,
@@ -328,10 +396,7 @@ def _test(args: argparse.Namespace, stdout: TextIO) -> int:
     ref = args.agent or suite.agent
     if not ref:
         raise UsageError("name the agent under test: --agent, or `agent:` in the file")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
-    import django
-
-    django.setup()
+    _setup_django()
     from tenants.context import tenant_scope
 
     tenant_id, agent_id = _test_target(ref, args.tenant)
@@ -345,6 +410,122 @@ def _test(args: argparse.Namespace, stdout: TextIO) -> int:
         report = asyncio.run(_run_test(suite, agent_id, limits))
     print(json.dumps(report) if args.json else format_report(report), file=stdout)
     return 0 if report["failed"] == 0 else 1
+
+
+def _described(schema: dict[str, Any], key: str) -> str:
+    """A config key's description in the blueprint's JSON schema (or its model's)."""
+    prop = schema.get("properties", {}).get(key, {})
+    if prop.get("description"):
+        return str(prop["description"])
+    refs = [prop, *prop.get("allOf", []), *prop.get("anyOf", [])]
+    for ref in (r.get("$ref", "") for r in refs):
+        if ref:
+            found = schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {})
+            return str(found.get("description") or "")
+    return ""
+
+
+def _scaffold_yaml(document: dict[str, Any], description: str, schema: dict[str, Any]) -> str:
+    """The agent's YAML, each config key under its description from the schema."""
+    import textwrap
+
+    import yaml
+
+    def dump(value: Any) -> str:
+        return str(yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=96))
+
+    lines = [f"# {line}" for line in textwrap.wrap(description, 90)]
+    lines += [
+        "# Check it: agentflow validate FILE. Create the agent: POST /api/v1/agents with this",
+        "# body as JSON, or agentflow.client's create_agent(name, blueprint, config).",
+        dump({"name": document["name"], "blueprint": document["blueprint"]}).rstrip("\n"),
+        "config:",
+    ]
+    for key, value in document["config"].items():
+        lines += [f"  # {line}" for line in textwrap.wrap(_described(schema, key), 88)]
+        lines += [f"  {line}" for line in dump({key: value}).rstrip("\n").split("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _init(args: argparse.Namespace, stdout: TextIO) -> int:
+    _setup_django()
+    from agentflow.pipelines import BLUEPRINTS
+
+    found = BLUEPRINTS.get(args.blueprint)
+    if found is None:
+        raise UsageError(f"no blueprint {args.blueprint!r}; available: {', '.join(BLUEPRINTS)}")
+    name = args.name if args.name is not None else found.name.removesuffix("_agent")
+    if not name.strip() or len(name) > 200:
+        raise UsageError("--name must be 1 to 200 characters")
+    blueprint = found.to_dict()
+    document = {"name": name, "blueprint": found.name, "config": blueprint["default_config"]}
+    as_json = args.json or (args.output is not None and args.output.suffix == ".json")
+    if as_json:
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = _scaffold_yaml(document, found.description, blueprint["config_schema"])
+    if args.output is None:
+        stdout.write(text)
+        return 0
+    try:
+        with args.output.open("x", encoding="utf-8") as out:  # never overwrite a config
+            out.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot create {args.output}: {exc.strerror or exc}") from exc
+    print(f"{args.output}: {found.name} agent {name!r}", file=stdout)
+    return 0
+
+
+def _usage_table(usage: dict[str, Any]) -> list[str]:
+    rows = [("day", "agent", "runs", "tokens", "usd")]
+    rows += [
+        (
+            r["day"],
+            f"{r['agent_name']} ({r['agent_id'][:8]})",
+            r["runs"],
+            r["tokens"],
+            r["cost_usd"],
+        )
+        for r in usage["results"]
+    ]
+    totals = usage["totals"]
+    rows.append(("total", "", totals["runs"], totals["tokens"], totals["cost_usd"]))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
+    return [
+        "  ".join(
+            str(cell).rjust(width) if i >= 2 else str(cell).ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _costs(args: argparse.Namespace, stdout: TextIO) -> int:
+    from agentflow.client import AgentFlowClient, APIError, TransportError
+
+    key = os.environ.get("AGENTFLOW_API_KEY", "")
+    if not key:
+        raise UsageError("set AGENTFLOW_API_KEY to an API key of the tenant (scope read)")
+    if not 1 <= args.days <= 90:
+        raise UsageError("--days must be within 1 and 90")
+    try:
+        with AgentFlowClient(args.url, key, timeout=30.0) as client:
+            usage = client.agent_usage(days=args.days, agent_id=args.agent)
+    except APIError as exc:
+        if exc.status_code >= 500:
+            print(f"agentflow costs: {exc}", file=sys.stderr)
+            return 1
+        raise UsageError(str(exc)) from exc
+    except TransportError as exc:
+        print(f"agentflow costs: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(usage, sort_keys=True), file=stdout)
+        return 0
+    print(f"{usage['since']} to {usage['until']} (UTC)", file=stdout)
+    for line in _usage_table(dict(usage)):
+        print(line, file=stdout)
+    return 0
 
 
 def main(
@@ -362,6 +543,10 @@ def main(
             return _preflight(args, stdout)
         if args.command == "test":
             return _test(args, stdout)
+        if args.command == "init":
+            return _init(args, stdout)
+        if args.command == "costs":
+            return _costs(args, stdout)
         return _eval_intents(args, stdout)
     except UsageError as exc:
         print(f"agentflow {args.command}: error: {exc}", file=sys.stderr)

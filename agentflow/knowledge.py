@@ -18,6 +18,7 @@ the planner lives in `agentflow.vector_search` (shared with golden-path search).
 from __future__ import annotations
 
 import functools
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -31,7 +32,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 
+from agentflow.kernel.llm.base import EmbeddingResponse, LLMError
 from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
+from agentflow.kernel.llm.openai_provider import OpenAIProvider
+from agentflow.kernel.llm.resilience import CircuitBreaker
 from agentflow.kernel.vectors import Embedder, Vector, embed_texts
 from agentflow.models import EMBEDDING_DIMENSIONS, Agent, KnowledgeChunk, KnowledgeDocument
 from agentflow.vector_search import EXACT_SEARCH_MAX_ROWS, count_rows, nearest
@@ -44,9 +48,11 @@ __all__ = [
     "CONTENT_TYPES",
     "EXACT_SEARCH_MAX_ROWS",
     "ChunkHit",
+    "EmbedderUnavailable",
     "KnowledgeError",
     "KnowledgeQuotaExceeded",
     "KnowledgeTooLarge",
+    "OpenAICompatibleEmbedder",
     "UnsupportedContentType",
     "chunk_text",
     "count_chunks",
@@ -86,27 +92,120 @@ class KnowledgeQuotaExceeded(KnowledgeError):
 # ----------------------------------------------------------------------------- embedder
 
 
+class EmbedderUnavailable(KnowledgeError):
+    """The embeddings server did not answer, or answered vectors of the wrong width (503)."""
+
+
+_ENV_REFERENCE = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*)\}$")
+
+
+class OpenAICompatibleEmbedder:
+    """``POST {base_url}/embeddings`` of an OpenAI-compatible server (OpenAI, Ollama, vLLM).
+
+    Every answer is checked against the vector columns' width, so a model of another width
+    fails on its first call with a reason instead of at the database.
+    """
+
+    dimensions = EMBEDDING_DIMENSIONS
+
+    def __init__(self, model: str, *, base_url: str | None, api_key: str | None) -> None:
+        self.model = model
+        self.base_url = base_url
+        self._api_key = api_key
+        # Shared by the calls: a server that keeps failing is not waited on by every chunk.
+        self._breaker = CircuitBreaker(name=f"embeddings:{model}")
+
+    @property
+    def where(self) -> str:
+        return f"{self.base_url or 'OpenAI'} ({self.model})"
+
+    async def embed(self, texts: list[str], *, model: str | None = None) -> EmbeddingResponse:
+        # A client per call: the embedder is cached per process and called from several
+        # event loops (async_to_sync, the run loop), and an httpx pool belongs to one loop.
+        provider = OpenAIProvider(
+            self.model,
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=1,
+            name="embeddings",
+            breaker=self._breaker,
+            embedding_model=self.model,
+        )
+        try:
+            async with provider:
+                response = await provider.embed(texts, model=model)
+        except LLMError as exc:
+            raise EmbedderUnavailable(f"embeddings server {self.where}: {exc}") from exc
+        for vector in response.vectors:
+            if len(vector) != EMBEDDING_DIMENSIONS:
+                raise EmbedderUnavailable(
+                    f"embeddings server {self.where} gives {len(vector)} dimensions; the "
+                    f"vector columns hold {EMBEDDING_DIMENSIONS}: choose a model of that width"
+                )
+        return response
+
+
+def _openai_embedder(model: str, options: dict[str, Any]) -> OpenAICompatibleEmbedder:
+    """The operator's OpenAI-compatible embedder, held to the LLM providers' allowlists."""
+    base_url = str(options.get("EMBEDDER_BASE_URL") or "").rstrip("/") or None
+    allowed = {str(url).rstrip("/") for url in options.get("LLM_ALLOWED_BASE_URLS", ())}
+    if base_url is not None and base_url not in allowed:
+        raise ValueError(f"EMBEDDER_BASE_URL {base_url} is not in LLM_ALLOWED_BASE_URLS")
+    reference = str(options.get("EMBEDDER_API_KEY") or "")
+    api_key = None
+    if reference:
+        found = _ENV_REFERENCE.match(reference)
+        key_vars = options.get("LLM_API_KEY_ENV_VARS", ("OPENAI_API_KEY",))
+        if found is None or found.group(1) not in key_vars:
+            raise ValueError(
+                "EMBEDDER_API_KEY must name one of LLM_API_KEY_ENV_VARS as ${NAME}, not hold a key"
+            )
+        api_key = os.environ.get(found.group(1)) or None
+    return OpenAICompatibleEmbedder(model, base_url=base_url, api_key=api_key)
+
+
+_EMBEDDER_KINDS = '"offline", "sentence-transformers[:model]" or "openai:model"'
+
+
+def embedder_issues() -> list[str]:
+    """What is wrong with the embedder's settings, found without building it (no model is
+    loaded, no server asked): the start-up check (`agentflow.checks`)."""
+    options = dict(getattr(settings, "AGENTFLOW", {}))
+    spec = str(options.get("EMBEDDER") or "offline")
+    kind, _, model = spec.partition(":")
+    if kind == "openai" and model:
+        try:
+            _openai_embedder(model, options)
+        except ValueError as exc:
+            return [str(exc)]
+        return []
+    if kind in ("offline", "sentence-transformers"):
+        return []
+    return [f"EMBEDDER = {spec!r}: expected {_EMBEDDER_KINDS}"]
+
+
 @functools.cache
 def get_embedder() -> Embedder:
     """The embedder of knowledge chunks and of the messages searched against them.
 
-    `settings.AGENTFLOW["EMBEDDER"]`: "offline" (default) or "sentence-transformers[:model]"
-    (the `local-embeddings` extra). Whatever it is must produce EMBEDDING_DIMENSIONS floats,
-    the width of the vector columns. Cached per process; `get_embedder.cache_clear()` after
-    changing the setting.
+    `settings.AGENTFLOW["EMBEDDER"]`: "offline" (default), "sentence-transformers[:model]"
+    (the `local-embeddings` extra) or "openai:model" (an OpenAI-compatible server:
+    ``EMBEDDER_BASE_URL`` and ``EMBEDDER_API_KEY``, allowed as an agent's provider would be).
+    Whatever it is must produce EMBEDDING_DIMENSIONS floats, the width of the vector
+    columns. Cached per process; `get_embedder.cache_clear()` after changing the setting.
     """
-    spec = str(getattr(settings, "AGENTFLOW", {}).get("EMBEDDER", "offline"))
+    options = dict(getattr(settings, "AGENTFLOW", {}))
+    spec = str(options.get("EMBEDDER") or "offline")
     kind, _, model = spec.partition(":")
     embedder: Embedder
     if kind == "offline":
         embedder = OfflineEmbedder(EMBEDDING_DIMENSIONS)
     elif kind == "sentence-transformers":
         embedder = SentenceTransformerEmbedder(model or "all-MiniLM-L6-v2")
+    elif kind == "openai" and model:
+        embedder = _openai_embedder(model, options)
     else:
-        raise ValueError(
-            f'AGENTFLOW["EMBEDDER"] = {spec!r}: expected "offline" or '
-            '"sentence-transformers[:model]"'
-        )
+        raise ValueError(f"EMBEDDER = {spec!r}: expected {_EMBEDDER_KINDS}")
     dimensions = getattr(embedder, "dimensions", EMBEDDING_DIMENSIONS)
     if dimensions != EMBEDDING_DIMENSIONS:
         raise ValueError(

@@ -345,3 +345,28 @@ class ToolCallSerializer(serializers.Serializer):
     approval_id = serializers.UUIDField(allow_null=True)
     created_at = IsoDateTimeField()
     finished_at = IsoDateTimeField(allow_null=True)
+
+
+class AgentUsageDaySerializer(serializers.Serializer):
+    day = serializers.CharField(help_text="UTC day the runs were created, ISO date.")
+    agent_id = serializers.UUIDField()
+    agent_name = serializers.CharField()
+    runs = AsIsIntegerField()
+    tokens = AsIsIntegerField()
+    cost_usd = serializers.CharField()
+
+
+class AgentUsageTotalsSerializer(serializers.Serializer):
+    runs = AsIsIntegerField()
+    tokens = AsIsIntegerField()
+    cost_usd = serializers.CharField()
+
+
+class AgentUsageSerializer(serializers.Serializer):
+    """Tokens and dollars per agent and UTC day (`agentflow.agent_usage`)."""
+
+    since = serializers.CharField()
+    until = serializers.CharField()
+    days = AsIsIntegerField()
+    results = AgentUsageDaySerializer(many=True, help_text="Only agent-days with runs.")
+    totals = AgentUsageTotalsSerializer()

@@ -24,6 +24,8 @@ urlpatterns = [
         name="knowledge-detail",
     ),
     path("agents/<uuid:agent_id>/tools", views.AgentToolsView.as_view(), name="agent-tools"),
+    path("agents/<uuid:agent_id>/usage", views.AgentUsageView.as_view(), name="agent-usage"),
+    path("usage/agents", views.AgentsUsageView.as_view(), name="agents-usage"),
     path(
         "agents/<uuid:agent_id>/tools/<str:tool_id>/invoke",
         views.AgentToolInvokeView.as_view(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
@@ -22,13 +23,14 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agentflow import budgets, knowledge, services, takeover, tooling
+from agentflow import agent_usage, budgets, knowledge, services, takeover, tooling
 from agentflow.api.prefer import parse_prefer
 from agentflow.api.serializers import (
     NO_RESULT,
     AgentCreateSerializer,
     AgentSerializer,
     AgentUpdateSerializer,
+    AgentUsageSerializer,
     BlueprintSerializer,
     DocumentSerializer,
     KnowledgeCreateSerializer,
@@ -101,6 +103,13 @@ def _knowledge_error(exc: knowledge.KnowledgeError) -> ContractError:
         )
     if isinstance(exc, knowledge.KnowledgeTooLarge):
         return ContractError(str(exc), status_code=413, error_type="payload_too_large")
+    if isinstance(exc, knowledge.EmbedderUnavailable):  # the operator's server, not the input
+        return ContractError(
+            str(exc),
+            status_code=503,
+            error_type="embedder_unavailable",
+            headers={"Retry-After": "30"},
+        )
     if isinstance(exc, knowledge.KnowledgeQuotaExceeded):
         return ContractError(
             str(exc),
@@ -710,3 +719,46 @@ class RunToolCallsView(ListEndpoint, TenantScopedAPIView):
         """The tool calls of a run (by created_at; sort_order=asc: in call order)."""
         run = get_or_404(Run.objects, pk=run_id)
         return self.list_response(request, ToolCall.objects.filter(run=run), ToolCallSerializer)
+
+
+USAGE_PARAMETERS = [
+    OpenApiParameter(
+        "days", OpenApiTypes.INT, description=f"1-{agent_usage.MAX_DAYS}, default 7 (today too)"
+    )
+]
+
+
+def _usage_days(request: Request) -> int:
+    raw = request.query_params.get("days") or str(agent_usage.DEFAULT_DAYS)
+    if not raw.isdigit() or not 1 <= int(raw) <= agent_usage.MAX_DAYS:
+        reason = f"An integer from 1 to {agent_usage.MAX_DAYS}."
+        raise unprocessable("days is invalid.", {"days": [reason]})
+    return int(raw)
+
+
+class AgentsUsageView(TenantScopedAPIView):
+    """Tokens and dollars of every agent of the tenant per UTC day (a read)."""
+
+    @extend_schema(
+        operation_id="usage_agents",
+        parameters=USAGE_PARAMETERS,
+        responses={200: AgentUsageSerializer, **errors(401, 403, 422)},
+    )
+    def get(self, request: Request) -> Response:
+        usage = agent_usage.agent_days(now=datetime.now(UTC), days=_usage_days(request))
+        return Response(AgentUsageSerializer(usage).data)
+
+
+class AgentUsageView(TenantScopedAPIView):
+    """Tokens and dollars of one agent per UTC day (a read); another tenant's agent: 404."""
+
+    @extend_schema(
+        operation_id="agents_usage",
+        parameters=USAGE_PARAMETERS,
+        responses={200: AgentUsageSerializer, **errors(401, 403, 404, 422)},
+    )
+    def get(self, request: Request, agent_id: str) -> Response:
+        agent = get_or_404(Agent.objects, pk=agent_id)
+        days = _usage_days(request)
+        usage = agent_usage.agent_days(now=datetime.now(UTC), days=days, agent=agent)
+        return Response(AgentUsageSerializer(usage).data)

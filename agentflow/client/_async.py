@@ -24,6 +24,7 @@ from agentflow.client._protocol import (
 from agentflow.client.errors import RunTimeoutError, TransportError
 from agentflow.client.types import (
     Agent,
+    AgentUsage,
     Decision,
     Feedback,
     KnowledgeDocument,
@@ -111,6 +112,13 @@ class AsyncAgentFlowClient:
     ) -> KnowledgeDocument:
         call = calls.add_knowledge(agent_id, title, content, content_type)
         return cast(KnowledgeDocument, await self._json(call))
+
+    async def agent_usage(
+        self, *, days: int | None = None, agent_id: str | None = None
+    ) -> AgentUsage:
+        """Tokens and dollars per agent and UTC day over the last ``days`` days (the
+        server's default: 7); one agent's with ``agent_id``."""
+        return cast(AgentUsage, await self._json(calls.agent_usage(days, agent_id)))
 
     # -- runs --------------------------------------------------------------------------
     async def send_message(

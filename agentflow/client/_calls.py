@@ -128,3 +128,8 @@ def rotate_webhook_secret(
 
 def delete_webhook_endpoint(endpoint_id: str) -> Call:
     return Call("DELETE", f"webhooks/endpoints/{endpoint_id}")
+
+
+def agent_usage(days: int | None, agent_id: str | None) -> Call:
+    path = f"agents/{agent_id}/usage" if agent_id is not None else "usage/agents"
+    return Call("GET", path, params={"days": days}, safe=True)

@@ -23,6 +23,7 @@ from agentflow.client._protocol import (
 from agentflow.client.errors import RunTimeoutError, TransportError
 from agentflow.client.types import (
     Agent,
+    AgentUsage,
     Decision,
     Feedback,
     KnowledgeDocument,
@@ -108,6 +109,11 @@ class AgentFlowClient:
     ) -> KnowledgeDocument:
         call = calls.add_knowledge(agent_id, title, content, content_type)
         return cast(KnowledgeDocument, self._json(call))
+
+    def agent_usage(self, *, days: int | None = None, agent_id: str | None = None) -> AgentUsage:
+        """Tokens and dollars per agent and UTC day over the last ``days`` days (the
+        server's default: 7); one agent's with ``agent_id``."""
+        return cast(AgentUsage, self._json(calls.agent_usage(days, agent_id)))
 
     # -- runs --------------------------------------------------------------------------
     def send_message(

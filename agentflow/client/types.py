@@ -117,3 +117,26 @@ class WebhookEndpoint(TypedDict):
     previous_secret_expires_at: str | None
     # Only in the answer that made or rotated it, and null when you chose the secret.
     secret: NotRequired[str | None]
+
+
+class AgentUsageDay(TypedDict):
+    day: str
+    agent_id: str
+    agent_name: str
+    runs: int
+    tokens: int
+    cost_usd: str
+
+
+class AgentUsageTotals(TypedDict):
+    runs: int
+    tokens: int
+    cost_usd: str
+
+
+class AgentUsage(TypedDict):
+    since: str
+    until: str
+    days: int
+    results: list[AgentUsageDay]
+    totals: AgentUsageTotals

@@ -1,4 +1,8 @@
-"""Prometheus metrics of the web process (SPEC 12)."""
+"""Prometheus metrics of the web and worker processes (SPEC 12).
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set before a process imports this, its values live in
+files there, which the web's ``/metrics`` sums over all processes (docs/operations.md).
+"""
 
 from __future__ import annotations
 
@@ -34,11 +38,13 @@ QUEUE_DEPTH = Gauge(
     "agentflow_queue_depth",
     "Tasks waiting in each Celery queue, read from the broker when /metrics is scraped.",
     ["queue"],
+    multiprocess_mode="mostrecent",  # read by the web at scrape time: its last reading
 )
 RUNS_UNSETTLED = Gauge(
     "agentflow_runs_unsettled",
     "Runs accepted and not settled yet (all tenants), by status, read at scrape time.",
     ["status"],
+    multiprocess_mode="mostrecent",  # read by the web at scrape time: its last reading
 )
 WEBHOOK_DELIVERIES = Counter(
     "agentflow_webhook_deliveries_total",

@@ -1,5 +1,6 @@
-"""OpenTelemetry spans of the kernel: one per message processed (a platform run) and one
-per LLM call, with the GenAI semantic conventions (``gen_ai.*``) for the model call.
+"""OpenTelemetry spans of the kernel: one per message processed (a platform run), one per
+plan step, one per tool call and one per LLM call, with the GenAI semantic conventions
+(``gen_ai.*``) for the model and tool calls.
 
 Only the OpenTelemetry *API* is used here: with no SDK configured (the platform configures
 one when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, agentflow/server/telemetry.py; a library
@@ -9,17 +10,20 @@ below is skipped (``is_recording``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
 
 if TYPE_CHECKING:
     from agentflow.kernel.llm.base import LLMResponse
+    from agentflow.kernel.planning.model import StepOutcome
     from agentflow.kernel.results import AgentReply
 
 tracer = trace.get_tracer("agentflow")
+T = TypeVar("T")
 
 # Our own attributes, named under "agentflow." (the conventions reserve no such namespace).
 _CONTEXT_ATTRIBUTES = {
@@ -71,3 +75,70 @@ def record_llm_response(span: trace.Span, response: LLMResponse) -> None:
     span.set_attribute("agentflow.cost_usd", float(response.cost_usd))
     if response.metadata.get("offline"):
         span.set_attribute("agentflow.offline", True)
+
+
+# ------------------------------------------------------------------ plan steps and tools
+
+_OFF = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_UNKNOWN = object()
+
+
+def active() -> bool:
+    """Whether a tracer provider (an SDK) is installed. A plan step takes a few µs, so its
+    span is skipped altogether when nothing would record it, and this check must cost less
+    than the step: the API's global is read directly (``get_tracer_provider`` looks the
+    environment up on every call, ~2 µs), the public call only if a release renames it."""
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:
+        provider = trace.get_tracer_provider()
+    return provider is not None and not isinstance(provider, _OFF)
+
+
+@contextmanager
+def step_span(node: str, action: str) -> Iterator[trace.Span]:
+    """``agentflow.plan_step``: one action of a plan (``step:classify``, ``tool:x``) at its
+    node."""
+    with tracer.start_as_current_span("agentflow.plan_step") as span:
+        if span.is_recording():
+            span.set_attribute("agentflow.plan.node", node)
+            span.set_attribute("agentflow.plan.action", action)
+        yield span
+
+
+def record_outcome(span: trace.Span, outcome: str, error: str | None = None) -> None:
+    """The step's outcome as its path records it; an error or timeout marks the span."""
+    if not span.is_recording():
+        return
+    span.set_attribute("agentflow.plan.outcome", outcome)
+    if outcome in ("error", "timeout"):
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error or outcome))
+
+
+def record_step(span: trace.Span, outcome: StepOutcome) -> None:
+    record_outcome(span, outcome.status, outcome.error)
+    if outcome.tokens and span.is_recording():
+        span.set_attribute("agentflow.tokens", outcome.tokens)
+
+
+async def call_tool(
+    invoke: Callable[[str, dict[str, Any]], Awaitable[T]], tool_id: str, arguments: dict[str, Any]
+) -> T:
+    """``invoke(tool_id, arguments)``, inside an ``execute_tool {tool}`` span (the GenAI
+    conventions' name) with the call's status and duration when tracing is on."""
+    if not active():
+        return await invoke(tool_id, arguments)
+    with tracer.start_as_current_span(f"execute_tool {tool_id}") as span:
+        started = time.perf_counter()
+        result = await invoke(tool_id, arguments)
+        if span.is_recording():
+            status = str(getattr(result, "status", "error"))
+            span.set_attribute("gen_ai.operation.name", "execute_tool")
+            span.set_attribute("gen_ai.tool.name", tool_id)
+            span.set_attribute("agentflow.tool.status", status)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            span.set_attribute("agentflow.tool.duration_ms", round(elapsed_ms, 3))
+            if status not in ("ok", "needs_approval"):
+                error = getattr(result, "error", None)
+                described = f"{status}: {error}" if error else status
+                span.set_status(trace.Status(trace.StatusCode.ERROR, described))
+        return result

@@ -6,6 +6,7 @@ look: ``{"status": "unavailable", "failing": ["redis"], "checks": {...}}``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -18,7 +19,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from kombu import Connection
 from kombu.exceptions import OperationalError as BrokerError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from agentflow.core.conf import setting_float
 from agentflow.core.metrics import QUEUE_DEPTH, RUNS_UNSETTLED
@@ -89,7 +91,26 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     _observe_backlog()
-    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+_shared: dict[str, CollectorRegistry] = {}
+
+
+def _registry() -> CollectorRegistry:
+    """This process's registry; with ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's
+    multiprocess mode, set before every process starts: ``make run`` does), one that sums the
+    counters every web and worker process writes there, plus the families read at scrape time.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return REGISTRY
+    if path not in _shared:
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, path=path)
+        registry.register(platform_metrics.collector())
+        _shared[path] = registry
+    return _shared[path]
 
 
 def _observe_backlog() -> None:

@@ -292,3 +292,9 @@ def register() -> None:
     if not _registered:
         _registered.append(PlatformCollector())
         REGISTRY.register(_registered[0])
+
+
+def collector() -> PlatformCollector:
+    """The one collector (for a multiprocess-mode registry, `agentflow.server.health`)."""
+    register()
+    return _registered[0]

@@ -339,6 +339,16 @@ class Supervisor:
         say(f"stopped; data kept in {self.home}")
 
 
+def fresh_metrics_dir(path: Path) -> str:
+    """prometheus-client's multiprocess folder, emptied: the web and every worker write their
+    counters there and /metrics sums them; a new start counts from zero, as Prometheus expects
+    of counters after a restart."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return str(path)
+
+
 def main() -> int:
     home = Path(os.environ.get("AGENTFLOW_HOME") or ROOT / ".agentflow").resolve()
     supervisor = Supervisor(
@@ -363,6 +373,9 @@ def main() -> int:
         "AGENTFLOW_HOME": str(home),
         "DJANGO_SETTINGS_MODULE": "agentflow.server.settings",
         "PYTHONUNBUFFERED": "1",
+        "PROMETHEUS_MULTIPROC_DIR": fresh_metrics_dir(
+            Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or home / "prometheus")
+        ),
     }
     started = time.monotonic()
     try:

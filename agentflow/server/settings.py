@@ -482,6 +482,12 @@ AGENTFLOW = {
     # reference API keys by these server environment variables, never hold keys themselves.
     "LLM_ALLOWED_BASE_URLS": env_list("LLM_ALLOWED_BASE_URLS", []),
     "LLM_API_KEY_ENV_VARS": env_list("LLM_API_KEY_ENV_VARS", ["OPENAI_API_KEY"]),
+    # The embedder of knowledge and of the messages searched against it (docs/local-llm.md):
+    # offline, sentence-transformers[:model] or openai:model on EMBEDDER_BASE_URL (one of
+    # LLM_ALLOWED_BASE_URLS) with EMBEDDER_API_KEY as ${NAME} of LLM_API_KEY_ENV_VARS.
+    "EMBEDDER": env_str("EMBEDDER", "offline"),
+    "EMBEDDER_BASE_URL": env_str("EMBEDDER_BASE_URL", ""),
+    "EMBEDDER_API_KEY": env_str("EMBEDDER_API_KEY", ""),
     # Built-in tools (docs/tools.md): the URL prefixes their settings may point at (empty:
     # no URL tool is usable) and the environment variables their secrets may reference.
     "TOOL_ALLOWED_URLS": env_list("TOOL_ALLOWED_URLS", []),

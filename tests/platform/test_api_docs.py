@@ -81,5 +81,28 @@ def test_collectstatic_in_production_storage_includes_swagger_ui(
         "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
         "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-standalone-preset.js",
         "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css",
+        "drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js",
     ):
         assert (tmp_path / "static" / manifest[name]).is_file(), name
+
+
+@pytest.mark.django_db
+def test_redoc_loads_only_local_static_files_and_no_fonts(client: Client, settings: Any) -> None:
+    response = client.get("/api/redoc/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    parser = _Assets()
+    parser.feed(html)
+
+    assert "http://" not in html
+    assert "https://" not in html  # drf-spectacular's own page loads Google Fonts
+    assert "fonts.g" not in html
+    assert len(parser.urls) == 1, parser.urls  # Redoc's standalone bundle
+    (url,) = parser.urls
+    assert url.startswith(settings.STATIC_URL), url
+    source = finders.find(url.removeprefix(settings.STATIC_URL))
+    assert isinstance(source, str), f"{url} is not a static file"
+    served = client.get(url)
+    assert served.status_code == 200
+    assert b"".join(served.streaming_content) == Path(source).read_bytes()  # type: ignore[attr-defined]
+    assert '<redoc spec-url="/api/schema/">' in html

@@ -113,6 +113,10 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
         report = json.loads(ping.stdout)
         assert report["worker_round_trip_ms"] > 0
         assert report["beat_last_heartbeat_age_s"] is not None
+        # The worker's counters reach the web's /metrics (multiprocess mode): the ping's task.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
+        assert 'outcome="ok",task="maintenance.echo_context"' in scraped
 
         second = subprocess.run(
             [sys.executable, "-m", "agentflow.server.run"],

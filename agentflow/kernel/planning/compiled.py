@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from agentflow.kernel import tracing
 from agentflow.kernel.llm.base import BudgetExceeded
 from agentflow.kernel.planning.expressions import CompiledExpression, ExpressionEvalError
 from agentflow.kernel.planning.fsm import FSMPlan, FSMState, Transition
@@ -143,13 +144,25 @@ class CompiledFSM(Generic[T]):
         self._nodes = nodes
         self._initial = initial
         self._max_steps = max_steps
+        self._traced: dict[str, _Node[T]] | None = None
+
+    def _traced_nodes(self) -> dict[str, _Node[T]]:
+        """The nodes with each step inside a plan-step span (made once, when tracing is on)."""
+        if self._traced is None:
+            self._traced = {
+                name: node if node.step is None else replace(node, step=_traced(node))
+                for name, node in self._nodes.items()
+            }
+        return self._traced
 
     async def run(
         self, target: T, state: PlanState, clock: Callable[[], float], meter: Meter, origin: float
     ) -> CompiledRun:
         """Walk the plan from its initial state; times in the path are ms since ``origin``."""
         path: list[PlanStep] = []
-        node = self._nodes[self._initial]
+        # Spans only when an SDK records them: off, the walk is what it was without tracing.
+        nodes = self._traced_nodes() if tracing.active() else self._nodes
+        node = nodes[self._initial]
         tokens, cost = meter()
         for _ in range(self._max_steps):
             started = clock()
@@ -194,8 +207,27 @@ class CompiledFSM(Generic[T]):
                 return CompiledRun(error is None, node.name, path, error)
             if edge is None:
                 return CompiledRun(False, node.name, path, error or "no transition applies")
-            node = self._nodes[edge.target]
+            node = nodes[edge.target]
         return CompiledRun(False, node.name, path, f"step limit {self._max_steps}")
+
+
+def _traced(node: _Node[T]) -> StepFn[T]:
+    """``node``'s step inside an ``agentflow.plan_step`` span with its outcome, named as the
+    path names it (success, skipped, error)."""
+    step = node.step
+    assert step is not None
+
+    async def traced(target: T, state: PlanState) -> Any:
+        with tracing.step_span(node.name, node.label) as span:
+            try:
+                output = await step(target, state)
+            except BaseException as exc:  # a timeout cancels the step: an error as well
+                tracing.record_outcome(span, "error", f"{type(exc).__name__}: {exc}")
+                raise
+            tracing.record_outcome(span, "skipped" if output is SKIPPED else "success")
+            return output
+
+    return traced
 
 
 def _choose(node: _Node[Any], state: PlanState) -> _Edge | None:

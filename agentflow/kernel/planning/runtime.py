@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from agentflow.kernel import tracing
 from agentflow.kernel.llm.base import BudgetExceeded
 from agentflow.kernel.planning.expressions import ExpressionEvalError
 from agentflow.kernel.planning.model import (
@@ -126,6 +127,16 @@ class ActionRunner:
     async def run(
         self, action: Action, state: PlanState, limit_s: float | None, node: str = ""
     ) -> StepOutcome:
+        if not tracing.active():  # no span at all: a step costs what it did before tracing
+            return await self._limited(action, state, limit_s, node)
+        with tracing.step_span(node, str(action)) as span:
+            outcome = await self._limited(action, state, limit_s, node)
+            tracing.record_step(span, outcome)
+            return outcome
+
+    async def _limited(
+        self, action: Action, state: PlanState, limit_s: float | None, node: str
+    ) -> StepOutcome:
         if action.kind == "none":
             return StepOutcome.ok()
         if action.kind == "human":
@@ -165,7 +176,7 @@ class ActionRunner:
         variables = state.variables()
         arguments = dict(action.values)
         arguments.update({name: expr.evaluate(variables) for name, expr in action.arguments})
-        result = await self.tools(action.name, arguments)
+        result = await tracing.call_tool(self.tools, action.name, arguments)
         status = str(getattr(result, "status", "error"))
         output = getattr(result, "output", None)
         error = getattr(result, "error", None)

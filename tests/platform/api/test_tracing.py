@@ -128,8 +128,14 @@ def test_one_trace_from_the_request_to_the_llm_call(
     # One trace: the API's request span is the root, the task's context came in its message.
     assert {s.context.trace_id for s in (http, task, run, *chats)} == {http.context.trace_id}
     for chat in chats:
-        assert _ancestors(chat, finished)[:2] == ["agentflow.run", task.name]
+        # Each call inside the plan step that made it (classify, then generate_response).
+        assert _ancestors(chat, finished)[:3] == ["agentflow.plan_step", "agentflow.run", task.name]
         assert http.name in _ancestors(chat, finished)
+    steps = [s for s in finished if s.name == "agentflow.plan_step"]
+    path = [step["node"] for step in owner.get(f"/api/v1/runs/{run_id}/steps").json()["steps"]]
+    assert [(s.attributes or {})["agentflow.plan.node"] for s in steps] == path
+    assert all((s.attributes or {})["agentflow.plan.outcome"] == "success" for s in steps)
+    assert {_ancestors(s, finished)[0] for s in steps} == {"agentflow.run"}
 
     assert http.attributes is not None
     assert http.attributes["agentflow.correlation_id"] == "trace-me-1"
