@@ -591,9 +591,14 @@ async def _process(run: Run) -> Any:
     """
     pipeline = await get_pipeline(run.agent)
     if not runs_preflight(run.agent.blueprint):
-        return await pipeline.process_message(
-            user_id=run.user_id, message=run.input, context=_run_context(run)
+        # A StepAgent blueprint's tool states and acting steps call through it (issue 18).
+        invoker = tooling.RunToolInvoker(run.agent, run.pk)
+        reply = await pipeline.process_message(
+            user_id=run.user_id,
+            message=run.input,
+            context={**_run_context(run), "tool_invoker": invoker},
         )
+        return _with_tool_calls(reply, invoker)
     config = run.agent.config
     estimate, reservation = await _priced(run, pipeline.plan)
     record = preflight_record(estimate)
@@ -627,6 +632,17 @@ async def _process(run: Run) -> Any:
             f"${estimate.max_usd:.6f}, above the soft budget ${soft}"
         )
         reply.metadata.setdefault("warnings", []).append(warning)
+    return reply
+
+
+def _with_tool_calls(reply: Any, tools: tooling.RunToolInvoker) -> Any:
+    """The reply with what its tool calls cost and the call a paused plan proposes (as the
+    support branch below records them)."""
+    if tools.calls:
+        reply.cost_usd += float(tools.cost_usd)
+        reply.metadata["planned_tool_calls"] = tools.calls
+    if tools.pending_action is not None and reply.escalated:
+        reply.metadata[_ACTION_KEY] = tools.pending_action
     return reply
 
 
