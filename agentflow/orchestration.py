@@ -95,11 +95,12 @@ def decide_review(
             reason=reason,
             now=now,
         )
+        if article is not None:  # stored once: only the decision that won gets here (before
+            # the audit appends below: its quota check locks the tenant row, which goes first)
+            knowledge_publishing.publish(article, actor=reviewer.actor, tenant_id=decided.tenant_id)
         delivery = hitl.review_delivery(decided, decision, reason=reason)
         if not finish_review(actor=reviewer.actor, **delivery):
             raise hitl.run_not_waiting(decided)  # rolls the decision back: nothing changed
-        if article is not None:  # stored once: only the decision that won gets here
-            knowledge_publishing.publish(article, actor=reviewer.actor, tenant_id=decided.tenant_id)
         hitl.record_decision(decided, reviewer=reviewer, response=response, reason=reason, now=now)
         _record_activity(decided, resumed=not delivery["after_the_fact"])
         _learn_after_commit(decided)

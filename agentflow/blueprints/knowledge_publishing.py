@@ -101,7 +101,8 @@ def prepare_publication(
 
 def publish(publication: Publication, *, actor: Actor, tenant_id: int) -> list[dict[str, str]]:
     """Store the article in each agent's knowledge base, note it on the run's result and in
-    the audit log; inside the decision's transaction and tenant scope (after it won)."""
+    the audit log; inside the decision's transaction and tenant scope, after it won and
+    before the run resumes (which keeps the result's ``published``)."""
     published = []
     for agent in publication.agents:
         try:
