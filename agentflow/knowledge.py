@@ -53,6 +53,7 @@ __all__ = [
     "KnowledgeQuotaExceeded",
     "KnowledgeTooLarge",
     "OpenAICompatibleEmbedder",
+    "PreparedDocument",
     "UnsupportedContentType",
     "chunk_text",
     "count_chunks",
@@ -60,8 +61,10 @@ __all__ = [
     "embed_query",
     "get_embedder",
     "ingest_document",
+    "prepare_document",
     "search_chunks",
     "search_knowledge",
+    "store_document",
 ]
 
 CONTENT_TYPES = ("text/plain", "text/markdown")
@@ -458,24 +461,43 @@ def _check_quota(tenant_id: int, size: int) -> None:
         )
 
 
-def ingest_document(*, agent: Agent, title: str, content_type: str, text: str) -> KnowledgeDocument:
-    """Validate, chunk, embed and store one document of `agent` (inside the tenant's scope).
+@dataclass(frozen=True, slots=True)
+class PreparedDocument:
+    """A validated document, chunked and embedded, not stored yet (`store_document`)."""
 
-    Raises `KnowledgeError` (or a subclass: `UnsupportedContentType`, `KnowledgeTooLarge`,
-    `KnowledgeQuotaExceeded`) and stores nothing when the document is refused. Embedding
-    happens before the transaction opens, so no database lock waits on an embedder.
+    title: str
+    content_type: str
+    size_bytes: int
+    chunks: list[str]
+    vectors: Vector
+
+
+def prepare_document(*, title: str, content_type: str, text: str) -> PreparedDocument:
+    """Validate, chunk and embed a document: the slow part, outside any transaction.
+
+    Raises `KnowledgeError` (or a subclass: `UnsupportedContentType`, `KnowledgeTooLarge`).
     """
+    title, media, size = _validated(title, content_type, text)
+    chunks = chunk_text(text, media)
+    vectors = _embed(get_embedder(), [f"{title}\n{chunk}" for chunk in chunks])
+    return PreparedDocument(title, media, size, chunks, vectors)
+
+
+def store_document(*, agent: Agent, prepared: PreparedDocument) -> KnowledgeDocument:
+    """Store a prepared document of `agent` (inside the tenant's scope), within the tenant's
+    knowledge quota (`KnowledgeQuotaExceeded`), in one transaction (the caller's if open)."""
     scope = require_tenant_id()
     if agent.tenant_id != scope:
         # Same answer as a missing agent: the caller must not learn that it exists elsewhere.
         raise Agent.DoesNotExist("agent not found")
-    title, media, size = _validated(title, content_type, text)
-    chunks = chunk_text(text, media)
-    vectors = _embed(get_embedder(), [f"{title}\n{chunk}" for chunk in chunks])
     with transaction.atomic():
-        _check_quota(scope, size)
+        _check_quota(scope, prepared.size_bytes)
         document = KnowledgeDocument.objects.create(
-            tenant_id=scope, agent=agent, title=title, content_type=media, size_bytes=size
+            tenant_id=scope,
+            agent=agent,
+            title=prepared.title,
+            content_type=prepared.content_type,
+            size_bytes=prepared.size_bytes,
         )
         KnowledgeChunk.objects.bulk_create(
             [
@@ -487,11 +509,27 @@ def ingest_document(*, agent: Agent, title: str, content_type: str, text: str) -
                     text=chunk,
                     embedding=vector,
                 )
-                for index, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
+                for index, (chunk, vector) in enumerate(
+                    zip(prepared.chunks, prepared.vectors, strict=True)
+                )
             ],
             batch_size=_INSERT_BATCH,
         )
     return document
+
+
+def ingest_document(*, agent: Agent, title: str, content_type: str, text: str) -> KnowledgeDocument:
+    """Validate, chunk, embed and store one document of `agent` (inside the tenant's scope).
+
+    Raises `KnowledgeError` (or a subclass: `UnsupportedContentType`, `KnowledgeTooLarge`,
+    `KnowledgeQuotaExceeded`) and stores nothing when the document is refused. Embedding
+    happens before the transaction opens, so no database lock waits on an embedder.
+    """
+    scope = require_tenant_id()
+    if agent.tenant_id != scope:
+        raise Agent.DoesNotExist("agent not found")
+    prepared = prepare_document(title=title, content_type=content_type, text=text)
+    return store_document(agent=agent, prepared=prepared)
 
 
 def delete_document(*, agent: Agent, document_id: uuid.UUID | str) -> bool:

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import F
 
 from agentflow import tooling
+from agentflow.blueprints import knowledge_publishing
 from agentflow.core import queueing
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.models import Run, RunStatus
@@ -82,6 +83,8 @@ def decide_review(
         hitl.check_decision(
             reviewer=reviewer, request=request, decision=decision, response=response
         )
+    # An approved knowledge draft's article, embedded before the transaction (issue 18).
+    article = knowledge_publishing.prepare_publication(request, decision, response)
     now = datetime.now(UTC)
     with tenant_scope(request.tenant_id), transaction.atomic():
         decided = hitl.take_decision(
@@ -92,6 +95,9 @@ def decide_review(
             reason=reason,
             now=now,
         )
+        if article is not None:  # stored once: only the decision that won gets here (before
+            # the audit appends below: its quota check locks the tenant row, which goes first)
+            knowledge_publishing.publish(article, actor=reviewer.actor, tenant_id=decided.tenant_id)
         delivery = hitl.review_delivery(decided, decision, reason=reason)
         delivered = finish_review(actor=reviewer.actor, **delivery)
         if not delivered:

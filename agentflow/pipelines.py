@@ -33,7 +33,12 @@ from typing import Annotated, Any, Literal, Protocol
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentflow.blueprints import STEP_AGENT_PLANNERS, BlueprintConfig, BlueprintSpec
+from agentflow.blueprints import (
+    STEP_AGENT_PLANNERS,
+    BlueprintConfig,
+    BlueprintSpec,
+    ToolGrantConfig,
+)
 from agentflow.blueprints.catalog import SPECS
 from agentflow.builtin_tools import BuiltinToolSettings
 from agentflow.kernel.builder import AgentFrameworkBuilder
@@ -174,15 +179,6 @@ DEFAULT_SUPPORT_CATEGORIES = (
         threshold=0.0,
     ),
 )
-
-
-class ToolGrantConfig(BaseModel):
-    """One granted tool with this agent's safety level for it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(min_length=1, max_length=100)
-    safety_level: Literal["safe", "requires_confirmation", "dangerous"] | None = None
 
 
 class McpServerEntry(BaseModel):
@@ -335,7 +331,7 @@ def _provider_issues(config: SupportAgentConfig | BlueprintConfig) -> list[Confi
     return issues
 
 
-def _tool_issues(config: SupportAgentConfig) -> list[ConfigIssue]:
+def _tool_issues(config: SupportAgentConfig | BlueprintConfig) -> list[ConfigIssue]:
     """Grants: well-formed ids, each granted once."""
     issues = []
     seen: set[str] = set()
@@ -580,10 +576,11 @@ def _blueprint_issues(spec: BlueprintSpec, model: BaseModel) -> list[ConfigIssue
         issues += _provider_issues(model)
         issues += planner_issues(
             model.planner,
-            known=spec.known,
+            known=spec.known_with(model.tools),
             runnable=STEP_AGENT_PLANNERS,
             runner=f"the {spec.name} blueprint",
         )
+        issues += _tool_issues(model)
     if spec.check is not None:
         issues += spec.check(model)
     return issues

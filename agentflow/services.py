@@ -601,9 +601,14 @@ async def _process(run: Run) -> Any:
     """
     pipeline = await get_pipeline(run.agent)
     if not runs_preflight(run.agent.blueprint):
-        return await pipeline.process_message(
-            user_id=run.user_id, message=run.input, context=_run_context(run)
+        # A StepAgent blueprint's tool states and acting steps call through it (issue 18).
+        invoker = tooling.RunToolInvoker(run.agent, run.pk)
+        reply = await pipeline.process_message(
+            user_id=run.user_id,
+            message=run.input,
+            context={**_run_context(run), "tool_invoker": invoker},
         )
+        return _with_tool_calls(reply, invoker)
     config = run.agent.config
     estimate, reservation = await _priced(run, pipeline.plan)
     record = preflight_record(estimate)
@@ -616,13 +621,7 @@ async def _process(run: Run) -> Any:
         message=run.input,
         context={**_run_context(run), "tool_invoker": tools},
     )
-    if tools.calls:
-        reply.cost_usd += float(tools.cost_usd)  # tools' prices count in the run's cost
-        # (``tool_calls`` already names the context tools whose output the answer used.)
-        reply.metadata["planned_tool_calls"] = tools.calls
-    if tools.pending_action is not None and reply.escalated:
-        # Not stored with the run's result (exact arguments): complete_run hands it to review.
-        reply.metadata[_ACTION_KEY] = tools.pending_action
+    reply = _with_tool_calls(reply, tools)
     if reservation is not None:
         await sync_to_async(budgets.settle)(reservation, reply.cost_usd)
     reply.metadata["preflight"] = {
@@ -637,6 +636,18 @@ async def _process(run: Run) -> Any:
             f"${estimate.max_usd:.6f}, above the soft budget ${soft}"
         )
         reply.metadata.setdefault("warnings", []).append(warning)
+    return reply
+
+
+def _with_tool_calls(reply: Any, tools: tooling.RunToolInvoker) -> Any:
+    """The reply with what its tool calls cost and the call a paused plan proposes."""
+    if tools.calls:
+        reply.cost_usd += float(tools.cost_usd)  # tools' prices count in the run's cost
+        # (``tool_calls`` already names the context tools whose output the answer used.)
+        reply.metadata["planned_tool_calls"] = tools.calls
+    if tools.pending_action is not None and reply.escalated:
+        # Not stored with the run's result (exact arguments): complete_run hands it to review.
+        reply.metadata[_ACTION_KEY] = tools.pending_action
     return reply
 
 

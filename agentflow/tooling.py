@@ -227,7 +227,9 @@ def _source_tools(ctx: ToolContext) -> list[Tool]:
 async def build_registry(ctx: ToolContext) -> ToolRegistry:
     """A new registry with the sources' tools and the config's MCP servers, loaded."""
     tools = _source_tools(ctx)
-    sources: list[ToolSource] = [_mcp_source(entry) for entry in ctx.config["mcp_servers"]]
+    # (Only the support agent's config has MCP servers; the other blueprints' grant tools.)
+    servers = ctx.config.get("mcp_servers") or ()
+    sources: list[ToolSource] = [_mcp_source(entry) for entry in servers]
     registry = ToolRegistry(tools, sources=sources, rate_limiter=_shared_rate_limiter())
     errors = await registry.load()
     for error in errors:
@@ -479,7 +481,7 @@ _redactor = PIIRedactor()
 
 def _redacted(value: Any, config: Mapping[str, Any]) -> Any:
     """PII out of what is stored, unless the agent's guardrails turned redaction off."""
-    if value is None or not config["guardrails"].get("redact_pii", True):
+    if value is None or not (config.get("guardrails") or {}).get("redact_pii", True):
         return value
     return _redactor.redact_mapping(value)
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentflow.builtin_tools import BuiltinToolSettings
 from agentflow.kernel.blueprints import BlueprintRunner, StepAgent, reply_of
 from agentflow.kernel.config import ConfigIssue, LLMConfig
 from agentflow.kernel.llm.base import LLMProvider
@@ -26,11 +27,44 @@ from agentflow.kernel.planning.parsing import Known
 from agentflow.models import Agent
 from agentflow.planners import PlannerConfig, kernel_plan_spec
 
-__all__ = ["BlueprintConfig", "BlueprintRunner", "BlueprintSpec", "RunnerOf", "reply_of"]
+__all__ = [
+    "BlueprintConfig",
+    "BlueprintRunner",
+    "BlueprintSpec",
+    "RunnerOf",
+    "ToolGrantConfig",
+    "granted_tool_ids",
+    "reply_of",
+]
 
 # The runner of another agent of the tenant (`agentflow.pipelines.get_pipeline`): handed to
 # `build` by the pipelines module, which lists the blueprints and so sits above them.
 RunnerOf = Callable[[Agent], Awaitable[Any]]
+
+
+class ToolGrantConfig(BaseModel):
+    """One granted tool with this agent's safety level for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100)
+    safety_level: Literal["safe", "requires_confirmation", "dangerous"] | None = None
+
+
+ToolRole = Literal["viewer", "reviewer", "operator", "owner"]
+
+
+def granted_tool_ids(tools: Any) -> list[str]:
+    """The ids a config's ``tools`` grants (entries are an id or ``{id, safety_level}``)."""
+    ids = []
+    for entry in tools or ():
+        if isinstance(entry, ToolGrantConfig):
+            ids.append(entry.id)
+        elif isinstance(entry, Mapping):
+            ids.append(str(entry.get("id") or ""))
+        else:
+            ids.append(str(entry))
+    return ids
 
 
 class BlueprintConfig(BaseModel):
@@ -38,7 +72,10 @@ class BlueprintConfig(BaseModel):
 
     Subclass it for a blueprint's config (unknown keys stay errors). ``planner`` replaces
     the blueprint's default plan over the same steps; ``llm`` gives the agent a model, which
-    steps use when there is one (the default, offline, does the work without).
+    steps use when there is one (the default, offline, does the work without). ``tools``,
+    ``tool_role`` and ``tool_settings`` are the support agent's: a run calls the granted
+    tools (a tenant planner's tool states, or a step that acts, like the triage agent's
+    ticket update) through the platform's invoker, each call a ToolCall of the run.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -51,6 +88,23 @@ class BlueprintConfig(BaseModel):
     llm: LLMConfig = Field(
         default_factory=LLMConfig,
         description="Providers in failover order, as for support_agent; offline by default.",
+    )
+    tools: list[str | ToolGrantConfig] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Tools the agent may call (deny by default): an id, or {id, safety_level} "
+        "to set this agent's safety level for it (never below a tool's own 'dangerous').",
+    )
+    tool_role: ToolRole = Field(
+        "operator",
+        description="The governance role a run calls tools as: its tool permission levels "
+        "(PUT /agents/{id}/tool-permissions, capped by the role's ceiling) apply.",
+    )
+    tool_settings: BuiltinToolSettings = Field(
+        default_factory=BuiltinToolSettings,
+        description="Settings of the built-in tools (http_request, zendesk / jira tickets, "
+        "send_email, lookup_order): a tool whose section is absent is not offered; URLs must "
+        "be under TOOL_ALLOWED_URLS and secrets ${VAR} of TOOL_SECRET_ENV_VARS.",
     )
 
 
@@ -77,7 +131,12 @@ class BlueprintSpec:
     @property
     def known(self) -> Known:
         """What a tenant's planner for this blueprint may name: its steps."""
-        return Known(steps=self.agent_class.known_steps, tools=frozenset(), agents=frozenset())
+        return self.known_with(())
+
+    def known_with(self, tools: Any) -> Known:
+        """Its steps, and the tools a config grants (a planner's tool states)."""
+        granted = frozenset(granted_tool_ids(tools))
+        return Known(steps=self.agent_class.known_steps, tools=granted, agents=frozenset())
 
     def build(
         self,
@@ -93,6 +152,8 @@ class BlueprintSpec:
                 raise TypeError(f"{self.name} runs other agents: build it with runner_of")
             ports.update(self.runner_ports(agent, config, runner_of))
         given = dict(config)
+        # The kernel checks a planner's tool states against the granted ids.
+        given["tools"] = granted_tool_ids(given.get("tools"))
         if given.get("planner"):  # validated on save; the kernel reads its own spec shape
             given["planner"] = kernel_plan_spec(PlannerConfig.model_validate(given["planner"]))
         return BlueprintRunner(self.agent_class(given, llm=llm, **ports))

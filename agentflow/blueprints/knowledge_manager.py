@@ -108,6 +108,10 @@ class TenantKnowledge:
         default = Agent.objects.filter(blueprint=SUPPORT_BLUEPRINT).exclude(id=self.agent_id)
         return list(default.values_list("id", flat=True))
 
+    def managed_agent_ids(self) -> list[Any]:
+        """The agents whose knowledge this librarian manages (an approved draft joins it)."""
+        return self._agents()
+
     def _questions(self, since: datetime, low: float, limit: int) -> list[Question]:
         rows = (
             Run.objects.filter(agent_id__in=self._agents(), created_at__gte=since)

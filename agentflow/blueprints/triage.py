@@ -4,8 +4,10 @@ The kernel agent (`agentflow.kernel.blueprints.triage`) categorises, prioritises
 ticket; duplicates are looked for among the tickets this agent triaged recently (its runs
 of this tenant, completed or awaiting review), embedded with the platform's embedder
 (`agentflow.knowledge.get_embedder`). A run's ticket is its message, with ``subject``,
-``tier`` and ``ticket_id`` in the run's metadata. Writing the decision back to the ticket
-system (ticket tools) is not this blueprint's job yet.
+``tier`` and ``ticket_id`` in the run's metadata. With ``update_ticket`` granted and a ticket
+system in ``tool_settings``, the kernel agent writes the decision back to the ticket through
+the run's tool invoker (the platform's `RunToolInvoker`: a ToolCall of the run, an action
+review when the call needs approval).
 """
 
 from __future__ import annotations

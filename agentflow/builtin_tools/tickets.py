@@ -2,12 +2,13 @@
 
 Zendesk (Tickets API v2, API-token basic auth ``{email}/token:{api_token}``):
 ``POST /api/v2/tickets.json {"ticket": {subject, comment: {body}, priority, tags}}`` answers
-201 ``{"ticket": {"id", "status", ...}}``; ``PUT /api/v2/tickets/{id}.json`` answers 200.
+201 ``{"ticket": {"id", "status", ...}}``; ``PUT /api/v2/tickets/{id}.json`` answers 200
+(``additional_tags`` adds tags, ``tags`` replaces them).
 
 Jira Cloud (REST v3, basic auth ``{email}:{api_token}``): ``POST /rest/api/3/issue
 {"fields": {project: {key}, summary, description (ADF), issuetype: {name}, priority: {name},
 labels}}`` answers 201 ``{"id", "key", "self"}``; ``PUT /rest/api/3/issue/{key}`` answers
-204, a comment going in ``update.comment[].add.body``.
+204, a comment going in ``update.comment[].add.body``, added labels in ``update.labels[].add``.
 
 Which system a call goes to: the only one configured, or the call's ``system`` argument
 when both are.
@@ -128,6 +129,8 @@ class _Zendesk:
         for name in ("status", "priority", "tags"):
             if name in arguments:
                 ticket[name] = arguments[name]
+        if "add_tags" in arguments:  # added to the ticket's own (``tags`` replaces them)
+            ticket["additional_tags"] = arguments["add_tags"]
         path = f"/api/v2/tickets/{quote(ticket_id, safe='')}.json"
         return await self._call("update_ticket", "PUT", path, {"ticket": ticket})
 
@@ -190,8 +193,13 @@ class _Jira:
             body["fields"]["priority"] = {"name": _JIRA_PRIORITY[arguments["priority"]]}
         if "tags" in arguments:
             body["fields"]["labels"] = arguments["tags"]
+        update: dict[str, Any] = {}
+        if "add_tags" in arguments:  # added to the issue's labels (``tags`` replaces them)
+            update["labels"] = [{"add": label} for label in arguments["add_tags"]]
         if "comment" in arguments:
-            body["update"] = {"comment": [{"add": {"body": _adf(arguments["comment"])}}]}
+            update["comment"] = [{"add": {"body": _adf(arguments["comment"])}}]
+        if update:
+            body["update"] = update
         await self._call("update_ticket", "PUT", f"/rest/api/3/issue/{quote(key, safe='')}", body)
         return {
             "system": "jira",
@@ -251,7 +259,7 @@ def _update_tool(systems: dict[str, Any]) -> Tool:
         result: dict[str, Any] = await _pick(systems, arguments, "update_ticket").update(arguments)
         return result
 
-    changes = ("comment", "status", "priority", "tags")
+    changes = ("comment", "status", "priority", "tags", "add_tags")
     return Tool(
         id="update_ticket",
         handler=call,
@@ -272,7 +280,8 @@ def _update_tool(systems: dict[str, Any]) -> Tool:
                 },
                 "status": {"enum": list(_ZENDESK_STATUSES)},
                 "priority": {"enum": list(PRIORITIES)},
-                "tags": _TAGS,
+                "tags": {**_TAGS, "description": "Replaces the ticket's tags (Jira: labels)"},
+                "add_tags": {**_TAGS, "description": "Added to the ticket's tags (Jira: labels)"},
                 **_system_property(systems),
             },
             "required": ["ticket_id"],

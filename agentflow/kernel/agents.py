@@ -202,6 +202,12 @@ class PlannerAgent(BaseAgent):
     async def plan(self, state: AgentState) -> Any:
         return self.planner
 
+    def tool_invoker(self, state: AgentState) -> ToolInvoker | None:
+        """The run's invoker (``context["tool_invoker"]``: the platform's records each call
+        as the run's), else the agent's own; None: tool states fail, steps call nothing."""
+        given = state.context.get("tool_invoker")
+        return given if isinstance(given, ToolInvoker) else self.tools
+
     async def run(
         self, message: str, *, user_id: str = "", context: Mapping[str, Any] | None = None
     ) -> AgentRunResult:
@@ -211,15 +217,16 @@ class PlannerAgent(BaseAgent):
         planner = await self.plan(state)
         await self.on_plan(state, planner)
         steps = _AgentSteps(self, state)
+        tools = self.tool_invoker(state)
         if getattr(planner, "kind", "") == "llm":
             if self.llm is None:
                 raise BlueprintError("an llm planner needs the agent's llm provider")
             result = await planner.run(
-                state.plan_state, self.llm, steps, tools=self.tools, replanner=self.replanner
+                state.plan_state, self.llm, steps, tools=tools, replanner=self.replanner
             )
         else:
             result = await planner.run(
-                state.plan_state, steps, tools=self.tools, replanner=self.replanner
+                state.plan_state, steps, tools=tools, replanner=self.replanner
             )
         state.plan_state = result.state
         state.output = result.state.response.get("content") or None

@@ -11,6 +11,10 @@
 * **Duplicates**: cosine similarity of the ticket with the tenant's recent tickets of this
   agent (`TicketHistory` port, embedded with the platform's embedder) at or above
   ``duplicate_threshold``.
+* **Write-back**: with ``update_ticket`` granted and a ticket system in ``tool_settings``,
+  the decision goes back to the ticket (priority, tags for category and queue, an internal
+  note) through the run's tool invoker, at the tool's safety level: a call that needs
+  approval pauses the plan, and the run waits for a person to approve the update.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any, Protocol
 from agentflow.kernel.agents import AgentState
 from agentflow.kernel.blueprints.base import StepAgent, finish
 from agentflow.kernel.blueprints.sentiment_monitor import customer_text, score_sentiment
+from agentflow.kernel.planning.model import StepOutcome
+from agentflow.kernel.planning.runtime import CURRENT_NODE
 from agentflow.kernel.vectors import Embedder, embed_texts
 
 __all__ = [
@@ -35,10 +41,13 @@ __all__ = [
     "PRIORITIES",
     "PastTicket",
     "TicketHistory",
+    "TicketTarget",
     "TriageAgent",
     "classify_category",
     "match_rule",
     "prioritize",
+    "ticket_target",
+    "ticket_update",
 ]
 
 PRIORITIES = ("low", "medium", "high", "critical")
@@ -330,8 +339,71 @@ class TicketHistory(Protocol):
     async def recent_tickets(self, *, since: datetime, limit: int) -> Sequence[PastTicket]: ...
 
 
+# ------------------------------------------------------------------------- write-back
+
+# Our priorities in the ticket tools' terms (Zendesk's; the Jira tool maps them on).
+TICKET_PRIORITY = {"critical": "urgent", "high": "high", "medium": "normal", "low": "low"}
+TICKET_SYSTEMS = ("zendesk", "jira")
+WRITE_BACK_TOOL = "update_ticket"
+_TAG_UNSAFE = re.compile(r"[^a-z0-9_.-]+")
+# A ticket rule's run names its ticket "<system>:ticket:<id>" or "<system>:issue:<key>".
+_TICKET_KEY = re.compile(r"^(zendesk|jira):(?:ticket|issue):([A-Za-z0-9_-]{1,40})$")
+_TICKET_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+@dataclass(frozen=True, slots=True)
+class TicketTarget:
+    """The ticket a decision is written to: its system (None: the only one configured)."""
+
+    system: str | None
+    ticket_id: str
+
+
+def ticket_target(metadata: Mapping[str, Any]) -> TicketTarget | None:
+    """The run's ticket: a webhook rule's ``ticket_key``, else ``ticket_id`` (and
+    ``ticket_system``) of the run's metadata; None when it names no usable ticket."""
+    found = _TICKET_KEY.match(str(metadata.get("ticket_key") or ""))
+    if found:
+        return TicketTarget(found.group(1), found.group(2))
+    ticket_id = str(metadata.get("ticket_id") or "")
+    if not _TICKET_ID.match(ticket_id):
+        return None
+    system = str(metadata.get("ticket_system") or "").lower() or None
+    return TicketTarget(system if system in TICKET_SYSTEMS else None, ticket_id)
+
+
+def _tag(prefix: str, value: str) -> str:
+    return (prefix + _TAG_UNSAFE.sub("-", value.lower()).strip("-"))[:80]
+
+
+def ticket_update(
+    triage: Mapping[str, Any], target: TicketTarget, systems: Sequence[str]
+) -> dict[str, Any]:
+    """``update_ticket``'s arguments for a decision: priority, tags added (the ticket's own
+    are kept), and an internal note saying why."""
+    note = (
+        f"AgentFlow triage: {triage['category']} / {triage['priority']} -> queue {triage['queue']}."
+    )
+    if triage.get("priority_reasons"):
+        note += f" Priority raised: {', '.join(triage['priority_reasons'])}."
+    duplicates = triage.get("duplicates") or []
+    if duplicates:
+        first = duplicates[0]
+        same = first.get("ticket_id") or f"run {first['run_id']}"
+        note += f" Possible duplicate of {same} (similarity {first['similarity']})."
+    arguments: dict[str, Any] = {
+        "ticket_id": target.ticket_id,
+        "priority": TICKET_PRIORITY[str(triage["priority"])],
+        "add_tags": [_tag("category_", triage["category"]), _tag("queue_", triage["queue"])],
+        "comment": note,
+    }
+    if len(systems) > 1:
+        arguments["system"] = target.system
+    return arguments
+
+
 class TriageAgent(StepAgent):
-    """classify → prioritize → route → deduplicate → report."""
+    """classify → prioritize → route → deduplicate → [write_back] → report."""
 
     default_planner = {
         "type": "fsm",
@@ -340,8 +412,16 @@ class TriageAgent(StepAgent):
                 "classify": {"on_success": "prioritize"},
                 "prioritize": {"on_success": "route"},
                 "route": {"on_success": "deduplicate"},
-                # Without the history the ticket is still triaged, without duplicates.
-                "deduplicate": {"on_success": "report", "on_error": "report"},
+                # Without the history the ticket is still triaged, without duplicates (and
+                # not written back: a note would miss what it could not compare).
+                "deduplicate": {
+                    "conditional_transitions": [
+                        {"condition": "state.write_back == true", "target": "write_back"}
+                    ],
+                    "on_success": "report",
+                    "on_error": "report",
+                },
+                "write_back": {"on_success": "report", "on_error": "report"},
             },
             "initial_state": "classify",
             "final_states": ["report"],
@@ -428,7 +508,69 @@ class TriageAgent(StepAgent):
         )
         queue = rules[index]["queue"] if index is not None else self.config.get("default_queue")
         triage.update(queue=queue or "general", routing_rule=index)
+        state.plan_state.state["write_back"] = self._plan_write_back(state)
         return {"queue": triage["queue"], "rule": index}
+
+    def _systems(self) -> list[str]:
+        """The ticket systems the agent's ``update_ticket`` reaches (none: not granted)."""
+        if WRITE_BACK_TOOL not in (self.config.get("tools") or ()):
+            return []
+        settings = self.config.get("tool_settings") or {}
+        return [name for name in TICKET_SYSTEMS if settings.get(name)]
+
+    def _plan_write_back(self, state: AgentState) -> bool:
+        """Whether the decision can go back to the ticket; why not, in the output, when the
+        agent has a ticket system but this run cannot write to it."""
+        systems = self._systems()
+        if not systems:
+            return False  # no ticket tools: the triage is the run's answer only
+        target = ticket_target(self._metadata(state))
+        reason = None
+        if target is None:
+            reason = "no ticket id in the run's metadata (ticket_id or a rule's ticket_key)"
+        elif target.system is not None and target.system not in systems:
+            reason = f"the ticket is in {target.system}, which this agent has no settings for"
+        elif target.system is None and len(systems) > 1:
+            reason = "both systems are configured: say which in metadata.ticket_system"
+        elif self.tool_invoker(state) is None:
+            reason = "this run has no tool invoker"
+        if reason is not None:
+            state.plan_state.state["triage"]["write_back"] = {"status": "skipped", "reason": reason}
+            return False
+        assert target is not None
+        system = target.system or systems[0]
+        state.plan_state.state["ticket"] = {"system": system, "ticket_id": target.ticket_id}
+        return True
+
+    async def step_write_back(self, state: AgentState) -> Any:
+        """``update_ticket`` with the decision; a call that needs approval pauses the plan
+        (the run waits for a person, with the triage as its proposed answer)."""
+        triage = state.plan_state.state["triage"]
+        ticket = state.plan_state.state.get("ticket")
+        invoker = self.tool_invoker(state)
+        if not ticket or invoker is None:
+            return StepOutcome.failed("write_back: no ticket to write to")
+        target = TicketTarget(ticket["system"], ticket["ticket_id"])
+        arguments = ticket_update(triage, target, self._systems())
+        token = CURRENT_NODE.set("write_back")  # the ToolCall names the step that made it
+        try:
+            outcome = await invoker(WRITE_BACK_TOOL, arguments)
+        finally:
+            CURRENT_NODE.reset(token)
+        status = str(getattr(outcome, "status", "error"))
+        record = {**ticket, "priority": arguments["priority"], "tags": arguments["add_tags"]}
+        if status == "ok":
+            triage["write_back"] = {**record, "status": "written"}
+            return {"written": True}
+        if status == "needs_approval":
+            triage["write_back"] = {**record, "status": "awaiting_approval"}
+            await self.step_report(state)  # what the reviewer reads while the call waits
+            reason = f"ticket update needs approval: {WRITE_BACK_TOOL} {target.ticket_id}"
+            state.plan_state.state["escalation_reason"] = reason
+            return StepOutcome("paused", error=reason)
+        error = f"{status}: {getattr(outcome, 'error', None) or status}"
+        triage["write_back"] = {**record, "status": "failed", "error": error[:500]}
+        return StepOutcome.failed(f"write_back: {error}"[:500])
 
     async def step_deduplicate(self, state: AgentState) -> dict[str, Any]:
         triage = state.plan_state.state["triage"]
@@ -481,9 +623,14 @@ class TriageAgent(StepAgent):
             "reasons": triage["priority_reasons"],
             "category_confidence": triage["category_confidence"],
         }
+        if "write_back" in triage:  # only an agent with a ticket system writes back
+            output["write_back"] = triage["write_back"]
         content = f"{output['category']} / {output['priority']} -> queue {output['queue']}"
         if output["duplicate_of"]:
             content += f" (possible duplicate of run {output['duplicate_of']})"
+        written = triage.get("write_back") or {}
+        if written.get("status") == "written":
+            content += f"; written to {written['system']} ticket {written['ticket_id']}"
         finish(
             state,
             content=content,

@@ -100,7 +100,7 @@ class FakeServer:
 # ------------------------------------------------------------------------------------ Zendesk
 
 ZENDESK_PRIORITIES = {"low", "normal", "high", "urgent"}
-ZENDESK_TICKET_KEYS = {"subject", "comment", "priority", "tags", "status"}
+ZENDESK_TICKET_KEYS = {"subject", "comment", "priority", "tags", "additional_tags", "status"}
 
 
 class Zendesk:
@@ -129,8 +129,9 @@ class Zendesk:
             details[key] = [{"description": f"{key} is not a ticket field"}]
         if "priority" in ticket and ticket["priority"] not in ZENDESK_PRIORITIES:
             details["priority"] = [{"description": "Priority: is invalid"}]
-        if "tags" in ticket and not all(isinstance(tag, str) for tag in ticket["tags"]):
-            details["tags"] = [{"description": "Tags: must be strings"}]
+        for key in ("tags", "additional_tags"):
+            if key in ticket and not all(isinstance(tag, str) for tag in ticket[key]):
+                details[key] = [{"description": "Tags: must be strings"}]
         comment = ticket.get("comment")
         if comment is not None and not isinstance((comment or {}).get("body"), str):
             details["comment"] = [{"description": "Comment: body is required"}]
@@ -181,7 +182,11 @@ class Zendesk:
         if details:
             return self._rejected(details)
         stored = self.tickets[ticket_id]
-        stored.update({k: v for k, v in ticket.items() if k != "comment"})
+        stored.update({k: v for k, v in ticket.items() if k not in ("comment", "additional_tags")})
+        added = [tag for tag in ticket.get("additional_tags", []) if tag not in stored["tags"]]
+        stored["tags"] = [*stored["tags"], *added]
+        if "comment" in ticket:
+            stored.setdefault("comments", []).append(ticket["comment"])
         audit = {"id": 2127301143, "ticket_id": ticket_id, "events": [{"type": "Comment"}]}
         return json_answer(200, {"ticket": stored, "audit": audit})
 
@@ -265,12 +270,18 @@ class Jira:
             message = "Issue does not exist or you do not have permission to see it."
             return json_answer(404, {"errorMessages": [message], "errors": {}})
         errors = self._field_errors((body or {}).get("fields") or {})
-        comments = ((body or {}).get("update") or {}).get("comment", [])
+        update = (body or {}).get("update") or {}
+        comments = update.get("comment", [])
         if not all(is_adf(entry.get("add", {}).get("body")) for entry in comments):
             errors["comment"] = "Comment body must be an Atlassian Document"
+        added = [entry.get("add") for entry in update.get("labels", [])]
+        if not all(isinstance(label, str) and " " not in label for label in added):
+            errors["labels"] = "Labels cannot contain spaces"
         if errors:
             return json_answer(400, {"errorMessages": [], "errors": errors})
         self.issues[key].update((body or {}).get("fields") or {})
+        labels = self.issues[key].setdefault("labels", [])
+        labels.extend(label for label in added if label not in labels)
         self.issues[key].setdefault("comments", []).extend(comments)
         return 204, {}, b""
 

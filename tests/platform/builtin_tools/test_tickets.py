@@ -187,3 +187,29 @@ async def test_both_systems_configured_the_call_says_which(
     assert (to_jira.output["system"], to_zendesk.output["system"]) == ("jira", "zendesk")
     assert len(jira.issues) == 1
     assert len(zendesk.tickets) == 1
+
+
+async def test_add_tags_keeps_the_zendesk_tickets_own_tags(
+    on_zendesk: ToolRegistry, zendesk: Zendesk
+) -> None:
+    """``add_tags`` adds (Zendesk ``additional_tags``); ``tags`` would replace them."""
+    await approved(on_zendesk, "create_ticket", NEW_TICKET)
+    added = await approved(
+        on_zendesk, "update_ticket", {"ticket_id": "35436", "add_tags": ["queue_billing"]}
+    )
+    assert added.ok, added
+    assert zendesk.seen[-1].body == {"ticket": {"additional_tags": ["queue_billing"]}}
+    assert zendesk.tickets[35436]["tags"] == ["refund", "billing", "queue_billing"]
+
+
+async def test_add_tags_keeps_the_jira_issues_own_labels(on_jira: ToolRegistry, jira: Jira) -> None:
+    """``add_tags`` adds labels (``update.labels[].add``); ``tags`` would replace them."""
+    await approved(on_jira, "create_ticket", NEW_TICKET)
+    labelled = await approved(
+        on_jira, "update_ticket", {"ticket_id": "SUP-1", "add_tags": ["queue_billing"]}
+    )
+    assert labelled.ok, labelled
+    assert jira.seen[-1].body == {"fields": {}, "update": {"labels": [{"add": "queue_billing"}]}}
+    assert jira.issues["SUP-1"]["labels"] == ["refund", "billing", "queue_billing"]
+    spaced = await approved(on_jira, "update_ticket", {"ticket_id": "SUP-1", "add_tags": ["a b"]})
+    assert spaced.status == "invalid_arguments"
