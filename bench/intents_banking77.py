@@ -3,8 +3,11 @@
 Prints one JSON object: "plain" trains on train.csv and tests on test.csv (77 categories);
 "oos" relabels the 10 alphabetically last categories as "oos" in both files (written to a
 temporary folder), so they never become categories and must come back OUT_OF_SCOPE.
-`--sweep` adds in-scope accuracy / out-of-scope recall for a range of thresholds, which is how
-DEFAULT_OOS_THRESHOLD was chosen.
+`--sweep` adds in-scope accuracy / out-of-scope recall for a range of novelty gate settings
+(`novelty_keep`, the share of correctly classified out-of-fold training messages the gate keeps)
+twice: on a validation split of train.csv alone (20% of the in-scope rows, stratified, plus the
+held-out categories' training rows as out-of-scope), which is where DEFAULT_NOVELTY_KEEP is
+chosen, and on test.csv, which is only reported.
 
     .venv/bin/python bench/intents_banking77.py [--data DIR] [--sweep]
 """
@@ -25,6 +28,7 @@ from agentflow.kernel.intents_eval import evaluate, load_labelled_csv
 DATA = Path("/work/shared/data/banking77")
 HELD_OUT = 10
 OOS_LABEL = "oos"
+KEEPS = (0.99, 0.98, 0.97, 0.96, 0.95, 0.94)
 KEYS = (
     "accuracy",
     "macro_f1",
@@ -39,6 +43,7 @@ KEYS = (
     "n_oos_test",
     "oos_threshold",
     "temperature",
+    "novelty_threshold",
     "train_seconds",
     "eval_seconds",
 )
@@ -51,6 +56,24 @@ def relabel(source: Path, target: Path, held_out: set[str]) -> None:
         writer.writerow(["text", "category"])
         for text, label in zip(texts, labels, strict=True):
             writer.writerow([text, OOS_LABEL if label in held_out else label])
+
+
+def split(source: Path, folder: Path) -> None:
+    """train.csv / test.csv in `folder`: 80/20 of the in-scope rows of `source` (stratified,
+    seeded), and every out-of-scope row of `source` in test.csv."""
+    from sklearn.model_selection import train_test_split
+
+    texts, labels = load_labelled_csv(source)
+    inside = [i for i, label in enumerate(labels) if label != OOS_LABEL]
+    fit, held = train_test_split(
+        inside, test_size=0.2, stratify=[labels[i] for i in inside], random_state=0
+    )
+    outside = [i for i, label in enumerate(labels) if label == OOS_LABEL]
+    for name, rows in (("train.csv", fit), ("test.csv", [*held, *outside])):
+        with (folder / name).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "category"])
+            writer.writerows([texts[i], labels[i]] for i in rows)
 
 
 def summary(report: dict[str, object]) -> dict[str, object]:
@@ -79,14 +102,24 @@ def main() -> None:
             **summary(evaluate(oos_train, oos_test, OOS_LABEL)),
         }
         if args.sweep:
-            output["sweep"] = [
-                {
-                    key: summary(report).get(key)
-                    for key in ("oos_threshold", "accuracy", "in_scope_accuracy", "oos_recall")
-                }
-                for threshold in (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
-                if (report := evaluate(oos_train, oos_test, OOS_LABEL, oos_threshold=threshold))
-            ]
+            validation = Path(folder) / "validation"
+            validation.mkdir()
+            split(oos_train, validation)
+            output["sweep"] = {
+                name: [
+                    {
+                        key: summary(report).get(key)
+                        for key in ("novelty_threshold", "in_scope_accuracy", "oos_recall")
+                    }
+                    | {"novelty_keep": keep}
+                    for keep in KEEPS
+                    if (report := evaluate(*files, OOS_LABEL, novelty_keep=keep))
+                ]
+                for name, files in (
+                    ("validation", (validation / "train.csv", validation / "test.csv")),
+                    ("test", (oos_train, oos_test)),
+                )
+            }
     print(json.dumps(output, indent=2))
 
 

@@ -218,11 +218,13 @@ def search(
     limit: int = 5,
     include_inactive: bool = False,
     scope_rows: int | None = None,
+    intent: str | None = None,
 ) -> list[GoldenPathHit]:
     """The tenant's golden paths most similar to a question, best first (sync ORM).
 
     The tenant filter comes from the scoped manager inside the query; ``agent_id`` narrows
-    to one agent's rows (None: the whole tenant).
+    to one agent's rows (None: the whole tenant); ``intent`` to the rows that may answer a
+    message of that intent: its category and uncategorised rows (``golden_path_matches``).
     """
     require_tenant_id()
     if vector is None:
@@ -232,6 +234,8 @@ def search(
         rows = rows.filter(agent_id=agent_id)
     if not include_inactive:
         rows = rows.filter(is_active=True)
+    if intent:
+        rows = rows.filter(category__in=[intent, ""])
     found = nearest(rows, vector, limit=limit, fields=("id",), scope_rows=scope_rows)
     by_id = GoldenPath.objects.in_bulk([row["id"] for row in found])
     return [

@@ -46,21 +46,31 @@ class DjangoGoldenPathStore:
         rows = GoldenPath.objects.filter(is_active=True)
         return rows if self.tenant_wide else rows.filter(agent_id=self.agent_id)
 
-    def _search(self, vector: Vector, limit: int) -> list[golden_paths.GoldenPathHit]:
+    def _search(
+        self, vector: Vector, limit: int, intent: str | None = None
+    ) -> list[golden_paths.GoldenPathHit]:
         now = time.monotonic()
         counted = self._counted
         if counted is None or now - counted[0] > self.count_ttl_seconds:
             counted = (now, count_rows(self._rows(), EXACT_SEARCH_MAX_ROWS + 1))
             self._counted = counted
+        # A category is a subset of the counted rows: small stays small (exact search), a
+        # large scope is counted again with the category filter.
+        small = counted[1] <= EXACT_SEARCH_MAX_ROWS
         return golden_paths.search(
             vector=vector,
             agent_id=None if self.tenant_wide else self.agent_id,
             limit=limit,
-            scope_rows=counted[1],
+            scope_rows=counted[1] if small or not intent else None,
+            intent=intent,
         )
 
-    async def search(self, query: str, vector: Vector, *, limit: int) -> list[ContextItem]:
-        hits = await sync_to_async(self._search)(vector, limit)
+    async def search(
+        self, query: str, vector: Vector, *, limit: int, intent: str | None = None
+    ) -> list[ContextItem]:
+        """Best first; with an intent, only golden paths that may answer it (its category's
+        and uncategorised ones, see ``golden_path_matches``)."""
+        hits = await sync_to_async(self._search)(vector, limit, intent)
         return [
             ContextItem(
                 "golden_path",

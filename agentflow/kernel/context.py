@@ -13,6 +13,7 @@ the search itself, and there is nothing to overlap.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,16 @@ def _io_bound(store: object) -> bool:
     return bool(getattr(store, "io_bound", True))
 
 
+def _takes_intent(store: object) -> bool:
+    """Whether a golden-path store's search narrows by intent (an optional keyword, so stores
+    written before it keep working)."""
+    try:
+        parameters = inspect.signature(store.search).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "intent" in parameters
+
+
 def _is_empty(store: object) -> bool:
     # In-memory stores know their size: an empty one needs no search at all.
     try:
@@ -134,6 +145,7 @@ class ContextGatherer:
         self._memory_inline = not _io_bound(memory.store)
         self._knowledge_inline = not _io_bound(knowledge)
         self._golden_inline = not _io_bound(golden_paths)
+        self._golden_by_intent = golden_paths is not None and _takes_intent(golden_paths)
         self._procedures_inline = not _io_bound(procedures)
 
     async def _tool_call(self, binding: ToolBinding, text: str) -> ContextItem:
@@ -174,7 +186,10 @@ class ContextGatherer:
             gathered.knowledge = await branch("knowledge", self._knowledge_inline, work) or []
         golden = self.golden_paths
         if golden is not None and self.golden_top_k > 0 and not _is_empty(golden):
-            work = golden.search(text, vector, limit=self.golden_top_k)
+            if self._golden_by_intent:
+                work = golden.search(text, vector, limit=self.golden_top_k, intent=intent)  # type: ignore[call-arg]
+            else:
+                work = golden.search(text, vector, limit=self.golden_top_k)
             gathered.golden_paths = await branch("golden_paths", self._golden_inline, work) or []
         if self.procedures is not None:
             lookup = self.procedures.get_playbook(intent)

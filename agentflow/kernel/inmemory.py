@@ -24,6 +24,7 @@ from agentflow.kernel.stores import (
     MemoryCase,
     Playbook,
     Session,
+    golden_path_matches,
 )
 from agentflow.kernel.vectors import Embedder, Vector, VectorIndex, embed_texts
 
@@ -396,10 +397,15 @@ class InMemoryGoldenPathStore:
         for path in paths:
             self._index.add(path, path.vector)  # type: ignore[arg-type]
 
-    async def search(self, query: str, vector: Vector, *, limit: int) -> list[ContextItem]:
+    async def search(
+        self, query: str, vector: Vector, *, limit: int, intent: str | None = None
+    ) -> list[ContextItem]:
+        # The index is small (approved answers): rank them all, then keep the intent's.
+        ranked = self._index.search(vector, limit if not intent else len(self._index))
+        found = [(p, s) for p, s in ranked if golden_path_matches(p.category, intent)][:limit]
         return [
             ContextItem("golden_path", path.id, path.question, path.answer, score)
-            for path, score in self._index.search(vector, limit)
+            for path, score in found
         ]
 
 

@@ -87,6 +87,7 @@ def evaluate(
     oos_label: str | None = None,
     *,
     oos_threshold: float | None = None,
+    novelty_keep: float | None = None,
 ) -> dict[str, Any]:
     """Train on `train_csv`, classify `test_csv`, return the metrics as a JSON-ready dict.
 
@@ -107,10 +108,12 @@ def evaluate(
     categories = [IntentCategory(name, examples=texts) for name, texts in examples.items()]
 
     started = time.perf_counter()
-    if oos_threshold is None:
-        classifier = OfflineIntentClassifier(categories)
-    else:
-        classifier = OfflineIntentClassifier(categories, oos_threshold=oos_threshold)
+    options: dict[str, float] = {}
+    if oos_threshold is not None:
+        options["oos_threshold"] = oos_threshold
+    if novelty_keep is not None:
+        options["novelty_keep"] = novelty_keep
+    classifier = OfflineIntentClassifier(categories, **options)
     trained = time.perf_counter()
     results = classifier.classify_batch(test_texts)
     evaluated = time.perf_counter()
@@ -132,6 +135,7 @@ def evaluate(
         "n_categories": len(categories),
         "oos_threshold": classifier.oos_threshold,
         "temperature": classifier.temperature,
+        "novelty_threshold": None if classifier.novelty is None else classifier.novelty.threshold,
         "train_seconds": trained - started,
         "eval_seconds": evaluated - trained,
     }

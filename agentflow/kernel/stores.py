@@ -192,9 +192,26 @@ class KnowledgeStore(Protocol):
 
 @runtime_checkable
 class GoldenPathStore(Protocol):
+    """Golden paths by question similarity. A store whose ``search`` also takes ``intent``
+    (see :func:`golden_path_matches`) is given the message's intent, so a paraphrase of another
+    category's question cannot answer it; stores without that keyword still work."""
+
     async def add(self, paths: Sequence[GoldenPath]) -> None: ...
 
     async def search(self, query: str, vector: Vector, *, limit: int) -> list[ContextItem]: ...
+
+
+def golden_path_matches(category: str, intent: str | None) -> bool:
+    """Whether a golden path of `category` may answer a message of `intent` (issue 21).
+
+    Only within the same category: the lexical embedder ranks a paraphrase of another
+    category's question above a differently worded one of the right category, and the
+    classifier, trained on the categories' examples, tells them apart far better. A path
+    without a category (given in code) and a message without an intent match anything;
+    OUT_OF_SCOPE is a category of its own, so off-topic questions a person answered are
+    found again for off-topic questions only.
+    """
+    return not category or not intent or category == intent
 
 
 @runtime_checkable
