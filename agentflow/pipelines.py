@@ -579,6 +579,7 @@ def _blueprint_issues(spec: BlueprintSpec, model: BaseModel) -> list[ConfigIssue
             known=spec.known_with(model.tools),
             runnable=STEP_AGENT_PLANNERS,
             runner=f"the {spec.name} blueprint",
+            replans=False,
         )
         issues += _tool_issues(model)
     if spec.check is not None:

@@ -23,7 +23,15 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+)
 
 from agentflow.kernel.config import ConfigIssue
 from agentflow.kernel.costs import Budget
@@ -35,6 +43,7 @@ from agentflow.kernel.planning.preflight import (
     calibrated_scale,
     preflight,
 )
+from agentflow.kernel.planning.replanning import ReplanPolicy
 from agentflow.kernel.planning.source import (
     MDict,
     PlanError,
@@ -117,6 +126,21 @@ class PlannerConfig(BaseModel):
 
     type: Literal["fsm", "behavior_tree", "llm"] = Field(description="The planner's kind.")
     definition: Annotated[Any, WithJsonSchema(_DEFINITION_SCHEMA)]
+    replanning: dict[str, Any] | None = Field(
+        default=None,
+        description="Per trigger (failure, timeout, budget, quality, external), what to do "
+        "when a step does not succeed: {strategy: retry | escalate | fallback | continue, "
+        "max_attempts, backoff_s, factor, then} (docs/planners.md, Replanning). FSM and "
+        "behavior-tree planners of the support pipeline; absent: the plan's on_error.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_rules(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A planner is stored as it was given: no `replanning: null` added to it.
+        data: dict[str, Any] = handler(self)
+        if data.get("replanning") is None:
+            data.pop("replanning", None)
+        return data
 
     @field_validator("definition")
     @classmethod
@@ -141,15 +165,20 @@ def planner_issues(
     known: Known | None = None,
     runnable: frozenset[str] = RUNNABLE_TYPES,
     runner: str = "the support pipeline",
+    replans: bool = True,
 ) -> list[ConfigIssue]:
     """Every error of the planner's plan, each naming its line when it came from YAML.
 
     ``known``: the steps, tools and agents its actions may name (default: the support
     steps, and ``tools``, the config's grants, for its tool states); ``runnable``: the
-    planner types ``runner`` follows.
+    planner types ``runner`` follows; ``replans``: whether it follows replanning rules.
     """
     if planner is None:
         return []
+    if planner.replanning is not None:
+        problem = _replanning_problem(planner, replans, runner)
+        if problem:
+            return [ConfigIssue(f"{path}.replanning", problem)]
     try:
         load_planner(planner, tools, known=known)
     except PlanValidationError as exc:
@@ -166,6 +195,19 @@ def planner_issues(
         )
         return [ConfigIssue(f"{path}.type", reason)]
     return []
+
+
+def _replanning_problem(planner: PlannerConfig, replans: bool, runner: str) -> str | None:
+    """Why the planner's replanning rules cannot be followed (None: they can)."""
+    if not replans:
+        return f"{runner} does not follow replanning rules (the support pipeline does)"
+    if planner.type == "llm":
+        return "an llm planner repairs and falls back on its own (its `fallback`)"
+    try:
+        ReplanPolicy.from_config(planner.replanning)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def kernel_plan_spec(planner: PlannerConfig) -> Mapping[str, Any]:

@@ -52,6 +52,7 @@ from agentflow.kernel.middleware import (
     RateLimitMiddleware,
 )
 from agentflow.kernel.pipeline import AgentPipeline, IntentClassifier
+from agentflow.kernel.planning.replanning import ReplanPolicy
 from agentflow.kernel.planning.source import PlanValidationError
 from agentflow.kernel.planning.support import PipelinePlan, load_pipeline_plan
 from agentflow.kernel.plugins import (
@@ -548,7 +549,8 @@ class AgentFrameworkBuilder:
 
 def _pipeline_plan(config: AgentFrameworkConfig) -> PipelinePlan:
     """The planner the pipeline follows, loaded and checked once; every error at once."""
-    spec = None if config.planner is None else config.planner.model_dump()
+    spec = None if config.planner is None else config.planner.model_dump(exclude={"replanning"})
+    _check_replanning(config)
     try:
         return load_pipeline_plan(spec)
     except PlanValidationError as exc:
@@ -561,3 +563,21 @@ def _pipeline_plan(config: AgentFrameworkConfig) -> PipelinePlan:
             for error in exc.errors
         ]
         raise ConfigError(issues, source="AgentFrameworkBuilder") from exc
+
+
+def _check_replanning(config: AgentFrameworkConfig) -> None:
+    """The planner's replanning rules: known triggers and strategies, an FSM or a tree."""
+    planner = config.planner
+    if planner is None or planner.replanning is None:
+        return
+    problem = None
+    if planner.type == "llm":
+        problem = "an llm planner repairs and falls back on its own (its `fallback`)"
+    else:
+        try:
+            ReplanPolicy.from_config(planner.replanning)
+        except ValueError as exc:
+            problem = str(exc)
+    if problem is not None:
+        issue = ConfigIssue("planner.replanning", problem)
+        raise ConfigError([issue], source="AgentFrameworkBuilder")

@@ -197,6 +197,9 @@ class PlannerConfig(_Section):
 
     type: Literal["fsm", "behavior_tree", "llm"] = "fsm"
     definition: dict[str, Any] | str
+    # What to do when a step fails, times out, meets a budget or a quality check
+    # (`planning.replanning.ReplanPolicy.from_config`); None: follow the plan's on_error.
+    replanning: dict[str, Any] | None = None
 
 
 class AgentFrameworkConfig(_Section):

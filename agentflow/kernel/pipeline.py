@@ -50,6 +50,7 @@ from agentflow.kernel.planning.compiled import SKIPPED, CompiledFSM, compile_fsm
 from agentflow.kernel.planning.fsm import FSMPlan
 from agentflow.kernel.planning.llm_planner import LLMPlanner
 from agentflow.kernel.planning.model import Action, PlanResult, PlanState, Snapshot, StepOutcome
+from agentflow.kernel.planning.replanning import ReplanPolicy, run_with_replanning
 from agentflow.kernel.planning.support import (
     SUPPORT_NATIVE_CONDITIONS,
     PipelinePlan,
@@ -193,11 +194,15 @@ class AgentPipeline:
         self.config = config
         # Loaded and checked once: a message only walks the compiled plan.
         self.plan = plan if plan is not None else _default_plan()
-        # A plan that waits at human_review runs through FSMPlan.run, which pauses.
+        # A plan that waits at human_review runs through FSMPlan.run, which pauses; one with
+        # replanning rules through run_with_replanning.
         self.pauses_for_review = pauses_for_review(self.plan)
+        self.replanning = config.planner.replanning if config.planner is not None else None
         self._compiled: CompiledFSM[_TurnSteps] | None = (
             compile_fsm(self.plan, _STEPS, SUPPORT_NATIVE_CONDITIONS)
-            if isinstance(self.plan, FSMPlan) and not self.pauses_for_review
+            if isinstance(self.plan, FSMPlan)
+            and not self.pauses_for_review
+            and self.replanning is None
             else None
         )
         self.strict_persistence = strict_persistence
@@ -348,7 +353,15 @@ class AgentPipeline:
             wall_origin = origin + (time.time() - perf_counter())
             planned = await self.plan.run(steps.plan_state, self.llm, steps, tools=tools)
             return planned.status == "completed", plan_path(planned, wall_origin)
-        result = await self.plan.run(steps.plan_state, steps, clock=perf_counter, tools=tools)
+        if self.replanning is not None:
+            # Rules per run: a policy counts its attempts and records its decisions. A
+            # `fallback` ends the plan (this message's steps already ran): a person decides.
+            policy = ReplanPolicy.from_config(self.replanning)
+            result = await run_with_replanning(
+                self.plan, steps.plan_state, steps, policy, tools=tools, clock=perf_counter
+            )
+        else:
+            result = await self.plan.run(steps.plan_state, steps, clock=perf_counter, tools=tools)
         if result.status == "paused" and goes_on_without_the_turn(self.plan, result.node or ""):
             steps.snapshot = result.snapshot  # the plan goes on after the decision
         return result.status == "completed", plan_path(result, origin)

@@ -24,7 +24,7 @@ budget refusing an LLM call (`BudgetExceeded`); ``quality`` from the ``check`` c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,20 +189,24 @@ async def run_with_replanning(
     *,
     fallback: Any = None,
     tools: ToolInvoker | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> PlanResult:
     """Run ``plan`` under ``policy``; when a rule says ``fallback``, run ``fallback`` next.
 
     The fallback plan starts from the state the first plan left, and its steps follow the
-    first plan's in the returned path.
+    first plan's in the returned path. ``clock`` times the path (the planners' default).
     """
     wrapped = policy.executor(executor)
-    result: PlanResult = await plan.run(state, wrapped, tools=tools, replanner=policy)
+    timing = {} if clock is None else {"clock": clock}
+    result: PlanResult = await plan.run(state, wrapped, tools=tools, replanner=policy, **timing)
     if result.status != "failed" or not (result.error or "").startswith("fallback:"):
         return result
     if fallback is None:
         result.error = f"{result.error} (no fallback plan configured)"
         return result
-    second: PlanResult = await fallback.run(result.state, wrapped, tools=tools, replanner=policy)
+    second: PlanResult = await fallback.run(
+        result.state, wrapped, tools=tools, replanner=policy, **timing
+    )
     offset = len(result.path)
     for record in second.path:
         record.index += offset
