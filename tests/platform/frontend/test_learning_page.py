@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils.html import escape
 
 from agentflow.models import Agent
 from governance.audit import Actor
 from learning import golden_paths
 from learning.models import GoldenPath, Playbook
+from learning.playbook_fsm import planner_of, planner_yaml
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
 from tests.platform.frontend.conftest import User_, member
@@ -164,3 +166,18 @@ async def test_golden_path_state_from_events_equals_a_fresh_load(
     assert questions == {"Globex only"}
     await socket.disconnect()
     await other.disconnect()
+
+
+@pytest.mark.django_db
+def test_a_playbook_shows_the_fsm_an_agent_can_run(
+    acme: Persona, agent: Agent, viewer: User_
+) -> None:
+    playbook = _playbook(agent)
+
+    html = viewer.get("/learning/").content.decode()
+
+    assert 'data-testid="playbook-planner"' in html
+    assert '<span class="badge">valid</span>' in html
+    expected = planner_yaml(planner_of(playbook))
+    assert "initial_state" in expected
+    assert escape(expected) in html
