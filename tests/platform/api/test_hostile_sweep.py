@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -415,6 +416,10 @@ def dashboard(owner: Persona) -> tuple[Sweep, dict[str, str], Client]:
         "agent_id": str(agent.pk),
         "tenant_id": str(owner.tenant.pk),
         "blueprint": "triage_agent",
+        # Pages of objects this sweep does not make: a 404 each, never a 5xx.
+        "event_id": str(uuid.uuid4()),
+        "rule_id": str(uuid.uuid4()),
+        "policy_id": "1",
     }
     return Sweep(None, clients[1]), ids, clients[0]
 
