@@ -7,12 +7,16 @@ real `OpenAIProvider`, as an agent on Ollama or vLLM would.
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from agentflow.cli import main
 from agentflow.kernel.builder import AgentFrameworkBuilder
 from agentflow.kernel.config import ConfigError, ConfigLoader
 from agentflow.kernel.costs import ModelPrice, PriceTable
@@ -204,3 +208,39 @@ def test_the_preflight_prices_the_plan_with_the_agents_table() -> None:
     assert steps
     expected = sum(s.prompt_tokens * 1.0 + s.completion_cap * 2.0 for s in steps) / 1_000_000
     assert priced.max_usd == pytest.approx(expected)
+
+
+# --------------------------------------------------------------------------------- CLI
+
+
+def _cli_preflight(tmp_path: Path, prices: str) -> tuple[int, str]:
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"llm: {{providers: [{{kind: openai, model: {LOCAL_MODEL}}}]{prices}}}\n"
+        "intents: {categories: [{name: BILLING, examples: ['my invoice is wrong']}]}\n"
+        "budget: {hard_usd: 0.000001}\n"
+    )
+    out = io.StringIO()
+    status = main(["preflight", str(config), "--message", "I was charged twice"], stdout=out)
+    return status, out.getvalue()
+
+
+def test_the_cli_preflight_prices_with_the_configs_prices(tmp_path: Path) -> None:
+    status, out = _cli_preflight(
+        tmp_path, ", prices: {input_per_million: 0, output_per_million: 0}"
+    )
+    assert status == 0
+    estimate = json.loads(out)
+    assert estimate["tokens"] > 0
+    assert estimate["max_usd"] == 0
+    assert estimate["decision"] == "ok"  # the tiny hard budget refuses at the default price
+    status, out = _cli_preflight(tmp_path, "")
+    assert json.loads(out)["decision"] == "refuse"
+
+
+def test_the_cli_preflight_refuses_bad_prices_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _ = _cli_preflight(tmp_path, ", prices: {input_per_million: -1, output_per_million: 0}")
+    assert status == 2
+    assert "llm.prices: input_per_million: " in capsys.readouterr().err
