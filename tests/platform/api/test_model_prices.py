@@ -19,7 +19,10 @@ from typing import Any
 
 import pytest
 
+from agentflow.kernel.llm.base import ChatMessage, TokenUsage
+from agentflow.kernel.metering import GuardedProvider
 from agentflow.models import RunStatus
+from agentflow.pipelines import blueprint_llm, validate_agent_config
 from tests.kernel.fake_openai_server import FakeOpenAIServer, RecordedRequest, chat_completion
 from tests.platform.api.conftest import SUPPORT_CONFIG, Persona
 from tests.platform.api.test_bad_input import assert_field_errors, nothing_written
@@ -207,3 +210,31 @@ def test_a_bad_operator_table_fails_start_up_in_one_line_naming_it(value: str, r
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"agentflow: configuration error: {reason}")
+
+
+async def test_a_blueprint_agents_model_is_priced_the_same_way(
+    llm: FakeOpenAIServer, settings: Any
+) -> None:
+    """The StepAgent blueprints' chain (`blueprint_llm`): own prices, else the operator's."""
+    settings.AGENTFLOW = {
+        **settings.AGENTFLOW,
+        "LLM_MODEL_PRICES": {MODEL: {"input_per_million": 1.0, "output_per_million": 2.0}},
+    }
+    provider = {"kind": "openai", "model": MODEL, "base_url": llm.base_url, "max_retries": 0}
+    own = {"input_per_million": 0.5, "output_per_million": 1.5}
+    question = [ChatMessage("user", "Draft an article about password resets.")]
+
+    for prices, expected in ((own, (0.5, 1.5)), (None, (1.0, 2.0))):
+        given: dict[str, Any] = {"llm": {"providers": [provider]}}
+        if prices is not None:
+            given["llm"]["prices"] = prices
+        chain = blueprint_llm("km-1", validate_agent_config("knowledge_manager_agent", given))
+        assert isinstance(chain, GuardedProvider)
+        try:
+            reply = await chain.chat(question)
+        finally:
+            await chain.aclose()
+        assert reply.usage == TokenUsage(PROMPT, COMPLETION)
+        assert reply.cost_usd == pytest.approx(
+            (PROMPT * expected[0] + COMPLETION * expected[1]) / 1e6
+        )
