@@ -102,9 +102,10 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = {
     "text-embedding-ada-002": ModelPrice(0.10),
 }
 
-# Dated snapshots ("gpt-4o-2024-08-06", "gpt-4-0613") and "-latest" aliases cost what their
-# family costs; anything else unknown is priced at the table's default.
-_SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4}|latest)$")
+# Dated snapshots ("gpt-4o-2024-08-06", "gpt-4-0613"), "-latest" aliases and Ollama's
+# ":latest" tag ("llama3.2:latest" is "llama3.2") cost what their family costs; anything else
+# unknown is priced at the table's default.
+_SNAPSHOT_SUFFIX = re.compile(r"(-(\d{4}-\d{2}-\d{2}|\d{4}|latest)|:latest)$")
 _FREE_PREFIXES = ("offline", "template")
 
 

@@ -95,6 +95,12 @@ def test_an_override_prices_every_model_but_the_offline_ones() -> None:
     assert base.cost("gpt-4o", MILLION) == pytest.approx(12.5)
 
 
+def test_an_ollama_latest_tag_costs_what_the_model_costs() -> None:
+    table = PriceTable({"llama3.2": (1.0, 1.0)})
+    assert table.cost("llama3.2:latest", MILLION) == pytest.approx(2.0)
+    assert not table.known("llama3.2:3b")  # another size is another model
+
+
 def test_an_overridden_model_is_not_reported_as_unknown() -> None:
     with capture_logs() as logs:
         PriceTable().overriding(ModelPrice(0.0, 0.0)).cost("llama3.2", MILLION)
