@@ -32,7 +32,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from agentflow.kernel.costs import PriceTable
 
 EXIT_USAGE = 2
 
@@ -300,6 +303,7 @@ def _preflight(args: argparse.Namespace, stdout: TextIO) -> int:
     prompts = config.get("prompts") or {}
     profile = CostProfile(
         model=model,
+        price_table=_config_prices(config),
         agent_name=str(config.get("name") or "agent"),
         categories=categories,
         knowledge_top_k=int((config.get("memory") or {}).get("knowledge_top_k", 3)),
@@ -317,6 +321,24 @@ def _preflight(args: argparse.Namespace, stdout: TextIO) -> int:
     estimate = preflight(plan, args.message, profile, budget=budget, spent_usd=args.spent)
     print(json.dumps(estimate.to_dict(), sort_keys=True), file=stdout)
     return 0
+
+
+def _config_prices(config: dict[str, Any]) -> PriceTable:
+    """The default price table, overridden by the config's ``llm.prices`` when it sets them."""
+    from pydantic import ValidationError
+
+    from agentflow.kernel.config import PricesConfig
+    from agentflow.kernel.costs import ModelPrice, PriceTable
+
+    given = (config.get("llm") or {}).get("prices")
+    if given is None:
+        return PriceTable()
+    try:
+        own = PricesConfig.model_validate(given)
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"llm.prices: {reasons}") from exc
+    return PriceTable().overriding(ModelPrice(own.input_per_million, own.output_per_million))
 
 
 def _test_target(ref: str, tenant_slug: str | None) -> tuple[int, str]:

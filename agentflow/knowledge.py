@@ -32,6 +32,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 
+from agentflow.core.prices import operator_price_table
 from agentflow.kernel.llm.base import EmbeddingResponse, LLMError
 from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
 from agentflow.kernel.llm.openai_provider import OpenAIProvider
@@ -133,6 +134,9 @@ class OpenAICompatibleEmbedder:
             name="embeddings",
             breaker=self._breaker,
             embedding_model=self.model,
+            # The operator's embedder: priced by LLM_MODEL_PRICES (a local model at 0), never
+            # by an agent's llm.prices, though a run's search counts it in the run's cost.
+            price_table=operator_price_table(),
         )
         try:
             async with provider:

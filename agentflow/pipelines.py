@@ -41,6 +41,7 @@ from agentflow.blueprints import (
 )
 from agentflow.blueprints.catalog import SPECS
 from agentflow.builtin_tools import BuiltinToolSettings
+from agentflow.core.prices import operator_price_table
 from agentflow.kernel.builder import AgentFrameworkBuilder
 from agentflow.kernel.config import (
     BudgetConfig,
@@ -57,7 +58,7 @@ from agentflow.kernel.config import (
 )
 from agentflow.kernel.intents import OUT_OF_SCOPE
 from agentflow.kernel.llm.base import LLMProvider
-from agentflow.kernel.llm_chain import guarded_chain, provider_from_config
+from agentflow.kernel.llm_chain import agent_price_table, guarded_chain, provider_from_config
 from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE
 from agentflow.kernel.results import AgentReply
 from agentflow.kernel.tools import ToolGrant
@@ -602,8 +603,11 @@ def blueprint_llm(agent_id: str, config: Mapping[str, Any]) -> LLMProvider | Non
         if given.get("api_key"):
             provider["api_key"] = given["api_key"]
     framework = ConfigLoader.load(data)
-    chain = [provider_from_config(i, framework) for i in range(len(framework.llm.providers))]
-    guarded, _ = guarded_chain(chain, framework)
+    prices = agent_price_table(framework, operator_price_table())
+    chain = [
+        provider_from_config(i, framework, prices) for i in range(len(framework.llm.providers))
+    ]
+    guarded, _ = guarded_chain(chain, framework, prices=prices)
     return guarded
 
 
@@ -736,6 +740,8 @@ async def build_pipeline(agent: Agent) -> AgentRunner:
         AgentFrameworkBuilder()
         .with_config(kernel_config(agent_id, config))
         .with_embedder(get_embedder())
+        # The operator's LLM_MODEL_PRICES; the config's own llm.prices wins over them.
+        .with_costs(price_table=operator_price_table())
         .with_stores(
             sessions=DjangoSessionStore(agent_id),
             threads=DjangoThreadStore(agent_id),

@@ -33,8 +33,9 @@ from pydantic import (
     model_serializer,
 )
 
+from agentflow.core.prices import agent_prices
 from agentflow.kernel.config import ConfigIssue
-from agentflow.kernel.costs import Budget
+from agentflow.kernel.costs import Budget, PriceTable
 from agentflow.kernel.intents import IntentCategory
 from agentflow.kernel.planning.parsing import Known
 from agentflow.kernel.planning.preflight import (
@@ -346,6 +347,8 @@ def _cost_profile(
     ]
     return CostProfile(
         model=str(paid[0].get("model") or "gpt-4o-mini") if paid else "offline",
+        # Priced as its runs are: its own llm.prices, else LLM_MODEL_PRICES, else defaults.
+        price_table=agent_prices(config) if paid else PriceTable(),
         agent_name=agent_id,
         categories=categories,
         knowledge_top_k=int(config.get("memory", {}).get("knowledge_top_k", 3)),

@@ -37,6 +37,7 @@ from agentflow.kernel.inmemory import (
 from agentflow.kernel.intents import IntentCategory
 from agentflow.kernel.llm.base import LLMProvider
 from agentflow.kernel.llm_chain import (
+    agent_price_table,
     config_issue,
     guarded_chain,
     guarded_embedder,
@@ -297,7 +298,8 @@ class AgentFrameworkBuilder:
         guard: BudgetGuard | None = None,
         price_table: PriceTable | None = None,
     ) -> Self:
-        """Share a cost tracker / budget guard between agents (tenant budgets)."""
+        """Share a cost tracker / budget guard between agents (tenant budgets), and the
+        price table their calls are priced with (the config's ``llm.prices`` wins over it)."""
         self._tracker = tracker
         self._guard = guard
         self._price_table = price_table
@@ -335,9 +337,10 @@ class AgentFrameworkBuilder:
         plan = _pipeline_plan(config)
         tools = self._tool_bindings({**contributions.tools, **self._tools}, tool_client)
 
-        providers = resolve_providers(llm_client, config)
+        prices = agent_price_table(config, self._price_table)
+        providers = resolve_providers(llm_client, config, prices)
         llm, tracker = guarded_chain(
-            providers, config, tracker=self._tracker, guard=self._guard, prices=self._price_table
+            providers, config, tracker=self._tracker, guard=self._guard, prices=prices
         )
         embedder = guarded_embedder(self._embedder, llm)
         classifier = self._classifier_override

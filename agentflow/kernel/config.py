@@ -38,8 +38,8 @@ from agentflow.kernel.plugins import PLUGIN_SPEC_RE
 __all__ = [
     "AgentFrameworkConfig", "BudgetConfig", "ConfidenceConfig", "ConfigError", "ConfigIssue",
     "ConfigLoader", "GuardrailsConfig", "IntentCategoryConfig", "IntentsConfig", "LLMConfig",
-    "LoggingConfig", "MemoryConfig", "PlannerConfig", "ProviderConfig", "RateLimitConfig",
-    "SessionConfig", "ThreadsConfig", "TimeoutsConfig", "escape_env",
+    "LoggingConfig", "MemoryConfig", "PlannerConfig", "PricesConfig", "ProviderConfig",
+    "RateLimitConfig", "SessionConfig", "ThreadsConfig", "TimeoutsConfig", "escape_env",
 ]  # fmt: skip
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -141,9 +141,19 @@ def _default_providers() -> list[ProviderConfig]:
     return [ProviderConfig(kind="offline")]
 
 
+class PricesConfig(_Section):
+    """US dollars per million tokens, for a model the price table does not know (a
+    self-hosted one is usually 0). Numbers only: a string or a bool is refused."""
+
+    input_per_million: float = Field(ge=0, strict=True)
+    output_per_million: float = Field(ge=0, strict=True)
+
+
 class LLMConfig(_Section):
     providers: list[ProviderConfig] = Field(default_factory=_default_providers, min_length=1)
     template_answer: str = Field(default=DEFAULT_TEMPLATE_ANSWER, min_length=1)
+    # Prices every call of the agent, whichever provider answers; None: the price table's.
+    prices: PricesConfig | None = None
 
 
 class RateLimitConfig(_Section):

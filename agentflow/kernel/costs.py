@@ -102,9 +102,10 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = {
     "text-embedding-ada-002": ModelPrice(0.10),
 }
 
-# Dated snapshots ("gpt-4o-2024-08-06", "gpt-4-0613") and "-latest" aliases cost what their
-# family costs; anything else unknown is priced at the table's default.
-_SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4}|latest)$")
+# Dated snapshots ("gpt-4o-2024-08-06", "gpt-4-0613"), "-latest" aliases and Ollama's
+# ":latest" tag ("llama3.2:latest" is "llama3.2") cost what their family costs; anything else
+# unknown is priced at the table's default.
+_SNAPSHOT_SUFFIX = re.compile(r"(-(\d{4}-\d{2}-\d{2}|\d{4}|latest)|:latest)$")
 _FREE_PREFIXES = ("offline", "template")
 
 
@@ -113,6 +114,8 @@ class PriceTable:
 
     An unknown model is logged once (structlog warning) so a missing price is visible instead
     of silently costing nothing. The default is deliberately a mid-range paid price.
+    ``override`` prices every model (an agent's own price, e.g. 0 for a self-hosted model)
+    whatever the table says; `overriding` makes such a copy of a shared table.
     """
 
     def __init__(
@@ -121,13 +124,21 @@ class PriceTable:
         *,
         default: ModelPrice | tuple[float, float] = ModelPrice(2.50, 10.0),
         include_defaults: bool = True,
+        override: ModelPrice | tuple[float, float] | None = None,
     ) -> None:
         self._prices: dict[str, ModelPrice] = dict(DEFAULT_PRICES) if include_defaults else {}
         for model, price in (prices or {}).items():
             self.set(model, price)
         self.default = _as_price(default)
+        self.override = None if override is None else _as_price(override)
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+
+    def overriding(self, price: ModelPrice | tuple[float, float]) -> PriceTable:
+        """A copy of this table that prices every model at ``price``."""
+        return PriceTable(
+            self._prices, default=self.default, include_defaults=False, override=price
+        )
 
     def set(self, model: str, price: ModelPrice | tuple[float, float]) -> None:
         self._prices[model] = _as_price(price)
@@ -155,9 +166,13 @@ class PriceTable:
         return self.price(model).cost(usage)
 
     def _lookup(self, model: str) -> ModelPrice | None:
+        free = model.startswith(_FREE_PREFIXES)
+        if self.override is not None:
+            # An agent's price is its model's: its offline fallback still costs nothing.
+            return FREE if free else self.override
         if model in self._prices:
             return self._prices[model]
-        if model.startswith(_FREE_PREFIXES):
+        if free:
             return FREE
         family = _SNAPSHOT_SUFFIX.sub("", model)
         return self._prices.get(family)

@@ -10,7 +10,14 @@ import asyncio
 from typing import Any
 
 from agentflow.kernel.config import AgentFrameworkConfig, ConfigError, ConfigIssue
-from agentflow.kernel.costs import Budget, BudgetedProvider, BudgetGuard, CostTracker, PriceTable
+from agentflow.kernel.costs import (
+    Budget,
+    BudgetedProvider,
+    BudgetGuard,
+    CostTracker,
+    ModelPrice,
+    PriceTable,
+)
 from agentflow.kernel.guardrails import PIIRedactor
 from agentflow.kernel.intents import IntentCategory, LLMIntentClassifier, OfflineIntentClassifier
 from agentflow.kernel.llm.base import LLMProvider
@@ -28,9 +35,25 @@ def config_issue(path: str, reason: str) -> ConfigError:
     return ConfigError([ConfigIssue(path, reason)], source="AgentFrameworkBuilder")
 
 
-def resolve_providers(llm_client: Any, config: AgentFrameworkConfig) -> list[LLMProvider]:
+def agent_price_table(
+    config: AgentFrameworkConfig, prices: PriceTable | None = None
+) -> PriceTable | None:
+    """``prices`` (the shared table; None: the defaults), overridden by the agent's
+    ``llm.prices`` when it sets them: the agent's own price wins over any table."""
+    own = config.llm.prices
+    if own is None:
+        return prices
+    price = ModelPrice(own.input_per_million, own.output_per_million)
+    return (prices if prices is not None else PriceTable()).overriding(price)
+
+
+def resolve_providers(
+    llm_client: Any, config: AgentFrameworkConfig, prices: PriceTable | None = None
+) -> list[LLMProvider]:
+    """The providers of ``llm_client``, or of the config; ``prices`` prices what the
+    providers built here answer (an `LLMProvider` given ready-made keeps its own)."""
     if llm_client is None:
-        return [provider_from_config(i, config) for i in range(len(config.llm.providers))]
+        return [provider_from_config(i, config, prices) for i in range(len(config.llm.providers))]
     clients = list(llm_client) if isinstance(llm_client, list | tuple) else [llm_client]
     if not clients:
         raise config_issue("llm_client", "an empty list of providers")
@@ -44,7 +67,7 @@ def resolve_providers(llm_client: Any, config: AgentFrameworkConfig) -> list[LLM
             model = next(
                 (p.model for p in config.llm.providers if p.kind == "openai"), "gpt-4o-mini"
             )
-            providers.append(OpenAIProvider(model, client=client))
+            providers.append(OpenAIProvider(model, client=client, price_table=prices))
         else:
             raise config_issue(
                 f"llm_client[{index}]",
@@ -53,7 +76,11 @@ def resolve_providers(llm_client: Any, config: AgentFrameworkConfig) -> list[LLM
     return providers
 
 
-def provider_from_config(index: int, config: AgentFrameworkConfig) -> LLMProvider:
+def provider_from_config(
+    index: int, config: AgentFrameworkConfig, prices: PriceTable | None = None
+) -> LLMProvider:
+    """Provider ``index`` of the config; its answers are priced with ``prices`` (None: the
+    default table)."""
     spec = config.llm.providers[index]
     if spec.kind == "offline":
         return OfflineProvider()
@@ -66,6 +93,7 @@ def provider_from_config(index: int, config: AgentFrameworkConfig) -> LLMProvide
             base_url=spec.base_url,
             timeout_seconds=spec.timeout_seconds,
             max_retries=spec.max_retries,
+            price_table=prices,
         )
     except ValueError as exc:
         raise config_issue(f"llm.providers[{index}]", str(exc)) from exc

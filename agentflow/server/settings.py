@@ -465,6 +465,37 @@ def _hitl_sla_minutes() -> dict[str, dict[str, int]]:
     return {tier: {**_HITL_SLA_DEFAULTS.get(tier, {}), **overrides.get(tier, {})} for tier in tiers}
 
 
+_PRICE_KEYS = ("input_per_million", "output_per_million")
+
+
+def _llm_model_prices() -> dict[str, dict[str, float]]:
+    """``LLM_MODEL_PRICES``: JSON {model: {input_per_million, output_per_million}} in US
+    dollars, over the kernel's price table (docs/local-llm.md). Checked at start-up."""
+    raw = env_str("LLM_MODEL_PRICES")
+    try:
+        table = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise ImproperlyConfiguredEnv(f"LLM_MODEL_PRICES is not JSON: {exc}") from exc
+    if not isinstance(table, dict):
+        raise ImproperlyConfiguredEnv("LLM_MODEL_PRICES must map model names to prices")
+    for model, price in table.items():
+        if not (
+            isinstance(price, dict)
+            and sorted(price) == sorted(_PRICE_KEYS)
+            and all(_is_price(value) for value in price.values())
+        ):
+            raise ImproperlyConfiguredEnv(
+                f"LLM_MODEL_PRICES[{model!r}] must be "
+                '{"input_per_million": N, "output_per_million": N} with N a number >= 0'
+            )
+    return {model: {key: float(p[key]) for key in _PRICE_KEYS} for model, p in table.items()}
+
+
+def _is_price(value: object) -> bool:
+    # bool is an int to Python, never a price; NaN and infinity compare False here.
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e12
+
+
 AGENTFLOW = {
     "HEALTH_CHECK_TIMEOUT_SECONDS": env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0),
     # Knowledge uploads may be larger than JSON bodies (SPEC 5: 413/415/422).
@@ -482,6 +513,9 @@ AGENTFLOW = {
     # reference API keys by these server environment variables, never hold keys themselves.
     "LLM_ALLOWED_BASE_URLS": env_list("LLM_ALLOWED_BASE_URLS", []),
     "LLM_API_KEY_ENV_VARS": env_list("LLM_API_KEY_ENV_VARS", ["OPENAI_API_KEY"]),
+    # Dollars per million tokens of models the built-in price table lacks (self-hosted ones,
+    # often 0); an agent's own llm.prices wins over it (agentflow.core.prices).
+    "LLM_MODEL_PRICES": _llm_model_prices(),
     # The embedder of knowledge and of the messages searched against it (docs/local-llm.md):
     # offline, sentence-transformers[:model] or openai:model on EMBEDDER_BASE_URL (one of
     # LLM_ALLOWED_BASE_URLS) with EMBEDDER_API_KEY as ${NAME} of LLM_API_KEY_ENV_VARS.

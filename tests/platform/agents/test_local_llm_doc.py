@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,18 @@ def local_server(settings: Any) -> Iterator[FakeOpenAIServer]:
             name: value.replace(OLLAMA, server.base_url)
             for name, value in _make_run_environment().items()
         }
-        assert set(environment) == {"LLM_ALLOWED_BASE_URLS", "EMBEDDER", "EMBEDDER_BASE_URL"}
+        assert set(environment) == {
+            "LLM_ALLOWED_BASE_URLS",
+            "EMBEDDER",
+            "EMBEDDER_BASE_URL",
+            "LLM_MODEL_PRICES",
+        }
         # The same names in settings.AGENTFLOW, as the settings module reads them.
         settings.AGENTFLOW = {
             **settings.AGENTFLOW,
             **environment,
             "LLM_ALLOWED_BASE_URLS": environment["LLM_ALLOWED_BASE_URLS"].split(","),
+            "LLM_MODEL_PRICES": json.loads(environment["LLM_MODEL_PRICES"]),
         }
         knowledge.get_embedder.cache_clear()
         yield server
@@ -111,6 +118,10 @@ def test_the_page_takes_an_agent_to_an_answer_from_the_local_model(
     assert [source["title"] for source in result["sources"]] == ["Passwords"]
     assert (result["metadata"]["provider"], result["metadata"]["model"]) == ("openai", "llama3.2")
     assert result["metadata"]["intent_method"] == "llm"
+    # The page's "prices" at 0: the tokens are counted, the run costs nothing (section 5).
+    assert response.json()["tokens"] > 0
+    assert Decimal(response.json()["cost_usd"]) == 0
+    assert result["metadata"]["preflight"]["max_usd"] == 0
     paths = [request.path for request in local_server.requests]
     assert "/v1/embeddings" in paths  # the article, then the question
     assert "/v1/chat/completions" in paths
