@@ -24,7 +24,9 @@ __all__ = [
     "FrustrationSettings",
     "Sentiment",
     "assess_messages",
+    "assess_scores",
     "customer_text",
+    "labelled",
     "score_sentiment",
 ]
 
@@ -136,7 +138,13 @@ def score_sentiment(text: str, settings: FrustrationSettings | None = None) -> S
         bounded = max(min(compound, 0.9999), -0.9999)
         total = bounded * math.sqrt(_ALPHA / (1 - bounded * bounded)) + extra
         compound = total / math.sqrt(total * total + _ALPHA)
-    compound = round(compound, 4)
+    return labelled(compound, settings)
+
+
+def labelled(compound: float, settings: FrustrationSettings | None = None) -> Sentiment:
+    """A compound score (VADER's, or a model's on the same -1..1 scale) with its label."""
+    settings = settings or FrustrationSettings()
+    compound = round(max(-1.0, min(1.0, compound)), 4)
     if compound <= settings.negative_below:
         label = "negative"
     elif compound >= settings.positive_above:
@@ -146,8 +154,13 @@ def score_sentiment(text: str, settings: FrustrationSettings | None = None) -> S
     return Sentiment(compound, label)
 
 
-def _series_trend(previous: Sequence[float], current: float, window: int) -> dict[str, Any]:
-    """The last `window` scores before `current` (oldest first), their mean and the change."""
+def _series_trend(
+    previous: Sequence[float], current: float, window: int, count: int | None = None
+) -> dict[str, Any]:
+    """The last `window` scores before `current` (oldest first), their mean and the change.
+
+    `count`: how many messages came before, when `previous` holds only the latest scores.
+    """
     recent = list(previous[-window:])
     if not recent:
         return {"messages": 1, "previous_mean": None, "delta": None, "direction": "new"}
@@ -155,7 +168,7 @@ def _series_trend(previous: Sequence[float], current: float, window: int) -> dic
     delta = current - mean
     direction = "worsening" if delta <= -0.2 else "improving" if delta >= 0.2 else "stable"
     return {
-        "messages": len(previous) + 1,
+        "messages": (len(previous) if count is None else count) + 1,
         "previous_mean": round(mean, 4),
         "delta": round(delta, 4),
         "direction": direction,
@@ -176,20 +189,35 @@ def assess_messages(
     fast drop within the thread alerts too. Pure: no I/O, deterministic.
     """
     settings = settings or FrustrationSettings()
-    sentiment = score_sentiment(message, settings)
-    customer = _series_trend(
-        [score_sentiment(text, settings).compound for text in previous],
-        sentiment.compound,
-        settings.window,
+
+    def scores(texts: Sequence[str]) -> list[float]:
+        return [score_sentiment(text, settings).compound for text in texts]
+
+    return assess_scores(
+        score_sentiment(message, settings),
+        scores(previous),
+        None if thread_previous is None else scores(thread_previous),
+        settings=settings,
     )
+
+
+def assess_scores(
+    sentiment: Sentiment,
+    previous: Sequence[float],
+    thread_previous: Sequence[float] | None = None,
+    *,
+    settings: FrustrationSettings | None = None,
+    counts: tuple[int | None, int | None] = (None, None),
+) -> Assessment:
+    """`assess_messages` over scores already given (a model's): the message's, then the
+    earlier ones of the customer and of the thread, oldest first. `counts`: how many
+    earlier messages there were, when only the latest are scored."""
+    settings = settings or FrustrationSettings()
+    customer = _series_trend(previous, sentiment.compound, settings.window, counts[0])
     trend: dict[str, Any] = {"customer": customer, "thread": None}
     series = [customer]
     if thread_previous is not None:
-        thread = _series_trend(
-            [score_sentiment(text, settings).compound for text in thread_previous],
-            sentiment.compound,
-            settings.window,
-        )
+        thread = _series_trend(thread_previous, sentiment.compound, settings.window, counts[1])
         trend["thread"] = thread
         series.append(thread)
     reasons = []
