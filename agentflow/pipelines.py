@@ -52,6 +52,7 @@ from agentflow.kernel.config import (
     IntentCategoryConfig,
     LLMConfig,
     MemoryConfig,
+    SentimentConfig,
     SessionConfig,
     ThreadsConfig,
     escape_env,
@@ -260,6 +261,13 @@ class SupportAgentConfig(BaseModel):
         "operator",
         description="The governance role a run calls tools as: its tool permission levels "
         "(PUT /agents/{id}/tool-permissions, capped by the role's ceiling) apply.",
+    )
+    sentiment: SentimentConfig | None = Field(
+        None,
+        description="{escalate_below (-1..0), drop_delta, window}: a customer message scored at "
+        "or below escalate_below (VADER, as sentiment_monitor_agent scores it), or falling by "
+        "drop_delta below the session's previous window messages, goes to a person with the "
+        "reason 'frustrated'; null: off.",
     )
     tool_settings: BuiltinToolSettings = Field(
         default_factory=BuiltinToolSettings,
@@ -638,6 +646,8 @@ def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
             # worker before the run (`agentflow.budgets`).
         }
     )
+    if config.get("sentiment"):  # absent from configs saved before the check existed
+        data["sentiment"] = config["sentiment"]
     if config.get("planner"):
         # The kernel loads and checks it again when the pipeline is built (validated on save).
         data["planner"] = config["planner"]

@@ -8,7 +8,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from agentflow import orchestration, services
-from agentflow.blueprints import compliance_schedule
+from agentflow.blueprints import compliance_schedule, onboarding_nudges
 from tenants.scoping import scoped_to_tenant
 
 # Transient database faults (a deadlock victim, a dropped connection, a full pool) are
@@ -58,6 +58,12 @@ def review_outcome_sweep_task() -> int:
 def compliance_audits_task() -> int:
     """Beat: start the due period audit of each scheduled compliance_auditor_agent."""
     return compliance_schedule.start_due_audits(datetime.now(UTC))
+
+
+@shared_task(name="maintenance.onboarding_nudges", ignore_result=True, max_retries=0)
+def onboarding_nudges_task() -> int:
+    """Beat: record each new onboarding stall once (an ``onboarding.stalled`` event)."""
+    return onboarding_nudges.record_stalls(datetime.now(UTC))
 
 
 @shared_task(

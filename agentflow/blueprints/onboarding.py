@@ -7,8 +7,9 @@ table is needed. A save locks the row and checks the revision it loaded (compare
 so two messages of one user handled at once by two workers cannot lose a completed step.
 
 `stalled_users` lists the users of an onboarding agent whose current step has not
-changed for ``nudge_after_hours`` (a scheduled job may call it to send reminders; none is
-scheduled by this module). The user who comes back meanwhile gets the nudge in the reply.
+changed for ``nudge_after_hours``; the beat records each stall once as an activity event
+(`agentflow.blueprints.onboarding_nudges`). The user who comes back meanwhile gets the
+nudge in the reply.
 """
 
 from __future__ import annotations
@@ -218,6 +219,7 @@ class StalledUser:
     user_id: str
     step: str
     stalled_hours: float
+    step_started_at: float  # epoch seconds: with the user and step, which stall this is
 
 
 def stalled_users(agent: Agent, *, now: datetime | None = None) -> list[StalledUser]:
@@ -237,6 +239,7 @@ def stalled_users(agent: Agent, *, now: datetime | None = None) -> list[StalledU
             user_id=user_id,
             step=str(progress["current"]),
             stalled_hours=round((moment - float(progress["step_started_at"])) / 3600, 1),
+            step_started_at=float(progress["step_started_at"]),
         )
         for user_id, progress in rows
         if isinstance(progress, dict) and stalled(progress, moment, hours)

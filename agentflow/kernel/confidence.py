@@ -41,6 +41,8 @@ class EscalationReason:
     HANDLER_REQUESTED = "handler_requested"
     # The agent's plan sent the answer to a human where the evaluator would have delivered.
     PLANNED = "planned"
+    # The customer's message scored as frustrated (the agent's `sentiment` config).
+    FRUSTRATED = "frustrated"
 
 
 class ConfidenceDecision(NamedTuple):

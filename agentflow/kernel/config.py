@@ -39,7 +39,8 @@ __all__ = [
     "AgentFrameworkConfig", "BudgetConfig", "ConfidenceConfig", "ConfigError", "ConfigIssue",
     "ConfigLoader", "GuardrailsConfig", "IntentCategoryConfig", "IntentsConfig", "LLMConfig",
     "LoggingConfig", "MemoryConfig", "PlannerConfig", "PricesConfig", "ProviderConfig",
-    "RateLimitConfig", "SessionConfig", "ThreadsConfig", "TimeoutsConfig", "escape_env",
+    "RateLimitConfig", "SentimentConfig", "SessionConfig", "ThreadsConfig", "TimeoutsConfig",
+    "escape_env",
 ]  # fmt: skip
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -201,6 +202,20 @@ with warnings.catch_warnings():
             return value.upper()
 
 
+class SentimentConfig(_Section):
+    """Send a frustrated customer's message to a person (reason ``frustrated``).
+
+    The message is scored like the sentiment_monitor blueprint scores it (VADER plus support
+    phrases, compound -1..1); it escalates at or below `escalate_below`, or, with
+    `drop_delta`, when it falls that far below the mean of the session's previous `window`
+    customer messages.
+    """
+
+    escalate_below: float = Field(default=-0.6, ge=-1.0, le=0.0)
+    drop_delta: float | None = Field(default=None, gt=0.0, le=2.0)  # None: no trend check
+    window: int = Field(default=5, ge=1, le=50)
+
+
 class PlannerConfig(_Section):
     """The plan the pipeline's built-in steps follow (SPEC 4.8), checked when the agent is
     built. `definition` is a mapping or YAML/JSON text; see docs/planners.md."""
@@ -229,6 +244,8 @@ class AgentFrameworkConfig(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     # None: the support FSM (agentflow.kernel.planning.support.SUPPORT_PLANNER).
     planner: PlannerConfig | None = None
+    # None: messages are not scored for frustration.
+    sentiment: SentimentConfig | None = None
 
     @field_validator("plugins")
     @classmethod

@@ -59,6 +59,12 @@ from agentflow.kernel.planning.support import (
     pauses_for_review,
 )
 from agentflow.kernel.results import AgentReply, PlanStep, SourceRef, StepOutcomeName
+from agentflow.kernel.sentiment import (
+    Assessment,
+    FrustrationSettings,
+    assess_messages,
+    customer_text,
+)
 from agentflow.kernel.sessions import SessionManager
 from agentflow.kernel.smalltalk import SMALL_TALK, small_talk_kind
 from agentflow.kernel.stores import (
@@ -72,7 +78,7 @@ from agentflow.kernel.threads import ThreadManager, ThreadTransition
 from agentflow.kernel.vectors import Embedder, Vector, embed_text
 
 if TYPE_CHECKING:
-    from agentflow.kernel.config import AgentFrameworkConfig
+    from agentflow.kernel.config import AgentFrameworkConfig, SentimentConfig
     from agentflow.kernel.costs import CostTracker
 
 # The intent of every message when an agent defines no categories.
@@ -145,6 +151,7 @@ class _Turn:
     transition: ThreadTransition = ThreadTransition.CONTINUATION
     thread_reason: str = ""
     gathered: Gathered = field(default_factory=Gathered)
+    sentiment: dict[str, Any] | None = None  # the frustration check's score, when configured
 
 
 @dataclass(slots=True)
@@ -231,6 +238,7 @@ class AgentPipeline:
         )
         self._template_answer = config.llm.template_answer
         self._model = next((p.model for p in config.llm.providers if p.kind == "openai"), None)
+        self._frustration = _frustration_check(config.sentiment)
 
     # ------------------------------------------------------------------ public API
 
@@ -505,9 +513,20 @@ class AgentPipeline:
         return _Generated(result, handler, forced, template)
 
     def _verdict(
-        self, intent: IntentResult, generated: _Generated, pctx: ProcessingContext
+        self,
+        intent: IntentResult,
+        generated: _Generated,
+        pctx: ProcessingContext,
+        frustrated: bool = False,
     ) -> ConfidenceDecision:
-        """The confidence evaluator's verdict on the generated answer."""
+        """The confidence evaluator's verdict on the generated answer.
+
+        A reason the generation forces comes first (it decides what the customer is shown);
+        then a frustrated customer, whatever the answer's confidence.
+        """
+        forced = generated.forced
+        if forced is None and frustrated:
+            forced = EscalationReason.FRUSTRATED
         result = generated.result
         sources = result.sources
         best = max(map(_source_score, sources)) if sources else pctx.best_score()
@@ -517,9 +536,28 @@ class AgentPipeline:
             out_of_scope=intent.out_of_scope,
             reported=result.confidence,
             best_retrieval=best,
-            forced_reason=generated.forced,
+            forced_reason=forced,
             skip_check=result.skip_confidence_check,
         )
+
+    def _frustrated(self, turn: _Turn) -> bool:
+        """Whether the customer's message calls for a person; its score kept on the turn."""
+        check = self._frustration
+        if check is None:
+            return False
+        previous = [m.content for m in turn.history if m.role == "user"]
+        assessment = check(turn.text, previous)
+        turn.sentiment = {
+            "score": assessment.sentiment.compound,
+            "label": assessment.sentiment.label,
+            "frustrated": assessment.alert,
+            "reasons": list(assessment.reasons),
+            # The trend only when the check compares with earlier messages.
+            "trend": assessment.trend["customer"]
+            if assessment.trend["customer"]["delta"] is not None
+            else None,
+        }
+        return assessment.alert
 
     def _answer(self, generated: _Generated, escalate: bool) -> _Answer:
         """What the customer is shown and what a reviewer is asked about."""
@@ -586,6 +624,8 @@ class AgentPipeline:
             metadata["playbook"] = turn.gathered.playbook.summary()
         if turn.gathered.tools:  # the tools whose output the answer could use (qa_test_agent)
             metadata["tool_calls"] = [item.title for item in turn.gathered.tools]
+        if turn.sentiment is not None:
+            metadata["sentiment"] = turn.sentiment
         if degraded:
             metadata["degraded"] = degraded
         if run.budget_error is not None:
@@ -636,6 +676,27 @@ class AgentPipeline:
         except Exception as exc:
             degraded.append({"stage": "embed", "error": _describe(exc)})
             return self._zero_vector
+
+
+def _frustration_check(
+    config: SentimentConfig | None,
+) -> Callable[[str, Sequence[str]], Assessment] | None:
+    """The sentiment_monitor's assessment with the agent's thresholds; None when not configured."""
+    if config is None:
+        return None
+    trend = config.drop_delta is not None
+    settings = FrustrationSettings(
+        frustration_threshold=config.escalate_below,
+        drop_delta=config.drop_delta if config.drop_delta is not None else float("inf"),
+        window=config.window,
+    )
+
+    def check(message: str, previous: Sequence[str]) -> Assessment:
+        # Without a trend check the previous messages are not scored at all.
+        earlier = [customer_text(text) for text in previous[-config.window :]] if trend else []
+        return assess_messages(customer_text(message), earlier, settings=settings)
+
+    return check
 
 
 @cache
@@ -762,7 +823,8 @@ class _TurnSteps:
         if self.verdict is None:
             pctx = self.pctx or self.pipeline._processing_context(self.turn, self.ctx, self.run)
             generated = self.generated or _NOTHING_GENERATED
-            self.verdict = self.pipeline._verdict(self.turn.intent, generated, pctx)
+            frustrated = self.pipeline._frustrated(self.turn)
+            self.verdict = self.pipeline._verdict(self.turn.intent, generated, pctx, frustrated)
         return self.verdict
 
     async def deliver(self, state: PlanState) -> Any:

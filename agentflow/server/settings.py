@@ -305,6 +305,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("COMPLIANCE_AUDIT_SECONDS", 900.0),
         "options": {"expires": env_float("COMPLIANCE_AUDIT_SECONDS", 900.0)},
     },
+    # Onboarding stalls (docs/blueprints.md): each is recorded once as an activity event.
+    "maintenance.onboarding_nudges": {
+        "task": "maintenance.onboarding_nudges",
+        "schedule": env_float("ONBOARDING_NUDGE_SECONDS", 900.0),
+        "options": {"expires": env_float("ONBOARDING_NUDGE_SECONDS", 900.0)},
+    },
     # Breaches are marked within one sweep interval of the deadline (SPEC 6: <= 1 minute).
     "hitl.sla_sweep": {
         "task": "hitl.sla_sweep",

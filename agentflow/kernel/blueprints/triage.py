@@ -28,9 +28,9 @@ from typing import Any, Protocol
 
 from agentflow.kernel.agents import AgentState
 from agentflow.kernel.blueprints.base import StepAgent, finish
-from agentflow.kernel.blueprints.sentiment_monitor import customer_text, score_sentiment
 from agentflow.kernel.planning.model import StepOutcome
 from agentflow.kernel.planning.runtime import CURRENT_NODE
+from agentflow.kernel.sentiment import customer_text, score_sentiment
 from agentflow.kernel.vectors import Embedder, embed_texts
 
 __all__ = [

@@ -172,4 +172,4 @@ async def test_a_webhook_message_is_scored_on_the_customers_words_not_the_fence(
     history = History({"": [wrap_untrusted(text, "zendesk webhook") for text in CALM]})
     result = await SentimentMonitorAgent({}, history=history).run(fenced, user_id="cust-7")
     output = result.state.plan_state.state["output"]
-    assert output == assess_messages(ANGRY, CALM).to_dict()
+    assert output == {**assess_messages(ANGRY, CALM).to_dict(), "scored_by": "offline"}
