@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from agentflow.models import Agent
@@ -126,3 +128,31 @@ def outsider(db: None) -> Persona:
 @pytest.fixture
 def agent(owner: Persona) -> Agent:
     return make_agent(owner)
+
+
+def decide_concurrently(persona: Persona, request_id: Any, body: dict[str, Any]) -> list[int]:
+    """Two clients post the same decision on a review request at the same instant (each
+    thread on its own connection); their status codes, sorted."""
+    start = threading.Barrier(2)
+    codes: list[int] = []
+
+    def decide() -> None:
+        client = Client()
+        start.wait()
+        try:
+            response = client.post(
+                f"/api/v1/hitl/queue/{request_id}/respond",
+                body,
+                content_type="application/json",
+                headers={"Authorization": f"Bearer {persona.key}"},
+            )
+            codes.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(codes)

@@ -6,19 +6,16 @@ runs the runs; the respond endpoint decides."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.test import Client
 
 from agentflow import knowledge
 from agentflow.models import Agent, KnowledgeChunk, KnowledgeDocument
 from governance.models import AuditEvent
 from hitl.models import HITLRequest
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import Persona, make_agent
+from tests.platform.api.conftest import Persona, decide_concurrently, make_agent
 from tests.platform.blueprints.test_knowledge_manager import (
     EXPORT_QUESTIONS,
     _approved,
@@ -114,29 +111,8 @@ def test_an_edited_draft_publishes_the_reviewers_text_and_title(
 def test_two_concurrent_approvals_publish_once(owner: Persona, celery_worker_app: object) -> None:
     support, _librarian, _run_body, request = drafted(owner)
     known = len(articles(owner, support))
-    start = threading.Barrier(2)
-    codes: list[int] = []
-
-    def approve() -> None:
-        client = Client()
-        start.wait()
-        try:
-            answer = client.post(
-                f"/api/v1/hitl/queue/{request.pk}/respond",
-                {"decision": "approve"},
-                content_type="application/json",
-                headers={"Authorization": f"Bearer {owner.key}"},
-            )
-            codes.append(answer.status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=approve) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(codes) == [200, 409]
+    codes = decide_concurrently(owner, request.pk, {"decision": "approve"})
+    assert codes == [200, 409]
     assert len(articles(owner, support)) == known + 1
     assert respond(owner, request, {"decision": "approve"}).status_code == 409
     assert len(articles(owner, support)) == known + 1

@@ -6,20 +6,17 @@ worker (in this process) executes the approved call."""
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.test import Client
 
 from agentflow import orchestration, tooling
 from agentflow.models import Run, ToolCall
 from hitl.models import HITLRequest
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import Persona
+from tests.platform.api.conftest import Persona, decide_concurrently
 from tests.platform.tools.conftest import REFUNDS
 from tests.platform.tools.test_run_tools import REFUND, planned_agent, settle
 
@@ -101,29 +98,8 @@ def test_approve_executes_once_and_settles_the_run(
 
 def test_two_concurrent_approvals_execute_once(owner: Persona, celery_worker_app: object) -> None:
     _run, request, call = paused(owner)
-    start = threading.Barrier(2)
-    codes: list[int] = []
-
-    def approve() -> None:
-        client = Client()
-        start.wait()
-        try:
-            response = client.post(
-                f"/api/v1/hitl/queue/{request.pk}/respond",
-                {"decision": "approve"},
-                content_type="application/json",
-                headers={"Authorization": f"Bearer {owner.key}"},
-            )
-            codes.append(response.status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=approve) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(codes) == [200, 409]
+    codes = decide_concurrently(owner, request.pk, {"decision": "approve"})
+    assert codes == [200, 409]
     wait_for(owner, call, ("ok",))
     time.sleep(0.5)  # a second execution, were there one, would have landed by now
     assert REFUNDS == [("A-42", 120.5)]

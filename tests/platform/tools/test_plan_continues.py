@@ -5,21 +5,18 @@ again, and approving that call goes on from there."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
-from django.test import Client
 
 from agentflow import knowledge
 from agentflow.models import Message, Run, ToolCall
 from governance.models import AuditEvent
 from hitl.models import HITLRequest
 from tenants.context import tenant_scope
-from tests.platform.api.conftest import KNOWLEDGE, SUPPORT_CONFIG, Persona
+from tests.platform.api.conftest import KNOWLEDGE, SUPPORT_CONFIG, Persona, decide_concurrently
 from tests.platform.tools.conftest import REFUNDS, tool_agent
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,30 +150,9 @@ def test_two_concurrent_decisions_continue_the_plan_once(
     owner: Persona, celery_worker_app: object
 ) -> None:
     run, request = paused_run(owner, reviewed_agent(owner))
-    start = threading.Barrier(2)
-    codes: list[int] = []
+    codes = decide_concurrently(owner, request.pk, {"decision": "approve"})
 
-    def approve() -> None:
-        client = Client()
-        start.wait()
-        try:
-            response = client.post(
-                f"/api/v1/hitl/queue/{request.pk}/respond",
-                {"decision": "approve"},
-                content_type="application/json",
-                headers={"Authorization": f"Bearer {owner.key}"},
-            )
-            codes.append(response.status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=approve) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert sorted(codes) == [200, 409]
+    assert codes == [200, 409]
     wait_status(owner, str(run.pk), "completed")
     time.sleep(0.5)  # a second continuation, were there one, would have landed by now
     assert [call.tool for call in calls(owner, run.pk)] == ["lookup_order"]
