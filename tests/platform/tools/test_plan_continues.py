@@ -6,12 +6,13 @@ again, and approving that call goes on from there."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.conf import settings
 
-from agentflow import knowledge
+from agentflow import knowledge, orchestration
 from agentflow.models import Message, Run, ToolCall
 from governance.models import AuditEvent
 from hitl.models import HITLRequest
@@ -222,3 +223,29 @@ def test_a_plan_changed_while_waiting_delivers_the_review_without_going_on(
     assert done.result["content"] == "Reset it here."
     assert "plan did not go on" in done.result["plan_error"]
     assert calls(owner, run.pk) == []
+
+
+def test_an_expired_review_takes_the_rejection_branch(
+    owner: Persona, celery_worker_app: object
+) -> None:
+    run, request = paused_run(owner, reviewed_agent(owner))
+
+    # The SLA sweep, a month on: the request expires and the system rejects it.
+    for _ in range(2):  # breach first, then expiry, whichever one sweep does
+        orchestration.expire_overdue_reviews(datetime.now(UTC) + timedelta(days=30))
+
+    with tenant_scope(owner.tenant.pk):
+        request.refresh_from_db()
+    assert request.status == "expired"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        again = run_of(owner, str(run.pk))
+        if again.plan_snapshot and again.plan_snapshot.get("node") == "refund_it":
+            break
+        time.sleep(0.1)
+    assert again.status == "awaiting_review"
+    assert again.plan_snapshot["node"] == "refund_it"  # on_error of the paused review
+    action = open_request(owner, str(run.pk))
+    assert action.kind == "action"
+    assert action.context["action"]["tool"] == "refund"
+    assert REFUNDS == []
