@@ -330,11 +330,18 @@ async def get_registry(agent: Agent, config: Mapping[str, Any]) -> ToolRegistry:
 
 
 def tool_costs(agent: Agent, config: Mapping[str, Any]) -> dict[str, float]:
-    """Prices of the granted tools of the registered sources, for the cost preflight (MCP
-    tools are unpriced); empty, without building anything, when the config grants none."""
-    granted = set(parse_grants(config.get("tools") or ()))
-    if not granted:
+    """Prices of the granted tools, for the cost preflight: a grant's own ``cost_per_call``
+    (MCP tools are priced only so), else the registered source's price. Empty, without
+    building anything, when the config grants none."""
+    grants = parse_grants(config.get("tools") or ())
+    if not grants:
         return {}
+    granted = set(grants)
+    priced = {
+        tool_id: float(grant.cost_per_call)
+        for tool_id, grant in grants.items()
+        if grant.cost_per_call is not None
+    }
     # Building the sources' tools costs milliseconds (their schemas are compiled) and every
     # run's preflight asks: once per agent version per process (a config change bumps it).
     key = (str(agent.pk), int(agent.version))
@@ -348,6 +355,7 @@ def tool_costs(agent: Agent, config: Mapping[str, Any]) -> dict[str, float]:
         for tool in _source_tools(ctx)
         if tool.id in granted and tool.cost_per_call
     }
+    costs.update(priced)
     with _costs_lock:
         _costs[key] = costs
         while len(_costs) > _COSTS_SIZE:

@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from agentflow.builtin_tools import BuiltinToolSettings
 from agentflow.kernel.blueprints import BlueprintRunner, StepAgent, reply_of
@@ -43,12 +50,34 @@ RunnerOf = Callable[[Agent], Awaitable[Any]]
 
 
 class ToolGrantConfig(BaseModel):
-    """One granted tool with this agent's safety level for it."""
+    """One granted tool with this agent's safety level and price for it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     id: str = Field(min_length=1, max_length=100)
     safety_level: Literal["safe", "requires_confirmation", "dangerous"] | None = None
+    cost_per_call: float | None = Field(
+        default=None,
+        ge=0,
+        description="Dollars per call for this agent, over the tool's own price: how an MCP "
+        "tool (its server declares none) or a paid API is counted in the run's cost, the "
+        "preflight and the agent's budget.",
+    )
+
+    @field_validator("cost_per_call", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError("must be a number of dollars (e.g. 0.02)")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _as_given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Stored as given: no `cost_per_call: null` added to a grant that set no price.
+        data: dict[str, Any] = handler(self)
+        if data.get("cost_per_call") is None:
+            data.pop("cost_per_call", None)
+        return data
 
 
 ToolRole = Literal["viewer", "reviewer", "operator", "owner"]

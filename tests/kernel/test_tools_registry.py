@@ -141,6 +141,24 @@ async def test_ok_call_validated_and_costed() -> None:
     assert outcome.duration_ms >= 0
 
 
+async def test_a_grants_price_replaces_the_tools_own() -> None:
+    granted = caller({"id": "orders.lookup", "cost_per_call": "0.05"})
+
+    outcome = await registry().invoke("orders.lookup", {"order_id": "A1"}, caller=granted)
+
+    assert outcome.status == "ok", outcome
+    assert outcome.cost_usd == Decimal("0.05")
+    free = caller({"id": "orders.lookup", "cost_per_call": 0})
+    zero = await registry().invoke("orders.lookup", {"order_id": "A1"}, caller=free)
+    assert zero.cost_usd == Decimal(0)
+
+
+@pytest.mark.parametrize("price", [-1, "ten", True, float("inf"), [1]])
+def test_a_grants_price_must_be_dollars(price: Any) -> None:
+    with pytest.raises(ValueError, match=r"tools\[0\]: .*cost_per_call"):
+        parse_grants([{"id": "a.b", "cost_per_call": price}])
+
+
 async def test_deny_by_default_grant_and_level() -> None:
     reg = registry()
     unknown = await reg.invoke("nope", {}, caller=caller("nope"))

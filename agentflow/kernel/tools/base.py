@@ -132,15 +132,35 @@ class Tool:
 @dataclass(frozen=True, slots=True)
 class ToolGrant:
     """One entry of an agent's ``tools`` config: the tool and, optionally, its safety level
-    for this agent (an MCP tool lowered to ``safe``, a Python tool raised to confirmation)."""
+    for this agent (an MCP tool lowered to ``safe``, a Python tool raised to confirmation)
+    and its price per call for this agent (an MCP server declares none; a paid API does)."""
 
     tool_id: str
     safety_level: SafetyLevel | None = None
+    cost_per_call: Decimal | None = None
 
     def __post_init__(self) -> None:
         _check_id(self.tool_id)
         if self.safety_level is not None and self.safety_level not in SAFETY_LEVELS:
             raise ValueError(f"tool {self.tool_id!r}: unknown safety_level {self.safety_level!r}")
+        if self.cost_per_call is not None:
+            cost = _price(self.cost_per_call)
+            if cost is None:
+                raise ValueError(
+                    f"tool {self.tool_id!r}: cost_per_call must be a number of dollars >= 0"
+                )
+            object.__setattr__(self, "cost_per_call", cost)
+
+
+def _price(value: Any) -> Decimal | None:
+    """A non-negative, finite price in dollars, or None when ``value`` is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        return None
+    try:
+        price = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return price if price.is_finite() and price >= 0 else None
 
 
 def parse_grants(entries: Iterable[str | Mapping[str, Any]]) -> dict[str, ToolGrant]:
@@ -150,17 +170,22 @@ def parse_grants(entries: Iterable[str | Mapping[str, Any]]) -> dict[str, ToolGr
         if isinstance(entry, str):
             grant = ToolGrant(entry)
         elif isinstance(entry, Mapping):
-            unknown = set(entry) - {"id", "safety_level"}
+            unknown = set(entry) - {"id", "safety_level", "cost_per_call"}
             if unknown:
                 raise ValueError(f"tools[{index}]: unknown keys {sorted(unknown)}")
             if not isinstance(entry.get("id"), str):
                 raise ValueError(f"tools[{index}].id: a tool id (string) is required")
             try:
-                grant = ToolGrant(entry["id"], entry.get("safety_level"))
+                grant = ToolGrant(
+                    entry["id"], entry.get("safety_level"), entry.get("cost_per_call")
+                )
             except ValueError as exc:
                 raise ValueError(f"tools[{index}]: {exc}") from None
         else:
-            raise ValueError(f"tools[{index}]: a tool id or {{'id': ..., 'safety_level': ...}}")
+            raise ValueError(
+                f"tools[{index}]: a tool id or {{'id': ..., 'safety_level': ..., "
+                "'cost_per_call': ...}}"
+            )
         if grant.tool_id in grants:
             raise ValueError(f"tools[{index}]: {grant.tool_id!r} is granted twice")
         grants[grant.tool_id] = grant

@@ -27,6 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
@@ -166,6 +167,15 @@ class ToolRegistry:
         if grant is None or grant.safety_level is None or tool.safety_level == "dangerous":
             return tool.safety_level
         return grant.safety_level
+
+    @staticmethod
+    def price(tool: Tool, caller: ToolCaller) -> Decimal:
+        """What one call costs this caller: its grant's price when it sets one, else the
+        tool's own."""
+        grant = caller.grants.get(tool.id)
+        if grant is not None and grant.cost_per_call is not None:
+            return grant.cost_per_call
+        return tool.cost_per_call
 
     def _refusal(self, tool: Tool, caller: ToolCaller) -> str | None:
         if tool.id not in caller.grants:
@@ -329,7 +339,7 @@ class ToolRegistry:
             output=output,
             error=error,
             duration_ms=duration_ms,
-            cost_usd=tool.cost_per_call,
+            cost_usd=self.price(tool, caller),
             call_id=call_id,
         )
 
