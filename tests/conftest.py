@@ -100,3 +100,30 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture
+def forgotten_audit_walks() -> Iterator[None]:
+    """No audit-chain walk remembered by this process before or after the test (the
+    incremental verifier's per-process memory, governance.verify)."""
+    from governance import verify
+
+    verify.forget_walks()
+    yield
+    verify.forget_walks()
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sequence of every audit event the chain verifier re-hashes during the test."""
+    from governance import verify
+
+    seen: list[int] = []
+    real = verify.compute_hash
+
+    def counting(prev_hash: str, payload: dict[str, Any]) -> str:
+        seen.append(payload["sequence"])
+        return real(prev_hash, payload)
+
+    monkeypatch.setattr(verify, "compute_hash", counting)
+    return seen

@@ -19,6 +19,7 @@ from agentflow.server.run import fresh_metrics_dir
 ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = """
+import contextlib
 import django
 django.setup()
 from agentflow.core.metrics import RUN_PERSISTENCE_FAILURES
@@ -31,10 +32,8 @@ def broken():
 
 for _ in range(3):
     echo_context({"n": 1})  # run in this process, through ContextTask, as a worker runs it
-try:
+with contextlib.suppress(RuntimeError):
     broken()
-except RuntimeError:
-    pass
 RUN_PERSISTENCE_FAILURES.labels(stage="memory").inc()
 """
 

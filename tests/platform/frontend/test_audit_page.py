@@ -4,13 +4,11 @@ although the page re-hashes only the events it has not walked yet (governance.ve
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from governance import verify
 from governance.audit import Actor, append
 from governance.models import AuditEvent
 from tenants.models import Tenant
@@ -21,25 +19,8 @@ from tests.platform.governance.conftest import as_attacker
 SEQUENCES = re.compile(rb'<tr data-sequence="(\d+)">')
 
 
-@pytest.fixture(autouse=True)
-def nothing_remembered() -> Iterator[None]:
-    verify.forget_walks()
-    yield
-    verify.forget_walks()
-
-
-@pytest.fixture
-def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sequence of every event the page's verification re-hashes."""
-    seen: list[int] = []
-    real = verify.compute_hash
-
-    def counting(prev_hash: str, payload: dict[str, Any]) -> str:
-        seen.append(payload["sequence"])
-        return real(prev_hash, payload)
-
-    monkeypatch.setattr(verify, "compute_hash", counting)
-    return seen
+# Each test starts with no chain walk remembered by this process (`audit_walks`).
+pytestmark = pytest.mark.usefixtures("forgotten_audit_walks")
 
 
 def probes(tenant: Tenant, count: int, action: str = "probe.appended") -> None:

@@ -6,13 +6,12 @@ The attacker is the one of test_audit_chain.py: full database access, triggers o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from governance import verify
 from governance.audit import Actor, append
 from governance.checkpoints import export_checkpoints, read_checkpoints
 from governance.models import AuditEvent
@@ -24,25 +23,8 @@ from tests.platform.governance.test_audit_chain import TABLE, _rewrite_from
 Attack = Callable[[Tenant], None]
 
 
-@pytest.fixture(autouse=True)
-def nothing_remembered() -> Iterator[None]:
-    verify.forget_walks()
-    yield
-    verify.forget_walks()
-
-
-@pytest.fixture
-def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sequence of every event the verifier re-hashes."""
-    seen: list[int] = []
-    real = verify.compute_hash
-
-    def counting(prev_hash: str, payload: dict[str, Any]) -> str:
-        seen.append(payload["sequence"])
-        return real(prev_hash, payload)
-
-    monkeypatch.setattr(verify, "compute_hash", counting)
-    return seen
+# Each test starts with no chain walk remembered by this process (`audit_walks`).
+pytestmark = pytest.mark.usefixtures("forgotten_audit_walks")
 
 
 def _both(tenant: Tenant, directory: Path | None = None) -> tuple[Verification, Verification]:
