@@ -55,9 +55,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
 import platform
+import pstats
 import re
 import shutil
 import signal
@@ -118,6 +120,55 @@ def pct(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def _code_owner(filename: str) -> str:
+    """Who a profiled function belongs to: a package, one of the project's apps, or C."""
+    if filename == "~" or filename.startswith("<"):
+        return "builtins and C extensions"
+    path = Path(filename)
+    parts = path.parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+    try:
+        relative = path.resolve().relative_to(ROOT)
+    except ValueError:
+        return "python stdlib"
+    if relative.parts[:2] == ("agentflow", "kernel"):
+        return "agentflow.kernel"
+    return relative.parts[0].removesuffix(".py")
+
+
+def cpu_profile(profiler: cProfile.Profile, calls: int, top: int = 25) -> dict[str, Any]:
+    """Per call: own (tottime) milliseconds by owner, and the top functions by own time.
+
+    cProfile's own overhead inflates Python-heavy code, so read shares, not absolutes;
+    time blocked in a socket (PostgreSQL, Redis) is a C call's own time.
+    """
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    by_owner: Counter[str] = Counter()
+    rows = []
+    for (filename, line, name), (_, ncalls, tottime, cumtime, _) in stats.items():
+        by_owner[_code_owner(filename)] += tottime
+        rows.append((tottime, cumtime, ncalls, f"{Path(filename).name}:{line}({name})"))
+    total = sum(by_owner.values())
+    rows.sort(reverse=True)
+    return {
+        "note": "own CPU time per call under cProfile (inflated by the profiler itself)",
+        "total_ms_per_call": round(total * 1000 / calls, 2),
+        "by_owner_ms_per_call": {
+            owner: round(t * 1000 / calls, 2) for owner, t in by_owner.most_common()
+        },
+        "top_functions": [
+            {
+                "function": where,
+                "own_ms_per_call": round(tt * 1000 / calls, 3),
+                "cumulative_ms_per_call": round(ct * 1000 / calls, 3),
+                "calls_per_call": round(n / calls, 1),
+            }
+            for tt, ct, n, where in rows[:top]
+        ],
+    }
 
 
 def ms_summary(seconds: list[float]) -> dict[str, float | None]:
@@ -350,6 +401,84 @@ class DbSampler:
 
     def query(self, sql: str, params: Any = None) -> list[Any]:
         return self.conn.execute(sql, params).fetchall()
+
+
+class PySpy:
+    """py-spy sampling the given processes while the block runs (``--py-spy``): every
+    thread, only samples that hold the GIL (``-g``), so the shares are of CPU, not waits.
+
+    A run worker spends its CPU on several threads (the event loop, the stores' thread,
+    the pool's threads), which cProfile cannot see; a sampler can.
+    """
+
+    def __init__(self, pids: dict[str, int | None], folder: Path, rate: int = 100) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self.folder, self.rate = folder, rate
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> PySpy:
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        for name, pid in self.pids.items():
+            argv = [spy, "record", "-g", "-f", "raw", "--full-filenames", "-r", str(self.rate)]
+            argv += ["-o", str(self.folder / f"pyspy-{name}.txt"), "-p", str(pid)]
+            self.procs[name] = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+
+    def result(self, top: int = 20) -> dict[str, Any]:
+        return {
+            name: summarise_stacks(self.folder / f"pyspy-{name}.txt", top) for name in self.procs
+        }
+
+
+def _frame_file(frame: str) -> str:
+    """``func (path:line)`` -> path."""
+    inside = frame[frame.rfind("(") + 1 : -1]
+    return inside.rsplit(":", 1)[0]
+
+
+def summarise_stacks(path: Path, top: int) -> dict[str, Any]:
+    """py-spy raw stacks -> CPU share by owner of the running frame, the hottest frames,
+    and the project's functions by inclusive share (what a run's CPU is spent under)."""
+    if not path.exists():
+        return {"error": f"py-spy wrote no {path.name} (is ptrace allowed?)"}
+    own: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count, frames = int(count_text), stack.split(";")
+        total += count
+        own[_code_owner(_frame_file(frames[-1]))] += count
+        leaf[frames[-1].replace(str(ROOT) + "/", "")] += count
+        project = {
+            f.replace(str(ROOT) + "/", "")
+            for f in frames
+            if _code_owner(_frame_file(f)) in PROJECT_OWNERS
+        }
+        for frame in project:
+            inclusive[frame.rsplit(":", 1)[0] + ")"] += count
+    share = lambda n: round(n / total, 3) if total else None  # noqa: E731
+    return {
+        "samples_holding_the_gil": total,
+        "own_share_by_owner": {k: share(v) for k, v in own.most_common()},
+        "hottest_frames": {k: share(v) for k, v in leaf.most_common(top)},
+        "project_functions_inclusive": {k: share(v) for k, v in inclusive.most_common(top)},
+    }
+
+
+PROJECT_OWNERS = {"agentflow", "agentflow.kernel", "tenants", "hitl", "governance", "learning"}
 
 
 class FlightSampler:
@@ -953,11 +1082,16 @@ class Bench:
         walls, per_call_sql, per_call_n, outcomes = [], [], [], Counter()
         utils.CursorWrapper._execute = timed(originals[0])  # type: ignore[method-assign]
         utils.CursorWrapper._executemany = timed(originals[1])  # type: ignore[method-assign]
+        profiler = cProfile.Profile() if self.args.profile else None
         try:
             for n in range(warm, warm + samples):
                 before = len(records)
                 t = time.perf_counter()
+                if profiler is not None:
+                    profiler.enable()
                 outcomes[str(call(n))] += 1
+                if profiler is not None:
+                    profiler.disable()
                 walls.append(time.perf_counter() - t)
                 mine = records[before:]
                 per_call_n.append(len(mine))
@@ -982,7 +1116,8 @@ class Bench:
             key=lambda x: -x["per_call"] * x["mean_ms"],
         )
         self._close_db()
-        return {
+        profile = {} if profiler is None else {"profile": cpu_profile(profiler, samples)}
+        return profile | {
             "method": (
                 f"{label} in the benchmark process, one at a time, {samples} measured after "
                 f"{warm} warm-up ones; SQL timed client-side around Django's cursor (COMMIT "
@@ -1347,7 +1482,12 @@ class Bench:
         meter = self.platform_meter()
         self.log_errors("web")
         before = meter.snapshot()
-        with self.db, FlightSampler(self.db_url, self.watched) as flight:
+        spy = PySpy(self.watched(), self.tmp) if a.py_spy and tag == "zero" else None
+        with (
+            self.db,
+            FlightSampler(self.db_url, self.watched) as flight,
+            spy or contextlib.nullcontext(),
+        ):
             ingest_wall = run_async(load.each_once(reqs, keep_body=True))
             ingest = phase_result(load, ingest_wall)
             ids = [json.loads(b)["id"] for b in load.bodies]
@@ -1374,6 +1514,8 @@ class Bench:
             name: self.log_errors(name) for name in ("web", "worker-runs", "worker-other")
         }
         figures["purged_queued_tasks"] = self.purge_queues()
+        if spy is not None:
+            figures["py_spy"] = spy.result()
         note(
             f"{tag}: {figures.get('runs_per_s_end_to_end')} runs/s end to end, "
             f"max {flight.max_in_flight} in flight ({settled} of {len(ids)} settled)"
@@ -1791,6 +1933,16 @@ def main() -> int:
         help="environment of the platform workers (llm/tenants/sessions), e.g. DB_POOL_MAX_SIZE=80",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs)")
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="phase llm: sample the web and worker processes with py-spy (zero-latency burst)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="phase queries: cProfile the measured calls (CPU by package, top functions)",
+    )
     args = parser.parse_args()
     args.worker_env = dict(item.split("=", 1) for item in args.worker_env)
     args.phases = [x for x in args.phases.split(",") if x]
