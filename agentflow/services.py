@@ -9,6 +9,7 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import threading
 import time
 import uuid
@@ -385,20 +386,22 @@ def transition(
     *,
     reason: str = "",
     row: Run | None = None,
+    steps: list[Step] | None = None,
     **fields: Any,
 ) -> bool:
     """Compare-and-set a run's status; records the transition when it wins.
 
     With ``row`` (the caller's copy of the run, agent loaded) and one ``from`` status the
     compare-and-set is a single UPDATE: the previous status is known, and the live event
-    and the activity event are built from ``row``. No savepoint: a failure here fails the
+    and the activity event are built from ``row``. ``steps`` are inserted when it wins
+    (in that same statement when it is one). No savepoint: a failure here fails the
     caller's transaction anyway.
     """
     known = row is not None and len(from_statuses) == 1
     with transaction.atomic(savepoint=False):
         if row is not None and known:
             previous = from_statuses[0]
-            if not _move_and_record(run_id, previous, to_status, reason, fields):
+            if not _move_and_record(run_id, previous, to_status, reason, fields, steps or []):
                 return False
         else:
             row = (
@@ -416,6 +419,8 @@ def transition(
             RunTransition.objects.create(
                 run_id=run_id, from_status=previous, to_status=to_status, reason=reason
             )
+            if steps:
+                Step.objects.bulk_create(steps)
         run_events.publish_transition(row, to_status, fields)
         if not reason.startswith("review:"):
             # A review's resumption is recorded by agentflow.orchestration.decide_review.
@@ -426,13 +431,19 @@ def transition(
 
 
 def _move_and_record(
-    run_id: Any, previous: str, to_status: str, reason: str, fields: dict[str, Any]
+    run_id: Any,
+    previous: str,
+    to_status: str,
+    reason: str,
+    fields: dict[str, Any],
+    steps: list[Step],
 ) -> bool:
-    """The compare-and-set UPDATE and its RunTransition INSERT in one statement.
+    """The compare-and-set UPDATE, its RunTransition INSERT and the run's steps in one
+    statement.
 
-    A data-modifying CTE: the transition is inserted only for the row the UPDATE moved,
-    so a lost race writes nothing. The UPDATE is the scoped manager's own SQL (tenant
-    filter included); the transition takes its tenant from the row it moved.
+    Data-modifying CTEs: the transition and the steps are inserted only for the row the
+    UPDATE moved, so a lost race writes nothing. The UPDATE is the scoped manager's own SQL
+    (tenant filter included); the inserted rows take their tenant from the row it moved.
     """
     rows = Run.objects.filter(pk=run_id, status=previous)
     moved: UpdateQuery = rows.query.chain(UpdateQuery)  # type: ignore[assignment]
@@ -440,12 +451,38 @@ def _move_and_record(
     update_sql, update_params = moved.get_compiler(using=rows.db).as_sql()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH moved AS ({update_sql} RETURNING tenant_id, id) "  # noqa: S608 - Django's SQL
-            "INSERT INTO agentflow_runtransition (tenant_id, run_id, from_status, to_status,"
-            " reason) SELECT tenant_id, id, %s, %s, %s FROM moved",
-            [*update_params, previous, to_status, reason],
+            f"WITH moved AS ({update_sql} RETURNING tenant_id, id), "  # noqa: S608 - Django's SQL
+            "recorded AS (INSERT INTO agentflow_runtransition (tenant_id, run_id, from_status,"
+            " to_status, reason) SELECT tenant_id, id, %s, %s, %s FROM moved)"
+            f"{_STEPS_CTE if steps else ''} SELECT count(*) FROM moved",
+            [*update_params, previous, to_status, reason, *(_step_columns(steps) if steps else [])],
         )
-        return cursor.rowcount == 1
+        (count,) = cursor.fetchone()
+        return bool(count == 1)
+
+
+# The run's steps, one array per column (the shape Django's own bulk insert sends).
+_STEPS_CTE = """, stepped AS (
+    INSERT INTO agentflow_step
+        (tenant_id, run_id, "index", name, duration_ms, tokens, cost_usd, detail)
+    SELECT moved.tenant_id, moved.id, step."index", step.name, step.duration_ms, step.tokens,
+        step.cost_usd, step.detail::jsonb
+    FROM moved CROSS JOIN UNNEST(
+        %s::smallint[], %s::varchar[], %s::double precision[], %s::integer[], %s::numeric[],
+        %s::text[]
+    ) AS step ("index", name, duration_ms, tokens, cost_usd, detail)
+)"""
+
+
+def _step_columns(steps: list[Step]) -> list[list[Any]]:
+    return [
+        [step.index for step in steps],
+        [step.name for step in steps],
+        [step.duration_ms for step in steps],
+        [step.tokens for step in steps],
+        [step.cost_usd for step in steps],
+        [json.dumps(step.detail) for step in steps],
+    ]
 
 
 def cancel_run(*, actor: Actor, run: Run) -> Run:
@@ -783,6 +820,8 @@ def complete_run(run: Run, reply: Any) -> str:
             tokens=tokens,
             cost_usd=cost,
             finished_at=None if reply.escalated else now,
+            # In the compare-and-set's statement: the steps of the delivery that settled it.
+            steps=_steps(run, reply, tokens, cost),
             **paused,
         )
         if not won:
@@ -799,7 +838,6 @@ def complete_run(run: Run, reply: Any) -> str:
                 _record_turn(run, reply, session_id, now)
             # No session update here: the pipeline saved the session (last_active, message
             # count) when it placed the turn, a statement per run less.
-            Step.objects.bulk_create(_steps(run, reply, tokens, cost))
             append(
                 tenant_id=run.tenant_id,
                 actor=Actor.system("agent"),
