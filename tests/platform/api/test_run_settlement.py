@@ -1,6 +1,7 @@
 """What one run's execution writes, and that the fewer statements keep its guarantees
-(issue 15): the steps ride on the settling compare-and-set, so a delivery that loses it
-writes none; a thread or session the database refuses is never answered as if kept."""
+(issue 15): the steps and messages ride on the settling compare-and-set, so a delivery
+that loses it writes none; a thread or session the database refuses is never answered
+as if it were kept."""
 
 from __future__ import annotations
 
@@ -93,6 +94,13 @@ def test_a_delivery_that_loses_the_settling_compare_and_set_writes_no_steps(
         assert services.complete_run(other, _reply(other)) == RunStatus.COMPLETED  # again
         names = list(Step.objects.filter(run_id=other_id).values_list("name", "duration_ms"))
         assert names == [("session", 0.5), ("classify", 1.25), ("generate", 3.0)]
+        said = Message.objects.filter(run_id=other_id).order_by("created_at")
+        assert [(m.role, m.content) for m in said] == [
+            ("user", "How do I reset my password?"),
+            ("assistant", "Use the reset link."),
+        ]
+        assert {m.session_id for m in said} == {other.session_id}
+        assert {m.tenant_id for m in said} == {owner.tenant.pk}
 
 
 @contextmanager
