@@ -25,10 +25,13 @@ from tests.platform.api.conftest import Persona, make_agent, make_persona
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ACCEPT_BUDGET = 8  # one POST .../runs answered 202
-EXECUTE_BUDGET = 20  # one services.execute_run answered (issue 15's goal)
+EXECUTE_BUDGET = 20  # one services.execute_run, whatever its outcome (issue 15's goal)
+# Where execution stands now (was 18 answered, 21 escalated; 21 and 24 for a user's first
+# run): no regression past these.
 # An escalation adds HITL's request to the answered run's statements: the shared queue lock
 # with the tier, review settings and policies; the request with its history (one CTE); the
 # reviewer pick (its audit rows join the run's in one INSERT).
+EXECUTE_NOW = {RunStatus.COMPLETED: 16, RunStatus.AWAITING_REVIEW: 19}
 UNLIMITED = {
     "requests_per_minute": None,
     "requests_per_minute_per_key": None,
@@ -156,4 +159,7 @@ def test_one_run_executes_within_the_budget(
 ) -> None:
     """Issue 15's goal, for both outcomes: at most 20 statements, whoever the user."""
     statements = _executed(unlimited, message, settles_as, user_id)
-    assert len(statements) <= EXECUTE_BUDGET, f"{settles_as}, {user_id}: {by_purpose(statements)}"
+    assert EXECUTE_NOW[settles_as] <= EXECUTE_BUDGET
+    assert len(statements) <= EXECUTE_NOW[settles_as], (
+        f"{settles_as}, {user_id}: {by_purpose(statements)}"
+    )
