@@ -9,6 +9,7 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import threading
 import time
 import uuid
@@ -385,20 +386,24 @@ def transition(
     *,
     reason: str = "",
     row: Run | None = None,
+    steps: list[Step] | None = None,
+    messages: list[Message] | None = None,
     **fields: Any,
 ) -> bool:
     """Compare-and-set a run's status; records the transition when it wins.
 
     With ``row`` (the caller's copy of the run, agent loaded) and one ``from`` status the
     compare-and-set is a single UPDATE: the previous status is known, and the live event
-    and the activity event are built from ``row``. No savepoint: a failure here fails the
-    caller's transaction anyway.
+    and the activity event are built from ``row``. ``steps`` and ``messages`` are inserted
+    when it wins (in that same statement when it is one). No savepoint: a failure here
+    fails the caller's transaction anyway.
     """
     known = row is not None and len(from_statuses) == 1
     with transaction.atomic(savepoint=False):
         if row is not None and known:
             previous = from_statuses[0]
-            if not _move_and_record(run_id, previous, to_status, reason, fields):
+            written = (steps or [], messages or [])
+            if not _move_and_record(run_id, previous, to_status, reason, fields, *written):
                 return False
         else:
             row = (
@@ -416,6 +421,10 @@ def transition(
             RunTransition.objects.create(
                 run_id=run_id, from_status=previous, to_status=to_status, reason=reason
             )
+            if steps:
+                Step.objects.bulk_create(steps)
+            if messages:
+                Message.objects.bulk_create(messages)
         run_events.publish_transition(row, to_status, fields)
         if not reason.startswith("review:"):
             # A review's resumption is recorded by agentflow.orchestration.decide_review.
@@ -426,26 +435,87 @@ def transition(
 
 
 def _move_and_record(
-    run_id: Any, previous: str, to_status: str, reason: str, fields: dict[str, Any]
+    run_id: Any,
+    previous: str,
+    to_status: str,
+    reason: str,
+    fields: dict[str, Any],
+    steps: list[Step],
+    messages: list[Message],
 ) -> bool:
-    """The compare-and-set UPDATE and its RunTransition INSERT in one statement.
+    """The compare-and-set UPDATE, its RunTransition INSERT, the run's steps and messages in
+    one statement.
 
-    A data-modifying CTE: the transition is inserted only for the row the UPDATE moved,
-    so a lost race writes nothing. The UPDATE is the scoped manager's own SQL (tenant
-    filter included); the transition takes its tenant from the row it moved.
+    Data-modifying CTEs: the transition, steps and messages are inserted only for the row
+    the UPDATE moved, so a lost race writes nothing. The UPDATE is the scoped manager's own
+    SQL (tenant filter included); the inserted rows take their tenant from the row it moved.
     """
     rows = Run.objects.filter(pk=run_id, status=previous)
     moved: UpdateQuery = rows.query.chain(UpdateQuery)  # type: ignore[assignment]
     moved.add_update_values({"status": to_status, **fields})
     update_sql, update_params = moved.get_compiler(using=rows.db).as_sql()
+    ctes, params = [], [*update_params, previous, to_status, reason]
+    if steps:
+        ctes.append(_STEPS_CTE)
+        params.extend(_step_columns(steps))
+    if messages:
+        ctes.append(_MESSAGES_CTE)
+        params.extend(_message_columns(messages))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH moved AS ({update_sql} RETURNING tenant_id, id) "  # noqa: S608 - Django's SQL
-            "INSERT INTO agentflow_runtransition (tenant_id, run_id, from_status, to_status,"
-            " reason) SELECT tenant_id, id, %s, %s, %s FROM moved",
-            [*update_params, previous, to_status, reason],
+            f"WITH moved AS ({update_sql} RETURNING tenant_id, id), "  # noqa: S608 - Django's SQL
+            "recorded AS (INSERT INTO agentflow_runtransition (tenant_id, run_id, from_status,"
+            f" to_status, reason) SELECT tenant_id, id, %s, %s, %s FROM moved){''.join(ctes)}"
+            " SELECT count(*) FROM moved",
+            params,
         )
-        return cursor.rowcount == 1
+        (count,) = cursor.fetchone()
+        return bool(count == 1)
+
+
+# The run's steps and messages, one array per column (the shape of Django's own bulk
+# inserts), joined to the row the compare-and-set moved.
+_STEPS_CTE = """, stepped AS (
+    INSERT INTO agentflow_step
+        (tenant_id, run_id, "index", name, duration_ms, tokens, cost_usd, detail)
+    SELECT moved.tenant_id, moved.id, step."index", step.name, step.duration_ms, step.tokens,
+        step.cost_usd, step.detail::jsonb
+    FROM moved CROSS JOIN UNNEST(
+        %s::smallint[], %s::varchar[], %s::double precision[], %s::integer[], %s::numeric[],
+        %s::text[]
+    ) AS step ("index", name, duration_ms, tokens, cost_usd, detail)
+)"""
+_MESSAGES_CTE = """, said AS (
+    INSERT INTO agentflow_message
+        (tenant_id, id, session_id, thread_id, run_id, role, content, created_at)
+    SELECT moved.tenant_id, message.id, message.session_id, message.thread_id, moved.id,
+        message.role, message.content, message.created_at
+    FROM moved CROSS JOIN UNNEST(
+        %s::uuid[], %s::uuid[], %s::varchar[], %s::varchar[], %s::text[], %s::timestamptz[]
+    ) AS message (id, session_id, thread_id, role, content, created_at)
+)"""
+
+
+def _step_columns(steps: list[Step]) -> list[list[Any]]:
+    return [
+        [step.index for step in steps],
+        [step.name for step in steps],
+        [step.duration_ms for step in steps],
+        [step.tokens for step in steps],
+        [step.cost_usd for step in steps],
+        [json.dumps(step.detail) for step in steps],
+    ]
+
+
+def _message_columns(messages: list[Message]) -> list[list[Any]]:
+    return [
+        [message.id for message in messages],
+        [message.session_id for message in messages],
+        [message.thread_id for message in messages],
+        [message.role for message in messages],
+        [message.content for message in messages],
+        [message.created_at for message in messages],
+    ]
 
 
 def cancel_run(*, actor: Actor, run: Run) -> Run:
@@ -783,23 +853,23 @@ def complete_run(run: Run, reply: Any) -> str:
             tokens=tokens,
             cost_usd=cost,
             finished_at=None if reply.escalated else now,
+            # In the compare-and-set's statement: what the delivery that settles it writes.
+            steps=_steps(run, reply, tokens, cost),
+            # The turn, unless the session was erased (session_id None) meanwhile.
+            messages=[] if run.session_id is None else _turn(run, reply, run.session_id, now),
             **paused,
         )
         if not won:
             run.refresh_from_db()
             return run.status  # cancelled meanwhile, or another delivery finished first
-        session_id = run.session_id  # None only if the session was erased meanwhile
         # The escalation's audit events (hitl.queued, hitl.assigned...) and the run's: one INSERT.
         with batched_appends():
             if reply.escalated:
                 # Queued in this transaction: a run awaiting review always has its request.
                 # (Before the audit append below: HITL takes its assignment lock first.)
                 _request_review(run, reply, action)
-            if session_id is not None:
-                _record_turn(run, reply, session_id, now)
             # No session update here: the pipeline saved the session (last_active, message
             # count) when it placed the turn, a statement per run less.
-            Step.objects.bulk_create(_steps(run, reply, tokens, cost))
             append(
                 tenant_id=run.tenant_id,
                 actor=Actor.system("agent"),
@@ -822,12 +892,12 @@ def complete_run(run: Run, reply: Any) -> str:
     return to_status
 
 
-def _record_turn(run: Run, reply: Any, session_id: Any, now: datetime) -> None:
-    """The turn in one INSERT: the question, and the answer unless a person decides it."""
+def _turn(run: Run, reply: Any, session_id: Any, now: datetime) -> list[Message]:
+    """The turn's messages: the question, and the answer unless a person decides it."""
     turn = [(MessageRole.USER, run.input, run.created_at)]
     if not reply.escalated:
         turn.append((MessageRole.ASSISTANT, reply.content, now))
-    Message.objects.bulk_create(
+    return [
         Message(
             session_id=session_id,
             run=run,
@@ -837,7 +907,7 @@ def _record_turn(run: Run, reply: Any, session_id: Any, now: datetime) -> None:
             created_at=at,
         )
         for role, content, at in turn
-    )
+    ]
 
 
 # Where a reply's LLM usage was spent: generation, or classification too when the intent

@@ -233,6 +233,55 @@ def _thread(row: Thread, user_id: str) -> ConversationThread:
     )
 
 
+# A thread's save in one statement, new or not: inserted when its session is a session of
+# this agent (in the current tenant), updated when it exists in that same session. Zero rows
+# when the session row is missing, or the id belongs to another session or tenant.
+_UPSERT_THREAD_SQL = """
+INSERT INTO agentflow_thread ({columns})
+SELECT {values} FROM agentflow_agentsession s
+WHERE s.tenant_id = %s AND s.id = %s AND s.agent_id = %s
+ON CONFLICT (id) DO UPDATE SET {updates}
+WHERE agentflow_thread.tenant_id = EXCLUDED.tenant_id
+  AND agentflow_thread.session_id = EXCLUDED.session_id
+"""
+
+
+def _upsert_thread(
+    agent_id: AgentId, thread: ConversationThread, session_id: uuid.UUID, fields: dict[str, Any]
+) -> bool:
+    """Save the thread in one statement when its session row exists; False when it does not.
+
+    It replaces an UPDATE that missed for every new thread, then a session INSERT that
+    failed on the session the run's 202 had made, a SELECT of it, and the thread's INSERT.
+    """
+    tenant_id = require_tenant_id()
+    values = {
+        "tenant_id": tenant_id,
+        "id": thread.thread_id,
+        "session_id": session_id,
+        "created_at": to_datetime(thread.created_at),
+        **fields,
+    }
+    by_attname = {field.attname: field for field in Thread._meta.concrete_fields}
+    columns = [by_attname[name] for name in values]
+    params = [
+        column.get_db_prep_save(value, connection)
+        for column, value in zip(columns, values.values(), strict=True)
+    ]
+    # Only column names and types are formatted in; every value is a parameter.
+    sql = _UPSERT_THREAD_SQL.format(
+        columns=", ".join(str(column.column) for column in columns),
+        values=", ".join(f"%s::{_cast_type(column)}" for column in columns),
+        updates=", ".join(f"{name} = EXCLUDED.{name}" for name in fields),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, tenant_id, session_id, agent_id])
+        return cursor.rowcount == 1
+
+
+_upsert_thread_async = sync_to_async(_upsert_thread)
+
+
 class DjangoThreadStore:
     """Conversation threads of one agent's sessions, in `Thread`.
 
@@ -290,14 +339,11 @@ class DjangoThreadStore:
             "state": _thread_state(thread),
             "last_active": to_datetime(thread.last_active),
         }
-        # No join to the session's agent here: session ids are random UUIDs this agent's
-        # session store handed out, and the tenant scope bounds the update anyway.
-        if await Thread.objects.filter(id=thread.thread_id, session_id=session_id).aupdate(
-            **fields
-        ):
+        if await _upsert_thread_async(self.agent_id, thread, session_id, fields):
             return
-        # The pipeline saves a new topic's thread before the session itself: make sure the
-        # session row exists (and follow it if another worker created this user's first).
+        # The session row is not there (a session the kernel made, not a run's): the
+        # pipeline saves a new topic's thread before the session itself, so create it
+        # (or follow it if another worker created this user's first).
         session_id = await _adopt_session_async(
             self.agent_id, session_id, thread.user_id, thread.created_at
         )

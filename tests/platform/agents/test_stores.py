@@ -9,6 +9,7 @@ from datetime import UTC
 
 import numpy as np
 import pytest
+from django.db import IntegrityError
 
 from agentflow.kernel.llm.base import ChatMessage
 from agentflow.kernel.llm.embeddings import OfflineEmbedder
@@ -27,6 +28,7 @@ from agentflow.stores import (
 from tenants.context import tenant_scope
 from tenants.scoping import TenantScopeMissing
 from tests.platform.agents import make_agent, make_tenant
+from tests.platform.api.test_sql_budget import captured_sql
 
 pytestmark = pytest.mark.django_db(transaction=True)
 EMBEDDER = OfflineEmbedder()
@@ -176,6 +178,40 @@ async def test_thread_round_trip_keeps_centroid_keywords_and_status() -> None:
         assert resolved.message_count == 2
         assert await threads.get(uuid.uuid4().hex, login.thread_id) is None
         assert await threads.list_threads("not-a-uuid") == []
+
+
+async def test_a_thread_of_an_existing_session_is_saved_in_one_statement() -> None:
+    """The run path: the 202 made the session row, so a new thread is one INSERT and a
+    changed one one UPDATE (the same upsert); its session and creation time never move."""
+    tenant = await make_tenant("acme")
+    with tenant_scope(tenant.id):
+        agent = await make_agent()
+        session = new_session()
+        await DjangoSessionStore(agent.id).save(session)
+        threads = DjangoThreadStore(agent.id)
+        login = new_thread(session, "My login is broken")
+        with captured_sql() as inserted:
+            await threads.save(login)
+        login.topic, login.message_count, login.last_active = "Login fixed", 2, NOW + 30
+        login.created_at = NOW + 30  # a creation time is kept from the first save
+        with captured_sql() as updated:
+            await threads.save(login)
+        assert (len(inserted), len(updated)) == (1, 1), [*inserted, *updated]
+
+        row = await Thread.objects.aget(pk=login.thread_id)
+        assert (row.topic, row.message_count) == ("Login fixed", 2)
+        assert to_timestamp(row.created_at) == pytest.approx(NOW, abs=1e-6)
+        assert to_timestamp(row.last_active) == pytest.approx(NOW + 30, abs=1e-6)
+
+        # The same thread id saved under another session of the agent is refused, as an
+        # insert of a taken id is: it never moves the thread to that session.
+        other = new_session("u2")
+        await DjangoSessionStore(agent.id).save(other)
+        stolen = dataclasses.replace(login, session_id=other.session_id, user_id="u2")
+        with pytest.raises(IntegrityError):
+            await threads.save(stolen)
+        row = await Thread.objects.aget(pk=login.thread_id)
+        assert str(row.session_id) == str(uuid.UUID(session.session_id))
 
 
 async def test_open_threads_listed_are_bounded_to_the_most_recent() -> None:

@@ -25,12 +25,13 @@ from tests.platform.api.conftest import Persona, make_agent, make_persona
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ACCEPT_BUDGET = 8  # one POST .../runs answered 202
-EXECUTE_BUDGET = 20  # one services.execute_run answered (issue 15's goal)
-# Where execution stands now (was 40 answered, 56 escalated): no regression past these.
+EXECUTE_BUDGET = 20  # one services.execute_run, whatever its outcome (issue 15's goal)
+# Where execution stands now (was 18 answered, 21 escalated; 21 and 24 for a user's first
+# run): no regression past these.
 # An escalation adds HITL's request to the answered run's statements: the shared queue lock
 # with the tier, review settings and policies; the request with its history (one CTE); the
 # reviewer pick (its audit rows join the run's in one INSERT).
-EXECUTE_NOW = {RunStatus.COMPLETED: 18, RunStatus.AWAITING_REVIEW: 21}
+EXECUTE_NOW = {RunStatus.COMPLETED: 16, RunStatus.AWAITING_REVIEW: 19}
 UNLIMITED = {
     "requests_per_minute": None,
     "requests_per_minute_per_key": None,
@@ -136,12 +137,15 @@ CASES = pytest.mark.parametrize(
     ("message", "settles_as"),
     [(ANSWERED, RunStatus.COMPLETED), (ESCALATED, RunStatus.AWAITING_REVIEW)],
 )
+# A returning user (session, open thread, history, memory) and a user's first run (the 202
+# made the session; the thread is new): the benchmark's runs are first runs.
+USERS = pytest.mark.parametrize("user_id", ["warm", "first-time-user"])
 
 
-def _executed(persona: Persona, message: str, settles_as: str) -> list[str]:
+def _executed(persona: Persona, message: str, settles_as: str, user_id: str = "warm") -> list[str]:
     agent = make_agent(persona)
     _warm(persona, agent)
-    run_id = _accept(persona, agent, "warm", message)
+    run_id = _accept(persona, agent, user_id, message)
     with captured_sql() as statements:
         outcome = _execute(persona, run_id)
     assert outcome == settles_as
@@ -149,13 +153,13 @@ def _executed(persona: Persona, message: str, settles_as: str) -> list[str]:
 
 
 @CASES
-def test_one_run_executes_without_regressing(
-    unlimited: Persona, message: str, settles_as: str
+@USERS
+def test_one_run_executes_within_the_budget(
+    unlimited: Persona, message: str, settles_as: str, user_id: str
 ) -> None:
-    statements = _executed(unlimited, message, settles_as)
-    assert len(statements) <= EXECUTE_NOW[settles_as], f"{settles_as}: {by_purpose(statements)}"
-
-
-def test_one_answered_run_executes_within_the_budget(unlimited: Persona) -> None:
-    statements = _executed(unlimited, ANSWERED, RunStatus.COMPLETED)
-    assert len(statements) <= EXECUTE_BUDGET, by_purpose(statements)
+    """Issue 15's goal, for both outcomes: at most 20 statements, whoever the user."""
+    statements = _executed(unlimited, message, settles_as, user_id)
+    assert EXECUTE_NOW[settles_as] <= EXECUTE_BUDGET
+    assert len(statements) <= EXECUTE_NOW[settles_as], (
+        f"{settles_as}, {user_id}: {by_purpose(statements)}"
+    )
