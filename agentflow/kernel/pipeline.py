@@ -49,7 +49,14 @@ from agentflow.kernel.middleware import MiddlewareChain
 from agentflow.kernel.planning.compiled import SKIPPED, CompiledFSM, compile_fsm
 from agentflow.kernel.planning.fsm import FSMPlan
 from agentflow.kernel.planning.llm_planner import LLMPlanner
-from agentflow.kernel.planning.model import Action, PlanResult, PlanState, Snapshot, StepOutcome
+from agentflow.kernel.planning.model import (
+    Action,
+    FailsTheMessage,
+    PlanResult,
+    PlanState,
+    Snapshot,
+    StepOutcome,
+)
 from agentflow.kernel.planning.replanning import ReplanPolicy, run_with_replanning
 from agentflow.kernel.planning.support import (
     SUPPORT_NATIVE_CONDITIONS,
@@ -95,8 +102,9 @@ class IntentClassifier(Protocol):
     ) -> IntentResult: ...
 
 
-class PersistenceError(RuntimeError):
-    """A store failed to keep the conversation (session, thread or memory)."""
+class PersistenceError(FailsTheMessage, RuntimeError):
+    """A store failed to keep the conversation (session, thread or memory): no plan branch
+    absorbs it, the message fails."""
 
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"{stage} stage could not persist the conversation: {_describe(cause)}")

@@ -25,7 +25,7 @@ from agentflow.kernel import tracing
 from agentflow.kernel.llm.base import BudgetExceeded
 from agentflow.kernel.planning.expressions import CompiledExpression, ExpressionEvalError
 from agentflow.kernel.planning.fsm import FSMPlan, FSMState, Transition
-from agentflow.kernel.planning.model import PlanState
+from agentflow.kernel.planning.model import FailsTheMessage, PlanState
 from agentflow.kernel.results import PlanStep, StepOutcomeName
 
 __all__ = ["SKIPPED", "CompiledFSM", "CompiledRun", "NativeCondition", "compile_fsm"]
@@ -178,6 +178,8 @@ class CompiledFSM(Generic[T]):
                             output = await step(target, state)
                     if output is SKIPPED:
                         outcome = "skipped"
+                except FailsTheMessage:
+                    raise
                 except Exception as exc:  # a step's bug is a failed step, not a crashed message
                     outcome, error = _failure(exc, node)
             finished = clock()

@@ -10,6 +10,7 @@ from agentflow.kernel.planning.expressions import CompiledExpression
 
 __all__ = [
     "Action",
+    "FailsTheMessage",
     "PlanResult",
     "PlanState",
     "Snapshot",
@@ -19,6 +20,12 @@ __all__ = [
     "ToolInvoker",
     "ToolResultLike",
 ]
+
+
+class FailsTheMessage(Exception):
+    """An error no plan branch may absorb: the message fails instead of taking ``on_error``
+    (a conversation the stores could not keep must never be answered as if it were)."""
+
 
 OutcomeStatus = Literal["ok", "error", "timeout", "paused"]
 ActionKind = Literal["step", "tool", "agent", "human", "none"]

@@ -24,6 +24,7 @@ from agentflow.kernel.llm.base import BudgetExceeded
 from agentflow.kernel.planning.expressions import ExpressionEvalError
 from agentflow.kernel.planning.model import (
     Action,
+    FailsTheMessage,
     PlanState,
     StepExecutor,
     StepOutcome,
@@ -153,6 +154,8 @@ class ActionRunner:
             return StepOutcome("error", error=f"budget: {exc}")
         except ExpressionEvalError as exc:
             return StepOutcome("error", error=f"arguments: {exc}")
+        except FailsTheMessage:
+            raise
         except Exception as exc:  # an executor's bug is a failed step, not a crashed run
             return StepOutcome("error", error=f"{type(exc).__name__}: {exc}")
 

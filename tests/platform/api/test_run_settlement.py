@@ -16,6 +16,7 @@ from agentflow import services
 from agentflow.kernel.results import AgentReply
 from agentflow.models import Message, Run, RunStatus, RunTransition, Step, Thread
 from governance.audit import Actor
+from hitl.models import HITLRequest
 from tenants.context import tenant_scope
 from tests.db_roles import owner_connection
 from tests.platform.api.conftest import Persona
@@ -123,20 +124,19 @@ def refused(table: str, writes: str) -> Iterator[None]:
             cursor.execute("DROP FUNCTION refuse_write()")
 
 
-def test_a_thread_the_database_refuses_is_never_answered_as_kept(
-    owner: Persona, agent: Any
-) -> None:
-    """The thread stage runs inside the plan: its PersistenceError is the plan's error, so a
-    person takes the message (with the error in the plan path) and no thread pretends."""
+def test_a_thread_the_database_refuses_fails_the_run_loudly(owner: Persona, agent: Any) -> None:
+    """The thread stage runs inside the plan, yet no plan branch absorbs its PersistenceError
+    (it used to become the plan's error, and a person was asked to answer a conversation
+    that was not kept): the run fails, naming the stage, and nothing pretends."""
     run_id = _accepted(owner, agent, "refused-user", "How do I reset my password?")
     with tenant_scope(owner.tenant.pk), refused("agentflow_thread", "INSERT OR UPDATE"):
-        assert services.execute_run(run_id) == RunStatus.AWAITING_REVIEW
+        assert services.execute_run(run_id) == RunStatus.FAILED
         run = Run.objects.get(pk=run_id)
-        errors = [step["error"] for step in run.result["plan_path"] if step["error"]]
-        assert errors[0].startswith("PersistenceError: thread stage could not persist")
-        assert "writes refused" in errors[0]
-        assert run.result["thread_id"] == ""
+        assert run.error.startswith("PersistenceError: thread stage could not persist")
+        assert "writes refused" in run.error
         assert not Thread.objects.exists()
+        assert not Message.objects.filter(run_id=run_id).exists()
+        assert not HITLRequest.objects.filter(run_id=run_id).exists()
 
 
 def test_a_session_the_database_refuses_fails_the_run_loudly(owner: Persona, agent: Any) -> None:
