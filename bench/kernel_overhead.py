@@ -12,7 +12,10 @@ handler routing, cost metering, per-stage timings and a typed reply.
 Sections of the output:
 * `latency`: one message at a time, >= 2000 messages per variant, interleaved in rounds so
   that load on a shared machine hits every variant alike; median and p95 in microseconds.
-* `agentflow_stage_medians_us`: where AgentFlow's time goes, from its own stage timings.
+* `agentflow_stage_medians_us`: where AgentFlow's time goes, from its own stage timings;
+  `floor_stage_medians_us`: the floor's stages (awaited inline) timed the same way.
+* `floor_differences`: what AgentFlow must do per message that the floor leaves out, so
+  that the ratio is read for what it is (the floor is not weakened to shrink it).
 * `concurrent_500_users_x_4`: 500 users x 4 messages at once, each variant in a fresh
   child process: messages per second, RSS before, peak RSS and RSS growth.
 * `real_stage_work`: the floor and AgentFlow again with unique messages (no embedding
@@ -481,10 +484,13 @@ def targets(
     """Both goals with the measured figure and whether it is met.
 
     `floor_bound` is what the LangGraph goal alone asks of agentflow in floor units
-    (LangGraph's median / 50 / the floor's): below 1.0 it asks for less than the floor.
+    (LangGraph's median / 50 / the floor's), `agentflow_median_needed_us` the same in us:
+    below 1.0 (`beyond_the_floor`) the goal asks agentflow to take less time than the
+    floor's plain functions take for the same stages, which no framework over them can.
     """
     overhead = ratio(agentflow, floor)
     below = ratio(langgraph, agentflow)
+    bound = round(langgraph["median_us"] / MIN_LANGGRAPH_VS_AGENTFLOW / floor["median_us"], 2)
     return {
         "overhead_vs_floor": {
             "goal": f"<= {MAX_OVERHEAD_VS_FLOOR}",
@@ -495,9 +501,11 @@ def targets(
             "goal": f">= {MIN_LANGGRAPH_VS_AGENTFLOW}",
             "value": below,
             "met": below >= MIN_LANGGRAPH_VS_AGENTFLOW,
-            "floor_bound": round(
-                langgraph["median_us"] / MIN_LANGGRAPH_VS_AGENTFLOW / floor["median_us"], 2
+            "floor_bound": bound,
+            "agentflow_median_needed_us": round(
+                langgraph["median_us"] / MIN_LANGGRAPH_VS_AGENTFLOW, 1
             ),
+            "beyond_the_floor": bound < 1.0,
         },
     }
 
@@ -515,10 +523,60 @@ async def stage_medians(messages: int) -> dict[str, float]:
     return {stage: round(statistics.median(v), 1) for stage, v in stages.items()}
 
 
+async def floor_stage_medians(messages: int) -> dict[str, float]:
+    """The floor's stages awaited one after the other, each timed: AgentFlow's stage
+    medians next to what the same work costs bare (no tasks: `floor_gather` adds those)."""
+    stages = Stages(KeywordClassifier())
+    await stages.setup()
+    run = floor_variant(stages, parallel=False)
+    for i in range(200):
+        await run(*message(i, False))
+    clock = time.perf_counter
+    timings: dict[str, list[float]] = {}
+    for i in range(messages):
+        user, text = message(i, False)
+        marks = [clock()]
+        intent, vector = await stages.classify(text)
+        marks.append(clock())
+        memory = await stages.recall(user, vector)
+        marks.append(clock())
+        knowledge = await stages.search(text, vector)
+        marks.append(clock())
+        response = await stages.respond(text, knowledge, memory)
+        marks.append(clock())
+        _, escalate = stages.evaluate(intent, response)
+        answer = "" if escalate else response.content
+        await stages.deliver(user, text, answer, intent.name, vector)
+        marks.append(clock())
+        names = ("classify", "memory", "knowledge", "respond", "evaluate_deliver")
+        for name, began, ended in zip(names, marks, marks[1:]):  # noqa: B905 (marks is one longer)
+            timings.setdefault(name, []).append((ended - began) * 1e6)
+    return {stage: round(statistics.median(v), 1) for stage, v in timings.items()}
+
+
+# What AgentFlow does per message that the floor does not (the floor stays the same five
+# stages; these are the kernel's features, each measured on this benchmark's messages).
+FLOOR_DIFFERENCES = [
+    "session: per-user lock, session lookup and short-term history (the floor keeps none)",
+    "small-talk check of every message before the classifier",
+    "thread detection: keyword rules and the similarity of the message to every open "
+    "thread's centroid, the thread created or updated (stage `thread`)",
+    "memory search includes the shared pool of resolved cases of other users (anonymised): "
+    "a second matrix product over up to 128 cases; the floor never resolves a thread, so "
+    "its pool stays empty",
+    "the prompt carries memory cases and up to the last 20 messages besides the knowledge; the "
+    "answer's sources are typed (SourceRef) and the handler chain is consulted",
+    "cost metering per call (RunState, ContextVar), a stage deadline, per-stage timings, the "
+    "plan walk with its recorded path, the confidence verdict and a typed AgentReply",
+    "the session saved after every message (the floor only appends messages and a case)",
+]
+
+
 async def main(messages: int) -> dict[str, Any]:
     names = list(DESCRIPTIONS)
     strict = await latency(names, KeywordClassifier(), messages=messages, rounds=10, unique=False)
     stages = await stage_medians(messages)
+    floor_stages = await floor_stage_medians(messages)
     offline = await asyncio.to_thread(OfflineIntentClassifier, CATEGORIES)
     real = await latency(
         ["floor_inline", "agentflow_full"], offline, messages=300, rounds=3, unique=True
@@ -545,6 +603,8 @@ async def main(messages: int) -> dict[str, Any]:
         "variants": DESCRIPTIONS,
         "latency": strict,
         "agentflow_stage_medians_us": stages,
+        "floor_stage_medians_us": floor_stages,
+        "floor_differences": FLOOR_DIFFERENCES,
         "ratios": {
             "agentflow_vs_floor": ratio(agentflow, floor),
             "agentflow_vs_floor_inline": ratio(agentflow, strict["floor_inline"]),

@@ -294,7 +294,9 @@ class CostTracker:
         entry = CostRecord(when, model, provider, usage, cost_usd, tuple(keys))
         with self._lock:
             for key in keys:
-                totals = self._totals.setdefault(key, CostTotals())
+                totals = self._totals.get(key)
+                if totals is None:  # not setdefault: that builds a CostTotals every call
+                    totals = self._totals[key] = CostTotals()
                 totals.calls += 1
                 totals.usage = totals.usage + usage
                 totals.cost_usd += cost_usd
@@ -416,7 +418,8 @@ class BudgetGuard:
     def _check_all_locked(self, scopes: Sequence[str], estimate_usd: float) -> bool:
         for scope in scopes:
             self._check_hard_locked(scope, estimate_usd)
-        return any([self._check_locked(scope, estimate_usd) for scope in scopes])
+        # Every hard limit held (under the same lock): only the soft ones are left to check.
+        return any([self._check_soft_locked(scope, estimate_usd) for scope in scopes])
 
     def _committed(self, scope: str) -> float:
         return self.tracker.spent(scope) + self._reserved.get(scope, 0.0)
@@ -438,6 +441,9 @@ class BudgetGuard:
 
     def _check_locked(self, scope: str, estimate_usd: float) -> bool:
         self._check_hard_locked(scope, estimate_usd)
+        return self._check_soft_locked(scope, estimate_usd)
+
+    def _check_soft_locked(self, scope: str, estimate_usd: float) -> bool:
         budget = self._budgets.get(scope)
         if budget is None or budget.soft_usd is None:
             return False

@@ -125,6 +125,11 @@ class GuardedProvider:
         )
 
     def redact_value(self, value: Any) -> Any:
+        kind = type(value)  # exact types first: every call's context is strings and scores
+        if kind is str:
+            return self.redact_text(value)
+        if kind is float or value is None:
+            return value
         if isinstance(value, str):
             return self.redact_text(value)
         if isinstance(value, dict):

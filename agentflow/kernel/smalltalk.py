@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, cast
 
 from agentflow.kernel.handlers import BaseHandler, HandlerResult, ProcessingContext
 from agentflow.kernel.intents import IntentResult
@@ -71,7 +71,15 @@ _PLEASANTRY = re.compile(
     r"how are you(?: doing| today)?|how is it going|hope you(?: are|re) (?:well|good)"
     r"|nice to meet you|ok(?:ay)?|great|perfect|awesome|yes|yeah|sure"
 )
+# Every clause against one pattern: a named group per kind in the order above (a full match
+# backtracks into the next alternative, so the first kind that matches wins), then the
+# pleasantries (no group). One regex call per clause instead of up to four.
+_CLAUSE = re.compile(
+    "|".join(f"(?P<{kind}>{pattern.pattern})" for kind, pattern in _CLAUSES)
+    + f"|(?:{_PLEASANTRY.pattern})"
+)
 _SPLIT = re.compile(r"[.,;:!?\n]+|\s+-\s+|\s+and\s+")
+_SEPARATORS = ".,;:!?\n"  # the characters that alone split clauses
 _NOISE = re.compile(r"[^\w\s'.,;:!?\n-]+")  # emoji and symbols
 _MAX_CHARS = 120  # small talk is short; anything longer has something to say
 
@@ -80,17 +88,34 @@ def small_talk_kind(text: str) -> Kind | None:
     """The kind of small talk ``text`` is (the first clause's), or None if it says more."""
     if not text or len(text) > _MAX_CHARS:
         return None
-    cleaned = _NOISE.sub(" ", text.lower().replace("\u2019", "'"))
-    clauses = [" ".join(part.split()) for part in _SPLIT.split(cleaned)]
+    lowered = text.lower().replace("\u2019", "'")
+    cleaned = _NOISE.sub(" ", lowered) if _NOISE.search(lowered) else lowered
+    if not _first_clause_may_match(cleaned):
+        return None
     first: Kind | None = None
-    for clause in filter(None, clauses):
-        kind = next((k for k, pattern in _CLAUSES if pattern.fullmatch(clause)), None)
-        if kind is None:
-            if _PLEASANTRY.fullmatch(clause):
-                continue
+    # Clause by clause: most messages fail on the first, and the rest are never normalised.
+    for part in _SPLIT.split(cleaned):
+        clause = " ".join(part.split())
+        if not clause:
+            continue
+        match = _CLAUSE.fullmatch(clause)
+        if match is None:
             return None
-        first = first or kind
+        first = first or cast("Kind | None", match.lastgroup)  # None: a pleasantry
     return first
+
+
+def _first_clause_may_match(cleaned: str) -> bool:
+    """False only when the first clause cannot be small talk: the common case (a question)
+    is decided without splitting the message into clauses, the costly regex.
+
+    When the message starts with neither whitespace nor a separator, its first clause starts
+    at index 0 and, with its whitespace collapsed, is a prefix of the whole message with its
+    whitespace collapsed: if no prefix of that matches, the first clause does not either.
+    """
+    if cleaned[:1].isspace() or cleaned[:1] in _SEPARATORS:
+        return True  # the first clause starts further on: let the split find it
+    return _CLAUSE.match(" ".join(cleaned.split())) is not None
 
 
 class SmallTalkHandler(BaseHandler):

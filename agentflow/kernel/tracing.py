@@ -5,14 +5,16 @@ plan step, one per tool call and one per LLM call, with the GenAI semantic conve
 Only the OpenTelemetry *API* is used here: with no SDK configured (the platform configures
 one when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, agentflow/server/telemetry.py; a library
 user configures their own) every span is a non-recording no-op, and the attribute work
-below is skipped (``is_recording``).
+below is skipped (``is_recording``). The run and LLM spans are not even started then: the
+API's no-op span still costs a context attach and detach (the two took ~20 us of a ~170 us
+message in bench/kernel_overhead.py), so with no SDK they hand out one shared invalid span.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
@@ -34,9 +36,29 @@ _CONTEXT_ATTRIBUTES = {
 }
 
 
-@contextmanager
-def run_span(ctx: Mapping[str, Any]) -> Iterator[trace.Span]:
+class _NoSpan(AbstractContextManager[trace.Span]):
+    """A span context when nothing records: enters and leaves nothing, yields the API's
+    invalid span (not recording, so every ``record_*`` below returns at once)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> trace.Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+def run_span(ctx: Mapping[str, Any]) -> AbstractContextManager[trace.Span]:
     """The span of one message through the pipeline (a run, on the platform)."""
+    return _run_span(ctx) if active() else _NO_SPAN
+
+
+@contextmanager
+def _run_span(ctx: Mapping[str, Any]) -> Iterator[trace.Span]:
     with tracer.start_as_current_span("agentflow.run") as span:
         if span.is_recording():
             for key, attribute in _CONTEXT_ATTRIBUTES.items():
@@ -53,9 +75,13 @@ def record_reply(span: trace.Span, reply: AgentReply) -> None:
         span.set_attribute("agentflow.escalated", bool(reply.escalated))
 
 
-@contextmanager
-def llm_span(operation: str, model: str | None) -> Iterator[trace.Span]:
+def llm_span(operation: str, model: str | None) -> AbstractContextManager[trace.Span]:
     """``chat {model}`` (or ``embeddings ...``), kind CLIENT, as the GenAI conventions name it."""
+    return _llm_span(operation, model) if active() else _NO_SPAN
+
+
+@contextmanager
+def _llm_span(operation: str, model: str | None) -> Iterator[trace.Span]:
     name = f"{operation} {model}" if model else operation
     with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT) as span:
         if span.is_recording():

@@ -219,3 +219,39 @@ def test_most_similar_thread_is_the_first_of_the_highest_similarity() -> None:
     sims = {"t0": 0.2, "t1": 0.7, "t2": 0.7}
     assert _most_similar(threads, sims) == (threads[1], 0.7)
     assert _most_similar([], {}) == (None, 0.0)
+
+
+def test_llm_call_metadata_is_redacted_by_type_scores_and_nulls_kept() -> None:
+    from agentflow.kernel.guardrails import PIIRedactor
+    from agentflow.kernel.metering import GuardedProvider
+
+    guarded = GuardedProvider(ScriptedLLM(), redactor=PIIRedactor())
+    metadata = {
+        "question": "card 4111 1111 1111 1111",
+        "context": [{"text": "mail ann@example.com", "score": 0.5, "id": None, "ok": True}],
+        "n": 4111111111111111,  # a card number as an int is still a card number
+        "pair": ("ann@example.com", 2.5),
+    }
+
+    assert guarded.redact_value(metadata) == {
+        "question": "card [CARD]",
+        "context": [{"text": "mail [EMAIL]", "score": 0.5, "id": None, "ok": True}],
+        "n": "[CARD]",
+        "pair": ["[EMAIL]", 2.5],
+    }
+
+
+def test_cost_totals_add_up_per_scope_across_calls() -> None:
+    from agentflow.kernel.costs import CostTracker
+    from agentflow.kernel.llm.base import TokenUsage
+
+    tracker = CostTracker()
+    tracker.record(model="m", usage=TokenUsage(10, 2), cost_usd=0.01, agent_id="a1")
+    tracker.record(model="m", usage=TokenUsage(5, 1), cost_usd=0.02, agent_id="a1")
+    tracker.record(model="m", usage=TokenUsage(1, 1), cost_usd=0.04, agent_id="a2")
+
+    assert tracker.totals("agent:a1").calls == 2
+    assert tracker.totals("agent:a1").usage == TokenUsage(15, 3)
+    assert tracker.totals("agent:a1").cost_usd == pytest.approx(0.03)
+    assert tracker.totals("total").calls == 3
+    assert tracker.totals("total").cost_usd == pytest.approx(0.07)

@@ -24,6 +24,18 @@ from tests.kernel.pipeline_fakes import CATEGORIES, ScriptedLLM
         ("bye", "goodbye"),
         ("That's all, have a nice day", "goodbye"),
         ("No thanks", "goodbye"),
+        # Where the first clause does not start the message, or spans odd whitespace: the
+        # quick check of the first clause must not turn these away.
+        ("👋 hi", "greeting"),
+        ("... thanks", "thanks"),
+        ("  hello", "greeting"),
+        ("\nbye", "goodbye"),
+        ("Thank   you", "thanks"),
+        ("hi👋there", "greeting"),
+        ("thanks.bye", "thanks"),
+        ("thanks and bye", "thanks"),
+        ("hi - thanks", "greeting"),
+        ("great, thanks", "thanks"),
     ],
 )
 def test_small_talk_is_recognised(text: str, kind: str) -> None:
@@ -42,6 +54,9 @@ def test_small_talk_is_recognised(text: str, kind: str) -> None:
         "my thanks card is broken",
         "",
         "hello " * 40,
+        "how are you?",  # only a pleasantry: nothing to answer with
+        "okay",
+        "thanks,I can't log in",
     ],
 )
 def test_a_message_that_says_more_is_not_small_talk(text: str) -> None:

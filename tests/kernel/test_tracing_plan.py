@@ -173,3 +173,53 @@ async def test_the_compiled_plan_makes_no_span_while_no_sdk_is_installed(
     finally:
         await agent.aclose()
     assert reply.plan_path[0].node == "classify"
+
+
+async def test_a_message_makes_no_span_at_all_while_no_sdk_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not even the run's and the LLM call's no-op spans: each would cost a context attach.
+    _unset_global_provider()
+    made: list[str] = []
+
+    class Watching:
+        def start_as_current_span(self, name: str, **kwargs: object) -> object:
+            made.append(name)
+            raise AssertionError(f"a span while tracing is off: {name}")
+
+    monkeypatch.setattr(tracing, "tracer", Watching())
+    agent = await AgentFrameworkBuilder().build()
+    try:
+        reply = await agent.process_message(user_id="u1", message="where is my parcel")
+    finally:
+        await agent.aclose()
+    assert reply.metadata["llm_calls"] == 1  # the answer's call went through the guard
+    assert made == []
+    with tracing.run_span({"run_id": "r1"}) as span, tracing.llm_span("chat", "m") as call:
+        assert not span.is_recording()
+        assert not call.is_recording()
+
+
+async def test_with_an_sdk_the_llm_call_is_a_span_under_its_step_under_the_run(
+    spans: InMemorySpanExporter,
+) -> None:
+    agent = await AgentFrameworkBuilder().build()
+    try:
+        await agent.process_message(
+            user_id="u1", message="where is my parcel", context={"run_id": "r-7"}
+        )
+    finally:
+        await agent.aclose()
+
+    finished = spans.get_finished_spans()
+    by_id = {s.context.span_id: s for s in finished}
+    run = next(s for s in finished if s.name == "agentflow.run")
+    assert _attributes(run)["agentflow.run_id"] == "r-7"
+    assert "agentflow.intent" in _attributes(run)
+    chat = next(s for s in finished if s.name.startswith("chat"))
+    assert _attributes(chat)["gen_ai.operation.name"] == "chat"
+    assert chat.parent is not None
+    step = by_id[chat.parent.span_id]
+    assert _attributes(step)["agentflow.plan.node"] == "generate_response"
+    assert step.parent is not None
+    assert step.parent.span_id == run.context.span_id
