@@ -6,7 +6,9 @@ per tenant (member ``"<run id>|<claim ms>"``, score a per-tenant sequence number
 Lua compare-and-add, against what PostgreSQL has committed (active runs, the month's
 usage) plus the claims not committed yet. One SQL statement reads the committed figures
 and which of the claims' runs exist, in one snapshot: a claim whose run exists is counted
-by PostgreSQL and leaves the set; one whose run does not exist yet is counted as a claim.
+by PostgreSQL, not again as a claim; one whose run does not exist yet is counted as a claim.
+A committed claim stays in the set for ``COMMITTED_GRACE_MS``: a 202 that read PostgreSQL
+before that run committed still finds it there and counts it.
 A claim made after the snapshot may or may not be committed in it: when counting it or
 not would decide differently, the 202 reads again (only at the edge of a quota).
 
@@ -43,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 ACTIVE = (RunStatus.PENDING, RunStatus.PROCESSING)  # what concurrent_runs counts
 CLAIM_GRACE_MS = 60_000  # far longer than a 202's transaction
+COMMITTED_GRACE_MS = 5_000  # far longer than a 202's read-to-claim window (milliseconds)
 _TTL_SECONDS = 2 * 86_400
 _ATTEMPTS = 8
 
@@ -56,12 +59,17 @@ return members
 
 _CLAIM = """
 -- ARGV: snapshot sequence, member, concurrent limit (-1: none), active runs committed,
--- monthly run limit (-1: none), runs committed this month, ttl, then claims to drop
--- (their runs are committed, or they are stale). {1, 0}: claimed; {0, q}: quota q
--- (1 concurrent_runs, 2 runs_per_month) is full; {-1, q}: undecided, read again.
-for i = 8, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+-- monthly run limit (-1: none), runs committed this month, ttl, how many claims follow
+-- that the snapshot saw committed (not counted again), then those claims, then claims to
+-- drop (long committed, or stale). {1, 0}: claimed; {0, q}: quota q (1 concurrent_runs,
+-- 2 runs_per_month) is full; {-1, q}: undecided, read again.
+local seen = tonumber(ARGV[8])
+for i = 9 + seen, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
 local snap = tonumber(ARGV[1])
 local older = redis.call('ZCOUNT', KEYS[1], '-inf', snap)
+for i = 9, 8 + seen do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then older = older - 1 end
+end
 local newer = redis.call('ZCOUNT', KEYS[1], '(' .. snap, '+inf')
 local concurrent, active = tonumber(ARGV[3]), tonumber(ARGV[4])
 local monthly, runs = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -164,14 +172,10 @@ def _claim(tenant: Tenant, run_id: uuid.UUID, now: datetime) -> Claim:
         committed = _read(
             tenant.pk, now, [m.split("|")[0] for m in claimed], quotas.concurrent_runs is not None
         )
-        stale_before = int(time.time() * 1000) - CLAIM_GRACE_MS
-        drop = [
-            m
-            for m in claimed
-            if m.split("|")[0] in committed.found or int(m.split("|")[1]) < stale_before
-        ]
+        seen, drop = _sort_claims(claimed, committed.found)
         args = [seq, member, _limit(quotas.concurrent_runs), committed.active]
-        args += [_limit(quotas.runs_per_month), committed.runs, _TTL_SECONDS, *drop]
+        args += [_limit(quotas.runs_per_month), committed.runs, _TTL_SECONDS]
+        args += [len(seen), *seen, *drop]
         outcome, full = claim(keys=keys, args=args)
         if outcome == 1:
             admitted = Claim(key, member)
@@ -185,6 +189,21 @@ def _claim(tenant: Tenant, run_id: uuid.UUID, now: datetime) -> Claim:
             break
     # Full, or still undecided after every attempt (claims racing at the edge): refused.
     raise _refusal("concurrent_runs" if full == 1 else "runs_per_month", now)
+
+
+def _sort_claims(claimed: list[str], found: frozenset[str]) -> tuple[list[str], list[str]]:
+    """The claims seen committed (counted by PostgreSQL), and those to drop for good."""
+    now_ms = int(time.time() * 1000)
+    seen: list[str] = []
+    drop: list[str] = []
+    for member in claimed:
+        run_id, _, claimed_ms = member.partition("|")
+        age = now_ms - int(claimed_ms)
+        if run_id in found:
+            (drop if age > COMMITTED_GRACE_MS else seen).append(member)
+        elif age > CLAIM_GRACE_MS:
+            drop.append(member)
+    return seen, drop
 
 
 def _limit(value: int | None) -> int:

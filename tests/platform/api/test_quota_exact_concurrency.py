@@ -26,6 +26,7 @@ from django.db import connection, connections, transaction
 from django.test import Client
 
 from agentflow import run_quotas, services
+from agentflow.core.api.exceptions import ContractError
 from agentflow.models import Agent, Run, RunStatus
 from tenants import services as tenant_services
 from tenants.context import tenant_scope
@@ -159,6 +160,64 @@ def test_a_claim_whose_run_never_commits_stops_counting_after_the_grace(
     time.sleep(0.01)
     assert _post(acme, agent).status_code == 202
     assert _runs(acme) == 1
+
+
+def test_a_202_that_read_before_a_claim_committed_still_counts_it(
+    acme: Persona, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runs_per_month = 2. X snapshots run M's claim and reads PostgreSQL before M commits;
+    then M commits and Z, which sees M committed, takes the second run. X must still count M
+    (its claim outlives its commit by the grace) and be refused: two runs, not three."""
+    agent = Agent.unscoped.select_related("tenant").get(pk=make_agent(acme).pk)
+    _limit(acme, runs_per_month=2)
+    agent.tenant.refresh_from_db()
+    m_claimed, m_go, x_read, x_go = (threading.Event() for _ in range(4))
+    real_read = run_quotas._read
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        committed = real_read(*args, **kwargs)
+        if threading.current_thread().name == "X" and not x_read.is_set():
+            x_read.set()
+            assert x_go.wait(30)
+        return committed
+
+    monkeypatch.setattr(run_quotas, "_read", read)
+
+    def hold(run_id: Any) -> None:
+        m_claimed.set()
+        assert m_go.wait(30)
+
+    def start(on_created: Callable[[Any], None] | None = None) -> str:
+        request = services.RunRequest(user_id=threading.current_thread().name, message="hi")
+        try:
+            services.start_run(actor=ACTOR, agent=agent, request=request, on_created=on_created)
+            return "202"
+        except ContractError as exc:
+            return f"{exc.status_code}:{exc.extra['limit']}"
+        finally:
+            connections.close_all()
+
+    outcomes: dict[str, str] = {}
+
+    def named(name: str, on_created: Callable[[Any], None] | None = None) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: outcomes.__setitem__(name, start(on_created)), name=name
+        )
+        thread.start()
+        return thread
+
+    m = named("M", hold)
+    assert m_claimed.wait(30)
+    x = named("X")
+    assert x_read.wait(30)
+    m_go.set()
+    m.join(30)
+    z = named("Z")
+    z.join(30)
+    x_go.set()
+    x.join(30)
+    assert outcomes == {"M": "202", "Z": "202", "X": "429:runs_per_month"}
+    assert _runs(acme) == 2
 
 
 def test_no_tenant_row_lock_and_redis_down_falls_back_to_the_locked_count(
