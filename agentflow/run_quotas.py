@@ -47,7 +47,9 @@ ACTIVE = (RunStatus.PENDING, RunStatus.PROCESSING)  # what concurrent_runs count
 CLAIM_GRACE_MS = 60_000  # far longer than a 202's transaction
 COMMITTED_GRACE_MS = 5_000  # far longer than a 202's read-to-claim window (milliseconds)
 _TTL_SECONDS = 2 * 86_400
-_ATTEMPTS = 8
+# Each undecided read means another 202 claimed meanwhile: the reads end once the edge
+# settles (at most one per run admitted meanwhile); a bound against a 202 starving there.
+_ATTEMPTS = 32
 
 _SNAPSHOT = """
 -- KEYS[1]: the tenant's claims, KEYS[2]: its sequence. {sequence now, claim, claim, ...}
