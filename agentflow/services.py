@@ -23,12 +23,12 @@ from typing import Any, TypeVar
 import structlog
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.db.models.sql import UpdateQuery
 
-from agentflow import budgets, continuations, run_events, takeover, tooling
+from agentflow import budgets, continuations, run_events, run_quotas, takeover, tooling
 from agentflow.core import queueing, worker_loop
-from agentflow.core.api.exceptions import ContractError, conflict, quota_exceeded
+from agentflow.core.api.exceptions import ContractError, conflict
 from agentflow.core.conf import setting_float, setting_int
 from agentflow.core.context import current_correlation_id
 from agentflow.core.leases import AdvisoryLeases
@@ -69,7 +69,7 @@ from hitl.models import OPEN_STATUSES, HITLRequest
 from hitl.services import request_review
 from learning import services as learning_services
 from tenants.context import tenant_scope
-from tenants.models import Tenant, UsageDay
+from tenants.models import Tenant
 from tenants.services import record_usage
 
 log = structlog.get_logger(__name__)
@@ -261,46 +261,6 @@ class RunRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _month_bounds(now: datetime) -> tuple[datetime, datetime]:
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    nxt = (start + timedelta(days=32)).replace(day=1)
-    return start, nxt
-
-
-def _has_counted_quota(tenant: Tenant) -> bool:
-    quotas = tenant.quotas
-    limits = (
-        quotas.concurrent_runs,
-        quotas.runs_per_month,
-        quotas.tokens_per_month,
-        quotas.dollars_per_month,
-    )
-    return any(limit is not None for limit in limits)
-
-
-def _check_quotas(tenant: Tenant, now: datetime) -> None:
-    """Raise 429/402 naming the exhausted quota. Caller holds the tenant row lock."""
-    quotas = tenant.quotas
-    month_start, next_month = _month_bounds(now)
-    resets = next_month.isoformat().replace("+00:00", "Z")
-    until_reset = int((next_month - now).total_seconds())
-    if quotas.concurrent_runs is not None:
-        active = Run.objects.filter(status__in=ACTIVE_STATUSES).count()
-        if active >= quotas.concurrent_runs:
-            # No clock time: the slot frees when one of the tenant's runs settles.
-            raise quota_exceeded("concurrent_runs", 1, None)
-    usage = UsageDay.objects.filter(day__gte=month_start.date()).aggregate(
-        runs=Sum("runs"), tokens=Sum("tokens"), dollars=Sum("dollars")
-    )
-    if quotas.runs_per_month is not None and (usage["runs"] or 0) >= quotas.runs_per_month:
-        raise quota_exceeded("runs_per_month", until_reset, resets)
-    if quotas.tokens_per_month is not None and (usage["tokens"] or 0) >= quotas.tokens_per_month:
-        raise quota_exceeded("tokens_per_month", until_reset, resets)
-    spent = usage["dollars"] or Decimal(0)
-    if quotas.dollars_per_month is not None and spent >= quotas.dollars_per_month:
-        raise quota_exceeded("dollars_per_month", until_reset, resets, hard_budget=True)
-
-
 def start_run(
     *,
     actor: Actor,
@@ -312,67 +272,92 @@ def start_run(
 
     ``on_created(run_id)`` runs before the work is enqueued (a waiter subscribes there).
     """
-    now = datetime.now(UTC)
-    with tenant_scope(agent.tenant_id), transaction.atomic():
-        tenant = agent.tenant  # the API view loads it with the agent
-        if _has_counted_quota(tenant):
-            # The tenant row lock serialises this tenant's quota checks: exact, not
-            # approximate (only tenants with a counted quota take it). NO KEY UPDATE: it
-            # must not block the foreign-key checks that every insert of a tenant-owned row
-            # makes (FOR KEY SHARE), or commits deadlock.
-            tenant = Tenant.objects.select_for_update(no_key=True).get(pk=agent.tenant_id)
-            _check_quotas(tenant, now)
-        session = _session_of(agent, request.user_id)
-        run = Run.objects.create(
-            agent=agent,
-            session=session,
-            user_id=request.user_id,
-            input=request.message,
-            priority=request.priority,
-            metadata=request.metadata,
-            correlation_id=current_correlation_id() or "",
-        )
-        run_events.publish(run)  # on commit: the dashboard's runs list shows it live
-        append(
-            tenant_id=tenant.pk,
-            actor=actor,
-            action="run.created",
-            target_type="run",
-            target_id=run.pk,
-            changes={"agent_id": str(agent.pk), "priority": request.priority},
-            seal_now=False,  # no chain lock on the run path: the sealer chains it
-        )
-        if on_created is not None:
-            on_created(run.pk)
-        record_usage(tenant_id=tenant.pk, runs=1)  # the last write: its row lock ends at COMMIT
-        tenant_id, run_id = tenant.pk, str(run.pk)
-        # Broker down: the run waits in PostgreSQL and the recovery sweep sends it later.
-        transaction.on_commit(lambda: queueing.send(EXECUTE_RUN_TASK, tenant_id, run_id))
+    now, run_id = datetime.now(UTC), uuid.uuid4()
+    claim: run_quotas.Claim | None = None
+    with tenant_scope(agent.tenant_id):
+        try:
+            with transaction.atomic():
+                # No tenant row lock: a Redis claim (or, Redis down, the locked count).
+                claim = run_quotas.admit(agent.tenant, run_id, now)
+                run = _accept(actor, agent, request, run_id, on_created)
+        except BaseException:
+            run_quotas.release(claim)  # a failed 202 does not keep its quota
+            raise
     return run
 
 
-def _session_of(agent: Agent, user_id: str) -> AgentSession:
-    """The end user's session: one SELECT, and one upsert for a user's first run.
+def _accept(
+    actor: Actor,
+    agent: Agent,
+    request: RunRequest,
+    run_id: uuid.UUID,
+    on_created: Callable[[Any], None] | None,
+) -> Run:
+    """The writes of a 202, in the caller's transaction, once its quotas admitted it."""
+    session_id = _session_of(agent, request.user_id)
+    run = Run.objects.create(
+        id=run_id,
+        agent=agent,
+        session_id=session_id,
+        user_id=request.user_id,
+        input=request.message,
+        priority=request.priority,
+        metadata=request.metadata,
+        correlation_id=current_correlation_id() or "",
+    )
+    run_events.publish(run)  # on commit: the dashboard's runs list shows it live
+    tenant_id = agent.tenant_id
+    append(
+        tenant_id=tenant_id,
+        actor=actor,
+        action="run.created",
+        target_type="run",
+        target_id=run.pk,
+        changes={"agent_id": str(agent.pk), "priority": request.priority},
+        seal_now=False,  # no chain lock on the run path: the sealer chains it
+    )
+    if on_created is not None:
+        on_created(run.pk)
+    record_usage(tenant_id=tenant_id, runs=1)  # the last write: its row lock ends at COMMIT
+    queued = str(run.pk)
+    # Broker down: the run waits in PostgreSQL and the recovery sweep sends it later.
+    transaction.on_commit(lambda: queueing.send(EXECUTE_RUN_TASK, tenant_id, queued))
+    return run
 
-    No savepoint: the upsert cannot fail on the (agent, user) race; it returns the id of
-    the row either way (a concurrent first run of the same user wrote it first).
+
+def _session_of(agent: Agent, user_id: str) -> uuid.UUID:
+    """The id of the end user's session, made on the user's first run: one statement.
+
+    No savepoint: the insert skips a row that exists. Only when a concurrent first run of
+    the same user inserted it first (the statement's snapshot predates that commit) does a
+    second statement read it.
     """
-    session = AgentSession.objects.filter(agent=agent, user_id=user_id).first()
-    if session is not None:
-        return session
     with connection.cursor() as cursor:
-        cursor.execute(_SESSION_UPSERT_SQL, [uuid.uuid4(), agent.tenant_id, agent.pk, user_id])
-        (session_id,) = cursor.fetchone()
-    return AgentSession(id=session_id, tenant_id=agent.tenant_id, agent=agent, user_id=user_id)
+        cursor.execute(
+            _SESSION_SQL,
+            [agent.tenant_id, agent.pk, user_id, uuid.uuid4(), agent.tenant_id, agent.pk, user_id],
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        return row[0]
+    return (
+        AgentSession.objects.filter(agent=agent, user_id=user_id).values_list("id", flat=True).get()
+    )
 
 
-_SESSION_UPSERT_SQL = """
-INSERT INTO agentflow_agentsession
-    (id, tenant_id, agent_id, user_id, active_thread_id, message_count, state, created_at,
-     last_active)
-VALUES (%s, %s, %s, %s, '', 0, '{}', now(), now())
-ON CONFLICT (agent_id, user_id) DO UPDATE SET user_id = EXCLUDED.user_id
-RETURNING id
+_SESSION_SQL = """
+WITH found AS (
+    SELECT id FROM agentflow_agentsession WHERE tenant_id = %s AND agent_id = %s AND user_id = %s
+), made AS (
+    INSERT INTO agentflow_agentsession
+        (id, tenant_id, agent_id, user_id, active_thread_id, message_count, state, created_at,
+         last_active)
+    SELECT %s, %s, %s, %s, '', 0, '{}', now(), now()
+    WHERE NOT EXISTS (SELECT 1 FROM found)
+    ON CONFLICT (agent_id, user_id) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM found UNION ALL SELECT id FROM made
 """
 
 
