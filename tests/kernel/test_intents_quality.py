@@ -121,6 +121,22 @@ def test_novelty_threshold_keeps_the_asked_share_of_correct_held_out_rows() -> N
     assert np.allclose(low.score(shifted, nearest, labels), typicality)
 
 
+def test_keeping_moves_the_threshold_as_fitting_again_would() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 40)
+    scores = rng.normal(0.0, 1.0, (120, 3))
+    scores[np.arange(120), labels] += 3.0
+    nearest = rng.uniform(0.0, 3.0, (120, 3))
+    fitted = Novelty.fit(scores, nearest, labels, keep=0.98)
+
+    for keep in (0.9, 0.5):
+        refitted = Novelty.fit(scores, nearest, labels, keep=keep)
+        assert fitted.keeping(keep).threshold == pytest.approx(refitted.threshold)
+    assert fitted.keeping(0.5).threshold > fitted.threshold
+    with pytest.raises(ValueError, match="novelty_keep"):
+        fitted.keeping(0.0)
+
+
 def test_small_category_sets_have_no_novelty_gate() -> None:
     classifier = OfflineIntentClassifier(
         [
