@@ -56,13 +56,7 @@ KEYS = (
     "eval_seconds",
     "top_confusions",
 )
-SWEEP_KEYS = (
-    "novelty_keep",
-    "novelty_threshold",
-    "accuracy",
-    "in_scope_accuracy",
-    "oos_recall",
-)
+SWEEP_KEYS = ("novelty_keep", "novelty_threshold", "accuracy", "in_scope_accuracy", "oos_recall")
 
 
 def relabel(source: Path, target: Path, held_out: set[str]) -> None:
@@ -102,7 +96,11 @@ def summary(report: dict[str, object]) -> dict[str, object]:
 
 def sweep_rows(report: dict[str, Any]) -> list[dict[str, object]]:
     return [
-        {key: round(row[key], 4) if isinstance(row[key], float) else row[key] for key in SWEEP_KEYS}
+        {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k in SWEEP_KEYS
+            if (v := row.get(k)) is not None
+        }
         for row in report["sweep"]
     ]
 
@@ -115,7 +113,8 @@ def variant(train: Path, test: Path, folder: Path, encoder: Any, *, sweep: bool)
         relabel(train, oos_train, held_out)
         relabel(test, oos_test, held_out)
     keeps = KEEPS if sweep else ()
-    output: dict[str, Any] = {"plain": summary(evaluate(train, test, encoder=encoder))}
+    plain = evaluate(train, test, encoder=encoder, sweep=keeps)
+    output: dict[str, Any] = {"plain": summary(plain)}
     oos = evaluate(oos_train, oos_test, OOS_LABEL, encoder=encoder, sweep=keeps)
     output["oos"] = {"held_out": sorted(held_out), **summary(oos)}
     if sweep:
@@ -130,7 +129,11 @@ def variant(train: Path, test: Path, folder: Path, encoder: Any, *, sweep: bool)
             encoder=encoder,
             sweep=keeps,
         )
-        output["sweep"] = {"validation": sweep_rows(checked), "test": sweep_rows(oos)}
+        output["sweep"] = {
+            "validation": sweep_rows(checked),
+            "test": sweep_rows(oos),
+            "plain": sweep_rows(plain),
+        }
     return output
 
 

@@ -137,6 +137,25 @@ def test_keeping_moves_the_threshold_as_fitting_again_would() -> None:
         fitted.keeping(0.0)
 
 
+def test_with_an_encoder_the_gate_standardises_over_all_categories_at_once() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(2), 50)
+    scores = rng.normal(0.0, 0.2, (100, 2))
+    scores[labels == 0, 0] += 1.0  # category 0's members score high, category 1's barely
+    nearest = np.zeros((100, 2))
+
+    shared = Novelty.fit(scores, nearest, labels, keep=0.9, per_category=False)
+    each = Novelty.fit(scores, nearest, labels, keep=0.9)
+
+    assert shared.mean[0] == shared.mean[1]
+    assert shared.std[0] == shared.std[1]
+    assert each.mean[0] > each.mean[1] + 0.5
+    # A weak member of the low-scoring category is atypical only for the shared standard.
+    weak = np.array([[0.0, 0.0]])
+    assert shared.score(weak, np.zeros((1, 2)), np.array([1]))[0] < shared.threshold
+    assert each.score(weak, np.zeros((1, 2)), np.array([1]))[0] >= each.threshold
+
+
 def test_small_category_sets_have_no_novelty_gate() -> None:
     classifier = OfflineIntentClassifier(
         [
