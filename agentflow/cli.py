@@ -2,6 +2,7 @@
 
     agentflow chat [--config FILE] [--knowledge FILE] [--user ID] [--json]
     agentflow eval-intents --train CSV --test CSV [--oos-label LABEL] [--oos-threshold X]
+                           [--encoder auto|none]
     agentflow validate FILE [FILE ...] [--steps A,B] [--tools T,U] [--agents X,Y]
     agentflow preflight CONFIG --message TEXT [--knowledge FILE] [--spent USD]
     agentflow test SCENARIOS [--agent ID|NAME] [--tenant SLUG] [--scenario NAME] [--json]
@@ -65,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test", type=Path, required=True, help="CSV with text,category")
     evaluate.add_argument("--oos-label", help="category label that means out of scope")
     evaluate.add_argument("--oos-threshold", type=float, help="out-of-scope threshold in [0, 1]")
+    evaluate.add_argument(
+        "--encoder",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: add the sentence encoder of the quality extra when installed; none: lexical",
+    )
 
     validate = commands.add_parser("validate", help="check planner definitions (YAML or JSON)")
     validate.add_argument("files", nargs="+", type=Path, help="plan or agent config files")
@@ -190,7 +197,13 @@ def _eval_intents(args: argparse.Namespace, stdout: TextIO) -> int:
     if args.oos_threshold is not None and not 0.0 <= args.oos_threshold <= 1.0:
         raise UsageError("--oos-threshold must be within [0, 1]")
     try:
-        report = evaluate(train, test, args.oos_label, oos_threshold=args.oos_threshold)
+        report = evaluate(
+            train,
+            test,
+            args.oos_label,
+            oos_threshold=args.oos_threshold,
+            encoder="auto" if args.encoder == "auto" else None,
+        )
     except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot evaluate: {exc}") from exc
     print(json.dumps(report, sort_keys=True), file=stdout)

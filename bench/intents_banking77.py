@@ -1,15 +1,20 @@
 """Offline intent classifier on BANKING77: closed-set accuracy and out-of-scope detection.
 
-Prints one JSON object: "plain" trains on train.csv and tests on test.csv (77 categories);
-"oos" relabels the 10 alphabetically last categories as "oos" in both files (written to a
-temporary folder), so they never become categories and must come back OUT_OF_SCOPE.
+Prints one JSON object with two variants trained and scored in the same run, so the figures
+compare on a shared machine: "lexical" (TF-IDF only, what the default install runs) and
+"encoder" (plus the sentence encoder of the `quality` extra, what the platform uses when
+wordllama is installed; absent without the extra). In each, "plain" trains on train.csv and
+tests on test.csv (77 categories); "oos" relabels the 10 alphabetically last categories as
+"oos" in both files (written to a temporary folder), so they never become categories and must
+come back OUT_OF_SCOPE. Both list the most frequent remaining confusions.
 `--sweep` adds in-scope accuracy / out-of-scope recall for a range of novelty gate settings
 (`novelty_keep`, the share of correctly classified out-of-fold training messages the gate keeps)
 twice: on a validation split of train.csv alone (20% of the in-scope rows, stratified, plus the
 held-out categories' training rows as out-of-scope), which is where DEFAULT_NOVELTY_KEEP is
-chosen, and on test.csv, which is only reported.
+chosen, and on test.csv, which is only reported. The gate's threshold moves without training
+again, so a sweep costs one training per split.
 
-    .venv/bin/python bench/intents_banking77.py [--data DIR] [--sweep]
+    .venv/bin/python bench/intents_banking77.py [--data DIR] [--sweep] [--lexical-only]
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agentflow.kernel.intents_encoder import default_encoder
 from agentflow.kernel.intents_eval import evaluate, load_labelled_csv
 
 DATA = Path("/work/shared/data/banking77")
@@ -41,12 +48,15 @@ KEYS = (
     "n_test",
     "n_categories",
     "n_oos_test",
+    "encoder",
     "oos_threshold",
     "temperature",
     "novelty_threshold",
     "train_seconds",
     "eval_seconds",
+    "top_confusions",
 )
+SWEEP_KEYS = ("novelty_keep", "novelty_threshold", "accuracy", "in_scope_accuracy", "oos_recall")
 
 
 def relabel(source: Path, target: Path, held_out: set[str]) -> None:
@@ -84,42 +94,63 @@ def summary(report: dict[str, object]) -> dict[str, object]:
     }
 
 
+def sweep_rows(report: dict[str, Any]) -> list[dict[str, object]]:
+    return [
+        {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k in SWEEP_KEYS
+            if (v := row.get(k)) is not None
+        }
+        for row in report["sweep"]
+    ]
+
+
+def variant(train: Path, test: Path, folder: Path, encoder: Any, *, sweep: bool) -> dict[str, Any]:
+    """Plain, out-of-scope and (with `sweep`) validation figures of one classifier variant."""
+    held_out = set(sorted(set(load_labelled_csv(train)[1]))[-HELD_OUT:])
+    oos_train, oos_test = folder / "train.csv", folder / "test.csv"
+    if not oos_train.exists():
+        relabel(train, oos_train, held_out)
+        relabel(test, oos_test, held_out)
+    keeps = KEEPS if sweep else ()
+    plain = evaluate(train, test, encoder=encoder, sweep=keeps)
+    output: dict[str, Any] = {"plain": summary(plain)}
+    oos = evaluate(oos_train, oos_test, OOS_LABEL, encoder=encoder, sweep=keeps)
+    output["oos"] = {"held_out": sorted(held_out), **summary(oos)}
+    if sweep:
+        validation = folder / "validation"
+        if not validation.exists():
+            validation.mkdir()
+            split(oos_train, validation)
+        checked = evaluate(
+            validation / "train.csv",
+            validation / "test.csv",
+            OOS_LABEL,
+            encoder=encoder,
+            sweep=keeps,
+        )
+        output["sweep"] = {
+            "validation": sweep_rows(checked),
+            "test": sweep_rows(oos),
+            "plain": sweep_rows(plain),
+        }
+    return output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--lexical-only", action="store_true", help="skip the encoder variant")
     args = parser.parse_args()
     train, test = args.data / "train.csv", args.data / "test.csv"
+    encoder = None if args.lexical_only else default_encoder()
 
-    output: dict[str, object] = {"plain": summary(evaluate(train, test))}
-    held_out = set(sorted(set(load_labelled_csv(train)[1]))[-HELD_OUT:])
+    output: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as folder:
-        oos_train, oos_test = Path(folder) / "train.csv", Path(folder) / "test.csv"
-        relabel(train, oos_train, held_out)
-        relabel(test, oos_test, held_out)
-        output["oos"] = {
-            "held_out": sorted(held_out),
-            **summary(evaluate(oos_train, oos_test, OOS_LABEL)),
-        }
-        if args.sweep:
-            validation = Path(folder) / "validation"
-            validation.mkdir()
-            split(oos_train, validation)
-            output["sweep"] = {
-                name: [
-                    {
-                        key: summary(report).get(key)
-                        for key in ("novelty_threshold", "in_scope_accuracy", "oos_recall")
-                    }
-                    | {"novelty_keep": keep}
-                    for keep in KEEPS
-                    if (report := evaluate(*files, OOS_LABEL, novelty_keep=keep))
-                ]
-                for name, files in (
-                    ("validation", (validation / "train.csv", validation / "test.csv")),
-                    ("test", (oos_train, oos_test)),
-                )
-            }
+        output["lexical"] = variant(train, test, Path(folder), None, sweep=args.sweep)
+        if encoder is not None:
+            output["encoder"] = variant(train, test, Path(folder), encoder, sweep=args.sweep)
     print(json.dumps(output, indent=2))
 
 

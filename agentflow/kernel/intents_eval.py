@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import csv
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agentflow.kernel.intents import (
     OUT_OF_SCOPE,
     IntentCategory,
     IntentResult,
+    Novelty,
     OfflineIntentClassifier,
 )
+from agentflow.kernel.intents_encoder import SentenceEncoder
 
 _CALIBRATION_BINS = 10
+_CONFUSIONS = 10
+_SWEEP_KEYS = ("accuracy", "in_scope_accuracy", "oos_recall", "out_of_scope_rate")
 
 
 def load_labelled_csv(path: Path | str) -> tuple[list[str], list[str]]:
@@ -88,13 +93,18 @@ def evaluate(
     *,
     oos_threshold: float | None = None,
     novelty_keep: float | None = None,
+    encoder: SentenceEncoder | Literal["auto"] | None = "auto",
+    sweep: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Train on `train_csv`, classify `test_csv`, return the metrics as a JSON-ready dict.
 
     "accuracy" scores the classifier as deployed: an OUT_OF_SCOPE answer is right only for a
     row labelled `oos_label`. "top1_accuracy" ignores the out-of-scope gate (the best category
     against the label, in-scope rows only) and "ece" is the calibration error of that best
-    category's confidence.
+    category's confidence. "encoder" names the sentence encoder the classifier used (None:
+    lexical only; "auto" uses the `quality` extra when installed). `sweep` lists novelty_keep
+    values to re-score the same trained classifier with (the gate's threshold moves, nothing is
+    trained again): "sweep" then gives accuracy, in-scope accuracy and recall for each.
     """
     train_texts, train_labels = load_labelled_csv(train_csv)
     test_texts, test_labels = load_labelled_csv(test_csv)
@@ -113,42 +123,88 @@ def evaluate(
         options["oos_threshold"] = oos_threshold
     if novelty_keep is not None:
         options["novelty_keep"] = novelty_keep
-    classifier = OfflineIntentClassifier(categories, **options)
+    classifier = OfflineIntentClassifier(categories, encoder=encoder, **options)
     trained = time.perf_counter()
     results = classifier.classify_batch(test_texts)
     evaluated = time.perf_counter()
 
     expected = [OUT_OF_SCOPE if label == oos_label else label for label in test_labels]
+    report = _score(expected, results, oos=oos_label is not None)
+    report |= {
+        "n_train": sum(len(texts) for texts in examples.values()),
+        "n_test": len(test_texts),
+        "n_categories": len(categories),
+        "encoder": None if classifier.encoder is None else classifier.encoder.name,
+        "oos_threshold": classifier.oos_threshold,
+        "temperature": classifier.temperature,
+        "novelty_threshold": None if classifier.novelty is None else classifier.novelty.threshold,
+        "train_seconds": trained - started,
+        "eval_seconds": evaluated - trained,
+        "top_confusions": _confusions(expected, results),
+    }
+    unknown = sorted(set(expected) - set(examples) - {OUT_OF_SCOPE})
+    if unknown:
+        report["test_only_categories"] = unknown
+    if oos_label is not None:
+        report["n_oos_train_excluded"] = sum(label == oos_label for label in train_labels)
+    if sweep and classifier.novelty is not None:
+        report["sweep"] = _sweep(
+            classifier, classifier.novelty, test_texts, expected, sweep, oos=oos_label is not None
+        )
+    return report
+
+
+def _score(expected: list[str], results: list[IntentResult], *, oos: bool) -> dict[str, Any]:
     predicted = [result.name for result in results]
     best = [_best_candidate(result) for result in results]
     in_scope = [i for i, label in enumerate(expected) if label != OUT_OF_SCOPE]
     correct_best = [best[i][0] == expected[i] for i in in_scope]
-
     report: dict[str, Any] = {
         "accuracy": _mean(p == e for p, e in zip(predicted, expected, strict=True)),
         "macro_f1": macro_f1(expected, predicted),
         "top1_accuracy": _mean(correct_best),
         "ece": expected_calibration_error([best[i][1] for i in in_scope], correct_best),
         "out_of_scope_rate": _mean(p == OUT_OF_SCOPE for p in predicted),
-        "n_train": sum(len(texts) for texts in examples.values()),
-        "n_test": len(test_texts),
-        "n_categories": len(categories),
-        "oos_threshold": classifier.oos_threshold,
-        "temperature": classifier.temperature,
-        "novelty_threshold": None if classifier.novelty is None else classifier.novelty.threshold,
-        "train_seconds": trained - started,
-        "eval_seconds": evaluated - trained,
     }
-    unknown = sorted(set(expected) - set(examples) - {OUT_OF_SCOPE})
-    if unknown:
-        report["test_only_categories"] = unknown
-    if oos_label is not None:
+    if oos:
         oos_rows = [i for i, label in enumerate(expected) if label == OUT_OF_SCOPE]
         report["in_scope_accuracy"] = _mean(predicted[i] == expected[i] for i in in_scope)
         report["oos_recall"] = _mean(predicted[i] == OUT_OF_SCOPE for i in oos_rows)
         report["n_oos_test"] = len(oos_rows)
-        report["n_oos_train_excluded"] = sum(label == oos_label for label in train_labels)
     return report
+
+
+def _sweep(
+    classifier: OfflineIntentClassifier,
+    fitted: Novelty,
+    texts: list[str],
+    expected: list[str],
+    keeps: Sequence[float],
+    *,
+    oos: bool,
+) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        for keep in keeps:
+            classifier.novelty = fitted.keeping(keep)
+            scored = _score(expected, classifier.classify_batch(texts), oos=oos)
+            rows.append(
+                {"novelty_keep": keep, "novelty_threshold": classifier.novelty.threshold}
+                | {key: scored[key] for key in _SWEEP_KEYS if key in scored}
+            )
+    finally:
+        classifier.novelty = fitted
+    return rows
+
+
+def _confusions(expected: list[str], results: list[IntentResult]) -> list[list[Any]]:
+    """The most frequent (expected, predicted, count) mistakes, out-of-scope answers included."""
+    counts = Counter(
+        (label, result.name)
+        for label, result in zip(expected, results, strict=True)
+        if label != result.name
+    )
+    return [[label, name, count] for (label, name), count in counts.most_common(_CONFUSIONS)]
 
 
 def _best_candidate(result: IntentResult) -> tuple[str, float]:

@@ -65,6 +65,11 @@ def test_metrics_with_an_out_of_scope_label(tmp_path: Path) -> None:
     assert report["top1_accuracy"] == pytest.approx(2 / 3)
     assert report["train_seconds"] >= 0
     assert report["eval_seconds"] >= 0
+    # The mistakes, most frequent first: "hi" -> GREETING and "hello" -> GREETING.
+    assert sorted(map(tuple, report["top_confusions"])) == [
+        (OUT_OF_SCOPE, "GREETING", 1),
+        ("PASSWORD", "GREETING", 1),
+    ]
     json.dumps(report)  # the CLI prints it as one JSON object
 
 
@@ -84,6 +89,26 @@ def test_without_an_oos_label_every_label_is_a_category(tmp_path: Path) -> None:
     assert report["top1_accuracy"] == pytest.approx(2 / 3)
     assert "oos_recall" not in report
     assert "in_scope_accuracy" not in report
+
+
+def test_a_sweep_moves_the_novelty_gate_of_one_trained_classifier(tmp_path: Path) -> None:
+    # 20 examples per category fit a novelty gate; each keep re-scores without training.
+    rows = [
+        (f"{verb} my password {n}", "PASSWORD") for verb in ("reset", "lost") for n in range(10)
+    ]
+    rows += [(f"{verb} my card {n}", "CARD") for verb in ("block", "freeze") for n in range(10)]
+    train = _write(tmp_path / "train.csv", rows)
+    test = _write(tmp_path / "test.csv", [("reset my password", "PASSWORD"), ("lunch", "oos")])
+
+    report = evaluate(train, test, oos_label="oos", encoder=None, sweep=(1.0, 0.5))
+
+    assert report["encoder"] is None
+    assert [row["novelty_keep"] for row in report["sweep"]] == [1.0, 0.5]
+    looser, stricter = report["sweep"]
+    assert looser["novelty_threshold"] < stricter["novelty_threshold"]
+    assert {"accuracy", "in_scope_accuracy", "oos_recall"} <= set(looser)
+    # The report's own figures are those of the default gate, restored after the sweep.
+    assert report["novelty_threshold"] not in (looser["novelty_threshold"], 0.0)
 
 
 def test_threshold_override_and_unknown_test_categories(tmp_path: Path) -> None:

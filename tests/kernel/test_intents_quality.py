@@ -121,6 +121,41 @@ def test_novelty_threshold_keeps_the_asked_share_of_correct_held_out_rows() -> N
     assert np.allclose(low.score(shifted, nearest, labels), typicality)
 
 
+def test_keeping_moves_the_threshold_as_fitting_again_would() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 40)
+    scores = rng.normal(0.0, 1.0, (120, 3))
+    scores[np.arange(120), labels] += 3.0
+    nearest = rng.uniform(0.0, 3.0, (120, 3))
+    fitted = Novelty.fit(scores, nearest, labels, keep=0.98)
+
+    for keep in (0.9, 0.5):
+        refitted = Novelty.fit(scores, nearest, labels, keep=keep)
+        assert fitted.keeping(keep).threshold == pytest.approx(refitted.threshold)
+    assert fitted.keeping(0.5).threshold > fitted.threshold
+    with pytest.raises(ValueError, match="novelty_keep"):
+        fitted.keeping(0.0)
+
+
+def test_with_an_encoder_the_gate_standardises_over_all_categories_at_once() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(2), 50)
+    scores = rng.normal(0.0, 0.2, (100, 2))
+    scores[labels == 0, 0] += 1.0  # category 0's members score high, category 1's barely
+    nearest = np.zeros((100, 2))
+
+    shared = Novelty.fit(scores, nearest, labels, keep=0.9, per_category=False)
+    each = Novelty.fit(scores, nearest, labels, keep=0.9)
+
+    assert shared.mean[0] == shared.mean[1]
+    assert shared.std[0] == shared.std[1]
+    assert each.mean[0] > each.mean[1] + 0.5
+    # A weak member of the low-scoring category is atypical only for the shared standard.
+    weak = np.array([[0.0, 0.0]])
+    assert shared.score(weak, np.zeros((1, 2)), np.array([1]))[0] < shared.threshold
+    assert each.score(weak, np.zeros((1, 2)), np.array([1]))[0] >= each.threshold
+
+
 def test_small_category_sets_have_no_novelty_gate() -> None:
     classifier = OfflineIntentClassifier(
         [
