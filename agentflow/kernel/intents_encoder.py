@@ -13,7 +13,9 @@ Without the extra, `default_encoder()` is None and the classifier is purely lexi
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -37,9 +39,17 @@ class SentenceEncoder(Protocol):
 
 
 class WordLlamaEncoder:
-    """wordllama's shipped model; raises ImportError when the `quality` extra is absent."""
+    """wordllama's shipped model; raises ImportError when the `quality` extra is absent.
+
+    The embedding matrix stays the file's float16, memory-mapped: every worker process on a
+    host shares the same page cache, and only the rows of tokens actually seen are resident.
+    `WordLlamaInference` would hold a private float32 copy (32 MB per process, made twice
+    while loading) for the same vectors: float16 -> float32 is exact, so the mean of the
+    converted rows below is what it computes.
+    """
 
     name = WORDLLAMA_MODEL
+    _BATCH = 64
 
     def __init__(self) -> None:
         root = logging.getLogger()
@@ -49,28 +59,50 @@ class WordLlamaEncoder:
         root.addHandler(guard)
         try:
             import wordllama
-            from safetensors import safe_open
             from wordllama.tokenizers import tokenizer_from_file
         finally:
             root.removeHandler(guard)
         package = Path(wordllama.__file__).parent
-        with safe_open(str(package / _WEIGHTS), framework="np", device="cpu") as weights:
-            embedding = np.asarray(weights.get_tensor("embedding.weight"), dtype=np.float32)
-        self._inference: Any = wordllama.WordLlamaInference(
-            embedding, tokenizer_from_file(_TOKENIZER)
-        )
-        self.dimensions = int(embedding.shape[1])
+        self._embedding = _mapped_tensor(package / _WEIGHTS, "embedding.weight")
+        self._tokenizer: Any = tokenizer_from_file(_TOKENIZER)
+        self._tokenizer.enable_padding()  # as WordLlamaInference: pad to the batch's longest
+        self._tokenizer.no_truncation()
+        self.dimensions = int(self._embedding.shape[1])
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         rows = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         present = [i for i, text in enumerate(texts) if text.strip()]
-        if present:
-            vectors = np.asarray(
-                self._inference.embed([texts[i] for i in present], norm=False), dtype=np.float32
-            )
+        for start in range(0, len(present), self._BATCH):
+            chunk = present[start : start + self._BATCH]
+            vectors = self._mean_of_tokens([texts[i] for i in chunk])
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            rows[present] = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+            rows[chunk] = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
         return rows
+
+    def _mean_of_tokens(self, texts: list[str]) -> np.ndarray:
+        encoded = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        np.clip(ids, 0, self._embedding.shape[0] - 1, out=ids)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.float32)
+        tokens = self._embedding[ids].astype(np.float32)
+        counts = np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+        return np.sum(tokens * mask[..., np.newaxis], axis=1, dtype=np.float32) / counts
+
+
+def _mapped_tensor(path: Path, name: str) -> np.ndarray:
+    """One tensor of a safetensors file as a read-only memory map, without copying it.
+
+    The format: an 8-byte little-endian header length, a JSON header giving each tensor's
+    dtype, shape and byte offsets (after the header), then the raw little-endian data.
+    """
+    with path.open("rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        entry = json.loads(file.read(length))[name]
+    dtype = {"F16": np.float16, "F32": np.float32}[entry["dtype"]]
+    begin, _ = entry["data_offsets"]
+    return np.memmap(
+        path, dtype=dtype, mode="r", offset=8 + length + begin, shape=tuple(entry["shape"])
+    )
 
 
 @lru_cache(maxsize=1)

@@ -92,6 +92,29 @@ def test_the_encoder_puts_a_paraphrase_closer_than_an_unrelated_question() -> No
     assert float(anchor @ paraphrase) > float(anchor @ unrelated) + 0.3
 
 
+def test_the_mapped_encoder_gives_wordllamas_own_vectors_without_a_private_copy() -> None:
+    """The float16 matrix is read through a memory map (shared page cache, no 32 MB float32
+    copy per process), and the vectors are exactly those of WordLlamaInference."""
+    wordllama = pytest.importorskip("wordllama")
+    from safetensors import safe_open
+    from wordllama.tokenizers import tokenizer_from_file
+
+    encoder = WordLlamaEncoder()
+    package = Path(wordllama.__file__).parent
+    with safe_open(str(package / "weights" / "l2_supercat_256.safetensors"), "np") as weights:
+        matrix = weights.get_tensor("embedding.weight")
+    reference = wordllama.WordLlamaInference(
+        matrix, tokenizer_from_file("l2_supercat_tokenizer_config.json")
+    )
+    texts = ["my card never arrived", "why was I charged twice?", "hello"] * 30  # > one batch
+
+    ours = encoder.encode(texts)
+
+    assert isinstance(encoder._embedding, np.memmap)
+    assert encoder._embedding.dtype == np.float16
+    np.testing.assert_allclose(ours, reference.embed(texts, norm=True), atol=1e-6)
+
+
 def test_with_the_extra_the_classifier_uses_the_encoder(fresh_default: None) -> None:
     pytest.importorskip("wordllama")
 
