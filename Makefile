@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 		[ -x "$(PY)" ] || { echo "agentflow | Python >= 3.11 is required"; exit 1; }; \
 	fi; \
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip; \
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'; \
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,quality]'; \
 	rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)
@@ -47,5 +47,5 @@ lint: $(STAMP)
 	@$(PY) -m pytest -q -p no:django -p no:cacheprovider tests/test_tooling.py
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,quality,bench]'
 	$(PY) bench/kernel_overhead.py
