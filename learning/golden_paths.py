@@ -46,7 +46,6 @@ log = structlog.get_logger(__name__)
 
 __all__ = [
     "GoldenPathHit",
-    "corroborate",
     "count_usage",
     "record_outcome",
     "search",
@@ -62,10 +61,6 @@ _SOURCE_RANK: dict[str, int] = {  # callers pass the source as a plain str
 }
 _MAX_TRACE_RUNS = 20  # runs remembered per row: enough to audit a merge, bounded in size
 _ADVISORY_LOCK_CLASS = 7363  # 7361 audit chain, 7362 run lease
-# corroborate(): the weight of an answer's second question, and the rows fetched beyond the
-# limit to find it (a category's neighbours of one answer are usually within a few rows).
-_CORROBORATION_WEIGHT = 0.5
-_CORROBORATION_EXTRA_ROWS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,15 +266,12 @@ def search(
     include_inactive: bool = False,
     scope_rows: int | None = None,
     intent: str | None = None,
-    corroborated: bool = False,
 ) -> list[GoldenPathHit]:
     """The tenant's golden paths most similar to a question, best first (sync ORM).
 
     The tenant filter comes from the scoped manager inside the query; ``agent_id`` narrows
     to one agent's rows (None: the whole tenant); ``intent`` to the rows that may answer a
     message of that intent: its category and uncategorised rows (``golden_path_matches``).
-    ``corroborated``: one hit per answer, scored with the support of the answer's other
-    questions (``corroborate``), as the pipeline searches them.
     """
     require_tenant_id()
     if vector is None:
@@ -291,35 +283,11 @@ def search(
         rows = rows.filter(is_active=True)
     if intent:
         rows = rows.filter(category__in=[intent, ""])
-    fetch = limit + _CORROBORATION_EXTRA_ROWS if corroborated else limit
-    found = nearest(rows, vector, limit=fetch, fields=("id",), scope_rows=scope_rows)
+    found = nearest(rows, vector, limit=limit, fields=("id",), scope_rows=scope_rows)
     by_id = GoldenPath.objects.in_bulk([row["id"] for row in found])
-    hits = [
+    return [
         GoldenPathHit(by_id[row["id"]], row["similarity"]) for row in found if row["id"] in by_id
     ]
-    return corroborate(hits)[:limit] if corroborated else hits
-
-
-def corroborate(hits: Sequence[GoldenPathHit]) -> list[GoldenPathHit]:
-    """One hit per answer (its closest question), best first, its score raised by the
-    answer's second-closest question: ``s1 + w * s2 * (1 - s1)`` (w = 0.5).
-
-    Two vouched-for questions that got the same answer and are both near the message are
-    stronger evidence than either alone (a noisy-or, half-weighted because neighbours
-    of one answer are not independent): in the BANKING77 replay (bench/golden_paths_loop.py)
-    it answers more held-out questions at the same precision. Still within (0, 1].
-    """
-    by_answer: dict[str, list[GoldenPathHit]] = {}
-    for hit in sorted(hits, key=lambda h: h.score, reverse=True):
-        by_answer.setdefault(hit.golden_path.answer, []).append(hit)
-    merged = []
-    for group in by_answer.values():
-        best = group[0].score
-        second = group[1].score if len(group) > 1 else 0.0
-        score = best + _CORROBORATION_WEIGHT * max(second, 0.0) * (1.0 - best)
-        merged.append(GoldenPathHit(group[0].golden_path, min(1.0, score)))
-    merged.sort(key=lambda h: h.score, reverse=True)
-    return merged
 
 
 def set_active(*, actor: Actor, path: GoldenPath, active: bool) -> GoldenPath:

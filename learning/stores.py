@@ -63,15 +63,13 @@ class DjangoGoldenPathStore:
             limit=limit,
             scope_rows=counted[1] if small or not intent else None,
             intent=intent,
-            corroborated=True,
         )
 
     async def search(
         self, query: str, vector: Vector, *, limit: int, intent: str | None = None
     ) -> list[ContextItem]:
-        """Best first, one per answer, scored with the answer's corroboration
-        (``golden_paths.corroborate``); with an intent, only golden paths that may answer it
-        (its category's and uncategorised ones, see ``golden_path_matches``)."""
+        """Best first; with an intent, only golden paths that may answer it (its category's
+        and uncategorised ones, see ``golden_path_matches``)."""
         hits = await sync_to_async(self._search)(vector, limit, intent)
         return [
             ContextItem(

@@ -134,25 +134,3 @@ def test_minority_rows_move_to_the_majority_audited_and_ties_stay(
     categories = _categories(agent)
     assert categories["how do I top up"] == "top_up"
     assert categories["refunds in general"] == ""
-
-
-def test_an_answer_two_near_questions_share_is_corroborated(owner: Persona, agent: Agent) -> None:
-    _learn(agent, "where is my refund", "refund_not_showing")
-    message = "my refund is not showing"
-    with tenant_scope(agent.tenant_id):
-        vector = embed_query(message)
-        store = DjangoGoldenPathStore(agent.pk)
-        search = async_to_sync(store.search)
-        (alone,) = search(message, vector, limit=3, intent="refund_not_showing")
-        assert alone.score == pytest.approx(float(vector @ embed_query("where is my refund")))
-    second = _learn(agent, "refund not showing in my account", "refund_not_showing")
-    _learn(agent, "refunds take how long", "refund_not_showing", answer="[timing] Five days.")
-    with tenant_scope(agent.tenant_id):
-        found = search(message, vector, limit=3, intent="refund_not_showing")
-        s2 = float(vector @ embed_query(second.question))
-    # One item per answer; the refund answer's score is its best question's, raised by
-    # half the second's share of what is left: s1 + 0.5 * s2 * (1 - s1).
-    assert [item.text for item in found] == [REFUND, "[timing] Five days."]
-    s1 = max(alone.score, s2)
-    assert found[0].score == pytest.approx(s1 + 0.5 * min(alone.score, s2) * (1 - s1), abs=1e-6)
-    assert found[0].score > s1
