@@ -18,6 +18,7 @@ the planner lives in `agentflow.vector_search` (shared with golden-path search).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import uuid
@@ -37,6 +38,7 @@ from agentflow.kernel.llm.base import EmbeddingResponse, LLMError
 from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
 from agentflow.kernel.llm.openai_provider import OpenAIProvider
 from agentflow.kernel.llm.resilience import CircuitBreaker
+from agentflow.kernel.llm.wordllama_embedder import WordLlamaEmbedder
 from agentflow.kernel.vectors import Embedder, Vector, embed_texts
 from agentflow.models import EMBEDDING_DIMENSIONS, Agent, KnowledgeChunk, KnowledgeDocument
 from agentflow.vector_search import EXACT_SEARCH_MAX_ROWS, count_rows, nearest
@@ -171,7 +173,7 @@ def _openai_embedder(model: str, options: dict[str, Any]) -> OpenAICompatibleEmb
     return OpenAICompatibleEmbedder(model, base_url=base_url, api_key=api_key)
 
 
-_EMBEDDER_KINDS = '"offline", "sentence-transformers[:model]" or "openai:model"'
+_EMBEDDER_KINDS = '"offline", "wordllama", "sentence-transformers[:model]" or "openai:model"'
 
 
 def embedder_issues() -> list[str]:
@@ -186,6 +188,10 @@ def embedder_issues() -> list[str]:
         except ValueError as exc:
             return [str(exc)]
         return []
+    if kind == "wordllama" and not model:
+        if importlib.util.find_spec("wordllama") is None:
+            return [f"EMBEDDER = {spec!r} needs wordllama: pip install 'agentflow[quality]'"]
+        return []
     if kind in ("offline", "sentence-transformers"):
         return []
     return [f"EMBEDDER = {spec!r}: expected {_EMBEDDER_KINDS}"]
@@ -195,8 +201,9 @@ def embedder_issues() -> list[str]:
 def get_embedder() -> Embedder:
     """The embedder of knowledge chunks and of the messages searched against them.
 
-    `settings.AGENTFLOW["EMBEDDER"]`: "offline" (default), "sentence-transformers[:model]"
-    (the `local-embeddings` extra) or "openai:model" (an OpenAI-compatible server:
+    `settings.AGENTFLOW["EMBEDDER"]`: "offline" (default), "wordllama" (the `quality` extra:
+    semantic, offline, no torch), "sentence-transformers[:model]" (the `local-embeddings`
+    extra) or "openai:model" (an OpenAI-compatible server:
     ``EMBEDDER_BASE_URL`` and ``EMBEDDER_API_KEY``, allowed as an agent's provider would be).
     Whatever it is must produce EMBEDDING_DIMENSIONS floats, the width of the vector
     columns. Cached per process; `get_embedder.cache_clear()` after changing the setting.
@@ -207,6 +214,8 @@ def get_embedder() -> Embedder:
     embedder: Embedder
     if kind == "offline":
         embedder = OfflineEmbedder(EMBEDDING_DIMENSIONS)
+    elif kind == "wordllama" and not model:
+        embedder = WordLlamaEmbedder(EMBEDDING_DIMENSIONS)
     elif kind == "sentence-transformers":
         embedder = SentenceTransformerEmbedder(model or "all-MiniLM-L6-v2")
     elif kind == "openai" and model:

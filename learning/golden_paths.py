@@ -19,6 +19,7 @@ Every search filters by tenant inside the query (the scoped manager) and goes th
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -121,7 +122,9 @@ def record_outcome(
     there is nothing to learn: an empty question, or an answer that is none (empty, a
     hand-off, the agent's escalation message or template answer: learnt, it would promise
     every similar question a person who never comes), or small talk. Recording the same run
-    twice changes nothing (and does not embed again).
+    twice changes nothing (and does not embed again). `category` is the message's intent;
+    the row's category is the one most messages given the same answer were asked as
+    (``_answer_category``).
     """
     tenant_id = require_tenant_id()
     question, answer = question.strip(), answer.strip()
@@ -139,10 +142,12 @@ def record_outcome(
     if vector is None:
         vector = embed_query(question)
     threshold = setting_float("GOLDEN_PATH_MERGE_SIMILARITY")
+    summary["asked_as"] = category  # the message's intent: its vote for the answer's category
     with transaction.atomic():
         _lock_agent(agent.pk)
         if run_id and (done := recorded_for_run(agent.pk, run_id)) is not None:
             return done
+        category = _answer_category(actor, agent.pk, answer, category)
         candidates = _scope(agent.pk).filter(category=category)
         close = nearest(candidates, vector, limit=1, fields=("id",))
         if close and close[0]["similarity"] >= threshold:
@@ -171,6 +176,48 @@ def record_outcome(
         _publish(path, "created")
     log.info("golden_path.created", golden_path_id=str(path.pk), source=source)
     return path
+
+
+def _answer_category(actor: Actor, agent_id: Any, answer: str, asked_as: str) -> str:
+    """The category of a golden path: the intent most messages given this very answer were
+    classified as, when more than half were; else the message's own (`asked_as`).
+
+    A person's answer says what a question was about better than the classifier did: a
+    message it put in the wrong category, answered with another category's answer (an
+    approved golden path, a reviewer's macro), would otherwise be a golden path of the wrong
+    category, and answer that category's next questions with it. Each row votes with the
+    intent it was asked as; rows of a minority category move to the majority's (audited).
+    Uncategorised rows (given in code) and an uncategorised message stay out of it.
+    """
+    if not asked_as:
+        return asked_as
+    rows = list(_scope(agent_id).filter(answer=answer).exclude(category=""))
+    if not rows:
+        return asked_as
+    votes = Counter(str(row.trace_summary.get("asked_as") or row.category) for row in rows)
+    votes[asked_as] += 1
+    leader, count = votes.most_common(1)[0]
+    if 2 * count <= sum(votes.values()):
+        return asked_as  # no majority: an answer several categories share stays per message
+    for row in rows:
+        if row.category != leader:
+            _recategorise(actor, row, leader)
+    return leader
+
+
+def _recategorise(actor: Actor, path: GoldenPath, category: str) -> None:
+    before = path.category
+    path.category, path.updated_at = category, datetime.now(UTC)
+    path.save(update_fields=["category", "updated_at"])
+    append(
+        tenant_id=path.tenant_id,
+        actor=actor,
+        action="learning.golden_path.recategorised",
+        target_type="golden_path",
+        target_id=path.pk,
+        changes={"category": {"from": before, "to": category}},
+    )
+    _publish(path, "updated")
 
 
 def _merge(

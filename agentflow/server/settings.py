@@ -523,8 +523,9 @@ AGENTFLOW = {
     # often 0); an agent's own llm.prices wins over it (agentflow.core.prices).
     "LLM_MODEL_PRICES": _llm_model_prices(),
     # The embedder of knowledge and of the messages searched against it (docs/local-llm.md):
-    # offline, sentence-transformers[:model] or openai:model on EMBEDDER_BASE_URL (one of
-    # LLM_ALLOWED_BASE_URLS) with EMBEDDER_API_KEY as ${NAME} of LLM_API_KEY_ENV_VARS.
+    # offline, wordllama (quality extra), sentence-transformers[:model] or openai:model on
+    # EMBEDDER_BASE_URL (one of LLM_ALLOWED_BASE_URLS) with EMBEDDER_API_KEY as ${NAME} of
+    # LLM_API_KEY_ENV_VARS.
     "EMBEDDER": env_str("EMBEDDER", "offline"),
     "EMBEDDER_BASE_URL": env_str("EMBEDDER_BASE_URL", ""),
     "EMBEDDER_API_KEY": env_str("EMBEDDER_API_KEY", ""),

@@ -10,7 +10,9 @@ from agentflow.kernel.intents import OUT_OF_SCOPE
 from agentflow.knowledge import embed_query
 from agentflow.models import Agent
 from governance.audit import Actor
+from governance.models import AuditEvent
 from learning import golden_paths
+from learning.models import GoldenPath
 from learning.stores import DjangoGoldenPathStore
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_persona
@@ -68,3 +70,67 @@ def test_search_within_the_intent_stays_in_the_tenant(owner: Persona, agent: Age
             MESSAGE, embed_query(MESSAGE), limit=3, intent="card_arrival"
         )
     assert found == []
+
+
+# --- the answer says what the question was about -------------------------------------------
+
+REFUND = "[refund] Refunds reach your card within five days."
+
+
+def _learn(agent: Agent, question: str, asked_as: str, answer: str = REFUND) -> GoldenPath:
+    with tenant_scope(agent.tenant_id):
+        path = golden_paths.record_outcome(
+            actor=ACTOR,
+            agent=agent,
+            question=question,
+            answer=answer,
+            source="edited",
+            score=1.0,
+            category=asked_as,
+        )
+    assert path is not None
+    return path
+
+
+def _categories(agent: Agent) -> dict[str, str]:
+    with tenant_scope(agent.tenant_id):
+        return dict(GoldenPath.objects.filter(agent=agent).values_list("question", "category"))
+
+
+def test_a_misclassified_question_joins_the_category_its_answer_belongs_to(
+    owner: Persona, agent: Agent
+) -> None:
+    _learn(agent, "where is my refund", "refund_not_showing")
+    _learn(agent, "refund still missing", "refund_not_showing")
+    # The classifier put this one elsewhere; the person answered it as a refund.
+    path = _learn(agent, "money back not arrived on my card", "card_arrival")
+    assert path.category == "refund_not_showing"
+    assert path.trace_summary["asked_as"] == "card_arrival"
+    with tenant_scope(agent.tenant_id):
+        question = "my money back has not arrived"
+        vector = embed_query(question)
+        store = DjangoGoldenPathStore(agent.pk)
+        arrival = async_to_sync(store.search)(question, vector, limit=3, intent="card_arrival")
+        refund = async_to_sync(store.search)(question, vector, limit=3, intent="refund_not_showing")
+    assert arrival == []  # a card-arrival message is not answered with a refund answer
+    assert refund[0].id == str(path.pk)
+
+
+def test_minority_rows_move_to_the_majority_audited_and_ties_stay(
+    owner: Persona, agent: Agent
+) -> None:
+    first = _learn(agent, "refund not there", "card_arrival")  # misclassified, first of all
+    tied = _learn(agent, "where is my refund", "refund_not_showing")
+    assert (first.category, tied.category) == ("card_arrival", "refund_not_showing")  # 1 to 1
+    _learn(agent, "refund still missing", "refund_not_showing")  # 2 to 1: the majority
+    assert set(_categories(agent).values()) == {"refund_not_showing"}
+    with tenant_scope(agent.tenant_id):
+        (event,) = AuditEvent.objects.filter(action="learning.golden_path.recategorised")
+    assert event.target_id == str(first.pk)
+    assert event.changes == {"category": {"from": "card_arrival", "to": "refund_not_showing"}}
+    # Another answer, and uncategorised rows, take no part.
+    _learn(agent, "how do I top up", "top_up", answer="[top up] Use a bank transfer.")
+    _learn(agent, "refunds in general", "")
+    categories = _categories(agent)
+    assert categories["how do I top up"] == "top_up"
+    assert categories["refunds in general"] == ""
