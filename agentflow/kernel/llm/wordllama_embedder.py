@@ -18,38 +18,29 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from agentflow.kernel.intents_encoder import WORDLLAMA_MODEL, SentenceEncoder, default_encoder
 from agentflow.kernel.llm.base import EmbeddingResponse, TokenUsage
 
 __all__ = ["WORDLLAMA_MODEL", "WordLlamaEmbedder"]
 
-WORDLLAMA_MODEL = "wordllama-l2_supercat-256"
 _NATIVE_DIMENSIONS = 256
 _CACHE_MAX_CHARS = 2_000  # short texts recur across a run's stages; articles would bloat it
 
 
-@lru_cache(maxsize=1)
-def _load_model() -> Any:
-    """The packaged model, loaded once per process, never downloaded.
-
-    ``WordLlama.load()`` looks for the tokenizer under ``<cache_dir>/tokenizers`` (the wheel
-    has it in the package's own ``tokenizers`` folder) and would otherwise fetch it from
-    Hugging Face: pointing the cache at the package and forbidding downloads keeps it offline.
-    """
-    try:
-        import wordllama
-        from wordllama import WordLlama
-    except ImportError as exc:
+def _load_model() -> SentenceEncoder:
+    """The packaged model, shared with the intent classifier: one memory-mapped copy per
+    process, never downloaded (`agentflow.kernel.intents_encoder`)."""
+    encoder = default_encoder()
+    if encoder is None:
         raise ImportError(
             "EMBEDDER=wordllama needs the optional dependency wordllama: "
             "pip install 'agentflow[quality]'"
-        ) from exc
-    return WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+        )
+    return encoder
 
 
 class WordLlamaEmbedder:
@@ -82,11 +73,7 @@ class WordLlamaEmbedder:
         matrix = np.zeros((len(batch), self.dimensions), dtype=np.float32)
         if not batch:
             return matrix
-        # Normalised here, not by wordllama: its own division turns an empty text into NaNs.
-        native = np.asarray(self._model.embed(batch, norm=False), dtype=np.float32)
-        norms = np.linalg.norm(native, axis=1, keepdims=True)
-        np.divide(native, norms, out=native, where=norms > 0.0)
-        native[~np.isfinite(native).all(axis=1)] = 0.0
+        native = self._model.encode(batch)  # L2-normalised; a text without tokens: zeros
         matrix[:, : native.shape[1]] = native
         return matrix
 
