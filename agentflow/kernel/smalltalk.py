@@ -50,7 +50,8 @@ _CLAUSES: tuple[tuple[Kind, re.Pattern[str]], ...] = (
         re.compile(
             r"(?:(?:ok(?:ay)?|great|perfect|awesome|excellent|brilliant|cool)\s+)?"
             r"(?:thanks|thank you|thx|ty|cheers|many thanks|much appreciated|appreciate it"
-            r"|that (?:helped|helps|worked|works|did it))"
+            r"|that (?:helped|helps|worked|works|did it)"
+            r"(?:\s+(?:great|perfectly|fine|well|a treat|like a charm))?)"
             + _FILLER
             + r"(?:\s+for (?:your|the|all the|all your) (?:help|answer|support|quick reply))?"
             + _FILLER

@@ -20,6 +20,8 @@ from tests.kernel.pipeline_fakes import CATEGORIES, ScriptedLLM
         ("thank you so much for your help", "thanks"),
         ("ok thanks, bye", "thanks"),
         ("Perfect, that worked 🙏", "thanks"),
+        ("Thanks, that worked great!", "thanks"),
+        ("that works perfectly, thank you", "thanks"),
         ("Much appreciated.", "thanks"),
         ("bye", "goodbye"),
         ("That's all, have a nice day", "goodbye"),
@@ -47,6 +49,7 @@ def test_small_talk_is_recognised(text: str, kind: str) -> None:
     [
         "hi, I can't log in",
         "thanks, but the refund never arrived",
+        "that worked great but my card is still blocked",
         "hello? is anyone there? my card was declined",
         "Good morning, how do I reset my password",
         "How are you charging me twice?",
