@@ -126,14 +126,7 @@ async def test_no_span_is_made_while_no_sdk_is_installed(
 ) -> None:
     _unset_global_provider()
     assert not tracing.active()
-    made: list[str] = []
-
-    class Watching:
-        def start_as_current_span(self, name: str, **kwargs: object) -> object:
-            made.append(name)
-            raise AssertionError(f"a span while tracing is off: {name}")
-
-    monkeypatch.setattr(tracing, "tracer", Watching())
+    made = _forbid_spans(monkeypatch)
 
     assert await _run() == ["classify", "lookup", "refund", "apologise", "answer"]
     assert made == []
@@ -180,14 +173,7 @@ async def test_a_message_makes_no_span_at_all_while_no_sdk_is_installed(
 ) -> None:
     # Not even the run's and the LLM call's no-op spans: each would cost a context attach.
     _unset_global_provider()
-    made: list[str] = []
-
-    class Watching:
-        def start_as_current_span(self, name: str, **kwargs: object) -> object:
-            made.append(name)
-            raise AssertionError(f"a span while tracing is off: {name}")
-
-    monkeypatch.setattr(tracing, "tracer", Watching())
+    made = _forbid_spans(monkeypatch)
     agent = await AgentFrameworkBuilder().build()
     try:
         reply = await agent.process_message(user_id="u1", message="where is my parcel")
@@ -223,3 +209,16 @@ async def test_with_an_sdk_the_llm_call_is_a_span_under_its_step_under_the_run(
     assert _attributes(step)["agentflow.plan.node"] == "generate_response"
     assert step.parent is not None
     assert step.parent.span_id == run.context.span_id
+
+
+def _forbid_spans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Swap in a tracer that fails the test on any span; the names it was asked for."""
+    made: list[str] = []
+
+    class Watching:
+        def start_as_current_span(self, name: str, **kwargs: object) -> object:
+            made.append(name)
+            raise AssertionError(f"a span while tracing is off: {name}")
+
+    monkeypatch.setattr(tracing, "tracer", Watching())
+    return made

@@ -32,17 +32,8 @@ PATHS = (
 
 
 def _record(agent: Agent) -> None:
-    with tenant_scope(agent.tenant_id):
-        for question, answer, category in PATHS:
-            golden_paths.record_outcome(
-                actor=ACTOR,
-                agent=agent,
-                question=question,
-                answer=answer,
-                source="edited",
-                score=1.0,
-                category=category,
-            )
+    for question, answer, category in PATHS:
+        _learn(agent, question, category, answer)
 
 
 def _answers(agent: Agent, intent: str | None) -> list[str]:
