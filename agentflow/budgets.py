@@ -71,8 +71,9 @@ class _Counter:
     @classmethod
     def get(cls) -> tuple[redis.Redis, object]:
         if cls.client is None:
-            cls.client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
-            cls.script = cls.client.register_script(_RESERVE)
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+            cls.script = client.register_script(_RESERVE)
+            cls.client = client  # published last: whoever sees the client sees the script
         return cls.client, cls.script
 
 

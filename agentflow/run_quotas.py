@@ -121,9 +121,12 @@ class _Scripts:
     @classmethod
     def get(cls) -> tuple[redis.Redis, Any, Any]:
         if cls.client is None:
-            cls.client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
-            cls.snapshot = cls.client.register_script(_SNAPSHOT)
-            cls.claim = cls.client.register_script(_CLAIM)
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+            cls.snapshot = client.register_script(_SNAPSHOT)
+            cls.claim = client.register_script(_CLAIM)
+            # Published last: a request thread that sees the client sees its scripts (the
+            # rate limiter once answered 500 when a thread found the client but no script).
+            cls.client = client
         return cls.client, cls.snapshot, cls.claim
 
 

@@ -36,16 +36,19 @@ end
 return failed
 """
 
-_client: redis.Redis | None = None
-_script: object | None = None
+# The client and its script are published together, by one assignment: a request thread
+# that found the client set while another thread was still registering the script used to
+# call None (a 500 under concurrent first requests). A race only builds a spare pair.
+_connection: tuple[redis.Redis, object] | None = None
 
 
 def _redis() -> tuple[redis.Redis, object]:
-    global _client, _script
-    if _client is None:
-        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
-        _script = _client.register_script(_SCRIPT)
-    return _client, _script
+    global _connection
+    connection = _connection
+    if connection is None:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        connection = _connection = (client, client.register_script(_SCRIPT))
+    return connection
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def unreachable_redis(tmp_path: Path) -> Iterator[None]:
     """The rate limiter's client pointed at a socket nobody listens on."""
-    saved = ratelimit._client, ratelimit._script
+    saved = ratelimit._connection
     client = redis.Redis(unix_socket_path=str(tmp_path / "gone.sock"), socket_timeout=1)
-    ratelimit._client, ratelimit._script = client, client.register_script(ratelimit._SCRIPT)
+    ratelimit._connection = (client, client.register_script(ratelimit._SCRIPT))
     try:
         yield
     finally:
-        ratelimit._client, ratelimit._script = saved
+        ratelimit._connection = saved
 
 
 def test_reads_keep_working_when_the_rate_limiter_cannot_reach_redis(
