@@ -28,7 +28,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentflow.kernel.llm.openai_provider import OpenAIProvider
 
 __all__ = [
     "FakeOpenAIServer",
@@ -570,3 +573,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def strict_provider(server: FakeOpenAIServer, model: str = "gpt-4o-mini") -> OpenAIProvider:
+    """An OpenAIProvider on ``server`` that fails fast: 2 s timeout, no SDK retries (the
+    blueprint tests script each reply, so a retry would consume the next one)."""
+    from agentflow.kernel.llm.openai_provider import OpenAIProvider
+
+    return OpenAIProvider(
+        model, api_key="test-key", base_url=server.base_url, timeout_seconds=2, max_retries=0
+    )

@@ -9,13 +9,13 @@ from typing import Any
 
 from agentflow.kernel.blueprints import reply_of
 from agentflow.kernel.blueprints.code_review import CodeReviewAgent, parse_diff, review_diff
-from agentflow.kernel.llm.openai_provider import OpenAIProvider
 from tests.kernel.blueprints.test_code_review import RISKY
 from tests.kernel.fake_openai_server import (
     FakeOpenAIServer,
     ScriptedResponse,
     chat_completion,
     error,
+    strict_provider,
 )
 
 # An authorisation check weakened: no pattern rule sees it, a reviewer does.
@@ -49,13 +49,7 @@ def _findings(*items: dict[str, Any]) -> ScriptedResponse:
 
 
 async def _review(server: FakeOpenAIServer, diff: str) -> tuple[dict[str, Any], Any]:
-    async with OpenAIProvider(
-        "gpt-4o-mini",
-        api_key="test-key",
-        base_url=server.base_url,
-        timeout_seconds=2,
-        max_retries=0,
-    ) as llm:
+    async with strict_provider(server) as llm:
         result = await CodeReviewAgent({}, llm=llm).run(diff)
     output: dict[str, Any] = result.state.plan_state.state["output"]
     return output, reply_of(result, "ci", 0.0)

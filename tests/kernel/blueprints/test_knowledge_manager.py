@@ -23,10 +23,14 @@ from agentflow.kernel.blueprints.knowledge_manager import (
     parse_task,
 )
 from agentflow.kernel.llm.embeddings import OfflineEmbedder
-from agentflow.kernel.llm.openai_provider import OpenAIProvider
 from agentflow.kernel.planning.model import PlanResult
 from agentflow.kernel.vectors import Vector
-from tests.kernel.fake_openai_server import FakeOpenAIServer, chat_completion, error
+from tests.kernel.fake_openai_server import (
+    FakeOpenAIServer,
+    chat_completion,
+    error,
+    strict_provider,
+)
 
 EMBEDDER = OfflineEmbedder()
 NOW = datetime.now(UTC)
@@ -283,9 +287,7 @@ ARTICLE = "# Exporting data to CSV\n\nOpen **Reports**, pick the date range and 
 async def test_with_a_model_the_article_is_written_from_the_approved_answers_only() -> None:
     with FakeOpenAIServer() as server:
         server.enqueue(chat_completion(ARTICLE))
-        async with OpenAIProvider(
-            "gpt-4o-mini", api_key="test-key", base_url=server.base_url, timeout_seconds=2
-        ) as llm:
+        async with strict_provider(server) as llm:
             agent = KnowledgeManagerAgent(
                 {}, knowledge=FakeKnowledge(golden=GOLDEN), embedder=EMBEDDER, llm=llm
             )
@@ -302,13 +304,7 @@ async def test_with_a_model_the_article_is_written_from_the_approved_answers_onl
 async def test_a_failing_model_falls_back_to_the_template_draft() -> None:
     with FakeOpenAIServer() as server:
         server.enqueue(*[error(500)] * 5)
-        async with OpenAIProvider(
-            "gpt-4o-mini",
-            api_key="test-key",
-            base_url=server.base_url,
-            timeout_seconds=2,
-            max_retries=0,
-        ) as llm:
+        async with strict_provider(server) as llm:
             agent = KnowledgeManagerAgent(
                 {}, knowledge=FakeKnowledge(golden=GOLDEN), embedder=EMBEDDER, llm=llm
             )

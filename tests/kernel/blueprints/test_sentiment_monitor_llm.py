@@ -8,13 +8,13 @@ import json
 from typing import Any
 
 from agentflow.kernel.blueprints.sentiment_monitor import SentimentMonitorAgent, score_sentiment
-from agentflow.kernel.llm.openai_provider import OpenAIProvider
 from tests.kernel.blueprints.test_sentiment_monitor import CALM, History
 from tests.kernel.fake_openai_server import (
     FakeOpenAIServer,
     ScriptedResponse,
     chat_completion,
     error,
+    strict_provider,
 )
 
 # Sarcasm: VADER reads "great" and "wonderful" and calls it positive.
@@ -22,13 +22,7 @@ SARCASTIC = "Sure, great, another update that breaks the export. Wonderful."
 
 
 async def _run(server: FakeOpenAIServer, **config: Any) -> dict[str, Any]:
-    async with OpenAIProvider(
-        "gpt-4o-mini",
-        api_key="test-key",
-        base_url=server.base_url,
-        timeout_seconds=2,
-        max_retries=0,
-    ) as llm:
+    async with strict_provider(server) as llm:
         agent = SentimentMonitorAgent(config, history=History({"": list(CALM)}), llm=llm)
         result = await agent.run(SARCASTIC, user_id="cust-1")
     output: dict[str, Any] = result.state.plan_state.state["output"]
