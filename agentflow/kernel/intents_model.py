@@ -304,10 +304,15 @@ def save(path: Path, meta: Mapping[str, Any], arrays: Mapping[str, Any]) -> None
 # -------------------------------------------------------------- load (numpy only)
 
 
-def load(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def load(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The metadata and arrays of a saved model; `ModelFileError` if it is unreadable."""
+    path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own handle: np.load leaves its file open when the archive is corrupt.
+        with path.open("rb") as file:
+            archive = np.load(file, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
             arrays = {name: archive[name] for name in archive.files}
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
     except FileNotFoundError:
@@ -320,7 +325,7 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 
 def load_classifier(
-    path: Path,
+    path: str | Path,
     categories: Sequence[IntentCategory],
     *,
     oos_threshold: float | None = None,

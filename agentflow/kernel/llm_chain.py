@@ -20,6 +20,7 @@ from agentflow.kernel.costs import (
 )
 from agentflow.kernel.guardrails import PIIRedactor
 from agentflow.kernel.intents import IntentCategory, LLMIntentClassifier, OfflineIntentClassifier
+from agentflow.kernel.intents_fit import cached_classifier, model_cache
 from agentflow.kernel.llm.base import LLMProvider
 from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
 from agentflow.kernel.llm.offline import OfflineProvider
@@ -142,9 +143,14 @@ async def intent_classifier(
     options: dict[str, Any] = {}
     if config.intents.oos_threshold is not None:
         options["oos_threshold"] = config.intents.oos_threshold
+    cache = model_cache()
     try:
         # Training is CPU work (seconds for thousands of examples): keep the loop free.
-        offline = await asyncio.to_thread(OfflineIntentClassifier, categories, **options)
+        if cache is None:
+            offline = await asyncio.to_thread(OfflineIntentClassifier, categories, **options)
+        else:
+            # Trained in a child process (scikit-learn never enters this one), then cached.
+            offline = await asyncio.to_thread(cached_classifier, categories, cache, **options)
     except ValueError as exc:
         raise config_issue("intents.categories", str(exc)) from exc
     members = [
