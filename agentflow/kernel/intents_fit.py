@@ -119,7 +119,10 @@ def _versions() -> dict[str, str]:
     # The classifier's code, so that an edit (a constant, a feature) is never served stale.
     code = hashlib.sha256()
     for name in _SOURCES:
-        code.update((Path(__file__).parent / name).read_bytes())
+        try:
+            code.update((Path(__file__).parent / name).read_bytes())
+        except OSError:  # an install without sources: the package version must do
+            code.update(name.encode())
     versions["code"] = code.hexdigest()
     return versions
 
