@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -488,10 +488,10 @@ class OfflineIntentClassifier:
     def _combine(self, lexical: csr_matrix, encoded: np.ndarray | None) -> csr_matrix:
         if encoded is None:
             return lexical
-        from agentflow.kernel.intents_model import SparseRows
-
-        if isinstance(lexical, SparseRows):  # a restored classifier: no scipy
-            return lexical.with_dense(encoded * np.float32(_ENCODER_WEIGHT))
+        # A restored classifier's rows (intents_model.SparseRows) append the block without scipy.
+        with_dense = getattr(lexical, "with_dense", None)
+        if with_dense is not None:
+            return cast("csr_matrix", with_dense(encoded * np.float32(_ENCODER_WEIGHT)))
         from scipy.sparse import csr_matrix, hstack
 
         dense = csr_matrix(encoded * np.float32(_ENCODER_WEIGHT))
