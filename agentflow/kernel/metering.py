@@ -48,6 +48,7 @@ class RunState:
         "model",
         "offline",
         "provider",
+        "spent",
         "tenant_id",
         "trace_id",
         "usage",
@@ -64,12 +65,15 @@ class RunState:
         self.offline = True
         self.fallbacks: list[str] = []
         self.budget_error: BudgetExceeded | None = None
+        # (total tokens, cost in USD) so far: what a plan step's share is measured against.
+        self.spent: tuple[int, float] = (0, 0.0)
 
     def record(self, response: LLMResponse | EmbeddingResponse) -> None:
         # TokenUsage is frozen: the first call's own usage can stand for the run's total.
         usage = self.usage
         self.usage = response.usage if usage is _NO_USAGE else usage + response.usage
         self.cost_usd += response.cost_usd
+        self.spent = (self.usage.total_tokens, self.cost_usd)
         if isinstance(response, EmbeddingResponse):
             return
         self.calls += 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from operator import attrgetter
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -116,6 +116,7 @@ def _describe(exc: BaseException) -> str:
 
 
 _source_score: Callable[[SourceRef], float] = attrgetter("score")
+_spent: Callable[[RunState], tuple[int, float]] = attrgetter("spent")
 
 
 class _Laps:
@@ -258,12 +259,14 @@ class AgentPipeline:
         if not isinstance(message, str):
             raise TypeError(f"message must be a string, not {type(message).__name__}")
         ctx: dict[str, Any] = dict(context) if context else {}
+        # Spans only when an SDK records them: otherwise not even a no-op span is entered.
+        process = self._traced if tracing.active() else self._process
         chain = self.middleware
         if not chain:
-            return await self._process(user_id, message, ctx)
+            return await process(user_id, message, ctx)
         try:
             message, ctx = await chain.before(user_id, message, ctx)
-            reply = await self._process(user_id, message, ctx)
+            reply = await process(user_id, message, ctx)
             return await chain.after(user_id, reply, ctx)
         except Exception as exc:
             replacement = await chain.error(user_id, exc, ctx)
@@ -303,20 +306,31 @@ class AgentPipeline:
 
     # -------------------------------------------------------------------- stages
 
+    async def _traced(self, user_id: str, message: str, ctx: dict[str, Any]) -> AgentReply:
+        """`_process` inside the run's span (only while an OpenTelemetry SDK records)."""
+        with tracing.run_span(ctx) as span:
+            reply = await self._process(user_id, message, ctx)
+            tracing.record_reply(span, reply)
+            return reply
+
     async def _process(self, user_id: str, message: str, ctx: dict[str, Any]) -> AgentReply:
         trace = ctx.get("trace_id") or ctx.get("correlation_id")
         tenant = ctx.get("tenant_id")
         run = RunState(str(trace) if trace else new_id(), None if tenant is None else str(tenant))
         token = CURRENT_RUN.set(run)
-        with tracing.run_span(ctx) as span:
-            await self.sessions.acquire(user_id)
-            try:
-                reply = await self._stages(user_id, message, ctx, run)
-            finally:
-                self.sessions.release(user_id)
-                CURRENT_RUN.reset(token)
-            tracing.record_reply(span, reply)
-            return reply
+        sessions = self.sessions
+        try:
+            # Messages of one user run one at a time: most find nobody there.
+            if not sessions.try_acquire(user_id):
+                await sessions.acquire(user_id)
+        except BaseException:
+            CURRENT_RUN.reset(token)
+            raise
+        try:
+            return await self._stages(user_id, message, ctx, run)
+        finally:
+            sessions.release(user_id)
+            CURRENT_RUN.reset(token)
 
     async def _stages(
         self, user_id: str, message: str, ctx: dict[str, Any], run: RunState
@@ -328,9 +342,9 @@ class AgentPipeline:
         steps = _TurnSteps(self, turn, ctx, run, degraded, laps)
         compiled = self._compiled
         if compiled is not None:  # the hot path, without a coroutine around the walk
-            walked = await compiled.run(
-                steps, steps.plan_state, perf_counter, steps.meter, laps.origin
-            )
+            # The meter reads the run's `spent` without a Python frame (it runs per step).
+            meter = partial(_spent, run)
+            walked = await compiled.run(steps, steps.plan_state, perf_counter, meter, laps.origin)
             completed, path = walked.completed, walked.path
         else:
             completed, path = await self._follow_plan(steps, laps.origin)
@@ -495,7 +509,7 @@ class AgentPipeline:
         forced: str | None = None
         handler: str | None = None
         try:
-            async with self._deadlines.scope(self._stage_timeout):
+            with self._deadlines.scope(self._stage_timeout):
                 outcome = await self.handlers.route(text, intent, pctx)
             result, handler = outcome.result, outcome.handler
             failures = outcome.failures
@@ -672,7 +686,7 @@ class AgentPipeline:
             if self._classify_sync is not None:
                 result: IntentResult = self._classify_sync(text)
                 return result
-            async with self._deadlines.scope(self._stage_timeout):
+            with self._deadlines.scope(self._stage_timeout):
                 return await self.classifier.classify(text, history)
         except Exception as exc:
             degraded.append({"stage": "classify", "error": _describe(exc)})
@@ -768,11 +782,12 @@ class _TurnSteps:
         if step is None:
             return StepOutcome.failed(f"the pipeline has no step `{action}`")
         run = self.run
-        tokens, cost = run.usage.total_tokens, run.cost_usd
+        tokens, cost = run.spent
         output = await step(self, state)
         if output is _PAUSED_FOR_REVIEW:
             return StepOutcome("paused", None, "waiting for a human review")
-        return StepOutcome("ok", output, None, run.usage.total_tokens - tokens, run.cost_usd - cost)
+        spent_tokens, spent_cost = run.spent
+        return StepOutcome("ok", output, None, spent_tokens - tokens, spent_cost - cost)
 
     async def classify(self, state: PlanState) -> Any:
         """Stages 2-3: the intent, then the thread the message belongs to."""
@@ -822,9 +837,6 @@ class _TurnSteps:
         reason = verdict.reason
         state.state["escalate"] = reason is not None and reason != EscalationReason.LOW_CONFIDENCE
         return None
-
-    def meter(self) -> tuple[int, float]:
-        return self.run.usage.total_tokens, self.run.cost_usd
 
     def decide(self) -> ConfidenceDecision:
         """The evaluator's verdict on what was generated (nothing, if generation was skipped)."""

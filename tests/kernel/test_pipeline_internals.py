@@ -36,6 +36,17 @@ async def test_deadline_turns_an_overrun_into_timeout_error() -> None:
     assert deadlines.active == 0
 
 
+async def test_deadline_as_a_plain_with_block_times_out_the_same() -> None:
+    deadlines = Deadlines(resolution=0.01)
+
+    with pytest.raises(TimeoutError), deadlines.scope(0.02):
+        await asyncio.sleep(5)
+    with deadlines.scope(1.0):
+        await asyncio.sleep(0)
+
+    assert deadlines.active == 0
+
+
 async def test_deadline_leaves_fast_work_and_outside_cancellation_alone() -> None:
     deadlines = Deadlines(resolution=0.01)
 
