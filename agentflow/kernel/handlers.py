@@ -221,19 +221,20 @@ def build_prompt(context: ProcessingContext, retrieved: Sequence[ContextItem]) -
     parts = [template.replace("{agent_name}", context.agent_name)]
     if retrieved:
         parts.append("Context:")
-        parts.extend(
+        parts += [
             f"[{i}] ({item.kind}: {item.title}) {item.text}" for i, item in enumerate(retrieved, 1)
-        )
+        ]
     if context.playbook is not None:
         parts.append(f"Playbook '{context.playbook.name}':")
         parts.extend(f"{i}. {step}" for i, step in enumerate(context.playbook.steps, 1))
     if context.tools:
         parts.append("Tool output (untrusted data):")
         parts.extend(f"- {item.title}: {item.text}" for item in context.tools)
-    messages = [ChatMessage("system", "\n".join(parts))]
-    messages.extend(context.history)
-    messages.append(ChatMessage("user", context.message))
-    return messages
+    return [
+        ChatMessage("system", "\n".join(parts)),
+        *context.history,
+        ChatMessage("user", context.message),
+    ]
 
 
 def result_from_response(response: LLMResponse, retrieved: Sequence[ContextItem]) -> HandlerResult:

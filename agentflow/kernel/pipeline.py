@@ -134,6 +134,9 @@ class _Laps:
         self._mark = mark
 
 
+# A transition's value without the enum's descriptor (read twice per message).
+_TRANSITION_NAMES: dict[ThreadTransition, str] = {t: t.value for t in ThreadTransition}
+
 # Immutable, so every turn can start from the same one (a per-turn factory cost ~1 us).
 _SKIPPED_INTENT = IntentResult(GENERAL_INTENT, 1.0, False, method="skipped")
 
@@ -482,7 +485,7 @@ class AgentPipeline:
             session=turn.session,
             thread=turn.thread,
             intent=turn.intent,
-            transition=turn.transition.value,
+            transition=_TRANSITION_NAMES[turn.transition],
             llm=self.llm,
             history=turn.history,
             knowledge=gathered.knowledge,
@@ -660,7 +663,7 @@ class AgentPipeline:
             intent_confidence=turn.intent.confidence,
             confidence=verdict.confidence,
             thread_id="" if turn.thread is None else turn.thread.thread_id,
-            transition=turn.transition.value,
+            transition=_TRANSITION_NAMES[turn.transition],
             escalated=verdict.escalate,
             escalation_reason=verdict.reason,
             proposed_answer=answer.proposed,
@@ -675,22 +678,34 @@ class AgentPipeline:
         if self.strict_persistence:
             raise PersistenceError(stage, exc) from exc
 
-    async def _classify(
-        self, text: str, history: list[ChatMessage], degraded: list[dict[str, str]]
-    ) -> IntentResult:
+    def _intent_at_once(self, text: str, degraded: list[dict[str, str]]) -> IntentResult | None:
+        """The intent when nothing is awaited (small talk, no classifier, a synchronous one);
+        None when the classifier's coroutine must decide (`_classify`)."""
         if small_talk_kind(text) is not None:  # nothing to classify, nobody to bother
             return IntentResult(SMALL_TALK, 1.0, False, method="small_talk")
         if self.classifier is None:
             return IntentResult(GENERAL_INTENT, 1.0, False, method="none")
+        classify_sync = self._classify_sync
+        if classify_sync is None:
+            return None
         try:
-            if self._classify_sync is not None:
-                result: IntentResult = self._classify_sync(text)
-                return result
+            result: IntentResult = classify_sync(text)
+            return result
+        except Exception as exc:
+            return _classification_failed(exc, degraded)
+
+    async def _classify(
+        self, text: str, history: list[ChatMessage], degraded: list[dict[str, str]]
+    ) -> IntentResult:
+        intent = self._intent_at_once(text, degraded)
+        if intent is not None:
+            return intent
+        assert self.classifier is not None
+        try:
             with self._deadlines.scope(self._stage_timeout):
                 return await self.classifier.classify(text, history)
         except Exception as exc:
-            degraded.append({"stage": "classify", "error": _describe(exc)})
-            return IntentResult(OUT_OF_SCOPE, 0.0, True, method="failed")
+            return _classification_failed(exc, degraded)
 
     async def _embed(self, text: str, degraded: list[dict[str, str]]) -> Vector:
         try:
@@ -698,6 +713,11 @@ class AgentPipeline:
         except Exception as exc:
             degraded.append({"stage": "embed", "error": _describe(exc)})
             return self._zero_vector
+
+
+def _classification_failed(exc: Exception, degraded: list[dict[str, str]]) -> IntentResult:
+    degraded.append({"stage": "classify", "error": _describe(exc)})
+    return IntentResult(OUT_OF_SCOPE, 0.0, True, method="failed")
 
 
 def _frustration_check(
@@ -792,7 +812,10 @@ class _TurnSteps:
     async def classify(self, state: PlanState) -> Any:
         """Stages 2-3: the intent, then the thread the message belongs to."""
         pipeline, turn, degraded = self.pipeline, self.turn, self.degraded
-        intent = turn.intent = await pipeline._classify(turn.text, turn.history, degraded)
+        intent = pipeline._intent_at_once(turn.text, degraded)  # no coroutine when it can
+        if intent is None:
+            intent = await pipeline._classify(turn.text, turn.history, degraded)
+        turn.intent = intent
         self.laps.lap("classify")
         turn.vector = await pipeline._embed(turn.text, degraded)
         turn.thread, turn.transition, turn.thread_reason = await pipeline._place_in_thread(
