@@ -174,9 +174,22 @@ class GuardedProvider:
         run = CURRENT_RUN.get()
         if self.redactor is not None:
             messages = [self._redact_message(m) for m in messages]
-        with tracing.llm_span("chat", model or self.model) as span:
-            try:
-                response = await self.inner.chat(
+        inner = self.inner
+        try:
+            if tracing.active():  # no span at all while nothing records one
+                with tracing.llm_span("chat", model or self.model) as span:
+                    response = await inner.chat(
+                        messages,
+                        model=model,
+                        tools=tools,
+                        json_schema=json_schema,
+                        temperature=temperature,
+                        max_tokens=max_tokens,
+                        metadata=self._scoped(metadata, run),
+                    )
+                    tracing.record_llm_response(span, response)
+            else:
+                response = await inner.chat(
                     messages,
                     model=model,
                     tools=tools,
@@ -185,11 +198,10 @@ class GuardedProvider:
                     max_tokens=max_tokens,
                     metadata=self._scoped(metadata, run),
                 )
-            except BudgetExceeded as exc:
-                if run is not None:
-                    run.budget_error = exc
-                raise
-            tracing.record_llm_response(span, response)
+        except BudgetExceeded as exc:
+            if run is not None:
+                run.budget_error = exc
+            raise
         if run is not None:
             run.record(response)
         return response

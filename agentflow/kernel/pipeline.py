@@ -366,8 +366,7 @@ class AgentPipeline:
             self._persistence_failed("update", exc)
             degraded.append({"stage": "update", "error": _describe(exc)})
         laps.lap("update")
-        reply = self._reply(turn, run, generated, verdict, answer, degraded, laps.timings)
-        reply.plan_path = path
+        reply = self._reply(turn, run, generated, verdict, answer, degraded, laps.timings, path)
         if steps.snapshot is not None:  # paused for a person: the plan continues after
             reply.plan_snapshot = steps.snapshot.to_dict()
         return reply
@@ -457,23 +456,6 @@ class AgentPipeline:
             degraded.append({"stage": "thread", "error": _describe(exc)})
             return None, ThreadTransition.CONTINUATION, ""
         return decision.thread, decision.transition, decision.reason
-
-    async def _gather(
-        self,
-        user_id: str,
-        text: str,
-        vector: Vector,
-        intent: IntentResult,
-        degraded: list[dict[str, str]],
-    ) -> Gathered:
-        try:
-            gathered = await self.gatherer.gather(user_id, text, vector, intent.name)
-        except Exception as exc:
-            degraded.append({"stage": "context", "error": _describe(exc)})
-            return Gathered()
-        if gathered.failures:
-            degraded.extend(gathered.failures)
-        return gathered
 
     def _processing_context(
         self, turn: _Turn, ctx: dict[str, Any], run: RunState
@@ -629,6 +611,7 @@ class AgentPipeline:
         answer: _Answer,
         degraded: list[dict[str, str]],
         timings: dict[str, float],
+        path: list[PlanStep],
     ) -> AgentReply:
         metadata: dict[str, Any] = {
             "trace_id": run.trace_id,
@@ -672,6 +655,7 @@ class AgentPipeline:
             usage=run.usage,
             cost_usd=run.cost_usd,
             metadata=metadata,
+            plan_path=path,
         )
 
     def _persistence_failed(self, stage: str, exc: Exception) -> None:
@@ -827,10 +811,17 @@ class _TurnSteps:
 
     async def context(self, state: PlanState) -> Any:
         """Stage 4: memory, knowledge, golden paths, tools and playbook, in parallel."""
-        turn = self.turn
-        turn.gathered = await self.pipeline._gather(
-            turn.user_id, turn.text, turn.vector, turn.intent, self.degraded
-        )
+        turn, degraded = self.turn, self.degraded
+        try:
+            gathered = await self.pipeline.gatherer.gather(
+                turn.user_id, turn.text, turn.vector, turn.intent.name
+            )
+        except Exception as exc:
+            degraded.append({"stage": "context", "error": _describe(exc)})
+            gathered = Gathered()
+        if gathered.failures:
+            degraded.extend(gathered.failures)
+        turn.gathered = gathered
         self.laps.lap("context")
         return None
 
