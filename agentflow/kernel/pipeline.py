@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache, partial
 from operator import attrgetter
 from time import perf_counter
@@ -162,7 +162,7 @@ class _Turn:
     thread: ConversationThread | None = None
     transition: ThreadTransition = ThreadTransition.CONTINUATION
     thread_reason: str = ""
-    gathered: Gathered = field(default_factory=Gathered)
+    gathered: Gathered | None = None  # None until the context step runs (if it does)
     sentiment: dict[str, Any] | None = None  # the frustration check's score, when configured
 
 
@@ -460,7 +460,7 @@ class AgentPipeline:
     def _processing_context(
         self, turn: _Turn, ctx: dict[str, Any], run: RunState
     ) -> ProcessingContext:
-        gathered = turn.gathered
+        gathered = turn.gathered if turn.gathered is not None else Gathered()
         return ProcessingContext(
             message=turn.text,
             user_id=turn.user_id,
@@ -627,11 +627,12 @@ class AgentPipeline:
             "thread_reason": turn.thread_reason,
             "new_session": turn.created,
         }
-        if turn.gathered.playbook is not None:
+        gathered = turn.gathered
+        if gathered is not None and gathered.playbook is not None:
             # The procedure suggested before the answer, named in the trace (SPEC 9).
-            metadata["playbook"] = turn.gathered.playbook.summary()
-        if turn.gathered.tools:  # the tools whose output the answer could use (qa_test_agent)
-            metadata["tool_calls"] = [item.title for item in turn.gathered.tools]
+            metadata["playbook"] = gathered.playbook.summary()
+        if gathered is not None and gathered.tools:  # what the answer could use (qa_test_agent)
+            metadata["tool_calls"] = [item.title for item in gathered.tools]
         if turn.sentiment is not None:
             metadata["sentiment"] = turn.sentiment
         if degraded:
