@@ -438,25 +438,6 @@ class AgentPipeline:
             degraded.append({"stage": "session", "error": _describe(exc)})
             return Session(f"ephemeral-{run.trace_id}", user_id, now, now), True, [], False
 
-    async def _place_in_thread(
-        self,
-        session: Session,
-        text: str,
-        vector: Vector,
-        intent: IntentResult,
-        now: float,
-        degraded: list[dict[str, str]],
-    ) -> tuple[ConversationThread | None, ThreadTransition, str]:
-        try:
-            decision = await self.threads.process(
-                session, text, vector, intent=intent.name, out_of_scope=intent.out_of_scope, now=now
-            )
-        except Exception as exc:
-            self._persistence_failed("thread", exc)
-            degraded.append({"stage": "thread", "error": _describe(exc)})
-            return None, ThreadTransition.CONTINUATION, ""
-        return decision.thread, decision.transition, decision.reason
-
     def _processing_context(
         self, turn: _Turn, ctx: dict[str, Any], run: RunState
     ) -> ProcessingContext:
@@ -802,10 +783,22 @@ class _TurnSteps:
             intent = await pipeline._classify(turn.text, turn.history, degraded)
         turn.intent = intent
         self.laps.lap("classify")
-        turn.vector = await pipeline._embed(turn.text, degraded)
-        turn.thread, turn.transition, turn.thread_reason = await pipeline._place_in_thread(
-            turn.session, turn.text, turn.vector, intent, turn.now, degraded
-        )
+        turn.vector = vector = await pipeline._embed(turn.text, degraded)
+        try:
+            decision = await pipeline.threads.process(
+                turn.session,
+                turn.text,
+                vector,
+                intent=intent.name,
+                out_of_scope=intent.out_of_scope,
+                now=turn.now,
+            )
+        except Exception as exc:  # the turn keeps its defaults: no thread, a continuation
+            pipeline._persistence_failed("thread", exc)
+            degraded.append({"stage": "thread", "error": _describe(exc)})
+        else:
+            turn.thread, turn.transition = decision.thread, decision.transition
+            turn.thread_reason = decision.reason
         self.laps.lap("thread")
         state.intent = {"name": intent.name, "confidence": intent.confidence}
         return None
