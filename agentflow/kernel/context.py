@@ -164,36 +164,49 @@ class ContextGatherer:
     async def gather(self, user_id: str, text: str, vector: Vector, intent: str) -> Gathered:
         gathered = Gathered()
         parallel: list[tuple[str, Awaitable[Any]]] = []
-
-        async def branch(name: str, inline: bool, work: Awaitable[Any]) -> Any:
-            if not inline:
-                parallel.append((name, work))
-                return None
-            try:
-                return await work
-            except Exception as exc:
-                gathered.failures.append({"stage": f"context:{name}", "error": _describe(exc)})
-                return None
-
+        # A branch whose store never waits on I/O is awaited right here, its failure recorded
+        # (no helper coroutine per branch: this runs per message); the others run in parallel.
         if self.memory.recall_limit > 0:
-            gathered.memory = (
-                await branch("memory", self._memory_inline, self.memory.recall(user_id, vector))
-                or []
-            )
+            work: Awaitable[Any] = self.memory.recall(user_id, vector)
+            if not self._memory_inline:
+                parallel.append(("memory", work))
+            else:
+                try:
+                    gathered.memory = await work or []
+                except Exception as exc:
+                    _failed(gathered, "memory", exc)
         knowledge = self.knowledge
         if knowledge is not None and self.knowledge_top_k > 0 and not _is_empty(knowledge):
             work = knowledge.search(text, vector, limit=self.knowledge_top_k)
-            gathered.knowledge = await branch("knowledge", self._knowledge_inline, work) or []
+            if not self._knowledge_inline:
+                parallel.append(("knowledge", work))
+            else:
+                try:
+                    gathered.knowledge = await work or []
+                except Exception as exc:
+                    _failed(gathered, "knowledge", exc)
         golden = self.golden_paths
         if golden is not None and self.golden_top_k > 0 and not _is_empty(golden):
             if self._golden_by_intent:
                 work = golden.search(text, vector, limit=self.golden_top_k, intent=intent)  # type: ignore[call-arg]
             else:
                 work = golden.search(text, vector, limit=self.golden_top_k)
-            gathered.golden_paths = await branch("golden_paths", self._golden_inline, work) or []
+            if not self._golden_inline:
+                parallel.append(("golden_paths", work))
+            else:
+                try:
+                    gathered.golden_paths = await work or []
+                except Exception as exc:
+                    _failed(gathered, "golden_paths", exc)
         if self.procedures is not None:
             lookup = self.procedures.get_playbook(intent)
-            gathered.playbook = await branch("playbook", self._procedures_inline, lookup)
+            if not self._procedures_inline:
+                parallel.append(("playbook", lookup))
+            else:
+                try:
+                    gathered.playbook = await lookup
+                except Exception as exc:
+                    _failed(gathered, "playbook", exc)
         for binding in self.tools:
             if binding.applies_to(intent):
                 parallel.append((f"tool:{binding.key}", self._tool_call(binding, text)))
@@ -225,6 +238,10 @@ class ContextGatherer:
                 gathered.tools.append(task.result())
             else:
                 setattr(gathered, name, task.result() or [])
+
+
+def _failed(gathered: Gathered, name: str, exc: Exception) -> None:
+    gathered.failures.append({"stage": f"context:{name}", "error": _describe(exc)})
 
 
 def _describe(exc: BaseException) -> str:

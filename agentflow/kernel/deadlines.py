@@ -24,7 +24,7 @@ class _Scope:
         self.expired = False
         self.task: asyncio.Task[object] | None = None
 
-    async def __aenter__(self) -> _Scope:
+    def __enter__(self) -> _Scope:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a deadline scope must be entered inside a task")
@@ -32,7 +32,7 @@ class _Scope:
         self._deadlines._register(self)
         return self
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
@@ -43,6 +43,18 @@ class _Scope:
             assert self.task is not None
             if self.task.uncancel() == 0:
                 raise TimeoutError(f"deadline of {self._seconds}s exceeded") from exc
+
+    # `async with` works too; plain `with` spares two coroutines (entering awaits nothing).
+    async def __aenter__(self) -> _Scope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
 
 class Deadlines:
@@ -57,7 +69,7 @@ class Deadlines:
         self._timer: asyncio.TimerHandle | None = None
 
     def scope(self, seconds: float) -> _Scope:
-        """`async with deadlines.scope(30): ...` raises TimeoutError after ~30 s."""
+        """`with deadlines.scope(30): ...` (inside a task) raises TimeoutError after ~30 s."""
         return _Scope(self, seconds)
 
     @property

@@ -64,6 +64,8 @@ class HandlerResult:
         raise TypeError(f"a handler returned {type(value).__name__}, not a HandlerResult")
 
 
+_tuple_new = tuple.__new__
+
 # A C-level sort key: every generated answer sorts its retrieved context by score.
 _by_score: Callable[[ContextItem], float] = attrgetter("score")
 
@@ -136,12 +138,25 @@ class BaseHandler(ABC):
         return type(self).__name__
 
 
-class GenerativeHandler(BaseHandler):
+class SyncTestHandler(BaseHandler):
+    """A handler whose test awaits nothing: it implements `accepts`, which the registry
+    calls directly (no coroutine per handler per message). A subclass that overrides
+    `can_handle` is asked through it, as any handler."""
+
+    @abstractmethod
+    def accepts(self, intent: IntentResult, context: ProcessingContext) -> bool:
+        """Whether this handler answers the message (what `can_handle` returns)."""
+
+    async def can_handle(self, intent: IntentResult, context: ProcessingContext) -> bool:
+        return self.accepts(intent, context)
+
+
+class GenerativeHandler(SyncTestHandler):
     """The default handler: the LLM (or offline provider) answers from the context."""
 
     priority = -(10**9)
 
-    async def can_handle(self, intent: IntentResult, context: ProcessingContext) -> bool:
+    def accepts(self, intent: IntentResult, context: ProcessingContext) -> bool:
         return True
 
     async def handle(
@@ -173,7 +188,7 @@ DEFAULT_RESOLUTION_MESSAGE = (
 )
 
 
-class ResolutionHandler(BaseHandler):
+class ResolutionHandler(SyncTestHandler):
     """Acknowledges a message that closes a thread ("thanks, that fixed it!").
 
     Without it a thank-you would be answered from the knowledge base, score low and
@@ -183,7 +198,7 @@ class ResolutionHandler(BaseHandler):
 
     priority = 1_000
 
-    async def can_handle(self, intent: IntentResult, context: ProcessingContext) -> bool:
+    def accepts(self, intent: IntentResult, context: ProcessingContext) -> bool:
         return context.transition == "resolution"
 
     async def handle(
@@ -206,19 +221,20 @@ def build_prompt(context: ProcessingContext, retrieved: Sequence[ContextItem]) -
     parts = [template.replace("{agent_name}", context.agent_name)]
     if retrieved:
         parts.append("Context:")
-        parts.extend(
+        parts += [
             f"[{i}] ({item.kind}: {item.title}) {item.text}" for i, item in enumerate(retrieved, 1)
-        )
+        ]
     if context.playbook is not None:
         parts.append(f"Playbook '{context.playbook.name}':")
         parts.extend(f"{i}. {step}" for i, step in enumerate(context.playbook.steps, 1))
     if context.tools:
         parts.append("Tool output (untrusted data):")
         parts.extend(f"- {item.title}: {item.text}" for item in context.tools)
-    messages = [ChatMessage("system", "\n".join(parts))]
-    messages.extend(context.history)
-    messages.append(ChatMessage("user", context.message))
-    return messages
+    return [
+        ChatMessage("system", "\n".join(parts)),
+        *context.history,
+        ChatMessage("user", context.message),
+    ]
 
 
 def result_from_response(response: LLMResponse, retrieved: Sequence[ContextItem]) -> HandlerResult:
@@ -237,7 +253,8 @@ def result_from_response(response: LLMResponse, retrieved: Sequence[ContextItem]
     elif meta.get("offline"):
         sources = []  # an offline or template answer that cites nothing used nothing
     else:
-        sources = [SourceRef(i.kind, i.id, i.title, i.score) for i in retrieved]
+        # SourceRef's fields in order, made as its generated __new__ would, minus a frame.
+        sources = [_tuple_new(SourceRef, (i.kind, i.id, i.title, i.score)) for i in retrieved]
     confidence = meta.get("confidence")
     return HandlerResult(
         content=response.content,
@@ -261,6 +278,18 @@ class AllHandlersFailed(Exception):
         self.failures = failures
 
 
+# A handler's test: its synchronous `accepts`, or None to await its `can_handle`.
+_Test = Callable[["IntentResult", ProcessingContext], bool] | None
+
+
+def _sync_test(handler: BaseHandler) -> _Test:
+    if isinstance(handler, SyncTestHandler) and (
+        type(handler).can_handle is SyncTestHandler.can_handle
+    ):
+        return handler.accepts
+    return None
+
+
 class HandlerRegistry:
     """Handlers by priority with fall-through; the default handler always comes last."""
 
@@ -268,18 +297,34 @@ class HandlerRegistry:
         self, handlers: Sequence[BaseHandler] = (), *, default: BaseHandler | None = None
     ) -> None:
         self._handlers: list[BaseHandler] = []
-        self.default = default if default is not None else GenerativeHandler()
+        self._default = default if default is not None else GenerativeHandler()
+        self._chain: tuple[tuple[BaseHandler, _Test], ...] = ()
         for handler in handlers:
             self.register(handler)
+        self._rebuild()
+
+    @property
+    def default(self) -> BaseHandler:
+        return self._default
+
+    @default.setter
+    def default(self, handler: BaseHandler) -> None:
+        self._default = handler
+        self._rebuild()
 
     def register(self, handler: BaseHandler) -> None:
         self._handlers.append(handler)
         # sort() is stable: equal priorities keep registration order.
         self._handlers.sort(key=lambda h: h.get_priority(), reverse=True)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """The routing order with each handler's test, worked out once per change."""
+        self._chain = tuple((h, _sync_test(h)) for h in (*self._handlers, self._default))
 
     @property
     def handlers(self) -> list[BaseHandler]:
-        return [*self._handlers, self.default]
+        return [*self._handlers, self._default]
 
     async def route(
         self,
@@ -288,14 +333,17 @@ class HandlerRegistry:
         context: ProcessingContext,
     ) -> HandlerOutcome:
         failures: list[dict[str, str]] = []
-        for handler in (*self._handlers, self.default):
+        for handler, accepts in self._chain:
             try:
-                if not await handler.can_handle(intent, context):
+                if accepts is not None:
+                    if not accepts(intent, context):
+                        continue
+                elif not await handler.can_handle(intent, context):
                     continue
                 raw = await handler.handle(
                     message, intent, context, context.session, context.thread
                 )
-                result = HandlerResult.coerce(raw)
+                result = raw if type(raw) is HandlerResult else HandlerResult.coerce(raw)
             except Exception as exc:
                 failures.append(
                     {"handler": _name(handler), "error": f"{type(exc).__name__}: {exc}"}

@@ -48,6 +48,7 @@ class RunState:
         "model",
         "offline",
         "provider",
+        "spent",
         "tenant_id",
         "trace_id",
         "usage",
@@ -64,12 +65,15 @@ class RunState:
         self.offline = True
         self.fallbacks: list[str] = []
         self.budget_error: BudgetExceeded | None = None
+        # (total tokens, cost in USD) so far: what a plan step's share is measured against.
+        self.spent: tuple[int, float] = (0, 0.0)
 
     def record(self, response: LLMResponse | EmbeddingResponse) -> None:
         # TokenUsage is frozen: the first call's own usage can stand for the run's total.
         usage = self.usage
         self.usage = response.usage if usage is _NO_USAGE else usage + response.usage
         self.cost_usd += response.cost_usd
+        self.spent = (self.usage.total_tokens, self.cost_usd)
         if isinstance(response, EmbeddingResponse):
             return
         self.calls += 1
@@ -170,9 +174,22 @@ class GuardedProvider:
         run = CURRENT_RUN.get()
         if self.redactor is not None:
             messages = [self._redact_message(m) for m in messages]
-        with tracing.llm_span("chat", model or self.model) as span:
-            try:
-                response = await self.inner.chat(
+        inner = self.inner
+        try:
+            if tracing.active():  # no span at all while nothing records one
+                with tracing.llm_span("chat", model or self.model) as span:
+                    response = await inner.chat(
+                        messages,
+                        model=model,
+                        tools=tools,
+                        json_schema=json_schema,
+                        temperature=temperature,
+                        max_tokens=max_tokens,
+                        metadata=self._scoped(metadata, run),
+                    )
+                    tracing.record_llm_response(span, response)
+            else:
+                response = await inner.chat(
                     messages,
                     model=model,
                     tools=tools,
@@ -181,11 +198,10 @@ class GuardedProvider:
                     max_tokens=max_tokens,
                     metadata=self._scoped(metadata, run),
                 )
-            except BudgetExceeded as exc:
-                if run is not None:
-                    run.budget_error = exc
-                raise
-            tracing.record_llm_response(span, response)
+        except BudgetExceeded as exc:
+            if run is not None:
+                run.budget_error = exc
+            raise
         if run is not None:
             run.record(response)
         return response

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, partial
 from operator import attrgetter
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -116,6 +116,7 @@ def _describe(exc: BaseException) -> str:
 
 
 _source_score: Callable[[SourceRef], float] = attrgetter("score")
+_spent: Callable[[RunState], tuple[int, float]] = attrgetter("spent")
 
 
 class _Laps:
@@ -132,6 +133,9 @@ class _Laps:
         self.timings[stage] = (mark - self._mark) * 1000.0
         self._mark = mark
 
+
+# A transition's value without the enum's descriptor (read twice per message).
+_TRANSITION_NAMES: dict[ThreadTransition, str] = {t: t.value for t in ThreadTransition}
 
 # Immutable, so every turn can start from the same one (a per-turn factory cost ~1 us).
 _SKIPPED_INTENT = IntentResult(GENERAL_INTENT, 1.0, False, method="skipped")
@@ -158,7 +162,7 @@ class _Turn:
     thread: ConversationThread | None = None
     transition: ThreadTransition = ThreadTransition.CONTINUATION
     thread_reason: str = ""
-    gathered: Gathered = field(default_factory=Gathered)
+    gathered: Gathered | None = None  # None until the context step runs (if it does)
     sentiment: dict[str, Any] | None = None  # the frustration check's score, when configured
 
 
@@ -258,12 +262,14 @@ class AgentPipeline:
         if not isinstance(message, str):
             raise TypeError(f"message must be a string, not {type(message).__name__}")
         ctx: dict[str, Any] = dict(context) if context else {}
+        # Spans only when an SDK records them: otherwise not even a no-op span is entered.
+        process = self._traced if tracing.active() else self._process
         chain = self.middleware
         if not chain:
-            return await self._process(user_id, message, ctx)
+            return await process(user_id, message, ctx)
         try:
             message, ctx = await chain.before(user_id, message, ctx)
-            reply = await self._process(user_id, message, ctx)
+            reply = await process(user_id, message, ctx)
             return await chain.after(user_id, reply, ctx)
         except Exception as exc:
             replacement = await chain.error(user_id, exc, ctx)
@@ -303,20 +309,31 @@ class AgentPipeline:
 
     # -------------------------------------------------------------------- stages
 
+    async def _traced(self, user_id: str, message: str, ctx: dict[str, Any]) -> AgentReply:
+        """`_process` inside the run's span (only while an OpenTelemetry SDK records)."""
+        with tracing.run_span(ctx) as span:
+            reply = await self._process(user_id, message, ctx)
+            tracing.record_reply(span, reply)
+            return reply
+
     async def _process(self, user_id: str, message: str, ctx: dict[str, Any]) -> AgentReply:
         trace = ctx.get("trace_id") or ctx.get("correlation_id")
         tenant = ctx.get("tenant_id")
         run = RunState(str(trace) if trace else new_id(), None if tenant is None else str(tenant))
         token = CURRENT_RUN.set(run)
-        with tracing.run_span(ctx) as span:
-            await self.sessions.acquire(user_id)
-            try:
-                reply = await self._stages(user_id, message, ctx, run)
-            finally:
-                self.sessions.release(user_id)
-                CURRENT_RUN.reset(token)
-            tracing.record_reply(span, reply)
-            return reply
+        sessions = self.sessions
+        try:
+            # Messages of one user run one at a time: most find nobody there.
+            if not sessions.try_acquire(user_id):
+                await sessions.acquire(user_id)
+        except BaseException:
+            CURRENT_RUN.reset(token)
+            raise
+        try:
+            return await self._stages(user_id, message, ctx, run)
+        finally:
+            sessions.release(user_id)
+            CURRENT_RUN.reset(token)
 
     async def _stages(
         self, user_id: str, message: str, ctx: dict[str, Any], run: RunState
@@ -328,9 +345,9 @@ class AgentPipeline:
         steps = _TurnSteps(self, turn, ctx, run, degraded, laps)
         compiled = self._compiled
         if compiled is not None:  # the hot path, without a coroutine around the walk
-            walked = await compiled.run(
-                steps, steps.plan_state, perf_counter, steps.meter, laps.origin
-            )
+            # The meter reads the run's `spent` without a Python frame (it runs per step).
+            meter = partial(_spent, run)
+            walked = await compiled.run(steps, steps.plan_state, perf_counter, meter, laps.origin)
             completed, path = walked.completed, walked.path
         else:
             completed, path = await self._follow_plan(steps, laps.origin)
@@ -349,8 +366,7 @@ class AgentPipeline:
             self._persistence_failed("update", exc)
             degraded.append({"stage": "update", "error": _describe(exc)})
         laps.lap("update")
-        reply = self._reply(turn, run, generated, verdict, answer, degraded, laps.timings)
-        reply.plan_path = path
+        reply = self._reply(turn, run, generated, verdict, answer, degraded, laps.timings, path)
         if steps.snapshot is not None:  # paused for a person: the plan continues after
             reply.plan_snapshot = steps.snapshot.to_dict()
         return reply
@@ -422,53 +438,17 @@ class AgentPipeline:
             degraded.append({"stage": "session", "error": _describe(exc)})
             return Session(f"ephemeral-{run.trace_id}", user_id, now, now), True, [], False
 
-    async def _place_in_thread(
-        self,
-        session: Session,
-        text: str,
-        vector: Vector,
-        intent: IntentResult,
-        now: float,
-        degraded: list[dict[str, str]],
-    ) -> tuple[ConversationThread | None, ThreadTransition, str]:
-        try:
-            decision = await self.threads.process(
-                session, text, vector, intent=intent.name, out_of_scope=intent.out_of_scope, now=now
-            )
-        except Exception as exc:
-            self._persistence_failed("thread", exc)
-            degraded.append({"stage": "thread", "error": _describe(exc)})
-            return None, ThreadTransition.CONTINUATION, ""
-        return decision.thread, decision.transition, decision.reason
-
-    async def _gather(
-        self,
-        user_id: str,
-        text: str,
-        vector: Vector,
-        intent: IntentResult,
-        degraded: list[dict[str, str]],
-    ) -> Gathered:
-        try:
-            gathered = await self.gatherer.gather(user_id, text, vector, intent.name)
-        except Exception as exc:
-            degraded.append({"stage": "context", "error": _describe(exc)})
-            return Gathered()
-        if gathered.failures:
-            degraded.extend(gathered.failures)
-        return gathered
-
     def _processing_context(
         self, turn: _Turn, ctx: dict[str, Any], run: RunState
     ) -> ProcessingContext:
-        gathered = turn.gathered
+        gathered = turn.gathered if turn.gathered is not None else Gathered()
         return ProcessingContext(
             message=turn.text,
             user_id=turn.user_id,
             session=turn.session,
             thread=turn.thread,
             intent=turn.intent,
-            transition=turn.transition.value,
+            transition=_TRANSITION_NAMES[turn.transition],
             llm=self.llm,
             history=turn.history,
             knowledge=gathered.knowledge,
@@ -495,7 +475,7 @@ class AgentPipeline:
         forced: str | None = None
         handler: str | None = None
         try:
-            async with self._deadlines.scope(self._stage_timeout):
+            with self._deadlines.scope(self._stage_timeout):
                 outcome = await self.handlers.route(text, intent, pctx)
             result, handler = outcome.result, outcome.handler
             failures = outcome.failures
@@ -612,6 +592,7 @@ class AgentPipeline:
         answer: _Answer,
         degraded: list[dict[str, str]],
         timings: dict[str, float],
+        path: list[PlanStep],
     ) -> AgentReply:
         metadata: dict[str, Any] = {
             "trace_id": run.trace_id,
@@ -627,11 +608,12 @@ class AgentPipeline:
             "thread_reason": turn.thread_reason,
             "new_session": turn.created,
         }
-        if turn.gathered.playbook is not None:
+        gathered = turn.gathered
+        if gathered is not None and gathered.playbook is not None:
             # The procedure suggested before the answer, named in the trace (SPEC 9).
-            metadata["playbook"] = turn.gathered.playbook.summary()
-        if turn.gathered.tools:  # the tools whose output the answer could use (qa_test_agent)
-            metadata["tool_calls"] = [item.title for item in turn.gathered.tools]
+            metadata["playbook"] = gathered.playbook.summary()
+        if gathered is not None and gathered.tools:  # what the answer could use (qa_test_agent)
+            metadata["tool_calls"] = [item.title for item in gathered.tools]
         if turn.sentiment is not None:
             metadata["sentiment"] = turn.sentiment
         if degraded:
@@ -646,7 +628,7 @@ class AgentPipeline:
             intent_confidence=turn.intent.confidence,
             confidence=verdict.confidence,
             thread_id="" if turn.thread is None else turn.thread.thread_id,
-            transition=turn.transition.value,
+            transition=_TRANSITION_NAMES[turn.transition],
             escalated=verdict.escalate,
             escalation_reason=verdict.reason,
             proposed_answer=answer.proposed,
@@ -655,28 +637,41 @@ class AgentPipeline:
             usage=run.usage,
             cost_usd=run.cost_usd,
             metadata=metadata,
+            plan_path=path,
         )
 
     def _persistence_failed(self, stage: str, exc: Exception) -> None:
         if self.strict_persistence:
             raise PersistenceError(stage, exc) from exc
 
-    async def _classify(
-        self, text: str, history: list[ChatMessage], degraded: list[dict[str, str]]
-    ) -> IntentResult:
+    def _intent_at_once(self, text: str, degraded: list[dict[str, str]]) -> IntentResult | None:
+        """The intent when nothing is awaited (small talk, no classifier, a synchronous one);
+        None when the classifier's coroutine must decide (`_classify`)."""
         if small_talk_kind(text) is not None:  # nothing to classify, nobody to bother
             return IntentResult(SMALL_TALK, 1.0, False, method="small_talk")
         if self.classifier is None:
             return IntentResult(GENERAL_INTENT, 1.0, False, method="none")
+        classify_sync = self._classify_sync
+        if classify_sync is None:
+            return None
         try:
-            if self._classify_sync is not None:
-                result: IntentResult = self._classify_sync(text)
-                return result
-            async with self._deadlines.scope(self._stage_timeout):
+            result: IntentResult = classify_sync(text)
+            return result
+        except Exception as exc:
+            return _classification_failed(exc, degraded)
+
+    async def _classify(
+        self, text: str, history: list[ChatMessage], degraded: list[dict[str, str]]
+    ) -> IntentResult:
+        intent = self._intent_at_once(text, degraded)
+        if intent is not None:
+            return intent
+        assert self.classifier is not None
+        try:
+            with self._deadlines.scope(self._stage_timeout):
                 return await self.classifier.classify(text, history)
         except Exception as exc:
-            degraded.append({"stage": "classify", "error": _describe(exc)})
-            return IntentResult(OUT_OF_SCOPE, 0.0, True, method="failed")
+            return _classification_failed(exc, degraded)
 
     async def _embed(self, text: str, degraded: list[dict[str, str]]) -> Vector:
         try:
@@ -684,6 +679,11 @@ class AgentPipeline:
         except Exception as exc:
             degraded.append({"stage": "embed", "error": _describe(exc)})
             return self._zero_vector
+
+
+def _classification_failed(exc: Exception, degraded: list[dict[str, str]]) -> IntentResult:
+    degraded.append({"stage": "classify", "error": _describe(exc)})
+    return IntentResult(OUT_OF_SCOPE, 0.0, True, method="failed")
 
 
 def _frustration_check(
@@ -768,31 +768,54 @@ class _TurnSteps:
         if step is None:
             return StepOutcome.failed(f"the pipeline has no step `{action}`")
         run = self.run
-        tokens, cost = run.usage.total_tokens, run.cost_usd
+        tokens, cost = run.spent
         output = await step(self, state)
         if output is _PAUSED_FOR_REVIEW:
             return StepOutcome("paused", None, "waiting for a human review")
-        return StepOutcome("ok", output, None, run.usage.total_tokens - tokens, run.cost_usd - cost)
+        spent_tokens, spent_cost = run.spent
+        return StepOutcome("ok", output, None, spent_tokens - tokens, spent_cost - cost)
 
     async def classify(self, state: PlanState) -> Any:
         """Stages 2-3: the intent, then the thread the message belongs to."""
         pipeline, turn, degraded = self.pipeline, self.turn, self.degraded
-        intent = turn.intent = await pipeline._classify(turn.text, turn.history, degraded)
+        intent = pipeline._intent_at_once(turn.text, degraded)  # no coroutine when it can
+        if intent is None:
+            intent = await pipeline._classify(turn.text, turn.history, degraded)
+        turn.intent = intent
         self.laps.lap("classify")
-        turn.vector = await pipeline._embed(turn.text, degraded)
-        turn.thread, turn.transition, turn.thread_reason = await pipeline._place_in_thread(
-            turn.session, turn.text, turn.vector, intent, turn.now, degraded
-        )
+        turn.vector = vector = await pipeline._embed(turn.text, degraded)
+        try:
+            decision = await pipeline.threads.process(
+                turn.session,
+                turn.text,
+                vector,
+                intent=intent.name,
+                out_of_scope=intent.out_of_scope,
+                now=turn.now,
+            )
+        except Exception as exc:  # the turn keeps its defaults: no thread, a continuation
+            pipeline._persistence_failed("thread", exc)
+            degraded.append({"stage": "thread", "error": _describe(exc)})
+        else:
+            turn.thread, turn.transition = decision.thread, decision.transition
+            turn.thread_reason = decision.reason
         self.laps.lap("thread")
         state.intent = {"name": intent.name, "confidence": intent.confidence}
         return None
 
     async def context(self, state: PlanState) -> Any:
         """Stage 4: memory, knowledge, golden paths, tools and playbook, in parallel."""
-        turn = self.turn
-        turn.gathered = await self.pipeline._gather(
-            turn.user_id, turn.text, turn.vector, turn.intent, self.degraded
-        )
+        turn, degraded = self.turn, self.degraded
+        try:
+            gathered = await self.pipeline.gatherer.gather(
+                turn.user_id, turn.text, turn.vector, turn.intent.name
+            )
+        except Exception as exc:
+            degraded.append({"stage": "context", "error": _describe(exc)})
+            gathered = Gathered()
+        if gathered.failures:
+            degraded.extend(gathered.failures)
+        turn.gathered = gathered
         self.laps.lap("context")
         return None
 
@@ -822,9 +845,6 @@ class _TurnSteps:
         reason = verdict.reason
         state.state["escalate"] = reason is not None and reason != EscalationReason.LOW_CONFIDENCE
         return None
-
-    def meter(self) -> tuple[int, float]:
-        return self.run.usage.total_tokens, self.run.cost_usd
 
     def decide(self) -> ConfidenceDecision:
         """The evaluator's verdict on what was generated (nothing, if generation was skipped)."""

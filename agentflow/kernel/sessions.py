@@ -16,11 +16,15 @@ from agentflow.kernel.stores import Session, SessionStore, new_id
 
 
 class _LockEntry:
+    """A user's turn: held by `holders` minus the waiters. The asyncio lock is made only
+    when a second message of the user arrives while one is in progress (most messages
+    find nobody there and take the turn without one)."""
+
     __slots__ = ("holders", "lock")
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.holders = 0
+        self.lock: asyncio.Lock | None = None
+        self.holders = 1
 
 
 class _UserLock:
@@ -57,20 +61,35 @@ class SessionManager:
         """How many users currently hold or wait for their lock."""
         return len(self._locks)
 
+    def try_acquire(self, user_id: str) -> bool:
+        """Take the user's turn if nobody holds or waits for it (no await, no lock made)."""
+        if user_id in self._locks:
+            return False
+        self._locks[user_id] = _LockEntry()
+        return True
+
     async def acquire(self, user_id: str) -> None:
         entry = self._locks.get(user_id)
         if entry is None:
-            entry = self._locks[user_id] = _LockEntry()
+            self._locks[user_id] = _LockEntry()
+            return
+        lock = entry.lock
+        if lock is None:
+            # The holder took its turn without a lock: take the new lock on its behalf
+            # (free and fresh, so this returns at once), then queue behind it.
+            lock = entry.lock = asyncio.Lock()
+            await lock.acquire()
         entry.holders += 1
         try:
-            await entry.lock.acquire()
+            await lock.acquire()
         except BaseException:
             self._forget(user_id, entry)
             raise
 
     def release(self, user_id: str) -> None:
         entry = self._locks[user_id]
-        entry.lock.release()
+        if entry.lock is not None:
+            entry.lock.release()
         self._forget(user_id, entry)
 
     def _forget(self, user_id: str, entry: _LockEntry) -> None:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Literal, cast
 
-from agentflow.kernel.handlers import BaseHandler, HandlerResult, ProcessingContext
+from agentflow.kernel.handlers import HandlerResult, ProcessingContext, SyncTestHandler
 from agentflow.kernel.intents import IntentResult
 from agentflow.kernel.stores import ConversationThread, Session
 
@@ -119,7 +119,7 @@ def _first_clause_may_match(cleaned: str) -> bool:
     return _CLAUSE.match(" ".join(cleaned.split())) is not None
 
 
-class SmallTalkHandler(BaseHandler):
+class SmallTalkHandler(SyncTestHandler):
     """Answers `SMALL_TALK` messages with a short reply; needs no review."""
 
     # After `ResolutionHandler` (a "thanks!" that closes a thread is acknowledged as such),
@@ -130,7 +130,7 @@ class SmallTalkHandler(BaseHandler):
     def __init__(self, replies: Mapping[Kind, str] | None = None) -> None:
         self.replies: Mapping[Kind, str] = {**SMALL_TALK_REPLIES, **(replies or {})}
 
-    async def can_handle(self, intent: IntentResult, context: ProcessingContext) -> bool:
+    def accepts(self, intent: IntentResult, context: ProcessingContext) -> bool:
         return intent.name == SMALL_TALK
 
     async def handle(

@@ -12,6 +12,8 @@ from agentflow.kernel.handlers import (
     GenerativeHandler,
     HandlerRegistry,
     ProcessingContext,
+    ResolutionHandler,
+    SyncTestHandler,
 )
 from agentflow.kernel.intents import IntentResult
 from agentflow.kernel.stores import Session
@@ -131,6 +133,63 @@ async def test_the_default_handler_generates_from_context_when_none_applies() ->
     assert outcome.result.confidence == 0.7
     assert isinstance(registry.default, GenerativeHandler)
     assert llm.calls[0]["metadata"]["question"] == "hello"
+
+
+class OnlyOnResolution(ResolutionHandler):
+    """A built-in handler whose test a subclass replaces with a coroutine of its own."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def can_handle(self, intent: IntentResult, context: ProcessingContext) -> bool:
+        self.asked += 1
+        return False  # never answers, whatever `accepts` says
+
+
+class CountingAccepts(SyncTestHandler):
+    """Answers every message; counts how often its synchronous test is asked."""
+
+    priority = 10
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    def accepts(self, intent: IntentResult, context: ProcessingContext) -> bool:
+        self.accepted += 1
+        return True
+
+    async def handle(
+        self,
+        message: str,
+        intent: IntentResult,
+        context: ProcessingContext,
+        session: Session,
+        thread: Any,
+    ) -> HandlerResult:
+        return HandlerResult(content="accepted")
+
+
+async def test_a_synchronous_test_is_asked_directly_and_an_override_of_can_handle_wins() -> None:
+    overridden, counting = OnlyOnResolution(), CountingAccepts()
+    registry = HandlerRegistry([overridden, counting])
+    resolution = context()
+    resolution.transition = "resolution"  # ResolutionHandler.accepts would say yes
+
+    outcome = await registry.route("thanks, fixed", INTENT, resolution)
+
+    assert (overridden.asked, counting.accepted) == (1, 1)
+    assert outcome.handler == "CountingAccepts"
+    assert outcome.result.content == "accepted"
+    assert await counting.can_handle(INTENT, resolution) is True  # the coroutine still answers
+
+
+async def test_a_new_default_handler_is_routed_to() -> None:
+    registry = HandlerRegistry()
+    registry.default = Fixed("the new default")
+
+    outcome = await registry.route("hello", INTENT, context())
+
+    assert outcome.result.content == "the new default"
 
 
 async def test_when_every_handler_fails_the_registry_says_so() -> None:

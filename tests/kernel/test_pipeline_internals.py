@@ -36,6 +36,17 @@ async def test_deadline_turns_an_overrun_into_timeout_error() -> None:
     assert deadlines.active == 0
 
 
+async def test_deadline_as_a_plain_with_block_times_out_the_same() -> None:
+    deadlines = Deadlines(resolution=0.01)
+
+    with pytest.raises(TimeoutError), deadlines.scope(0.02):
+        await asyncio.sleep(5)
+    with deadlines.scope(1.0):
+        await asyncio.sleep(0)
+
+    assert deadlines.active == 0
+
+
 async def test_deadline_leaves_fast_work_and_outside_cancellation_alone() -> None:
     deadlines = Deadlines(resolution=0.01)
 
@@ -255,3 +266,41 @@ def test_cost_totals_add_up_per_scope_across_calls() -> None:
     assert tracker.totals("agent:a1").cost_usd == pytest.approx(0.03)
     assert tracker.totals("total").calls == 3
     assert tracker.totals("total").cost_usd == pytest.approx(0.07)
+
+
+class _BrokenThreadStore(InMemoryThreadStore):
+    """A thread store that cannot list a session's threads (a database that is down)."""
+
+    async def list_threads(
+        self, session_id: str, *, open_only: bool = False
+    ) -> list[ConversationThread]:
+        raise ConnectionError("thread store unavailable")
+
+
+async def test_a_thread_store_failure_degrades_or_fails_a_strict_pipeline() -> None:
+    from agentflow.kernel.pipeline import PersistenceError
+
+    lenient = await (
+        AgentFrameworkBuilder().with_stores(threads=_BrokenThreadStore()).build(ScriptedLLM())
+    )
+    strict = await (
+        AgentFrameworkBuilder()
+        .with_stores(threads=_BrokenThreadStore())
+        .with_strict_persistence()
+        .build(ScriptedLLM())
+    )
+
+    reply = await lenient.process_message("u1", "my printer jams")
+    with pytest.raises(PersistenceError) as failed:
+        await strict.process_message("u1", "my printer jams")
+
+    assert reply.metadata["degraded"] == [
+        {"stage": "thread", "error": "ConnectionError: thread store unavailable"}
+    ]
+    assert (reply.thread_id, reply.transition, reply.metadata["thread_reason"]) == (
+        "",
+        "continuation",
+        "",
+    )
+    assert reply.content == "Scripted answer."
+    assert failed.value.stage == "thread"

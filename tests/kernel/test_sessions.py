@@ -95,6 +95,36 @@ async def test_messages_of_one_user_are_processed_one_at_a_time_in_order() -> No
     assert agent.sessions.locked_users == 0  # locks are dropped when nobody waits
 
 
+async def test_a_waiter_cancelled_in_the_queue_leaves_the_order_of_the_others() -> None:
+    manager = SessionManager(InMemorySessionStore())
+    order: list[str] = []
+
+    async def turn(name: str, hold: asyncio.Event | None = None) -> None:
+        await manager.acquire("u1")
+        try:
+            order.append(name)
+            if hold is not None:
+                await hold.wait()
+        finally:
+            manager.release("u1")
+
+    assert manager.try_acquire("solo")
+    assert not manager.try_acquire("solo")
+    manager.release("solo")
+    hold = asyncio.Event()
+    first = asyncio.ensure_future(turn("first", hold))
+    await yield_a_few(3)  # the first holds the turn without a lock: nobody waited yet
+    second, third = asyncio.ensure_future(turn("second")), asyncio.ensure_future(turn("third"))
+    await yield_a_few(3)
+    second.cancel()
+    hold.set()
+    await asyncio.gather(first, third)
+
+    assert second.cancelled()
+    assert order == ["first", "third"]
+    assert manager.locked_users == 0
+
+
 async def test_different_users_are_processed_concurrently() -> None:
     events: list[tuple[str, str]] = []
     both_started = asyncio.Event()
