@@ -58,7 +58,6 @@ from agentflow.kernel.config import (
     escape_env,
 )
 from agentflow.kernel.intents import OUT_OF_SCOPE
-from agentflow.kernel.intents_fit import configure_model_cache
 from agentflow.kernel.llm.base import LLMProvider
 from agentflow.kernel.llm_chain import agent_price_table, guarded_chain, provider_from_config
 from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE
@@ -747,11 +746,11 @@ async def build_pipeline(agent: Agent) -> AgentRunner:
         llm = blueprint_llm(str(agent.id), config)
         return spec.build(agent, config, llm=llm, runner_of=get_pipeline)
     agent_id = str(agent.id)
-    # Intent classifiers train in a child process into this cache (docs/configuration.md).
-    configure_model_cache(str(settings.AGENTFLOW.get("INTENT_MODEL_CACHE_DIR") or "") or None)
     builder = (
         AgentFrameworkBuilder()
         .with_config(kernel_config(agent_id, config))
+        # Classifiers train in a child process into this cache (docs/configuration.md).
+        .with_intent_model_cache(str(settings.AGENTFLOW.get("INTENT_MODEL_CACHE_DIR") or ""))
         .with_embedder(get_embedder())
         # The operator's LLM_MODEL_PRICES; the config's own llm.prices wins over them.
         .with_costs(price_table=operator_price_table())

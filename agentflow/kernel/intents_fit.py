@@ -10,8 +10,8 @@ then loads the file with numpy alone. Concurrent misses of the same key in sever
 each train and rename a complete file over the same name: harmless. A corrupt or foreign file
 is trained again and replaced.
 
-The platform enables it with `configure_model_cache(settings INTENT_MODEL_CACHE_DIR)`; a
-process that never configures a cache trains in process, as before.
+The platform enables it per pipeline with `AgentFrameworkBuilder.with_intent_model_cache`
+(settings INTENT_MODEL_CACHE_DIR); a builder without a cache trains in process, as before.
 """
 
 from __future__ import annotations
@@ -47,21 +47,9 @@ _INVALID_INPUT = 2  # the child's exit status when the categories or options are
 _SOURCES = ("intents.py", "intents_model.py", "intents_encoder.py")
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding the agentflow package
 
-_cache_dir: Path | None = None
-
 
 class IntentFitError(ValueError):
     """Training in the child process failed; the message says why (like a training error)."""
-
-
-def configure_model_cache(directory: str | Path | None) -> None:
-    """Train in a child process and cache models in `directory` (None: train in process)."""
-    global _cache_dir
-    _cache_dir = Path(directory) if directory else None
-
-
-def model_cache() -> Path | None:
-    return _cache_dir
 
 
 def cached_classifier(

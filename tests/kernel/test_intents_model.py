@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,6 @@ from agentflow.kernel.intents_encoder import default_encoder
 from agentflow.kernel.intents_fit import (
     IntentFitError,
     cached_classifier,
-    configure_model_cache,
-    model_cache,
 )
 from agentflow.kernel.intents_model import (
     ModelFileError,
@@ -245,26 +242,20 @@ def test_concurrent_misses_of_one_model_all_succeed(tmp_path: Path) -> None:
 # --- the builder --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def model_cache_dir(tmp_path: Path) -> Iterator[Path]:
-    previous = model_cache()
-    configure_model_cache(tmp_path)
-    yield tmp_path
-    configure_model_cache(previous)
-
-
-def test_the_builder_uses_the_configured_cache(model_cache_dir: Path) -> None:
+def test_the_builder_uses_the_configured_cache(tmp_path: Path) -> None:
     async def build() -> str:
-        agent = await AgentFrameworkBuilder().with_intent_categories(SUPPORT).build()
+        builder = AgentFrameworkBuilder().with_intent_model_cache(tmp_path)
+        agent = await builder.with_intent_categories(SUPPORT).build()
         reply = await agent.process_message("u1", "refund my invoice please")
         return str(reply.intent)
 
     assert asyncio.run(build()) == "BILLING"
-    assert len(list(model_cache_dir.glob("*.npz"))) == 1
+    assert len(list(tmp_path.glob("*.npz"))) == 1
 
 
-def test_a_child_training_failure_is_a_config_error(model_cache_dir: Path) -> None:
-    builder = AgentFrameworkBuilder().with_intent_categories([IntentCategory("_")])
+def test_a_child_training_failure_is_a_config_error(tmp_path: Path) -> None:
+    builder = AgentFrameworkBuilder().with_intent_model_cache(tmp_path)
+    builder = builder.with_intent_categories([IntentCategory("_")])
     with pytest.raises(ConfigError) as raised:
         asyncio.run(builder.build())
     assert raised.value.issues[0].path == "intents.categories"
