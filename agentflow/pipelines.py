@@ -749,6 +749,8 @@ async def build_pipeline(agent: Agent) -> AgentRunner:
     builder = (
         AgentFrameworkBuilder()
         .with_config(kernel_config(agent_id, config))
+        # Classifiers train in a child process into this cache (docs/configuration.md).
+        .with_intent_model_cache(str(settings.AGENTFLOW.get("INTENT_MODEL_CACHE_DIR") or ""))
         .with_embedder(get_embedder())
         # The operator's LLM_MODEL_PRICES; the config's own llm.prices wins over them.
         .with_costs(price_table=operator_price_table())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple, Self
 
 from agentflow.kernel.confidence import ConfidenceEvaluator
@@ -174,6 +175,7 @@ class AgentFrameworkBuilder:
         self._price_table: PriceTable | None = None
         self._clock: Callable[[], float] = time.time
         self._classifier_override: IntentClassifier | None = None
+        self._intent_model_cache: Path | None = None
         self._strict_persistence = False
 
     # ------------------------------------------------------------ configuration
@@ -193,6 +195,13 @@ class AgentFrameworkBuilder:
         """Your own classifier (`async classify(text, history)`, optionally `classify_sync`)
         instead of the one trained on the categories; thresholds still come from them."""
         self._classifier_override = classifier
+        return self
+
+    def with_intent_model_cache(self, directory: str | Path | None) -> Self:
+        """Train the offline intent classifier in a child process and keep the trained model
+        in `directory` (intents_fit), so scikit-learn never stays resident in this process;
+        None or "" trains in process."""
+        self._intent_model_cache = Path(directory) if directory else None
         return self
 
     def with_handlers(self, handlers: Iterable[BaseHandler]) -> Self:
@@ -345,7 +354,9 @@ class AgentFrameworkBuilder:
         embedder = guarded_embedder(self._embedder, llm)
         classifier = self._classifier_override
         if classifier is None:
-            classifier = await intent_classifier(categories, config, llm, providers)
+            classifier = await intent_classifier(
+                categories, config, llm, providers, model_cache=self._intent_model_cache
+            )
 
         stores = await self._seeded_stores(config, embedder)
         redactor = PIIRedactor()

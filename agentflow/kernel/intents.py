@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -426,6 +426,20 @@ def _standardiser(
     return mean, std
 
 
+# What training sets on an OfflineIntentClassifier beyond its arguments: intents_model exports
+# and restores exactly these.
+FITTED_STATE = (
+    "_features",
+    "_evidence",
+    "_evidence_matrix",
+    "_encoded_matrix",
+    "_category_starts",
+    "_model",
+    "temperature",
+    "novelty",
+)
+
+
 class OfflineIntentClassifier:
     """Linear classifier over the categories' examples; trains on construction.
 
@@ -447,25 +461,12 @@ class OfflineIntentClassifier:
         novelty_keep: float | None = None,
         encoder: SentenceEncoder | Literal["auto"] | None = "auto",
     ) -> None:
-        categories = tuple(categories)
-        if not categories:
-            raise ValueError("at least one intent category is required")
-        if not all(isinstance(category, IntentCategory) for category in categories):
-            raise TypeError("categories must be IntentCategory instances")
-        names = [category.name for category in categories]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate intent category names: {', '.join(duplicates)}")
-        if not 0.0 <= oos_threshold <= 1.0:
-            raise ValueError("oos_threshold must be within [0, 1]")
         if temperature is not None and not temperature > 0:
             raise ValueError("temperature must be positive")
         if novelty_keep is not None and not 0.0 < novelty_keep <= 1.0:
             raise ValueError("novelty_keep must be within (0, 1]")
-        self.categories = categories
-        self.oos_threshold = oos_threshold
-        self.encoder: SentenceEncoder | None = default_encoder() if encoder == "auto" else encoder
-        self._names = np.array(names, dtype=object)
+        self._setup(categories, oos_threshold, encoder)
+        categories = self.categories
 
         texts, label_list = _training_set(categories)
         labels = np.asarray(label_list)
@@ -501,12 +502,57 @@ class OfflineIntentClassifier:
                     standardise_nearest=encoded is not None,
                 )
 
+    def _setup(
+        self,
+        categories: Sequence[IntentCategory],
+        oos_threshold: float,
+        encoder: SentenceEncoder | Literal["auto"] | None,
+    ) -> None:
+        categories = tuple(categories)
+        if not categories:
+            raise ValueError("at least one intent category is required")
+        if not all(isinstance(category, IntentCategory) for category in categories):
+            raise TypeError("categories must be IntentCategory instances")
+        names = [category.name for category in categories]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate intent category names: {', '.join(duplicates)}")
+        if not 0.0 <= oos_threshold <= 1.0:
+            raise ValueError("oos_threshold must be within [0, 1]")
+        self.categories = categories
+        self.oos_threshold = oos_threshold
+        self.encoder: SentenceEncoder | None = default_encoder() if encoder == "auto" else encoder
+        self._names = np.array(names, dtype=object)
+
+    @classmethod
+    def restored(
+        cls,
+        categories: Sequence[IntentCategory],
+        state: dict[str, Any],
+        *,
+        oos_threshold: float = DEFAULT_OOS_THRESHOLD,
+        encoder: SentenceEncoder | None = None,
+    ) -> OfflineIntentClassifier:
+        """A classifier trained elsewhere, from its FITTED_STATE (intents_model.load_classifier
+        builds one whose parts need numpy only, not scikit-learn)."""
+        if set(state) != set(FITTED_STATE):
+            raise ValueError(f"fitted state must set exactly {', '.join(FITTED_STATE)}")
+        classifier = cls.__new__(cls)
+        classifier._setup(categories, oos_threshold, encoder)
+        for name, value in state.items():
+            setattr(classifier, name, value)
+        return classifier
+
     def _encode(self, texts: Sequence[str]) -> np.ndarray | None:
         return None if self.encoder is None else self.encoder.encode(texts)
 
     def _combine(self, lexical: csr_matrix, encoded: np.ndarray | None) -> csr_matrix:
         if encoded is None:
             return lexical
+        # A restored classifier's rows (intents_model.SparseRows) append the block without scipy.
+        with_dense = getattr(lexical, "with_dense", None)
+        if with_dense is not None:
+            return cast("csr_matrix", with_dense(encoded * np.float32(_ENCODER_WEIGHT)))
         from scipy.sparse import csr_matrix, hstack
 
         dense = csr_matrix(encoded * np.float32(_ENCODER_WEIGHT))
@@ -627,7 +673,9 @@ def _nearest(
     """Per category, the evidence factor of each row (its similarity to the category's nearest
     example on the evidence ramp; with an encoder, the better of the lexical and the encoder's
     ramp) and the novelty gate's weighted similarity to that nearest example."""
-    similarity = (evidence_rows @ evidence_matrix).toarray()
+    product = evidence_rows @ evidence_matrix
+    # A restored classifier's product is already dense (intents_model.SparseRows).
+    similarity = product if isinstance(product, np.ndarray) else product.toarray()
     nearest = np.maximum.reduceat(similarity, starts, axis=1)
     evidence = _ramp(nearest, _EVIDENCE_NONE, _EVIDENCE_FULL)
     weighted = _NEAREST_WEIGHT * nearest

@@ -7,6 +7,7 @@ naming the offending field, like the rest of the build.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from agentflow.kernel.config import AgentFrameworkConfig, ConfigError, ConfigIssue
@@ -20,6 +21,7 @@ from agentflow.kernel.costs import (
 )
 from agentflow.kernel.guardrails import PIIRedactor
 from agentflow.kernel.intents import IntentCategory, LLMIntentClassifier, OfflineIntentClassifier
+from agentflow.kernel.intents_fit import cached_classifier
 from agentflow.kernel.llm.base import LLMProvider
 from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
 from agentflow.kernel.llm.offline import OfflineProvider
@@ -136,6 +138,8 @@ async def intent_classifier(
     config: AgentFrameworkConfig,
     llm: LLMProvider,
     providers: list[LLMProvider],
+    *,
+    model_cache: Path | None = None,
 ) -> IntentClassifier | None:
     if not categories:
         return None
@@ -144,7 +148,11 @@ async def intent_classifier(
         options["oos_threshold"] = config.intents.oos_threshold
     try:
         # Training is CPU work (seconds for thousands of examples): keep the loop free.
-        offline = await asyncio.to_thread(OfflineIntentClassifier, categories, **options)
+        if model_cache is None:
+            offline = await asyncio.to_thread(OfflineIntentClassifier, categories, **options)
+        else:
+            # Trained in a child process (scikit-learn never enters this one), then cached.
+            offline = await asyncio.to_thread(cached_classifier, categories, model_cache, **options)
     except ValueError as exc:
         raise config_issue("intents.categories", str(exc)) from exc
     members = [

@@ -529,6 +529,12 @@ AGENTFLOW = {
     "EMBEDDER": env_str("EMBEDDER", "offline"),
     "EMBEDDER_BASE_URL": env_str("EMBEDDER_BASE_URL", ""),
     "EMBEDDER_API_KEY": env_str("EMBEDDER_API_KEY", ""),
+    # Agents' offline intent classifiers are trained in a child process and cached here by
+    # content, so scikit-learn never stays resident in a worker (issue 15). Empty: train in
+    # the worker's own process.
+    "INTENT_MODEL_CACHE_DIR": env_str(
+        "INTENT_MODEL_CACHE_DIR", str(AGENTFLOW_HOME / "intent-models")
+    ),
     # Built-in tools (docs/tools.md): the URL prefixes their settings may point at (empty:
     # no URL tool is usable) and the environment variables their secrets may reference.
     "TOOL_ALLOWED_URLS": env_list("TOOL_ALLOWED_URLS", []),

@@ -1,0 +1,202 @@
+"""Train the offline intent classifier in a child process, through an on-disk model cache.
+
+A long-lived worker that trains in process keeps scikit-learn's import chain resident for
+good (~100 MB RSS for a few seconds of use). `cached_classifier` instead looks for the trained
+model in a cache directory, keyed by a content hash of everything that determines it
+(categories, training options, encoder, scikit-learn and agentflow versions, the classifier's
+code); on a miss it runs `python -m agentflow.kernel.intents_fit` (the request as JSON on
+stdin), which trains, exports with intents_model and writes the file atomically. The caller
+then loads the file with numpy alone. Concurrent misses of the same key in several processes
+each train and rename a complete file over the same name: harmless. A corrupt or foreign file
+is trained again and replaced.
+
+The platform enables it per pipeline with `AgentFrameworkBuilder.with_intent_model_cache`
+(settings INTENT_MODEL_CACHE_DIR); a builder without a cache trains in process, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from agentflow.kernel.intents import IntentCategory, OfflineIntentClassifier
+from agentflow.kernel.intents_encoder import SentenceEncoder, default_encoder
+from agentflow.kernel.intents_model import (
+    FORMAT_VERSION,
+    ModelFileError,
+    export_state,
+    load_classifier,
+    save,
+)
+
+logger = logging.getLogger(__name__)
+
+# Training BANKING77's 10,003 examples takes 10-40 s on 2 busy cores; past this the child is
+# killed and the build fails with a config error instead of hanging.
+FIT_TIMEOUT_SECONDS = 600.0
+_INVALID_INPUT = 2  # the child's exit status when the categories or options are invalid
+_SOURCES = ("intents.py", "intents_model.py", "intents_encoder.py")
+_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the agentflow package
+
+
+class IntentFitError(ValueError):
+    """Training in the child process failed; the message says why (like a training error)."""
+
+
+def cached_classifier(
+    categories: Sequence[IntentCategory],
+    directory: Path,
+    *,
+    oos_threshold: float | None = None,
+    temperature: float | None = None,
+    novelty_keep: float | None = None,
+    encoder: SentenceEncoder | Literal["auto"] | None = "auto",
+    timeout_seconds: float = FIT_TIMEOUT_SECONDS,
+) -> OfflineIntentClassifier:
+    """The classifier of `categories`, loaded from the cache or trained in a child process.
+
+    Raises ValueError (IntentFitError when training failed) as the in-process constructor.
+    """
+    categories = tuple(categories)
+    chosen = default_encoder() if encoder == "auto" else encoder
+    options = {"temperature": temperature, "novelty_keep": novelty_keep}
+    encoder_name = None if chosen is None else chosen.name
+    path = directory / f"{cache_key(categories, options, encoder_name)}.npz"
+    try:
+        return load_classifier(path, categories, oos_threshold=oos_threshold, encoder=chosen)
+    except FileNotFoundError:
+        pass
+    except ModelFileError as exc:
+        logger.warning("intent model cache: %s; training it again", exc)
+    _fit_in_child(path, categories, options, encoder_name, timeout_seconds)
+    return load_classifier(path, categories, oos_threshold=oos_threshold, encoder=chosen)
+
+
+def cache_key(
+    categories: Sequence[IntentCategory], options: dict[str, Any], encoder_name: str | None
+) -> str:
+    """A hash of everything the trained model depends on."""
+    payload = {
+        "format": FORMAT_VERSION,
+        "versions": _versions(),
+        "encoder": encoder_name,
+        "options": options,
+        "categories": [_category_json(category) for category in categories],
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("agentflow", "scikit-learn", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    # The classifier's code, so that an edit (a constant, a feature) is never served stale.
+    code = hashlib.sha256()
+    for name in _SOURCES:
+        try:
+            code.update((Path(__file__).parent / name).read_bytes())
+        except OSError:  # an install without sources: the package version must do
+            code.update(name.encode())
+    versions["code"] = code.hexdigest()
+    return versions
+
+
+def _category_json(category: IntentCategory) -> dict[str, Any]:
+    # The threshold is the pipeline's, not the classifier's: it does not change the model.
+    return {
+        "name": category.name,
+        "description": category.description,
+        "examples": list(category.examples),
+    }
+
+
+def _fit_in_child(
+    path: Path,
+    categories: Sequence[IntentCategory],
+    options: dict[str, Any],
+    encoder_name: str | None,
+    timeout_seconds: float,
+) -> None:
+    request = {
+        "path": str(path),
+        "categories": [_category_json(category) for category in categories],
+        "options": options,
+        "encoder": encoder_name,
+    }
+    # The child must import this very package, wherever the parent found it.
+    python_path = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
+    try:
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
+            [sys.executable, "-m", __name__],
+            input=json.dumps(request).encode("utf-8"),
+            capture_output=True,
+            timeout=timeout_seconds,
+            env={**os.environ, "PYTHONPATH": python_path},
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise IntentFitError(
+            f"training the intent classifier took longer than {timeout_seconds:g} s"
+        ) from exc
+    except OSError as exc:
+        raise IntentFitError(f"could not start the intent classifier's training: {exc}") from exc
+    if done.returncode == 0:
+        return
+    reason = _child_error(done.stdout) if done.returncode == _INVALID_INPUT else None
+    if reason is not None:
+        raise IntentFitError(reason)
+    detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    raise IntentFitError(
+        f"training the intent classifier failed (exit status {done.returncode})"
+        + (f": {detail[-1]}" if detail else "")
+    )
+
+
+def _child_error(stdout: bytes) -> str | None:
+    lines = stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        return str(json.loads(lines[-1])["error"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _train(request: dict[str, Any]) -> None:
+    categories = [IntentCategory(**category) for category in request["categories"]]
+    encoder = default_encoder() if request["encoder"] is not None else None
+    name = None if encoder is None else encoder.name
+    if name != request["encoder"]:
+        raise ValueError(f"the encoder {request['encoder']!r} is not installed here")
+    options = {key: value for key, value in request["options"].items() if value is not None}
+    classifier = OfflineIntentClassifier(categories, encoder=encoder, **options)
+    meta, arrays = export_state(classifier)
+    save(Path(request["path"]), meta, arrays)
+
+
+def main() -> int:
+    """The child: the request on stdin; exit 0 when the model file is written, 2 with
+    {"error": ...} on stdout when the categories or options are invalid."""
+    try:
+        request = json.loads(sys.stdin.buffer.read())
+        _train(request)
+    except (ValueError, TypeError, KeyError) as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)  # the parent reads it
+        return _INVALID_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
