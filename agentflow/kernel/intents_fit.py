@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -137,15 +136,15 @@ def _fit_in_child(
         "options": options,
         "encoder": encoder_name,
     }
-    # The child must import this very package, wherever the parent found it.
-    python_path = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
     try:
         done = subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
             [sys.executable, "-m", __name__],
             input=json.dumps(request).encode("utf-8"),
             capture_output=True,
             timeout=timeout_seconds,
-            env={**os.environ, "PYTHONPATH": python_path},
+            # `-m` puts the working folder first on the child's path: it imports this very
+            # package, wherever the parent found it.
+            cwd=_ROOT,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:

@@ -69,6 +69,10 @@ def test_a_reviewer_works_the_queue_on_a_phone_with_the_keyboard(
     assert fits_the_screen(page)
     page.keyboard.press("c")
     page.wait_for_selector("[data-action=claim]", state="detached")
+    # Claiming submits a form: the shortcuts work once the next page's scripts have run
+    # (under load the old page's detach came first and the next key press was lost).
+    page.wait_for_selector("#id_reason")
+    page.wait_for_load_state("load")
     # r opens the reason (nothing sent yet), r again once there is one rejects.
     page.keyboard.press("r")
     assert page.evaluate("document.activeElement.id") == "id_reason"
