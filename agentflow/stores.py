@@ -315,6 +315,56 @@ def _upsert_thread(
 _upsert_thread_async = sync_to_async(_upsert_thread)
 
 
+_OPEN_THREADS_SQL = """
+SELECT t.id, t.session_id, t.topic, t.intent, t.created_at, t.last_active, t.status,
+    t.message_count, t.escalated, t.resolution, t.state, s.user_id
+FROM agentflow_thread t INNER JOIN agentflow_agentsession s ON t.session_id = s.id
+WHERE t.tenant_id = %s AND t.session_id = %s AND s.agent_id = %s AND t.status = %s
+ORDER BY t.last_active DESC LIMIT %s
+"""
+
+
+def _open_threads(agent_id: AgentId, session_id: uuid.UUID, limit: int) -> list[ConversationThread]:
+    """The session's most recently active open threads, newest first."""
+    params: list[Any] = [
+        require_tenant_id(),
+        session_id,
+        agent_id,
+        ThreadStatus.ACTIVE.value,
+        limit,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_OPEN_THREADS_SQL, params)
+        found = cursor.fetchall()
+    return [_thread_of(row) for row in found]
+
+
+def _thread_of(row: Any) -> ConversationThread:
+    """A row of ``_OPEN_THREADS_SQL`` as the kernel's record (as ``_thread`` maps a model)."""
+    thread_id, session_id, topic, intent, created_at, last_active, status = row[:7]
+    message_count, escalated, resolution, state, user_id = row[7:]
+    state = (json.loads(state) if isinstance(state, str) else state) or {}
+    centroid = state.get("centroid")
+    return ConversationThread(
+        thread_id=thread_id,
+        session_id=str(session_id),
+        user_id=user_id,
+        topic=topic,
+        intent=intent,
+        created_at=to_timestamp(created_at),
+        last_active=to_timestamp(last_active),
+        status=ThreadStatus(status),
+        message_count=message_count,
+        escalated=escalated,
+        resolution=resolution or None,
+        centroid=decode_vector(centroid) if isinstance(centroid, str) else None,
+        keywords=set(state.get("keywords") or ()),
+    )
+
+
+_open_threads_async = sync_to_async(_open_threads)
+
+
 class DjangoThreadStore:
     """Conversation threads of one agent's sessions, in `Thread`.
 
@@ -347,16 +397,15 @@ class DjangoThreadStore:
         session_uuid = _uuid(session_id)
         if session_uuid is None:
             return []
+        if open_only:  # every message: the statement written once, not compiled per call
+            found = await _open_threads_async(self.agent_id, session_uuid, self.max_open_threads)
+            return found
         rows = Thread.objects.filter(
             session_id=session_uuid, session__agent_id=self.agent_id
         ).select_related("session")
-        if open_only:
-            rows = rows.filter(status=ThreadStatus.ACTIVE.value).order_by("-last_active")[
-                : self.max_open_threads
-            ]
-        else:
-            rows = rows.order_by("created_at", "id")
-        return [_thread(row, row.session.user_id) async for row in rows]
+        return [
+            _thread(row, row.session.user_id) async for row in rows.order_by("created_at", "id")
+        ]
 
     async def save(self, thread: ConversationThread) -> None:
         session_id = _uuid(thread.session_id)
