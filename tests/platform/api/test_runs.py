@@ -182,3 +182,39 @@ def test_runs_list_uses_the_envelope_and_filters(owner: Persona, agent: Any) -> 
     bad = owner.get("/api/v1/runs?sort_by=secret_column")
     assert bad.status_code == 422
     assert "sort_by" in bad.json()["errors"]
+
+
+def test_shared_run_shapes_match_a_fresh_serializer_on_every_thread(
+    owner: Persona, agent: Any, celery_worker_app: object
+) -> None:
+    """The 202 body and live events reuse one serializer per shape: for settled and pending
+    runs, with and without the result, from several threads at once, the body is exactly
+    what a serializer built for the call gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agentflow.api.serializers import NO_RESULT, RunSerializer, run_body
+
+    settled = owner.post(
+        f"/api/v1/agents/{agent.pk}/runs",
+        {"user_id": "u9", "message": "How do I reset my password?"},
+        headers={"Prefer": "wait=20"},
+    ).json()
+    pending = owner.post(
+        f"/api/v1/agents/{agent.pk}/runs",
+        {"user_id": "u9", "message": "And a refund?"},
+        headers={"Prefer": "respond-async"},
+    ).json()
+    with tenant_scope(owner.tenant.pk):
+        runs = list(Run.objects.filter(pk__in=[settled["id"], pending["id"]]))
+
+    def shapes(run: Run) -> list[bool]:
+        return [
+            run_body(run) == dict(RunSerializer(run).data),
+            run_body(run, include_result=False) == dict(RunSerializer(run, context=NO_RESULT).data),
+        ]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        checks = list(pool.map(shapes, runs * 20))
+    assert all(all(pair) for pair in checks)
+    assert "result" in run_body(next(r for r in runs if str(r.pk) == settled["id"]))
+    assert all("result" not in run_body(run, include_result=False) for run in runs)
