@@ -550,16 +550,16 @@ def execute_run(run_id: str) -> str:
     recovery sweep) leave it to its live worker; when that worker dies, PostgreSQL drops
     the lease with the worker's connection, and the next delivery takes over.
     """
-    # Every log line of the run names it (the task bound tenant and correlation id).
+    # Every log line of the run names it (the task bound tenant and correlation id). Bound
+    # and reset by token: structlog's bound_contextvars copies the whole context per call.
+    tokens = structlog.contextvars.bind_contextvars(run_id=str(run_id))
     try:
-        with (
-            structlog.contextvars.bound_contextvars(run_id=str(run_id)),
-            _run_leases.hold(str(run_id)) as leased,
-        ):
+        with _run_leases.hold(str(run_id)) as leased:
             if not leased:
                 return "busy"  # a live worker is processing it right now
             return _execute_leased(str(run_id))
     finally:
+        structlog.contextvars.reset_contextvars(**tokens)
         _return_connection()  # whatever pool of threads called us, it holds none between runs
 
 
