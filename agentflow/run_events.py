@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import models
 
-from agentflow.api.serializers import NO_RESULT, RunSerializer
+from agentflow.api.serializers import run_body
 from agentflow.core.realtime import send_to_group_on_commit, tenant_group
 from agentflow.models import Run
 
@@ -40,7 +40,7 @@ ROW_FIELDS = (
 
 
 def event(run: Run) -> dict[str, Any]:
-    return {"type": EVENT_TYPE, "run": dict(RunSerializer(run, context=NO_RESULT).data)}
+    return {"type": EVENT_TYPE, "run": run_body(run, include_result=False)}
 
 
 def publish(run: Run) -> None:

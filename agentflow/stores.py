@@ -26,6 +26,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
+import json
 import re
 import time
 import uuid
@@ -36,9 +38,6 @@ from typing import Any
 import numpy as np
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Value
-from django.db.models.expressions import RawSQL
-from pgvector.django import CosineDistance
 
 from agentflow import knowledge as kb
 from agentflow.kernel.guardrails import PIIRedactor
@@ -47,7 +46,7 @@ from agentflow.kernel.results import ContextItem
 from agentflow.kernel.stores import ConversationThread, MemoryCase, Session, ThreadStatus
 from agentflow.kernel.stores import KnowledgeDocument as KernelDocument
 from agentflow.kernel.vectors import Vector
-from agentflow.models import Agent, AgentSession, Message, Thread
+from agentflow.models import Agent, AgentSession, Thread
 from agentflow.models import MemoryCase as MemoryCaseRow
 from tenants.scoping import require_tenant_id
 
@@ -106,18 +105,6 @@ def _require_agent(agent_id: AgentId) -> None:
 # ------------------------------------------------------------------------------ sessions
 
 
-def _session(row: AgentSession) -> Session:
-    return Session(
-        session_id=str(row.id),
-        user_id=row.user_id,
-        created_at=to_timestamp(row.created_at),
-        last_active=to_timestamp(row.last_active),
-        active_thread_id=row.active_thread_id or None,
-        message_count=row.message_count,
-        metadata=dict(row.state or {}),
-    )
-
-
 def _adopt_session(
     agent_id: AgentId, session_id: uuid.UUID, user_id: str, created_at: float
 ) -> uuid.UUID:
@@ -148,6 +135,56 @@ def _adopt_session(
 _adopt_session_async = sync_to_async(_adopt_session)
 
 
+# The session store's read and update, run for every message: written once here instead of
+# compiled by the ORM per call. The tenant is always a parameter (the current scope's).
+_GET_SESSION_SQL = """
+SELECT id, user_id, created_at, last_active, active_thread_id, message_count, state
+FROM agentflow_agentsession WHERE tenant_id = %s AND agent_id = %s AND user_id = %s
+"""
+_UPDATE_SESSION_SQL = """
+UPDATE agentflow_agentsession
+SET active_thread_id = %s, message_count = %s, state = %s::jsonb, last_active = %s
+WHERE tenant_id = %s AND agent_id = %s AND id = %s
+"""
+
+
+def _get_session(agent_id: AgentId, user_id: str) -> Session | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_GET_SESSION_SQL, [require_tenant_id(), agent_id, user_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    session_id, user, created_at, last_active, thread_id, count, state = row
+    return Session(
+        session_id=str(session_id),
+        user_id=user,
+        created_at=to_timestamp(created_at),
+        last_active=to_timestamp(last_active),
+        active_thread_id=thread_id or None,
+        message_count=count,
+        metadata=dict(json.loads(state) if isinstance(state, str) else state or {}),
+    )
+
+
+def _update_session(agent_id: AgentId, session_id: uuid.UUID, session: Session) -> bool:
+    params: list[Any] = [
+        session.active_thread_id or "",
+        session.message_count,
+        json.dumps(session.metadata),
+        to_datetime(session.last_active),
+        require_tenant_id(),
+        agent_id,
+        session_id,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_UPDATE_SESSION_SQL, params)
+        return cursor.rowcount == 1
+
+
+_get_session_async = sync_to_async(_get_session)
+_update_session_async = sync_to_async(_update_session)
+
+
 class DjangoSessionStore:
     """Sessions of one agent's end users, in `AgentSession`."""
 
@@ -155,24 +192,13 @@ class DjangoSessionStore:
         self.agent_id = agent_id
 
     async def get(self, user_id: str) -> Session | None:
-        try:
-            row = await AgentSession.objects.aget(agent_id=self.agent_id, user_id=user_id)
-        except AgentSession.DoesNotExist:
-            return None
-        return _session(row)
+        return await _get_session_async(self.agent_id, user_id)
 
     async def save(self, session: Session) -> None:
         session_id = _uuid(session.session_id)
         if session_id is None:
             raise ValueError(f"session id {session.session_id!r} is not a UUID")
-        fields: dict[str, Any] = {
-            "active_thread_id": session.active_thread_id or "",
-            "message_count": session.message_count,
-            "state": session.metadata,
-            "last_active": to_datetime(session.last_active),
-        }
-        rows = AgentSession.objects.filter(agent_id=self.agent_id)
-        if await rows.filter(id=session_id).aupdate(**fields):
+        if await _update_session_async(self.agent_id, session_id, session):
             session.session_id = str(session_id)  # canonical form, as `get` returns it
             return
         # New session (or one that lost the race for this user): the row's id wins, and the
@@ -180,7 +206,7 @@ class DjangoSessionStore:
         row_id = await _adopt_session_async(
             self.agent_id, session_id, session.user_id, session.created_at
         )
-        await rows.filter(id=row_id).aupdate(**fields)
+        await _update_session_async(self.agent_id, row_id, session)
         session.session_id = str(row_id)
 
     async def delete(self, user_id: str) -> None:
@@ -246,6 +272,20 @@ WHERE agentflow_thread.tenant_id = EXCLUDED.tenant_id
 """
 
 
+@functools.cache
+def _upsert_thread_sql(names: tuple[str, ...], updated: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The statement and the fields of its columns, formatted once per set of names."""
+    by_attname = {field.attname: field for field in Thread._meta.concrete_fields}
+    columns = [by_attname[name] for name in names]
+    # Only column names and types are formatted in; every value is a parameter.
+    sql = _UPSERT_THREAD_SQL.format(
+        columns=", ".join(str(column.column) for column in columns),
+        values=", ".join(f"%s::{_cast_type(column)}" for column in columns),
+        updates=", ".join(f"{name} = EXCLUDED.{name}" for name in updated),
+    )
+    return sql, columns
+
+
 def _upsert_thread(
     agent_id: AgentId, thread: ConversationThread, session_id: uuid.UUID, fields: dict[str, Any]
 ) -> bool:
@@ -262,24 +302,67 @@ def _upsert_thread(
         "created_at": to_datetime(thread.created_at),
         **fields,
     }
-    by_attname = {field.attname: field for field in Thread._meta.concrete_fields}
-    columns = [by_attname[name] for name in values]
+    sql, columns = _upsert_thread_sql(tuple(values), tuple(fields))
     params = [
         column.get_db_prep_save(value, connection)
         for column, value in zip(columns, values.values(), strict=True)
     ]
-    # Only column names and types are formatted in; every value is a parameter.
-    sql = _UPSERT_THREAD_SQL.format(
-        columns=", ".join(str(column.column) for column in columns),
-        values=", ".join(f"%s::{_cast_type(column)}" for column in columns),
-        updates=", ".join(f"{name} = EXCLUDED.{name}" for name in fields),
-    )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, tenant_id, session_id, agent_id])
         return cursor.rowcount == 1
 
 
 _upsert_thread_async = sync_to_async(_upsert_thread)
+
+
+_OPEN_THREADS_SQL = """
+SELECT t.id, t.session_id, t.topic, t.intent, t.created_at, t.last_active, t.status,
+    t.message_count, t.escalated, t.resolution, t.state, s.user_id
+FROM agentflow_thread t INNER JOIN agentflow_agentsession s ON t.session_id = s.id
+WHERE t.tenant_id = %s AND t.session_id = %s AND s.agent_id = %s AND t.status = %s
+ORDER BY t.last_active DESC LIMIT %s
+"""
+
+
+def _open_threads(agent_id: AgentId, session_id: uuid.UUID, limit: int) -> list[ConversationThread]:
+    """The session's most recently active open threads, newest first."""
+    params: list[Any] = [
+        require_tenant_id(),
+        session_id,
+        agent_id,
+        ThreadStatus.ACTIVE.value,
+        limit,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_OPEN_THREADS_SQL, params)
+        found = cursor.fetchall()
+    return [_thread_of(row) for row in found]
+
+
+def _thread_of(row: Any) -> ConversationThread:
+    """A row of ``_OPEN_THREADS_SQL`` as the kernel's record (as ``_thread`` maps a model)."""
+    thread_id, session_id, topic, intent, created_at, last_active, status = row[:7]
+    message_count, escalated, resolution, state, user_id = row[7:]
+    state = (json.loads(state) if isinstance(state, str) else state) or {}
+    centroid = state.get("centroid")
+    return ConversationThread(
+        thread_id=thread_id,
+        session_id=str(session_id),
+        user_id=user_id,
+        topic=topic,
+        intent=intent,
+        created_at=to_timestamp(created_at),
+        last_active=to_timestamp(last_active),
+        status=ThreadStatus(status),
+        message_count=message_count,
+        escalated=escalated,
+        resolution=resolution or None,
+        centroid=decode_vector(centroid) if isinstance(centroid, str) else None,
+        keywords=set(state.get("keywords") or ()),
+    )
+
+
+_open_threads_async = sync_to_async(_open_threads)
 
 
 class DjangoThreadStore:
@@ -314,16 +397,15 @@ class DjangoThreadStore:
         session_uuid = _uuid(session_id)
         if session_uuid is None:
             return []
+        if open_only:  # every message: the statement written once, not compiled per call
+            found = await _open_threads_async(self.agent_id, session_uuid, self.max_open_threads)
+            return found
         rows = Thread.objects.filter(
             session_id=session_uuid, session__agent_id=self.agent_id
         ).select_related("session")
-        if open_only:
-            rows = rows.filter(status=ThreadStatus.ACTIVE.value).order_by("-last_active")[
-                : self.max_open_threads
-            ]
-        else:
-            rows = rows.order_by("created_at", "id")
-        return [_thread(row, row.session.user_id) async for row in rows]
+        return [
+            _thread(row, row.session.user_id) async for row in rows.order_by("created_at", "id")
+        ]
 
     async def save(self, thread: ConversationThread) -> None:
         session_id = _uuid(thread.session_id)
@@ -404,6 +486,16 @@ def _cast_type(field: Any) -> str:
     return re.sub(r"^(varchar|character varying)\(\d+\)$", "varchar", field.db_type(connection))
 
 
+@functools.cache
+def _insert_and_trim_sql() -> str:
+    """Formatted once per process: the columns and their types do not change."""
+    fields = MemoryCaseRow._meta.concrete_fields
+    columns = ", ".join(str(field.column) for field in fields)
+    casts = ", ".join(f"%s::{_cast_type(field)}" for field in fields)
+    # Only column names and types are formatted in; every value is a parameter.
+    return _INSERT_AND_TRIM_SQL.format(columns=columns, casts=casts)
+
+
 def _insert_and_trim(row: MemoryCaseRow, limit: int) -> tuple[str, list[Any]]:
     """One statement that leaves the user's newest ``limit`` cases, ``row`` counted in.
 
@@ -413,13 +505,90 @@ def _insert_and_trim(row: MemoryCaseRow, limit: int) -> tuple[str, list[Any]]:
     """
     fields = MemoryCaseRow._meta.concrete_fields
     values = [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
-    columns = ", ".join(str(field.column) for field in fields)
-    casts = ", ".join(f"%s::{_cast_type(field)}" for field in fields)
     owner = [row.tenant_id, row.agent_id, row.user_id]
-    # Only column names and types are formatted in; every value is a parameter.
-    sql = _INSERT_AND_TRIM_SQL.format(columns=columns, casts=casts)
+    sql = _insert_and_trim_sql()
     ranked = [*owner, row.id, row.created_at, limit]
     return sql, [*ranked, *values, row.id, *owner]
+
+
+# Newest first; on equal timestamps (both rows of a run written in one transaction share
+# now()) "assistant" sorts before "user", which reversed is the order spoken.
+_RECENT_MESSAGES_SQL = """
+SELECT m.role, m.content, m.created_at
+FROM agentflow_message m INNER JOIN agentflow_agentsession s ON m.session_id = s.id
+WHERE m.tenant_id = %s AND m.session_id = %s AND s.agent_id = %s
+ORDER BY m.created_at DESC, m.role ASC, m.id DESC LIMIT %s
+"""
+
+
+def _recent_messages(agent_id: AgentId, session_id: uuid.UUID, limit: int) -> list[Any]:
+    with connection.cursor() as cursor:
+        cursor.execute(_RECENT_MESSAGES_SQL, [require_tenant_id(), session_id, agent_id, limit])
+        return cursor.fetchall()
+
+
+# Two small ranked queries in one round trip: the user's own cases (found through the user
+# index) and the recent resolved cases of other users (by primary key, one array parameter).
+# An OR of both in one WHERE would make PostgreSQL scan every case of the agent.
+_CASE_COLUMNS = (
+    "id, user_id, question, answer, intent, created_at, thread_id, resolved, effectiveness,"
+    " embedding, 1.0 - (embedding <=> %s::vector) AS similarity"
+)
+_OWN_CASES_SQL = f"""
+(SELECT {_CASE_COLUMNS} FROM agentflow_memorycase
+ WHERE tenant_id = %s AND agent_id = %s AND embedding IS NOT NULL AND user_id = %s
+ ORDER BY similarity DESC LIMIT %s)
+"""  # noqa: S608 - constant column list
+_SHARED_CASES_SQL = f"""
+UNION ALL (SELECT {_CASE_COLUMNS} FROM agentflow_memorycase
+ WHERE tenant_id = %s AND agent_id = %s AND embedding IS NOT NULL
+   AND id IN (SELECT unnest(%s::varchar[])) AND user_id <> %s
+ ORDER BY similarity DESC LIMIT %s)
+"""  # noqa: S608 - constant column list
+
+
+def _search_cases(
+    agent_id: AgentId, vector: Vector, user_id: str, limit: int, shared_ids: list[str]
+) -> list[Any]:
+    """Rows of ``_CASE_COLUMNS``: the user's best ``limit``, other users' among ``shared_ids``."""
+    tenant_id = require_tenant_id()
+    # pgvector's text form; float32 values, as the column stores them.
+    literal = "[" + ",".join(map(str, np.asarray(vector, dtype=np.float32).tolist())) + "]"
+    sql = _OWN_CASES_SQL
+    params: list[Any] = [literal, tenant_id, agent_id, user_id, limit]
+    if shared_ids:
+        sql += _SHARED_CASES_SQL
+        params += [literal, tenant_id, agent_id, shared_ids, user_id, limit]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _case_of(row: Any) -> MemoryCase:
+    case_id, user_id, question, answer, intent, created_at, thread_id = row[:7]
+    resolved, effectiveness, embedding = row[7:10]
+    return MemoryCase(
+        case_id=case_id,
+        user_id=user_id,
+        question=question,
+        answer=answer,
+        intent=intent,
+        created_at=to_timestamp(created_at),
+        thread_id=thread_id or None,
+        resolved=resolved,
+        effectiveness=effectiveness,
+        vector=None if embedding is None else _decode_embedding(embedding),
+    )
+
+
+def _decode_embedding(value: Any) -> Vector:
+    if isinstance(value, str):  # the text form: "[0.1,0.2,...]"
+        return np.array(value[1:-1].split(","), dtype=np.float32)
+    return np.asarray(value, dtype=np.float32)
+
+
+_recent_messages_async = sync_to_async(_recent_messages)
+_search_cases_async = sync_to_async(_search_cases)
 
 
 class DjangoMemoryStore:
@@ -469,14 +638,7 @@ class DjangoMemoryStore:
         session_uuid = _uuid(session_id)
         if limit <= 0 or session_uuid is None:
             return []
-        # Newest first; on equal timestamps (both rows of a run written in one transaction
-        # share now()) "assistant" sorts before "user", which reversed is the order spoken.
-        rows = (
-            Message.objects.filter(session_id=session_uuid, session__agent_id=self.agent_id)
-            .order_by("-created_at", "role", "-id")
-            .values_list("role", "content", "created_at")[:limit]
-        )
-        found = [row async for row in rows]
+        found = await _recent_messages_async(self.agent_id, session_uuid, limit)
         if not found:
             return []
         ttl = self.short_term_ttl_seconds
@@ -521,34 +683,17 @@ class DjangoMemoryStore:
     ) -> list[tuple[MemoryCase, float]]:
         if limit <= 0 or not np.any(vector):
             return []
-        # Two small ranked queries in one round trip: the user's own cases (found through
-        # the user index) and the recent resolved cases of other users (by primary key). An
-        # OR of both in one WHERE would make PostgreSQL scan every case of the agent.
-        cases = self._cases().filter(embedding__isnull=False)
-        similarity = Value(1.0) - CosineDistance("embedding", vector)
-        rows = (
-            cases.filter(user_id=user_id)
-            .annotate(similarity=similarity)
-            .order_by("-similarity")[:limit]
-        )
         shared_ids = await self._shared_ids() if include_shared else []
-        if shared_ids:
-            shared = (
-                # One array parameter, not a thousand placeholders to build and bind.
-                cases.filter(id__in=RawSQL("SELECT unnest(%s::varchar[])", [shared_ids]))
-                .exclude(user_id=user_id)
-                .annotate(similarity=similarity)
-                .order_by("-similarity")[:limit]
-            )
-            rows = rows.union(shared, all=True)
+        rows = await _search_cases_async(self.agent_id, vector, user_id, limit, shared_ids)
         found = []
-        async for row in rows:
-            if row.similarity <= 0.0:
+        for row in rows:
+            similarity = row[-1]
+            if similarity <= 0.0:
                 continue  # unrelated; filtered here, as SQL would repeat the vector literal
-            case = _case(row)
+            case = _case_of(row)
             if case.user_id != user_id:
                 case = self._anonymised(case)
-            found.append((case, min(1.0, float(row.similarity))))
+            found.append((case, min(1.0, float(similarity))))
         found.sort(key=lambda pair: pair[1], reverse=True)
         return found[:limit]
 

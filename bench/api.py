@@ -38,7 +38,8 @@ Sections of the output:
     own process, real HTTP and the real ``openai`` SDK) answering each chat completion after
     ``--llm-latency`` s: ``ratio_latency_vs_zero`` (runs/s), ``max_llm_calls_in_flight``
     (counted by the server), ``rss_per_in_flight_run_kb`` (run worker's RSS growth / max
-    runs in flight).
+    runs in flight), ``cpu_ms_per_run`` (CPU milliseconds of each process group over the
+    burst / its runs: the cost of a run, whatever the wall clock).
   - ``tenants``: the same ``--runs`` and clients, all on one tenant (``tenants_1``) then
     alternating over two tenants (``tenants_2``): runs/s and 202 p95 each; a per-tenant
     hot row or lock would make one tenant slower than two.
@@ -364,6 +365,20 @@ class CpuMeter:
         out["other_processes_cores"] = round(
             max(0.0, out["machine_busy_cores"] - out["total_measured"]), 2
         )
+        return out
+
+    @staticmethod
+    def ms_per_item(
+        before: tuple[float, dict[str, float]], after: tuple[float, dict[str, float]], items: int
+    ) -> dict[str, float]:
+        """CPU milliseconds per item (e.g. per run) of each group over the phase: unlike
+        cores, independent of how long the phase's wall clock ran."""
+        out = {
+            k: round((after[1][k] - before[1].get(k, 0.0)) * 1000 / max(1, items), 2)
+            for k in after[1]
+            if not k.startswith("_")
+        }
+        out["total_measured"] = round(sum(out.values()), 2)
         return out
 
 
@@ -1554,7 +1569,9 @@ class Bench:
             llm = self.llm_stats()
             figures["max_llm_calls_in_flight"] = llm["max_in_flight"]
             figures["llm_server"] = llm
-        figures["cpu_cores_used"] = CpuMeter.cores(before, meter.snapshot())
+        after = meter.snapshot()
+        figures["cpu_cores_used"] = CpuMeter.cores(before, after)
+        figures["cpu_ms_per_run"] = CpuMeter.ms_per_item(before, after, len(ids))
         figures["db_activity"] = self.db.result()
         figures["server_log_errors"] = {
             name: self.log_errors(name) for name in ("web", "worker-runs", "worker-other")

@@ -21,6 +21,7 @@ an unsealed event, with every recorded field unchanged (governance migration 000
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -146,7 +147,7 @@ def append(
         return event
     _flush_held()  # what was appended before this event is inserted before it
     if not seal_now:
-        event.save(force_insert=True)
+        append_many([event])
         return event
     with transaction.atomic(savepoint=False):
         event.save(force_insert=True)
@@ -157,9 +158,45 @@ def append(
 
 
 def append_many(events: list[AuditEvent]) -> None:
-    """Insert unsealed events in one statement; their ids (so chain order) follow the list."""
-    if events:
-        AuditEvent.unscoped.bulk_create(events)
+    """Insert unsealed events in one statement; their ids (so chain order) follow the list.
+
+    The statement is written once per batch size (the run path appends on every run):
+    the columns of an unsealed event, ``sequence`` left NULL and both hashes empty.
+    """
+    if not events:
+        return
+    params: list[Any] = []
+    for event in events:
+        params += [
+            event.tenant_id,
+            event.occurred_at,
+            event.actor_type,
+            event.actor_id,
+            event.action,
+            event.target_type,
+            event.target_id,
+            json.dumps(event.changes),
+            event.correlation_id,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_unsealed_sql(len(events)), params)
+        ids = [row[0] for row in cursor.fetchall()]
+    for event, pk in zip(events, ids, strict=True):
+        event.pk, event.prev_hash, event.hash = pk, "", ""
+        event._state.adding = False
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_unsealed_sql(count: int) -> str:
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, '', '')"] * count)
+    return _INSERT_UNSEALED_SQL.format(rows=rows)  # placeholders only: values are parameters
+
+
+_INSERT_UNSEALED_SQL = """
+INSERT INTO governance_auditevent (tenant_id, occurred_at, actor_type, actor_id, action,
+    target_type, target_id, changes, correlation_id, prev_hash, hash)
+VALUES {rows} RETURNING id
+"""
 
 
 def _flush_held() -> None:

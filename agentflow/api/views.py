@@ -49,6 +49,7 @@ from agentflow.api.serializers import (
     ToolCallSerializer,
     ToolInvokeSerializer,
     ToolSerializer,
+    run_body,
 )
 from agentflow.core.api.exceptions import ContractError, unprocessable
 from agentflow.core.api.filters import ListEndpoint, choice_filter
@@ -329,12 +330,12 @@ class AgentRunsView(_RunList, TenantScopedAPIView):
         location = f"/api/v1/runs/{run.pk}"
         if run.status in (RunStatus.COMPLETED, RunStatus.AWAITING_REVIEW, RunStatus.FAILED):
             return Response(
-                RunSerializer(run).data,
+                run_body(run),
                 status=status.HTTP_201_CREATED,
                 headers={"Location": location},
             )
         return Response(
-            RunSerializer(run, context=NO_RESULT).data,
+            run_body(run, include_result=False),
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": location, "Retry-After": "1"},
         )
@@ -387,14 +388,14 @@ class RunDetailView(TenantScopedAPIView):
                 headers={"Location": f"/api/v1/runs/{run.pk}/result"},
             )
         headers = {} if run.is_terminal else {"Retry-After": "1"}
-        return Response(RunSerializer(run).data, headers=headers)
+        return Response(run_body(run), headers=headers)
 
     @extend_schema(
         operation_id="runs_cancel", responses={200: RunSerializer, **errors(401, 403, 404, 409)}
     )
     def delete(self, request: Request, run_id: str) -> Response:
         run = services.cancel_run(actor=actor_for(request), run=get_or_404(Run.objects, pk=run_id))
-        return Response(RunSerializer(run).data)
+        return Response(run_body(run))
 
 
 class RunResultView(TenantScopedAPIView):

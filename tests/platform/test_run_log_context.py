@@ -49,3 +49,21 @@ def test_the_run_id_is_on_every_line_of_its_processing(
     assert "llm.failover" in [line["event"] for line in logs]
     assert all(line.get("run_id") == run_id for line in logs), logs
     assert structlog.contextvars.get_contextvars().get("run_id") is None  # unbound after
+
+
+def test_a_run_id_bound_by_the_caller_is_restored_after_the_run(owner: Persona) -> None:
+    """The run's id is bound for its processing only: whatever the caller had bound before
+    (here another run's id) is what its later lines carry again, and a missing run too."""
+    missing = "00000000-0000-0000-0000-000000000000"
+    with (
+        tenant_scope(owner.tenant.pk),
+        structlog.contextvars.bound_contextvars(run_id="outer"),
+        capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs,
+    ):
+        assert execute_run(missing) == "missing"
+        assert structlog.contextvars.get_contextvars()["run_id"] == "outer"
+        structlog.get_logger().info("after")
+    assert [(line["event"], line["run_id"]) for line in logs] == [
+        ("run.vanished", missing),
+        ("after", "outer"),
+    ]

@@ -412,3 +412,45 @@ def test_timestamps_are_utc_datetimes() -> None:
     assert moment.tzinfo is UTC
     assert to_timestamp(moment) == pytest.approx(NOW, abs=1e-6)
     assert abs(to_timestamp(to_datetime(time.time())) - time.time()) < 1
+
+
+async def test_a_found_case_comes_back_exactly_as_stored_with_its_cosine_score() -> None:
+    """The memory search is one hand-written statement: every field of the stored case,
+    its float32 vector bit for bit, and the score is the cosine similarity to the query."""
+    tenant = await make_tenant("acme")
+    with tenant_scope(tenant.id):
+        agent = await make_agent()
+        memory = DjangoMemoryStore(agent.id)
+        stored = case("alice", "refund for order 42", thread_id="t-1")
+        await memory.add_case(stored)
+        query = EMBEDDER.embed_one("refund my order")
+
+        [(found, score)] = await memory.search_cases(query, user_id="alice", limit=3)
+
+        assert found.vector is not None
+        assert stored.vector is not None
+        assert found.vector.dtype == np.float32
+        assert np.array_equal(found.vector, np.asarray(stored.vector, dtype=np.float32))
+        assert dataclasses.replace(found, vector=None) == dataclasses.replace(stored, vector=None)
+        a, b = np.asarray(query, dtype=np.float64), found.vector.astype(np.float64)
+        assert score == pytest.approx(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+
+
+async def test_session_reads_and_updates_stay_in_the_current_tenant() -> None:
+    """A session saved and read through the store's own statements: another tenant's scope
+    neither reads it nor updates it (its save there makes no row of the first tenant)."""
+    acme, globex = await make_tenant("acme"), await make_tenant("globex")
+    with tenant_scope(acme.id):
+        agent = await make_agent()
+        session = new_session("u1")
+        session.metadata = {"lang": "fr", "n": 2}
+        await DjangoSessionStore(agent.id).save(session)
+    with tenant_scope(globex.id):
+        assert await DjangoSessionStore(agent.id).get("u1") is None
+        intruder = dataclasses.replace(session, message_count=99, metadata={"x": 1})
+        with pytest.raises(Agent.DoesNotExist):
+            await DjangoSessionStore(agent.id).save(intruder)
+    with tenant_scope(acme.id):
+        again = await DjangoSessionStore(agent.id).get("u1")
+    assert again is not None
+    assert (again.message_count, again.metadata) == (0, {"lang": "fr", "n": 2})

@@ -6,12 +6,14 @@ and every reader first) chains them in id order; the trigger allows exactly that
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from governance.audit import Actor, append, chain_head, seal_pending
+from governance.audit import Actor, append, batched_appends, chain_head, seal_pending
 from governance.models import AuditEvent
 from governance.tasks import audit_seal
 from governance.verify import verify_chain
@@ -83,4 +85,37 @@ def test_the_trigger_allows_sealing_only_once_and_only_the_seal(chain: Tenant) -
     seal_pending()
     refused = _refused(f"UPDATE {TABLE} SET hash = 'forged' WHERE id = %s", [event.pk])
     assert "append-only" in refused
+    assert verify_chain(chain.pk).ok
+
+
+def test_unsealed_appends_store_what_was_appended_in_the_order_appended(chain: Tenant) -> None:
+    """The unsealed INSERT (one event, or a batch in one statement): ids in append order,
+    every recorded field as appended (changes canonicalised), then sealed and verified."""
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    (single,) = _unsealed(chain, 1)
+    with transaction.atomic(), batched_appends():
+        batch = [
+            append(
+                tenant_id=chain.pk,
+                actor=Actor("api_key", f"k{i}"),
+                action="probe.batched",
+                target_type="run",
+                target_id=f"r{i}",
+                changes={"at": when, "usd": Decimal("0.25"), "i": i},
+                seal_now=False,
+            )
+            for i in range(3)
+        ]
+    ids = [single.pk, *(event.pk for event in batch)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 4
+    stored = list(AuditEvent.unscoped.filter(pk__in=ids).order_by("id"))
+    assert [(e.actor_id, e.target_type, e.target_id) for e in stored[1:]] == [
+        ("k0", "run", "r0"), ("k1", "run", "r1"), ("k2", "run", "r2")
+    ]  # fmt: skip
+    assert stored[1].changes == {"at": when.isoformat(), "usd": "0.25", "i": 0}
+    assert stored[1].changes == batch[0].changes
+    assert all(e.sequence is None and e.hash == e.prev_hash == "" for e in stored)
+    assert all(e.occurred_at == b.occurred_at for e, b in zip(stored[1:], batch, strict=True))
+    assert audit_seal() == 4
     assert verify_chain(chain.pk).ok

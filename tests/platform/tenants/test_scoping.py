@@ -79,3 +79,28 @@ def test_bulk_create_stamps_and_checks_the_tenant(two_tenants: tuple[Tenant, Ten
         with pytest.raises(TenantMismatch):
             Agent.objects.bulk_create([Agent(tenant_id=globex.pk, name="b", blueprint="x")])
     assert list(Agent.unscoped.values_list("tenant_id", flat=True)) == [acme.pk]
+
+
+def test_scoped_manager_filters_exactly_like_filter_by_tenant(
+    two_tenants: tuple[Tenant, Tenant],
+) -> None:
+    """The scope's WHERE, added in place, is the SQL of ``.filter(tenant_id=...)``: the same
+    statement alone, chained with joins and excludes, and in an OR of two querysets."""
+    acme, globex = two_tenants
+    with tenant_scope(acme.pk):
+        Agent.objects.create(name="bot", blueprint="support_agent")
+    with tenant_scope(globex.pk):
+        Agent.objects.create(name="other", blueprint="support_agent")
+        shapes = [
+            lambda rows: rows,
+            lambda rows: rows.filter(name="bot").exclude(blueprint="x").select_related("tenant"),
+            lambda rows: rows.filter(tenant__slug="acme").order_by("-created_at")[:3],
+            lambda rows: rows.filter(name="bot") | rows.filter(name="other"),
+        ]
+        for shape in shapes:
+            by_filter = shape(Agent.unscoped.filter(tenant_id=globex.pk))
+            assert str(shape(Agent.objects.all()).query) == str(by_filter.query)
+        assert list(Agent.objects.values_list("name", flat=True)) == ["other"]
+        assert Agent.objects.filter(name="bot").count() == 0
+        assert Agent.objects.update(name="renamed") == 1
+    assert Agent.unscoped.get(tenant=acme).name == "bot"
