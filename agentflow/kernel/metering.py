@@ -174,30 +174,23 @@ class GuardedProvider:
         run = CURRENT_RUN.get()
         if self.redactor is not None:
             messages = [self._redact_message(m) for m in messages]
-        inner = self.inner
         try:
+            # The coroutine runs when awaited, so inside the span when there is one.
+            call = self.inner.chat(
+                messages,
+                model=model,
+                tools=tools,
+                json_schema=json_schema,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                metadata=self._scoped(metadata, run),
+            )
             if tracing.active():  # no span at all while nothing records one
                 with tracing.llm_span("chat", model or self.model) as span:
-                    response = await inner.chat(
-                        messages,
-                        model=model,
-                        tools=tools,
-                        json_schema=json_schema,
-                        temperature=temperature,
-                        max_tokens=max_tokens,
-                        metadata=self._scoped(metadata, run),
-                    )
+                    response = await call
                     tracing.record_llm_response(span, response)
             else:
-                response = await inner.chat(
-                    messages,
-                    model=model,
-                    tools=tools,
-                    json_schema=json_schema,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    metadata=self._scoped(metadata, run),
-                )
+                response = await call
         except BudgetExceeded as exc:
             if run is not None:
                 run.budget_error = exc
