@@ -127,6 +127,9 @@ def post_to_slack(url: str, text: str) -> int:
         with urllib.request.urlopen(post, timeout=SLACK_TIMEOUT_SECONDS) as answer:  # noqa: S310
             return int(answer.status)
     except urllib.error.HTTPError as exc:
+        # The error holds the open response: close it now. Left to a garbage cycle (a retried
+        # task keeps the error), the socket could be finalised before it and warn "unclosed".
+        exc.close()
         if exc.code == 429 or exc.code >= 500:
             raise SlackUnavailable(f"Slack answered {exc.code}") from exc
         raise SlackRejected(f"Slack answered {exc.code}") from exc

@@ -358,6 +358,7 @@ def send_reply(run_id: str, message_id: str | None = None) -> str:
         with urllib.request.urlopen(post, timeout=timeout) as answer:  # noqa: S310
             status = int(answer.status)
     except urllib.error.HTTPError as exc:
+        exc.close()  # the error holds the open response (see hitl.notifications.post_to_slack)
         status = exc.code
     except (urllib.error.URLError, OSError) as exc:
         raise ReplyFailed(str(exc)) from exc
