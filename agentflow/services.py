@@ -9,7 +9,6 @@ a task delivered twice (or a worker killed mid-run) still completes it once.
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import json
 import threading
 import time
@@ -71,7 +70,6 @@ from hitl.services import request_review
 from learning import services as learning_services
 from tenants.context import tenant_scope
 from tenants.models import Tenant
-from tenants.scoping import require_tenant_id
 from tenants.services import record_usage
 
 log = structlog.get_logger(__name__)
@@ -565,62 +563,8 @@ def execute_run(run_id: str) -> str:
         _return_connection()  # whatever pool of threads called us, it holds none between runs
 
 
-# The run with its agent and session, as ``Run.objects.select_related("agent", "session")``
-# reads it, in a statement written once per process: it is the first read of every run.
-_RUN_PARTS = ((Run, "r"), (Agent, "a"), (AgentSession, "s"))
-
-
-@functools.cache
-def _run_read() -> tuple[str, list[list[tuple[int, list[Any], Any]]]]:
-    """The statement and, per model, the converters of its columns (as Django applies them)."""
-    columns, converters = [], []
-    for model, alias in _RUN_PARTS:
-        own = []
-        for index, column in enumerate(model._meta.concrete_fields):
-            columns.append(f'{alias}."{column.column}"')
-            col = column.get_col(alias)
-            found = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-            if found:
-                own.append((index, found, col))
-        converters.append(own)
-    sql = (
-        f"SELECT {', '.join(columns)} FROM agentflow_run r"  # noqa: S608 - column names only
-        " INNER JOIN agentflow_agent a ON r.agent_id = a.id"
-        " LEFT OUTER JOIN agentflow_agentsession s ON r.session_id = s.id"
-        " WHERE r.tenant_id = %s AND r.id = %s"
-    )
-    return sql, converters
-
-
-def _read_run(run_id: str) -> Run | None:
-    """The run of the current tenant, its ``agent`` and ``session`` loaded (None: no run)."""
-    sql, converters = _run_read()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [require_tenant_id(), run_id])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    loaded: list[Any] = []
-    start = 0
-    for (model, _), own in zip(_RUN_PARTS, converters, strict=True):
-        width = len(model._meta.concrete_fields)
-        values = list(row[start : start + width])
-        start += width
-        if values[0] is None:  # no session: the outer join's columns are all NULL
-            loaded.append(None)
-            continue
-        for index, functions, col in own:
-            for convert in functions:
-                values[index] = convert(values[index], col, connection)
-        loaded.append(model.from_db(connection.alias, (), values))  # every column, in order
-    run, agent, session = loaded
-    Run._meta.get_field("agent").set_cached_value(run, agent)
-    Run._meta.get_field("session").set_cached_value(run, session)
-    return run
-
-
 def _execute_leased(run_id: str) -> str:
-    run = _read_run(run_id)
+    run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
     if run is None:
         log.warning("run.vanished", run_id=run_id)
         return "missing"

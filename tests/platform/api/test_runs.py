@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agentflow.models import AgentSession, Message, Run, RunStatus, RunTransition
+from agentflow.models import Message, Run, RunStatus, RunTransition
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona
 
@@ -218,44 +218,3 @@ def test_shared_run_shapes_match_a_fresh_serializer_on_every_thread(
     assert all(all(pair) for pair in checks)
     assert "result" in run_body(next(r for r in runs if str(r.pk) == settled["id"]))
     assert all("result" not in run_body(run, include_result=False) for run in runs)
-
-
-def test_a_run_is_read_with_its_agent_and_session_exactly_as_the_orm_reads_it(
-    owner: Persona, outsider: Persona, agent: Any
-) -> None:
-    """The worker's first read of a run (one statement written once): every field of the
-    run, its agent and its session as ``select_related`` gives them, no session when it was
-    erased, and nothing from another tenant's scope."""
-    from agentflow.services import _read_run
-
-    ids = [
-        owner.post(
-            f"/api/v1/agents/{agent.pk}/runs",
-            {"user_id": user, "message": "How do I reset my password?", "metadata": {"k": [1]}},
-            headers={"Prefer": "respond-async"},
-        ).json()["id"]
-        for user in ("u1", "u2")
-    ]
-    with tenant_scope(owner.tenant.pk):
-        Run.objects.filter(pk=ids[1]).update(session=None, result={"a": {"b": 1.5}})
-        for run_id in ids:
-            fast = _read_run(run_id)
-            orm = Run.objects.select_related("agent", "session").get(pk=run_id)
-            assert fast is not None
-            for mine, theirs in ((fast, orm), (fast.agent, orm.agent)):
-                fields = type(theirs)._meta.concrete_fields
-                assert [getattr(mine, f.attname) for f in fields] == [
-                    getattr(theirs, f.attname) for f in fields
-                ]
-            if orm.session is None:
-                assert fast.session is None
-            else:
-                fields = AgentSession._meta.concrete_fields
-                assert [getattr(fast.session, f.attname) for f in fields] == [
-                    getattr(orm.session, f.attname) for f in fields
-                ]
-            assert not fast._state.adding
-        assert fast.result == {"a": {"b": 1.5}}
-        assert _read_run("00000000-0000-0000-0000-000000000000") is None
-    with tenant_scope(outsider.tenant.pk):
-        assert _read_run(ids[0]) is None
