@@ -73,7 +73,7 @@ def cached_classifier(
     try:
         return load_classifier(path, categories, oos_threshold=oos_threshold, encoder=chosen)
     except FileNotFoundError:
-        pass
+        logger.info("intent model cache: no model %s yet; training it", path.name)
     except ModelFileError as exc:
         logger.warning("intent model cache: %s; training it again", exc)
     _fit_in_child(path, categories, options, encoder_name, timeout_seconds)
