@@ -25,11 +25,12 @@ class _Scope:
         self.task: asyncio.Task[object] | None = None
 
     def __enter__(self) -> _Scope:
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()  # once: both the task and the timer need it
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a deadline scope must be entered inside a task")
         self.task = task
-        self._deadlines._register(self)
+        self._deadlines._register(self, loop)
         return self
 
     def __exit__(
@@ -76,8 +77,7 @@ class Deadlines:
     def active(self) -> int:
         return len(self._scopes)
 
-    def _register(self, scope: _Scope) -> None:
-        loop = asyncio.get_running_loop()
+    def _register(self, scope: _Scope, loop: asyncio.AbstractEventLoop) -> None:
         if loop is not self._loop:
             # An agent reused on a new event loop: the old loop's timer is gone with it.
             self._loop, self._timer = loop, None

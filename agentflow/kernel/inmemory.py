@@ -53,11 +53,13 @@ class ExpiringLRU(Generic[K, V]):
         entry = self._data.get(key)
         if entry is None:
             return None
-        now = self._clock()
-        if self._ttl is not None and now - entry[0] > self._ttl:  # type: ignore[operator]
-            del self._data[key]
-            return None
-        entry[0] = now
+        ttl = self._ttl
+        if ttl is not None:  # without a TTL the time of use is never read: no clock
+            now = self._clock()
+            if now - entry[0] > ttl:  # type: ignore[operator]
+                del self._data[key]
+                return None
+            entry[0] = now
         self._data.move_to_end(key)
         return entry[1]  # type: ignore[return-value]
 
@@ -212,8 +214,11 @@ class _CaseIndex:
         self.cases[self.next] = case
         self.next = (self.next + 1) % self.capacity
 
-    def top(self, vector: Vector, count: int) -> list[tuple[MemoryCase, float]]:
-        """The `count` best-scoring cases with a positive score (unordered)."""
+    def top(
+        self, vector: Vector, count: int, *, other_than: str | None = None
+    ) -> list[tuple[MemoryCase, float]]:
+        """The `count` best-scoring cases with a positive score (unordered), less those of
+        user `other_than` among them (filtered in the same pass)."""
         size = len(self.cases)
         if not size or self.matrix is None or count <= 0:
             return []
@@ -224,7 +229,13 @@ class _CaseIndex:
         else:
             picked, values = range(size), scores.tolist()
         cases = self.cases
-        return [(cases[i], v) for i, v in zip(picked, values, strict=True) if v > 0.0]
+        if other_than is None:
+            return [(cases[i], v) for i, v in zip(picked, values, strict=True) if v > 0.0]
+        return [
+            (case, v)
+            for i, v in zip(picked, values, strict=True)
+            if v > 0.0 and (case := cases[i]).user_id != other_than
+        ]
 
     def without_user(self, user_id: str) -> _CaseIndex:
         kept = _CaseIndex(self.capacity)
@@ -317,8 +328,7 @@ class InMemoryMemoryStore:
             # Over-fetch: the user's own resolved cases sit in the pool too and are skipped
             # here (they came from the user's list). If more than the extra are skipped,
             # they all outrank the missing ones, so the overall top `limit` is still exact.
-            candidates = self._shared.top(vector, 2 * limit + 4)
-            found += [pair for pair in candidates if pair[0].user_id != user_id]
+            found += self._shared.top(vector, 2 * limit + 4, other_than=user_id)
         found.sort(key=_score, reverse=True)
         return [(case, min(1.0, score)) for case, score in found[:limit]]
 

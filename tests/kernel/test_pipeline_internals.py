@@ -208,6 +208,27 @@ def test_new_id_is_a_version_4_uuid_in_hex() -> None:
         assert parsed.variant == uuid.RFC_4122
 
 
+def test_new_ids_read_ahead_are_never_handed_out_by_a_forked_child_too() -> None:
+    import os
+
+    from agentflow.kernel.stores import new_id
+
+    new_id()  # the parent now holds ids read ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids, then leave without running pytest's exit
+        os.close(read)
+        os.write(write, " ".join(new_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_id() for _ in range(300)}  # past the parent's whole read-ahead
+    assert len(child) == 5
+    assert not child & parent
+
+
 def test_run_usage_starts_empty_and_sums_every_call() -> None:
     from agentflow.kernel.llm.base import LLMResponse, TokenUsage
     from agentflow.kernel.metering import RunState
