@@ -3,9 +3,10 @@
 Every run of a worker process is a task on this one loop: a run waiting two seconds for
 the LLM costs a suspended coroutine, not a process or a thread, so a worker holds hundreds
 of runs in flight (issue 15). Callers in other threads (the Celery threads pool of the run
-worker, sync views, ``realtime.send_now``) submit a coroutine and block on its result;
-their context variables (tenant scope, log bindings) ride along, because
-``run_coroutine_threadsafe`` creates the task in a copy of the caller's context.
+worker, sync views) submit a coroutine and block on its result (``realtime``'s outbox
+submits its drain and does not wait); their context variables (tenant scope, log
+bindings) ride along, because ``run_coroutine_threadsafe`` creates the task in a copy of
+the caller's context.
 
 Network clients (the openai SDK's pool, the channel layer's Redis connections) are bound to
 the loop they were built on; one loop per process lets them be cached and shared by every
