@@ -87,6 +87,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from agentflow.server import run as platform_run  # noqa: E402
 from agentflow.server.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 
 QUEUES = "default,runs,hitl,learning,webhooks,maintenance"
@@ -219,6 +220,7 @@ class WorkerSpec:
     pool: str  # "prefork" or "threads"
     concurrency: int
     prefetch_multiplier: int | None = None
+    flags: tuple[str, ...] = ()  # more of the worker's command line
 
 
 def platform_workers(run_concurrency: int, other_concurrency: int) -> list[WorkerSpec]:
@@ -228,7 +230,7 @@ def platform_workers(run_concurrency: int, other_concurrency: int) -> list[Worke
     queue (prefetch 1 per slot); the other queues keep a small prefork pool.
     """
     return [
-        WorkerSpec("worker-runs", RUN_QUEUE, "threads", run_concurrency, prefetch_multiplier=1),
+        WorkerSpec("worker-runs", RUN_QUEUE, "threads", run_concurrency, 1, flags=runner_flags()),
         WorkerSpec("worker-other", OTHER_QUEUES, "prefork", other_concurrency),
     ]
 
@@ -255,7 +257,13 @@ def celery_worker_argv(spec: WorkerSpec, hostname: str) -> list[str]:
     ]
     if spec.prefetch_multiplier is not None:
         argv += ["--prefetch-multiplier", str(spec.prefetch_multiplier)]
-    return argv
+    return [*argv, *spec.flags]
+
+
+def runner_flags() -> tuple[str, ...]:
+    """The platform runner's own flags (``agentflow.server.run.RUNNER_FLAGS``), when it has them:
+    the bench measures the worker ``make run`` starts, and still runs against an older tree."""
+    return tuple(getattr(platform_run, "RUNNER_FLAGS", ()))
 
 
 # --- processes ----------------------------------------------------------------------------

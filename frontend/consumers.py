@@ -66,6 +66,14 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         if self._may_see(message.get("group"), event):
             await self.send_json(event)
 
+    async def live_events(self, message: dict[str, Any]) -> None:
+        """Several events of one group in one channel message (``agentflow.core.realtime``'s
+        outbox): the same frames, in the same order, as one ``live_event`` each."""
+        group = message.get("group")
+        for event in message["events"]:
+            if self._may_see(group, event):
+                await self.send_json(event)
+
     def _may_see(self, group: str | None, event: dict[str, Any]) -> bool:
         agents = self.visible.get(group) if group else None
         if agents is None:

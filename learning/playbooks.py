@@ -210,7 +210,9 @@ def retire(*, actor: Actor, playbook: Playbook) -> Playbook:
 
 
 def suggestion(agent_id: Any, category: str) -> Playbook | None:
-    """The playbook to suggest before a run of ``category`` (the active version)."""
+    """The playbook to suggest before a run of ``category`` (the active version).
+
+    The run path reads the same row in one statement: ``learning.stores`` (keep in step)."""
     return (
         Playbook.objects.filter(agent_id=agent_id, category=category, status=PlaybookStatus.ACTIVE)
         .order_by("-version")

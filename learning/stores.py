@@ -7,11 +7,13 @@ thread), so a search can only ever see the tenant's own rows.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from agentflow.kernel.results import ContextItem
 from agentflow.kernel.stores import GoldenPath as KernelGoldenPath
@@ -20,8 +22,9 @@ from agentflow.kernel.vectors import Vector
 from agentflow.models import Agent
 from agentflow.vector_search import EXACT_SEARCH_MAX_ROWS, count_rows
 from governance.audit import Actor
-from learning import golden_paths, playbooks
-from learning.models import GoldenPath, GoldenPathSource
+from learning import golden_paths
+from learning.models import GoldenPath, GoldenPathSource, PlaybookStatus
+from tenants.scoping import require_tenant_id
 
 __all__ = ["DjangoGoldenPathStore", "DjangoProceduralStore"]
 
@@ -103,6 +106,13 @@ class DjangoGoldenPathStore:
         await sync_to_async(self._add)(list(paths))
 
 
+_ACTIVE_PLAYBOOK_SQL = """
+SELECT id, category, name, steps, version, success_rate FROM learning_playbook
+WHERE tenant_id = %s AND agent_id = %s AND category = %s AND status = %s
+ORDER BY version DESC LIMIT 1
+"""
+
+
 class DjangoProceduralStore:
     """The agent's active playbook per category, suggested before the answer."""
 
@@ -110,16 +120,26 @@ class DjangoProceduralStore:
         self.agent_id = str(agent_id)
 
     def _get(self, intent: str) -> KernelPlaybook | None:
-        found = playbooks.suggestion(self.agent_id, intent)
-        if found is None:
+        """``playbooks.suggestion``'s playbook (the category's active version), as one
+        constant statement reading only what the kernel needs: it runs before every answer,
+        and the queryset's compilation and the unused JSON columns cost more than the query
+        (issue 15)."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _ACTIVE_PLAYBOOK_SQL,
+                [require_tenant_id(), self.agent_id, intent, PlaybookStatus.ACTIVE],
+            )
+            row = cursor.fetchone()
+        if row is None:
             return None
+        playbook_id, category, name, steps, version, success_rate = row
         return KernelPlaybook(
-            intent=found.category,
-            name=found.name,
-            steps=tuple(found.steps),
-            version=found.version,
-            success_rate=found.success_rate,
-            id=str(found.pk),
+            intent=category,
+            name=name,
+            steps=tuple(json.loads(steps) if isinstance(steps, str) else steps),
+            version=version,
+            success_rate=success_rate,
+            id=str(playbook_id),
         )
 
     async def get_playbook(self, intent: str) -> KernelPlaybook | None:

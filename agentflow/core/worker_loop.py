@@ -3,9 +3,10 @@
 Every run of a worker process is a task on this one loop: a run waiting two seconds for
 the LLM costs a suspended coroutine, not a process or a thread, so a worker holds hundreds
 of runs in flight (issue 15). Callers in other threads (the Celery threads pool of the run
-worker, sync views, ``realtime.send_now``) submit a coroutine and block on its result;
-their context variables (tenant scope, log bindings) ride along, because
-``run_coroutine_threadsafe`` creates the task in a copy of the caller's context.
+worker, sync views) submit a coroutine and block on its result (``realtime``'s outbox
+submits its drain and does not wait); their context variables (tenant scope, log
+bindings) ride along, because ``run_coroutine_threadsafe`` creates the task in a copy of
+the caller's context.
 
 Network clients (the openai SDK's pool, the channel layer's Redis connections) are bound to
 the loop they were built on; one loop per process lets them be cached and shared by every
@@ -20,13 +21,21 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from celery.signals import worker_process_shutdown, worker_shutdown
 
 T = TypeVar("T")
 _lock = threading.Lock()
+# Awaited on the loop before a close cancels what still runs (the live events' outbox).
+_before_close: list[Callable[[], Coroutine[Any, Any, None]]] = []
+_HOOKS_SECONDS = 5.0
+
+
+def before_close(hook: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Have ``hook()`` awaited on the loop when it closes, before its tasks are cancelled."""
+    _before_close.append(hook)
 
 
 class _ProcessLoop:
@@ -51,8 +60,12 @@ class _ProcessLoop:
         if self.pid != os.getpid() or self.loop.is_closed():
             return
         if self.thread.is_alive():
-            with contextlib.suppress(RuntimeError, concurrent.futures.TimeoutError):
-                asyncio.run_coroutine_threadsafe(_cancel_others(), self.loop).result(timeout)
+            # The hooks get a few seconds at most: a channel layer that is down must not hold
+            # a stopping worker for the whole timeout.
+            steps = ((_run_close_hooks, min(timeout, _HOOKS_SECONDS)), (_cancel_others, timeout))
+            for step, seconds in steps:
+                with contextlib.suppress(RuntimeError, concurrent.futures.TimeoutError):
+                    asyncio.run_coroutine_threadsafe(step(), self.loop).result(seconds)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout)
         if not self.thread.is_alive():
@@ -114,6 +127,11 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+async def _run_close_hooks() -> None:
+    for hook in list(_before_close):
+        await hook()
 
 
 async def _cancel_others() -> None:

@@ -38,6 +38,11 @@ TASK_QUEUES = "default,hitl,learning,webhooks,maintenance"
 # 400, before Django can answer an over-long query string with 414 in the error shape.
 UVICORN_HTTP_OPTIONS = ("--http", "h11", "--h11-max-incomplete-event-size", "1048576")
 _PR_SET_PDEATHSIG = 1
+# The runner's consumer thread handles every run's message: without the worker-to-worker
+# chatter (gossip and mingle on the broadcast channel, an event heartbeat every 2 s) it spends
+# its CPU on runs. Nothing here reads them: health is `celery inspect ping` (remote control,
+# kept) and beat's own heartbeat task; revokes are not used (issue 15).
+RUNNER_FLAGS = ("--without-gossip", "--without-mingle", "--without-heartbeat")
 
 
 def worker_commands(env: dict[str, str], *, loglevel: str = "INFO") -> dict[str, list[str]]:
@@ -63,7 +68,7 @@ def worker_commands(env: dict[str, str], *, loglevel: str = "INFO") -> dict[str,
             *celery,
             *("--queues", RUN_QUEUE, "--pool", "threads"),
             *("--concurrency", env.get("RUN_CONCURRENCY", "200"), "--prefetch-multiplier", "1"),
-            *(*common, "--hostname", f"runner@{host}"),
+            *(*RUNNER_FLAGS, *common, "--hostname", f"runner@{host}"),
         ],
     }
 

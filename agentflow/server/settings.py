@@ -225,6 +225,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 10),
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# One result backend per process, not per thread: Django's ASGI handler runs each request's
+# sync view in a new thread, and every task published there built its own Redis backend
+# (~1.7 ms of CPU per 202, issue 15). Its connection pool is thread-safe; only
+# `ping_workers` and tests read results.
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from agentflow.core.realtime import send_to_group, user_group
+from agentflow.core import worker_loop
+from agentflow.core.realtime import (
+    BATCH_HANDLER,
+    BATCH_LIMIT,
+    EVENT_HANDLER,
+    consecutive_by_group,
+    send_now,
+    send_to_group,
+    user_group,
+)
 from agentflow.server.asgi import application
 from frontend.consumers import CLOSE_UNAUTHENTICATED
 
@@ -105,3 +118,82 @@ async def test_an_idle_socket_stays_open_for_a_minute(caplog: pytest.LogCaptureF
     await communicator.disconnect()
     assert "Timeout reading" not in caplog.text
     assert "TimeoutError" not in caplog.text
+
+
+def _hold_process_loop() -> threading.Event:
+    """Block the process loop's thread until the returned event is set: whatever is queued
+    meanwhile waits for one drain of the outbox."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held.set()
+        release.wait(10)
+
+    worker_loop.loop().call_soon_threadsafe(hold)
+    assert held.wait(5)
+    return release
+
+
+async def _socket(username: str) -> tuple[int, WebsocketCommunicator]:
+    user_id, cookie = await sync_to_async(_login_cookie)(username)
+    communicator = WebsocketCommunicator(
+        application, "/ws/live/", headers=[ORIGIN, (b"cookie", cookie)]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.receive_json_from(timeout=5)  # hello
+    return user_id, communicator
+
+
+async def test_events_queued_together_arrive_as_the_same_frames_in_order() -> None:
+    ann_id, ann = await _socket("ann")
+    bob_id, bob = await _socket("bob")
+    layer = get_channel_layer()
+    sends: list[str] = []
+    real_group_send = layer.group_send
+
+    async def counted(group: str, message: dict[str, Any]) -> None:
+        sends.append(message["type"])
+        await real_group_send(group, message)
+
+    layer.group_send = counted
+    release = _hold_process_loop()
+    for n in range(5):
+        send_now(user_group(ann_id), {"type": "run.updated", "n": n})
+    send_now(user_group(bob_id), {"type": "run.updated", "n": "bob"})
+    send_now(user_group(ann_id), {"type": "run.updated", "n": 5})
+    release.set()
+
+    assert [(await ann.receive_json_from(timeout=5))["n"] for _ in range(6)] == [0, 1, 2, 3, 4, 5]
+    assert (await bob.receive_json_from(timeout=5))["n"] == "bob"
+    assert await ann.receive_nothing(timeout=0.3)
+    # Consecutive events of one group went as one message; the order between groups held.
+    assert sends == [BATCH_HANDLER, EVENT_HANDLER, EVENT_HANDLER]
+    await ann.disconnect()
+    await bob.disconnect()
+
+
+async def test_a_closing_process_loop_sends_what_was_queued_first() -> None:
+    user_id, communicator = await _socket("carol")
+    release = _hold_process_loop()
+    for n in range(3):
+        send_now(user_group(user_id), {"type": "run.updated", "n": n})
+    closing = threading.Thread(target=worker_loop.close_all)
+    closing.start()
+    release.set()
+    await sync_to_async(closing.join)(10)
+
+    assert [(await communicator.receive_json_from(timeout=5))["n"] for _ in range(3)] == [0, 1, 2]
+    await communicator.disconnect()
+
+
+def test_runs_of_one_group_are_cut_at_the_batch_limit_and_keep_their_order() -> None:
+    queued = [("a", {"n": n}) for n in range(BATCH_LIMIT + 1)] + [("b", {"n": -1}), ("a", {})]
+    runs = consecutive_by_group(queued)
+    assert [(group, len(events)) for group, events in runs] == [
+        ("a", BATCH_LIMIT),
+        ("a", 1),
+        ("b", 1),
+        ("a", 1),
+    ]
+    assert [event for _, events in runs for event in events] == [event for _, event in queued]

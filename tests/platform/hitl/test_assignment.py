@@ -146,3 +146,20 @@ def test_claiming_what_one_holds_is_idempotent(owner: Persona, agent: Any) -> No
     assert first.json() == second.json()
     history = ann.get(f"{QUEUE}/{request.pk}/history").json()["results"]
     assert [e["action"] for e in history] == ["queued", "claimed"]
+
+
+def test_equal_loads_go_to_the_reviewer_unassigned_longest(
+    owner: Persona, outsider: Persona, agent: Any
+) -> None:
+    ann, bob = (make_member(owner.tenant, name, "reviewer") for name in ("ann", "bob"))
+    # Another tenant's idle reviewer (least loaded of all) is never a candidate here.
+    stranger = make_member(outsider.tenant, "sam", "reviewer")
+    _available(stranger)
+    _available(ann)
+    _available(bob)
+
+    assignees = [review_of(escalated_run(agent)).assignee_id for _ in range(4)]
+
+    # Never assigned: the lower user id first; then the one whose last assignment is older.
+    assert assignees == [ann.user.pk, bob.user.pk, ann.user.pk, bob.user.pk]
+    assert _held(stranger) == 0

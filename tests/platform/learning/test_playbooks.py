@@ -13,6 +13,7 @@ from agentflow.models import Agent, AgentSession, Run
 from governance.audit import Actor
 from learning import playbooks
 from learning.models import Feedback, Playbook
+from learning.stores import DjangoProceduralStore
 from tenants.context import tenant_scope
 from tests.platform.api.conftest import Persona, make_agent, make_persona
 
@@ -203,3 +204,15 @@ def test_playbooks_of_another_tenant_are_never_suggested(owner: Persona, agent: 
     with tenant_scope(other.tenant.pk):
         assert playbooks.suggestion(other_agent.pk, CATEGORY) is None
         assert playbooks.suggestion(agent.pk, CATEGORY) is None  # even naming A's agent
+        # The run path's store reads it in its own statement: the same rule, the same scope.
+        assert DjangoProceduralStore(agent.pk)._get(CATEGORY) is None
+    with tenant_scope(owner.tenant.pk):
+        suggested = DjangoProceduralStore(agent.pk)._get(CATEGORY)
+        active = playbooks.suggestion(agent.pk, CATEGORY)
+    assert suggested is not None
+    assert active is not None
+    assert (suggested.id, suggested.version, list(suggested.steps)) == (
+        str(active.pk),
+        active.version,
+        active.steps,
+    )
