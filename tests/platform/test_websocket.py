@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -145,7 +146,9 @@ async def _socket(username: str) -> tuple[int, WebsocketCommunicator]:
     return user_id, communicator
 
 
-async def test_events_queued_together_arrive_as_the_same_frames_in_order() -> None:
+async def test_events_queued_together_arrive_as_the_same_frames_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     ann_id, ann = await _socket("ann")
     bob_id, bob = await _socket("bob")
     layer = get_channel_layer()
@@ -156,7 +159,7 @@ async def test_events_queued_together_arrive_as_the_same_frames_in_order() -> No
         sends.append(message["type"])
         await real_group_send(group, message)
 
-    layer.group_send = counted
+    monkeypatch.setattr(layer, "group_send", counted)
     release = _hold_process_loop()
     for n in range(5):
         send_now(user_group(ann_id), {"type": "run.updated", "n": n})
@@ -173,17 +176,31 @@ async def test_events_queued_together_arrive_as_the_same_frames_in_order() -> No
     await bob.disconnect()
 
 
-async def test_a_closing_process_loop_sends_what_was_queued_first() -> None:
+async def test_a_closing_process_loop_sends_what_was_queued_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     user_id, communicator = await _socket("carol")
+    layer = get_channel_layer()
+    real_group_send = layer.group_send
+
+    async def slow(group: str, message: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)  # a slow Redis: the drain outlives the close's first steps
+        await real_group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", slow)
     release = _hold_process_loop()
-    for n in range(3):
+    # Alternating with a group nobody listens to: one group_send each, so the drain is
+    # still sending when the close cancels the loop's tasks, unless it is awaited first.
+    for n in range(20):
         send_now(user_group(user_id), {"type": "run.updated", "n": n})
+        send_now("nobody-listens", {"type": "run.updated", "n": n})
     closing = threading.Thread(target=worker_loop.close_all)
     closing.start()
     release.set()
     await sync_to_async(closing.join)(10)
 
-    assert [(await communicator.receive_json_from(timeout=5))["n"] for _ in range(3)] == [0, 1, 2]
+    got = [(await communicator.receive_json_from(timeout=5))["n"] for _ in range(20)]
+    assert got == list(range(20))
     await communicator.disconnect()
 
 
