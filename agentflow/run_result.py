@@ -15,6 +15,7 @@ from agentflow.core.api.serializers import (
     AsIsDictField,
     AsIsFloatField,
     AsIsListField,
+    represent,
 )
 
 
@@ -43,18 +44,9 @@ class StoredResultField(AsIs, serializers.JSONField):
     """``Run.result`` as stored (a reviewer's edit may have changed it since)."""
 
 
-# One shared instance: DRF deep-copies the declared fields for every new serializer, and
-# every settled run stores a result (issue 15). Read-only once its fields are built.
-_RESULT_SHAPE: list[RunResultSerializer] = []
-
-
 def reply_result(reply: Any) -> dict[str, Any]:
     """The stored result of a pipeline reply: the fields of :class:`RunResultSerializer`."""
-    if not _RESULT_SHAPE:
-        shape = RunResultSerializer()
-        shape.fields  # noqa: B018 - built here, before it is shared
-        _RESULT_SHAPE.append(shape)
-    return dict(_RESULT_SHAPE[0].to_representation(reply.to_dict()))
+    return represent(RunResultSerializer, reply.to_dict())
 
 
 def plan_steps(result: dict[str, Any] | None, started_at: datetime | None) -> list[dict[str, Any]]:

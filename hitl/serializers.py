@@ -20,6 +20,7 @@ from agentflow.core.api.serializers import (
     IsoDateTimeField,
     PriorityField,
     StrictSerializer,
+    represent,
 )
 from agentflow.non_answers import stored
 from hitl.models import OPEN_STATUSES, Decision, HITLRequest, Kind, ReviewerAvailability, Status
@@ -166,20 +167,9 @@ class ReviewRequestSerializer(serializers.Serializer):
         return request.breached_at is not None
 
 
-# DRF deep-copies a serializer's declared fields for every instance: 0.56 ms of CPU per body
-# against 0.12 ms for one shared instance (issue 15), and every escalated run publishes one.
-# Its fields are read-only once built (as ``agentflow.api.serializers.run_body``'s), so every
-# thread shares it.
-_REQUEST_SHAPE: list[ReviewRequestSerializer] = []
-
-
 def request_body(request: HITLRequest) -> dict[str, Any]:
     """A review request as the API, the dashboard and live events show it."""
-    if not _REQUEST_SHAPE:
-        shape = ReviewRequestSerializer()
-        shape.fields  # noqa: B018 - built here, before it is shared
-        _REQUEST_SHAPE.append(shape)
-    return dict(_REQUEST_SHAPE[0].to_representation(request))
+    return represent(ReviewRequestSerializer, request)
 
 
 class ActorSerializer(serializers.Serializer):

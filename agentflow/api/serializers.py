@@ -17,6 +17,7 @@ from agentflow.core.api.serializers import (
     IsoDateTimeField,
     PriorityField,
     StrictSerializer,
+    represent,
 )
 from agentflow.models import Run, RunStatus, ToolCallStatus
 from agentflow.run_result import StoredResultField
@@ -125,20 +126,9 @@ class RunSerializer(serializers.Serializer):
         return body
 
 
-# One serializer per shape, built once: a serializer's fields are deep-copied from the class
-# at its first use, and a run is shown on every 202 and in every live event. Its fields are
-# read-only after that, so the instances are shared by every thread.
-_RUN_SHAPES: dict[bool, RunSerializer] = {}
-
-
 def run_body(run: Run, *, include_result: bool = True) -> dict[str, Any]:
     """``RunSerializer(run).data`` (``include_result=False``: with ``NO_RESULT``)."""
-    shape = _RUN_SHAPES.get(include_result)
-    if shape is None:
-        shape = RunSerializer(context={"include_result": include_result})
-        shape.fields  # noqa: B018 - built here, before it is shared
-        _RUN_SHAPES[include_result] = shape
-    return dict(shape.to_representation(run))
+    return represent(RunSerializer, run, include_result=include_result)
 
 
 class StepSerializer(serializers.Serializer):
