@@ -2,7 +2,7 @@
 
     agentflow chat [--config FILE] [--knowledge FILE] [--user ID] [--json]
     agentflow eval-intents --train CSV --test CSV [--oos-label LABEL] [--oos-threshold X]
-                           [--encoder auto|none]
+                           [--encoder auto|none|wordllama|minilm]
     agentflow validate FILE [FILE ...] [--steps A,B] [--tools T,U] [--agents X,Y]
     agentflow preflight CONFIG --message TEXT [--knowledge FILE] [--spent USD]
     agentflow test SCENARIOS [--agent ID|NAME] [--tenant SLUG] [--scenario NAME] [--json]
@@ -68,9 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--oos-threshold", type=float, help="out-of-scope threshold in [0, 1]")
     evaluate.add_argument(
         "--encoder",
-        choices=("auto", "none"),
+        choices=("auto", "none", "wordllama", "minilm"),
         default="auto",
-        help="auto: add the sentence encoder of the quality extra when installed; none: lexical",
+        help="auto: INTENT_ENCODER, else wordllama when the quality extra is installed; "
+        "none: lexical; wordllama or minilm (the intent-minilm extra): that encoder",
     )
 
     validate = commands.add_parser("validate", help="check planner definitions (YAML or JSON)")
@@ -190,6 +191,7 @@ async def _chat(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
 
 
 def _eval_intents(args: argparse.Namespace, stdout: TextIO) -> int:
+    from agentflow.kernel.intents_encoder import configured_encoder, encoder_named
     from agentflow.kernel.intents_eval import evaluate
 
     train = _existing_file(args.train, "training CSV")
@@ -197,12 +199,12 @@ def _eval_intents(args: argparse.Namespace, stdout: TextIO) -> int:
     if args.oos_threshold is not None and not 0.0 <= args.oos_threshold <= 1.0:
         raise UsageError("--oos-threshold must be within [0, 1]")
     try:
+        encoder = configured_encoder() if args.encoder == "auto" else encoder_named(args.encoder)
+    except ValueError as exc:  # INTENT_ENCODER names another, or the extra is not installed
+        raise UsageError(str(exc)) from exc
+    try:
         report = evaluate(
-            train,
-            test,
-            args.oos_label,
-            oos_threshold=args.oos_threshold,
-            encoder="auto" if args.encoder == "auto" else None,
+            train, test, args.oos_label, oos_threshold=args.oos_threshold, encoder=encoder
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot evaluate: {exc}") from exc

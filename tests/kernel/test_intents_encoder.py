@@ -16,7 +16,12 @@ import pytest
 
 from agentflow.cli import main
 from agentflow.kernel.intents import OUT_OF_SCOPE, IntentCategory, OfflineIntentClassifier
-from agentflow.kernel.intents_encoder import WORDLLAMA_MODEL, WordLlamaEncoder, default_encoder
+from agentflow.kernel.intents_encoder import (
+    WORDLLAMA_MODEL,
+    WordLlamaEncoder,
+    _installed,
+    default_encoder,
+)
 
 SUPPORT = [
     IntentCategory(
@@ -33,9 +38,9 @@ SUPPORT = [
 @pytest.fixture
 def fresh_default() -> Iterator[None]:
     """default_encoder() caches per process: let a test see the install it simulates."""
-    default_encoder.cache_clear()
+    _installed.cache_clear()
     yield
-    default_encoder.cache_clear()
+    _installed.cache_clear()
 
 
 @pytest.fixture
