@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -734,6 +734,11 @@ _building: dict[tuple[str, int], tuple[asyncio.AbstractEventLoop, asyncio.Future
 _building_lock = threading.Lock()
 
 
+def _intent_model_keep_days() -> float | None:
+    """INTENT_MODEL_CACHE_KEEP_DAYS as the builder takes it: 0 keeps every model (None)."""
+    return cast(float, settings.AGENTFLOW["INTENT_MODEL_CACHE_KEEP_DAYS"]) or None
+
+
 async def build_pipeline(agent: Agent) -> AgentRunner:
     """A new runner for `agent` (no cache); `AgentConfigError` if its config is bad.
 
@@ -750,7 +755,10 @@ async def build_pipeline(agent: Agent) -> AgentRunner:
         AgentFrameworkBuilder()
         .with_config(kernel_config(agent_id, config))
         # Classifiers train in a child process into this cache (docs/configuration.md).
-        .with_intent_model_cache(str(settings.AGENTFLOW.get("INTENT_MODEL_CACHE_DIR") or ""))
+        .with_intent_model_cache(
+            str(settings.AGENTFLOW.get("INTENT_MODEL_CACHE_DIR") or ""),
+            keep_unused_days=_intent_model_keep_days(),
+        )
         .with_embedder(get_embedder())
         # The operator's LLM_MODEL_PRICES; the config's own llm.prices wins over them.
         .with_costs(price_table=operator_price_table())

@@ -36,6 +36,7 @@ from agentflow.kernel.inmemory import (
     InMemoryThreadStore,
 )
 from agentflow.kernel.intents import IntentCategory
+from agentflow.kernel.intents_fit import KEEP_UNUSED_DAYS
 from agentflow.kernel.llm.base import LLMProvider
 from agentflow.kernel.llm_chain import (
     agent_price_table,
@@ -176,6 +177,7 @@ class AgentFrameworkBuilder:
         self._clock: Callable[[], float] = time.time
         self._classifier_override: IntentClassifier | None = None
         self._intent_model_cache: Path | None = None
+        self._intent_model_keep_days: float | None = KEEP_UNUSED_DAYS
         self._strict_persistence = False
 
     # ------------------------------------------------------------ configuration
@@ -197,12 +199,32 @@ class AgentFrameworkBuilder:
         self._classifier_override = classifier
         return self
 
-    def with_intent_model_cache(self, directory: str | Path | None) -> Self:
+    def with_intent_model_cache(
+        self, directory: str | Path | None, *, keep_unused_days: float | None = KEEP_UNUSED_DAYS
+    ) -> Self:
         """Train the offline intent classifier in a child process and keep the trained model
         in `directory` (intents_fit), so scikit-learn never stays resident in this process;
-        None or "" trains in process."""
+        None or "" trains in process. Models unused for `keep_unused_days` are deleted when
+        the folder next gains one (None: kept forever)."""
         self._intent_model_cache = Path(directory) if directory else None
+        self._intent_model_keep_days = keep_unused_days
         return self
+
+    async def _intent_classifier(
+        self,
+        categories: list[IntentCategory],
+        config: AgentFrameworkConfig,
+        llm: LLMProvider,
+        providers: list[LLMProvider],
+    ) -> IntentClassifier | None:
+        return await intent_classifier(
+            categories,
+            config,
+            llm,
+            providers,
+            model_cache=self._intent_model_cache,
+            model_cache_keep_days=self._intent_model_keep_days,
+        )
 
     def with_handlers(self, handlers: Iterable[BaseHandler]) -> Self:
         self._handlers.extend(handlers)
@@ -354,9 +376,7 @@ class AgentFrameworkBuilder:
         embedder = guarded_embedder(self._embedder, llm)
         classifier = self._classifier_override
         if classifier is None:
-            classifier = await intent_classifier(
-                categories, config, llm, providers, model_cache=self._intent_model_cache
-            )
+            classifier = await self._intent_classifier(categories, config, llm, providers)
 
         stores = await self._seeded_stores(config, embedder)
         redactor = PIIRedactor()

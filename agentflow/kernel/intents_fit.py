@@ -10,8 +10,15 @@ then loads the file with numpy alone. Concurrent misses of the same key in sever
 each train and rename a complete file over the same name: harmless. A corrupt or foreign file
 is trained again and replaced.
 
+Files of old configurations are never read again, so the cache prunes itself: a hit refreshes
+its file's modification time (at most once a day), and a process that has just trained a model
+deletes the folder's models unused for `keep_unused_days` (30 by default) and temporary files
+a killed writer left behind. A model deleted while a worker still serves it is already in that
+worker's memory; the next build of it trains again.
+
 The platform enables it per pipeline with `AgentFrameworkBuilder.with_intent_model_cache`
-(settings INTENT_MODEL_CACHE_DIR); a builder without a cache trains in process, as before.
+(settings INTENT_MODEL_CACHE_DIR, INTENT_MODEL_CACHE_KEEP_DAYS); a builder without a cache
+trains in process, as before.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import metadata
@@ -57,6 +66,11 @@ _ENCODER_PACKAGES = {
 }
 _SOURCES = ("intents.py", "intents_model.py", "intents_encoder.py")
 _ROOT = Path(__file__).resolve().parents[2]  # the folder holding the agentflow package
+KEEP_UNUSED_DAYS = 30.0  # a model unused this long is deleted when its folder is next pruned
+_DAY = 86_400.0
+# A writer's temporary file older than this belongs to a killed process (a training child is
+# stopped after FIT_TIMEOUT_SECONDS, and the file is written at its very end).
+_STALE_TEMPORARY_SECONDS = 2 * FIT_TIMEOUT_SECONDS
 
 
 class IntentFitError(ValueError):
@@ -72,10 +86,13 @@ def cached_classifier(
     novelty_keep: float | None = None,
     encoder: SentenceEncoder | Literal["auto"] | None = "auto",
     timeout_seconds: float = FIT_TIMEOUT_SECONDS,
+    keep_unused_days: float | None = KEEP_UNUSED_DAYS,
 ) -> OfflineIntentClassifier:
     """The classifier of `categories`, loaded from the cache or trained in a child process.
 
-    Raises ValueError (IntentFitError when training failed) as the in-process constructor.
+    After training, models of the folder unused for `keep_unused_days` are deleted (None:
+    never). Raises ValueError (IntentFitError when training failed) as the in-process
+    constructor.
     """
     categories = tuple(categories)
     chosen = configured_encoder() if encoder == "auto" else encoder
@@ -83,13 +100,50 @@ def cached_classifier(
     encoder_name = None if chosen is None else chosen.name
     path = directory / f"{cache_key(categories, options, encoder_name)}.npz"
     try:
-        return load_classifier(path, categories, oos_threshold=oos_threshold, encoder=chosen)
+        classifier = load_classifier(path, categories, oos_threshold=oos_threshold, encoder=chosen)
     except FileNotFoundError:
         logger.info("intent model cache: no model %s yet; training it", path.name)
     except ModelFileError as exc:
         logger.warning("intent model cache: %s; training it again", exc)
+    else:
+        _mark_used(path)
+        return classifier
     _fit_in_child(path, categories, options, encoder_name, timeout_seconds)
+    if keep_unused_days is not None and keep_unused_days > 0:
+        prune(directory, keep_unused_days * _DAY, sparing=path)
     return load_classifier(path, categories, oos_threshold=oos_threshold, encoder=chosen)
+
+
+def _mark_used(path: Path) -> None:
+    """A model's modification time says when it was last used (to a day): what `prune` reads."""
+    try:
+        if time.time() - path.stat().st_mtime > _DAY:
+            os.utime(path)
+    except OSError as exc:  # a read-only cache still serves; it is just never pruned
+        logger.debug("intent model cache: cannot mark %s used: %s", path.name, exc)
+
+
+def prune(
+    directory: Path, unused_seconds: float, *, now: float | None = None, sparing: Path | None = None
+) -> int:
+    """Delete the models of `directory` unused for `unused_seconds` (but `sparing`, the one
+    just trained), and temporary files of killed writers; the number deleted. Never raises: a
+    file another process removed first, or one this process may not remove, is skipped."""
+    now = time.time() if now is None else now
+    deleted = 0
+    models = (model for model in directory.glob("*.npz") if model != sparing)
+    candidates = [(model, unused_seconds) for model in models]
+    candidates += [(temporary, _STALE_TEMPORARY_SECONDS) for temporary in directory.glob(".*.tmp")]
+    for path, max_age in candidates:
+        try:
+            if now - path.stat().st_mtime > max_age:
+                path.unlink()
+                deleted += 1
+        except OSError:
+            continue
+    if deleted:
+        logger.info("intent model cache: deleted %d unused file(s) from %s", deleted, directory)
+    return deleted
 
 
 def cache_key(

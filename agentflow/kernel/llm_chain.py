@@ -21,7 +21,7 @@ from agentflow.kernel.costs import (
 )
 from agentflow.kernel.guardrails import PIIRedactor
 from agentflow.kernel.intents import IntentCategory, LLMIntentClassifier, OfflineIntentClassifier
-from agentflow.kernel.intents_fit import cached_classifier
+from agentflow.kernel.intents_fit import KEEP_UNUSED_DAYS, cached_classifier
 from agentflow.kernel.llm.base import LLMProvider
 from agentflow.kernel.llm.embeddings import OfflineEmbedder, SentenceTransformerEmbedder
 from agentflow.kernel.llm.offline import OfflineProvider
@@ -140,6 +140,7 @@ async def intent_classifier(
     providers: list[LLMProvider],
     *,
     model_cache: Path | None = None,
+    model_cache_keep_days: float | None = KEEP_UNUSED_DAYS,
 ) -> IntentClassifier | None:
     if not categories:
         return None
@@ -152,6 +153,7 @@ async def intent_classifier(
             offline = await asyncio.to_thread(OfflineIntentClassifier, categories, **options)
         else:
             # Trained in a child process (scikit-learn never enters this one), then cached.
+            options["keep_unused_days"] = model_cache_keep_days
             offline = await asyncio.to_thread(cached_classifier, categories, model_cache, **options)
     except ValueError as exc:
         raise config_issue("intents.categories", str(exc)) from exc

@@ -507,6 +507,13 @@ def _is_price(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e12
 
 
+def _intent_model_keep_days() -> float:
+    days = env_float("INTENT_MODEL_CACHE_KEEP_DAYS", 30.0)
+    if days < 0:
+        raise ImproperlyConfiguredEnv(f"INTENT_MODEL_CACHE_KEEP_DAYS={days:g}: 0 or more")
+    return days
+
+
 AGENTFLOW = {
     "HEALTH_CHECK_TIMEOUT_SECONDS": env_float("HEALTH_CHECK_TIMEOUT_SECONDS", 2.0),
     # Knowledge uploads may be larger than JSON bodies (SPEC 5: 413/415/422).
@@ -540,6 +547,8 @@ AGENTFLOW = {
     "INTENT_MODEL_CACHE_DIR": env_str(
         "INTENT_MODEL_CACHE_DIR", str(AGENTFLOW_HOME / "intent-models")
     ),
+    # Models unused this many days are deleted when the folder next gains one; 0: kept.
+    "INTENT_MODEL_CACHE_KEEP_DAYS": _intent_model_keep_days(),
     # Built-in tools (docs/tools.md): the URL prefixes their settings may point at (empty:
     # no URL tool is usable) and the environment variables their secrets may reference.
     "TOOL_ALLOWED_URLS": env_list("TOOL_ALLOWED_URLS", []),

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from agentflow.kernel.intents_encoder import default_encoder
 from agentflow.kernel.intents_fit import (
     IntentFitError,
     cached_classifier,
+    prune,
 )
 from agentflow.kernel.intents_model import (
     ModelFileError,
@@ -237,6 +240,54 @@ def test_concurrent_misses_of_one_model_all_succeed(tmp_path: Path) -> None:
     assert errors == []
     assert results == ["BILLING"] * 4
     assert len(list(tmp_path.iterdir())) == 1  # one model, no temporary file left behind
+
+
+def _age(path: Path, days: float) -> None:
+    then = time.time() - days * 86_400
+    os.utime(path, (then, then))
+
+
+def test_training_prunes_models_unused_too_long_and_a_hit_marks_its_model_used(
+    tmp_path: Path,
+) -> None:
+    cached_classifier(SUPPORT, tmp_path)
+    [served] = list(tmp_path.glob("*.npz"))
+    stale, recent = tmp_path / f"{'a' * 64}.npz", tmp_path / f"{'b' * 64}.npz"
+    leftover, fresh_temporary = tmp_path / ".old.x.tmp", tmp_path / ".new.y.tmp"
+    for path in (stale, recent, leftover, fresh_temporary):
+        path.write_bytes(b"x")
+    _age(stale, 31)
+    _age(recent, 29)
+    _age(leftover, 1)
+    _age(served, 40)  # unused for 40 days, then served again: used today
+    cached_classifier(SUPPORT, tmp_path)
+    assert time.time() - served.stat().st_mtime < 60
+
+    # Another agent's model is trained: the folder is pruned, the served model is kept.
+    other = [*SUPPORT[:2], IntentCategory("SHIPPING", examples=["where is my parcel?"])]
+    cached_classifier(other, tmp_path, keep_unused_days=30)
+    left = {path.name for path in tmp_path.iterdir()}
+    assert stale.name not in left
+    assert leftover.name not in left
+    assert {served.name, recent.name, fresh_temporary.name} <= left
+    assert len(list(tmp_path.glob("*.npz"))) == 3  # served, recent and the new one
+
+
+def test_a_cache_kept_forever_is_never_pruned(tmp_path: Path) -> None:
+    stale = tmp_path / f"{'a' * 64}.npz"
+    stale.write_bytes(b"x")
+    _age(stale, 400)
+    cached_classifier(SUPPORT, tmp_path, keep_unused_days=None)
+    cached_classifier(SUPPORT[:2], tmp_path, keep_unused_days=0)
+    assert stale.exists()
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_pruning_spares_the_model_just_trained_even_at_a_tiny_age_limit(tmp_path: Path) -> None:
+    classifier = cached_classifier(SUPPORT, tmp_path, keep_unused_days=1e-12)
+    assert classifier.classify_sync("refund my invoice").name == "BILLING"
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert prune(tmp_path, 0.0, now=time.time() + 1) == 1  # nothing spared: it goes too
 
 
 # --- the builder --------------------------------------------------------------------------------

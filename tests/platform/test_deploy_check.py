@@ -83,3 +83,19 @@ def test_a_missing_variable_in_production_is_one_line_naming_it(
     assert result.stderr.strip().splitlines() == [
         "agentflow: configuration error: DATABASE_URL is required in production"
     ]
+
+
+def test_a_negative_intent_model_keep_is_one_line_naming_it(tmp_path: Path) -> None:
+    env = {**_production_env(tmp_path), "INTENT_MODEL_CACHE_KEEP_DAYS": "-1"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "agentflow: configuration error: INTENT_MODEL_CACHE_KEEP_DAYS=-1: 0 or more"
+    ]
