@@ -36,7 +36,10 @@ Sections of the output:
   - ``llm``: ``--runs`` runs on the zero-latency agent, then on an agent whose openai
     provider points at ``tests/kernel/fake_openai_server.py``'s ``HeldOpenAIServer`` (its
     own process, real HTTP and the real ``openai`` SDK) answering each chat completion after
-    ``--llm-latency`` s: ``ratio_latency_vs_zero`` (runs/s), ``max_llm_calls_in_flight``
+    ``--llm-latency`` s: ``ratio_latency_vs_zero`` (runs/s), and the same burst on the same
+    provider against a second server answering at once (``llm_0s_http``), so
+    ``ratio_latency_vs_same_provider`` isolates the latency from the HTTP calls' own CPU;
+    ``max_llm_calls_in_flight``
     (counted by the server), ``rss_per_in_flight_run_kb`` (run worker's RSS growth / max
     runs in flight), ``cpu_ms_per_run`` (CPU milliseconds of each process group over the
     burst / its runs: the cost of a run, whatever the wall clock).
@@ -838,6 +841,8 @@ class Bench:
         self.db_url = ""
         self.llm_url = ""
         self.llm_agent_id = ""
+        self.llm_now_url = ""  # the same server answering at once (the provider's own cost)
+        self.llm_now_agent_id = ""
         self.api_key_2 = ""
         self.agent_id_2 = ""
         self.log_offsets: dict[str, int] = {}  # by log path
@@ -1425,49 +1430,66 @@ class Bench:
 
     # -- the slow LLM ------------------------------------------------------------------
     def start_llm(self, latency: float) -> dict[str, Any]:
-        """``tests/kernel/fake_openai_server.py`` in its own process, answering after ``latency``.
+        """``tests/kernel/fake_openai_server.py`` in its own process, answering after ``latency``,
+        and a second one answering at once (the same provider's cost without the wait).
 
-        Its own process: the load generator's CPU is not the LLM's, and the server's counters
+        Own processes: the load generator's CPU is not the LLM's, and the server's counters
         (in-flight chat completions, the most seen at once) are read through ``/_stats``.
         """
+        self.llm_url = self._spawn_llm_server("llm", latency)
+        self.llm_now_url = self._spawn_llm_server("llm-now", 0.0)
+        urls = f"{self.llm_url}/v1,{self.llm_now_url}/v1"
+        self.env.update({"LLM_ALLOWED_BASE_URLS": urls, "OPENAI_API_KEY": "sk-bench"})
+        return {
+            "server": "tests/kernel/fake_openai_server.py HeldOpenAIServer (asyncio, own process)",
+            "base_url": f"{self.llm_url}/v1",
+            "latency_s": latency,
+            "same_server_at_zero_latency": f"{self.llm_now_url}/v1",
+        }
+
+    def _spawn_llm_server(self, name: str, latency: float) -> str:
         port = free_port()
         argv = [sys.executable, "-m", "tests.kernel.fake_openai_server", "--latency"]
-        self.children.spawn("llm", [*argv, str(latency), "--port", str(port)], self.env, self.logs)
-        self.llm_url = f"http://{HOST}:{port}"
+        self.children.spawn(name, [*argv, str(latency), "--port", str(port)], self.env, self.logs)
+        url = f"http://{HOST}:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                self.llm_stats()
-                break
-            if self.children.procs["llm"].poll() is not None:
-                raise RuntimeError(f"LLM server exited: {self.children.tail('llm')}")
+                self.llm_stats(url=url)
+                return url
+            if self.children.procs[name].poll() is not None:
+                raise RuntimeError(f"LLM server exited: {self.children.tail(name)}")
             time.sleep(0.1)
-        else:
-            raise RuntimeError(f"LLM server not ready: {self.children.tail('llm')}")
-        base_url = f"{self.llm_url}/v1"
-        self.env.update({"LLM_ALLOWED_BASE_URLS": base_url, "OPENAI_API_KEY": "sk-bench"})
-        return {
-            "server": "tests/kernel/fake_openai_server.py HeldOpenAIServer (asyncio, own process)",
-            "base_url": base_url,
-            "latency_s": latency,
-        }
+        raise RuntimeError(f"LLM server not ready: {self.children.tail(name)}")
 
-    def llm_stats(self, reset: bool = False) -> dict[str, Any]:
+    def llm_stats(self, reset: bool = False, url: str = "") -> dict[str, Any]:
         req = urllib.request.Request(
-            f"{self.llm_url}/_stats", method="POST" if reset else "GET", data=b"" if reset else None
+            f"{url or self.llm_url}/_stats",
+            method="POST" if reset else "GET",
+            data=b"" if reset else None,
         )
         with urllib.request.urlopen(req, timeout=5) as response:
             stats: dict[str, Any] = json.loads(response.read())
         return stats
 
     def create_llm_agent(self, latency: float) -> dict[str, Any]:
-        """``support_agent`` on the openai provider pointed at the slow server (no retries)."""
+        """``support_agent`` on the openai provider pointed at the slow server (no retries),
+        and its twin pointed at the server that answers at once."""
+        self.llm_agent_id = self._openai_agent("bench-support-llm", self.llm_url, latency)
+        self.llm_now_agent_id = self._openai_agent("bench-support-llm-now", self.llm_now_url, 0)
+        return {
+            "id": self.llm_agent_id,
+            "llm": f"openai provider, {latency} s per call",
+            "same_provider_at_zero_latency": self.llm_now_agent_id,
+        }
+
+    def _openai_agent(self, name: str, server_url: str, latency: float) -> str:
         llm = {
             "providers": [
                 {
                     "kind": "openai",
                     "model": "gpt-4o-mini",
-                    "base_url": f"{self.llm_url}/v1",
+                    "base_url": f"{server_url}/v1",
                     "api_key": "${OPENAI_API_KEY}",
                     "timeout_seconds": latency + 30,
                     "max_retries": 0,
@@ -1477,12 +1499,11 @@ class Bench:
         status, body = self.api(
             "POST",
             "/api/v1/agents",
-            {"name": "bench-support-llm", "blueprint": "support_agent", "config": {"llm": llm}},
+            {"name": name, "blueprint": "support_agent", "config": {"llm": llm}},
         )
         if status != 201:
             raise RuntimeError(f"LLM agent creation answered {status}: {body}")
-        self.llm_agent_id = body["id"]
-        return {"id": self.llm_agent_id, "llm": f"openai provider, {latency} s per call"}
+        return str(body["id"])
 
     def create_second_tenant(self) -> dict[str, Any]:
         created = self.create_tenant("Bench-2")
@@ -1536,6 +1557,7 @@ class Bench:
         runs: int,
         drain_timeout: float,
         distinct_users: bool = False,
+        llm_url: str = "",
     ) -> dict[str, Any]:
         """``runs`` POSTs by the closed-loop clients with the platform's workers running.
 
@@ -1544,8 +1566,9 @@ class Bench:
         """
         assert self.db is not None
         a = self.args
+        llm_url = llm_url or self.llm_url  # the server whose calls this burst counts
         if "llm" in self.children.procs:
-            self.llm_stats(reset=True)
+            self.llm_stats(reset=True, url=llm_url)
         load = Load(self.port, [[] for _ in range(a.clients)])
         reqs = self.burst_requests(tag, targets, runs, distinct_users)
         meter = self.platform_meter()
@@ -1574,7 +1597,7 @@ class Bench:
             round(growth / 1024 / flight.max_in_flight, 1) if flight.max_in_flight else None
         )
         if "llm" in self.children.procs:
-            llm = self.llm_stats()
+            llm = self.llm_stats(url=llm_url)
             figures["max_llm_calls_in_flight"] = llm["max_in_flight"]
             figures["llm_server"] = llm
         after = meter.snapshot()
@@ -1620,12 +1643,21 @@ class Bench:
         out["zero_latency"] = self.platform_burst(
             "zero", [(self.agent_id, self.api_key)], a.runs, a.drain_timeout
         )
+        out["llm_0s_http"] = self.platform_burst(
+            "llm_0s_http",
+            [(self.llm_now_agent_id, self.api_key)],
+            a.runs,
+            a.drain_timeout,
+            llm_url=self.llm_now_url,
+        )
         out[slow] = self.platform_burst(
             slow, [(self.llm_agent_id, self.api_key)], a.runs, a.llm_drain_timeout
         )
-        zero = out["zero_latency"].get("runs_per_s_end_to_end")
         with_llm = out[slow].get("runs_per_s_end_to_end")
-        out["ratio_latency_vs_zero"] = round(with_llm / zero, 2) if zero and with_llm else None
+        for key, base in (("zero", "zero_latency"), ("same_provider", "llm_0s_http")):
+            at_zero = out[base].get("runs_per_s_end_to_end")
+            ratio = round(with_llm / at_zero, 2) if at_zero and with_llm else None
+            out[f"ratio_latency_vs_{key}"] = ratio
         out["max_runs_in_flight"] = out[slow]["max_runs_in_flight"]
         out["max_llm_calls_in_flight"] = out[slow].get("max_llm_calls_in_flight")
         out["rss_per_in_flight_run_kb"] = out[slow]["rss_per_in_flight_run_kb"]
@@ -1929,7 +1961,13 @@ def _llm_targets(result: dict[str, Any]) -> dict[str, Any]:
         "runs_in_flight_ge_200_one_worker": _goal(
             in_flight, in_flight >= 200, max_llm_calls_in_flight=llm.get("max_llm_calls_in_flight")
         ),
-        "llm_latency_runs_per_s_ge_0_8_of_zero": _goal(ratio, ratio is not None and ratio >= 0.8),
+        # The goal's figure is against the offline agent, as first stated; the same provider
+        # answering at once says how much of the gap is latency rather than the HTTP calls.
+        "llm_latency_runs_per_s_ge_0_8_of_zero": _goal(
+            ratio,
+            ratio is not None and ratio >= 0.8,
+            vs_same_provider_at_zero_latency=llm.get("ratio_latency_vs_same_provider"),
+        ),
     }
 
 
