@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,6 @@ from agentflow.kernel.intents import OUT_OF_SCOPE, IntentCategory, OfflineIntent
 from agentflow.kernel.intents_encoder import (
     WORDLLAMA_MODEL,
     WordLlamaEncoder,
-    _installed,
     default_encoder,
 )
 
@@ -35,25 +32,8 @@ SUPPORT = [
 ]
 
 
-@pytest.fixture
-def fresh_default() -> Iterator[None]:
-    """default_encoder() caches per process: let a test see the install it simulates."""
-    _installed.cache_clear()
-    yield
-    _installed.cache_clear()
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
-
 def test_without_the_extra_the_classifier_stays_lexical(
-    monkeypatch: pytest.MonkeyPatch, fresh_default: None
+    monkeypatch: pytest.MonkeyPatch, fresh_encoders: None
 ) -> None:
     monkeypatch.setitem(sys.modules, "wordllama", None)  # `import wordllama` -> ImportError
 
@@ -67,7 +47,7 @@ def test_without_the_extra_the_classifier_stays_lexical(
 
 
 def test_the_encoder_loads_from_the_installed_package_without_network(
-    no_network: None, fresh_default: None
+    no_network: None, fresh_encoders: None
 ) -> None:
     pytest.importorskip("wordllama")
 
@@ -120,7 +100,7 @@ def test_the_mapped_encoder_gives_wordllamas_own_vectors_without_a_private_copy(
     np.testing.assert_allclose(ours, reference.embed(texts, norm=True), atol=1e-6)
 
 
-def test_with_the_extra_the_classifier_uses_the_encoder(fresh_default: None) -> None:
+def test_with_the_extra_the_classifier_uses_the_encoder(fresh_encoders: None) -> None:
     pytest.importorskip("wordllama")
 
     with_encoder = OfflineIntentClassifier(SUPPORT)

