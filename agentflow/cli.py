@@ -2,6 +2,7 @@
 
     agentflow chat [--config FILE] [--knowledge FILE] [--user ID] [--json]
     agentflow eval-intents --train CSV --test CSV [--oos-label LABEL] [--oos-threshold X]
+                           [--novelty-keep K] [--sweep K,K,...]
                            [--encoder auto|none|wordllama|minilm]
     agentflow validate FILE [FILE ...] [--steps A,B] [--tools T,U] [--agents X,Y]
     agentflow preflight CONFIG --message TEXT [--knowledge FILE] [--spent USD]
@@ -66,6 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test", type=Path, required=True, help="CSV with text,category")
     evaluate.add_argument("--oos-label", help="category label that means out of scope")
     evaluate.add_argument("--oos-threshold", type=float, help="out-of-scope threshold in [0, 1]")
+    evaluate.add_argument(
+        "--novelty-keep",
+        type=float,
+        help="share of each category's typical messages the novelty gate keeps, in (0, 1] "
+        "(an agent's intents.novelty_keep); default: the classifier's for its encoder",
+    )
+    evaluate.add_argument(
+        "--sweep",
+        help="comma-separated novelty keeps to score the same trained classifier at "
+        "(JSON 'sweep': accuracy, in-scope accuracy, out-of-scope recall of each)",
+    )
     evaluate.add_argument(
         "--encoder",
         choices=("auto", "none", "wordllama", "minilm"),
@@ -198,18 +210,43 @@ def _eval_intents(args: argparse.Namespace, stdout: TextIO) -> int:
     test = _existing_file(args.test, "test CSV")
     if args.oos_threshold is not None and not 0.0 <= args.oos_threshold <= 1.0:
         raise UsageError("--oos-threshold must be within [0, 1]")
+    if args.novelty_keep is not None and not 0.0 < args.novelty_keep <= 1.0:
+        raise UsageError("--novelty-keep must be within (0, 1]")
+    sweep = _keeps(args.sweep)
     try:
         encoder = configured_encoder() if args.encoder == "auto" else encoder_named(args.encoder)
     except ValueError as exc:  # INTENT_ENCODER names another, or the extra is not installed
         raise UsageError(str(exc)) from exc
     try:
         report = evaluate(
-            train, test, args.oos_label, oos_threshold=args.oos_threshold, encoder=encoder
+            train,
+            test,
+            args.oos_label,
+            oos_threshold=args.oos_threshold,
+            novelty_keep=args.novelty_keep,
+            encoder=encoder,
+            sweep=sweep,
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot evaluate: {exc}") from exc
     print(json.dumps(report, sort_keys=True), file=stdout)
     return 0
+
+
+def _keeps(value: str | None) -> list[float]:
+    """--sweep's comma-separated novelty keeps, each within (0, 1]."""
+    keeps: list[float] = []
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            keep = float(part)
+        except ValueError:
+            raise UsageError(f"--sweep: {part.strip()!r} is not a number") from None
+        if not 0.0 < keep <= 1.0:
+            raise UsageError(f"--sweep: {keep:g} is not within (0, 1]")
+        keeps.append(keep)
+    return keeps
 
 
 def _names(value: str | None) -> frozenset[str] | None:

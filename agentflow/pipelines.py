@@ -218,6 +218,15 @@ class SupportAgentConfig(BaseModel):
     oos_threshold: Unit | None = Field(
         None, description="Intent confidence below which a message is out of scope."
     )
+    novelty_keep: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of each intent's typical messages the out-of-scope gate keeps, "
+        "once every intent has 20 examples (default: 0.965 with the wordllama encoder, 0.975 "
+        "with MiniLM, 0.98 lexical): lower sends more off-topic messages to a person, and "
+        "more on-topic ones.",
+    )
     escalation_message: str = Field(
         DEFAULT_ESCALATION_MESSAGE,
         min_length=1,
@@ -633,6 +642,7 @@ def kernel_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
             "intents": {
                 "categories": config["intent_categories"],
                 "oos_threshold": config["oos_threshold"],
+                "novelty_keep": config["novelty_keep"],
             },
             "confidence": {"default_threshold": config["default_threshold"]},
             "prompts": {"escalation_message": config["escalation_message"]},

@@ -88,6 +88,10 @@ class IntentCategoryConfig(_Section):
 
 class IntentsConfig(_Section):
     oos_threshold: Unit | None = None
+    # The offline classifier's novelty gate: the share of each category's typical messages
+    # it keeps (None: the classifier's default for its encoder). Lower refuses more
+    # off-topic messages and more in-scope ones.
+    novelty_keep: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     categories: list[IntentCategoryConfig] = Field(default_factory=list)
 
     @field_validator("categories")

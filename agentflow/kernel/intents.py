@@ -516,7 +516,7 @@ class OfflineIntentClassifier:
                     scores,
                     nearest,
                     labels,
-                    keep=novelty_keep or _default_keep(self.encoder),
+                    keep=novelty_keep or default_novelty_keep(self.encoder),
                     standardise_nearest=encoded is not None,
                 )
 
@@ -686,7 +686,8 @@ def _encoder_tuning(encoder: SentenceEncoder | None) -> tuple[float, float]:
     return default if encoder is None else _ENCODER_TUNING.get(encoder.name, default)
 
 
-def _default_keep(encoder: SentenceEncoder | None) -> float:
+def default_novelty_keep(encoder: SentenceEncoder | None) -> float:
+    """The novelty gate's keep when none is given: tuned per encoder (lexical without one)."""
     return DEFAULT_NOVELTY_KEEP if encoder is None else _encoder_tuning(encoder)[1]
 
 

@@ -20,6 +20,7 @@ from agentflow.kernel.intents import (
     IntentResult,
     Novelty,
     OfflineIntentClassifier,
+    default_novelty_keep,
 )
 from agentflow.kernel.intents_encoder import SentenceEncoder
 
@@ -124,6 +125,7 @@ def evaluate(
     if novelty_keep is not None:
         options["novelty_keep"] = novelty_keep
     classifier = OfflineIntentClassifier(categories, encoder=encoder, **options)
+    keep = novelty_keep or default_novelty_keep(classifier.encoder)
     trained = time.perf_counter()
     results = classifier.classify_batch(test_texts)
     evaluated = time.perf_counter()
@@ -137,6 +139,7 @@ def evaluate(
         "encoder": None if classifier.encoder is None else classifier.encoder.name,
         "oos_threshold": classifier.oos_threshold,
         "temperature": classifier.temperature,
+        "novelty_keep": None if classifier.novelty is None else keep,
         "novelty_threshold": None if classifier.novelty is None else classifier.novelty.threshold,
         "train_seconds": trained - started,
         "eval_seconds": evaluated - trained,

@@ -147,6 +147,8 @@ async def intent_classifier(
     options: dict[str, Any] = {}
     if config.intents.oos_threshold is not None:
         options["oos_threshold"] = config.intents.oos_threshold
+    if config.intents.novelty_keep is not None:
+        options["novelty_keep"] = config.intents.novelty_keep
     try:
         # Training is CPU work (seconds for thousands of examples): keep the loop free.
         if model_cache is None:

@@ -170,6 +170,31 @@ def test_eval_intents_prints_one_json_object(files: dict[str, Path]) -> None:
     assert "macro_f1" in report
 
 
+def test_eval_intents_sweeps_and_sets_the_novelty_keep(tmp_path: Path) -> None:
+    train = tmp_path / "train.csv"
+    rows = [f"{verb} my password {n},PASSWORD" for verb in ("reset", "lost") for n in range(10)]
+    rows += [f"{verb} my card {n},CARD" for verb in ("block", "freeze") for n in range(10)]
+    train.write_text("text,category\n" + "\n".join(rows) + "\n")
+    test = tmp_path / "test.csv"
+    test.write_text("text,category\nreset my password,PASSWORD\nlunch,oos\n")
+    common = ("eval-intents", "--train", str(train), "--test", str(test), "--oos-label", "oos")
+
+    result = run(*common, "--encoder", "none", "--novelty-keep", "0.9", "--sweep", "1, 0.5")
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["novelty_keep"] == 0.9
+    assert [row["novelty_keep"] for row in report["sweep"]] == [1.0, 0.5]
+    for bad, reason in (
+        (("--novelty-keep", "0"), "--novelty-keep must be within (0, 1]"),
+        (("--sweep", "0.9,x"), "--sweep: 'x' is not a number"),
+        (("--sweep", "1.5"), "--sweep: 1.5 is not within (0, 1]"),
+    ):
+        refused = run(*common, *bad)
+        assert refused.returncode == 2, bad
+        assert reason in refused.stderr
+
+
 def test_eval_intents_rejects_missing_files_and_bad_csv(
     files: dict[str, Path], tmp_path: Path
 ) -> None:

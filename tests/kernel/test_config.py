@@ -96,6 +96,8 @@ def test_assignment_is_validated() -> None:
         ({"confidence": {"default_threshold": -0.1}}, "confidence.default_threshold", ">= 0"),
         ({"threads": {"similarity_threshold": 2}}, "threads.similarity_threshold", "<= 1"),
         ({"intents": {"oos_threshold": 1.01}}, "intents.oos_threshold", "<= 1"),
+        ({"intents": {"novelty_keep": 0}}, "intents.novelty_keep", "> 0"),
+        ({"intents": {"novelty_keep": 1.5}}, "intents.novelty_keep", "<= 1"),
         (
             {"intents": {"categories": [{"name": "A", "threshold": -1}]}},
             "intents.categories[0].threshold",

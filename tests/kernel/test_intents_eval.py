@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.kernel.intents import OUT_OF_SCOPE
+from agentflow.kernel.intents import DEFAULT_NOVELTY_KEEP, OUT_OF_SCOPE
 from agentflow.kernel.intents_eval import (
     evaluate,
     expected_calibration_error,
@@ -27,6 +27,12 @@ TRAIN = [
     ("what's the weather like", "oos"),
     ("play some music", "oos"),
 ]
+
+
+# 20 examples per category: enough to fit a novelty gate.
+GATED_TRAIN = [
+    (f"{verb} my password {n}", "PASSWORD") for verb in ("reset", "lost") for n in range(10)
+] + [(f"{verb} my card {n}", "CARD") for verb in ("block", "freeze") for n in range(10)]
 
 
 def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -92,12 +98,8 @@ def test_without_an_oos_label_every_label_is_a_category(tmp_path: Path) -> None:
 
 
 def test_a_sweep_moves_the_novelty_gate_of_one_trained_classifier(tmp_path: Path) -> None:
-    # 20 examples per category fit a novelty gate; each keep re-scores without training.
-    rows = [
-        (f"{verb} my password {n}", "PASSWORD") for verb in ("reset", "lost") for n in range(10)
-    ]
-    rows += [(f"{verb} my card {n}", "CARD") for verb in ("block", "freeze") for n in range(10)]
-    train = _write(tmp_path / "train.csv", rows)
+    # Each keep re-scores the same trained classifier.
+    train = _write(tmp_path / "train.csv", GATED_TRAIN)
     test = _write(tmp_path / "test.csv", [("reset my password", "PASSWORD"), ("lunch", "oos")])
 
     report = evaluate(train, test, oos_label="oos", encoder=None, sweep=(1.0, 0.5))
@@ -109,6 +111,18 @@ def test_a_sweep_moves_the_novelty_gate_of_one_trained_classifier(tmp_path: Path
     assert {"accuracy", "in_scope_accuracy", "oos_recall"} <= set(looser)
     # The report's own figures are those of the default gate, restored after the sweep.
     assert report["novelty_threshold"] not in (looser["novelty_threshold"], 0.0)
+
+
+def test_a_novelty_keep_trains_the_gate_at_that_keep(tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.csv", GATED_TRAIN)
+    test = _write(tmp_path / "test.csv", [("reset my password", "PASSWORD"), ("lunch", "oos")])
+
+    default = evaluate(train, test, oos_label="oos", encoder=None)
+    strict = evaluate(train, test, oos_label="oos", encoder=None, novelty_keep=0.5)
+
+    assert default["novelty_keep"] == DEFAULT_NOVELTY_KEEP  # the lexical classifier's default
+    assert strict["novelty_keep"] == 0.5
+    assert strict["novelty_threshold"] > default["novelty_threshold"]
 
 
 def test_threshold_override_and_unknown_test_categories(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 
 from agentflow import pipelines
 from agentflow.kernel.config import ConfigError
+from agentflow.kernel.intents import OfflineIntentClassifier
 from agentflow.kernel.pipeline import AgentPipeline
 from agentflow.knowledge import ingest_document
 from agentflow.models import Agent, AgentSession, Thread
@@ -108,6 +109,8 @@ def test_a_partial_config_is_filled_with_defaults() -> None:
          "at most 200 categories"),
         ({"intent_categories": [{"examples": ["hi"]}]}, "intent_categories[0].name", "required"),
         ({"memory": {"episodic_limit": 0}}, "memory.episodic_limit", "greater than 0"),
+        ({"novelty_keep": 0}, "novelty_keep", "greater than 0"),
+        ({"novelty_keep": 1.2}, "novelty_keep", "less than or equal to 1"),
         ({"budget": {"soft_usd": 5, "hard_usd": 1}}, "budget.hard_usd", "at least soft_usd"),
     ],
 )  # fmt: skip
@@ -187,6 +190,26 @@ async def test_pipelines_are_cached_per_agent_and_version() -> None:
     assert len(pipelines._cache) == 1, "the old version is dropped"
     evict_pipeline(agent.id)
     assert await get_pipeline(agent) is not second
+
+
+async def test_the_configured_novelty_keep_sets_the_out_of_scope_gate() -> None:
+    # 20 examples per intent fit the gate; a lower keep raises its threshold (refuses more).
+    categories = [
+        {"name": name, "examples": [f"{verb} my {thing} {n}" for verb in verbs for n in range(10)]}
+        for name, thing, verbs in (
+            ("PASSWORD", "password", ("reset", "lost")),
+            ("CARD", "card", ("block", "freeze")),
+        )
+    ]
+
+    async def gate(**config: Any) -> float:
+        pipeline = await get_pipeline(unsaved_agent({"intent_categories": categories, **config}))
+        assert isinstance(pipeline, AgentPipeline)
+        assert isinstance(pipeline.classifier, OfflineIntentClassifier)
+        assert pipeline.classifier.novelty is not None
+        return pipeline.classifier.novelty.threshold
+
+    assert await gate(novelty_keep=0.5) > await gate()
 
 
 def test_a_pipeline_is_never_shared_between_event_loops(
