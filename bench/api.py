@@ -1570,6 +1570,25 @@ class Bench:
             )
         return out
 
+    def _wait_background_idle(self, timeout: float = 60.0) -> float | None:
+        """Wait until the other queues' worker is idle: what the settled runs left it (review
+        notifications, the learning stream's drain) is done, so it is counted in this
+        burst's CPU and not the next's. Never purged: a purged drain task would leave the
+        learning stream unread until its scheduling flag expires. Seconds waited, None if
+        it was still busy at ``timeout``."""
+        pid = self.pid("worker-other")
+        started = time.monotonic()
+        quiet = 0
+        before = tree_cpu(pid)
+        while time.monotonic() - started < timeout:
+            time.sleep(0.5)
+            now = tree_cpu(pid)
+            quiet = quiet + 1 if now - before < 0.01 else 0  # under 2% of a core
+            before = now
+            if quiet >= 2:
+                return round(time.monotonic() - started, 1)
+        return None
+
     def warm_platform(self, per_agent: int = WARM_RUNS_PER_AGENT) -> dict[str, Any]:
         """A few runs on every agent the platform phases use, settled before any burst: a
         fresh worker imports modules, loads the intent encoder and builds each agent's
@@ -1585,7 +1604,7 @@ class Bench:
             run_async(load.each_once(reqs, keep_body=True))
             ids = [json.loads(b)["id"] for b in load.bodies if b.startswith(b"{")]
             settled, timed_out = self._wait_settled(ids, self.args.drain_timeout)
-        self.purge_queues()
+        self._wait_background_idle()
         note(f"warm-up: {settled} of {len(ids)} runs on {len(targets)} agents settled")
         return {
             "runs": len(ids),
@@ -1630,7 +1649,8 @@ class Bench:
             ids = [json.loads(b)["id"] for b in load.bodies]
             note(f"{tag}: {len(ids)} accepted in {ingest_wall:.1f}s {ingest['errors'] or ''}")
             settled, timed_out = self._wait_settled(ids, drain_timeout)
-        figures = self._run_figures(ids)
+            figures = {"background_idle_after_s": self._wait_background_idle()}
+        figures |= self._run_figures(ids)
         figures["ingest"] = {
             k: ingest[k] for k in ("requests", "seconds", "ok_per_s", "latency", "errors")
         }
