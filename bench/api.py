@@ -1087,9 +1087,14 @@ class Bench:
         return self.start_workers([WorkerSpec("worker", QUEUES, "prefork", concurrency)])
 
     def purge_queues(self) -> int:
+        """Drop the queued runs (a phase executed them itself, or ran without a worker). The
+        other queues' tasks stay for the other worker: review notifications are the runs'
+        work, and a purged learning drain task would leave the stream unread until its
+        scheduling flag expires (60 s), charging that work to a later burst."""
         from agentflow.server.celery import app
 
-        return int(app.control.purge() or 0)
+        with app.connection_for_write() as connection:
+            return int(connection.default_channel.queue_purge(RUN_QUEUE) or 0)
 
     # -- requests ----------------------------------------------------------------------
     def run_requests(
