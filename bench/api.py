@@ -31,8 +31,10 @@ Sections of the output:
 * The platform's workers (phases ``llm``, ``tenants``, ``sessions``): a run worker
   ``--pool threads --concurrency RUN_CONCURRENCY --prefetch-multiplier 1 --queues runs``
   and a prefork worker (concurrency 2) for the other queues, built by ``celery_worker_argv``
-  (the one place a worker's command is built). Each burst samples every 0.2 s the runs in
-  ``processing`` (``max_runs_in_flight``) and the RSS of every web and worker process.
+  (the one place a worker's command is built), warmed up by ``WARM_RUNS_PER_AGENT`` runs on
+  each agent (not measured). Each burst samples every 0.2 s the runs in ``processing``
+  (``max_runs_in_flight``) and the RSS of every web and worker process, and reads its CPU
+  once the other queues' worker is idle (the background work it caused counted in it).
   - ``llm``: ``--runs`` runs on the zero-latency agent, then on an agent whose openai
     provider points at ``tests/kernel/fake_openai_server.py``'s ``HeldOpenAIServer`` (its
     own process, real HTTP and the real ``openai`` SDK) answering each chat completion after
