@@ -284,6 +284,13 @@ def celery_worker_argv(spec: WorkerSpec, hostname: str) -> list[str]:
     return [*argv, *spec.flags]
 
 
+def runner_env() -> dict[str, str]:
+    """What ``make run`` adds to the runner's environment (``agentflow.server.run.child_env``),
+    when it does: the bench measures that runner, under ``--worker-env``; {} on older trees."""
+    child_env = getattr(platform_run, "child_env", None)
+    return child_env("runner", {}) if child_env is not None else {}
+
+
 def runner_flags() -> tuple[str, ...]:
     """The platform runner's own flags (``agentflow.server.run.RUNNER_FLAGS``), when it has them:
     the bench measures the worker ``make run`` starts, and still runs against an older tree."""
@@ -1069,7 +1076,8 @@ class Bench:
         for spec in specs:
             hostnames[spec.name] = f"bench-{spec.name}-{os.getpid()}@{socket.gethostname()}"
             argv = celery_worker_argv(spec, hostnames[spec.name])
-            self.children.spawn(spec.name, argv, {**self.env, **(env or {})}, self.logs)
+            defaults = runner_env() if spec.name == "worker-runs" else {}
+            self.children.spawn(spec.name, argv, {**defaults, **self.env, **(env or {})}, self.logs)
         deadline = time.monotonic() + 90
         waiting = dict(hostnames)
         while waiting:

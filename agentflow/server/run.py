@@ -43,6 +43,18 @@ _PR_SET_PDEATHSIG = 1
 # its CPU on runs. Nothing here reads them: health is `celery inspect ping` (remote control,
 # kept) and beat's own heartbeat task; revokes are not used (issue 15).
 RUNNER_FLAGS = ("--without-gossip", "--without-mingle", "--without-heartbeat")
+# glibc gives threads up to 8 malloc arenas per core, and the runner's hundreds of threads
+# fragment them: its largest RSS varied 255-314 MB between identical benchmark runs (10,000
+# sessions; SPEC 13 allows 300). Two arenas: 249-271 MB at the same runs/s and CPU per run
+# (bench/api.py, back to back, issue 15). The environment's own value wins.
+RUNNER_MALLOC_ARENAS = "2"
+
+
+def child_env(name: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment program `name` starts with: the runner's malloc arenas capped."""
+    if name != "runner":
+        return env
+    return {**env, "MALLOC_ARENA_MAX": env.get("MALLOC_ARENA_MAX", RUNNER_MALLOC_ARENAS)}
 
 
 def worker_commands(env: dict[str, str], *, loglevel: str = "INFO") -> dict[str, list[str]]:
@@ -222,7 +234,7 @@ class Supervisor:
             env,
         )
         for name, argv in worker_commands(env).items():
-            self.spawn(name, argv, env)
+            self.spawn(name, argv, child_env(name, env))
         self.spawn(
             "beat",
             [
@@ -303,7 +315,7 @@ class Supervisor:
                 self.redis.start()  # same socket and AOF: queued work is still there
                 child.started_at = time.monotonic()
             else:
-                self.spawn(child.name, child.argv, self.env)
+                self.spawn(child.name, child.argv, child_env(child.name, self.env))
         except (OSError, RuntimeError) as exc:
             say(f"{child.name} could not be restarted: {exc}")
             child.started_at = time.monotonic()

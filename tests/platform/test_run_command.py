@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from agentflow.server.run import child_env
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -78,6 +80,17 @@ def _stop(process: subprocess.Popen[str]) -> str:
     return output
 
 
+def _child_environ(parent: int, marker: str) -> dict[str, str]:
+    """The environment of `parent`'s child process whose command line contains `marker`."""
+    pids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True)
+    for pid in pids.stdout.split():
+        proc = Path("/proc") / pid.decode()
+        if marker.encode() in (proc / "cmdline").read_bytes():
+            pairs = (item.partition(b"=") for item in (proc / "environ").read_bytes().split(b"\0"))
+            return {key.decode(): value.decode() for key, _, value in pairs if key}
+    raise AssertionError(f"no child of {parent} runs {marker!r}")
+
+
 def _children_alive(home: Path) -> bool:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return str(home) in out
@@ -96,6 +109,10 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
         assert (home / "demo-api-key").exists()
         status, body = _get_json(f"http://127.0.0.1:{port}/readyz")
         assert status == 200, body
+        # The runner's threads share two malloc arenas (docs/operations.md); the rest do not.
+        arenas = os.environ.get("MALLOC_ARENA_MAX")
+        assert _child_environ(process.pid, "runner@").get("MALLOC_ARENA_MAX") == (arenas or "2")
+        assert _child_environ(process.pid, "worker@").get("MALLOC_ARENA_MAX") == arenas
 
         # Worker and beat are alive: beat's heartbeat, run by the worker, lands in Redis.
         env = {**os.environ, "AGENTFLOW_HOME": str(home)}
@@ -146,3 +163,8 @@ def test_run_brings_the_platform_up_and_stops_it_cleanly(tmp_path: Path) -> None
     finally:
         _stop(process)
     assert process.returncode == 0
+
+
+def test_an_operators_malloc_arena_max_wins_over_the_runners_default() -> None:
+    assert child_env("runner", {"MALLOC_ARENA_MAX": "8"})["MALLOC_ARENA_MAX"] == "8"
+    assert child_env("runner", {})["MALLOC_ARENA_MAX"] == "2"
