@@ -168,10 +168,8 @@ def test_a_killed_run_worker_with_a_hundred_runs_in_flight_loses_and_doubles_non
         "DATABASE_URL": database_url_for_workers(),
         "OPENAI_API_KEY": "sk-test",
         "LLM_ALLOWED_BASE_URLS": server.base_url,
-        # The killed worker's unacked messages come back too: duplicates of the sweep's.
-        "CELERY_VISIBILITY_TIMEOUT": "5",
-        "CELERY_UNACKED_RESTORE_INTERVAL": "1",
-        "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+        # No visibility timeout to wait for: a runs-only worker keeps no unacked copy in
+        # Redis, so only the sweep brings the killed worker's runs back.
         "DB_POOL_MAX_SIZE": "10",
     }
     runner = ("--prefetch-multiplier", "1")
@@ -263,3 +261,58 @@ def test_a_run_cancelled_while_its_llm_call_is_open_is_interrupted_there(
     assert len(held.arrivals) == 1, "the cancelled run went on calling its LLM"
     with tenant_scope(owner.tenant.pk):
         assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def _unacked_mentioning(text: str) -> list[bytes]:
+    """Messages in kombu's unacked hash (ack emulation) whose body mentions `text`."""
+    from agentflow.server.celery import app
+
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        return [m for m in channel.client.hvals(channel.unacked_key) if text.encode() in m]
+
+
+def test_a_runs_only_worker_keeps_no_unacked_copy_in_redis(
+    owner: Persona, settings: Any, tmp_path: Path
+) -> None:
+    """Issue 15: kombu's ack emulation cost the runner two Redis round trips per run; a worker
+    that consumes only `runs` leaves recovery to the PostgreSQL sweeps (the kill test above)."""
+    from agentflow.server.celery import app
+
+    # The control: a consumer with ack emulation (every other worker) does keep a copy here.
+    with app.connection_for_write() as conn:
+        queue = conn.SimpleQueue(f"ack-control-{tmp_path.name}")
+        queue.put({"marker": tmp_path.name})
+        message = queue.get(timeout=5)
+        assert _unacked_mentioning(tmp_path.name), "the control found no unacked copy"
+        message.ack()
+        queue.queue.delete()
+        queue.close()
+    held = HeldLLM(hold_seconds=4.0)
+    with FakeOpenAIServer(default=held) as server:
+        agent = _agent(owner, server.base_url, settings)
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_workers(),
+            "OPENAI_API_KEY": "sk-test",
+            "LLM_ALLOWED_BASE_URLS": server.base_url,
+        }
+        log_path = tmp_path / "runner.log"
+        log = log_path.open("ab")
+        worker = start_worker(env, log, pool="threads", concurrency=4, queues="runs")
+        try:
+            with tenant_scope(owner.tenant.pk):
+                run = start_run(
+                    actor=ACTOR, agent=agent, request=RunRequest("no-copy", "Reset password?")
+                )
+            _wait(lambda: len(held.arrivals) == 1, 60, "the run's first LLM call", log_path)
+            assert _unacked_mentioning(str(run.pk)) == []
+            _wait(
+                lambda: _count(owner.tenant.pk, RunStatus.PROCESSING, RunStatus.PENDING) == 0,
+                60,
+                "the run to settle",
+                log_path,
+            )
+        finally:
+            stop_worker(worker)
+            log.close()
