@@ -284,6 +284,13 @@ def celery_worker_argv(spec: WorkerSpec, hostname: str) -> list[str]:
     return [*argv, *spec.flags]
 
 
+def web_http_options(parser: str) -> tuple[str, ...]:
+    """uvicorn's HTTP options: `production` is what `make run`, docker-compose.yml and the
+    Dockerfile start (h11, so over-long URLs reach Django's 414); `httptools` is uvicorn's
+    default C parser, for comparison."""
+    return platform_run.UVICORN_HTTP_OPTIONS if parser == "production" else ("--http", parser)
+
+
 def runner_env() -> dict[str, str]:
     """What ``make run`` adds to the runner's environment (``agentflow.server.run.child_env``),
     when it does: the bench measures that runner, under ``--worker-env``; {} on older trees."""
@@ -1011,6 +1018,7 @@ class Bench:
                 "--no-access-log",
                 "--log-level",
                 "warning",
+                *web_http_options(self.args.web_http),
             ],
             self.env,
             self.logs,
@@ -1295,7 +1303,9 @@ class Bench:
         meter = self.meter()
         out: dict[str, Any] = {
             "config": {
-                "server": f"uvicorn --workers {workers} (loop auto, http auto), --lifespan off",
+                "server": (
+                    f"uvicorn --workers {workers} (loop auto, http {a.web_http}), --lifespan off"
+                ),
                 "celery_worker": "not running (runs stay queued; purged afterwards)",
                 "clients": a.clients,
                 "db_conn_max_age": self.env.get("DB_CONN_MAX_AGE", "60 (default)"),
@@ -1371,7 +1381,7 @@ class Bench:
             {
                 "config": {
                     "celery": f"worker --concurrency {concurrency} (prefork), queues {QUEUES}",
-                    "web": f"uvicorn --workers {a.e2e_web_workers}",
+                    "web": f"uvicorn --workers {a.e2e_web_workers} (http {a.web_http})",
                     "burst": f"{burst} runs or {a.burst_seconds:.0f} s of enqueueing, first met",
                     "drain_timeout_s": a.drain_timeout,
                     "clients": a.clients,
@@ -1704,7 +1714,7 @@ class Bench:
                 for spec in platform_workers(a.run_concurrency, a.other_concurrency)
             ],
             "worker_env": a.worker_env or "none (the platform's defaults)",
-            "web": f"uvicorn --workers {a.e2e_web_workers}",
+            "web": f"uvicorn --workers {a.e2e_web_workers} (http {a.web_http})",
             "clients": a.clients,
             "postgres_max_connections": self.db.query("SHOW max_connections")[0][0]
             if self.db
@@ -2133,6 +2143,12 @@ def main() -> int:
         default=[],
         metavar="KEY=VALUE",
         help="environment of the platform workers (llm/tenants/sessions), e.g. DB_POOL_MAX_SIZE=80",
+    )
+    parser.add_argument(
+        "--web-http",
+        choices=("production", "httptools", "h11"),
+        default="production",
+        help="the web server's HTTP parser: production = make run's options (h11, 1 MiB heads)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs)")
     parser.add_argument(
