@@ -33,6 +33,7 @@ from agentflow.core.conf import setting_float, setting_int
 from agentflow.core.context import current_correlation_id
 from agentflow.core.leases import AdvisoryLeases
 from agentflow.core.metrics import RUN_PERSISTENCE_FAILURES
+from agentflow.core.rows import unique_or_none
 from agentflow.kernel.confidence import EscalationReason
 from agentflow.kernel.pipeline import DEFAULT_ESCALATION_MESSAGE, PersistenceError
 from agentflow.kernel.planning.preflight import PreflightEstimate, decide
@@ -564,7 +565,7 @@ def execute_run(run_id: str) -> str:
 
 
 def _execute_leased(run_id: str) -> str:
-    run = Run.objects.select_related("agent", "session").filter(pk=run_id).first()
+    run = unique_or_none(Run.objects.select_related("agent", "session").filter(pk=run_id))
     if run is None:
         log.warning("run.vanished", run_id=run_id)
         return "missing"

@@ -502,6 +502,7 @@ class PySpy:
         spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
         for name, pid in self.pids.items():
             argv = [spy, "record", "-g", "-f", "raw", "--full-filenames", "-r", str(self.rate)]
+            argv.append("--subprocesses")  # the other worker's prefork children do its work
             argv += ["-o", str(self.folder / f"pyspy-{name}.txt"), "-p", str(pid)]
             self.procs[name] = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -17,6 +17,7 @@ from django.db import transaction
 
 from agentflow.core.api.exceptions import ContractError
 from agentflow.core.conf import setting_int
+from agentflow.core.rows import unique_or_none
 from agentflow.kernel.guardrails import wrap_untrusted
 from agentflow.services import RunRequest, start_run
 from learning import activity, graph
@@ -39,7 +40,7 @@ def process_event(tenant_id: int, event_id: str, stream_id: str = "") -> str:
     ``stream_id`` is the entry that delivered it, recorded with the outcome.
     """
     with tenant_scope(tenant_id), transaction.atomic():
-        event = ActivityEvent.objects.select_for_update().filter(pk=event_id).first()
+        event = unique_or_none(ActivityEvent.objects.select_for_update().filter(pk=event_id))
         if event is None:
             return "missing"
         if event.processed_at is not None:

@@ -13,6 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, Sum
 from django.utils.text import slugify
 
+from agentflow.core.rows import unique_or_none
 from governance.audit import Actor, append
 from tenants.context import tenant_scope
 from tenants.keys import generate_key, parse_key, secret_matches
@@ -225,7 +226,7 @@ def authenticate_key(plaintext: str) -> APIKey:
         raise KeyRejected("malformed API key")
     prefix, secret = parsed
     # Authentication precedes any tenant scope: this lookup is by the key itself.
-    key = APIKey.unscoped.select_related("tenant").filter(prefix=prefix).first()
+    key = unique_or_none(APIKey.unscoped.select_related("tenant").filter(prefix=prefix))
     if key is None or not secret_matches(secret, key.secret_hash):
         raise KeyRejected("invalid API key")
     now = datetime.now(UTC)
