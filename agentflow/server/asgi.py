@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
+from agentflow.server.asgi_http import OneHopASGIHandler
 from agentflow.server.env import ImproperlyConfiguredEnv
 from agentflow.server.telemetry import configure_tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentflow.server.settings")
 try:
     configure_tracing("web")  # a no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
-    django_asgi_app = get_asgi_application()  # must run before importing consumers
+    django.setup(set_prefix=False)  # what get_asgi_application() does, with our handler
+    django_asgi_app = OneHopASGIHandler()  # must exist before importing consumers
 except ImproperlyConfiguredEnv as exc:
     # uvicorn would print the settings module's traceback: one line naming the variable.
     raise SystemExit(f"agentflow: configuration error: {exc}") from None

@@ -109,8 +109,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Sync-only and innermost on purpose: Django then adapts the view handler to sync once
-    # and runs the whole (sync-capable) chain in one thread instead of hopping per layer.
+    # Sync, like every middleware here: the web's handler (agentflow.server.asgi_http) runs
+    # the whole chain and the view in one thread hop, as under WSGI.
     "agentflow.server.middleware.RequestMetricsMiddleware",
 ]
 
