@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -225,12 +226,12 @@ def test_a_killed_run_worker_with_a_hundred_runs_in_flight_loses_and_doubles_non
     _settled_once(owner.tenant.pk, run_ids)
 
 
-def test_a_run_cancelled_while_its_llm_call_is_open_is_interrupted_there(
-    owner: Persona, settings: Any, tmp_path: Path
-) -> None:
-    """Cancelling stops the work: the run's coroutine is cancelled inside its first LLM
-    call, so the calls that would follow it (generation, after classification) never
-    reach the LLM. Before, the run finished its work and only then lost the race."""
+@contextmanager
+def _one_run_in_its_llm_call(
+    owner: Persona, settings: Any, tmp_path: Path, user_id: str
+) -> Iterator[tuple[Run, HeldLLM, Path]]:
+    """A run worker (threads, runs only) whose one run is inside its first LLM call, held
+    for 4 s: the run, the held LLM and the worker's log."""
     held = HeldLLM(hold_seconds=4.0)
     with FakeOpenAIServer(default=held) as server:
         agent = _agent(owner, server.base_url, settings)
@@ -246,18 +247,26 @@ def test_a_run_cancelled_while_its_llm_call_is_open_is_interrupted_there(
         try:
             with tenant_scope(owner.tenant.pk):
                 run = start_run(
-                    actor=ACTOR, agent=agent, request=RunRequest("cancel-me", "Reset password?")
+                    actor=ACTOR, agent=agent, request=RunRequest(user_id, "Reset password?")
                 )
             _wait(lambda: len(held.arrivals) == 1, 60, "the run's first LLM call", log_path)
-            with tenant_scope(owner.tenant.pk):
-                services.cancel_run(actor=ACTOR, run=run)
-            _wait(
-                lambda: b"run.interrupted" in log_path.read_bytes(), 10, "the interrupt", log_path
-            )
-            time.sleep(held.hold_seconds + 2)  # past the held call's answer
+            yield run, held, log_path
         finally:
             stop_worker(worker)
             log.close()
+
+
+def test_a_run_cancelled_while_its_llm_call_is_open_is_interrupted_there(
+    owner: Persona, settings: Any, tmp_path: Path
+) -> None:
+    """Cancelling stops the work: the run's coroutine is cancelled inside its first LLM
+    call, so the calls that would follow it (generation, after classification) never
+    reach the LLM. Before, the run finished its work and only then lost the race."""
+    with _one_run_in_its_llm_call(owner, settings, tmp_path, "cancel-me") as (run, held, log):
+        with tenant_scope(owner.tenant.pk):
+            services.cancel_run(actor=ACTOR, run=run)
+        _wait(lambda: b"run.interrupted" in log.read_bytes(), 10, "the interrupt", log)
+        time.sleep(held.hold_seconds + 2)  # past the held call's answer
     assert len(held.arrivals) == 1, "the cancelled run went on calling its LLM"
     with tenant_scope(owner.tenant.pk):
         assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
@@ -288,31 +297,11 @@ def test_a_runs_only_worker_keeps_no_unacked_copy_in_redis(
         message.ack()
         queue.queue.delete()
         queue.close()
-    held = HeldLLM(hold_seconds=4.0)
-    with FakeOpenAIServer(default=held) as server:
-        agent = _agent(owner, server.base_url, settings)
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url_for_workers(),
-            "OPENAI_API_KEY": "sk-test",
-            "LLM_ALLOWED_BASE_URLS": server.base_url,
-        }
-        log_path = tmp_path / "runner.log"
-        log = log_path.open("ab")
-        worker = start_worker(env, log, pool="threads", concurrency=4, queues="runs")
-        try:
-            with tenant_scope(owner.tenant.pk):
-                run = start_run(
-                    actor=ACTOR, agent=agent, request=RunRequest("no-copy", "Reset password?")
-                )
-            _wait(lambda: len(held.arrivals) == 1, 60, "the run's first LLM call", log_path)
-            assert _unacked_mentioning(str(run.pk)) == []
-            _wait(
-                lambda: _count(owner.tenant.pk, RunStatus.PROCESSING, RunStatus.PENDING) == 0,
-                60,
-                "the run to settle",
-                log_path,
-            )
-        finally:
-            stop_worker(worker)
-            log.close()
+    with _one_run_in_its_llm_call(owner, settings, tmp_path, "no-copy") as (run, _, log):
+        assert _unacked_mentioning(str(run.pk)) == []
+        _wait(
+            lambda: _count(owner.tenant.pk, RunStatus.PROCESSING, RunStatus.PENDING) == 0,
+            60,
+            "the run to settle",
+            log,
+        )
