@@ -14,7 +14,10 @@ the producer's answer costs no second write:
   events in PostgreSQL with the entries the stream still holds unacknowledged, and
   re-appends those it lacks once they are ``ACTIVITY_REPUBLISH_AFTER_SECONDS`` old;
 * an event delivered twice is processed once in effect: processing locks the row and
-  sets ``processed_at`` in the same transaction as its effects, and skips a processed row.
+  sets ``processed_at`` in the same transaction as its effects, and skips a processed row;
+* the entries of one read are processed in one transaction (a run's event costs a share of
+  a few statements, not a transaction of its own); if it fails, they are processed again
+  one by one, so that only a faulty event is retried and counted.
 
 Redis down at accept time degrades, never drops: the row is committed and the sweep
 publishes it when Redis answers again (SPEC 14).
@@ -52,9 +55,9 @@ SCAN_CHUNK = 1000
 # calls the consumer (learning.processing), which sits above this transport.
 DRAIN_TASK = "learning.drain_activity"
 
-# processor(tenant_id, event_id, stream entry id) -> outcome label
-Processor = Callable[[int, str, str], str]
 Entry = tuple[str, str]  # (stream entry id, event id)
+# processor(tenant_id, entries) -> an outcome label per entry
+Processor = Callable[[int, list[Entry]], list[str]]
 
 _clients: dict[str, redis.Redis] = {}
 _lock = threading.Lock()
@@ -64,7 +67,7 @@ def stream_key(tenant_id: int) -> str:
     return f"agentflow:t{tenant_id}:activity"
 
 
-def _drain_flag(tenant_id: int) -> str:
+def drain_flag(tenant_id: int) -> str:
     return f"agentflow:t{tenant_id}:activity:drain-scheduled"
 
 
@@ -92,7 +95,8 @@ def publish(tenant_id: int, event_ids: Iterable[str], *, schedule: bool = True) 
     """Append the events to the tenant's stream; False (logged) when Redis is down.
 
     With ``schedule``, a drain task is enqueued unless one is already scheduled (a flag
-    with a TTL): a burst of deliveries costs one task, not one each.
+    with a TTL), to start ``ACTIVITY_DRAIN_DELAY_SECONDS`` later: a burst of deliveries
+    costs one task and one transaction, not one each.
     """
     ids = [str(event_id) for event_id in event_ids]
     if not ids:
@@ -104,13 +108,14 @@ def publish(tenant_id: int, event_ids: Iterable[str], *, schedule: bool = True) 
             pipe.xadd(key, {FIELD: event_id}, maxlen=setting_int("ACTIVITY_STREAM_MAXLEN"))
         pipe.sadd(TENANTS_KEY, tenant_id)
         if schedule:
-            pipe.set(_drain_flag(tenant_id), 1, nx=True, ex=DRAIN_FLAG_TTL_SECONDS)
+            pipe.set(drain_flag(tenant_id), 1, nx=True, ex=DRAIN_FLAG_TTL_SECONDS)
         results = pipe.execute()
     except redis.RedisError as exc:
         log.warning("activity.publish_failed", tenant_id=tenant_id, error=str(exc), events=ids)
         return False
     if schedule and results[-1]:
-        queueing.by_name(DRAIN_TASK).delay(tenant_id)
+        delay = setting_float("ACTIVITY_DRAIN_DELAY_SECONDS")
+        queueing.by_name(DRAIN_TASK).apply_async((tenant_id,), countdown=delay or None)
     return True
 
 
@@ -173,23 +178,35 @@ def claim(tenant_id: int, consumer: str, min_idle_ms: int, count: int = 100) -> 
 
 
 def handle(tenant_id: int, entries: list[Entry], processor: Processor) -> int:
-    """Process each entry, then acknowledge it; returns how many were acknowledged.
+    """Process the entries, then acknowledge them (one XACK); returns how many were.
 
-    An entry whose processing raised stays pending (the sweep retries it after the claim
-    idle time); an event failing ``ACTIVITY_MAX_ATTEMPTS`` times is set aside as failed.
+    The entries go to the processor together (one transaction); if that raises, they go
+    again one at a time, so that an entry whose processing raised alone stays pending (the
+    sweep retries it after the claim idle time) and an event failing
+    ``ACTIVITY_MAX_ATTEMPTS`` times is set aside as failed.
     """
-    acked = 0
-    for entry_id, event_id in entries:
-        if event_id:
-            try:
-                processor(tenant_id, event_id, entry_id)
-            except Exception as exc:
-                log.exception("activity.process_failed", tenant_id=tenant_id, event_id=event_id)
-                if not _record_failure(event_id, exc):
-                    continue
-        client().xack(stream_key(tenant_id), GROUP, entry_id)
-        acked += 1
-    return acked
+    done = [entry_id for entry_id, event_id in entries if not event_id]
+    todo = [entry for entry in entries if entry[1]]
+    if len(todo) > 1:
+        try:
+            processor(tenant_id, todo)
+            done += [entry_id for entry_id, _ in todo]
+            todo = []
+        except Exception as exc:
+            log.warning(
+                "activity.batch_failed", tenant_id=tenant_id, entries=len(todo), error=str(exc)
+            )
+    for entry_id, event_id in todo:
+        try:
+            processor(tenant_id, [(entry_id, event_id)])
+        except Exception as exc:
+            log.exception("activity.process_failed", tenant_id=tenant_id, event_id=event_id)
+            if not _record_failure(event_id, exc):
+                continue
+        done.append(entry_id)
+    if done:
+        client().xack(stream_key(tenant_id), GROUP, *done)
+    return len(done)
 
 
 def _record_failure(event_id: str, exc: Exception) -> bool:
@@ -229,7 +246,7 @@ def drain(
     batch = batch or setting_int("ACTIVITY_DRAIN_BATCH")
     try:
         # Cleared before reading: an event appended from here on schedules the next drain.
-        client().delete(_drain_flag(tenant_id))
+        client().delete(drain_flag(tenant_id))
     except redis.RedisError:
         log.warning("activity.drain_redis_down", tenant_id=tenant_id)
         return 0

@@ -3,8 +3,8 @@ typed edges between them, built from activity events by the stream's consumer.
 
 Building is idempotent: nodes are upserted by ``(tenant, kind, key)`` and an edge is unique
 per ``(event, kind, source, target)``, so processing an event again changes nothing.
-Nodes of one event are upserted in one statement in key order, so two consumers
-touching the same customer and ticket lock them in the same order (no deadlock).
+The nodes of a batch of events are upserted in one statement in key order, so two
+consumers touching the same customer and ticket lock them in the same order (no deadlock).
 
 Queries: a customer's journey (every ticket they opened or followed up, who handled it
 and how it was resolved, in time order) and the resolutions of a category ranked by how
@@ -155,22 +155,55 @@ RETURNING id, kind, key, (xmax = 0) AS inserted
 """
 
 
+@dataclass
+class _Node:
+    """A node as the events of one batch leave it: what one upsert writes."""
+
+    label: str
+    category: str
+    properties: dict[str, Any]
+    first_seen: datetime
+    last_seen: datetime
+
+
+def _merge_nodes(planned: list[tuple[ActivityEvent, Plan]]) -> dict[tuple[str, str], _Node]:
+    """The batch's nodes, each as applying its events one after another would leave it: the
+    last non-empty label and category win, later properties overwrite earlier ones (the
+    upsert's own rules), and first and last seen span the events' times."""
+    merged: dict[tuple[str, str], _Node] = {}
+    for event, plan in planned:
+        at = event.occurred_at
+        for ident, data in plan.nodes.items():
+            node = merged.get(ident)
+            if node is None:
+                merged[ident] = _Node(
+                    data["label"], data["category"], dict(data["properties"]), at, at
+                )
+                continue
+            node.label = data["label"] or node.label
+            node.category = data["category"] or node.category
+            node.properties.update(data["properties"])
+            node.first_seen = min(node.first_seen, at)
+            node.last_seen = max(node.last_seen, at)
+    return merged
+
+
 def _upsert_nodes(
-    tenant_id: int, nodes: dict[tuple[str, str], dict[str, Any]], at: datetime
+    tenant_id: int, nodes: dict[tuple[str, str], _Node]
 ) -> dict[tuple[str, str], tuple[uuid.UUID, bool]]:
     ordered = sorted(nodes.items())
     params: list[Any] = []
-    for (kind, key), data in ordered:
+    for (kind, key), node in ordered:
         params += [
             uuid.uuid4(),
             tenant_id,
             kind,
             key,
-            data["label"],
-            data["category"],
-            json.dumps(data["properties"], default=str),
-            at,
-            at,
+            node.label,
+            node.category,
+            json.dumps(node.properties, default=str),
+            node.first_seen,
+            node.last_seen,
         ]
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)"] * len(ordered))
     with connection.cursor() as cursor:
@@ -181,36 +214,71 @@ def _upsert_nodes(
 
 def apply(event: ActivityEvent, facts: Facts | None = None) -> dict[str, int]:
     """Write the event's nodes and edges (inside the caller's transaction and tenant scope)."""
-    plan = plan_for(event, facts)
-    if not plan.nodes:
-        return {"nodes": 0, "edges": 0}
-    ids = _upsert_nodes(event.tenant_id, plan.nodes, event.occurred_at)
-    edges = list(plan.edges)
-    if plan.new_ticket_edge is not None:
-        customer, ticket = plan.new_ticket_edge
-        # The event that created the ticket opened it; later ones on the same ticket follow
-        # up. Asked of the edges (not only of the insert) so that applying again agrees.
-        ticket_id, inserted = ids[ticket]
-        opened_by_another = (
-            not inserted
-            and GraphEdge.objects.filter(target_id=ticket_id, kind=EdgeKind.OPENED)
-            .exclude(event_id=event.pk)
-            .exists()
-        )
-        kind = EdgeKind.FOLLOWED_UP if opened_by_another else EdgeKind.OPENED
-        edges.append((kind, customer, ticket))
-    rows = [
-        GraphEdge(
-            source_id=ids[source][0],
-            target_id=ids[target][0],
-            kind=kind,
-            occurred_at=event.occurred_at,
-            event_id=event.pk,
-        )
-        for kind, source, target in edges
-    ]
+    return apply_events([(event, facts)])[0]
+
+
+def apply_events(events: list[tuple[ActivityEvent, Facts | None]]) -> list[dict[str, int]]:
+    """Write several events' nodes and edges as applying them in this order one at a time
+    would, with one node upsert and one edge insert for all of them (inside the caller's
+    transaction and tenant scope; the events are one tenant's). The counts of each event."""
+    planned = [(event, plan_for(event, facts)) for event, facts in events]
+    merged = _merge_nodes(planned)
+    if not merged:
+        return [{"nodes": 0, "edges": 0} for _ in planned]
+    ids = _upsert_nodes(planned[0][0].tenant_id, merged)
+    opened_before = _opened_before(planned, ids)
+    opened_here: set[uuid.UUID] = set()  # tickets an earlier event of the batch opened
+    touched: set[tuple[str, str]] = set()  # nodes an earlier event of the batch wrote
+    counts: list[dict[str, int]] = []
+    rows: list[GraphEdge] = []
+    for event, plan in planned:
+        edges = list(plan.edges)
+        if plan.new_ticket_edge is not None:
+            customer, ticket = plan.new_ticket_edge
+            ticket_id, inserted = ids[ticket]
+            # The event that created the ticket opened it; later ones on the same ticket
+            # follow up. Asked of the edges (not only of the insert) so that applying again
+            # agrees.
+            created_here = inserted and ticket not in touched
+            opened_by_another = ticket_id in opened_here or (
+                not created_here and bool(opened_before.get(ticket_id, set()) - {event.pk})
+            )
+            kind = EdgeKind.FOLLOWED_UP if opened_by_another else EdgeKind.OPENED
+            edges.append((kind, customer, ticket))
+            opened_here.add(ticket_id)
+        touched.update(plan.nodes)
+        event_rows = [
+            GraphEdge(
+                source_id=ids[source][0],
+                target_id=ids[target][0],
+                kind=kind,
+                occurred_at=event.occurred_at,
+                event_id=event.pk,
+            )
+            for kind, source, target in edges
+        ]
+        rows += event_rows
+        counts.append({"nodes": len(plan.nodes), "edges": len(event_rows)})
     GraphEdge.objects.bulk_create(rows, ignore_conflicts=True)
-    return {"nodes": len(ids), "edges": len(rows)}
+    return counts
+
+
+def _opened_before(
+    planned: list[tuple[ActivityEvent, Plan]], ids: dict[tuple[str, str], tuple[uuid.UUID, bool]]
+) -> dict[uuid.UUID, set[Any]]:
+    """For the tickets the batch links a customer to, the events whose edges opened them
+    before this batch (one query; a ticket the batch inserted has none)."""
+    tickets = {
+        ids[plan.new_ticket_edge[1]][0]
+        for _, plan in planned
+        if plan.new_ticket_edge is not None and not ids[plan.new_ticket_edge[1]][1]
+    }
+    opened: dict[uuid.UUID, set[Any]] = {}
+    if tickets:
+        edges = GraphEdge.objects.filter(target_id__in=tickets, kind=EdgeKind.OPENED)
+        for target_id, event_id in edges.values_list("target_id", "event_id"):
+            opened.setdefault(target_id, set()).add(event_id)
+    return opened
 
 
 # --- queries (inside the caller's tenant scope) -------------------------------------------

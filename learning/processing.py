@@ -4,7 +4,7 @@ Producers record events into the stream (:mod:`learning.services`) by explicit c
 the run and review path; this module acts on them. A rule that matches an external event
 starts a run (``agentflow.services.start_run``), so the consumer sits in the run
 orchestration layer, above the stream's transport (:mod:`learning.activity`), which it
-hands :func:`process_event` as the processor of each entry.
+hands :func:`process_events` as the processor of each batch of entries.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from django.db import transaction
 
 from agentflow.core.api.exceptions import ContractError
 from agentflow.core.conf import setting_int
-from agentflow.core.rows import unique_or_none
 from agentflow.kernel.guardrails import wrap_untrusted
 from agentflow.services import RunRequest, start_run
 from learning import activity, graph
@@ -29,35 +28,72 @@ from tenants.context import tenant_scope
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["drain", "fire_rules", "handle", "process_event", "sweep"]
+__all__ = ["drain", "fire_rules", "handle", "process_event", "process_events", "sweep"]
 
 
 def process_event(tenant_id: int, event_id: str, stream_id: str = "") -> str:
     """Apply one event's effects (graph, rule runs) once; a processed event is skipped.
 
-    The row lock serialises two consumers holding the same event (a claimed entry whose
-    first consumer was only slow, a replayed duplicate): the second finds it processed.
     ``stream_id`` is the entry that delivered it, recorded with the outcome.
     """
+    return process_events(tenant_id, [(stream_id, event_id)])[0]
+
+
+def process_events(tenant_id: int, entries: list[activity.Entry]) -> list[str]:
+    """Apply the effects of several stream entries' events in one transaction, in stream
+    order, each once: ``processed``, ``duplicate`` (processed already, or delivered twice in
+    the batch) or ``missing``, per entry.
+
+    The row locks, taken in key order, serialise two consumers holding the same events (a
+    claimed entry whose first consumer was only slow, a replayed duplicate): the second finds
+    them processed. One transaction for the batch is what makes a run's event cheap to
+    consume; if anything in it fails, nothing of it stays and the caller retries the events
+    one by one, so that only the faulty one is counted against its attempts.
+    """
+    event_ids = list(dict.fromkeys(event_id for _, event_id in entries))
     with tenant_scope(tenant_id), transaction.atomic():
-        event = unique_or_none(ActivityEvent.objects.select_for_update().filter(pk=event_id))
-        if event is None:
-            return "missing"
-        if event.processed_at is not None:
-            return "duplicate"
-        facts = (
-            payloads.facts(event.source, event.kind, event.payload)
-            if event.source != ActivitySource.INTERNAL
-            else None
-        )
-        outcome: dict[str, Any] = {"graph": graph.apply(event, facts)}
+        locked = ActivityEvent.objects.select_for_update().filter(pk__in=event_ids).order_by("pk")
+        events = {str(event.pk): event for event in locked}
+        outcomes: list[str] = []
+        batch: list[tuple[ActivityEvent, Facts | None]] = []
+        taken: set[str] = set()
+        for stream_id, event_id in entries:
+            event = events.pop(event_id, None)
+            if event is None:
+                outcomes.append("duplicate" if event_id in taken else "missing")
+                continue
+            taken.add(event_id)
+            if event.processed_at is not None:
+                outcomes.append("duplicate")
+                continue
+            event.stream_id = stream_id[:40]
+            batch.append((event, _facts(event)))
+            outcomes.append("processed")
+        if batch:
+            _apply(batch)
+    return outcomes
+
+
+def _facts(event: ActivityEvent) -> Facts | None:
+    if event.source == ActivitySource.INTERNAL:
+        return None
+    return payloads.facts(event.source, event.kind, event.payload)
+
+
+def _apply(batch: list[tuple[ActivityEvent, Facts | None]]) -> None:
+    """The graph for all, then each external event's rules (rules read no graph), then the
+    processed marks, all in the caller's transaction."""
+    for (event, facts), counts in zip(batch, graph.apply_events(batch), strict=True):
+        event.outcome = {"graph": counts}
         if facts is not None:
-            outcome["rules"] = fire_rules(event, facts)
-        now = datetime.now(UTC)
-        ActivityEvent.objects.filter(pk=event.pk).update(
-            processed_at=now, published_at=now, stream_id=stream_id[:40], outcome=outcome
-        )
-    return "processed"
+            event.outcome["rules"] = fire_rules(event, facts)
+    now = datetime.now(UTC)
+    events = [event for event, _ in batch]
+    for event in events:
+        event.processed_at = event.published_at = now
+    ActivityEvent.objects.bulk_update(
+        events, ["processed_at", "published_at", "stream_id", "outcome"]
+    )
 
 
 def fire_rules(event: ActivityEvent, facts: Facts) -> list[dict[str, Any]]:
@@ -108,12 +144,12 @@ def _start_rule_run(rule: EventRule, event: ActivityEvent, facts: Facts) -> dict
 
 
 def handle(tenant_id: int, entries: list[activity.Entry]) -> int:
-    return activity.handle(tenant_id, entries, process_event)
+    return activity.handle(tenant_id, entries, process_events)
 
 
 def drain(tenant_id: int, **options: Any) -> int:
-    return activity.drain(tenant_id, process_event, **options)
+    return activity.drain(tenant_id, process_events, **options)
 
 
 def sweep() -> activity.SweepReport:
-    return activity.sweep(process_event)
+    return activity.sweep(process_events)

@@ -609,6 +609,9 @@ AGENTFLOW = {
     "WEBHOOK_REPLY_MAX_RETRIES": env_int("WEBHOOK_REPLY_MAX_RETRIES", 5),
     "ACTIVITY_STREAM_MAXLEN": env_int("ACTIVITY_STREAM_MAXLEN", 100_000),
     "ACTIVITY_DRAIN_BATCH": env_int("ACTIVITY_DRAIN_BATCH", 100),
+    # The drain a burst's first event schedules starts this much later, so that one
+    # transaction consumes the burst instead of a task and a transaction per event.
+    "ACTIVITY_DRAIN_DELAY_SECONDS": env_float("ACTIVITY_DRAIN_DELAY_SECONDS", 0.25),
     "ACTIVITY_CLAIM_IDLE_SECONDS": env_float("ACTIVITY_CLAIM_IDLE_SECONDS", 60.0),
     "ACTIVITY_REPUBLISH_AFTER_SECONDS": env_float("ACTIVITY_REPUBLISH_AFTER_SECONDS", 10.0),
     "ACTIVITY_MAX_ATTEMPTS": env_int("ACTIVITY_MAX_ATTEMPTS", 5),

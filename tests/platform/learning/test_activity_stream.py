@@ -7,12 +7,14 @@ twice in effect.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,30 @@ def test_published_events_are_consumed_and_acknowledged(owner: Persona) -> None:
     events = ActivityEvent.unscoped.filter(pk__in=ids)
     assert all(e.published_at and e.stream_id for e in events)  # the entry that carried it
     assert processing.drain(owner.tenant.pk) == 0
+
+
+def _drains_queued_for(tenant_id: int) -> list[dict[str, Any]]:
+    messages = [json.loads(raw) for raw in activity.client().lrange("learning", 0, -1)]
+    return [
+        m
+        for m in messages
+        if m["headers"]["task"] == activity.DRAIN_TASK
+        and m["headers"]["argsrepr"] == f"({tenant_id},)"
+    ]
+
+
+def test_a_burst_costs_one_drain_that_starts_a_little_later(owner: Persona, settings: Any) -> None:
+    """The delay lets the burst gather, so that one transaction consumes all of it."""
+    settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_DRAIN_DELAY_SECONDS": 30.0}
+    activity.client().delete(activity.drain_flag(owner.tenant.pk))
+    queued_before = len(_drains_queued_for(owner.tenant.pk))
+    sent_at = time.time()
+    _record(owner, 3)
+    drains = _drains_queued_for(owner.tenant.pk)[queued_before:]
+    assert len(drains) == 1
+    starts_at = datetime.fromisoformat(drains[0]["headers"]["eta"]).timestamp()
+    assert sent_at + 29 < starts_at < time.time() + 31
+    assert processing.drain(owner.tenant.pk) == 3  # what the task does: all three at once
 
 
 def test_a_redis_restart_between_publish_and_consume_loses_and_doubles_nothing(
@@ -145,7 +171,7 @@ def test_a_processing_failure_is_retried_then_set_aside(owner: Persona, settings
     settings.AGENTFLOW = {**settings.AGENTFLOW, "ACTIVITY_MAX_ATTEMPTS": 2}
     (event_id,) = _record(owner, 1)
 
-    def broken(tenant_id: int, event_id: str, entry_id: str) -> str:
+    def broken(tenant_id: int, entries: list[activity.Entry]) -> list[str]:
         raise RuntimeError("graph store unavailable")
 
     entries = activity.read(owner.tenant.pk, "c1", 10)
@@ -160,6 +186,27 @@ def test_a_processing_failure_is_retried_then_set_aside(owner: Persona, settings
     assert event.processed_at is not None
     assert event.outcome == {"failed": "RuntimeError: graph store unavailable", "attempts": 2}
     assert activity.pending_count(owner.tenant.pk) == 0
+
+
+def test_a_failing_event_fails_alone_not_its_batch(owner: Persona) -> None:
+    ids = _record(owner, 3)
+    poison = ids[1]
+
+    def failing_on_poison(tenant_id: int, entries: list[activity.Entry]) -> list[str]:
+        if any(event_id == poison for _, event_id in entries):
+            raise RuntimeError("graph store unavailable")
+        return processing.process_events(tenant_id, entries)
+
+    entries = activity.read(owner.tenant.pk, "c1", 10)
+    assert len(entries) == 3
+    assert activity.handle(owner.tenant.pk, entries, failing_on_poison) == 2
+    assert activity.pending_count(owner.tenant.pk) == 1  # only the poison is retried
+    unprocessed = ActivityEvent.unscoped.filter(pk__in=ids, processed_at__isnull=True)
+    assert [(str(e.pk), e.attempts) for e in unprocessed] == [(poison, 1)]
+    assert ActivityEvent.unscoped.get(pk=ids[0]).attempts == 0
+    retried = activity.claim(owner.tenant.pk, "c2", min_idle_ms=0)  # what the sweep does
+    assert processing.handle(owner.tenant.pk, retried) == 1
+    _assert_each_processed_once(owner, ids)
 
 
 # --- a consumer process killed mid-batch ------------------------------------------------------

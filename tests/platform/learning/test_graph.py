@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from learning import graph, processing, services
 from learning.models import ActivityEvent, EdgeKind, GraphEdge, GraphNode
@@ -239,3 +242,115 @@ def test_erasing_an_end_user_erases_their_graph_and_events(
         assert ActivityEvent.unscoped.get(pk=event_id).payload == {"erased": True}
     assert _node(owner, "resolution", "run:r1").label == ""
     assert _node(owner, "resolution", "run:r2").label == "Refunds take 5 business days."
+
+
+# --- a batch of events in one transaction ---------------------------------------------------
+
+# A history whose order matters: a ticket opened, answered by a rule's run, followed up and
+# relabelled, a run from the API opening a thread and another following it up, a review
+# and a golden path marking a run's resolution, a customer seen again.
+HISTORY: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "generic.ticket.created",
+        {
+            "type": "ticket.created",
+            "customer": {"id": "dana"},
+            "ticket": {"id": "t1", "subject": "refund", "category": "billing"},
+        },
+        "generic",
+    ),
+    ("run.completed", {"run_id": "r1", "agent_id": "a1", "customer_key": "generic:user:dana",
+                       "ticket_key": "generic:ticket:t1", "activity_event_id": "e1",
+                       "intent": "billing", "answer": "Refunds take 5 days.",
+                       "sources": [{"id": "kb-1", "title": "Refunds"}]}, "internal"),
+    (
+        "generic.ticket.updated",
+        {
+            "type": "ticket.updated",
+            "customer": {"id": "dana"},
+            "ticket": {"id": "t1", "subject": "refund, again", "status": "open"},
+        },
+        "generic",
+    ),
+    ("run.escalated", {"run_id": "r2", "agent_id": "a1", "agent_name": "support",
+                       "user_id": "zed", "thread_id": "th-1", "intent": "login"}, "internal"),
+    ("run.completed", {"run_id": "r3", "agent_id": "a1", "user_id": "zed", "thread_id": "th-1",
+                       "intent": "login", "answer": "Reset it here.",
+                       "confidence": 0.9}, "internal"),
+    ("hitl.decided", {"run_id": "r3", "decision": "approve", "intent": "login"}, "internal"),
+    ("golden_path.created", {"run_id": "r3", "golden_path_id": "g1"}, "internal"),
+    ("run.completed", {"run_id": "r4", "agent_id": "a2", "agent_name": "sales",
+                       "user_id": "zed", "thread_id": "th-2", "answer": "Yes."}, "internal"),
+]  # fmt: skip
+
+
+def _record_history(persona: Persona) -> list[str]:
+    return [
+        str(services.record_event(persona.tenant.pk, kind, payload, source, occurred_at=_at(n)).pk)
+        for n, (kind, payload, source) in enumerate(HISTORY)
+    ]
+
+
+def _graph_of(persona: Persona) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    nodes = GraphNode.unscoped.filter(tenant=persona.tenant).order_by("kind", "key")
+    edges = GraphEdge.unscoped.filter(tenant=persona.tenant).select_related("source", "target")
+    return (
+        [
+            (n.kind, n.key, n.label, n.category, n.properties, n.first_seen, n.last_seen)
+            for n in nodes
+        ],
+        sorted((e.kind, e.source.key, e.target.key, e.occurred_at) for e in edges),
+    )
+
+
+def test_a_batch_builds_the_graph_that_one_event_at_a_time_does(
+    owner: Persona, outsider: Persona
+) -> None:
+    one_by_one = _record_history(owner)
+    for event_id in one_by_one:
+        assert processing.process_event(owner.tenant.pk, event_id) == "processed"
+    together = _record_history(outsider)
+    entries = [(f"{n}-0", event_id) for n, event_id in enumerate(together)]
+    assert processing.process_events(outsider.tenant.pk, entries) == ["processed"] * len(HISTORY)
+    assert _graph_of(outsider) == _graph_of(owner)
+    nodes, edges = _graph_of(owner)
+    assert ("followed_up", "generic:user:dana", "generic:ticket:t1", _at(2)) in edges
+    assert ("followed_up", "api:user:zed", "thread:th-1", _at(4)) in edges
+    assert ("opened", "api:user:zed", "thread:th-2", _at(7)) in edges
+    by_key = {(kind, key): rest for kind, key, *rest in nodes}
+    assert by_key[("ticket", "generic:ticket:t1")][0] == "refund, again"  # the later label
+    assert by_key[("resolution", "run:r3")][2] == {
+        "confidence": 0.9, "review": "approve", "golden_path": "g1"
+    }  # fmt: skip
+    event = ActivityEvent.unscoped.get(pk=together[1])
+    assert event.stream_id == "1-0"
+    assert event.outcome == ActivityEvent.unscoped.get(pk=one_by_one[1]).outcome
+
+
+def test_a_batch_processes_each_event_once(owner: Persona) -> None:
+    first, second = _record_history(owner)[:2]
+    assert processing.process_event(owner.tenant.pk, first) == "processed"
+    entries = [("1-0", first), ("2-0", second), ("3-0", second), ("4-0", str(uuid.uuid4()))]
+    outcomes = processing.process_events(owner.tenant.pk, entries)
+    assert outcomes == ["duplicate", "processed", "duplicate", "missing"]
+    assert ActivityEvent.unscoped.get(pk=second).stream_id == "2-0"
+    assert GraphEdge.unscoped.filter(tenant=owner.tenant, kind="opened").count() == 1
+
+
+def test_a_batch_of_run_events_costs_the_statements_of_one(owner: Persona) -> None:
+    """A run's event is consumed in a share of one transaction, not in one of its own."""
+
+    def statements(runs: int) -> int:
+        ids = [
+            str(services.record_event(owner.tenant.pk, "run.completed", {
+                "run_id": f"r{runs}-{n}", "agent_id": "a1", "user_id": f"u{n}",
+                "answer": "ok", "sources": [{"id": "kb-1", "title": "Refunds"}],
+            }).pk)
+            for n in range(runs)
+        ]  # fmt: skip
+        with CaptureQueriesContext(connection) as queries:
+            processing.process_events(owner.tenant.pk, [(f"{i}-0", e) for i, e in enumerate(ids)])
+        return len(queries)
+
+    assert statements(30) == statements(2)
+    assert GraphNode.unscoped.filter(tenant=owner.tenant, kind="resolution").count() == 32
