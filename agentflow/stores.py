@@ -48,6 +48,7 @@ from agentflow.kernel.stores import KnowledgeDocument as KernelDocument
 from agentflow.kernel.vectors import Vector
 from agentflow.models import Agent, AgentSession, Thread
 from agentflow.models import MemoryCase as MemoryCaseRow
+from agentflow.vector_search import vector_literal
 from tenants.scoping import require_tenant_id
 
 __all__ = [
@@ -552,8 +553,7 @@ def _search_cases(
 ) -> list[Any]:
     """Rows of ``_CASE_COLUMNS``: the user's best ``limit``, other users' among ``shared_ids``."""
     tenant_id = require_tenant_id()
-    # pgvector's text form; float32 values, as the column stores them.
-    literal = "[" + ",".join(map(str, np.asarray(vector, dtype=np.float32).tolist())) + "]"
+    literal = vector_literal(vector)
     sql = _OWN_CASES_SQL
     params: list[Any] = [literal, tenant_id, agent_id, user_id, limit]
     if shared_ids:

@@ -60,6 +60,7 @@ __all__ = [
     "create_tenant_index",
     "ensure_tenant_indexes",
     "nearest",
+    "vector_literal",
 ]
 
 # Exact search's p95 grows with the scope: 25 ms at 9,400 rows on 2 busy cores
@@ -233,6 +234,14 @@ def _best(found: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return rows[:limit]
 
 
+def vector_literal(vector: Vector) -> str:
+    """pgvector's text form of ``vector`` as the float32 a column stores: 9 significant
+    digits, which read back to the same float32 (pgvector parses with strtof), in a quarter
+    of the time of pgvector's own ``str()`` of each value and two thirds of its length."""
+    values = np.asarray(vector, dtype=np.float32).tolist()
+    return "[" + ("%.9g," * len(values))[:-1] % tuple(values) + "]"
+
+
 def nearest(
     rows: QuerySet[Any],
     vector: Vector,
@@ -259,16 +268,17 @@ def nearest(
         scope_rows = _scope_size(rows, exact_max_rows, scope_rows)
     plan = _plan(rows.model, scope_rows, limit, exact_max_rows, current_tenant_id())
     wanted = (*fields, _SIMILARITY)
+    query = Value(vector_literal(vector))
     if plan.exact:
         # Ordered by similarity (1 - distance), not by the distance operator itself: the
         # HNSW index can only serve `ORDER BY embedding <=> q`, so the planner cannot pick
         # it here and must rank the B-tree-filtered rows exactly.
         exact = rows.annotate(
-            **{_SIMILARITY: Value(1.0) - CosineDistance(embedding_field, vector)}
+            **{_SIMILARITY: Value(1.0) - CosineDistance(embedding_field, query)}
         ).order_by(f"-{_SIMILARITY}")
         return _best(list(exact.values(*wanted)[:limit]), limit)
     by_index = (
-        rows.annotate(**{_DISTANCE: CosineDistance(embedding_field, vector)})
+        rows.annotate(**{_DISTANCE: CosineDistance(embedding_field, query)})
         .annotate(**{_SIMILARITY: Value(1.0) - F(_DISTANCE)})
         .order_by(_DISTANCE)
     )

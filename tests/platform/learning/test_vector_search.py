@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from pgvector import Vector as PgVector
 from pgvector.django import CosineDistance
 
 from agentflow import vector_search
@@ -274,3 +275,18 @@ def test_an_invalid_tenant_index_is_ignored_then_rebuilt(world: World) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", [name])
         assert cursor.fetchone()[0] is True
+
+
+@pytest.mark.django_db
+def test_a_query_vectors_text_reads_back_as_the_float32_pgvector_would_send() -> None:
+    rng = np.random.default_rng(7)
+    vector = (rng.standard_normal(DIMENSIONS) * 1e-3).astype(np.float32)
+    vector[:4] = [1e-38, -3.4e38, 0.0, 0.123456789]  # the smallest normal, the largest, zero
+    ours = vector_search.vector_literal(vector)
+    pgvectors = PgVector._to_db(vector)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::vector = %s::vector, %s::vector::text", [ours, pgvectors, ours])
+        same, text = cursor.fetchone()
+    assert same
+    assert np.array_equal(np.array(text[1:-1].split(","), dtype=np.float32), vector)
+    assert len(ours) < len(pgvectors)
