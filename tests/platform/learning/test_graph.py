@@ -246,32 +246,27 @@ def test_erasing_an_end_user_erases_their_graph_and_events(
 
 # --- a batch of events in one transaction ---------------------------------------------------
 
+
+def _danas_ticket(change: str, **ticket: str) -> tuple[str, dict[str, Any], str]:
+    """A generic webhook's event about Dana's ticket t1."""
+    payload = {
+        "type": f"ticket.{change}",
+        "customer": {"id": "dana"},
+        "ticket": {"id": "t1", **ticket},
+    }
+    return f"generic.ticket.{change}", payload, "generic"
+
+
 # A history whose order matters: a ticket opened, answered by a rule's run, followed up and
 # relabelled, a run from the API opening a thread and another following it up, a review
 # and a golden path marking a run's resolution, a customer seen again.
 HISTORY: list[tuple[str, dict[str, Any], str]] = [
-    (
-        "generic.ticket.created",
-        {
-            "type": "ticket.created",
-            "customer": {"id": "dana"},
-            "ticket": {"id": "t1", "subject": "refund", "category": "billing"},
-        },
-        "generic",
-    ),
+    _danas_ticket("created", subject="refund", category="billing"),
     ("run.completed", {"run_id": "r1", "agent_id": "a1", "customer_key": "generic:user:dana",
                        "ticket_key": "generic:ticket:t1", "activity_event_id": "e1",
                        "intent": "billing", "answer": "Refunds take 5 days.",
                        "sources": [{"id": "kb-1", "title": "Refunds"}]}, "internal"),
-    (
-        "generic.ticket.updated",
-        {
-            "type": "ticket.updated",
-            "customer": {"id": "dana"},
-            "ticket": {"id": "t1", "subject": "refund, again", "status": "open"},
-        },
-        "generic",
-    ),
+    _danas_ticket("updated", subject="refund, again", status="open"),
     ("run.escalated", {"run_id": "r2", "agent_id": "a1", "agent_name": "support",
                        "user_id": "zed", "thread_id": "th-1", "intent": "login"}, "internal"),
     ("run.completed", {"run_id": "r3", "agent_id": "a1", "user_id": "zed", "thread_id": "th-1",
