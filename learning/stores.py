@@ -51,7 +51,7 @@ class DjangoGoldenPathStore:
 
     def _search(
         self, vector: Vector, limit: int, intent: str | None = None
-    ) -> list[golden_paths.GoldenPathHit]:
+    ) -> list[dict[str, Any]]:
         now = time.monotonic()
         counted = self._counted
         if counted is None or now - counted[0] > self.count_ttl_seconds:
@@ -60,8 +60,8 @@ class DjangoGoldenPathStore:
         # A category is a subset of the counted rows: small stays small (exact search), a
         # large scope is counted again with the category filter.
         small = counted[1] <= EXACT_SEARCH_MAX_ROWS
-        return golden_paths.search(
-            vector=vector,
+        return golden_paths.search_answers(
+            vector,
             agent_id=None if self.tenant_wide else self.agent_id,
             limit=limit,
             scope_rows=counted[1] if small or not intent else None,
@@ -76,11 +76,7 @@ class DjangoGoldenPathStore:
         hits = await sync_to_async(self._search)(vector, limit, intent)
         return [
             ContextItem(
-                "golden_path",
-                str(hit.golden_path.pk),
-                hit.golden_path.question,
-                hit.golden_path.answer,
-                hit.score,
+                "golden_path", str(hit["id"]), hit["question"], hit["answer"], hit["similarity"]
             )
             for hit in hits
         ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from agentflow.kernel.intents import OUT_OF_SCOPE
 from agentflow.knowledge import embed_query
@@ -61,6 +63,24 @@ def test_search_within_the_intent_stays_in_the_tenant(owner: Persona, agent: Age
             MESSAGE, embed_query(MESSAGE), limit=3, intent="card_arrival"
         )
     assert found == []
+
+
+def test_a_runs_golden_path_search_is_one_statement(owner: Persona, agent: Agent) -> None:
+    """The pipeline's search reads the question and answer with the ranking: loading the
+    whole rows in a second statement (embedding and trace) was 40 % of its CPU (issue 15)."""
+    _record(agent)
+    store = DjangoGoldenPathStore(agent.pk)
+    vector = embed_query(MESSAGE)
+    with tenant_scope(agent.tenant_id):
+        async_to_sync(store.search)(MESSAGE, vector, limit=3)  # counts the scope once
+        with CaptureQueriesContext(connection) as queries:
+            found = async_to_sync(store.search)(MESSAGE, vector, limit=3, intent="card_arrival")
+    assert [(item.title, item.text) for item in found] == [
+        ("when will the new card be delivered", "[arrival]"),
+        ("card questions in general", "[any]"),
+    ]
+    assert all(0 < item.score <= 1 for item in found)
+    assert len(queries.captured_queries) == 1
 
 
 # --- the answer says what the question was about -------------------------------------------
