@@ -87,6 +87,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,14 +248,25 @@ class WorkerSpec:
     flags: tuple[str, ...] = ()  # more of the worker's command line
 
 
-def platform_workers(run_concurrency: int, other_concurrency: int) -> list[WorkerSpec]:
+def runner_names(runners: int) -> list[str]:
+    """The run workers' child names: "worker-runs", then "worker-runs-2", ..."""
+    return ["worker-runs"] + [f"worker-runs-{n}" for n in range(2, runners + 1)]
+
+
+def platform_workers(
+    run_concurrency: int, other_concurrency: int, runners: int = 1
+) -> list[WorkerSpec]:
     """The workers the platform starts after issue 15: runs on a threads pool, the rest prefork.
 
-    The run worker holds up to ``run_concurrency`` runs and takes no more than that from the
-    queue (prefetch 1 per slot); the other queues keep a small prefork pool.
+    Each of the ``runners`` run workers holds up to ``run_concurrency`` runs and takes no
+    more than that from the queue (prefetch 1 per slot); the other queues keep a small
+    prefork pool.
     """
     return [
-        WorkerSpec("worker-runs", RUN_QUEUE, "threads", run_concurrency, 1, flags=runner_flags()),
+        *(
+            WorkerSpec(name, RUN_QUEUE, "threads", run_concurrency, 1, flags=runner_flags())
+            for name in runner_names(runners)
+        ),
         WorkerSpec("worker-other", OTHER_QUEUES, "prefork", other_concurrency),
     ]
 
@@ -1085,7 +1097,7 @@ class Bench:
         for spec in specs:
             hostnames[spec.name] = f"bench-{spec.name}-{os.getpid()}@{socket.gethostname()}"
             argv = celery_worker_argv(spec, hostnames[spec.name])
-            defaults = runner_env() if spec.name == "worker-runs" else {}
+            defaults = runner_env() if spec.queues == RUN_QUEUE else {}
             self.children.spawn(spec.name, argv, {**defaults, **self.env, **(env or {})}, self.logs)
         deadline = time.monotonic() + 90
         waiting = dict(hostnames)
@@ -1571,6 +1583,12 @@ class Bench:
             {
                 "web": lambda: self.pid("web"),
                 "celery_runs_worker": lambda: self.pid("worker-runs"),
+                **{
+                    name.replace("worker-runs", "celery_runs_worker").replace("-", "_"): partial(
+                        self.pid, name
+                    )
+                    for name in runner_names(self.args.runners)[1:]
+                },
                 "celery_other_worker": lambda: self.pid("worker-other"),
                 "llm_server": lambda: self.pid("llm"),
                 "postgres": self.postmaster_pid,
@@ -1579,7 +1597,8 @@ class Bench:
         )
 
     def watched(self) -> dict[str, int | None]:
-        return {name: self.pid(name) for name in ("web", "worker-runs", "worker-other")}
+        names = ("web", *runner_names(self.args.runners), "worker-other")
+        return {name: self.pid(name) for name in names}
 
     def burst_requests(
         self, tag: str, targets: list[tuple[str, str]], runs: int, distinct_users: bool
@@ -1712,7 +1731,7 @@ class Bench:
         return {
             "workers": [
                 " ".join(celery_worker_argv(spec, "<hostname>")[1:])
-                for spec in platform_workers(a.run_concurrency, a.other_concurrency)
+                for spec in platform_workers(a.run_concurrency, a.other_concurrency, a.runners)
             ],
             "worker_env": a.worker_env or "none (the platform's defaults)",
             "web": f"uvicorn --workers {a.e2e_web_workers} (http {a.web_http})",
@@ -1849,16 +1868,17 @@ class Bench:
         platform = [name for name in ("llm", "tenants", "sessions") if name in phases]
         if platform:
             note(
-                f"platform workers: runs x{a.run_concurrency} threads, other x{a.other_concurrency}"
+                f"platform workers: {a.runners} x runs x{a.run_concurrency} threads, "
+                f"other x{a.other_concurrency}"
             )
             ready = self.start_workers(
-                platform_workers(a.run_concurrency, a.other_concurrency), a.worker_env
+                platform_workers(a.run_concurrency, a.other_concurrency, a.runners), a.worker_env
             )
             result["platform_workers_ready_s"] = round(ready, 2)
             result["platform_warm_up"] = self.warm_platform()
             for name in platform:
                 result[name] = getattr(self, f"{name}_phase")()
-            for spec in platform_workers(a.run_concurrency, a.other_concurrency):
+            for spec in platform_workers(a.run_concurrency, a.other_concurrency, a.runners):
                 self.children.stop(spec.name)
         self.children.stop("web")
 
@@ -2134,6 +2154,12 @@ def main() -> int:
     parser.add_argument("--llm-latency", type=float, default=2.0, help="seconds per LLM call")
     parser.add_argument("--runs", type=int, default=600, help="runs per llm/tenants burst")
     parser.add_argument("--run-concurrency", type=int, default=200, help="run worker's threads")
+    parser.add_argument(
+        "--runners",
+        type=int,
+        default=1,
+        help="run worker processes, each with --run-concurrency threads (make run starts one)",
+    )
     parser.add_argument("--other-concurrency", type=int, default=2, help="other queues' worker")
     parser.add_argument("--llm-drain-timeout", type=float, default=180.0)
     parser.add_argument("--sessions", type=int, default=10000, help="distinct users, one run each")
