@@ -1714,9 +1714,7 @@ class Bench:
         figures["cpu_cores_used"] = CpuMeter.cores(before, after)
         figures["cpu_ms_per_run"] = CpuMeter.ms_per_item(before, after, len(ids))
         figures["db_activity"] = self.db.result()
-        figures["server_log_errors"] = {
-            name: self.log_errors(name) for name in ("web", "worker-runs", "worker-other")
-        }
+        figures["server_log_errors"] = {name: self.log_errors(name) for name in self.watched()}
         figures["purged_queued_tasks"] = self.purge_queues()
         if spy is not None:
             figures["py_spy"] = spy.result()
