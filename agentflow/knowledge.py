@@ -41,7 +41,13 @@ from agentflow.kernel.llm.resilience import CircuitBreaker
 from agentflow.kernel.llm.wordllama_embedder import WordLlamaEmbedder
 from agentflow.kernel.vectors import Embedder, Vector, embed_texts
 from agentflow.models import EMBEDDING_DIMENSIONS, Agent, KnowledgeChunk, KnowledgeDocument
-from agentflow.vector_search import EXACT_SEARCH_MAX_ROWS, count_rows, nearest
+from agentflow.vector_search import (
+    EXACT_SEARCH_MAX_ROWS,
+    count_rows,
+    exact_statement,
+    nearest,
+    nearest_exact,
+)
 from tenants.models import Tenant
 from tenants.scoping import require_tenant_id
 
@@ -585,6 +591,15 @@ def count_chunks(agent_id: uuid.UUID | str, cap: int) -> int:
     return count_rows(KnowledgeChunk.objects.filter(agent_id=agent_id), cap)
 
 
+# What `nearest` asks for an agent's chunks over its exact plan, as a constant statement.
+_EXACT_CHUNKS_SQL = exact_statement(
+    select="c.document_id, d.title, c.index, c.text",
+    source="agentflow_knowledgechunk c JOIN agentflow_knowledgedocument d ON d.id = c.document_id",
+    where="c.tenant_id = %s AND c.agent_id = %s",
+    embedding="c.embedding",
+)
+
+
 def search_chunks(
     agent_id: uuid.UUID | str,
     vector: Vector,
@@ -600,11 +615,16 @@ def search_chunks(
     only chooses between exact and index search (`agentflow.vector_search`); it is counted
     when not given.
     """
+    fields = ("document_id", "document__title", "index", "text")
+    if agent_rows is not None and agent_rows <= exact_max_rows:
+        # A run's search (the store passes its cached count): the constant statement.
+        params = (require_tenant_id(), agent_id)
+        return _hits(nearest_exact(_EXACT_CHUNKS_SQL, params, vector, columns=fields, limit=limit))
     found = nearest(
         KnowledgeChunk.objects.filter(agent_id=agent_id),
         vector,
         limit=limit,
-        fields=("document_id", "document__title", "index", "text"),
+        fields=fields,
         scope_rows=agent_rows,
         exact_max_rows=exact_max_rows,
     )

@@ -18,6 +18,7 @@ Every search filters by tenant inside the query (the scoped manager) and goes th
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from agentflow.kernel.smalltalk import SMALL_TALK, small_talk_kind
 from agentflow.kernel.vectors import Vector
 from agentflow.knowledge import embed_query
 from agentflow.models import Agent, Run
-from agentflow.vector_search import nearest
+from agentflow.vector_search import EXACT_SEARCH_MAX_ROWS, exact_statement, nearest, nearest_exact
 from governance.audit import Actor, append
 from learning.models import GoldenPath, GoldenPathSource
 from learning.serializers import GoldenPathSerializer
@@ -294,7 +295,37 @@ def search_answers(
     ``answer`` and ``similarity``: what a run's context needs, in one statement. Loading the
     whole rows (their embedding and trace) was 40 % of the search's CPU (issue 15)."""
     fields = ("id", "question", "answer")
+    if scope_rows is not None and scope_rows <= EXACT_SEARCH_MAX_ROWS:
+        # A run's search of a small scope (the store's cached count): a constant statement.
+        statement, params = _exact_answers_statement(agent_id, intent)
+        return nearest_exact(statement, params, vector, columns=fields, limit=limit)
     return _nearest(vector, agent_id, limit, False, scope_rows, intent, fields)
+
+
+def _exact_answers_statement(agent_id: Any, intent: str | None) -> tuple[str, list[Any]]:
+    """`_nearest`'s filters over the active rows, as `nearest_exact`'s statement and
+    parameters."""
+    params: list[Any] = [require_tenant_id()]
+    if agent_id is not None:
+        params.append(agent_id)
+    if intent:
+        params.append(intent)
+    return _exact_answers_sql(agent_id is not None, bool(intent)), params
+
+
+@functools.cache
+def _exact_answers_sql(by_agent: bool, by_intent: bool) -> str:
+    where = ["tenant_id = %s", "is_active"]
+    if by_agent:
+        where.append("agent_id = %s")
+    if by_intent:
+        where.append("category IN (%s, '')")
+    return exact_statement(
+        select="id, question, answer",
+        source="learning_goldenpath",
+        where=" AND ".join(where),
+        embedding="embedding",
+    )
 
 
 def _nearest(

@@ -16,12 +16,14 @@ from django.test.utils import CaptureQueriesContext
 from pgvector import Vector as PgVector
 from pgvector.django import CosineDistance
 
-from agentflow import vector_search
-from agentflow.models import Agent
+from agentflow import knowledge, vector_search
+from agentflow.models import Agent, KnowledgeChunk, KnowledgeDocument
 from agentflow.vector_search import count_rows, nearest
+from learning import golden_paths
 from learning.models import GoldenPath, GoldenPathSource
 from tenants.context import tenant_scope
 from tenants.models import Tenant
+from tenants.scoping import TenantScopeMissing
 from tests.db_roles import as_superuser
 
 DIMENSIONS = 384
@@ -290,3 +292,108 @@ def test_a_query_vectors_text_reads_back_as_the_float32_pgvector_would_send() ->
     assert same
     assert np.array_equal(np.array(text[1:-1].split(","), dtype=np.float32), vector)
     assert len(ours) < len(pgvectors)
+
+
+# --- a run's searches: the exact plan as one constant statement (issue 15) -----------------
+
+
+def _orm_answers(agent_id: Any, vector: np.ndarray, limit: int, intent: str | None) -> list[Any]:
+    """What `nearest`'s queryset plan finds for a run's golden-path search."""
+    rows = GoldenPath.objects.filter(is_active=True)
+    if agent_id is not None:
+        rows = rows.filter(agent_id=agent_id)
+    if intent:
+        rows = rows.filter(category__in=[intent, ""])
+    fields = ("id", "question", "answer")
+    return nearest(rows, vector, limit=limit, fields=fields, scope_rows=len(rows))
+
+
+def _rounded(found: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(*(row[key] for key in row if key != "similarity"), round(row["similarity"], 5))
+            for row in found]  # fmt: skip
+
+
+def test_a_runs_golden_path_search_finds_what_the_queryset_plan_finds(world: World) -> None:
+    """`search_answers` with a small scope (the store's count) runs a constant statement:
+    the same rows, order and similarities as the queryset, tenant, agent, activity and
+    category filters included, against B's closer near-copies."""
+    rng = np.random.default_rng(3)
+    with tenant_scope(world.tenant_a.id):
+        paths = GoldenPath.objects.filter(agent_id=world.agent_a.id)
+        paths.filter(question__in=[f"question {i}" for i in range(0, 60)]).update(category="")
+        paths.filter(question__in=[f"question {i}" for i in range(60, 120)]).update(
+            category="card_payment_fee"
+        )
+        paths.filter(question__in=[f"question {i}" for i in range(120, 140)]).update(
+            is_active=False
+        )
+    other_agent_paths = low_rank(rng, 20)
+    with tenant_scope(world.tenant_a.id):
+        other_agent = Agent.objects.create(name="sales", blueprint="support_agent")
+    add_paths(world.tenant_a, other_agent, other_agent_paths)
+    queries = [world.copies[i] for i in (0, 70, 130, 200)] + [-world.vectors[5]]
+    with tenant_scope(world.tenant_a.id):
+        for vector in queries:
+            for agent_id in (world.agent_a.id, None, world.agent_b.id):
+                for intent in (None, "card_arrival", "card_payment_fee", "unknown"):
+                    for limit in (1, 5, 400):
+                        expected = _orm_answers(agent_id, vector, limit, intent)
+                        with CaptureQueriesContext(connection) as statements:
+                            found = golden_paths.search_answers(
+                                vector, agent_id=agent_id, limit=limit, scope_rows=1, intent=intent
+                            )
+                        assert len(statements) == 1
+                        assert '"learning_goldenpath"."id"' not in statements[0]["sql"]  # no ORM
+                        assert _rounded(found) == _rounded(expected), (agent_id, intent, limit)
+        assert golden_paths.search_answers(np.zeros(DIMENSIONS), scope_rows=1) == []
+        assert golden_paths.search_answers(world.copies[0], limit=0, scope_rows=1) == []
+    with tenant_scope(world.tenant_b.id):
+        found = golden_paths.search_answers(world.vectors[0], agent_id=None, scope_rows=1)
+    assert {row["answer"].split(" of ")[1] for row in found} == {"tenant-b"}
+    with pytest.raises(TenantScopeMissing):
+        golden_paths.search_answers(world.vectors[0], scope_rows=1)
+
+
+def test_a_runs_knowledge_search_finds_what_the_queryset_plan_finds(world: World) -> None:
+    rng = np.random.default_rng(5)
+    for tenant, agent, vectors in (
+        (world.tenant_a, world.agent_a, world.vectors[:40]),
+        (world.tenant_b, world.agent_b, world.copies[:40]),
+    ):
+        with tenant_scope(tenant.id):
+            documents = [
+                KnowledgeDocument.objects.create(
+                    agent=agent,
+                    title=f"doc {d} of {tenant.slug}",
+                    content_type="text/plain",
+                    size_bytes=1,
+                )
+                for d in range(4)
+            ]
+            KnowledgeChunk.objects.bulk_create(
+                KnowledgeChunk(
+                    document=documents[i % 4],
+                    agent=agent,
+                    index=i,
+                    text=f"chunk {i}",
+                    embedding=vector,
+                )
+                for i, vector in enumerate(vectors)
+            )
+    queries = [world.copies[i] for i in (0, 7, 33)] + [unit(rng.standard_normal(DIMENSIONS))]
+    with tenant_scope(world.tenant_a.id):
+        for vector in queries:
+            for agent_id in (world.agent_a.id, world.agent_b.id):
+                for limit in (1, 5, 100):
+                    expected = knowledge.search_chunks(agent_id, vector, limit=limit)  # counts
+                    with CaptureQueriesContext(connection) as statements:
+                        found = knowledge.search_chunks(agent_id, vector, limit=limit, agent_rows=1)
+                    assert '"agentflow_knowledgechunk"."document_id"' not in statements[0]["sql"]
+                    assert [(h.key, h.title, h.text, round(h.score, 5)) for h in found] == [
+                        (h.key, h.title, h.text, round(h.score, 5)) for h in expected
+                    ]
+                    if agent_id == world.agent_a.id:
+                        assert found
+                        assert all(h.title.endswith("tenant-a") for h in found)
+                    else:
+                        assert found == []
