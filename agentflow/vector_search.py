@@ -19,7 +19,8 @@ default ef_search=40). So:
   of a 1M-row table. If that would need more than `_MAX_EF_SEARCH`, exact search.
 * the index is the tenant's own partial HNSW index (`WHERE tenant_id = <id>`) when it has
   one: `ensure_tenant_indexes` builds them for tenants of `TENANT_INDEX_MIN_ROWS` rows or
-  more. The scoped query's `tenant_id = <literal>` lets PostgreSQL pick it, every candidate
+  more. The scoped query's `tenant_id = <id>`, planned with its value (a custom plan, even
+  for a prepared statement), lets PostgreSQL pick it, every candidate
   is then the tenant's, and ef_search stays near its floor of 40. Why: at 1M rows and 10
   tenants (2 busy cores) the shared index needs ef_search ~200 for recall@5 0.97 and then
   misses a 20 ms p95 (22 ms; 33 ms at ef_search 400); see docs/operations.md for the
@@ -204,9 +205,9 @@ def _local_settings(values: Mapping[str, str], *, restore: bool) -> Iterator[Non
     set_config(..., true) is SET LOCAL: it ends with the transaction, so a pooled
     connection never carries it into another query. Inside a caller's transaction it would
     last until that one ends, hence `restore` there; in a transaction of our own one
-    statement sets everything (each round trip showed in the p95). These settings are read
-    when the index is scanned, not when a plan is made, so a prepared statement's cached
-    plan is no issue.
+    statement sets everything (each round trip showed in the p95). The hnsw settings are read
+    when the index is scanned and plan_cache_mode when the next statement is bound, so both
+    apply to a prepared statement too.
     """
     with connection.cursor() as cursor:
         if not restore:
@@ -284,7 +285,9 @@ def nearest(
         .annotate(**{_SIMILARITY: Value(1.0) - F(_DISTANCE)})
         .order_by(_DISTANCE)
     )
-    overrides = {"hnsw.ef_search": str(plan.ef_search)}
+    # A prepared statement (DB_PREPARE_THRESHOLD) may switch to a generic plan, which
+    # cannot know the tenant literal, so the tenant's partial index could not serve it.
+    overrides = {"hnsw.ef_search": str(plan.ef_search), "plan_cache_mode": "force_custom_plan"}
     if plan.iterative:
         overrides["hnsw.iterative_scan"] = "strict_order"
     own_transaction = not connection.in_atomic_block

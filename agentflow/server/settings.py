@@ -174,6 +174,16 @@ if DB_POOL_MAX_SIZE > 0:
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Server-side parameters, and statements prepared once a connection has run them this many
+# times (psycopg): PostgreSQL then parses and plans a run's ~23 statements once per pooled
+# connection instead of every time, 2.5 ms of its CPU per run of 8 (issue 15). 0: client-side
+# binding, nothing prepared (behind PgBouncer's transaction pooling before 1.21).
+DB_PREPARE_THRESHOLD = env_int("DB_PREPARE_THRESHOLD", 2)
+if DB_PREPARE_THRESHOLD < 0:
+    raise ImproperlyConfiguredEnv(f"DB_PREPARE_THRESHOLD={DB_PREPARE_THRESHOLD}: 0 or more")
+if DB_PREPARE_THRESHOLD > 0:
+    DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = DB_PREPARE_THRESHOLD
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, Celery broker and results -------------------

@@ -80,3 +80,37 @@ def test_a_negative_intent_model_keep_is_one_line_naming_it(tmp_path: Path) -> N
     assert result.stderr.strip().splitlines() == [
         "agentflow: configuration error: INTENT_MODEL_CACHE_KEEP_DAYS=-1: 0 or more"
     ]
+
+
+def test_a_negative_prepare_threshold_is_one_line_naming_it(tmp_path: Path) -> None:
+    env = {**_production_env(tmp_path), "DB_PREPARE_THRESHOLD": "-1"}
+    result = manage_check(env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "agentflow: configuration error: DB_PREPARE_THRESHOLD=-1: 0 or more"
+    ]
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [("0", "None None"), ("", "True 2")])
+def test_the_prepare_threshold_sets_server_side_binding(
+    tmp_path: Path, threshold: str, expected: str
+) -> None:
+    """0 is client-side binding, nothing prepared (PgBouncer's transaction mode); unset is
+    server-side parameters, each statement prepared on its connection's second run."""
+    env = {**_production_env(tmp_path), "DB_PREPARE_THRESHOLD": threshold}
+    if not threshold:
+        env.pop("DB_PREPARE_THRESHOLD")
+    script = (
+        "from django.conf import settings; o = settings.DATABASES['default']['OPTIONS']; "
+        "print(o.get('server_side_binding'), o.get('prepare_threshold'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == expected

@@ -397,3 +397,38 @@ def test_a_runs_knowledge_search_finds_what_the_queryset_plan_finds(world: World
                         assert all(h.title.endswith("tenant-a") for h in found)
                     else:
                         assert found == []
+
+
+def test_a_prepared_index_search_keeps_the_tenants_partial_index(
+    world: World, hnsw_only: None
+) -> None:
+    """With prepared statements (DB_PREPARE_THRESHOLD), PostgreSQL may plan a statement
+    once for any parameters: a generic plan knows no tenant, and the tenant's partial HNSW
+    index, which makes its searches exact enough, would be left unused. The search asks
+    for custom plans."""
+    assert connection.settings_dict["OPTIONS"].get("prepare_threshold")
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    name = vector_search.create_tenant_index(GoldenPath, world.tenant_a.id, concurrently=False)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE learning_goldenpath")
+        # The server's choice, as a postgresql.conf may make it: PostgreSQL would otherwise
+        # keep custom plans here only because it estimates them cheaper.
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute("SELECT pg_stat_get_xact_numscans(%s::regclass)", [name])
+        scans_before = cursor.fetchone()[0]
+    searches = 12
+    for i in range(searches):
+        found = search(world.tenant_a, world.agent_a, world.copies[i], exact_max_rows=0)
+        assert found[0]["answer"] == f"answer {i} of tenant-a"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_get_xact_numscans(%s::regclass)", [name])
+        assert cursor.fetchone()[0] - scans_before >= searches
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s",
+            ['%ORDER BY ("learning_goldenpath"."embedding" <=> $%'],
+        )
+        plans = cursor.fetchall()
+    assert plans, "the search was prepared"
+    assert all(generic == 0 for generic, _ in plans)
