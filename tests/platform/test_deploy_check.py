@@ -73,21 +73,13 @@ def test_a_missing_variable_in_production_is_one_line_naming_it(
     ]
 
 
-def test_a_negative_intent_model_keep_is_one_line_naming_it(tmp_path: Path) -> None:
-    env = {**_production_env(tmp_path), "INTENT_MODEL_CACHE_KEEP_DAYS": "-1"}
+@pytest.mark.parametrize("variable", ["INTENT_MODEL_CACHE_KEEP_DAYS", "DB_PREPARE_THRESHOLD"])
+def test_a_negative_count_is_one_line_naming_it(tmp_path: Path, variable: str) -> None:
+    env = {**_production_env(tmp_path), variable: "-1"}
     result = manage_check(env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "agentflow: configuration error: INTENT_MODEL_CACHE_KEEP_DAYS=-1: 0 or more"
-    ]
-
-
-def test_a_negative_prepare_threshold_is_one_line_naming_it(tmp_path: Path) -> None:
-    env = {**_production_env(tmp_path), "DB_PREPARE_THRESHOLD": "-1"}
-    result = manage_check(env)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        "agentflow: configuration error: DB_PREPARE_THRESHOLD=-1: 0 or more"
+        f"agentflow: configuration error: {variable}=-1: 0 or more"
     ]
 
 
