@@ -30,7 +30,9 @@ RUN SECRET_KEY=build-only DATABASE_URL=postgresql://build@localhost/build \
 
 USER agentflow
 EXPOSE 8000
-CMD ["python", "-m", "uvicorn", "agentflow.server.asgi:application", \
-     "--host", "0.0.0.0", "--port", "8000", "--lifespan", "off", "--proxy-headers", \
-     "--workers", "2", "--no-access-log", \
+# Two uvicorn workers, each on a socket of its own (agentflow/server/web.py): with uvicorn's
+# own --workers they share one, and clients that connect together can all land on one.
+CMD ["python", "-m", "agentflow.server.web", \
+     "--host", "0.0.0.0", "--port", "8000", "--workers", "2", \
+     "--lifespan", "off", "--proxy-headers", "--no-access-log", \
      "--http", "h11", "--h11-max-incomplete-event-size", "1048576"]

@@ -68,6 +68,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import importlib.util
 import json
 import os
 import platform
@@ -301,6 +302,15 @@ def web_http_options(parser: str) -> tuple[str, ...]:
     Dockerfile start (h11, so over-long URLs reach Django's 414); `httptools` is uvicorn's
     default C parser, for comparison."""
     return platform_run.UVICORN_HTTP_OPTIONS if parser == "production" else ("--http", parser)
+
+
+def web_server(kind: str) -> tuple[str, ...]:
+    """The web server's module: `launcher` is what the Dockerfile and docker-compose.yml
+    start (`agentflow.server.web`: a socket of its own per worker), `uvicorn` is uvicorn's
+    own `--workers` (one shared socket), for comparison and for older trees."""
+    if kind == "launcher" and importlib.util.find_spec("agentflow.server.web") is not None:
+        return ("agentflow.server.web",)
+    return ("uvicorn", "agentflow.server.asgi:application")
 
 
 def runner_env() -> dict[str, str]:
@@ -1018,8 +1028,7 @@ class Bench:
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                "agentflow.server.asgi:application",
+                *web_server(self.args.web_server),
                 "--host",
                 HOST,
                 "--port",
@@ -1317,7 +1326,8 @@ class Bench:
         out: dict[str, Any] = {
             "config": {
                 "server": (
-                    f"uvicorn --workers {workers} (loop auto, http {a.web_http}), --lifespan off"
+                    f"{a.web_server} --workers {workers} (loop auto, http {a.web_http}), "
+                    "--lifespan off"
                 ),
                 "celery_worker": "not running (runs stay queued; purged afterwards)",
                 "clients": a.clients,
@@ -1394,7 +1404,7 @@ class Bench:
             {
                 "config": {
                     "celery": f"worker --concurrency {concurrency} (prefork), queues {QUEUES}",
-                    "web": f"uvicorn --workers {a.e2e_web_workers} (http {a.web_http})",
+                    "web": f"{a.web_server} --workers {a.e2e_web_workers} (http {a.web_http})",
                     "burst": f"{burst} runs or {a.burst_seconds:.0f} s of enqueueing, first met",
                     "drain_timeout_s": a.drain_timeout,
                     "clients": a.clients,
@@ -1732,7 +1742,7 @@ class Bench:
                 for spec in platform_workers(a.run_concurrency, a.other_concurrency, a.runners)
             ],
             "worker_env": a.worker_env or "none (the platform's defaults)",
-            "web": f"uvicorn --workers {a.e2e_web_workers} (http {a.web_http})",
+            "web": f"{a.web_server} --workers {a.e2e_web_workers} (http {a.web_http})",
             "clients": a.clients,
             "postgres_max_connections": self.db.query("SHOW max_connections")[0][0]
             if self.db
@@ -2174,6 +2184,13 @@ def main() -> int:
         choices=("production", "httptools", "h11"),
         default="production",
         help="the web server's HTTP parser: production = make run's options (h11, 1 MiB heads)",
+    )
+    parser.add_argument(
+        "--web-server",
+        choices=("launcher", "uvicorn"),
+        default="launcher",
+        help="launcher = the Dockerfile's agentflow.server.web (a socket per worker); "
+        "uvicorn = uvicorn's own --workers (one shared socket)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs)")
     parser.add_argument(

@@ -89,7 +89,7 @@ def say(message: str) -> None:
     print(f"agentflow | {message}", flush=True)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Children get SIGTERM if the supervisor itself is killed (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -109,7 +109,7 @@ class Child:
 
 
 # A child up this long before it died is not crash-looping: its backoff starts afresh.
-_STABLE_SECONDS = 60.0
+STABLE_SECONDS = 60.0
 _MAX_RESTART_DELAY = 30.0
 
 
@@ -209,7 +209,7 @@ class Supervisor:
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         child = self.children.setdefault(name, Child(name, argv))
         child.process = subprocess.Popen(  # noqa: S603 - our own argv
-            child.argv, cwd=ROOT, env=env, preexec_fn=_die_with_parent, start_new_session=True
+            child.argv, cwd=ROOT, env=env, preexec_fn=die_with_parent, start_new_session=True
         )
         child.started_at = time.monotonic()
 
@@ -299,7 +299,7 @@ class Supervisor:
             # orphans would hold leases and connections of work that is being recovered.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.process.pid, signal.SIGKILL)
-        stable = now - child.started_at >= _STABLE_SECONDS
+        stable = now - child.started_at >= STABLE_SECONDS
         child.failures_in_a_row = 1 if stable else child.failures_in_a_row + 1
         delay = restart_delay(child.failures_in_a_row, self.restart_base)
         child.restart_at = now + delay
