@@ -7,6 +7,7 @@ launcher binds a socket per worker with SO_REUSEPORT; the kernel spreads the con
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -55,17 +56,15 @@ def _workers(launcher: subprocess.Popen[bytes]) -> list[psutil.Process]:
 def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(OSError):  # not listening yet, or a worker just killed
             if condition():
                 return
-        except OSError:
-            pass
         time.sleep(0.2)
     raise AssertionError("timed out")
 
 
 def _all_answer(port: int, launcher: subprocess.Popen[bytes]) -> bool:
-    """Each worker answers: as many /healthz on fresh connections as it takes to see them all."""
+    """Both workers run, and ten /healthz on fresh connections (spread by the kernel) answer."""
     workers = {worker.pid for worker in _workers(launcher)}
     return len(workers) == 2 and all(_healthz(port) == 200 for _ in range(10))
 
